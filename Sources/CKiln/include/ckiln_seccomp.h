@@ -1,0 +1,30 @@
+#ifndef CKILN_SECCOMP_H
+#define CKILN_SECCOMP_H
+
+#include <stdint.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+// Return-action values from <linux/seccomp.h> (macros with casts do not
+// import as constants).
+static inline uint32_t ckiln_seccomp_ret_kill_process(void) { return SECCOMP_RET_KILL_PROCESS; }
+static inline uint32_t ckiln_seccomp_ret_kill_thread(void) { return SECCOMP_RET_KILL_THREAD; }
+static inline uint32_t ckiln_seccomp_ret_trap(void) { return SECCOMP_RET_TRAP; }
+static inline uint32_t ckiln_seccomp_ret_errno(void) { return SECCOMP_RET_ERRNO; }
+static inline uint32_t ckiln_seccomp_ret_log(void) { return SECCOMP_RET_LOG; }
+static inline uint32_t ckiln_seccomp_ret_allow(void) { return SECCOMP_RET_ALLOW; }
+static inline uint32_t ckiln_audit_arch_x86_64(void) { return AUDIT_ARCH_X86_64; }
+static inline uint32_t ckiln_audit_arch_i386(void) { return AUDIT_ARCH_I386; }
+static inline uint32_t ckiln_audit_arch_aarch64(void) { return AUDIT_ARCH_AARCH64; }
+
+/// Sets PR_SET_NO_NEW_PRIVS for the calling thread (and its future children).
+int ckiln_set_no_new_privs(void);
+
+/// Installs a classic-BPF seccomp program on the calling thread only,
+/// through seccomp(SECCOMP_SET_MODE_FILTER). `flags` takes SECCOMP_FILTER_FLAG_*.
+/// Returns 0, or -1 with errno set.
+int ckiln_seccomp_load(const struct sock_filter *instructions, uint16_t count,
+                       unsigned int flags);
+
+#endif

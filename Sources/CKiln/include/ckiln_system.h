@@ -1,0 +1,32 @@
+#ifndef CKILN_SYSTEM_H
+#define CKILN_SYSTEM_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// gettid(2), which glibc only declares under _GNU_SOURCE.
+pid_t ckiln_gettid(void);
+
+/// prctl(2) with its five arguments spelled out.
+int ckiln_prctl(int option, unsigned long arg2, unsigned long arg3,
+                unsigned long arg4, unsigned long arg5);
+
+/// A raw six-argument syscall(2); returns -1 and sets errno on failure.
+long ckiln_syscall6(long number, unsigned long a0, unsigned long a1,
+                    unsigned long a2, unsigned long a3, unsigned long a4,
+                    unsigned long a5);
+
+/// open(2) with an explicit mode (the libc prototype is variadic).
+int ckiln_open(const char *path, int flags, unsigned int mode);
+
+/// openat(2) with an explicit mode.
+int ckiln_openat(int dirfd, const char *path, int flags, unsigned int mode);
+
+/// fcntl(2) with one integer argument (the libc prototype is variadic).
+int ckiln_fcntl_int(int fd, int cmd, int arg);
+
+/// ioctl(2) with a pointer or integer argument (variadic in libc).
+int ckiln_ioctl_ptr(int fd, unsigned long request, void *arg);
+int ckiln_ioctl_int(int fd, unsigned long request, unsigned long arg);
+
+#endif

@@ -1,0 +1,2 @@
+// Placeholder until the bundle format lands.
+public enum KilnSeccompPlaceholder {}

@@ -1,0 +1,2 @@
+import KilnPolicy
+print("kiln-policy: not yet")
