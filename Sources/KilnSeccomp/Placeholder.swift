@@ -1,2 +1,0 @@
-// Placeholder until the bundle format lands.
-public enum KilnSeccompPlaceholder {}

@@ -1,0 +1,35 @@
+import CKiln
+import KilnSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Installs seccomp programs on the calling thread.
+public enum SeccompFilter {
+    /// PR_SET_NO_NEW_PRIVS, required before an unprivileged thread may
+    /// install a filter; inherited across fork and exec.
+    public static func setNoNewPrivileges() throws {
+        try check("prctl(PR_SET_NO_NEW_PRIVS)") { ckiln_set_no_new_privs() }
+    }
+
+    /// Installs `instructions` on the calling thread only. Filters stack: the
+    /// kernel runs every installed filter and the most restrictive action wins.
+    public static func install(_ instructions: [BPFInstruction], role: String) throws {
+        guard !instructions.isEmpty, instructions.count <= BPF.maximumInstructions else {
+            throw SeccompBundleError.programTooLong(role: role, instructions: instructions.count)
+        }
+        try setNoNewPrivileges()
+        let filters = instructions.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        try filters.withUnsafeBufferPointer { buffer in
+            try check("seccomp(SECCOMP_SET_MODE_FILTER)", subject: "role \(role)") {
+                ckiln_seccomp_load(buffer.baseAddress, UInt16(buffer.count), 0)
+            }
+        }
+    }
+
+    /// Installs the program the bundle holds for `role`.
+    public static func install(role: String, from bundle: SeccompBundle) throws {
+        guard let program = bundle.program(for: role) else { throw SeccompBundleError.missingRole(role) }
+        try install(program, role: role)
+    }
+}
