@@ -41,11 +41,12 @@ let package = Package(
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
 
         // MARK: Tests
-        .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON"]),
+        .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
+        .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON", "KilnTestSupport"]),
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
         .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp"]),
         .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnSeccomp"]),
-        .testTarget(name: "KilnAPITests", dependencies: ["KilnAPI"]),
+        .testTarget(name: "KilnAPITests", dependencies: ["KilnAPI", "KilnTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
