@@ -1,0 +1,49 @@
+import Testing
+@testable import KilnAPI
+
+@Suite struct APIRouteTests {
+    @Test(arguments: [
+        ("GET", "/", APIRoute.describeInstance),
+        ("GET", "/version", .version),
+        ("GET", "/vm/config", .vmConfig),
+        ("PUT", "/actions", .putAction),
+        ("PUT", "/boot-source", .putBootSource),
+        ("PATCH", "/machine-config", .patchMachineConfig),
+        ("PUT", "/drives/rootfs", .putDrive(id: "rootfs")),
+        ("PATCH", "/network-interfaces/eth_0", .patchNetworkInterface(id: "eth_0")),
+        ("PUT", "/vsock", .putVsock),
+        ("PATCH", "/vm", .patchVM),
+        ("PUT", "/metrics/", .putMetrics),
+    ])
+    func resolvesServedResources(method: String, path: String, route: APIRoute) throws {
+        #expect(try APIRoute.resolve(method: method, path: Substring(path)) == route)
+    }
+
+    @Test func refusesUnsupportedFeaturesByName() {
+        #expect(throws: APIError.badRequest(
+            "/snapshot/create is not supported by Kiln: Kiln does not implement snapshots.")) {
+            try APIRoute.resolve(method: "PUT", path: "/snapshot/create")
+        }
+        #expect(throws: APIError.self) { try APIRoute.resolve(method: "GET", path: "/balloon") }
+        #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/mmds/config") }
+    }
+
+    @Test func refusesUnknownMethodsPathsAndIds() {
+        #expect(throws: APIError.badRequest("Invalid request method and/or path: DELETE /drives/a.")) {
+            try APIRoute.resolve(method: "DELETE", path: "/drives/a")
+        }
+        #expect(throws: APIError.badRequest("Invalid request method and/or path: GET /balloonx.")) {
+            try APIRoute.resolve(method: "GET", path: "/balloonx")
+        }
+        #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/a-b") }
+        #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/" + String(repeating: "a", count: 65)) }
+        #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/") }
+        #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/a/b") }
+    }
+
+    @Test func errorsUseFirecrackersShape() {
+        let response = APIError.badRequest("no \"kernel\"").response
+        #expect(response.status.code == 400)
+        #expect(String(decoding: response.body, as: UTF8.self) == #"{"fault_message":"no \"kernel\""}"#)
+    }
+}
