@@ -35,7 +35,7 @@ let package = Package(
         .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp"]),
 
         // MARK: The Firecracker-compatible API: HTTP/1.1 parser, routes, models
-        .target(name: "KilnAPI", dependencies: ["KilnJSON"]),
+        .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem"]),
 
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),

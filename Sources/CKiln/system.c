@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -36,4 +37,10 @@ int ckiln_ioctl_ptr(int fd, unsigned long request, void *arg) {
 
 int ckiln_ioctl_int(int fd, unsigned long request, unsigned long arg) {
     return ioctl(fd, request, arg);
+}
+
+int ckiln_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }
+
+int ckiln_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
 }

@@ -2,6 +2,10 @@
 #define CKILN_SYSTEM_H
 
 #include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/types.h>
 
 /// gettid(2), which glibc only declares under _GNU_SOURCE.
@@ -28,5 +32,18 @@ int ckiln_fcntl_int(int fd, int cmd, int arg);
 /// ioctl(2) with a pointer or integer argument (variadic in libc).
 int ckiln_ioctl_ptr(int fd, unsigned long request, void *arg);
 int ckiln_ioctl_int(int fd, unsigned long request, unsigned long arg);
+
+/// Names the calling thread (PR_SET_NAME; the kernel keeps 15 bytes).
+int ckiln_set_thread_name(const char *name);
+
+/// accept4(2), declared by glibc only under _GNU_SOURCE.
+int ckiln_accept4(int fd, int flags);
+
+// EPOLL* are enum members with macro aliases; these import as plain values.
+static inline uint32_t ckiln_epollin(void) { return EPOLLIN; }
+static inline uint32_t ckiln_epollout(void) { return EPOLLOUT; }
+static inline uint32_t ckiln_epollerr(void) { return EPOLLERR; }
+static inline uint32_t ckiln_epollhup(void) { return EPOLLHUP; }
+static inline uint32_t ckiln_epollrdhup(void) { return EPOLLRDHUP; }
 
 #endif

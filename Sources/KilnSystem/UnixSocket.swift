@@ -1,0 +1,79 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKiln
+
+/// Stream sockets in the AF_UNIX family, for the API.
+public enum UnixSocket {
+    /// sun_path holds 108 bytes including the terminating NUL.
+    public static let maximumPathLength = 107
+
+    /// Binds and listens on `path`. The socket is non-blocking and close-on-exec.
+    /// An existing file at `path` is an error: the caller decides whether a
+    /// stale socket may be removed.
+    public static func listen(path: String, backlog: Int32 = 16) throws -> FileDescriptor {
+        guard !path.isEmpty, path.utf8.count <= maximumPathLength else {
+            throw SystemError("bind", subject: path, errno: ENAMETOOLONG)
+        }
+        let raw = try check("socket(AF_UNIX)") {
+            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        }
+        let fd = FileDescriptor(rawValue: raw)
+        do {
+            try withSocketAddress(path) { address, length in
+                try check("bind", subject: path) { bind(raw, address, length) }
+            }
+            try check("listen", subject: path) { Glibc.listen(raw, backlog) }
+        } catch {
+            fd.close()
+            throw error
+        }
+        return fd
+    }
+
+    /// Connects a blocking client socket to `path`.
+    public static func connect(path: String) throws -> FileDescriptor {
+        guard !path.isEmpty, path.utf8.count <= maximumPathLength else {
+            throw SystemError("connect", subject: path, errno: ENAMETOOLONG)
+        }
+        let raw = try check("socket(AF_UNIX)") {
+            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        do {
+            try withSocketAddress(path) { address, length in
+                try check("connect", subject: path) { Glibc.connect(raw, address, length) }
+            }
+        } catch {
+            Glibc.close(raw)
+            throw error
+        }
+        return FileDescriptor(rawValue: raw)
+    }
+
+    /// Accepts one pending connection as a non-blocking socket; nil when none is pending.
+    public static func accept(_ listener: FileDescriptor) throws -> FileDescriptor? {
+        let raw = ckiln_accept4(listener.rawValue, Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue))
+        if raw == -1 {
+            switch errno {
+            case EAGAIN, EINTR, ECONNABORTED: return nil
+            default: throw SystemError.current("accept4")
+            }
+        }
+        return FileDescriptor(rawValue: raw)
+    }
+
+    private static func withSocketAddress<R>(
+        _ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R
+    ) rethrows -> R {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        return try withUnsafePointer(to: &address) { pointer in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                try body($0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+    }
+}

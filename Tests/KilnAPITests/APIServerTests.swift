@@ -1,0 +1,120 @@
+import Glibc
+import KilnSystem
+import Testing
+@testable import KilnAPI
+
+/// Runs a real server on a temporary Unix socket, on its own thread.
+private final class ServerFixture {
+    final class Echo: APIRequestHandler {
+        func handle(_ request: HTTPRequest) -> HTTPResponse {
+            .json(.ok, "\"\(request.method) \(request.path) \(request.body.count)\"")
+        }
+    }
+
+    let directory: String
+    let path: String
+    let server: APIServer
+    let thread: SystemThread
+
+    init(configure: (inout APIServer.Configuration) -> Void = { _ in }) throws {
+        directory = String(cString: mkdtemp(strdup("/tmp/kiln-api-XXXXXX")))
+        path = directory + "/api.sock"
+        var configuration = APIServer.Configuration()
+        configure(&configuration)
+        let server = try APIServer(listener: try UnixSocket.listen(path: path), configuration: configuration,
+                                   handler: Echo())
+        self.server = server
+        thread = try SystemThread.spawn(name: "api-test") { try? server.run() }
+    }
+
+    func stop() {
+        server.stop()
+        thread.join()
+        unlink(path)
+        rmdir(directory)
+    }
+
+    func connect() throws -> FileDescriptor { try UnixSocket.connect(path: path) }
+}
+
+private func send(_ fd: FileDescriptor, _ text: String) throws { try fd.writeAll(Array(text.utf8)) }
+
+/// Reads until `count` responses are complete or the peer closes.
+private func readResponses(_ fd: FileDescriptor, count: Int) throws -> [String] {
+    var received: [UInt8] = []
+    var responses: [String] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while responses.count < count {
+        let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0) }
+        if n == 0 { break }
+        received += buffer[0..<n]
+        while let headerEnd = received.indices.first(where: { received[$0...].starts(with: Array("\r\n\r\n".utf8)) }) {
+            let head = String(decoding: received[0..<headerEnd], as: UTF8.self)
+            let length = head.split(separator: "\r\n").first { $0.hasPrefix("Content-Length: ") }
+                .map { Int($0.dropFirst(16))! } ?? 0
+            guard received.count >= headerEnd + 4 + length else { break }
+            responses.append(String(decoding: received[0..<headerEnd + 4 + length], as: UTF8.self))
+            received.removeFirst(headerEnd + 4 + length)
+        }
+    }
+    return responses
+}
+
+@Suite(.serialized) struct APIServerTests {
+    @Test func answersPipelinedRequestsInOrder() throws {
+        let fixture = try ServerFixture()
+        defer { fixture.stop() }
+        let client = try fixture.connect()
+        defer { client.close() }
+        try send(client, "GET /a HTTP/1.1\r\n\r\nPUT /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n")
+        let responses = try readResponses(client, count: 3)
+        #expect(responses.count == 3)
+        #expect(responses.map { $0.hasPrefix("HTTP/1.1 200 OK\r\n") } == [true, true, true])
+        #expect(responses[0].hasSuffix("\"GET /a 0\""))
+        #expect(responses[1].hasSuffix("\"PUT /b 3\""))
+        #expect(responses[2].hasSuffix("\"GET /c 0\""))
+    }
+
+    @Test func refusesOversizedBodyAndCloses() throws {
+        let fixture = try ServerFixture { $0.limits.body = 10 }
+        defer { fixture.stop() }
+        let client = try fixture.connect()
+        defer { client.close() }
+        try send(client, "PUT /x HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
+        let responses = try readResponses(client, count: 2)
+        #expect(responses.count == 1)
+        #expect(responses.first?.hasPrefix("HTTP/1.1 413 Payload Too Large\r\n") == true)
+        #expect(responses.first?.contains("Connection: close\r\n") == true)
+        #expect(responses.first?.hasSuffix(#"{"fault_message":"request body larger than 10 bytes"}"#) == true)
+    }
+
+    @Test func slowClientDoesNotBlockOthersAndIsDropped() throws {
+        let fixture = try ServerFixture { $0.idleTimeoutMilliseconds = 300 }
+        defer { fixture.stop() }
+        let slow = try fixture.connect()
+        defer { slow.close() }
+        try send(slow, "GET /slow HTTP/1.1\r\nHost:")
+        let fast = try fixture.connect()
+        defer { fast.close() }
+        try send(fast, "GET /fast HTTP/1.1\r\nConnection: close\r\n\r\n")
+        let fastResponses = try readResponses(fast, count: 2)
+        #expect(fastResponses.count == 1)
+        #expect(fastResponses.first?.hasSuffix("\"GET /fast 0\"") == true)
+        // The dribbling client is cut off: its read sees end of file.
+        #expect(try readResponses(slow, count: 1).isEmpty)
+    }
+
+    @Test func capsConcurrentConnections() throws {
+        let fixture = try ServerFixture { $0.maximumConnections = 1 }
+        defer { fixture.stop() }
+        let first = try fixture.connect()
+        defer { first.close() }
+        try send(first, "GET /one HTTP/1.1\r\n\r\n")
+        #expect(try readResponses(first, count: 1).count == 1)
+        let second = try fixture.connect()
+        defer { second.close() }
+        try? send(second, "GET /two HTTP/1.1\r\n\r\n")
+        // Refused: end of file or a reset, never an answer.
+        #expect(((try? readResponses(second, count: 1)) ?? []).isEmpty)
+    }
+}
