@@ -33,5 +33,10 @@ test: build
 demo: build
 	$(SWIFT) run kiln-policy audit --policies policies
 
+# Every Sources/fuzz-* target, FUZZ_SECONDS each, on its seed corpus.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@for dir in Sources/fuzz-*; do integration/fuzz/run.sh $$(basename $$dir) $(FUZZ_SECONDS) || exit 1; done
+
 clean:
 	rm -rf .build .build-*

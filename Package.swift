@@ -40,6 +40,10 @@ let package = Package(
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
 
+        // MARK: libFuzzer targets, one per parser (`make fuzz`)
+        .executableTarget(name: "fuzz-json", dependencies: ["KilnJSON"]),
+        .executableTarget(name: "fuzz-http-request", dependencies: ["KilnAPI"]),
+
         // MARK: Tests
         .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON", "KilnTestSupport"]),

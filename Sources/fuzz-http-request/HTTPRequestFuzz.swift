@@ -1,0 +1,20 @@
+import KilnAPI
+
+/// libFuzzer entry for the API's HTTP parser: the input is fed in two parts
+/// split at its first byte's value, so split-dependent bugs are reachable.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzHTTPRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    let bytes = Array(UnsafeBufferPointer(start: data, count: size))
+    guard let first = bytes.first else { return 0 }
+    let split = min(bytes.count, 1 + Int(first))
+    var parser = HTTPRequestParser()
+    parser.append(bytes[1..<split])
+    do {
+        while try parser.nextRequest() != nil {}
+        parser.append(bytes[split...])
+        while try parser.nextRequest() != nil {}
+    } catch {}
+    let limits = parser.limits
+    precondition(parser.bufferedByteCount <= limits.requestLine + limits.headerSection + limits.body + bytes.count)
+    return 0
+}
