@@ -28,6 +28,7 @@ let package = Package(
         // MARK: Foundations
         .target(name: "KilnSystem", dependencies: ["CKiln"]),
         .target(name: "KilnJSON"),
+        .target(name: "KilnTelemetry", dependencies: ["KilnSystem", "KilnJSON"]),
 
         // MARK: Seccomp: bundle format, BPF interpreter, loader (no libseccomp)
         .target(name: "KilnSeccomp", dependencies: ["KilnSystem", "CKiln"]),
@@ -50,6 +51,7 @@ let package = Package(
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
         .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp"]),
         .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnSeccomp"]),
+        .testTarget(name: "KilnTelemetryTests", dependencies: ["KilnTelemetry", "KilnJSON"]),
         .testTarget(name: "KilnAPITests", dependencies: ["KilnAPI", "KilnTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
