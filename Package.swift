@@ -36,6 +36,7 @@ let package = Package(
 
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
+        .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
 
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
@@ -46,6 +47,7 @@ let package = Package(
         .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp"]),
         .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnSeccomp"]),
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
+        .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
     ],
     swiftLanguageModes: [.v5]
 )
