@@ -35,8 +35,12 @@ let package = Package(
         // MARK: Policy language, compiler (libseccomp) and audit
         .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp"]),
 
+        // MARK: VMM: guest memory, configuration, the KVM machine
+        .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
+        .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
+
         // MARK: The Firecracker-compatible API: HTTP/1.1 parser, routes, models
-        .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem"]),
+        .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem", "KilnConfig"]),
 
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
@@ -53,6 +57,8 @@ let package = Package(
         .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnSeccomp"]),
         .testTarget(name: "KilnTelemetryTests", dependencies: ["KilnTelemetry", "KilnJSON"]),
         .testTarget(name: "KilnAPITests", dependencies: ["KilnAPI", "KilnTestSupport"]),
+        .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
+        .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,91 @@
+import Testing
+@testable import KilnMemory
+
+/// Two regions around a hole, as the machine lays out RAM around the MMIO gap.
+private func splitMemory() throws -> HeapGuestMemory {
+    try HeapGuestMemory(ranges: [
+        GuestRange(address: 0, size: 0x1000),
+        GuestRange(address: 0x4000, size: 0x2000),
+    ])
+}
+
+@Test func littleEndianIntegersRoundTripAtAnyAlignment() throws {
+    let memory = try splitMemory()
+    try memory.write(UInt32(0x1122_3344), at: 0x4001)
+    #expect(try memory.readBytes(at: 0x4001, count: 4) == [0x44, 0x33, 0x22, 0x11])
+    #expect(try memory.read(UInt32.self, at: 0x4001) == 0x1122_3344)
+    try memory.write(UInt64.max - 1, at: 0xff8)
+    #expect(try memory.read(UInt64.self, at: 0xff8) == UInt64.max - 1)
+    #expect(try memory.read(UInt16.self, at: 0x4002) == 0x2233)
+}
+
+@Test func accessesOutsideRegionsAreRefused() throws {
+    let memory = try splitMemory()
+    // In the hole, straddling a region's end, and past the last region.
+    #expect(throws: GuestMemoryError(address: 0x2000, length: 1, reason: .outOfBounds)) {
+        try memory.read(UInt8.self, at: 0x2000)
+    }
+    #expect(throws: GuestMemoryError(address: 0xffe, length: 4, reason: .outOfBounds)) {
+        try memory.read(UInt32.self, at: 0xffe)
+    }
+    #expect(throws: GuestMemoryError(address: 0x5fff, length: 2, reason: .outOfBounds)) {
+        try memory.write(UInt16(1), at: 0x5fff)
+    }
+    #expect(throws: GuestMemoryError(address: 0x6000, length: 1, reason: .outOfBounds)) {
+        try memory.write([1], at: 0x6000)
+    }
+    #expect(!memory.contains(0x3fff, length: 2))
+    #expect(memory.contains(0x4000, length: 0x2000))
+}
+
+@Test func addressOverflowIsRefusedNotWrapped() throws {
+    let memory = try splitMemory()
+    #expect(throws: GuestMemoryError(address: UInt64.max - 1, length: 4, reason: .overflow)) {
+        try memory.read(UInt32.self, at: UInt64.max - 1)
+    }
+    #expect(throws: GuestMemoryError.self) { try memory.readBytes(at: 0, count: -1) }
+}
+
+@Test func bulkBytesAndCStrings() throws {
+    let memory = try splitMemory()
+    try memory.write(Array("console=ttyS0\0junk".utf8), at: 0x4100)
+    #expect(try memory.readCString(at: 0x4100, limit: 64) == "console=ttyS0")
+    #expect(throws: GuestMemoryError.self) { try memory.readCString(at: 0x4100, limit: 4) }
+    try memory.fill(0xaa, at: 0x10, count: 3)
+    #expect(try memory.readBytes(at: 0xf, count: 5) == [0, 0xaa, 0xaa, 0xaa, 0])
+    var buffer = [UInt8](repeating: 0, count: 3)
+    try buffer.withUnsafeMutableBytes { try memory.read(into: $0, at: 0x10) }
+    #expect(buffer == [0xaa, 0xaa, 0xaa])
+}
+
+@Test func layoutValidationRejectsBadRanges() {
+    #expect(throws: GuestMemoryLayoutError.self) { try GuestRange.validate([]) }
+    #expect(throws: GuestMemoryLayoutError.self) {
+        try GuestRange.validate([GuestRange(address: 0, size: 0)])
+    }
+    #expect(throws: GuestMemoryLayoutError.self) {
+        try GuestRange.validate([GuestRange(address: 0x1000, size: 0x2000), GuestRange(address: 0x2000, size: 0x1000)])
+    }
+    #expect(throws: GuestMemoryLayoutError.self) {
+        try GuestRange.validate([GuestRange(address: 0x800, size: 0x1000)])
+    }
+    #expect(throws: GuestMemoryLayoutError.self) {
+        try GuestRange.validate([GuestRange(address: UInt64.max - 0xfff, size: 0x2000)])
+    }
+    #expect((try? GuestRange.validate([GuestRange(address: 0, size: 0x1000), GuestRange(address: 0x3000, size: 0x1000)])) == 0x2000)
+}
+
+@Test func mappedMemorySlicesOneMappingAcrossTheHole() throws {
+    let memory = try MappedGuestMemory(ranges: [
+        GuestRange(address: 0, size: 1 << 20),
+        GuestRange(address: 4 << 20, size: 2 << 20),
+    ])
+    #expect(memory.regions.count == 2)
+    #expect(memory.regions[1].host == memory.regions[0].host + (1 << 20))
+    try memory.write(UInt64(0xdead_beef), at: (6 << 20) - 8)
+    #expect(try memory.read(UInt64.self, at: (6 << 20) - 8) == 0xdead_beef)
+    // Fresh anonymous memory reads as zero.
+    #expect(try memory.read(UInt64.self, at: 4 << 20) == 0)
+    #expect(throws: GuestMemoryError.self) { try memory.read(UInt8.self, at: 2 << 20) }
+    #expect(memory.guestEnd == 6 << 20)
+}
