@@ -9,7 +9,7 @@ import KilnJSON
 extension VMConfiguration {
     /// The sections of a config file, by Firecracker's key names.
     public static let configFileSections = [
-        "boot-source", "machine-config", "drives", "network-interfaces", "vsock", "logger", "metrics",
+        "boot-source", "machine-config", "drives", "network-interfaces", "vsock", "entropy", "logger", "metrics",
     ]
 
     /// Decodes and validates a `--config-file` document.
@@ -27,6 +27,7 @@ extension VMConfiguration {
             try NetworkInterface(json: &$0)
         }
         if var section = try reader.object("vsock") { vsock = try Vsock(json: &section) }
+        if var section = try reader.object("entropy") { entropy = try EntropyDevice(json: &section) }
         if var section = try reader.object("logger") { logger = try Logger(json: &section) }
         if var section = try reader.object("metrics") { metrics = try Metrics(json: &section) }
         try reader.finish()

@@ -8,19 +8,21 @@ public struct VMConfiguration: Equatable, Sendable {
     public var drives: [Drive]
     public var networkInterfaces: [NetworkInterface]
     public var vsock: Vsock?
+    public var entropy: EntropyDevice?
     public var logger: Logger?
     public var metrics: Metrics?
 
     public init(
         bootSource: BootSource? = nil, machine: MachineConfiguration = MachineConfiguration(),
         drives: [Drive] = [], networkInterfaces: [NetworkInterface] = [],
-        vsock: Vsock? = nil, logger: Logger? = nil, metrics: Metrics? = nil
+        vsock: Vsock? = nil, entropy: EntropyDevice? = nil, logger: Logger? = nil, metrics: Metrics? = nil
     ) {
         self.bootSource = bootSource
         self.machine = machine
         self.drives = drives
         self.networkInterfaces = networkInterfaces
         self.vsock = vsock
+        self.entropy = entropy
         self.logger = logger
         self.metrics = metrics
     }

@@ -104,3 +104,28 @@ private func errorPath(_ text: String) -> String? {
         try config.validate()
     }
 }
+
+@Suite struct ConfigEncodingTests {
+    /// What GET /vm/config shows must be accepted back as a config file, unchanged.
+    @Test func fullConfigurationRoundTrips() throws {
+        let text = #"""
+        {"boot-source": {"kernel_image_path": "/k", "initrd_path": "/i", "boot_args": "console=ttyS0"},
+         "machine-config": {"vcpu_count": 2, "mem_size_mib": 256, "smt": false, "track_dirty_pages": true,
+                            "huge_pages": "None"},
+         "drives": [{"drive_id": "rootfs", "is_root_device": true, "path_on_host": "/r", "is_read_only": true,
+                     "rate_limiter": {"bandwidth": {"size": 100, "one_time_burst": 5, "refill_time": 10}}}],
+         "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02",
+                                 "tx_rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}],
+         "vsock": {"guest_cid": 3, "uds_path": "/v.sock"},
+         "entropy": {},
+         "logger": {"log_path": "/l", "level": "Info"},
+         "metrics": {"metrics_path": "/m"}}
+        """#
+        let configuration = try VMConfiguration(configFile: Array(text.utf8))
+        #expect(configuration.entropy == EntropyDevice())
+        let again = try VMConfiguration(configFile: Array(configuration.json.encoded().utf8))
+        #expect(again == configuration)
+        #expect(configuration.machine.json.encoded()
+            == #"{"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":true,"huge_pages":"None"}"#)
+    }
+}

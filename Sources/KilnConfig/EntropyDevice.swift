@@ -1,0 +1,13 @@
+import KilnJSON
+
+/// `entropy` (API: PUT /entropy): the virtio-rng device, optionally rate limited.
+public struct EntropyDevice: Equatable, Sendable {
+    public var rateLimiter: RateLimiter?
+
+    public init(rateLimiter: RateLimiter? = nil) { self.rateLimiter = rateLimiter }
+
+    public init(json reader: inout JSONObjectReader) throws {
+        self.init(rateLimiter: try reader.rateLimiter("rate_limiter"))
+        try reader.finish()
+    }
+}
