@@ -47,7 +47,7 @@ extension VMConfiguration {
 
 extension JSONObjectReader {
     /// A string field restricted to the raw values of `E`.
-    mutating func enumeration<E: RawRepresentable & CaseIterable>(_ key: String, as type: E.Type) throws -> E?
+    public mutating func enumeration<E: RawRepresentable & CaseIterable>(_ key: String, as type: E.Type) throws -> E?
     where E.RawValue == String {
         guard let text = try string(key) else { return nil }
         guard let value = E(rawValue: text) else {
@@ -57,7 +57,7 @@ extension JSONObjectReader {
         return value
     }
 
-    mutating func rateLimiter(_ key: String) throws -> RateLimiter? {
+    public mutating func rateLimiter(_ key: String) throws -> RateLimiter? {
         guard var section = try object(key) else { return nil }
         return try RateLimiter(json: &section)
     }

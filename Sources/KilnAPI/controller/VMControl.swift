@@ -1,0 +1,28 @@
+import KilnConfig
+
+/// The microVM's state as the API reports it (InstanceInfo.state).
+public enum VMState: String, Sendable {
+    case notStarted = "Not started"
+    case running = "Running"
+    case paused = "Paused"
+}
+
+/// What the API asks of the running VMM. The VMM implements it and runs
+/// each call on its event loop; tests implement it with a recorder. Errors
+/// thrown here reach the caller as 400 with the error's description.
+public protocol VMControl: AnyObject {
+    /// Builds the machine from a validated configuration and starts its vCPUs.
+    func start(_ configuration: VMConfiguration) throws
+    func pause() throws
+    func resume() throws
+    /// Presses Ctrl+Alt+Del on the guest's i8042 keyboard.
+    func sendCtrlAltDel() throws
+    func flushMetrics() throws
+    /// Applies `PUT /logger` and `PUT /metrics` at once, before start.
+    func configureLogger(_ logger: Logger) throws
+    func configureMetrics(_ metrics: Metrics) throws
+    /// After start: a drive's new backing file or rate limiter.
+    func updateDrive(_ drive: Drive) throws
+    /// After start: an interface's new rate limiters.
+    func updateNetworkInterface(_ interface: NetworkInterface) throws
+}

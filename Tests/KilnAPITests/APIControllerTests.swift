@@ -1,0 +1,108 @@
+import KilnConfig
+import KilnJSON
+import Testing
+@testable import KilnAPI
+
+/// Records what the controller asks of the VMM; can be told to fail.
+private final class RecordingControl: VMControl {
+    var calls: [String] = []
+    var failStart: String?
+
+    struct Failure: Error, CustomStringConvertible { let description: String }
+
+    func start(_ configuration: VMConfiguration) throws {
+        if let failStart { throw Failure(description: failStart) }
+        calls.append("start vcpus=\(configuration.machine.vcpuCount)")
+    }
+    func pause() throws { calls.append("pause") }
+    func resume() throws { calls.append("resume") }
+    func sendCtrlAltDel() throws { calls.append("ctrl-alt-del") }
+    func flushMetrics() throws { calls.append("flush") }
+    func configureLogger(_ logger: Logger) throws { calls.append("logger \(logger.logPath ?? "-")") }
+    func configureMetrics(_ metrics: Metrics) throws { calls.append("metrics \(metrics.metricsPath)") }
+    func updateDrive(_ drive: Drive) throws { calls.append("drive \(drive.driveID) \(drive.pathOnHost ?? "-")") }
+    func updateNetworkInterface(_ interface: NetworkInterface) throws { calls.append("net \(interface.ifaceID)") }
+}
+
+private struct Client {
+    let controller: APIController
+    let control: RecordingControl
+
+    init() {
+        control = RecordingControl()
+        controller = APIController(instanceID: "vm-1", version: "0.1.0", control: control)
+    }
+
+    @discardableResult
+    func call(_ method: String, _ path: String, _ body: String = "") -> (status: Int, body: String) {
+        let response = controller.handle(HTTPRequest(method: method, target: path, body: Array(body.utf8)))
+        return (response.status.code, String(decoding: response.body, as: UTF8.self))
+    }
+}
+
+private func fault(_ text: String) -> String { JSONValue.object([("fault_message", .string(text))]).encoded() }
+
+@Suite struct APIControllerTests {
+    @Test func configuresStartsAndDrivesAVMAsFirecrackerClientsDo() {
+        let client = Client()
+        #expect(client.call("GET", "/").body == #"{"id":"vm-1","state":"Not started","vmm_version":"0.1.0","app_name":"Kiln"}"#)
+        #expect(client.call("PUT", "/boot-source", #"{"kernel_image_path": "/k", "boot_args": "console=ttyS0"}"#).status == 204)
+        #expect(client.call("PUT", "/machine-config", #"{"vcpu_count": 2, "mem_size_mib": 256}"#).status == 204)
+        #expect(client.call("PATCH", "/machine-config", #"{"mem_size_mib": 512}"#).status == 204)
+        #expect(client.call("GET", "/machine-config").body
+            == #"{"vcpu_count":2,"mem_size_mib":512,"smt":false,"track_dirty_pages":false,"huge_pages":"None"}"#)
+        #expect(client.call("PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "is_root_device": true, "path_on_host": "/r"}"#).status == 204)
+        #expect(client.call("PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap0"}"#).status == 204)
+        #expect(client.call("PUT", "/vsock", #"{"guest_cid": 3, "uds_path": "/v.sock"}"#).status == 204)
+        #expect(client.call("PUT", "/entropy", "{}").status == 204)
+        #expect(client.call("PUT", "/metrics", #"{"metrics_path": "/m"}"#).status == 204)
+        #expect(client.call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#).status == 204)
+        #expect(client.call("GET", "/").body.contains(#""state":"Running""#))
+        #expect(client.call("PATCH", "/vm", #"{"state": "Paused"}"#).status == 204)
+        #expect(client.call("PATCH", "/vm", #"{"state": "Resumed"}"#).status == 204)
+        #expect(client.call("PATCH", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/r2"}"#).status == 204)
+        #expect(client.call("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).status == 204)
+        #expect(client.call("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#).status == 204)
+        #expect(client.control.calls == ["metrics /m", "start vcpus=2", "pause", "resume", "drive rootfs /r2",
+                                         "flush", "ctrl-alt-del"])
+        let full = client.call("GET", "/vm/config")
+        #expect(full.status == 200)
+        #expect(full.body.contains(#""path_on_host":"/r2""#))
+    }
+
+    @Test func refusesConfigurationAfterStartAndUpdatesBeforeIt() {
+        let client = Client()
+        #expect(client.call("PATCH", "/drives/a", #"{"drive_id": "a"}"#) == (400, fault(APIController.notSupportedBeforeStart)))
+        #expect(client.call("PATCH", "/vm", #"{"state": "Paused"}"#) == (400, fault(APIController.notSupportedBeforeStart)))
+        client.call("PUT", "/boot-source", #"{"kernel_image_path": "/k"}"#)
+        client.call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+        #expect(client.call("PUT", "/boot-source", #"{"kernel_image_path": "/k2"}"#) == (400, fault(APIController.notSupportedAfterStart)))
+        #expect(client.call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#) == (400, fault(APIController.notSupportedAfterStart)))
+        #expect(client.call("PATCH", "/drives/nope", #"{"drive_id": "nope"}"#) == (400, fault("No drive with id nope is attached.")))
+    }
+
+    @Test func namesTheFieldOfABadBodyAndKeepsTheOldConfiguration() {
+        let client = Client()
+        #expect(client.call("PUT", "/machine-config", #"{"vcpu_count": 0, "mem_size_mib": 128}"#)
+            == (400, fault("Invalid request body: vcpu_count: expected an integer from 1 to 32, got 0")))
+        #expect(client.call("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 128, "color": "red"}"#)
+            == (400, fault("Invalid request body: color: unknown field")))
+        #expect(client.call("PUT", "/boot-source", "{").status == 400)
+        #expect(client.call("PUT", "/boot-source").body == fault("The request needs a JSON body."))
+        #expect(client.call("PUT", "/drives/a", #"{"drive_id": "b", "is_root_device": false, "path_on_host": "/b"}"#)
+            == (400, fault("The id from the path [a] does not match the id from the body [b].")))
+        #expect(client.call("PUT", "/actions", #"{"action_type": "Reboot"}"#).status == 400)
+        #expect(client.call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+            == (400, fault("Cannot start the microVM without a boot source: PUT /boot-source first.")))
+        #expect(client.controller.configuration == VMConfiguration())
+        #expect(client.control.calls.isEmpty)
+    }
+
+    @Test func aFailedStartLeavesTheVMNotStarted() {
+        let client = Client()
+        client.control.failStart = "KVM is not available"
+        client.call("PUT", "/boot-source", #"{"kernel_image_path": "/k"}"#)
+        #expect(client.call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#) == (400, fault("KVM is not available")))
+        #expect(client.controller.state == .notStarted)
+    }
+}
