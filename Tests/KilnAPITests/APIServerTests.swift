@@ -17,6 +17,9 @@ private final class ServerFixture {
     let thread: SystemThread
 
     init(configure: (inout APIServer.Configuration) -> Void = { _ in }) throws {
+        // A client writing to a connection the server refused must get EPIPE,
+        // not kill the test process (the VMM ignores SIGPIPE the same way).
+        signal(SIGPIPE, SIG_IGN)
         directory = String(cString: mkdtemp(strdup("/tmp/kiln-api-XXXXXX")))
         path = directory + "/api.sock"
         var configuration = APIServer.Configuration()
