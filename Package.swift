@@ -34,6 +34,9 @@ let package = Package(
         // MARK: Policy language, compiler (libseccomp) and audit
         .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp"]),
 
+        // MARK: ACPI tables and AML for the guest (pure)
+        .target(name: "KilnACPI"),
+
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
 
@@ -42,6 +45,7 @@ let package = Package(
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
         .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp"]),
         .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnSeccomp"]),
+        .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI"]),
     ],
     swiftLanguageModes: [.v5]
 )
