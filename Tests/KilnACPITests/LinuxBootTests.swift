@@ -11,7 +11,8 @@ private let canBootLinux = FileManager.default.isExecutableFile(atPath: "/usr/bi
 
 /// The real judge: Debian's cloud kernel, booted under QEMU TCG on these
 /// tables alone (QEMU's own ACPI off), must find the CPUs, the IOAPIC, S5, the
-/// serial port and every virtio-mmio device with its window. About 4 s.
+/// serial port and every virtio-mmio device with its window, then power off
+/// through the sleep control register. About 4 s.
 @Suite(.enabled(if: canBootLinux,
                 "needs qemu-system-x86_64 and the Debian cloud kernel: run `make nested-assets`"))
 struct LinuxBootTests {
@@ -65,5 +66,11 @@ struct LinuxBootTests {
         // backs them here, hence the complaint).
         #expect(report.contains("virtio-mmio LNRO0005:00: Wrong magic value 0x00000000!"), "\(report)")
         #expect(report.contains("virtio-mmio LNRO0005:01: Wrong magic value 0x00000000!"), "\(report)")
+
+        // `poweroff -f`: Linux wrote SLP_TYP from \_S5 with SLP_EN to port
+        // 0x600, where isa-debug-exit made QEMU exit with (value << 1) | 1.
+        let exit = try #require(lines.first { $0.hasPrefix("qemu-exit ") }.flatMap { Int($0.dropFirst(10)) })
+        #expect(exit & 1 == 1, "QEMU did not exit through the sleep control register: status \(exit)")
+        #expect(SleepControl.requestsPowerOff(UInt8(truncatingIfNeeded: exit >> 1)), "wrote \(exit >> 1)")
     }
 }
