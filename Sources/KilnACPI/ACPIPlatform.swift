@@ -101,9 +101,10 @@ public struct LegacyHardware: Equatable, Sendable {
     /// Present" (IAPC_BOOT_ARCH bit 5) and Linux skips the CMOS probe that
     /// otherwise costs a stock guest about 5 s (platform notes).
     public var cmosRTC: Bool
-    /// The PIT on ISA IRQ 0. The MADT then routes IRQ 0 to GSI 2 as on a PC,
-    /// so the VMM must route GSI 2 to the PIT's output (QEMU's KVM routing
-    /// maps GSI 0 to IOAPIC pin 2 for the same reason).
+    /// The PIT on ISA IRQ 0. The MADT then says IRQ 0 arrives on GSI 2, as on
+    /// a PC. KVM's default routing sends GSI 0, the line its in-kernel PIT
+    /// raises, to IOAPIC pin 0; so a VMM must set routing (KVM_SET_GSI_ROUTING)
+    /// that sends GSI 0 to IOAPIC pin 2 and PIC pin 0, as QEMU does.
     public var pit: Bool
 
     public init(pic: Bool, i8042: Bool, cmosRTC: Bool, pit: Bool) {

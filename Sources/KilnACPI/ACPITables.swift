@@ -14,8 +14,9 @@ public struct ACPITables: Equatable, Sendable {
     /// In address order after the RSDP: RSDP, DSDT, FADT, MADT, XSDT.
     public let blobs: [Blob]
 
-    /// Tables start on 8-byte boundaries (ACPI 6.4 §5.2.6 asks no alignment;
-    /// this keeps every 64-bit field naturally aligned).
+    /// Tables start on 8-byte boundaries. ACPI asks no alignment of them (only
+    /// of the FACS, which a hardware-reduced platform may omit); this keeps
+    /// every 64-bit field naturally aligned.
     static let tableAlignment: UInt64 = 8
 
     public init(platform: ACPIPlatform) throws {
@@ -68,8 +69,12 @@ extension ACPIPlatform {
         guard (1...Self.maximumVCPUCount).contains(vcpuCount) else {
             throw ACPIError("vCPU count \(vcpuCount) is outside 1...\(Self.maximumVCPUCount)")
         }
-        guard (1...240).contains(ioapic.pinCount) else {
-            throw ACPIError("IOAPIC pin count \(ioapic.pinCount) is outside 1...240")
+        // The IOAPIC's maximum redirection entry is an 8-bit field.
+        guard (1...256).contains(ioapic.pinCount) else {
+            throw ACPIError("IOAPIC pin count \(ioapic.pinCount) is outside 1...256")
+        }
+        guard ioapic.address != 0, ioapic.address % 0x400 == 0 else {
+            throw ACPIError("IOAPIC address \(hex(ioapic.address)) is not a non-zero 1 KiB-aligned address")
         }
         guard virtioDevices.count <= Self.maximumVirtioDeviceCount else {
             throw ACPIError("\(virtioDevices.count) virtio-mmio devices exceed the maximum of \(Self.maximumVirtioDeviceCount)")
@@ -98,7 +103,11 @@ extension ACPIPlatform {
             try claim(UInt32(serial.irq), "the serial port")
         }
 
-        var windows: [(range: Range<UInt64>, name: String)] = []
+        // The interrupt controllers' register pages are no place for a device.
+        var windows: [(range: Range<UInt64>, name: String)] = [
+            (UInt64(ioapic.address)..<(UInt64(ioapic.address) + 0x1000), "the IOAPIC"),
+            (UInt64(MADTLayout.localAPICAddress)..<(UInt64(MADTLayout.localAPICAddress) + 0x1000), "the local APIC"),
+        ]
         for (index, device) in virtioDevices.enumerated() {
             let name = "virtio-mmio device \(index)"
             guard device.size > 0, device.base <= UInt64.max - device.size else {

@@ -163,6 +163,10 @@ import Testing
         InvalidPlatform("tables at the top", "the ACPI tables do not fit below the top of the address space") { p in p.tablesAddress = UInt64.max - 100 },
         InvalidPlatform("no sleep register", "the sleep control register address is 0, which ACPI reads as \"not present\"") { p in p.sleepControlRegister = .mmio(0) },
         InvalidPlatform("port above 64 KiB", "the sleep status register port 0x10000 is above 0xffff") { p in p.sleepStatusRegister = RegisterAddress(space: .systemIO, address: 0x10000) },
+        InvalidPlatform("window on the IOAPIC", "virtio-mmio device 0 window 0xfec00000..<0xfec01000 overlaps the IOAPIC") { p in p.virtioDevices[0].base = 0xFEC0_0000 },
+        InvalidPlatform("window on the local APIC", "virtio-mmio device 1 window 0xfee00000..<0xfee01000 overlaps the local APIC") { p in p.virtioDevices[1].base = 0xFEE0_0000 },
+        InvalidPlatform("IOAPIC at 0", "IOAPIC address 0x0 is not a non-zero 1 KiB-aligned address") { p in p.ioapic.address = 0 },
+        InvalidPlatform("too many IOAPIC pins", "IOAPIC pin count 257 is outside 1...256") { p in p.ioapic.pinCount = 257 },
         InvalidPlatform("serial IRQ not ISA", "serial port IRQ 16 is not an ISA IRQ (0-15)") { p in p.serial = SerialPort(port: 0x3F8, irq: 16) },
     ]
 
