@@ -13,7 +13,7 @@ SWIFT ?= swift
 DEBIAN_PACKAGES := libseccomp-dev libcap-dev acpica-tools
 POLICY_BUNDLE := .build/policies.kbundle
 # Host packages of the nested lane (the kernels and busybox are only downloaded).
-NESTED_PACKAGES := qemu-system-x86 cpio xz-utils
+NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4
 
 .PHONY: all deps build test demo fuzz bench clean nested-deps nested-assets nested-check
 

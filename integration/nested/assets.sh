@@ -55,8 +55,13 @@ if [ ! -s "$out/l1-vmlinux" ]; then
   mv "$out/l1-vmlinux.tmp" "$out/l1-vmlinux"
 fi
 
-# Level-2 kernel: the cloud bzImage as shipped.
+# Level-2 kernel: the cloud bzImage as shipped, and the ELF inside it (with
+# its PVH note) for VMMs' ELF loaders.
 cp -u "$out/pkg/cloud/boot/vmlinuz-$cloud_release" "$out/l2-bzImage"
+if [ ! -s "$out/l2-vmlinux" ] || [ "$out/l2-bzImage" -nt "$out/l2-vmlinux" ]; then
+  "$here/extract-vmlinux.sh" "$out/l2-bzImage" > "$out/l2-vmlinux.tmp"
+  mv "$out/l2-vmlinux.tmp" "$out/l2-vmlinux"
+fi
 
 busybox=$out/pkg/busybox/bin/busybox
 

@@ -14,7 +14,8 @@
 #   anything else  --args 'TEMPLATE' (applies to such VMMs), with @KERNEL@
 #                  @INITRD@ @VCPUS@ @CMDLINE@ replaced
 # --tmpfs-root makes level 1 move to a tmpfs root first, as a jailer's
-# pivot_root needs; --l2-append adds level-2 kernel arguments; --timeout
+# pivot_root needs; --l2-kernel elf boots level 2 from the ELF vmlinux inside
+# the bzImage instead; --l2-append adds level-2 kernel arguments; --timeout
 # bounds the whole run (default 60 s plus 60 s per level-2 boot).
 #
 # Prints the console, then one line per level-2 boot with level 1's measure
@@ -25,7 +26,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 out=${NESTED_OUT:-$here/../out/nested}
-vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0
+vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage
 l2_cmdline="console=ttyS0 reboot=k panic=-1 quiet initcall_blacklist=cmos_init"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
@@ -40,6 +41,10 @@ while [ $# -gt 0 ]; do
     --timeout) positive --timeout "$2"; timeout_s=$2; shift ;;
     --l2-append) l2_append=$2; shift ;;
     --tmpfs-root) tmpfs_root=1 ;;
+    --l2-kernel)
+      case $2 in bzimage|bzImage) l2_kernel=bzImage ;; elf) l2_kernel=vmlinux ;;
+        *) echo "run.sh: --l2-kernel is bzimage or elf, got '$2'" >&2; exit 2 ;; esac
+      shift ;;
     -h|--help) usage ;;
     *) echo "run.sh: unknown argument '$1'" >&2; usage ;;
   esac
@@ -88,18 +93,18 @@ launcher() { # index path
       install -D -m 644 /usr/share/qemu/bios-microvm.bin "$stage$dir/share/qemu/bios-microvm.bin"
       echo "exec $dir/bin/$name -L $dir/share/qemu -M microvm,x-option-roms=off,isa-serial=on,rtc=off" \
            "-accel kvm -cpu host -smp $vcpus -m 256 -nodefaults -no-user-config -nographic" \
-           "-serial stdio -no-reboot -kernel /l2/bzImage -initrd /l2/initrd.cpio" \
+           "-serial stdio -no-reboot -kernel /l2/kernel -initrd /l2/initrd.cpio" \
            "-append '$cmdline kiln.end=poweroff'" ;;
     kiln)
       cat > "$stage$dir/vm.json" <<JSON
 {
-  "boot-source": {"kernel_image_path": "/l2/bzImage", "initrd_path": "/l2/initrd.cpio", "boot_args": "$cmdline"},
+  "boot-source": {"kernel_image_path": "/l2/kernel", "initrd_path": "/l2/initrd.cpio", "boot_args": "$cmdline"},
   "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256}
 }
 JSON
       echo "exec $dir/bin/kiln --no-api --config-file $dir/vm.json" ;;
     *)
-      local expanded=${args//@KERNEL@//l2/bzImage}
+      local expanded=${args//@KERNEL@//l2/kernel}
       expanded=${expanded//@INITRD@//l2/initrd.cpio}
       expanded=${expanded//@VCPUS@/$vcpus}
       expanded=${expanded//@CMDLINE@/\'$cmdline\'}
@@ -109,7 +114,7 @@ JSON
 
 if [ ${#vmms[@]} -gt 0 ]; then
   mkdir -p "$stage/l2"
-  ln "$out/l2-bzImage" "$stage/l2/bzImage"
+  ln "$out/l2-$l2_kernel" "$stage/l2/kernel"
   ln "$out/l2-initrd.cpio" "$stage/l2/initrd.cpio"
   echo "$runs" > "$stage/vmm/runs"
   index=1
