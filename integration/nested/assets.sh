@@ -4,13 +4,22 @@
 #   level 1: the standard kernel as an uncompressed vmlinux, its KVM modules and
 #            a busybox base tree (the run script adds the VMM and finishes the cpio);
 #   level 2: the cloud kernel bzImage and a busybox initramfs that prints a marker.
-# Idempotent: .deb files and every product stay cached in integration/out/nested.
+# Idempotent: .deb files and every product stay cached in integration/out/nested;
+# once built, a run costs nothing until one of its inputs changes. Delete
+# integration/out/nested/.ready to look for newer kernel packages.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 out=${NESTED_OUT:-$here/../out/nested}
 mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
+
+ready=$out/.ready
+inputs=("$here/assets.sh" "$here/extract-vmlinux.sh" "$here/l1-init" "$here/l2-init")
+if [ -e "$ready" ] && [ -z "$(find "${inputs[@]}" -newer "$ready")" ]; then
+  echo "nested assets ready in $out ($(cat "$ready"))"
+  exit 0
+fi
 
 # The metapackages name the current ABI; resolve them to the real kernel packages.
 kernel_package() { # metapackage -> linux-image-<abi>-<flavour>
@@ -101,4 +110,5 @@ if [ ! -e "$out/l1-base/.done" ] || [ "$here/l1-init" -nt "$out/l1-base/.done" ]
   touch "$out/l1-base/.done"
 fi
 
-echo "nested assets ready in $out (level 1: $std_release, level 2: $cloud_release)"
+echo "level 1: $std_release, level 2: $cloud_release" > "$ready"
+echo "nested assets ready in $out ($(cat "$ready"))"
