@@ -4,14 +4,18 @@
 #   make demo   the main job (see README.md)
 #   make fuzz   run each libFuzzer target for a short while
 #   make bench  print the benchmark figures
+#   make nested-assets  download and build the nested lane's guests (integration/nested)
+#   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 
 SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build, the tests and the demo need.
 DEBIAN_PACKAGES := libseccomp-dev libcap-dev acpica-tools
 POLICY_BUNDLE := .build/policies.kbundle
+# Host packages of the nested lane (the kernels and busybox are only downloaded).
+NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4
 
-.PHONY: all deps build test demo fuzz bench clean
+.PHONY: all deps build test demo fuzz bench clean nested-deps nested-assets nested-check
 
 all: build
 
@@ -40,3 +44,13 @@ fuzz: deps
 
 clean:
 	rm -rf .build .build-*
+
+# MARK: nested lane (integration/nested/README.md); slow, so not part of `test`
+nested-deps:
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(NESTED_PACKAGES)"
+
+nested-assets: nested-deps
+	integration/nested/assets.sh
+
+nested-check: nested-assets
+	integration/nested/run.sh --check

@@ -42,6 +42,9 @@ let package = Package(
         // MARK: The Firecracker-compatible API: HTTP/1.1 parser, routes, models
         .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem", "KilnConfig"]),
 
+        // MARK: ACPI tables and AML for the guest (pure)
+        .target(name: "KilnACPI"),
+
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
 
@@ -59,6 +62,7 @@ let package = Package(
         .testTarget(name: "KilnAPITests", dependencies: ["KilnAPI", "KilnTestSupport"]),
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
         .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
+        .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,133 @@
+/// The ACPI tables of one platform, laid out in guest-physical memory: the
+/// RSDP at its own address, and the DSDT, FADT, MADT and XSDT one after
+/// another from `tablesAddress`. Pure: the VMM copies each blob into guest
+/// memory and, if it likes, puts `rsdpAddress` in boot_params.acpi_rsdp_addr.
+public struct ACPITables: Equatable, Sendable {
+    public struct Blob: Equatable, Sendable {
+        /// The table's signature ("RSD PTR " for the RSDP), for logs and tests.
+        public let signature: String
+        public let address: UInt64
+        public let bytes: [UInt8]
+    }
+
+    public let rsdpAddress: UInt64
+    /// In address order after the RSDP: RSDP, DSDT, FADT, MADT, XSDT.
+    public let blobs: [Blob]
+
+    /// Tables start on 8-byte boundaries. ACPI asks no alignment of them (only
+    /// of the FACS, which a hardware-reduced platform may omit); this keeps
+    /// every 64-bit field naturally aligned.
+    static let tableAlignment: UInt64 = 8
+
+    public init(platform: ACPIPlatform) throws {
+        try platform.validate()
+
+        var blobs: [Blob] = []
+        var next = platform.tablesAddress
+        func place(_ signature: String, _ bytes: [UInt8]) -> UInt64 {
+            let address = next
+            blobs.append(Blob(signature: signature, address: address, bytes: bytes))
+            // Validation bounded the whole region, so this cannot overflow.
+            next = (address + UInt64(bytes.count) + Self.tableAlignment - 1) & ~(Self.tableAlignment - 1)
+            return address
+        }
+
+        let dsdt = place("DSDT", differentiatedSystemDescriptionTable(platform: platform))
+        let fadt = place("FACP", fixedACPIDescriptionTable(platform: platform, dsdtAddress: dsdt))
+        let madt = place("APIC", multipleAPICDescriptionTable(platform: platform))
+        let xsdt = place("XSDT", extendedSystemDescriptionTable(entries: [fadt, madt]))
+
+        let tablesEnd = next
+        let rsdpEnd = platform.rsdpAddress + UInt64(RSDPLayout.size)
+        if platform.rsdpAddress < tablesEnd && platform.tablesAddress < rsdpEnd {
+            throw ACPIError("the RSDP at \(hex(platform.rsdpAddress)) overlaps the tables at \(hex(platform.tablesAddress))..<\(hex(tablesEnd))")
+        }
+        let rsdp = Blob(signature: "RSD PTR ", address: platform.rsdpAddress,
+                        bytes: rootSystemDescriptionPointer(xsdtAddress: xsdt))
+        self.rsdpAddress = platform.rsdpAddress
+        self.blobs = [rsdp] + blobs
+    }
+}
+
+public struct ACPIError: Error, Equatable, CustomStringConvertible, Sendable {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+func hex<T: BinaryInteger>(_ value: T) -> String { "0x" + String(value, radix: 16) }
+
+extension ACPIPlatform {
+    /// Generous bound on the tables' total size, used to reject a
+    /// `tablesAddress` so high that the tables would wrap around.
+    var tablesSizeBound: UInt64 {
+        UInt64(4096 + 16 * vcpuCount + 128 * virtioDevices.count)
+    }
+
+    /// Checks everything the tables encode against what ACPI and the guest
+    /// can represent, so that building them cannot trap or emit nonsense.
+    func validate() throws {
+        guard (1...Self.maximumVCPUCount).contains(vcpuCount) else {
+            throw ACPIError("vCPU count \(vcpuCount) is outside 1...\(Self.maximumVCPUCount)")
+        }
+        // The IOAPIC's maximum redirection entry is an 8-bit field.
+        guard (1...256).contains(ioapic.pinCount) else {
+            throw ACPIError("IOAPIC pin count \(ioapic.pinCount) is outside 1...256")
+        }
+        guard ioapic.address != 0, ioapic.address % 0x400 == 0 else {
+            throw ACPIError("IOAPIC address \(hex(ioapic.address)) is not a non-zero 1 KiB-aligned address")
+        }
+        guard virtioDevices.count <= Self.maximumVirtioDeviceCount else {
+            throw ACPIError("\(virtioDevices.count) virtio-mmio devices exceed the maximum of \(Self.maximumVirtioDeviceCount)")
+        }
+        guard rsdpAddress % 16 == 0 else {
+            throw ACPIError("RSDP address \(hex(rsdpAddress)) is not 16-byte aligned")
+        }
+        guard rsdpAddress <= UInt64.max - UInt64(RSDPLayout.size),
+              tablesAddress <= UInt64.max - tablesSizeBound else {
+            throw ACPIError("the ACPI tables do not fit below the top of the address space")
+        }
+
+        // Interrupt lines: each has one owner (the virtio devices are declared
+        // exclusive), and all are IOAPIC inputs.
+        var owners: [UInt32: String] = [:]
+        func claim(_ gsi: UInt32, _ owner: String) throws {
+            guard gsi < UInt32(ioapic.pinCount) else {
+                throw ACPIError("\(owner) uses GSI \(gsi), but the IOAPIC has GSIs 0..<\(ioapic.pinCount)")
+            }
+            if let other = owners[gsi] { throw ACPIError("\(owner) and \(other) both use GSI \(gsi)") }
+            owners[gsi] = owner
+        }
+        if legacy.pit { try claim(2, "the PIT (ISA IRQ 0)") }
+        if let serial {
+            guard serial.irq < 16 else { throw ACPIError("serial port IRQ \(serial.irq) is not an ISA IRQ (0-15)") }
+            try claim(UInt32(serial.irq), "the serial port")
+        }
+
+        // The interrupt controllers' register pages are no place for a device.
+        var windows: [(range: Range<UInt64>, name: String)] = [
+            (UInt64(ioapic.address)..<(UInt64(ioapic.address) + 0x1000), "the IOAPIC"),
+            (UInt64(MADTLayout.localAPICAddress)..<(UInt64(MADTLayout.localAPICAddress) + 0x1000), "the local APIC"),
+        ]
+        for (index, device) in virtioDevices.enumerated() {
+            let name = "virtio-mmio device \(index)"
+            guard device.size > 0, device.base <= UInt64.max - device.size else {
+                throw ACPIError("\(name) has an empty or wrapping window \(hex(device.base)) + \(hex(device.size))")
+            }
+            let range = device.base..<(device.base + device.size)
+            if let other = windows.first(where: { $0.range.overlaps(range) }) {
+                throw ACPIError("\(name) window \(hex(range.lowerBound))..<\(hex(range.upperBound)) overlaps \(other.name)")
+            }
+            windows.append((range, name))
+            try claim(device.gsi, name)
+        }
+
+        for (register, role) in [(sleepControlRegister, "sleep control"), (sleepStatusRegister, "sleep status")] {
+            guard register.address != 0 else {
+                throw ACPIError("the \(role) register address is 0, which ACPI reads as \"not present\"")
+            }
+            if register.space == .systemIO && register.address > 0xFFFF {
+                throw ACPIError("the \(role) register port \(hex(register.address)) is above 0xffff")
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+@testable import KilnACPI
+
+/// Little-endian field access for assertions on built tables.
+extension Array where Element == UInt8 {
+    func read<T: FixedWidthInteger>(_: T.Type, at offset: Int) -> T {
+        var value: T = 0
+        for index in 0..<MemoryLayout<T>.size { value |= T(self[offset + index]) << (8 * index) }
+        return value
+    }
+
+    var byteSum: UInt8 { reduce(0, &+) }
+
+    func occurrences(of needle: [UInt8]) -> Int {
+        guard needle.count <= count else { return 0 }
+        return (0...(count - needle.count)).filter { Array(self[$0..<($0 + needle.count)]) == needle }.count
+    }
+}
+
+extension ACPITables {
+    func blob(_ signature: String) -> Blob? { blobs.first { $0.signature == signature } }
+}
+
+/// One entry of the MADT's interrupt controller structure list.
+struct MADTEntry {
+    let type: UInt8
+    let bytes: [UInt8]
+}
+
+func madtEntries(_ madt: [UInt8]) -> [MADTEntry] {
+    var entries: [MADTEntry] = []
+    var offset = MADTLayout.firstEntryOffset
+    while offset + 2 <= madt.count {
+        let length = Int(madt[offset + 1])
+        guard length >= 2, offset + length <= madt.count else { break }
+        entries.append(MADTEntry(type: madt[offset], bytes: Array(madt[offset..<(offset + length)])))
+        offset += length
+    }
+    return entries
+}
+
+/// A small deterministic generator (SplitMix64) so randomized tests replay.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+extension ACPIPlatform {
+    static func sample(vcpus: Int = 2, devices: Int = 3) -> ACPIPlatform {
+        ACPIPlatform(
+            vcpuCount: vcpus,
+            virtioDevices: (0..<devices).map { VirtioMMIODevice(base: 0xD000_0000 + UInt64($0) * 0x1000, gsi: UInt32(5 + $0)) },
+            sleepControlRegister: .ioPort(0x600), sleepStatusRegister: .ioPort(0x601),
+            tablesAddress: 0x000E_1000, rsdpAddress: 0x000E_0000)
+    }
+}

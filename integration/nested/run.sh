@@ -1,0 +1,177 @@
+#!/bin/bash
+# The nested lane (issue 4, lane 2): boot level 1 (Debian's standard kernel
+# under QEMU TCG with an SVM CPU, so kvm_amd gives it a real /dev/kvm), and in
+# it run each VMM under test on Debian's cloud kernel and a busybox initramfs.
+#
+#   run.sh --check                          level 1 only: KVM loads, /dev/kvm exists
+#   run.sh --vmm PATH [--vmm PATH2 ...]     boot level 2 with each VMM, in turn,
+#          [--vcpus N] [--runs R]           R times each, all in one level-1 boot
+#
+# A VMM is a binary from the host; a dynamic one travels with the libraries
+# ldd finds. How it is invoked depends on its name:
+#   qemu-system-*  QEMU's microvm machine on level 1's KVM
+#   kiln           `kiln --no-api --config-file` with a Firecracker-format config
+#   anything else  --args 'TEMPLATE' (applies to such VMMs), with @KERNEL@
+#                  @INITRD@ @VCPUS@ @CMDLINE@ replaced
+# --tmpfs-root makes level 1 move to a tmpfs root first, as a jailer's
+# pivot_root needs; --l2-kernel elf boots level 2 from the ELF vmlinux inside
+# the bzImage instead; --l2-append adds level-2 kernel arguments; --timeout
+# bounds the whole run (default 60 s plus 60 s per level-2 boot).
+#
+# Prints the console, then one line per level-2 boot with level 1's measure
+# of VMM exec to the level-2 marker, then "nested: PASS ..." or "nested: FAIL
+# ...". PASS needs every boot's marker and exit status 0 (with --check, level
+# 1's KVM marker). Exit status 0 on PASS.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+out=${NESTED_OUT:-$here/../out/nested}
+vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage
+l2_cmdline="console=ttyS0 reboot=k panic=-1 quiet initcall_blacklist=cmos_init"
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
+positive() { [[ $2 =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: $1 must be a positive integer, got '$2'" >&2; exit 2; }; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --check) check=1 ;;
+    --vmm) vmms+=("$2"); shift ;;
+    --vcpus) positive --vcpus "$2"; vcpus=$2; shift ;;
+    --runs) positive --runs "$2"; runs=$2; shift ;;
+    --args) args=$2; shift ;;
+    --timeout) positive --timeout "$2"; timeout_s=$2; shift ;;
+    --l2-append) l2_append=$2; shift ;;
+    --tmpfs-root) tmpfs_root=1 ;;
+    --l2-kernel)
+      case $2 in bzimage|bzImage) l2_kernel=bzImage ;; elf) l2_kernel=vmlinux ;;
+        *) echo "run.sh: --l2-kernel is bzimage or elf, got '$2'" >&2; exit 2 ;; esac
+      shift ;;
+    -h|--help) usage ;;
+    *) echo "run.sh: unknown argument '$1'" >&2; usage ;;
+  esac
+  shift
+done
+[ $check = 1 ] || [ ${#vmms[@]} -gt 0 ] || { echo "run.sh: give --check or --vmm PATH" >&2; exit 2; }
+[ ${#vmms[@]} -le 9 ] || { echo "run.sh: at most 9 VMMs per run" >&2; exit 2; }
+[ -n "$l2_append" ] && l2_cmdline="$l2_cmdline $l2_append"
+boots=$(( ${#vmms[@]} * runs ))
+timeout_s=${timeout_s:-$(( 60 + 60 * boots ))}
+command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 is missing (make nested-assets)" >&2; exit 2; }
+for vmm in "${vmms[@]}"; do
+  [ -f "$vmm" ] && [ -x "$vmm" ] || { echo "run.sh: VMM '$vmm' is not an executable file" >&2; exit 2; }
+  case $(basename "$vmm") in qemu-system-*|kiln) ;; *) [ -n "$args" ] || { echo "run.sh: give --args for VMM '$vmm'" >&2; exit 2; } ;; esac
+done
+
+"$here/assets.sh" >/dev/null
+out=$(cd "$out" && pwd)
+
+# Level-1 root: the cached base tree (hard links), plus level 2 and the VMMs.
+stage=$(mktemp -d "$out/stage.XXXXXX")
+trap 'rm -rf "$stage" "$stage.cpio" "$stage.times"' EXIT
+cp -al "$out/l1-base/." "$stage/"
+rm -f "$stage/.done"
+mkdir -p "$stage/vmm"
+[ $tmpfs_root = 1 ] && touch "$stage/vmm/jail-root"
+
+copy_with_libraries() { # binary destination-in-stage
+  install -D -m 755 "$1" "$stage$2"
+  local lib
+  for lib in $(ldd "$1" 2>/dev/null | grep -o '/[^ ]*' || true); do
+    [ -e "$stage$lib" ] || install -D -m 755 "$(readlink -f "$lib")" "$stage$lib"
+  done
+}
+
+# The command that boots level 2 with VMM $2, whose files are under /vmm/$1.
+launcher() { # index path
+  local dir=/vmm/$1 name cmdline=$l2_cmdline
+  name=$(basename "$2")
+  echo '#!/bin/sh'
+  case $name in
+    qemu-system-*)
+      # The microvm machine has no i8042, so `reboot=k` would spin in
+      # kb_wait; its ACPI GED implements the sleep registers, so power off.
+      # QEMU looks for its firmware (qboot) relative to its own binary.
+      install -D -m 644 /usr/share/qemu/bios-microvm.bin "$stage$dir/share/qemu/bios-microvm.bin"
+      echo "exec $dir/bin/$name -L $dir/share/qemu -M microvm,x-option-roms=off,isa-serial=on,rtc=off" \
+           "-accel kvm -cpu host -smp $vcpus -m 256 -nodefaults -no-user-config -nographic" \
+           "-serial stdio -no-reboot -kernel /l2/kernel -initrd /l2/initrd.cpio" \
+           "-append '$cmdline kiln.end=poweroff'" ;;
+    kiln)
+      cat > "$stage$dir/vm.json" <<JSON
+{
+  "boot-source": {"kernel_image_path": "/l2/kernel", "initrd_path": "/l2/initrd.cpio", "boot_args": "$cmdline"},
+  "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256}
+}
+JSON
+      echo "exec $dir/bin/kiln --no-api --config-file $dir/vm.json" ;;
+    *)
+      local expanded=${args//@KERNEL@//l2/kernel}
+      expanded=${expanded//@INITRD@//l2/initrd.cpio}
+      expanded=${expanded//@VCPUS@/$vcpus}
+      expanded=${expanded//@CMDLINE@/\'$cmdline\'}
+      echo "exec $dir/bin/$name $expanded" ;;
+  esac
+}
+
+if [ ${#vmms[@]} -gt 0 ]; then
+  mkdir -p "$stage/l2"
+  ln "$out/l2-$l2_kernel" "$stage/l2/kernel"
+  ln "$out/l2-initrd.cpio" "$stage/l2/initrd.cpio"
+  echo "$runs" > "$stage/vmm/runs"
+  index=1
+  for vmm in "${vmms[@]}"; do
+    mkdir -p "$stage/vmm/$index"
+    copy_with_libraries "$vmm" "/vmm/$index/bin/$(basename "$vmm")"
+    basename "$vmm" > "$stage/vmm/$index/name"
+    launcher $index "$vmm" > "$stage/vmm/$index/run"
+    chmod 755 "$stage/vmm/$index/run"
+    index=$((index + 1))
+  done
+fi
+
+(cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$stage.cpio"
+echo "nested: level-1 initramfs $(( $(stat -c %s "$stage.cpio") / 1048576 )) MiB;" \
+     "VMMs: ${vmms[*]:-none}; vCPUs: $vcpus; runs: $runs; timeout: ${timeout_s}s"
+
+# The level-1 command from the platform notes (the TSC and timer arguments
+# keep the TCG guest from hanging in calibration). Each marker line is
+# stamped with the host's time since QEMU's start.
+start_us=${EPOCHREALTIME/./}
+elapsed() { # seconds since start, two decimals
+  local us=$(( ${EPOCHREALTIME/./} - start_us ))
+  printf '%d.%02d' $(( us / 1000000 )) $(( us % 1000000 / 10000 ))
+}
+set +e
+timeout -k 5 "$timeout_s" qemu-system-x86_64 \
+  -M microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on \
+  -accel tcg,thread=single -cpu EPYC,+svm,+npt -smp 1 -m 2048 -nodefaults -no-user-config \
+  -nographic -serial stdio -no-reboot -kernel "$out/l1-vmlinux" -initrd "$stage.cpio" \
+  -append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=2000000 no_timer_check quiet" </dev/null 2>&1 |
+  while IFS= read -r line; do
+    line=${line%$'\r'}
+    case $line in *"TCG doesn't support requested feature"*) continue ;; esac
+    printf '%s\n' "$line"
+    case $line in KILN-*|*KILN-L2-USERSPACE-MARKER*) echo "$(elapsed) $line" >> "$stage.times" ;; esac
+  done
+status=${PIPESTATUS[0]}
+set -e
+total=$(elapsed)
+touch "$stage.times"
+first() { awk -v m="$1" '$0 ~ m { print $1 "s"; found = 1; exit } END { if (!found) print "-" }' "$stage.times"; }
+count() { grep -c -- "$1" "$stage.times" || true; }
+
+echo "---"
+grep -o 'KILN-L1-L2-MARKER-SEEN.*' "$stage.times" | sed 's/^KILN-L1-L2-MARKER-SEEN/level-2 marker:/' || true
+summary="host_wall=${total}s l1_init=$(first KILN-L1-INIT) kvm_ready=$(first KILN-L1-KVM-READY)"
+[ $boots -gt 0 ] && summary="$summary first_l2_marker=$(first KILN-L2-USERSPACE-MARKER)"
+[ "$status" = 124 ] && summary="$summary (timed out after ${timeout_s}s)"
+
+verdict=PASS
+if [ "$(count KILN-L1-FAIL)" != 0 ] || [ "$(first KILN-L1-KVM-READY)" = - ]; then
+  verdict=FAIL
+elif [ $boots -gt 0 ]; then
+  [ "$(count KILN-L1-L2-MARKER-SEEN)" = $boots ] || verdict=FAIL
+  [ "$(count 'KILN-L1-VMM-STATUS.*status=0$')" = $boots ] || verdict=FAIL
+  summary="$summary l2_markers=$(count KILN-L1-L2-MARKER-SEEN)/$boots"
+fi
+echo "nested: $verdict vcpus=$vcpus $summary"
+[ $verdict = PASS ]
