@@ -15,6 +15,7 @@ let package = Package(
     name: "Kiln",
     products: [
         .executable(name: "kiln-policy", targets: ["kiln-policy"]),
+        .executable(name: "kiln-jailer", targets: ["kiln-jailer"]),
     ],
     targets: [
         // MARK: C shims and system libraries
@@ -34,14 +35,23 @@ let package = Package(
         // MARK: Policy language, compiler (libseccomp) and audit
         .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp"]),
 
+        // MARK: Jail: the jailer's steps, one file per concern
+        .target(name: "KilnJail", dependencies: ["KilnSeccomp", "KilnSystem", "CKiln"]),
+
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
+        .executableTarget(name: "kiln-jailer", dependencies: ["KilnJail", "KilnSystem", "CKilnStart"],
+                          linkerSettings: staticExecutable),
+        .executableTarget(name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "CKiln", "CKilnStart"],
+                          linkerSettings: staticExecutable),
+        .executableTarget(name: "kiln-jailer-bench", dependencies: ["KilnJail", "KilnSystem", "KilnSeccomp", "CKiln"]),
 
         // MARK: Tests
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON"]),
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
         .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp"]),
         .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnSeccomp"]),
+        .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
     ],
     swiftLanguageModes: [.v5]
 )
