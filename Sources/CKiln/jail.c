@@ -140,3 +140,4 @@ pid_t ckiln_fork(void) { return fork(); }
 int ckiln_sethostname(const char *name, size_t length) { return sethostname(name, length); }
 long ckiln_ptrace_attach(pid_t pid) { return ptrace(PTRACE_ATTACH, pid, NULL, NULL); }
 long ckiln_sync_syscall(void) { return syscall(SYS_sync); }
+int ckiln_pipe_cloexec(int ends[2]) { return pipe2(ends, O_CLOEXEC); }

@@ -9,6 +9,12 @@ public enum ExecutableCheck {
     static let elfMagic: [UInt8] = [0x7F, 0x45, 0x4C, 0x46]
     static let ptInterp: UInt32 = 3
     static let etExec: UInt16 = 2, etDyn: UInt16 = 3
+    /// e_machine of the host (ELF64 gABI: EM_X86_64 62, EM_AARCH64 183).
+    #if arch(arm64)
+    public static let hostMachine: UInt16 = 183
+    #else
+    public static let hostMachine: UInt16 = 62
+    #endif
 
     /// Returns nil when `bytes` (the start of the file) is a static ELF64
     /// executable, else the reason it cannot run in the jail.
@@ -19,6 +25,8 @@ public enum ExecutableCheck {
         guard bytes[4] == 2, bytes[5] == 1 else { return "is not a 64-bit little-endian ELF file" }
         let type = UInt16(bytes[16]) | UInt16(bytes[17]) << 8
         guard type == etExec || type == etDyn else { return "is an ELF file but not an executable (e_type \(type))" }
+        let machine = UInt16(bytes[18]) | UInt16(bytes[19]) << 8
+        guard machine == hostMachine else { return "is built for another architecture (e_machine \(machine), this host is \(hostMachine))" }
         let programHeaderOffset = Int(readLittleEndian(bytes, at: 32, count: 8))
         let entrySize = Int(readLittleEndian(bytes, at: 54, count: 2))
         let entryCount = Int(readLittleEndian(bytes, at: 56, count: 2))

@@ -39,6 +39,12 @@ public enum JailValidation {
             }
         } catch { throw refuse("--exec-file \(options.execFile): \(error)") }
         if let problem = ExecutableCheck.problem(in: head) { throw refuse("--exec-file \(options.execFile) \(problem)") }
+        // exec(2) checks permission as the VMM's user, after the drop: check now.
+        let executable = info.st_uid == options.uid ? info.st_mode & 0o100 != 0
+            : info.st_gid == options.gid ? info.st_mode & 0o010 != 0 : info.st_mode & 0o001 != 0
+        guard executable else {
+            throw refuse("--exec-file \(options.execFile) (mode \(String(info.st_mode & 0o7777, radix: 8)), owner \(info.st_uid):\(info.st_gid)) is not executable by uid \(options.uid) gid \(options.gid)")
+        }
 
         // The base folder may exist (as a folder); the jail must not.
         let paths = options.paths

@@ -9,6 +9,7 @@ import Testing
         bytes[4] = 2
         bytes[5] = 1
         bytes[16] = UInt8(type)
+        bytes[18] = UInt8(ExecutableCheck.hostMachine & 0xFF)
         bytes[32] = 64 // e_phoff
         bytes[54] = 56 // e_phentsize
         bytes[56] = UInt8(types.count)
@@ -28,6 +29,9 @@ import Testing
         var thirtyTwoBit = Self.elf(programHeaders: [1])
         thirtyTwoBit[4] = 1
         #expect(ExecutableCheck.problem(in: thirtyTwoBit)?.contains("64-bit") == true)
+        var foreign = Self.elf(programHeaders: [1])
+        foreign[18] = 40 // EM_ARM
+        #expect(ExecutableCheck.problem(in: foreign)?.contains("another architecture") == true)
         var outside = Self.elf(programHeaders: [1])
         outside[32] = 0xFF
         outside[33] = 0xFF

@@ -84,6 +84,9 @@ int ckiln_get_no_new_privs(void);
 int ckiln_get_seccomp(void);
 
 // MARK: Processes
+/// pipe2(O_CLOEXEC): both ends close on exec from birth, with no window in
+/// which a concurrent fork could inherit them.
+int ckiln_pipe_cloexec(int ends[2]);
 pid_t ckiln_fork(void);
 int ckiln_sethostname(const char *name, size_t length);
 /// ptrace(PTRACE_ATTACH, pid); the libc prototype is variadic.
