@@ -30,6 +30,7 @@ unsigned long ckiln_ms_rec(void) { return MS_REC; }
 unsigned long ckiln_ms_private(void) { return MS_PRIVATE; }
 unsigned long ckiln_ms_remount(void) { return MS_REMOUNT; }
 unsigned long ckiln_ms_nosuid(void) { return MS_NOSUID; }
+unsigned long ckiln_ms_noexec(void) { return MS_NOEXEC; }
 int ckiln_mnt_detach(void) { return MNT_DETACH; }
 
 int ckiln_mount(const char *source, const char *target, const char *fstype,

@@ -3,8 +3,9 @@
 /// dynamic loader, which the jail does not hold). Pure: takes the file's
 /// first bytes, so a bad file is refused before anything is created.
 public enum ExecutableCheck {
-    /// Enough for the ELF header and the program headers of any ordinary binary.
-    public static let inspectedBytes = 64 << 10
+    /// Enough for the ELF header and the program headers of an ordinary
+    /// binary (the linkers place them right after the 64-byte header).
+    public static let inspectedBytes = 4096
 
     static let elfMagic: [UInt8] = [0x7F, 0x45, 0x4C, 0x46]
     static let ptInterp: UInt32 = 3

@@ -44,6 +44,8 @@ struct JailFolder {
         try HostDirectory.makeDirectory("root", in: jailFolder, subject: paths.root)
         let root = try HostDirectory.open("root", in: jailFolder)
 
+        // The mount point of the jail's private /dev (step 8).
+        try HostDirectory.makeDirectory("dev", in: root, subject: paths.root + "/dev")
         try placeExecutable(launch.options.execFile, named: paths.execFileName, in: root, subject: paths.root)
         try writeFile(launch.bundleBytes, named: JailPaths.bundleName, mode: 0o444, in: root, subject: paths.root)
 

@@ -87,6 +87,11 @@ public struct CleanupOptions: Equatable, Sendable {
     public var chrootBaseDir: String = JailOptions.defaultChrootBaseDir
     public var parentCgroup: String?
 
+    public init(id: String, execFile: String) {
+        self.id = id
+        self.execFile = execFile
+    }
+
     public var execFileName: String { JailPaths.lastComponent(execFile) }
     public var effectiveParentCgroup: String { parentCgroup ?? execFileName }
     public var paths: JailPaths { JailPaths(base: chrootBaseDir, execFileName: execFileName, id: id) }

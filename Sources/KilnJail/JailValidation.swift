@@ -20,7 +20,7 @@ public enum JailValidation {
     /// The largest bundle accepted: 16 roles of 4096 instructions, with room.
     static let maximumBundleBytes = 1 << 20
 
-    public static func validate(_ options: JailOptions, defaultBundle: String) throws -> ValidatedLaunch {
+    public static func validate(_ options: JailOptions, defaultBundle: () -> String) throws -> ValidatedLaunch {
         func refuse(_ message: String) -> JailFailure { JailFailure(.validation, message) }
 
         // The exec file: a regular, static ELF executable.
@@ -63,7 +63,7 @@ public enum JailValidation {
 
         // The seccomp bundle: parsed whole now, copied into the jail later from
         // these very bytes, so that the file cannot change in between.
-        let bundlePath = options.seccompBundle ?? defaultBundle
+        let bundlePath = options.seccompBundle ?? defaultBundle()
         let bundleBytes: [UInt8]
         let bundle: SeccompBundle
         do {

@@ -13,7 +13,7 @@ public enum Jailer {
     public enum Outcome { case forkedParentDone }
 
     public static func launch(
-        _ options: JailOptions, defaultBundle: String,
+        _ options: JailOptions, defaultBundle: () -> String,
         startMonotonicNanoseconds: UInt64, startCPUNanoseconds: UInt64
     ) throws -> Outcome {
         // 1. Validate everything before creating anything.

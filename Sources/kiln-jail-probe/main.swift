@@ -3,7 +3,8 @@
 // of each escape attempt, then waits for stdin to close so that the test can
 // inspect it from the host through /proc/<pid>.
 //
-//   --bench                only print "probe-start-ns N" (CLOCK_MONOTONIC) and exit
+//   --bench                only print "probe-start-ns N jailer-start-us M" (both
+//                          CLOCK_MONOTONIC; M is the jailer's --start-time-us) and exit
 //   --no-wait              exit right after the report
 //   --pause                after the report, wait for a signal instead of stdin
 //                          (a daemonized probe's stdin is /dev/null)
@@ -33,7 +34,7 @@ func emit(_ line: String) {
 }
 
 if arguments.contains("--bench") {
-    emit("probe-start-ns \(startedAt)")
+    emit("probe-start-ns \(startedAt) jailer-start-us \(value(after: "--start-time-us") ?? "0")")
     exit(0)
 }
 

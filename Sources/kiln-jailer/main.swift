@@ -36,7 +36,7 @@ do {
     case let .cleanup(options):
         try JailCleanup.run(options)
     case let .launch(options):
-        _ = try Jailer.launch(options, defaultBundle: defaultBundlePath(),
+        _ = try Jailer.launch(options, defaultBundle: defaultBundlePath,
                               startMonotonicNanoseconds: startMonotonic, startCPUNanoseconds: startCPU)
     }
     exit(0)

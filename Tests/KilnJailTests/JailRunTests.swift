@@ -83,6 +83,8 @@ struct JailRunTests {
         #expect(try FileSystem.listDirectory("/proc/\(pid)/root/dev") == devices)
         #expect(try FileSystem.listDirectory("/proc/\(pid)/root/dev/net") == ["tun"])
         #expect(try FileSystem.listDirectory(sandbox.paths.root) == ["dev", "kiln-jail-probe", "seccomp.kbundle"])
+        // The nodes live on the jail's private tmpfs, never on the host's disk.
+        #expect(try FileSystem.listDirectory(sandbox.paths.root + "/dev").isEmpty)
 
         // From inside: what the probe saw.
         #expect(report["uid"] == .integer(64123) && report["euid"] == .integer(64123))
@@ -138,6 +140,42 @@ struct JailRunTests {
         #expect(sandbox.cgroupFolders.allSatisfy { !$0.hasSuffix("/" + sandbox.id) }, "\(sandbox.cgroupFolders)")
         let again = try JailHarness.run(sandbox.cleanupArguments)
         #expect(again.status == 0, "cleanup is not safe to run twice: \(again.error)")
+    }
+
+    /// The v2 path (delegation through every ancestor's cgroup.subtree_control)
+    /// on the host's cgroup2 mount: pids on a pure-v2 host, hugetlb on this
+    /// hybrid one, whose cgroup2 mount holds nothing else.
+    static var v2Setting: (file: String, value: String)? {
+        let layout = CgroupLayout(mountInfo: (try? FileSystem.readText("/proc/self/mountinfo")) ?? "")
+        guard let mount = layout.v2Mount, let text = try? FileSystem.readText(mount + "/cgroup.controllers") else { return nil }
+        let controllers = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        if controllers.contains("pids") { return ("pids.max", "16") }
+        if controllers.contains("hugetlb") && FileSystem.exists("/sys/kernel/mm/hugepages/hugepages-2048kB") { return ("hugetlb.2MB.max", "0") }
+        return nil
+    }
+
+    @Test(.enabled(if: v2Setting != nil, "needs a cgroup2 mount offering pids or hugetlb"))
+    func joinsACgroupV2Hierarchy() throws {
+        let setting = try #require(Self.v2Setting)
+        let sandbox = try JailHarness.Sandbox("v2-1")
+        defer { sandbox.tearDown() }
+        let running = try JailHarness.spawn(sandbox.launchArguments(["--cgroup-version", "2", "--cgroup", "\(setting.file)=\(setting.value)"]))
+        defer { running.stop() }
+        _ = try report(from: running)
+        let layout = CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo"))
+        let mount = try #require(layout.v2Mount)
+        let folder = "\(mount)/\(sandbox.parentCgroup)/\(sandbox.id)"
+        let controller = String(setting.file.prefix { $0 != "." })
+        #expect(try FileSystem.readText(folder + "/" + setting.file) == setting.value + "\n")
+        #expect(try FileSystem.readText(folder + "/cgroup.procs") == "\(running.pid)\n")
+        for ancestor in [mount, "\(mount)/\(sandbox.parentCgroup)"] {
+            #expect(try FileSystem.readText(ancestor + "/cgroup.subtree_control").split(separator: " ").map { $0.trimmingCharacters(in: "\n") }.contains(controller), "\(ancestor)")
+        }
+        #expect(try FileSystem.readText("/proc/\(running.pid)/cgroup").contains("0::/\(sandbox.parentCgroup)/\(sandbox.id)\n"))
+        running.closeInput()
+        #expect(running.wait().status == 0)
+        #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
+        #expect(!FileSystem.exists(folder))
     }
 
     @Test func joinsTheCallersNetworkNamespaceWhenGivenOne() throws {

@@ -27,6 +27,7 @@ unsigned long ckiln_ms_rec(void);
 unsigned long ckiln_ms_private(void);
 unsigned long ckiln_ms_remount(void);
 unsigned long ckiln_ms_nosuid(void);
+unsigned long ckiln_ms_noexec(void);
 int ckiln_mnt_detach(void);
 int ckiln_mount(const char *source, const char *target, const char *fstype,
                 unsigned long flags, const char *data);
