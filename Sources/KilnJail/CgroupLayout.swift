@@ -15,37 +15,40 @@ public struct CgroupLayout: Equatable, Sendable {
 
     /// Parses mountinfo text. Each line is
     /// `id parent major:minor root mount-point options [optional...] - fstype source super-options`.
-    public init(mountInfo text: String) {
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
-            guard let separator = fields.firstIndex(of: "-"), separator >= 5, fields.count >= separator + 4 else { continue }
-            let mountPoint = Self.unescape(fields[4])
-            switch fields[separator + 1] {
-            case "cgroup":
-                for option in fields[separator + 3].split(separator: ",") {
-                    let name = String(option)
+    /// Works on bytes: this runs on every launch that asks for cgroups.
+    public init(mountInfo text: String) { self.init(mountInfo: Array(text.utf8)) }
+
+    public init(mountInfo bytes: [UInt8]) {
+        for line in bytes.split(separator: UInt8(ascii: "\n")) {
+            let fields = line.split(separator: UInt8(ascii: " "))
+            guard let separator = fields.firstIndex(where: { $0.elementsEqual([UInt8(ascii: "-")]) }),
+                  separator >= 5, fields.count >= separator + 4 else { continue }
+            let fstype = fields[separator + 1]
+            if fstype.elementsEqual("cgroup".utf8) {
+                let mountPoint = Self.unescape(fields[4])
+                for option in fields[separator + 3].split(separator: UInt8(ascii: ",")) {
                     // Named hierarchies (name=systemd) and mount flags carry no controller.
-                    if name == "rw" || name == "ro" || name.contains("=") || Self.mountFlags.contains(name) { continue }
+                    if option.contains(UInt8(ascii: "=")) { continue }
+                    let name = String(decoding: option, as: UTF8.self)
+                    if Self.mountFlags.contains(name) { continue }
                     if v1Mounts[name] == nil { v1Mounts[name] = mountPoint }
                 }
-            case "cgroup2":
-                if v2Mount == nil { v2Mount = mountPoint }
-            default:
-                continue
+            } else if fstype.elementsEqual("cgroup2".utf8), v2Mount == nil {
+                v2Mount = Self.unescape(fields[4])
             }
         }
     }
 
-    static let mountFlags: Set<String> = ["noprefix", "clone_children", "xattr", "nosuid", "nodev", "noexec", "relatime"]
+    static let mountFlags: Set<String> = ["rw", "ro", "noprefix", "clone_children", "xattr", "nosuid", "nodev", "noexec", "relatime", "favordynmods"]
 
     /// mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    static func unescape(_ field: Substring) -> String {
+    static func unescape(_ field: ArraySlice<UInt8>) -> String {
         var bytes: [UInt8] = []
-        var input = Array(field.utf8)[...]
+        var input = field
         while let byte = input.popFirst() {
-            if byte == UInt8(ascii: "\\"), input.count >= 3,
-               let value = UInt8(String(decoding: input.prefix(3), as: UTF8.self), radix: 8) {
-                bytes.append(value)
+            let digits = input.prefix(3)
+            if byte == UInt8(ascii: "\\"), digits.count == 3, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x37 }) {
+                bytes.append(digits.reduce(0) { $0 &* 8 &+ ($1 - 0x30) })
                 input = input.dropFirst(3)
             } else {
                 bytes.append(byte)
@@ -92,7 +95,7 @@ public enum CgroupPlan {
         v2Controllers: Set<String>, parent: String, id: String
     ) throws -> [CgroupTarget] {
         if settings.isEmpty { return [] }
-        let components = parent.split(separator: "/").map(String.init) + [id]
+        let components = JailPaths.components(parent) + [id]
         switch version {
         case .v1:
             var byMount: [(mount: String, settings: [CgroupSetting])] = []

@@ -45,7 +45,14 @@ enum Cgroups {
         for setting in target.settings {
             try HostDirectory.write(setting.value, to: setting.file, in: parent, subject: walked + "/" + setting.file)
         }
-        try HostDirectory.write("0", to: "cgroup.procs", in: parent, subject: walked + "/cgroup.procs")
+        // On v1, "0" written to `tasks` moves the writing thread alone, which
+        // spares the kernel's global threadgroup lock and the RCU grace period
+        // its first writer waits for (milliseconds on a busy host; cgroup v1
+        // `cgroup_procs_write_start`). The jailer is single-threaded, so that
+        // thread is the whole process; were it not, unshare(CLONE_NEWNS) at
+        // step 6 would fail (it refuses a shared fs_struct) and roll this back.
+        let membership = target.version == .v1 ? "tasks" : "cgroup.procs"
+        try HostDirectory.write("0", to: membership, in: parent, subject: walked + "/" + membership)
     }
 
     /// cgroup v1 cpuset (Documentation/admin-guide/cgroup-v1/cpusets.rst): a

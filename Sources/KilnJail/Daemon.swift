@@ -9,19 +9,19 @@ import KilnSystem
 /// With `--daemonize` or `--new-pid-ns` the jailer forks: the child goes on
 /// (as pid 1 of the new PID namespace when one was asked for), and the parent
 /// writes the child's host pid to the pid file and exits 0, as Firecracker's
-/// jailer does. Otherwise the jailer itself becomes the VMM and writes its own pid.
+/// jailer does. Otherwise the jailer itself becomes the VMM, whose pid the
+/// caller knows: no fork, no pid file.
 enum Daemon {
     enum Role { case parentDone, vmm }
 
-    static func become(daemonize: Bool, fork shouldFork: Bool, pidFile: FileDescriptor, devNull: FileDescriptor?) throws -> Role {
-        var vmmPID = getpid()
-        if shouldFork {
+    static func become(daemonize: Bool, pidFile: FileDescriptor?, devNull: FileDescriptor?) throws -> Role {
+        if let pidFile {
             let child = try check("fork") { ckiln_fork() }
             if child > 0 {
                 try writePID(child, to: pidFile)
                 return .parentDone
             }
-            vmmPID = 0
+            pidFile.close()
         }
         if daemonize {
             // A new session without a controlling terminal; stdio goes to /dev/null.
@@ -30,8 +30,6 @@ enum Daemon {
                 for target: Int32 in 0...2 { try check("dup2 /dev/null to", subject: "fd \(target)") { dup2(devNull.rawValue, target) } }
             }
         }
-        if vmmPID != 0 { try writePID(vmmPID, to: pidFile) }
-        pidFile.close()
         return .vmm
     }
 

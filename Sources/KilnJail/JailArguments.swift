@@ -36,7 +36,7 @@ public enum JailArguments {
             if argument == "--version" { return .version }
             var name = argument
             var inlineValue: String?
-            if let equals = argument.firstIndex(of: "="), argument.hasPrefix("--") {
+            if argument.utf8.starts(with: "--".utf8), let equals = argument.utf8.firstIndex(of: UInt8(ascii: "=")) {
                 name = String(argument[..<equals])
                 inlineValue = String(argument[argument.index(after: equals)...])
             }
@@ -130,18 +130,18 @@ public enum JailArguments {
     }
 
     static func checkAbsolute(_ path: String, flag: String) throws {
-        guard path.hasPrefix("/") else { throw usage("\(flag) \"\(path)\" is not an absolute path") }
-        guard !path.split(separator: "/").contains("..") else {
+        guard path.utf8.first == UInt8(ascii: "/") else { throw usage("\(flag) \"\(path)\" is not an absolute path") }
+        guard !JailPaths.components(path).contains("..") else {
             throw usage("\(flag) \"\(path)\" contains a '..' component")
         }
     }
 
     /// A relative cgroup path such as `kiln` or `tenants/a`: plain components only.
     static func checkParentCgroup(_ path: String) throws {
-        let components = path.split(separator: "/", omittingEmptySubsequences: false)
-        guard !path.isEmpty, !path.hasPrefix("/"), components.allSatisfy({ component in
-            !component.isEmpty && component != "." && component != ".."
-                && component.utf8.allSatisfy { isAlphanumeric($0) || "-_.".utf8.contains($0) }
+        let components = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard !path.isEmpty, components.allSatisfy({ component in
+            !component.isEmpty && !component.elementsEqual(".".utf8) && !component.elementsEqual("..".utf8)
+                && component.allSatisfy { isAlphanumeric($0) || "-_.".utf8.contains($0) }
         }) else {
             throw usage("invalid --parent-cgroup \"\(path)\": a relative path of [A-Za-z0-9-_.] components")
         }
@@ -150,20 +150,20 @@ public enum JailArguments {
     /// `controller.name=value`; the value may hold neither '/' nor a newline,
     /// so that it can only ever be one write to one file of the jail's cgroup.
     static func parseCgroup(_ text: String) throws -> CgroupSetting {
-        guard let equals = text.firstIndex(of: "=") else {
+        guard let equals = text.utf8.firstIndex(of: UInt8(ascii: "=")) else {
             throw usage("--cgroup \"\(text)\" must be FILE=VALUE")
         }
         let file = String(text[..<equals])
         let value = String(text[text.index(after: equals)...])
-        let parts = file.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let parts = file.utf8.split(separator: UInt8(ascii: "."), maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty,
               file.utf8.allSatisfy({ isAlphanumeric($0) || "_.".utf8.contains($0) }) else {
             throw usage("--cgroup file \"\(file)\" must be controller.name, e.g. memory.limit_in_bytes")
         }
-        guard parts[0] != "cgroup" else {
+        guard !parts[0].elementsEqual("cgroup".utf8) else {
             throw usage("--cgroup \(file): the cgroup.* core files are managed by the jailer")
         }
-        guard !value.isEmpty, !value.contains("/"), !value.contains("\n") else {
+        guard !value.isEmpty, !value.utf8.contains(UInt8(ascii: "/")), !value.utf8.contains(UInt8(ascii: "\n")) else {
             throw usage("--cgroup \(file): the value must be non-empty, without '/' or a newline")
         }
         return CgroupSetting(file: file, value: value)
@@ -171,7 +171,7 @@ public enum JailArguments {
 
     /// `fsize=N` or `no-file=N`, N a decimal count.
     static func parseResourceLimit(_ text: String) throws -> ResourceLimit {
-        guard let equals = text.firstIndex(of: "=") else {
+        guard let equals = text.utf8.firstIndex(of: UInt8(ascii: "=")) else {
             throw usage("--resource-limit \"\(text)\" must be RESOURCE=N")
         }
         let name = String(text[..<equals])

@@ -8,14 +8,14 @@ import KilnSystem
 public enum JailCleanup {
     public static func run(_ options: CleanupOptions) throws {
         let paths = options.paths
-        let mountInfo = try during(.cleanup) { try FileSystem.readText("/proc/self/mountinfo", limit: 4 << 20) }
+        let mountInfo = try during(.cleanup) { try FileSystem.readFile("/proc/self/mountinfo", limit: 4 << 20) }
 
         // A folder with something mounted inside (a drive an orchestrator
         // bind-mounted into the jail) is refused: removing the tree would
         // delete the mounted file system's contents.
         let prefix = paths.jailFolder + "/"
-        for line in mountInfo.split(separator: "\n") {
-            let fields = line.split(separator: " ")
+        for line in mountInfo.split(separator: UInt8(ascii: "\n")) {
+            let fields = line.split(separator: UInt8(ascii: " "))
             guard fields.count > 4 else { continue }
             let mountPoint = CgroupLayout.unescape(fields[4])
             if mountPoint == paths.jailFolder || mountPoint.hasPrefix(prefix) {
@@ -35,7 +35,7 @@ public enum JailCleanup {
         }
 
         let layout = CgroupLayout(mountInfo: mountInfo)
-        let parentComponents = options.effectiveParentCgroup.split(separator: "/").map(String.init)
+        let parentComponents = JailPaths.components(options.effectiveParentCgroup)
         for mount in layout.allMounts {
             let parentPath = ([mount] + parentComponents).joined(separator: "/")
             guard FileSystem.isDirectory(parentPath) else { continue }

@@ -4,15 +4,18 @@ import Glibc
 import CKiln
 import KilnSystem
 
-/// Step 3: `<base>/<exec-file-name>/<id>/root`, holding the exec file and the
-/// seccomp bundle, plus the pid file beside the root.
+/// Step 3: `<base>/<exec-file-name>/<id>/root`, holding the exec file, the
+/// seccomp bundle and the mount point of /dev, plus, when the launch forks,
+/// the pid file beside the root.
 struct JailFolder {
     /// The jail's own folder, opened before the mount namespace is unshared.
     let jailFolder: FileDescriptor
     /// The folder that becomes `/`.
     let root: String
-    /// Opened now, written at step 9 (it lives outside the root).
-    let pidFile: FileDescriptor
+    /// Opened now, written at step 9 (it lives outside the root); only when
+    /// the launch forks, as with Firecracker's jailer: otherwise the VMM's pid
+    /// is the jailer's own, which the caller already knows.
+    let pidFile: FileDescriptor?
 
     static func create(_ launch: ValidatedLaunch, ledger: CleanupLedger) throws -> JailFolder {
         let paths = launch.options.paths
@@ -49,10 +52,13 @@ struct JailFolder {
         try placeExecutable(launch.options.execFile, named: paths.execFileName, in: root, subject: paths.root)
         try writeFile(launch.bundleBytes, named: JailPaths.bundleName, mode: 0o444, in: root, subject: paths.root)
 
-        let pidFile = try check("create", subject: paths.pidFile) {
-            ckiln_openat(jailFolder.rawValue, JailPaths.lastComponent(paths.pidFile), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        var pidFile: FileDescriptor?
+        if launch.options.forks {
+            pidFile = FileDescriptor(rawValue: try check("create", subject: paths.pidFile) {
+                ckiln_openat(jailFolder.rawValue, JailPaths.lastComponent(paths.pidFile), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            })
         }
-        return JailFolder(jailFolder: jailFolder, root: paths.root, pidFile: FileDescriptor(rawValue: pidFile))
+        return JailFolder(jailFolder: jailFolder, root: paths.root, pidFile: pidFile)
     }
 
     /// A hard link when the jail is on the exec file's file system (no copy of

@@ -47,13 +47,15 @@ public enum JailHelp {
           /<exec-file name> --id ID --seccomp-filter /seccomp.kbundle --start-time-us N
               --start-time-cpu-us N [arguments after --]
         with an empty environment and only fds 0-2 open. The start times are the jailer's
-        CLOCK_MONOTONIC and CPU time (microseconds) when it began. The pid file is
-        <base>/<exec-file name>/<id>/<exec-file name>.pid, outside the jail root.
+        CLOCK_MONOTONIC and CPU time (microseconds) when it began. With --daemonize or
+        --new-pid-ns the VMM's host pid is written to <base>/<exec-file name>/<id>/<exec-file
+        name>.pid, outside the jail root; otherwise the VMM is the jailer's own process.
 
         In the jail: mount, IPC, UTS (hostname = ID) and cgroup namespaces; / is the jail root
-        (nosuid), holding the exec file, seccomp.kbundle and /dev/{kvm,net/tun,urandom} plus
-        /dev/userfaultfd when the host has one, each owned by the uid/gid with mode 0600; no
-        capabilities in any set; no_new_privs; the "jailer" seccomp program.
+        (nosuid), holding the exec file and seccomp.kbundle; /dev is a private tmpfs (nosuid,
+        noexec) holding only kvm, net/tun, urandom and, when the host has one, userfaultfd, each
+        owned by the uid/gid with mode 0600. No capabilities in any set; no_new_privs; the
+        "jailer" seccomp program. The parent cgroup is shared and kept; cleanup removes <id>.
 
         Exit codes (a launch that fails removes everything it created; after the privilege drop it
         no longer can, and the message names what is left for `kiln-jailer cleanup`):

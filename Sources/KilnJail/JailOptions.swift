@@ -66,6 +66,9 @@ public struct JailOptions: Equatable, Sendable {
 
     public var effectiveParentCgroup: String { parentCgroup ?? execFileName }
 
+    /// Whether step 9 forks: the VMM is then not the process the caller started.
+    public var forks: Bool { daemonize || newPIDNamespace }
+
     /// The limits to apply: the ones given, plus Firecracker's default for
     /// open files when none was given.
     public var effectiveResourceLimits: [ResourceLimit] {
@@ -109,7 +112,7 @@ public struct JailPaths: Equatable, Sendable {
     public var jailFolder: String { JailPaths.join(execFolder, id) }
     /// The folder that becomes `/` for the VMM.
     public var root: String { JailPaths.join(jailFolder, "root") }
-    /// Beside the root, not in it: the VMM never sees it.
+    /// Beside the root, not in it: the VMM never sees it. Written when the launch forks.
     public var pidFile: String { JailPaths.join(jailFolder, "\(execFileName).pid") }
 
     /// Names inside the root.
@@ -122,6 +125,12 @@ public struct JailPaths: Equatable, Sendable {
     }
 
     static func lastComponent(_ path: String) -> String {
-        String(path.split(separator: "/", omittingEmptySubsequences: true).last ?? "")
+        components(path).last ?? ""
+    }
+
+    /// The non-empty components of a path, split on bytes (a launch's hot path
+    /// needs no grapheme breaking).
+    static func components(_ path: String) -> [String] {
+        path.utf8.split(separator: UInt8(ascii: "/")).map { String(decoding: $0, as: UTF8.self) }
     }
 }

@@ -84,7 +84,8 @@ public enum JailValidation {
             var v2Controllers: Set<String> = []
             if version == .v2, let mount = layout.v2Mount {
                 let text = try readHostFile(JailPaths.join(mount, "cgroup.controllers"), refuse)
-                v2Controllers = Set(text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init))
+                v2Controllers = Set(text.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") })
+                    .map { String(decoding: $0, as: UTF8.self) })
             }
             targets = try CgroupPlan.targets(for: options.cgroups, version: version, layout: layout,
                                              v2Controllers: v2Controllers, parent: options.effectiveParentCgroup, id: options.id)
@@ -101,7 +102,7 @@ public enum JailValidation {
                                cgroupTargets: targets, userfaultfdDevice: userfaultfdDevice)
     }
 
-    static func readHostFile(_ path: String, _ refuse: (String) -> JailFailure) throws -> String {
-        do { return try FileSystem.readText(path, limit: 4 << 20) } catch { throw refuse("\(error)") }
+    static func readHostFile(_ path: String, _ refuse: (String) -> JailFailure) throws -> [UInt8] {
+        do { return try FileSystem.readFile(path, limit: 4 << 20) } catch { throw refuse("\(error)") }
     }
 }

@@ -43,8 +43,7 @@ public enum Jailer {
             }
             // 9. Daemonize or enter the PID namespace, and the pid file.
             let role = try during(.daemonize) {
-                try Daemon.become(daemonize: options.daemonize, fork: options.daemonize || options.newPIDNamespace,
-                                  pidFile: folder.pidFile, devNull: devNull)
+                try Daemon.become(daemonize: options.daemonize, pidFile: folder.pidFile, devNull: devNull)
             }
             if role == .parentDone { return .forkedParentDone }
             devNull?.close()
