@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -142,3 +143,31 @@ int ckiln_sethostname(const char *name, size_t length) { return sethostname(name
 long ckiln_ptrace_attach(pid_t pid) { return ptrace(PTRACE_ATTACH, pid, NULL, NULL); }
 long ckiln_sync_syscall(void) { return syscall(SYS_sync); }
 int ckiln_pipe_cloexec(int ends[2]) { return pipe2(ends, O_CLOEXEC); }
+
+int ckiln_reset_signals(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) != 0) return -1;
+    struct sigaction fallback = { .sa_handler = SIG_DFL };
+    sigemptyset(&fallback.sa_mask);
+    for (int sig = 1; sig < NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        // Numbers glibc reserves for its threads (32, 33) refuse a change: skip them.
+        if (sigaction(sig, &fallback, NULL) != 0 && errno != EINVAL) return -1;
+    }
+    return 0;
+}
+
+int ckiln_signal_is_blocked(int sig) {
+    sigset_t current;
+    if (sigprocmask(SIG_BLOCK, NULL, &current) != 0) return -1;
+    return sigismember(&current, sig);
+}
+
+int ckiln_signal_is_ignored(int sig) {
+    struct sigaction current;
+    if (sigaction(sig, NULL, &current) != 0) return -1;
+    return current.sa_handler == SIG_IGN ? 1 : 0;
+}
+
+int ckiln_signal_count(void) { return NSIG; }

@@ -4,8 +4,10 @@
 ///
 /// Undo actions work through directory descriptors opened before the jailer
 /// unshared its mount namespace: they still reach the host's tree after
-/// pivot_root has hidden it. Mounts need no entry: every mount is made inside
-/// the jailer's private mount namespace and vanishes with it.
+/// pivot_root has hidden it. Mounts need no undo of their own: every mount is
+/// made inside the jailer's private mount namespace and vanishes with it; the
+/// namespace's entry returns the process to the host's one, where none of
+/// them is a mount point that would block a rmdir.
 public final class CleanupLedger {
     private var entries: [(what: String, undo: () throws -> Void)] = []
 

@@ -13,10 +13,12 @@ enum HostDirectory {
         try FileDescriptor.open(path, ckiln_o_path() | ckiln_o_directory())
     }
 
-    static func open(_ name: String, in parent: FileDescriptor) throws -> FileDescriptor {
-        let fd = try check("open", subject: name) {
-            ckiln_openat(parent.rawValue, name, ckiln_o_path() | ckiln_o_directory() | ckiln_o_nofollow() | O_CLOEXEC, 0)
-        }
+    /// `followingLinks` is for the administrator's own path (the base folder,
+    /// which may well sit under a link such as /var/run); never for the
+    /// folders the jailer creates under it.
+    static func open(_ name: String, in parent: FileDescriptor, followingLinks: Bool = false) throws -> FileDescriptor {
+        let flags = ckiln_o_path() | ckiln_o_directory() | O_CLOEXEC | (followingLinks ? 0 : ckiln_o_nofollow())
+        let fd = try check("open", subject: name) { ckiln_openat(parent.rawValue, name, flags, 0) }
         return FileDescriptor(rawValue: fd)
     }
 
@@ -26,8 +28,8 @@ enum HostDirectory {
         if mkdirat(parent.rawValue, name, mode) == 0 { return true }
         if errno == EEXIST {
             var info = stat()
-            if fstatat(parent.rawValue, name, &info, ckiln_at_symlink_nofollow()) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
-                return false
+            if fstatat(parent.rawValue, name, &info, 0) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
+                return false // the caller's open decides whether a link may lead here
             }
             throw SystemError("mkdir", subject: subject + " (exists and is not a directory)", errno: EEXIST)
         }

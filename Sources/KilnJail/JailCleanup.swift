@@ -24,16 +24,6 @@ public enum JailCleanup {
         }
 
         var problems: [String] = []
-        if FileSystem.isDirectory(paths.execFolder) {
-            do {
-                let execFolder = try HostDirectory.open(paths.execFolder)
-                try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
-                // Shared by every jail of this binary: removed once the last one is gone.
-                let base = try HostDirectory.open(paths.base)
-                try HostDirectory.removeIfEmpty(paths.execFileName, in: base, subject: paths.execFolder)
-            } catch { problems.append("\(error)") }
-        }
-
         let layout = CgroupLayout(mountInfo: mountInfo)
         let parentComponents = JailPaths.components(options.effectiveParentCgroup)
         for mount in layout.allMounts {
@@ -41,6 +31,7 @@ public enum JailCleanup {
             guard FileSystem.isDirectory(parentPath) else { continue }
             do {
                 let parent = try HostDirectory.open(parentPath)
+                defer { parent.close() }
                 if FileSystem.exists(parentPath + "/" + options.id) {
                     try HostDirectory.removeDirectory(options.id, in: parent, subject: parentPath + "/" + options.id)
                 }
@@ -48,6 +39,21 @@ public enum JailCleanup {
                 problems.append("the cgroup \(parentPath)/\(options.id) still has processes: is the VMM still running?")
             } catch { problems.append("\(error)") }
         }
+        // A busy cgroup means a live VMM: its folder stays until it is gone.
+        if !problems.isEmpty { throw JailFailure(.cleanup, problems.joined(separator: "; ") + "; the jail folder was left in place") }
+
+        if FileSystem.isDirectory(paths.execFolder) {
+            do {
+                let execFolder = try HostDirectory.open(paths.execFolder)
+                defer { execFolder.close() }
+                try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
+                // Shared by every jail of this binary: removed once the last one is gone.
+                let base = try HostDirectory.open(paths.base)
+                defer { base.close() }
+                try HostDirectory.removeIfEmpty(paths.execFileName, in: base, subject: paths.execFolder)
+            } catch { problems.append("\(error)") }
+        }
+
         if !problems.isEmpty { throw JailFailure(.cleanup, problems.joined(separator: "; ")) }
     }
 }

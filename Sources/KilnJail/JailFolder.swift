@@ -23,13 +23,14 @@ struct JailFolder {
         // again on failure when this run created it and nobody else uses it.
         var parent = try HostDirectory.open("/")
         var walked = ""
-        for component in paths.base.split(separator: "/").map(String.init) + [paths.execFileName] {
+        let baseComponents = JailPaths.components(paths.base)
+        for (depth, component) in (baseComponents + [paths.execFileName]).enumerated() {
             let subject = walked + "/" + component
             let enclosing = parent
             if try HostDirectory.makeDirectory(component, in: enclosing, subject: subject) {
                 ledger.record("folder \(subject)") { try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject) }
             }
-            parent = try HostDirectory.open(component, in: enclosing)
+            parent = try HostDirectory.open(component, in: enclosing, followingLinks: depth < baseComponents.count)
             walked = subject
         }
         let execFolder = parent

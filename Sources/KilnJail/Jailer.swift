@@ -25,7 +25,8 @@ public enum Jailer {
         try during(.processState) {
             try check("close_range(3, ~0)") { ckiln_close_range(3, UInt32.max) }
             try check("clearenv") { clearenv() }
-            umask(0) // every mode below is exact
+            try check("reset signal mask and dispositions") { ckiln_reset_signals() }
+            umask(0) // every mode below is exact; the VMM gets 077 at step 10
         }
 
         let ledger = CleanupLedger()
@@ -36,7 +37,7 @@ public enum Jailer {
             // 4-8: cgroups, limits, namespaces, the root, the devices.
             try during(.cgroups) { try Cgroups.join(launch.cgroupTargets, ledger: ledger) }
             try during(.resourceLimits) { try ResourceLimits.apply(options.effectiveResourceLimits) }
-            try during(.namespaces) { try Namespaces.enter(options) }
+            try during(.namespaces) { try Namespaces.enter(options, ledger: ledger) }
             try during(.rootSwitch) { try RootSwitch.pivot(into: folder.root) }
             try during(.deviceNodes) {
                 try DeviceNode.create(DeviceNode.required(userfaultfd: launch.userfaultfdDevice), uid: options.uid, gid: options.gid)
@@ -47,6 +48,9 @@ public enum Jailer {
             }
             if role == .parentDone { return .forkedParentDone }
             devNull?.close()
+            // Entered last: from inside a cgroup namespace a process can no
+            // longer move to a cgroup outside it, which a rollback of step 4 needs.
+            try during(.namespaces) { try Namespaces.enterCgroupNamespace() }
             // 10-12: no privileges, the pre-exec filter, the VMM.
             try during(.privileges) { try Privileges.drop(uid: options.uid, gid: options.gid) }
             try handoff.exec(bundle: launch.bundle)

@@ -33,6 +33,8 @@ public struct VMMHandoff {
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
         argv.append(nil)
         var envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        // Files the VMM creates (its API socket, logs) are its own alone.
+        umask(0o077)
         do {
             try SeccompFilter.install(role: SeccompBundle.jailerRole, from: bundle)
         } catch {

@@ -80,6 +80,18 @@ enum ProbeInside {
         (0..<1024).filter { ckiln_fcntl_int($0, F_GETFD, 0) >= 0 }
     }
 
+    /// The umask the VMM inherited, and the signals it inherited blocked or ignored.
+    static func processState() -> [(key: String, value: JSONValue)] {
+        let mask = umask(0o077)
+        umask(mask)
+        let signals = 1..<ckiln_signal_count()
+        return [
+            ("umask", .string(String(mask, radix: 8))),
+            ("blockedSignals", .array(signals.filter { ckiln_signal_is_blocked($0) == 1 }.map { .integer($0) })),
+            ("ignoredSignals", .array(signals.filter { ckiln_signal_is_ignored($0) == 1 }.map { .integer($0) })),
+        ]
+    }
+
     static func hostname() -> String {
         var buffer = [CChar](repeating: 0, count: 256)
         guard gethostname(&buffer, buffer.count - 1) == 0 else { return "" }

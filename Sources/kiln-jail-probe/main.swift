@@ -50,6 +50,7 @@ report.append(("rlimits", ProbeInside.resourceLimits()))
 report.append(("environment", ProbeInside.environment()))
 report.append(("openFds", .array(ProbeInside.openDescriptors().map { .integer($0) })))
 report.append(("hostname", .string(ProbeInside.hostname())))
+report += ProbeInside.processState()
 report.append(("seccompMarker", ProbeInside.seccompMarker()))
 report.append(("escapes", .object(EscapeAttempts.all(
     loopbackPort: value(after: "--loopback-port").flatMap { UInt16($0) },

@@ -175,8 +175,9 @@ enum JailHarness {
         }
     }
 
-    /// posix_spawn of kiln-jailer with its standard streams on pipes.
-    static func spawn(_ arguments: [String]) throws -> Running {
+    /// posix_spawn of kiln-jailer with its standard streams on pipes, and
+    /// `blocking` signals blocked, as a careless caller might leave them.
+    static func spawn(_ arguments: [String], blocking blockedSignals: [Int32] = []) throws -> Running {
         var input: [Int32] = [0, 0], output: [Int32] = [0, 0], error: [Int32] = [0, 0]
         try check("pipe2") { ckiln_pipe_cloexec(&input) }
         try check("pipe2") { ckiln_pipe_cloexec(&output) }
@@ -187,10 +188,18 @@ enum JailHarness {
         posix_spawn_file_actions_adddup2(&actions, input[0], 0)
         posix_spawn_file_actions_adddup2(&actions, output[1], 1)
         posix_spawn_file_actions_adddup2(&actions, error[1], 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        for signal in blockedSignals { sigaddset(&mask, signal) }
+        posix_spawnattr_setsigmask(&attributes, &mask)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
         let argv = ([jailer] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
-        let result = posix_spawn(&pid, jailer, &actions, nil, argv, environ)
+        let result = posix_spawn(&pid, jailer, &actions, &attributes, argv, environ)
         close(input[0]); close(output[1]); close(error[1])
         guard result == 0 else { throw SystemError("posix_spawn", subject: jailer, errno: result) }
         return Running(pid: pid, input: input[1], output: output[0], error: error[0])

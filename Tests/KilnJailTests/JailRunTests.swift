@@ -52,9 +52,10 @@ struct JailRunTests {
         defer { sandbox.tearDown() }
         let listener = try Listener()
         let running = try JailHarness.spawn(sandbox.launchArguments(
-            ["--cgroup", "pids.max=16", "--cgroup", "memory.limit_in_bytes=\(Self.memoryLimit)",
+            ["--cgroup", "pids.max=16", "--cgroup", "memory.limit_in_bytes=\(Self.memoryLimit)", "--cgroup", "cpuset.cpus=0",
              "--resource-limit", "fsize=1048576", "--resource-limit", "no-file=128", "--new-net-ns"],
-            vmm: ["--fork-limit", "64", "--memory-bytes", "\(2 * Self.memoryLimit)", "--loopback-port", "\(listener.port)"]))
+            vmm: ["--fork-limit", "64", "--memory-bytes", "\(2 * Self.memoryLimit)", "--loopback-port", "\(listener.port)"]),
+            blocking: [SIGUSR1, SIGTERM])
         defer { running.stop() }
         let report = try report(from: running)
         let pid = "\(running.pid)"
@@ -74,7 +75,7 @@ struct JailRunTests {
         #expect(Self.namespace("pid", of: pid) == Self.namespace("pid", of: "self"))
         // cgroups: the probe sits in <parent>/<id> of both hierarchies.
         let cgroups = try FileSystem.readText("/proc/\(pid)/cgroup")
-        for controller in ["pids", "memory"] {
+        for controller in ["pids", "memory", "cpuset"] {
             #expect(cgroups.split(separator: "\n").contains { $0.hasSuffix(":\(controller):/\(sandbox.parentCgroup)/\(sandbox.id)") }, "\(cgroups)")
         }
         // The root: only the binary, the bundle and the device nodes.
@@ -94,6 +95,15 @@ struct JailRunTests {
         #expect(report["noNewPrivs"] == .integer(1) && report["seccompMode"] == .integer(2))
         #expect(report["seccompMarker"] == .string("EDQUOT"), "the jailer's program is not the one in force")
         #expect(report["hostname"] == .string(sandbox.id))
+        // The caller's blocked signals do not reach the VMM; its umask is private.
+        #expect(report["blockedSignals"] == .array([]) && report["ignoredSignals"] == .array([]))
+        #expect(report["umask"] == .string("77"))
+        // A new v1 cpuset starts empty: the jailer copied its parent's memory nodes.
+        let cpusetFolder = "/sys/fs/cgroup/cpuset/\(sandbox.parentCgroup)/\(sandbox.id)"
+        if FileSystem.isDirectory(cpusetFolder) {
+            #expect(try FileSystem.readText(cpusetFolder + "/cpuset.cpus") == "0\n")
+            #expect(try FileSystem.readText(cpusetFolder + "/cpuset.mems") != "\n")
+        }
         #expect(report["openFds"] == .array([.integer(0), .integer(1), .integer(2)]))
         // Only what the probe's own start-up sets: the jailer passed none.
         #expect(report["environment"] == .array([.string("SWIFT_BACKTRACE=enable=no,swift-backtrace=/nonexistent")]))
@@ -195,6 +205,44 @@ struct JailRunTests {
         #expect(running.wait().status == 0)
         #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
         #expect(!FileSystem.exists(sandbox.paths.jailFolder))
+    }
+
+    /// A failure after the root switch (step 9: fork refused by pids.max=1)
+    /// must still remove every folder and cgroup the launch made.
+    @Test(.enabled(if: JailHarness.v1PidsAndMemory, "needs the cgroup v1 pids controller"))
+    func rollsBackAFailureInsideTheJail() throws {
+        let sandbox = try JailHarness.Sandbox("late-failure")
+        defer { sandbox.tearDown() }
+        let finished = try JailHarness.run(sandbox.launchArguments(["--cgroup", "pids.max=1", "--daemonize", "--new-net-ns"]))
+        #expect(finished.status == JailStep.daemonize.exitCode, "\(finished.error)")
+        #expect(finished.error.contains("fork: Resource temporarily unavailable (EAGAIN)"), "\(finished.error)")
+        #expect(!finished.error.contains("left behind"), "\(finished.error)")
+        #expect(!FileSystem.exists(sandbox.base), "left \((try? FileSystem.listDirectory(sandbox.base)) ?? [])")
+        #expect(sandbox.cgroupFolders.isEmpty, "left cgroups \(sandbox.cgroupFolders)")
+    }
+
+    /// The base folder may sit under a symbolic link (as /var/run does);
+    /// what the jailer creates under it never follows one.
+    @Test func acceptsABaseFolderBehindALink() throws {
+        let sandbox = try JailHarness.Sandbox("linked-base")
+        defer { sandbox.tearDown() }
+        try check("mkdir") { mkdir(sandbox.folder + "/real", 0o755) }
+        try check("symlink") { symlink(sandbox.folder + "/real", sandbox.folder + "/link") }
+        var arguments = sandbox.launchArguments(vmm: ["--no-wait"])
+        arguments[arguments.firstIndex(of: "--chroot-base-dir")! + 1] = sandbox.folder + "/link"
+        let finished = try JailHarness.run(arguments)
+        #expect(finished.status == 0, "\(finished.error)")
+        #expect(FileSystem.isDirectory(sandbox.folder + "/real/kiln-jail-probe/\(sandbox.id)/root"))
+        var cleanup = sandbox.cleanupArguments
+        cleanup[cleanup.firstIndex(of: "--chroot-base-dir")! + 1] = sandbox.folder + "/link"
+        #expect(try JailHarness.run(cleanup).status == 0)
+        #expect(try FileSystem.listDirectory(sandbox.folder + "/real").isEmpty)
+
+        // A link planted where the jailer creates its own folder is refused.
+        try check("symlink") { symlink("/etc", sandbox.folder + "/real/kiln-jail-probe") }
+        let planted = try JailHarness.run(arguments)
+        #expect(planted.status == JailStep.jailFolder.exitCode, "\(planted.error)")
+        #expect(try FileSystem.listDirectory(sandbox.folder + "/real") == ["kiln-jail-probe"])
     }
 
     @Test func daemonizesIntoANewPIDNamespace() throws {

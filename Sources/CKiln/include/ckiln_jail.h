@@ -85,6 +85,15 @@ int ckiln_get_no_new_privs(void);
 int ckiln_get_seccomp(void);
 
 // MARK: Processes
+/// Unblocks every signal and restores every disposition to SIG_DFL, so that
+/// nothing a caller blocked or ignored survives into the VMM (an ignored
+/// signal stays ignored across execve(2)).
+int ckiln_reset_signals(void);
+/// Whether `sig` is blocked in the calling thread, or ignored (SIG_IGN): 1, 0, or -1.
+int ckiln_signal_is_blocked(int sig);
+int ckiln_signal_is_ignored(int sig);
+/// NSIG: one more than the highest signal number.
+int ckiln_signal_count(void);
 /// pipe2(O_CLOEXEC): both ends close on exec from birth, with no window in
 /// which a concurrent fork could inherit them.
 int ckiln_pipe_cloexec(int ends[2]);
