@@ -5,6 +5,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
+#include <linux/nsfs.h>
+#include <sys/ioctl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -25,6 +27,7 @@ int ckiln_clone_newcgroup(void) { return CLONE_NEWCGROUP; }
 int ckiln_clone_newuser(void) { return CLONE_NEWUSER; }
 int ckiln_unshare(int flags) { return unshare(flags); }
 int ckiln_setns(int fd, int nstype) { return setns(fd, nstype); }
+int ckiln_namespace_type(int fd) { return ioctl(fd, NS_GET_NSTYPE); }
 
 unsigned long ckiln_ms_bind(void) { return MS_BIND; }
 unsigned long ckiln_ms_rec(void) { return MS_REC; }

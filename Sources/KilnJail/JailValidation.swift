@@ -57,8 +57,13 @@ public enum JailValidation {
         }
 
         if let netns = options.netns {
-            var nsInfo = stat()
-            guard stat(netns, &nsInfo) == 0 else { throw refuse("--netns \(netns): \(String(cString: strerror(errno)))") }
+            let type: Int32
+            do {
+                type = try FileDescriptor.open(netns, O_RDONLY).closeAfter { fd in ckiln_namespace_type(fd.rawValue) }
+            } catch { throw refuse("--netns: \(error)") }
+            guard type == ckiln_clone_newnet() else {
+                throw refuse("--netns \(netns) is not a network namespace (such as /var/run/netns/NAME or /proc/PID/ns/net)")
+            }
         }
 
         // The seccomp bundle: parsed whole now, copied into the jail later from

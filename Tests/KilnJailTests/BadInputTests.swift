@@ -13,7 +13,7 @@ struct BadInputTests {
     enum Case: String, CaseIterable {
         case missingUID, invalidID, relativeExecFile, missingExecFile, dynamicExecFile, scriptExecFile,
              unexecutableExecFile, existingJail, unknownController, unparsableLimit, missingBundle,
-             bundleWithoutJailerRole, kernelRefusesCgroupValue
+             bundleWithoutJailerRole, notANetworkNamespace, kernelRefusesCgroupValue
     }
 
     func expectation(_ sandbox: JailHarness.Sandbox, _ testCase: Case) throws -> (arguments: [String], code: Int32, message: String) {
@@ -58,6 +58,8 @@ struct BadInputTests {
             let allow = try JailHarness.testBundle().program(for: "vmm")!
             try FileSystem.writeAtomically(bundle, try SeccompBundle(architecture: 0xC000_003E, programs: ["vmm": allow]).encoded())
             return (replacing("--seccomp-bundle", with: bundle), 3, "has no \"jailer\" program")
+        case .notANetworkNamespace:
+            return (sandbox.launchArguments(["--netns", "/proc/self/ns/mnt"]), 3, "--netns /proc/self/ns/mnt is not a network namespace")
         case .kernelRefusesCgroupValue:
             // Passes every check; the kernel refuses the value at step 4, after
             // folders and cgroups exist: the rollback must remove them all.

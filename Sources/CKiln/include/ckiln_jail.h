@@ -20,6 +20,9 @@ int ckiln_clone_newcgroup(void);
 int ckiln_clone_newuser(void);
 int ckiln_unshare(int flags);
 int ckiln_setns(int fd, int nstype);
+/// ioctl(NS_GET_NSTYPE) (ioctl_ns(2)): the CLONE_NEW* type of a namespace
+/// file, or -1 with errno (ENOTTY: not a namespace file).
+int ckiln_namespace_type(int fd);
 
 // MARK: Mounts (mount(2), umount(2), pivot_root(2))
 unsigned long ckiln_ms_bind(void);
