@@ -143,9 +143,11 @@ do {
     summary("spawn -> probe main      ", spawnToProbe)
     summary("jailer main -> probe main", jailerToProbe)
 
+    let burstStart = MonotonicClock.nanoseconds()
     let launches = try (0..<concurrentRuns).map { try launch(sequentialRuns + $0) }
     let results = try launches.map(finish)
-    print("concurrent, \(concurrentRuns) launched at once:")
+    let lastProbe = zip(launches, results).map { $0.spawnedAt + $1.spawnToProbe }.max() ?? burstStart
+    print("concurrent, \(concurrentRuns) launched at once (the last probe started \(format3(Double(lastProbe - burstStart) / 1e6)) ms after the first spawn):")
     summary("spawn -> probe main      ", results.map(\.spawnToProbe))
     summary("jailer main -> probe main", results.map(\.jailerToProbe))
 } catch {
