@@ -26,7 +26,7 @@ public enum Jailer {
             try check("close_range(3, ~0)") { ckiln_close_range(3, UInt32.max) }
             try check("clearenv") { clearenv() }
             try check("reset signal mask and dispositions") { ckiln_reset_signals() }
-            umask(0) // every mode below is exact; the VMM gets 077 at step 10
+            umask(0) // every mode below is exact; the VMM gets 077 just before exec
         }
 
         let ledger = CleanupLedger()
@@ -67,6 +67,7 @@ public enum Jailer {
         let leftovers = ledger.rollBack()
         guard !leftovers.isEmpty else { return failure }
         return JailFailure(failure.step, failure.message + "; left behind: " + leftovers.joined(separator: "; ")
-                           + "; run `kiln-jailer cleanup --id \(options.id) --exec-file \(options.execFile) --chroot-base-dir \(options.chrootBaseDir)`")
+                           + "; run `kiln-jailer cleanup --id \(options.id) --exec-file \(options.execFile) --chroot-base-dir \(options.chrootBaseDir)"
+                           + (options.parentCgroup.map { " --parent-cgroup \($0)" } ?? "") + "`")
     }
 }
