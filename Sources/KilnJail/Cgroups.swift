@@ -10,6 +10,24 @@ enum Cgroups {
     }
 
     static func join(_ target: CgroupTarget, ledger: CleanupLedger) throws {
+        let jail = try HostDirectory.retryingIfAParentVanishes { try create(target, ledger: ledger) }
+        let walked = target.path
+        for setting in target.settings {
+            try HostDirectory.write(setting.value, to: setting.file, in: jail, subject: walked + "/" + setting.file)
+        }
+        // On v1, "0" written to `tasks` moves the writing thread alone, which
+        // spares the kernel's global threadgroup lock and the RCU grace period
+        // its first writer waits for (milliseconds on a busy host; cgroup v1
+        // `cgroup_procs_write_start`). The jailer is single-threaded, so that
+        // thread is the whole process; were it not, unshare(CLONE_NEWNS) at
+        // step 6 would fail (it refuses a shared fs_struct) and roll this back.
+        let membership = target.version == .v1 ? "tasks" : "cgroup.procs"
+        try HostDirectory.write("0", to: membership, in: jail, subject: walked + "/" + membership)
+    }
+
+    /// Creates `<mount>/<parent>/<id>`, delegating controllers on the way
+    /// down on v2, and returns the jail's cgroup folder.
+    static func create(_ target: CgroupTarget, ledger: CleanupLedger) throws -> FileDescriptor {
         let hierarchy = try HostDirectory.open(target.mount)
         var parent = hierarchy
         var walked = target.mount
@@ -42,17 +60,7 @@ enum Cgroups {
             }
             walked = subject
         }
-        for setting in target.settings {
-            try HostDirectory.write(setting.value, to: setting.file, in: parent, subject: walked + "/" + setting.file)
-        }
-        // On v1, "0" written to `tasks` moves the writing thread alone, which
-        // spares the kernel's global threadgroup lock and the RCU grace period
-        // its first writer waits for (milliseconds on a busy host; cgroup v1
-        // `cgroup_procs_write_start`). The jailer is single-threaded, so that
-        // thread is the whole process; were it not, unshare(CLONE_NEWNS) at
-        // step 6 would fail (it refuses a shared fs_struct) and roll this back.
-        let membership = target.version == .v1 ? "tasks" : "cgroup.procs"
-        try HostDirectory.write("0", to: membership, in: parent, subject: walked + "/" + membership)
+        return parent
     }
 
     /// cgroup v1 cpuset (Documentation/admin-guide/cgroup-v1/cpusets.rst): a

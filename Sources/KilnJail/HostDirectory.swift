@@ -36,6 +36,19 @@ enum HostDirectory {
         throw SystemError.current("mkdir", subject: subject)
     }
 
+    /// Runs `body` again (three tries in all) when a folder it walks through
+    /// vanished: a concurrent cleanup or rollback removes a shared parent (the
+    /// exec file's folder, a parent cgroup) once its last jail is gone, and
+    /// may do so between this launch's mkdir of that parent and its use.
+    static func retryingIfAParentVanishes<T>(_ body: () throws -> T) throws -> T {
+        var tries = 1
+        while true {
+            do { return try body() } catch let error as SystemError where error.errno == ENOENT && tries < 3 {
+                tries += 1
+            }
+        }
+    }
+
     /// rmdir that treats "already gone" as done.
     static func removeDirectory(_ name: String, in parent: FileDescriptor, subject: String) throws {
         if unlinkat(parent.rawValue, name, ckiln_at_removedir()) == 0 || errno == ENOENT { return }

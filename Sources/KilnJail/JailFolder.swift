@@ -21,25 +21,26 @@ struct JailFolder {
         let paths = launch.options.paths
         // Every folder up to the base: created if missing, and then removed
         // again on failure when this run created it and nobody else uses it.
-        var parent = try HostDirectory.open("/")
-        var walked = ""
-        let baseComponents = JailPaths.components(paths.base)
-        for (depth, component) in (baseComponents + [paths.execFileName]).enumerated() {
-            let subject = walked + "/" + component
-            let enclosing = parent
-            if try HostDirectory.makeDirectory(component, in: enclosing, subject: subject) {
-                ledger.record("folder \(subject)") { try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject) }
+        let execFolder = try HostDirectory.retryingIfAParentVanishes { () throws -> FileDescriptor in
+            var parent = try HostDirectory.open("/")
+            var walked = ""
+            let baseComponents = JailPaths.components(paths.base)
+            for (depth, component) in (baseComponents + [paths.execFileName]).enumerated() {
+                let subject = walked + "/" + component
+                let enclosing = parent
+                if try HostDirectory.makeDirectory(component, in: enclosing, subject: subject) {
+                    ledger.record("folder \(subject)") { try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject) }
+                }
+                parent = try HostDirectory.open(component, in: enclosing, followingLinks: depth < baseComponents.count)
+                walked = subject
             }
-            parent = try HostDirectory.open(component, in: enclosing, followingLinks: depth < baseComponents.count)
-            walked = subject
-        }
-        let execFolder = parent
-
-        // The jail's own folder must be new: two launches with one id never share it.
-        guard mkdirat(execFolder.rawValue, paths.id, 0o755) == 0 else {
-            let error = SystemError.current("mkdir", subject: paths.jailFolder)
-            if error.errno == EEXIST { throw JailFailure(.jailFolder, "the jail \(paths.jailFolder) already exists: an id is never reused") }
-            throw error
+            // The jail's own folder must be new: two launches with one id never share it.
+            guard mkdirat(parent.rawValue, paths.id, 0o755) == 0 else {
+                let error = SystemError.current("mkdir", subject: paths.jailFolder)
+                if error.errno == EEXIST { throw JailFailure(.jailFolder, "the jail \(paths.jailFolder) already exists: an id is never reused") }
+                throw error
+            }
+            return parent
         }
         ledger.record("jail folder \(paths.jailFolder)") {
             try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)

@@ -245,6 +245,40 @@ struct JailRunTests {
         #expect(try FileSystem.listDirectory(sandbox.folder + "/real") == ["kiln-jail-probe"])
     }
 
+    /// Launches and cleanups of sibling jails interleave: cleanup removes the
+    /// shared exec folder once empty, while another launch may be creating its
+    /// own jail beneath it. The window is narrow (a few microseconds), so this
+    /// is a smoke test of the interleaving, not proof of the retry that covers it.
+    @Test(.enabled(if: JailHarness.v1PidsAndMemory, "needs the cgroup v1 pids controller"))
+    func siblingLaunchesAndCleanupsInterleave() throws {
+        let sandbox = try JailHarness.Sandbox("siblings")
+        defer { sandbox.tearDown() }
+        func arguments(_ id: String) -> [String] {
+            var launch = sandbox.launchArguments(["--cgroup", "pids.max=8"], vmm: ["--no-wait"])
+            launch[launch.firstIndex(of: "--id")! + 1] = id
+            return launch
+        }
+        func cleanup(_ id: String) -> [String] {
+            var arguments = sandbox.cleanupArguments
+            arguments[arguments.firstIndex(of: "--id")! + 1] = id
+            return arguments
+        }
+        var previous: [String] = []
+        for round in 0..<6 {
+            let ids = (0..<5).map { "sibling-\(round)-\($0)" }
+            let running = try ids.map { try JailHarness.spawn(arguments($0)) } + previous.map { try JailHarness.spawn(cleanup($0)) }
+            for process in running {
+                process.closeInput()
+                let finished = process.wait()
+                #expect(finished.status == 0, "\(finished.error)")
+            }
+            previous = ids
+        }
+        for id in previous { #expect(try JailHarness.run(cleanup(id)).status == 0) }
+        #expect(!FileSystem.exists(sandbox.paths.execFolder))
+        #expect(sandbox.cgroupFolders.allSatisfy { $0.hasSuffix("/" + sandbox.parentCgroup) }, "\(sandbox.cgroupFolders)")
+    }
+
     @Test func daemonizesIntoANewPIDNamespace() throws {
         let sandbox = try JailHarness.Sandbox("daemon-1")
         defer { sandbox.tearDown() }
