@@ -77,6 +77,16 @@ public enum JailValidation {
         } catch {
             throw refuse("seccomp bundle \(bundlePath)\(options.seccompBundle == nil ? " (the default; pass --seccomp-bundle)" : ""): \(error)")
         }
+        // A program compiled for another architecture reads other syscall
+        // numbers: its architecture check would kill the VMM at its first call.
+        #if arch(arm64)
+        let hostArchitecture = ckiln_audit_arch_aarch64()
+        #else
+        let hostArchitecture = ckiln_audit_arch_x86_64()
+        #endif
+        guard bundle.architecture == hostArchitecture else {
+            throw refuse("seccomp bundle \(bundlePath) was compiled for architecture 0x\(String(bundle.architecture, radix: 16)), this host is 0x\(String(hostArchitecture, radix: 16))")
+        }
         guard bundle.program(for: SeccompBundle.jailerRole) != nil else {
             throw refuse("seccomp bundle \(bundlePath) has no \"\(SeccompBundle.jailerRole)\" program, the filter installed before exec")
         }

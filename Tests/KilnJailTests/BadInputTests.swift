@@ -13,7 +13,7 @@ struct BadInputTests {
     enum Case: String, CaseIterable {
         case missingUID, invalidID, relativeExecFile, missingExecFile, dynamicExecFile, scriptExecFile,
              unexecutableExecFile, existingJail, unknownController, unparsableLimit, missingBundle,
-             bundleWithoutJailerRole, notANetworkNamespace, kernelRefusesCgroupValue
+             bundleWithoutJailerRole, bundleForAnotherArchitecture, notANetworkNamespace, kernelRefusesCgroupValue
     }
 
     func expectation(_ sandbox: JailHarness.Sandbox, _ testCase: Case) throws -> (arguments: [String], code: Int32, message: String) {
@@ -58,6 +58,11 @@ struct BadInputTests {
             let allow = try JailHarness.testBundle().program(for: "vmm")!
             try FileSystem.writeAtomically(bundle, try SeccompBundle(architecture: 0xC000_003E, programs: ["vmm": allow]).encoded())
             return (replacing("--seccomp-bundle", with: bundle), 3, "has no \"jailer\" program")
+        case .bundleForAnotherArchitecture:
+            let bundle = sandbox.folder + "/i386.kbundle"
+            let programs = ["jailer": try JailHarness.testBundle().program(for: "jailer")!]
+            try FileSystem.writeAtomically(bundle, try SeccompBundle(architecture: 0x4000_0003, programs: programs).encoded())
+            return (replacing("--seccomp-bundle", with: bundle), 3, "was compiled for architecture 0x40000003, this host is 0xc000003e")
         case .notANetworkNamespace:
             return (sandbox.launchArguments(["--netns", "/proc/self/ns/mnt"]), 3, "--netns /proc/self/ns/mnt is not a network namespace")
         case .kernelRefusesCgroupValue:
