@@ -8,8 +8,6 @@ import KilnSystem
 /// seccomp bundle and the mount point of /dev, plus, when the launch forks,
 /// the pid file beside the root.
 struct JailFolder {
-    /// The jail's own folder, opened before the mount namespace is unshared.
-    let jailFolder: FileDescriptor
     /// The folder that becomes `/`.
     let root: String
     /// Opened now, written at step 9 (it lives outside the root); only when
@@ -60,7 +58,7 @@ struct JailFolder {
                 ckiln_openat(jailFolder.rawValue, JailPaths.lastComponent(paths.pidFile), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
             })
         }
-        return JailFolder(jailFolder: jailFolder, root: paths.root, pidFile: pidFile)
+        return JailFolder(root: paths.root, pidFile: pidFile)
     }
 
     /// A hard link when the jail is on the exec file's file system (no copy of
