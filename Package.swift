@@ -42,7 +42,7 @@ let package = Package(
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
         .executableTarget(name: "kiln-jailer", dependencies: ["KilnJail", "KilnSystem", "CKilnStart"],
                           linkerSettings: staticExecutable),
-        .executableTarget(name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "CKiln", "CKilnStart"],
+        .executableTarget(name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "KilnSeccomp", "CKiln", "CKilnStart"],
                           linkerSettings: staticExecutable),
         .executableTarget(name: "kiln-jailer-bench", dependencies: ["KilnJail", "KilnSystem", "KilnSeccomp", "CKiln"]),
 

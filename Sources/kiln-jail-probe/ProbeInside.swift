@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CKiln
 import KilnJSON
+import KilnSeccomp
 import KilnSystem
 
 /// What the probe can see of its own state, from inside (there is no /proc).
@@ -90,6 +91,24 @@ enum ProbeInside {
             ("blockedSignals", .array(signals.filter { ckiln_signal_is_blocked($0) == 1 }.map { .integer($0) })),
             ("ignoredSignals", .array(signals.filter { ckiln_signal_is_ignored($0) == 1 }.map { .integer($0) })),
         ]
+    }
+
+    /// The VMM installs its own per-thread filters under the jailer's: stack
+    /// one that refuses getppid(2) with ENOTSUP and check both now apply.
+    static func stackedFilter() -> JSONValue {
+        let load = BPF.ld | BPF.w | BPF.abs, returns = BPF.ret | BPF.k
+        let program = [
+            BPFInstruction(code: load, k: SeccompData.syscallNumberOffset),
+            BPFInstruction(code: BPF.jmp | BPF.jeq | BPF.k, jt: 0, jf: 1, k: 110), // getppid on x86_64
+            BPFInstruction(code: returns, k: SeccompAction.errno(UInt16(EOPNOTSUPP)).rawValue),
+            BPFInstruction(code: returns, k: SeccompAction.allow.rawValue),
+        ]
+        do { try SeccompFilter.install(program, role: "probe") } catch {
+            return .object([("installed", .bool(false)), ("error", .string("\(error)"))])
+        }
+        let parent = ckiln_syscall6(110, 0, 0, 0, 0, 0, 0)
+        let getppidErrno = parent < 0 ? ErrnoNames.name(of: errno) ?? "?" : "allowed"
+        return .object([("installed", .bool(true)), ("getppid", .string(getppidErrno)), ("sync", seccompMarker())])
     }
 
     static func hostname() -> String {

@@ -56,6 +56,8 @@ report.append(("escapes", .object(EscapeAttempts.all(
     loopbackPort: value(after: "--loopback-port").flatMap { UInt16($0) },
     forkLimit: value(after: "--fork-limit").flatMap { Int($0) },
     memoryBytes: value(after: "--memory-bytes").flatMap { Int($0) }))))
+// Last: it changes what the probe itself may call.
+report.append(("stackedFilter", ProbeInside.stackedFilter()))
 emit(JSONValue.object(report).encoded())
 
 if arguments.contains("--pause") {

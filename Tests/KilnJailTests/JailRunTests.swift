@@ -68,6 +68,8 @@ struct JailRunTests {
         for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] { #expect(status[set] == "0000000000000000", "\(set)") }
         #expect(status["NoNewPrivs"] == "1")
         #expect(status["Seccomp"] == "2")
+        // The jailer's filter and the one the probe stacked on it.
+        #expect(status["Seccomp_filters"] == "2")
         // Namespaces: new mount, IPC, UTS, net and cgroup; the caller's PID namespace.
         for kind in ["mnt", "ipc", "uts", "net", "cgroup"] {
             #expect(Self.namespace(kind, of: pid) != nil && Self.namespace(kind, of: pid) != Self.namespace(kind, of: "self"), "\(kind)")
@@ -94,6 +96,8 @@ struct JailRunTests {
                                                    ("inheritable", .integer(0)), ("bounding", .integer(0)), ("ambient", .integer(0))]))
         #expect(report["noNewPrivs"] == .integer(1) && report["seccompMode"] == .integer(2))
         #expect(report["seccompMarker"] == .string("EDQUOT"), "the jailer's program is not the one in force")
+        // The VMM's own filter stacks on the jailer's: both apply afterwards.
+        #expect(report["stackedFilter"] == .object([("installed", .bool(true)), ("getppid", .string("EOPNOTSUPP")), ("sync", .string("EDQUOT"))]))
         #expect(report["hostname"] == .string(sandbox.id))
         // The caller's blocked signals do not reach the VMM; its umask is private.
         #expect(report["blockedSignals"] == .array([]) && report["ignoredSignals"] == .array([]))
