@@ -54,3 +54,18 @@ nested-assets: nested-deps
 
 nested-check: nested-assets
 	integration/nested/run.sh --check
+
+# kiln-jailer: static release builds of the jailer and its test probe; the
+# compiled policy bundle, when built, goes beside the jailer (its default).
+.PHONY: jailer bench-jailer
+jailer: deps
+	$(SWIFT) build -c release --product kiln-jailer
+	$(SWIFT) build -c release --product kiln-jail-probe
+	@bin=$$($(SWIFT) build -c release --show-bin-path); \
+	  if [ -f $(POLICY_BUNDLE) ]; then cp $(POLICY_BUNDLE) $$bin/policies.kbundle; fi; \
+	  file $$bin/kiln-jailer $$bin/kiln-jail-probe | grep -q "dynamically linked" && { echo "not static"; exit 1; } || true
+
+bench-jailer: deps
+	integration/bench/jailer-bench.sh
+
+bench: bench-jailer

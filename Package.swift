@@ -15,6 +15,7 @@ let package = Package(
     name: "Kiln",
     products: [
         .executable(name: "kiln-policy", targets: ["kiln-policy"]),
+        .executable(name: "kiln-jailer", targets: ["kiln-jailer"]),
     ],
     targets: [
         // MARK: C shims and system libraries
@@ -45,8 +46,16 @@ let package = Package(
         // MARK: ACPI tables and AML for the guest (pure)
         .target(name: "KilnACPI"),
 
+        // MARK: Jail: the jailer's steps, one file per concern
+        .target(name: "KilnJail", dependencies: ["KilnSeccomp", "KilnSystem", "CKiln"]),
+
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
+        .executableTarget(name: "kiln-jailer", dependencies: ["KilnJail", "KilnSystem", "CKilnStart"],
+                          linkerSettings: staticExecutable),
+        .executableTarget(name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "KilnSeccomp", "CKiln", "CKilnStart"],
+                          linkerSettings: staticExecutable),
+        .executableTarget(name: "kiln-jailer-bench", dependencies: ["KilnJail", "KilnSystem", "KilnSeccomp", "CKiln"]),
 
         // MARK: libFuzzer targets, one per parser (`make fuzz`)
         .executableTarget(name: "fuzz-json", dependencies: ["KilnJSON"]),
@@ -63,6 +72,8 @@ let package = Package(
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
         .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
         .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI"]),
+
+        .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,45 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKiln
+import KilnSystem
+
+/// Step 8: only the character devices the VMM opens, owned by its user, 0600.
+/// Numbers from the kernel's Documentation/admin-guide/devices.txt; the
+/// userfaultfd misc minor is dynamic, so the host's node gives it.
+///
+/// They live on a small tmpfs mounted over the jail's /dev inside the jail's
+/// own mount namespace: no device node is ever written to the host's disk
+/// (where anyone who can reach the jail folder could use one owned by the
+/// VMM's user), they vanish with the namespace, and a tmpfs mknod skips the
+/// journal of the file system under the jail.
+struct DeviceNode: Equatable, Sendable {
+    let path: String
+    let device: UInt64
+
+    static func required(userfaultfd: UInt64?) -> [DeviceNode] {
+        var nodes = [
+            DeviceNode(path: "/dev/kvm", device: ckiln_makedev(10, 232)),
+            DeviceNode(path: "/dev/net/tun", device: ckiln_makedev(10, 200)),
+            DeviceNode(path: "/dev/urandom", device: ckiln_makedev(1, 9)),
+        ]
+        if let userfaultfd { nodes.append(DeviceNode(path: "/dev/userfaultfd", device: userfaultfd)) }
+        return nodes
+    }
+
+    /// Enough inodes for the nodes and their folders, and no room for data.
+    static let tmpfsOptions = "mode=755,size=4k,nr_inodes=16"
+
+    /// Creates the nodes under the current root (after the pivot), whose
+    /// empty /dev folder step 3 made.
+    static func create(_ nodes: [DeviceNode], uid: UInt32, gid: UInt32) throws {
+        try check("mount tmpfs (\(tmpfsOptions))", subject: "/dev") {
+            ckiln_mount("kiln-dev", "/dev", "tmpfs", ckiln_ms_nosuid() | ckiln_ms_noexec(), tmpfsOptions)
+        }
+        try check("mkdir", subject: "/dev/net") { mkdir("/dev/net", 0o755) }
+        for node in nodes {
+            try check("mknod", subject: node.path) { ckiln_mknodat(AT_FDCWD, node.path, UInt32(S_IFCHR) | 0o600, node.device) }
+            try check("chown \(uid):\(gid)", subject: node.path) { lchown(node.path, uid, gid) }
+        }
+    }
+}

@@ -1,0 +1,54 @@
+/// Checks that an exec file can run in an empty jail: an ELF executable with
+/// no program interpreter (ELF64 gABI, "Program Header": PT_INTERP names the
+/// dynamic loader, which the jail does not hold). Pure: takes the file's
+/// first bytes, so a bad file is refused before anything is created.
+public enum ExecutableCheck {
+    /// Enough for the ELF header and the program headers of an ordinary
+    /// binary (the linkers place them right after the 64-byte header).
+    public static let inspectedBytes = 4096
+
+    static let elfMagic: [UInt8] = [0x7F, 0x45, 0x4C, 0x46]
+    static let ptInterp: UInt32 = 3
+    static let etExec: UInt16 = 2, etDyn: UInt16 = 3
+    /// e_machine of the host (ELF64 gABI: EM_X86_64 62, EM_AARCH64 183).
+    #if arch(arm64)
+    public static let hostMachine: UInt16 = 183
+    #else
+    public static let hostMachine: UInt16 = 62
+    #endif
+
+    /// Returns nil when `bytes` (the start of the file) is a static ELF64
+    /// executable, else the reason it cannot run in the jail.
+    public static func problem(in bytes: [UInt8]) -> String? {
+        guard bytes.count >= 64, Array(bytes[0..<4]) == elfMagic else {
+            return "is not an ELF executable (a script or other file cannot run in an empty jail)"
+        }
+        guard bytes[4] == 2, bytes[5] == 1 else { return "is not a 64-bit little-endian ELF file" }
+        let type = UInt16(bytes[16]) | UInt16(bytes[17]) << 8
+        guard type == etExec || type == etDyn else { return "is an ELF file but not an executable (e_type \(type))" }
+        let machine = UInt16(bytes[18]) | UInt16(bytes[19]) << 8
+        guard machine == hostMachine else { return "is built for another architecture (e_machine \(machine), this host is \(hostMachine))" }
+        let programHeaderOffset = Int(readLittleEndian(bytes, at: 32, count: 8))
+        let entrySize = Int(readLittleEndian(bytes, at: 54, count: 2))
+        let entryCount = Int(readLittleEndian(bytes, at: 56, count: 2))
+        guard entrySize >= 56 else { return "has a malformed program header table" }
+        let (tableSize, overflow) = entrySize.multipliedReportingOverflow(by: entryCount)
+        guard !overflow, programHeaderOffset >= 0, tableSize <= bytes.count,
+              programHeaderOffset <= bytes.count - tableSize else {
+            return "has its program headers outside the first \(inspectedBytes) bytes"
+        }
+        for index in 0..<entryCount {
+            let kind = UInt32(readLittleEndian(bytes, at: programHeaderOffset + index * entrySize, count: 4))
+            if kind == ptInterp {
+                return "is dynamically linked (it has a PT_INTERP program header); the jail holds no libraries, so build it static"
+            }
+        }
+        return nil
+    }
+
+    static func readLittleEndian(_ bytes: [UInt8], at offset: Int, count: Int) -> UInt64 {
+        var value: UInt64 = 0
+        for position in 0..<count { value |= UInt64(bytes[offset + position]) << (8 * position) }
+        return value
+    }
+}

@@ -1,0 +1,192 @@
+/// What the command line asks for.
+public enum JailCommand: Equatable, Sendable {
+    case launch(JailOptions)
+    case cleanup(CleanupOptions)
+    case help
+    case version
+}
+
+/// Parses kiln-jailer's command line: Firecracker's jailer flags plus Kiln's
+/// own. Pure: checks the form of every value and touches nothing on the host.
+/// Values follow their flag (`--id a`) or an equals sign (`--id=a`);
+/// everything after `--` goes to the VMM untouched.
+public enum JailArguments {
+    public static let maximumIDLength = 64
+
+    enum Arity { case flag, value, repeatable }
+
+    static let flags: [String: Arity] = [
+        "--id": .value, "--exec-file": .value, "--uid": .value, "--gid": .value,
+        "--chroot-base-dir": .value, "--netns": .value, "--daemonize": .flag,
+        "--new-pid-ns": .flag, "--cgroup": .repeatable, "--cgroup-version": .value,
+        "--parent-cgroup": .value, "--resource-limit": .repeatable,
+        "--seccomp-bundle": .value, "--new-net-ns": .flag,
+    ]
+
+    public static func parse(_ arguments: [String]) throws -> JailCommand {
+        var rest = arguments[...]
+        let isCleanup = rest.first == "cleanup"
+        if isCleanup { rest = rest.dropFirst() }
+
+        var values: [String: [String]] = [:]
+        var vmmArguments: [String] = []
+        while let argument = rest.popFirst() {
+            if argument == "--" { vmmArguments = Array(rest); break }
+            if argument == "--help" || argument == "-h" { return .help }
+            if argument == "--version" { return .version }
+            var name = argument
+            var inlineValue: String?
+            if argument.utf8.starts(with: "--".utf8), let equals = argument.utf8.firstIndex(of: UInt8(ascii: "=")) {
+                name = String(argument[..<equals])
+                inlineValue = String(argument[argument.index(after: equals)...])
+            }
+            guard let arity = flags[name] else {
+                throw usage(argument.hasPrefix("-") ? "unknown flag \(name)" : "unexpected argument \"\(argument)\" (VMM arguments go after --)")
+            }
+            if arity == .flag {
+                guard inlineValue == nil else { throw usage("\(name) takes no value") }
+                values[name, default: []].append("")
+            } else {
+                guard let value = inlineValue ?? rest.popFirst() else { throw usage("\(name) needs a value") }
+                values[name, default: []].append(value)
+            }
+            if arity != .repeatable, values[name]!.count > 1 { throw usage("\(name) given more than once") }
+        }
+
+        func single(_ name: String) -> String? { values[name]?.first }
+        func required(_ name: String) throws -> String {
+            guard let value = single(name) else { throw usage("missing required flag \(name)") }
+            return value
+        }
+
+        let id = try required("--id")
+        try checkID(id)
+        let execFile = try required("--exec-file")
+        try checkAbsolute(execFile, flag: "--exec-file")
+        guard !JailPaths.lastComponent(execFile).isEmpty else { throw usage("--exec-file \(execFile) names no file") }
+        let base = single("--chroot-base-dir") ?? JailOptions.defaultChrootBaseDir
+        try checkAbsolute(base, flag: "--chroot-base-dir")
+        let parent = single("--parent-cgroup")
+        if let parent { try checkParentCgroup(parent) }
+
+        if isCleanup {
+            var options = CleanupOptions(id: id, execFile: execFile)
+            options.chrootBaseDir = base
+            options.parentCgroup = parent
+            return .cleanup(options)
+        }
+
+        var options = JailOptions(id: id, execFile: execFile,
+                                  uid: try checkID(try required("--uid"), flag: "--uid"),
+                                  gid: try checkID(try required("--gid"), flag: "--gid"))
+        options.chrootBaseDir = base
+        options.parentCgroup = parent
+        options.netns = single("--netns")
+        if let netns = options.netns { try checkAbsolute(netns, flag: "--netns") }
+        options.newNetNamespace = values["--new-net-ns"] != nil
+        if options.netns != nil && options.newNetNamespace {
+            throw usage("--netns and --new-net-ns exclude each other: join one namespace or create one")
+        }
+        options.daemonize = values["--daemonize"] != nil
+        options.newPIDNamespace = values["--new-pid-ns"] != nil
+        options.cgroups = try (values["--cgroup"] ?? []).map(parseCgroup)
+        if let version = single("--cgroup-version") {
+            guard let parsed = Int(version).flatMap(CgroupVersion.init(rawValue:)) else {
+                throw usage("--cgroup-version must be 1 or 2, not \"\(version)\"")
+            }
+            options.cgroupVersion = parsed
+        }
+        options.resourceLimits = try (values["--resource-limit"] ?? []).map(parseResourceLimit)
+        for kind in ResourceKind.allCases where options.resourceLimits.filter({ $0.kind == kind }).count > 1 {
+            throw usage("--resource-limit \(kind.rawValue) given more than once")
+        }
+        options.seccompBundle = single("--seccomp-bundle")
+        if let bundle = options.seccompBundle { try checkAbsolute(bundle, flag: "--seccomp-bundle") }
+        options.vmmArguments = vmmArguments
+        return .launch(options)
+    }
+
+    static func usage(_ message: String) -> JailFailure { JailFailure(.usage, message) }
+
+    /// 1 to 64 characters of [A-Za-z0-9-], as Firecracker's jailer requires:
+    /// the id becomes a folder and cgroup name, so nothing else is safe.
+    static func checkID(_ id: String) throws {
+        guard (1...maximumIDLength).contains(id.utf8.count) else {
+            throw usage("invalid --id \"\(id)\": it must be 1 to \(maximumIDLength) characters long")
+        }
+        guard id.utf8.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "-") }) else {
+            throw usage("invalid --id \"\(id)\": only letters, digits and '-' are allowed")
+        }
+    }
+
+    /// A decimal user or group id, never root: the VMM runs unprivileged.
+    static func checkID(_ text: String, flag: String) throws -> UInt32 {
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+              let value = UInt32(text), value != UInt32.max else {
+            throw usage("\(flag) must be a decimal number below 4294967295, not \"\(text)\"")
+        }
+        guard value != 0 else { throw usage("\(flag) 0 is root: the VMM must run as an unprivileged user") }
+        return value
+    }
+
+    static func checkAbsolute(_ path: String, flag: String) throws {
+        guard path.utf8.first == UInt8(ascii: "/") else { throw usage("\(flag) \"\(path)\" is not an absolute path") }
+        guard !JailPaths.components(path).contains("..") else {
+            throw usage("\(flag) \"\(path)\" contains a '..' component")
+        }
+    }
+
+    /// A relative cgroup path such as `kiln` or `tenants/a`: plain components only.
+    static func checkParentCgroup(_ path: String) throws {
+        let components = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
+        guard !path.isEmpty, components.allSatisfy({ component in
+            !component.isEmpty && !component.elementsEqual(".".utf8) && !component.elementsEqual("..".utf8)
+                && component.allSatisfy { isAlphanumeric($0) || "-_.".utf8.contains($0) }
+        }) else {
+            throw usage("invalid --parent-cgroup \"\(path)\": a relative path of [A-Za-z0-9-_.] components")
+        }
+    }
+
+    /// `controller.name=value`; the value may hold neither '/' nor a newline,
+    /// so that it can only ever be one write to one file of the jail's cgroup.
+    static func parseCgroup(_ text: String) throws -> CgroupSetting {
+        guard let equals = text.utf8.firstIndex(of: UInt8(ascii: "=")) else {
+            throw usage("--cgroup \"\(text)\" must be FILE=VALUE")
+        }
+        let file = String(text[..<equals])
+        let value = String(text[text.index(after: equals)...])
+        let parts = file.utf8.split(separator: UInt8(ascii: "."), maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty,
+              file.utf8.allSatisfy({ isAlphanumeric($0) || "_.".utf8.contains($0) }) else {
+            throw usage("--cgroup file \"\(file)\" must be controller.name, e.g. memory.limit_in_bytes")
+        }
+        guard !parts[0].elementsEqual("cgroup".utf8) else {
+            throw usage("--cgroup \(file): the cgroup.* core files are managed by the jailer")
+        }
+        guard !value.isEmpty, !value.utf8.contains(UInt8(ascii: "/")), !value.utf8.contains(UInt8(ascii: "\n")) else {
+            throw usage("--cgroup \(file): the value must be non-empty, without '/' or a newline")
+        }
+        return CgroupSetting(file: file, value: value)
+    }
+
+    /// `fsize=N` or `no-file=N`, N a decimal count.
+    static func parseResourceLimit(_ text: String) throws -> ResourceLimit {
+        guard let equals = text.utf8.firstIndex(of: UInt8(ascii: "=")) else {
+            throw usage("--resource-limit \"\(text)\" must be RESOURCE=N")
+        }
+        let name = String(text[..<equals])
+        let number = String(text[text.index(after: equals)...])
+        guard let kind = ResourceKind(rawValue: name) else {
+            let known = ResourceKind.allCases.map(\.rawValue).joined(separator: ", ")
+            throw usage("--resource-limit: unknown resource \"\(name)\" (known: \(known))")
+        }
+        guard number.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let value = UInt64(number) else {
+            throw usage("--resource-limit \(name): \"\(number)\" is not a decimal number")
+        }
+        return ResourceLimit(kind: kind, value: value)
+    }
+
+    static func isAlphanumeric(_ byte: UInt8) -> Bool {
+        (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+    }
+}

@@ -1,0 +1,59 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KilnSystem
+
+/// `kiln-jailer cleanup`: removes a finished jail's folder and cgroups. Safe
+/// to run twice: what is already gone is not an error.
+public enum JailCleanup {
+    public static func run(_ options: CleanupOptions) throws {
+        let paths = options.paths
+        let mountInfo = try during(.cleanup) { try FileSystem.readFile("/proc/self/mountinfo", limit: 4 << 20) }
+
+        // A folder with something mounted inside (a drive an orchestrator
+        // bind-mounted into the jail) is refused: removing the tree would
+        // delete the mounted file system's contents.
+        let prefix = paths.jailFolder + "/"
+        for line in mountInfo.split(separator: UInt8(ascii: "\n")) {
+            let fields = line.split(separator: UInt8(ascii: " "))
+            guard fields.count > 4 else { continue }
+            let mountPoint = CgroupLayout.unescape(fields[4])
+            if mountPoint == paths.jailFolder || mountPoint.hasPrefix(prefix) {
+                throw JailFailure(.cleanup, "\(mountPoint) is still mounted inside the jail; unmount it first")
+            }
+        }
+
+        var problems: [String] = []
+        let layout = CgroupLayout(mountInfo: mountInfo)
+        let parentComponents = JailPaths.components(options.effectiveParentCgroup)
+        for mount in layout.allMounts {
+            let parentPath = ([mount] + parentComponents).joined(separator: "/")
+            guard FileSystem.isDirectory(parentPath) else { continue }
+            do {
+                let parent = try HostDirectory.open(parentPath)
+                defer { parent.close() }
+                if FileSystem.exists(parentPath + "/" + options.id) {
+                    try HostDirectory.removeDirectory(options.id, in: parent, subject: parentPath + "/" + options.id)
+                }
+            } catch let error as SystemError where error.errno == EBUSY {
+                problems.append("the cgroup \(parentPath)/\(options.id) still has processes: is the VMM still running?")
+            } catch { problems.append("\(error)") }
+        }
+        // A busy cgroup means a live VMM: its folder stays until it is gone.
+        if !problems.isEmpty { throw JailFailure(.cleanup, problems.joined(separator: "; ") + "; the jail folder was left in place") }
+
+        if FileSystem.isDirectory(paths.execFolder) {
+            do {
+                let execFolder = try HostDirectory.open(paths.execFolder)
+                defer { execFolder.close() }
+                try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
+                // Shared by every jail of this binary: removed once the last one is gone.
+                let base = try HostDirectory.open(paths.base)
+                defer { base.close() }
+                try HostDirectory.removeIfEmpty(paths.execFileName, in: base, subject: paths.execFolder)
+            } catch { problems.append("\(error)") }
+        }
+
+        if !problems.isEmpty { throw JailFailure(.cleanup, problems.joined(separator: "; ")) }
+    }
+}

@@ -1,0 +1,90 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKiln
+import KilnSystem
+
+/// Step 3: `<base>/<exec-file-name>/<id>/root`, holding the exec file, the
+/// seccomp bundle and the mount point of /dev, plus, when the launch forks,
+/// the pid file beside the root.
+struct JailFolder {
+    /// The folder that becomes `/`.
+    let root: String
+    /// Opened now, written at step 9 (it lives outside the root); only when
+    /// the launch forks, as with Firecracker's jailer: otherwise the VMM's pid
+    /// is the jailer's own, which the caller already knows.
+    let pidFile: FileDescriptor?
+
+    static func create(_ launch: ValidatedLaunch, ledger: CleanupLedger) throws -> JailFolder {
+        let paths = launch.options.paths
+        // Every folder up to the base: created if missing, and then removed
+        // again on failure when this run created it and nobody else uses it.
+        let execFolder = try HostDirectory.retryingIfAParentVanishes { () throws -> FileDescriptor in
+            var parent = try HostDirectory.open("/")
+            var walked = ""
+            let baseComponents = JailPaths.components(paths.base)
+            for (depth, component) in (baseComponents + [paths.execFileName]).enumerated() {
+                let subject = walked + "/" + component
+                let enclosing = parent
+                if try HostDirectory.makeDirectory(component, in: enclosing, subject: subject) {
+                    ledger.record("folder \(subject)") { try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject) }
+                }
+                parent = try HostDirectory.open(component, in: enclosing, followingLinks: depth < baseComponents.count)
+                walked = subject
+            }
+            // The jail's own folder must be new: two launches with one id never share it.
+            guard mkdirat(parent.rawValue, paths.id, 0o755) == 0 else {
+                let error = SystemError.current("mkdir", subject: paths.jailFolder)
+                if error.errno == EEXIST { throw JailFailure(.jailFolder, "the jail \(paths.jailFolder) already exists: an id is never reused") }
+                throw error
+            }
+            return parent
+        }
+        ledger.record("jail folder \(paths.jailFolder)") {
+            try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
+        }
+        let jailFolder = try HostDirectory.open(paths.id, in: execFolder)
+        try HostDirectory.makeDirectory("root", in: jailFolder, subject: paths.root)
+        let root = try HostDirectory.open("root", in: jailFolder)
+
+        // The mount point of the jail's private /dev (step 8).
+        try HostDirectory.makeDirectory("dev", in: root, subject: paths.root + "/dev")
+        try placeExecutable(launch.options.execFile, named: paths.execFileName, in: root, subject: paths.root)
+        try writeFile(launch.bundleBytes, named: JailPaths.bundleName, mode: 0o444, in: root, subject: paths.root)
+
+        var pidFile: FileDescriptor?
+        if launch.options.forks {
+            pidFile = FileDescriptor(rawValue: try check("create", subject: paths.pidFile) {
+                ckiln_openat(jailFolder.rawValue, JailPaths.lastComponent(paths.pidFile), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            })
+        }
+        return JailFolder(root: paths.root, pidFile: pidFile)
+    }
+
+    /// A hard link when the jail is on the exec file's file system (no copy of
+    /// a multi-megabyte static binary on every launch), a copy otherwise. The
+    /// jailed user cannot write either: the file stays root's, and the VMM
+    /// runs with no capabilities.
+    static func placeExecutable(_ source: String, named name: String, in root: FileDescriptor, subject: String) throws {
+        if linkat(AT_FDCWD, source, root.rawValue, name, 0) == 0 { return }
+        guard errno == EXDEV || errno == EPERM || errno == EMLINK else {
+            throw SystemError.current("link \(source) into", subject: subject)
+        }
+        let input = try FileDescriptor.open(source, O_RDONLY)
+        defer { input.close() }
+        var info = stat()
+        try check("stat", subject: source) { fstat(input.rawValue, &info) }
+        let output = try check("create", subject: subject + "/" + name) {
+            ckiln_openat(root.rawValue, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
+        }
+        defer { close(output) }
+        try check("copy \(source) into", subject: subject) { ckiln_copy_file(input.rawValue, output, UInt64(info.st_size)) }
+    }
+
+    static func writeFile(_ bytes: [UInt8], named name: String, mode: mode_t, in directory: FileDescriptor, subject: String) throws {
+        let fd = try check("create", subject: subject + "/" + name) {
+            ckiln_openat(directory.rawValue, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, UInt32(mode))
+        }
+        try FileDescriptor(rawValue: fd).closeAfter { try $0.writeAll(bytes) }
+    }
+}

@@ -1,0 +1,72 @@
+/// `kiln-jailer --help`: every flag and every exit code.
+public enum JailHelp {
+    public static let version = "kiln-jailer 0.1.0"
+
+    public static var text: String {
+        var text = """
+        kiln-jailer: isolates the Kiln VMM, then execs it as an unprivileged user.
+
+        usage:
+          kiln-jailer --id ID --exec-file PATH --uid N --gid N [options] [-- VMM arguments]
+          kiln-jailer cleanup --id ID --exec-file PATH [--chroot-base-dir DIR] [--parent-cgroup NAME]
+          kiln-jailer --help | --version
+
+        Required (Firecracker's jailer flags):
+          --id ID                 1-64 characters of [A-Za-z0-9-]; names the jail folder and cgroups.
+                                  A jail or cgroup of that id that already exists is refused.
+          --exec-file PATH        absolute path of the VMM: a static ELF executable (the jail holds no
+                                  libraries). Hard-linked into the jail, copied across file systems.
+          --uid N, --gid N        decimal ids the VMM runs as; 0 (root) is refused.
+
+        Optional (Firecracker's jailer flags):
+          --chroot-base-dir DIR   default /srv/jailer. The jail is DIR/<exec-file name>/<id>/root.
+          --netns PATH            join this network namespace (e.g. /var/run/netns/NAME). Without it
+                                  and without --new-net-ns the VMM stays in the caller's namespace,
+                                  so that a TAP device made there can be opened.
+          --daemonize             fork, start a new session, stdio to /dev/null; the parent exits 0.
+          --new-pid-ns            the VMM is pid 1 of a new PID namespace; the parent exits 0.
+          --cgroup FILE=VALUE     repeatable; FILE is controller.name (memory.limit_in_bytes,
+                                  cpu.cfs_quota_us, pids.max on v1; memory.max, cpu.max, pids.max on
+                                  v2). VALUE holds no '/' and no newline. Creates <parent>/<id> in each
+                                  named controller's hierarchy, writes the values, moves the VMM in.
+          --cgroup-version 1|2    default: 1 when the host mounts any v1 controller, 2 on a pure
+                                  cgroup2 host (read from /proc/self/mountinfo).
+          --parent-cgroup NAME    relative cgroup path above <id>; default: the exec file's name.
+          --resource-limit R=N    repeatable; R is fsize or no-file (default no-file=2048). Soft and
+                                  hard limits are both set to N.
+          --version               print the version.
+
+        Kiln's own:
+          --seccomp-bundle FILE   compiled policies (`kiln-policy compile`); its "jailer" program is
+                                  installed before exec, and the whole bundle is copied read-only into
+                                  the jail. Default: policies.kbundle beside the kiln-jailer executable.
+          --new-net-ns            run the VMM in a new, empty network namespace.
+          --help, -h              this text.
+
+        The VMM is exec'd as:
+          /<exec-file name> --id ID --seccomp-filter /seccomp.kbundle --start-time-us N
+              --start-time-cpu-us N [arguments after --]
+        with an empty environment and only fds 0-2 open. The start times are the jailer's
+        CLOCK_MONOTONIC and CPU time (microseconds) when it began. With --daemonize or
+        --new-pid-ns the VMM's host pid is written to <base>/<exec-file name>/<id>/<exec-file
+        name>.pid, outside the jail root; otherwise the VMM is the jailer's own process.
+
+        In the jail: mount, IPC, UTS (hostname = ID) and cgroup namespaces; / is the jail root
+        (nosuid), holding the exec file and seccomp.kbundle; /dev is a private tmpfs (nosuid,
+        noexec) holding only kvm, net/tun, urandom and, when the host has one, userfaultfd, each
+        owned by the uid/gid with mode 0600. No capabilities in any set; no_new_privs; the
+        "jailer" seccomp program. The parent cgroup is shared and kept; cleanup removes <id>.
+
+        Exit codes (a launch that fails removes everything it created; after the privilege drop it
+        no longer can, and the message names what is left for `kiln-jailer cleanup`):
+          0   success (the VMM's own status once exec'd; the forking parent's 0)
+          1   unexpected internal error
+
+        """
+        for step in JailStep.allCases {
+            let code = String(step.exitCode)
+            text += "  " + code + String(repeating: " ", count: 4 - code.count) + step.summary + "\n"
+        }
+        return text
+    }
+}

@@ -1,0 +1,123 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKiln
+import KilnSeccomp
+import KilnSystem
+
+/// A launch whose every input the host has accepted: step 1 of the issue,
+/// done before anything is created.
+public struct ValidatedLaunch {
+    public let options: JailOptions
+    public let bundleBytes: [UInt8]
+    public let bundle: SeccompBundle
+    public let cgroupTargets: [CgroupTarget]
+    /// The host's /dev/userfaultfd device number, when it has one.
+    public let userfaultfdDevice: UInt64?
+}
+
+public enum JailValidation {
+    /// The largest bundle accepted: 16 roles of 4096 instructions, with room.
+    static let maximumBundleBytes = 1 << 20
+
+    public static func validate(_ options: JailOptions, defaultBundle: () -> String) throws -> ValidatedLaunch {
+        func refuse(_ message: String) -> JailFailure { JailFailure(.validation, message) }
+
+        // The exec file: a regular, static ELF executable.
+        var info = stat()
+        guard stat(options.execFile, &info) == 0 else {
+            let error = SystemError.current("stat", subject: options.execFile)
+            throw refuse(error.errno == ENOENT ? "--exec-file \(options.execFile) does not exist" : "--exec-file: \(error)")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { throw refuse("--exec-file \(options.execFile) is not a regular file") }
+        let head: [UInt8]
+        do {
+            head = try FileDescriptor.open(options.execFile, O_RDONLY).closeAfter { fd in
+                var buffer = [UInt8](repeating: 0, count: ExecutableCheck.inspectedBytes)
+                let count = try buffer.withUnsafeMutableBytes { try fd.read(into: $0) }
+                return Array(buffer[0..<count])
+            }
+        } catch { throw refuse("--exec-file \(options.execFile): \(error)") }
+        if let problem = ExecutableCheck.problem(in: head) { throw refuse("--exec-file \(options.execFile) \(problem)") }
+        // exec(2) checks permission as the VMM's user, after the drop: check now.
+        let executable = info.st_uid == options.uid ? info.st_mode & 0o100 != 0
+            : info.st_gid == options.gid ? info.st_mode & 0o010 != 0 : info.st_mode & 0o001 != 0
+        guard executable else {
+            throw refuse("--exec-file \(options.execFile) (mode \(String(info.st_mode & 0o7777, radix: 8)), owner \(info.st_uid):\(info.st_gid)) is not executable by uid \(options.uid) gid \(options.gid)")
+        }
+
+        // The base folder may exist (as a folder); the jail must not.
+        let paths = options.paths
+        if FileSystem.exists(paths.base) && !FileSystem.isDirectory(paths.base) {
+            throw refuse("--chroot-base-dir \(paths.base) exists and is not a folder")
+        }
+        var jailInfo = stat()
+        if lstat(paths.jailFolder, &jailInfo) == 0 {
+            throw refuse("the jail \(paths.jailFolder) already exists: an id is never reused; run `kiln-jailer cleanup` for it or pick another id")
+        }
+
+        if let netns = options.netns {
+            let type: Int32
+            do {
+                type = try FileDescriptor.open(netns, O_RDONLY).closeAfter { fd in ckiln_namespace_type(fd.rawValue) }
+            } catch { throw refuse("--netns: \(error)") }
+            guard type == ckiln_clone_newnet() else {
+                throw refuse("--netns \(netns) is not a network namespace (such as /var/run/netns/NAME or /proc/PID/ns/net)")
+            }
+        }
+
+        // The seccomp bundle: parsed whole now, copied into the jail later from
+        // these very bytes, so that the file cannot change in between.
+        let bundlePath = options.seccompBundle ?? defaultBundle()
+        let bundleBytes: [UInt8]
+        let bundle: SeccompBundle
+        do {
+            bundleBytes = try FileSystem.readFile(bundlePath, limit: maximumBundleBytes)
+            bundle = try SeccompBundle(decoding: bundleBytes)
+        } catch {
+            throw refuse("seccomp bundle \(bundlePath)\(options.seccompBundle == nil ? " (the default; pass --seccomp-bundle)" : ""): \(error)")
+        }
+        // A program compiled for another architecture reads other syscall
+        // numbers: its architecture check would kill the VMM at its first call.
+        #if arch(arm64)
+        let hostArchitecture = ckiln_audit_arch_aarch64()
+        #else
+        let hostArchitecture = ckiln_audit_arch_x86_64()
+        #endif
+        guard bundle.architecture == hostArchitecture else {
+            throw refuse("seccomp bundle \(bundlePath) was compiled for architecture 0x\(String(bundle.architecture, radix: 16)), this host is 0x\(String(hostArchitecture, radix: 16))")
+        }
+        guard bundle.program(for: SeccompBundle.jailerRole) != nil else {
+            throw refuse("seccomp bundle \(bundlePath) has no \"\(SeccompBundle.jailerRole)\" program, the filter installed before exec")
+        }
+
+        // cgroups: every controller mounted, and no cgroup of this id left over.
+        var targets: [CgroupTarget] = []
+        if !options.cgroups.isEmpty {
+            let layout = CgroupLayout(mountInfo: try readHostFile("/proc/self/mountinfo", refuse))
+            let version = options.cgroupVersion ?? layout.defaultVersion
+            var v2Controllers: Set<String> = []
+            if version == .v2, let mount = layout.v2Mount {
+                let text = try readHostFile(JailPaths.join(mount, "cgroup.controllers"), refuse)
+                v2Controllers = Set(text.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") })
+                    .map { String(decoding: $0, as: UTF8.self) })
+            }
+            targets = try CgroupPlan.targets(for: options.cgroups, version: version, layout: layout,
+                                             v2Controllers: v2Controllers, parent: options.effectiveParentCgroup, id: options.id)
+            for target in targets where FileSystem.exists(target.path) {
+                throw refuse("the cgroup \(target.path) already exists: an id is never reused; run `kiln-jailer cleanup` for it")
+            }
+        }
+
+        var userfaultfd = stat()
+        let userfaultfdDevice: UInt64? = stat("/dev/userfaultfd", &userfaultfd) == 0 && (userfaultfd.st_mode & S_IFMT) == S_IFCHR
+            ? UInt64(userfaultfd.st_rdev) : nil
+
+        return ValidatedLaunch(options: options, bundleBytes: bundleBytes, bundle: bundle,
+                               cgroupTargets: targets, userfaultfdDevice: userfaultfdDevice)
+    }
+
+    static func readHostFile(_ path: String, _ refuse: (String) -> JailFailure) throws -> [UInt8] {
+        do { return try FileSystem.readFile(path, limit: 4 << 20) } catch { throw refuse("\(error)") }
+    }
+}

@@ -1,0 +1,96 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KilnSeccomp
+import KilnSystem
+import Testing
+@testable import KilnJail
+
+/// Bad input through the real binary: each case exits with its step's code
+/// and message, and leaves no folder and no cgroup behind.
+@Suite(.serialized, .enabled(if: JailHarness.canJail, "needs root and the kiln-jailer and kiln-jail-probe executables (swift build)"))
+struct BadInputTests {
+    enum Case: String, CaseIterable {
+        case missingUID, invalidID, relativeExecFile, missingExecFile, dynamicExecFile, scriptExecFile,
+             unexecutableExecFile, existingJail, unknownController, unparsableLimit, missingBundle,
+             bundleWithoutJailerRole, bundleForAnotherArchitecture, notANetworkNamespace, kernelRefusesCgroupValue
+    }
+
+    func expectation(_ sandbox: JailHarness.Sandbox, _ testCase: Case) throws -> (arguments: [String], code: Int32, message: String) {
+        let probe = JailHarness.probe
+        func replacing(_ flag: String, with value: String) -> [String] {
+            var arguments = sandbox.launchArguments()
+            arguments[arguments.firstIndex(of: flag)! + 1] = value
+            return arguments
+        }
+        switch testCase {
+        case .missingUID:
+            return (sandbox.launchArguments().filter { $0 != "--uid" && $0 != "\(JailHarness.uid)" }, 2, "missing required flag --uid")
+        case .invalidID:
+            return (replacing("--id", with: "no/slashes"), 2, "invalid --id \"no/slashes\"")
+        case .relativeExecFile:
+            return (replacing("--exec-file", with: "kiln-jail-probe"), 2, "is not an absolute path")
+        case .missingExecFile:
+            return (replacing("--exec-file", with: probe + "-absent"), 3, "--exec-file \(probe)-absent does not exist")
+        case .dynamicExecFile:
+            return (replacing("--exec-file", with: "/bin/true"), 3, "is dynamically linked")
+        case .scriptExecFile:
+            let script = sandbox.folder + "/script.sh"
+            try FileSystem.writeAtomically(script, Array("#!/bin/sh\nexit 0\n".utf8), mode: 0o755)
+            return (replacing("--exec-file", with: script), 3, "is not an ELF executable")
+        case .unexecutableExecFile:
+            let copy = sandbox.folder + "/private-probe"
+            try FileSystem.writeAtomically(copy, try FileSystem.readFile(probe), mode: 0o700)
+            return (replacing("--exec-file", with: copy), 3, "is not executable by uid 64123")
+        case .existingJail:
+            try check("mkdir") { mkdir(sandbox.base, 0o755) }
+            try check("mkdir") { mkdir(sandbox.paths.execFolder, 0o755) }
+            try check("mkdir") { mkdir(sandbox.paths.jailFolder, 0o755) }
+            return (sandbox.launchArguments(), 3, "the jail \(sandbox.paths.jailFolder) already exists")
+        case .unknownController:
+            return (sandbox.launchArguments(["--cgroup", "bogus.max=1"]), 3, "unknown cgroup controller \"bogus\"")
+        case .unparsableLimit:
+            return (sandbox.launchArguments(["--resource-limit", "no-file=lots"]), 2, "\"lots\" is not a decimal number")
+        case .missingBundle:
+            return (replacing("--seccomp-bundle", with: sandbox.folder + "/absent.kbundle"), 3, "seccomp bundle \(sandbox.folder)/absent.kbundle")
+        case .bundleWithoutJailerRole:
+            let bundle = sandbox.folder + "/vmm-only.kbundle"
+            let allow = try JailHarness.testBundle().program(for: "vmm")!
+            try FileSystem.writeAtomically(bundle, try SeccompBundle(architecture: 0xC000_003E, programs: ["vmm": allow]).encoded())
+            return (replacing("--seccomp-bundle", with: bundle), 3, "has no \"jailer\" program")
+        case .bundleForAnotherArchitecture:
+            let bundle = sandbox.folder + "/i386.kbundle"
+            let programs = ["jailer": try JailHarness.testBundle().program(for: "jailer")!]
+            try FileSystem.writeAtomically(bundle, try SeccompBundle(architecture: 0x4000_0003, programs: programs).encoded())
+            return (replacing("--seccomp-bundle", with: bundle), 3, "was compiled for architecture 0x40000003, this host is 0xc000003e")
+        case .notANetworkNamespace:
+            return (sandbox.launchArguments(["--netns", "/proc/self/ns/mnt"]), 3, "--netns /proc/self/ns/mnt is not a network namespace")
+        case .kernelRefusesCgroupValue:
+            // Passes every check; the kernel refuses the value at step 4, after
+            // folders and cgroups exist: the rollback must remove them all.
+            return (sandbox.launchArguments(["--cgroup", "memory.limit_in_bytes=\(64 << 20)", "--cgroup", "pids.max=lots"]), 6,
+                    "write \"lots\" to /sys/fs/cgroup/pids/\(sandbox.parentCgroup)/\(sandbox.id)/pids.max")
+        }
+    }
+
+    @Test(arguments: Case.allCases)
+    func refusesAndLeavesNothingBehind(_ testCase: Case) throws {
+        if testCase == .kernelRefusesCgroupValue && !JailHarness.v1PidsAndMemory { return }
+        let sandbox = try JailHarness.Sandbox("bad-\(testCase.rawValue.lowercased())")
+        defer { sandbox.tearDown() }
+        let (arguments, code, message) = try expectation(sandbox, testCase)
+        let before = FileSystem.exists(sandbox.base) ? try FileSystem.listDirectory(sandbox.base) : []
+        let finished = try JailHarness.run(arguments)
+        #expect(finished.status == code, "\(testCase): \(finished.error)")
+        #expect(finished.error.hasPrefix("kiln-jailer: ") && finished.error.contains(message), "\(testCase): \(finished.error)")
+        #expect(finished.output.isEmpty)
+        if testCase == .existingJail {
+            // Refused, not reused: the folder is as the test made it, empty.
+            #expect(try FileSystem.listDirectory(sandbox.paths.jailFolder).isEmpty)
+        } else {
+            let after = FileSystem.exists(sandbox.base) ? try FileSystem.listDirectory(sandbox.base) : []
+            #expect(after == before, "\(testCase) left \(after)")
+        }
+        #expect(sandbox.cgroupFolders.isEmpty, "\(testCase) left cgroups \(sandbox.cgroupFolders)")
+    }
+}

@@ -1,0 +1,316 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KilnJSON
+import KilnSystem
+import Testing
+@testable import KilnJail
+
+/// The real jailer on the real probe, inspected from the host.
+@Suite(.serialized, .enabled(if: JailHarness.canJail, "needs root and the kiln-jailer and kiln-jail-probe executables (swift build)"))
+struct JailRunTests {
+    static let memoryLimit = 64 << 20
+
+    /// A TCP listener on the host's 127.0.0.1: the probe's loopback target.
+    final class Listener {
+        let fd: Int32
+        let port: UInt16
+        init() throws {
+            let fd = try check("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+            self.fd = fd
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            try withUnsafeMutablePointer(to: &address) { pointer in
+                try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { raw in
+                    try check("bind") { bind(fd, raw, length) }
+                    try check("listen") { listen(fd, 8) }
+                    try check("getsockname") { getsockname(fd, raw, &length) }
+                }
+            }
+            port = UInt16(bigEndian: address.sin_port)
+        }
+        deinit { close(fd) }
+    }
+
+    static func namespace(_ kind: String, of pid: String) -> String? { JailHarness.link("/proc/\(pid)/ns/\(kind)") }
+
+    func report(from running: JailHarness.Running) throws -> JSONValue {
+        guard let line = running.readLine() else {
+            running.stop()
+            let finished = running.wait()
+            Issue.record("no report from the probe; jailer status \(finished.status): \(finished.error)")
+            throw JailFailure(.exec, "no report")
+        }
+        return try JSONParser.parse(line)
+    }
+
+    @Test(.enabled(if: JailHarness.v1PidsAndMemory, "needs the cgroup v1 pids and memory controllers"))
+    func jailsTheProbeAndEveryEscapeFails() throws {
+        let sandbox = try JailHarness.Sandbox("probe-1")
+        defer { sandbox.tearDown() }
+        let listener = try Listener()
+        let running = try JailHarness.spawn(sandbox.launchArguments(
+            ["--cgroup", "pids.max=16", "--cgroup", "memory.limit_in_bytes=\(Self.memoryLimit)", "--cgroup", "cpuset.cpus=0",
+             "--resource-limit", "fsize=1048576", "--resource-limit", "no-file=128", "--new-net-ns"],
+            vmm: ["--fork-limit", "64", "--memory-bytes", "\(2 * Self.memoryLimit)", "--loopback-port", "\(listener.port)"]),
+            blocking: [SIGUSR1, SIGTERM])
+        defer { running.stop() }
+        let report = try report(from: running)
+        let pid = "\(running.pid)"
+
+        // From the host: ids, capabilities, no_new_privs, seccomp mode.
+        let status = try JailHarness.status(of: running.pid)
+        #expect(status["Uid"] == "64123\t64123\t64123\t64123")
+        #expect(status["Gid"] == "64124\t64124\t64124\t64124")
+        #expect(status["Groups"] == "")
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] { #expect(status[set] == "0000000000000000", "\(set)") }
+        #expect(status["NoNewPrivs"] == "1")
+        #expect(status["Seccomp"] == "2")
+        // The jailer's filter and the one the probe stacked on it, over any
+        // the test runner itself inherited.
+        let inherited = Int(try JailHarness.status(of: getpid())["Seccomp_filters"] ?? "0") ?? 0
+        #expect(status["Seccomp_filters"] == "\(inherited + 2)")
+        // Namespaces: new mount, IPC, UTS, net and cgroup; the caller's PID namespace.
+        for kind in ["mnt", "ipc", "uts", "net", "cgroup"] {
+            #expect(Self.namespace(kind, of: pid) != nil && Self.namespace(kind, of: pid) != Self.namespace(kind, of: "self"), "\(kind)")
+        }
+        #expect(Self.namespace("pid", of: pid) == Self.namespace("pid", of: "self"))
+        // cgroups: the probe sits in <parent>/<id> of both hierarchies.
+        let cgroups = try FileSystem.readText("/proc/\(pid)/cgroup")
+        for controller in ["pids", "memory", "cpuset"] {
+            #expect(cgroups.split(separator: "\n").contains { $0.hasSuffix(":\(controller):/\(sandbox.parentCgroup)/\(sandbox.id)") }, "\(cgroups)")
+        }
+        // The root: only the binary, the bundle and the device nodes.
+        #expect(try FileSystem.listDirectory("/proc/\(pid)/root") == ["dev", "kiln-jail-probe", "seccomp.kbundle"])
+        let devices = FileSystem.exists("/dev/userfaultfd") ? ["kvm", "net", "urandom", "userfaultfd"] : ["kvm", "net", "urandom"]
+        #expect(try FileSystem.listDirectory("/proc/\(pid)/root/dev") == devices)
+        #expect(try FileSystem.listDirectory("/proc/\(pid)/root/dev/net") == ["tun"])
+        #expect(try FileSystem.listDirectory(sandbox.paths.root) == ["dev", "kiln-jail-probe", "seccomp.kbundle"])
+        // The nodes live on the jail's private tmpfs, never on the host's disk.
+        #expect(try FileSystem.listDirectory(sandbox.paths.root + "/dev").isEmpty)
+
+        // From inside: what the probe saw.
+        #expect(report["uid"] == .integer(64123) && report["euid"] == .integer(64123))
+        #expect(report["gid"] == .integer(64124) && report["supplementaryGroups"] == .integer(0))
+        #expect(report["capabilities"] == .object([("effective", .integer(0)), ("permitted", .integer(0)),
+                                                   ("inheritable", .integer(0)), ("bounding", .integer(0)), ("ambient", .integer(0))]))
+        #expect(report["noNewPrivs"] == .integer(1) && report["seccompMode"] == .integer(2))
+        #expect(report["seccompMarker"] == .string("EDQUOT"), "the jailer's program is not the one in force")
+        // The VMM's own filter stacks on the jailer's: both apply afterwards.
+        #expect(report["stackedFilter"] == .object([("installed", .bool(true)), ("getppid", .string("EOPNOTSUPP")), ("sync", .string("EDQUOT"))]))
+        #expect(report["hostname"] == .string(sandbox.id))
+        // The caller's blocked signals do not reach the VMM; its umask is private.
+        #expect(report["blockedSignals"] == .array([]) && report["ignoredSignals"] == .array([]))
+        #expect(report["umask"] == .string("77"))
+        // A new v1 cpuset starts empty: the jailer copied its parent's memory nodes.
+        let cpusetFolder = "/sys/fs/cgroup/cpuset/\(sandbox.parentCgroup)/\(sandbox.id)"
+        if FileSystem.isDirectory(cpusetFolder) {
+            #expect(try FileSystem.readText(cpusetFolder + "/cpuset.cpus") == "0\n")
+            #expect(try FileSystem.readText(cpusetFolder + "/cpuset.mems") != "\n")
+        }
+        #expect(report["openFds"] == .array([.integer(0), .integer(1), .integer(2)]))
+        // Only what the probe's own start-up sets: the jailer passed none.
+        #expect(report["environment"] == .array([.string("SWIFT_BACKTRACE=enable=no,swift-backtrace=/nonexistent")]))
+        #expect(report["rlimits"] == .object([
+            ("fsize", .object([("soft", .integer(1_048_576)), ("hard", .integer(1_048_576))])),
+            ("nofile", .object([("soft", .integer(128)), ("hard", .integer(128))])),
+        ]))
+        guard case let .array(arguments)? = report["arguments"] else { Issue.record("no arguments"); return }
+        #expect(Array(arguments.prefix(5)) == ["/kiln-jail-probe", "--id", sandbox.id, "--seccomp-filter", "/seccomp.kbundle"].map(JSONValue.string))
+        #expect(arguments.count > 8 && arguments[5] == .string("--start-time-us") && arguments[7] == .string("--start-time-cpu-us"))
+        let rootEntries = try #require(report["root"])
+        #expect(rootEntries == .array([
+            .object([("name", .string("dev")), ("type", .string("directory")), ("mode", .string("755")), ("uid", .integer(0)), ("gid", .integer(0))]),
+            .object([("name", .string("kiln-jail-probe")), ("type", .string("file")), ("mode", .string("755")), ("uid", .integer(0)), ("gid", .integer(0))]),
+            .object([("name", .string("seccomp.kbundle")), ("type", .string("file")), ("mode", .string("444")), ("uid", .integer(0)), ("gid", .integer(0))]),
+        ]))
+        guard case let .array(devEntries)? = report["dev"], case let .array(netEntries)? = report["devNet"] else {
+            Issue.record("no /dev listing"); return
+        }
+        for entry in devEntries + netEntries where entry["type"] == .string("char") {
+            #expect(entry["mode"] == .string("600") && entry["uid"] == .integer(64123) && entry["gid"] == .integer(64124), "\(entry)")
+        }
+        #expect(devEntries.filter { $0["type"] == .string("char") }.count + netEntries.count == devices.count)
+
+        // Every escape attempt failed.
+        guard case let .object(escapes)? = report["escapes"] else { Issue.record("no escapes"); return }
+        #expect(Set(escapes.map(\.key)) == ["readHostPath", "mount", "mountCgroupFS", "chroot", "ptrace", "setuid0", "setgid0", "mknod",
+                                             "unshareNamespaces", "unshareUser", "setns", "writeCgroupFiles", "loopback",
+                                             "forkPastPidsMax", "allocatePastMemoryLimit"])
+        for (name, result) in escapes { #expect(result["succeeded"] == .bool(false), "escape \(name): \(result)") }
+        #expect(escapes.first { $0.key == "loopback" }?.value["errno"] == .string("ENETUNREACH"))
+        #expect(escapes.first { $0.key == "forkPastPidsMax" }?.value["errno"] == .string("EAGAIN"))
+        #expect(escapes.first { $0.key == "allocatePastMemoryLimit" }?.value["childSignal"] == .integer(Int(SIGKILL)))
+        #expect(escapes.first { $0.key == "chroot" }?.value["climbStayedAtRoot"] == .bool(true))
+
+        // The probe ends when its stdin closes; then cleanup leaves nothing.
+        running.closeInput()
+        let finished = running.wait()
+        #expect(finished.status == 0, "\(finished.error)")
+        #expect(!FileSystem.exists(sandbox.paths.pidFile), "no fork, so no pid file: the VMM is the jailer's own pid")
+        let cleanup = try JailHarness.run(sandbox.cleanupArguments)
+        #expect(cleanup.status == 0, "\(cleanup.error)")
+        #expect(!FileSystem.exists(sandbox.paths.execFolder))
+        #expect(sandbox.cgroupFolders.allSatisfy { !$0.hasSuffix("/" + sandbox.id) }, "\(sandbox.cgroupFolders)")
+        let again = try JailHarness.run(sandbox.cleanupArguments)
+        #expect(again.status == 0, "cleanup is not safe to run twice: \(again.error)")
+    }
+
+    /// The v2 path (delegation through every ancestor's cgroup.subtree_control)
+    /// on the host's cgroup2 mount: pids on a pure-v2 host, hugetlb on this
+    /// hybrid one, whose cgroup2 mount holds nothing else.
+    static var v2Setting: (file: String, value: String)? {
+        let layout = CgroupLayout(mountInfo: (try? FileSystem.readText("/proc/self/mountinfo")) ?? "")
+        guard let mount = layout.v2Mount, let text = try? FileSystem.readText(mount + "/cgroup.controllers") else { return nil }
+        let controllers = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        if controllers.contains("pids") { return ("pids.max", "16") }
+        if controllers.contains("hugetlb") && FileSystem.exists("/sys/kernel/mm/hugepages/hugepages-2048kB") { return ("hugetlb.2MB.max", "0") }
+        return nil
+    }
+
+    @Test(.enabled(if: v2Setting != nil, "needs a cgroup2 mount offering pids or hugetlb"))
+    func joinsACgroupV2Hierarchy() throws {
+        let setting = try #require(Self.v2Setting)
+        let sandbox = try JailHarness.Sandbox("v2-1")
+        defer { sandbox.tearDown() }
+        let running = try JailHarness.spawn(sandbox.launchArguments(["--cgroup-version", "2", "--cgroup", "\(setting.file)=\(setting.value)"]))
+        defer { running.stop() }
+        _ = try report(from: running)
+        let layout = CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo"))
+        let mount = try #require(layout.v2Mount)
+        let folder = "\(mount)/\(sandbox.parentCgroup)/\(sandbox.id)"
+        let controller = String(setting.file.prefix { $0 != "." })
+        #expect(try FileSystem.readText(folder + "/" + setting.file) == setting.value + "\n")
+        #expect(try FileSystem.readText(folder + "/cgroup.procs") == "\(running.pid)\n")
+        for ancestor in [mount, "\(mount)/\(sandbox.parentCgroup)"] {
+            #expect(try FileSystem.readText(ancestor + "/cgroup.subtree_control").split(separator: " ").map { $0.trimmingCharacters(in: "\n") }.contains(controller), "\(ancestor)")
+        }
+        #expect(try FileSystem.readText("/proc/\(running.pid)/cgroup").contains("0::/\(sandbox.parentCgroup)/\(sandbox.id)\n"))
+        running.closeInput()
+        #expect(running.wait().status == 0)
+        #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
+        #expect(!FileSystem.exists(folder))
+    }
+
+    @Test func joinsTheCallersNetworkNamespaceWhenGivenOne() throws {
+        let sandbox = try JailHarness.Sandbox("netns-1")
+        defer { sandbox.tearDown() }
+        let listener = try Listener()
+        let running = try JailHarness.spawn(sandbox.launchArguments(["--netns", "/proc/\(getpid())/ns/net"],
+                                                                    vmm: ["--loopback-port", "\(listener.port)"]))
+        defer { running.stop() }
+        let report = try report(from: running)
+        #expect(Self.namespace("net", of: "\(running.pid)") == Self.namespace("net", of: "self"))
+        #expect(Self.namespace("mnt", of: "\(running.pid)") != Self.namespace("mnt", of: "self"))
+        // The control case: the same connection that fails in a new namespace succeeds here.
+        guard case let .object(escapes)? = report["escapes"] else { Issue.record("no escapes"); return }
+        #expect(escapes.first { $0.key == "loopback" }?.value["succeeded"] == .bool(true))
+        running.closeInput()
+        #expect(running.wait().status == 0)
+        #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
+        #expect(!FileSystem.exists(sandbox.paths.jailFolder))
+    }
+
+    /// A failure after the root switch (step 9: fork refused by pids.max=1)
+    /// must still remove every folder and cgroup the launch made.
+    @Test(.enabled(if: JailHarness.v1PidsAndMemory, "needs the cgroup v1 pids controller"))
+    func rollsBackAFailureInsideTheJail() throws {
+        let sandbox = try JailHarness.Sandbox("late-failure")
+        defer { sandbox.tearDown() }
+        let finished = try JailHarness.run(sandbox.launchArguments(["--cgroup", "pids.max=1", "--daemonize", "--new-net-ns"]))
+        #expect(finished.status == JailStep.daemonize.exitCode, "\(finished.error)")
+        #expect(finished.error.contains("fork: Resource temporarily unavailable (EAGAIN)"), "\(finished.error)")
+        #expect(!finished.error.contains("left behind"), "\(finished.error)")
+        #expect(!FileSystem.exists(sandbox.base), "left \((try? FileSystem.listDirectory(sandbox.base)) ?? [])")
+        #expect(sandbox.cgroupFolders.isEmpty, "left cgroups \(sandbox.cgroupFolders)")
+    }
+
+    /// The base folder may sit under a symbolic link (as /var/run does);
+    /// what the jailer creates under it never follows one.
+    @Test func acceptsABaseFolderBehindALink() throws {
+        let sandbox = try JailHarness.Sandbox("linked-base")
+        defer { sandbox.tearDown() }
+        try check("mkdir") { mkdir(sandbox.folder + "/real", 0o755) }
+        try check("symlink") { symlink(sandbox.folder + "/real", sandbox.folder + "/link") }
+        var arguments = sandbox.launchArguments(vmm: ["--no-wait"])
+        arguments[arguments.firstIndex(of: "--chroot-base-dir")! + 1] = sandbox.folder + "/link"
+        let finished = try JailHarness.run(arguments)
+        #expect(finished.status == 0, "\(finished.error)")
+        #expect(FileSystem.isDirectory(sandbox.folder + "/real/kiln-jail-probe/\(sandbox.id)/root"))
+        var cleanup = sandbox.cleanupArguments
+        cleanup[cleanup.firstIndex(of: "--chroot-base-dir")! + 1] = sandbox.folder + "/link"
+        #expect(try JailHarness.run(cleanup).status == 0)
+        #expect(try FileSystem.listDirectory(sandbox.folder + "/real").isEmpty)
+
+        // A link planted where the jailer creates its own folder is refused.
+        try check("symlink") { symlink("/etc", sandbox.folder + "/real/kiln-jail-probe") }
+        let planted = try JailHarness.run(arguments)
+        #expect(planted.status == JailStep.jailFolder.exitCode, "\(planted.error)")
+        #expect(try FileSystem.listDirectory(sandbox.folder + "/real") == ["kiln-jail-probe"])
+    }
+
+    /// Launches and cleanups of sibling jails interleave: cleanup removes the
+    /// shared exec folder once empty, while another launch may be creating its
+    /// own jail beneath it. The window is narrow (a few microseconds), so this
+    /// is a smoke test of the interleaving, not proof of the retry that covers it.
+    @Test(.enabled(if: JailHarness.v1PidsAndMemory, "needs the cgroup v1 pids controller"))
+    func siblingLaunchesAndCleanupsInterleave() throws {
+        let sandbox = try JailHarness.Sandbox("siblings")
+        defer { sandbox.tearDown() }
+        func arguments(_ id: String) -> [String] {
+            var launch = sandbox.launchArguments(["--cgroup", "pids.max=8"], vmm: ["--no-wait"])
+            launch[launch.firstIndex(of: "--id")! + 1] = id
+            return launch
+        }
+        func cleanup(_ id: String) -> [String] {
+            var arguments = sandbox.cleanupArguments
+            arguments[arguments.firstIndex(of: "--id")! + 1] = id
+            return arguments
+        }
+        var previous: [String] = []
+        for round in 0..<6 {
+            let ids = (0..<5).map { "sibling-\(round)-\($0)" }
+            let running = try ids.map { try JailHarness.spawn(arguments($0)) } + previous.map { try JailHarness.spawn(cleanup($0)) }
+            for process in running {
+                process.closeInput()
+                let finished = process.wait()
+                #expect(finished.status == 0, "\(finished.error)")
+            }
+            previous = ids
+        }
+        for id in previous { #expect(try JailHarness.run(cleanup(id)).status == 0) }
+        #expect(!FileSystem.exists(sandbox.paths.execFolder))
+        #expect(sandbox.cgroupFolders.allSatisfy { $0.hasSuffix("/" + sandbox.parentCgroup) }, "\(sandbox.cgroupFolders)")
+    }
+
+    @Test func daemonizesIntoANewPIDNamespace() throws {
+        let sandbox = try JailHarness.Sandbox("daemon-1")
+        defer { sandbox.tearDown() }
+        let finished = try JailHarness.run(sandbox.launchArguments(["--daemonize", "--new-pid-ns"], vmm: ["--pause"]))
+        #expect(finished.status == 0, "\(finished.error)")
+        let pidText = try FileSystem.readText(sandbox.paths.pidFile)
+        let pid = try #require(Int32(pidText.trimmingNewline))
+        defer { kill(pid, SIGKILL) }
+        // The probe reports nothing (its stdio is /dev/null): inspect it from the host.
+        var status: [String: String] = [:]
+        for _ in 0..<200 {
+            status = try JailHarness.status(of: pid)
+            if status["Seccomp"] == "2" { break } // exec'd
+            usleep(10_000)
+        }
+        #expect(status["NSpid"]?.hasSuffix("\t1") == true, "the VMM is not pid 1 of its namespace: \(status["NSpid"] ?? "-")")
+        #expect(status["Uid"] == "64123\t64123\t64123\t64123" && status["CapBnd"] == "0000000000000000")
+        #expect(Self.namespace("pid", of: "\(pid)") != Self.namespace("pid", of: "self"))
+        for fd in 0...2 { #expect(JailHarness.link("/proc/\(pid)/fd/\(fd)") == "/dev/null") }
+        let stat = try FileSystem.readText("/proc/\(pid)/stat")
+        let fields = stat[stat.lastIndex(of: ")")!...].split(separator: " ")
+        #expect(fields.count > 4 && fields[4] == "\(pid)", "not a session leader: \(stat)")
+        kill(pid, SIGKILL)
+        for _ in 0..<200 where FileSystem.exists("/proc/\(pid)") { usleep(10_000) }
+        let cleanup = try JailHarness.run(sandbox.cleanupArguments)
+        #expect(cleanup.status == 0, "\(cleanup.error)")
+        #expect(!FileSystem.exists(sandbox.paths.execFolder))
+    }
+}
