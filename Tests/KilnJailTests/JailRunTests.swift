@@ -173,6 +173,19 @@ struct JailRunTests {
     @Test(.enabled(if: v2Setting != nil, "needs a cgroup2 mount offering pids or hugetlb"))
     func joinsACgroupV2Hierarchy() throws {
         let setting = try #require(Self.v2Setting)
+        let controller = String(setting.file.prefix { $0 != "." })
+        // The jailer enables the controller in every ancestor and leaves it so,
+        // as an orchestrator would want; the test gives the host back as it was.
+        let rootControl = try #require(CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo")).v2Mount)
+            + "/cgroup.subtree_control"
+        let enabledBefore = try FileSystem.readText(rootControl).split(whereSeparator: { $0 == " " || $0 == "\n" })
+            .contains(Substring(controller))
+        defer {
+            if !enabledBefore, let fd = try? FileDescriptor.open(rootControl, O_WRONLY) {
+                try? fd.writeAll(Array("-\(controller)".utf8))
+                fd.close()
+            }
+        }
         let sandbox = try JailHarness.Sandbox("v2-1")
         defer { sandbox.tearDown() }
         let running = try JailHarness.spawn(sandbox.launchArguments(["--cgroup-version", "2", "--cgroup", "\(setting.file)=\(setting.value)"]))
@@ -181,7 +194,6 @@ struct JailRunTests {
         let layout = CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo"))
         let mount = try #require(layout.v2Mount)
         let folder = "\(mount)/\(sandbox.parentCgroup)/\(sandbox.id)"
-        let controller = String(setting.file.prefix { $0 != "." })
         #expect(try FileSystem.readText(folder + "/" + setting.file) == setting.value + "\n")
         #expect(try FileSystem.readText(folder + "/cgroup.procs") == "\(running.pid)\n")
         for ancestor in [mount, "\(mount)/\(sandbox.parentCgroup)"] {
