@@ -15,6 +15,7 @@ let package = Package(
     name: "Kiln",
     products: [
         .executable(name: "kiln-policy", targets: ["kiln-policy"]),
+        .executable(name: "kiln", targets: ["kiln"]),
     ],
     targets: [
         // MARK: C shims and system libraries
@@ -37,9 +38,12 @@ let package = Package(
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
         .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
+        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "CKiln"]),
 
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
+        .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSystem", "CKilnStart"],
+                          linkerSettings: staticExecutable),
 
         // MARK: Tests
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON"]),
@@ -48,6 +52,7 @@ let package = Package(
         .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnSeccomp"]),
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
         .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
+        .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig"]),
     ],
     swiftLanguageModes: [.v5]
 )
