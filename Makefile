@@ -69,3 +69,31 @@ bench-jailer: deps
 	integration/bench/jailer-bench.sh
 
 bench: bench-jailer
+
+# --- VMM: the lane-1 test guest (Embedded Swift, built with swiftc: its
+# target triple differs from the package's) and the static kiln binary.
+GUEST_DIR := integration/guest
+GUEST_OUT := integration/out
+GUEST_ELF := $(GUEST_OUT)/kiln-test-guest.elf
+GUEST_SWIFTC := swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
+	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
+
+.PHONY: guest build-static bench-vmm
+
+guest: $(GUEST_ELF)
+
+$(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/guest.ld
+	@mkdir -p $(GUEST_OUT)
+	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift -o $(GUEST_OUT)/guest.o
+	clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/entry.S -o $(GUEST_OUT)/entry.o
+	ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/guest.o -o $@
+
+test: guest
+
+# A static, release `kiln` at .build/release/kiln.
+build-static: deps
+	$(SWIFT) build -c release --product kiln
+
+bench-vmm: guest build-static
+	integration/bench/vmm-startup.sh
+bench: bench-vmm

@@ -16,6 +16,8 @@ let package = Package(
     products: [
         .executable(name: "kiln-policy", targets: ["kiln-policy"]),
         .executable(name: "kiln-jailer", targets: ["kiln-jailer"]),
+
+        .executable(name: "kiln", targets: ["kiln"]),
     ],
     targets: [
         // MARK: C shims and system libraries
@@ -39,6 +41,7 @@ let package = Package(
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
         .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
+        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "CKiln"]),
 
         // MARK: The Firecracker-compatible API: HTTP/1.1 parser, routes, models
         .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem", "KilnConfig"]),
@@ -61,6 +64,9 @@ let package = Package(
         .executableTarget(name: "fuzz-json", dependencies: ["KilnJSON"]),
         .executableTarget(name: "fuzz-http-request", dependencies: ["KilnAPI"]),
 
+        .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSystem", "CKilnStart"],
+                          linkerSettings: staticExecutable),
+
         // MARK: Tests
         .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON", "KilnTestSupport"]),
@@ -74,6 +80,8 @@ let package = Package(
         .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI"]),
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
+
+        .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,7 +1,53 @@
 #ifndef CKILN_KVM_H
 #define CKILN_KVM_H
 
-// KVM ioctl numbers and structures; filled in by the machine module.
+// KVM ioctl numbers (function-like _IO* macros do not import into Swift) and
+// fixed-arity helpers for the ioctls whose structures end in a flexible
+// array (kvm_cpuid2, kvm_msrs). See Documentation/virt/kvm/api.rst.
+#include <stdint.h>
 #include <linux/kvm.h>
+
+// System ioctls (/dev/kvm).
+static inline unsigned long ckiln_kvm_get_api_version(void) { return KVM_GET_API_VERSION; }
+static inline unsigned long ckiln_kvm_create_vm(void) { return KVM_CREATE_VM; }
+static inline unsigned long ckiln_kvm_check_extension(void) { return KVM_CHECK_EXTENSION; }
+static inline unsigned long ckiln_kvm_get_vcpu_mmap_size(void) { return KVM_GET_VCPU_MMAP_SIZE; }
+
+// VM ioctls.
+static inline unsigned long ckiln_kvm_create_vcpu(void) { return KVM_CREATE_VCPU; }
+static inline unsigned long ckiln_kvm_set_user_memory_region(void) { return KVM_SET_USER_MEMORY_REGION; }
+static inline unsigned long ckiln_kvm_set_tss_addr(void) { return KVM_SET_TSS_ADDR; }
+static inline unsigned long ckiln_kvm_set_identity_map_addr(void) { return KVM_SET_IDENTITY_MAP_ADDR; }
+static inline unsigned long ckiln_kvm_create_irqchip(void) { return KVM_CREATE_IRQCHIP; }
+static inline unsigned long ckiln_kvm_create_pit2(void) { return KVM_CREATE_PIT2; }
+static inline unsigned long ckiln_kvm_irq_line(void) { return KVM_IRQ_LINE; }
+static inline unsigned long ckiln_kvm_irqfd(void) { return KVM_IRQFD; }
+static inline unsigned long ckiln_kvm_ioeventfd(void) { return KVM_IOEVENTFD; }
+
+// vCPU ioctls.
+static inline unsigned long ckiln_kvm_run(void) { return KVM_RUN; }
+static inline unsigned long ckiln_kvm_get_regs(void) { return KVM_GET_REGS; }
+static inline unsigned long ckiln_kvm_set_regs(void) { return KVM_SET_REGS; }
+static inline unsigned long ckiln_kvm_get_sregs(void) { return KVM_GET_SREGS; }
+static inline unsigned long ckiln_kvm_set_sregs(void) { return KVM_SET_SREGS; }
+static inline unsigned long ckiln_kvm_get_fpu(void) { return KVM_GET_FPU; }
+static inline unsigned long ckiln_kvm_set_fpu(void) { return KVM_SET_FPU; }
+static inline unsigned long ckiln_kvm_get_lapic(void) { return KVM_GET_LAPIC; }
+static inline unsigned long ckiln_kvm_set_lapic(void) { return KVM_SET_LAPIC; }
+static inline unsigned long ckiln_kvm_get_mp_state(void) { return KVM_GET_MP_STATE; }
+
+/// KVM_GET_SUPPORTED_CPUID into a flat array of at most `capacity` entries;
+/// returns the entry count, or -1 with errno set (E2BIG: capacity too small).
+int ckiln_kvm_get_supported_cpuid(int kvm_fd, struct kvm_cpuid_entry2 *entries, uint32_t capacity);
+
+/// KVM_SET_CPUID2 from a flat array; 0 or -1 with errno set.
+int ckiln_kvm_set_cpuid2(int vcpu_fd, const struct kvm_cpuid_entry2 *entries, uint32_t count);
+
+/// KVM_SET_MSRS from a flat array; returns how many MSRs were set, or -1.
+int ckiln_kvm_set_msrs(int vcpu_fd, const struct kvm_msr_entry *entries, uint32_t count);
+
+/// eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK: the wake-up and interrupt
+/// descriptors of the machine (and, later, KVM_IRQFD/KVM_IOEVENTFD).
+int ckiln_eventfd(unsigned int initial);
 
 #endif

@@ -1,0 +1,51 @@
+#include "ckiln_kvm.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+int ckiln_kvm_get_supported_cpuid(int kvm_fd, struct kvm_cpuid_entry2 *entries, uint32_t capacity) {
+    struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + capacity * sizeof(*entries));
+    if (!cpuid) { errno = ENOMEM; return -1; }
+    cpuid->nent = capacity;
+    int result = ioctl(kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid);
+    if (result == 0) {
+        memcpy(entries, cpuid->entries, cpuid->nent * sizeof(*entries));
+        result = (int)cpuid->nent;
+    }
+    int saved = errno;
+    free(cpuid);
+    errno = saved;
+    return result;
+}
+
+int ckiln_kvm_set_cpuid2(int vcpu_fd, const struct kvm_cpuid_entry2 *entries, uint32_t count) {
+    struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + count * sizeof(*entries));
+    if (!cpuid) { errno = ENOMEM; return -1; }
+    cpuid->nent = count;
+    memcpy(cpuid->entries, entries, count * sizeof(*entries));
+    int result = ioctl(vcpu_fd, KVM_SET_CPUID2, cpuid);
+    int saved = errno;
+    free(cpuid);
+    errno = saved;
+    return result;
+}
+
+int ckiln_kvm_set_msrs(int vcpu_fd, const struct kvm_msr_entry *entries, uint32_t count) {
+    struct kvm_msrs *msrs = calloc(1, sizeof(*msrs) + count * sizeof(*entries));
+    if (!msrs) { errno = ENOMEM; return -1; }
+    msrs->nmsrs = count;
+    memcpy(msrs->entries, entries, count * sizeof(*entries));
+    int result = ioctl(vcpu_fd, KVM_SET_MSRS, msrs);
+    int saved = errno;
+    free(msrs);
+    errno = saved;
+    return result;
+}
+
+#include <sys/eventfd.h>
+
+int ckiln_eventfd(unsigned int initial) {
+    return eventfd(initial, EFD_CLOEXEC | EFD_NONBLOCK);
+}

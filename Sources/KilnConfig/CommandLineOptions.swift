@@ -1,0 +1,128 @@
+/// `kiln`'s command line: Firecracker's flags, plus a direct-boot shortcut
+/// (--kernel/--initrd/--cmdline/--vcpus/--mem) for runs without a config
+/// file. Parsing is pure; the executable acts on the result.
+public struct CommandLineOptions: Equatable, Sendable {
+    public var configFile: String?
+    public var noAPI = false
+    public var apiSocket: String?
+    public var id = "anonymous-instance"
+    public var seccompFilter: String?
+    public var noSeccomp = false
+    public var logPath: String?
+    public var level: Logger.Level?
+    public var bootTimer = false
+    /// Guest serial output to this file or FIFO instead of stdout.
+    public var consoleOutput: String?
+    public var kernel: String?
+    public var initrd: String?
+    public var commandLine: String?
+    public var vcpus: Int?
+    public var memoryMiB: Int?
+    public var help = false
+
+    public init() {}
+
+    public struct UsageError: Error, Equatable, CustomStringConvertible, Sendable {
+        public let description: String
+        public init(_ description: String) { self.description = description }
+    }
+
+    public static let usage = """
+    usage: kiln --no-api --no-seccomp (--config-file vm.json | --kernel PATH [options])
+
+    Firecracker flags:
+      --config-file PATH      VM configuration in Firecracker's config-file JSON
+      --no-api                do not start the API server (required for now)
+      --api-sock PATH         API socket path (not supported yet)
+      --id ID                 instance id, 1-64 of [A-Za-z0-9-] (default anonymous-instance)
+      --seccomp-filter PATH   seccomp filter bundle (not supported yet)
+      --no-seccomp            run without seccomp filters (required for now)
+      --log-path PATH         append log lines to PATH instead of stderr
+      --level LEVEL           Off, Error, Warning, Info, Debug or Trace (default Info)
+      --boot-timer            log the guest's boot time when it writes the boot-timer device
+    Direct boot (instead of --config-file):
+      --kernel PATH --initrd PATH --cmdline ARGS --vcpus N --mem MIB
+    Other:
+      --console-output PATH   guest serial output to PATH instead of stdout
+      --help                  this text
+    """
+
+    public init(arguments: [String]) throws {
+        var remaining = arguments[...]
+        func value(_ flag: String) throws -> String {
+            guard let next = remaining.popFirst() else { throw UsageError("\(flag) needs a value") }
+            return next
+        }
+        func number(_ flag: String, in range: ClosedRange<Int>) throws -> Int {
+            let text = try value(flag)
+            guard let parsed = Int(text), range.contains(parsed) else {
+                throw UsageError("\(flag) expects an integer from \(range.lowerBound) to \(range.upperBound), got \"\(text)\"")
+            }
+            return parsed
+        }
+        while let argument = remaining.popFirst() {
+            // Firecracker also accepts --flag=value.
+            if argument.hasPrefix("--"), let equals = argument.firstIndex(of: "=") {
+                remaining.insert(String(argument[argument.index(after: equals)...]), at: remaining.startIndex)
+                try apply(String(argument[..<equals]))
+            } else {
+                try apply(argument)
+            }
+        }
+
+        func apply(_ flag: String) throws {
+            switch flag {
+            case "--config-file": configFile = try value(flag)
+            case "--no-api": noAPI = true
+            case "--api-sock": apiSocket = try value(flag)
+            case "--id":
+                id = try value(flag)
+                guard (1...64).contains(id.utf8.count),
+                      id.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) || $0 == 0x2d })
+                else { throw UsageError("--id must be 1 to 64 characters of A-Z, a-z, 0-9 and -, got \"\(id)\"") }
+            case "--seccomp-filter": seccompFilter = try value(flag)
+            case "--no-seccomp": noSeccomp = true
+            case "--log-path": logPath = try value(flag)
+            case "--level":
+                let text = try value(flag)
+                guard let parsed = Logger.Level.allCases.first(where: { $0.rawValue.lowercased() == text.lowercased() }) else {
+                    throw UsageError("--level expects Off, Error, Warning, Info, Debug or Trace, got \"\(text)\"")
+                }
+                level = parsed
+            case "--boot-timer": bootTimer = true
+            case "--console-output": consoleOutput = try value(flag)
+            case "--kernel": kernel = try value(flag)
+            case "--initrd": initrd = try value(flag)
+            case "--cmdline": commandLine = try value(flag)
+            case "--vcpus": vcpus = try number(flag, in: MachineConfiguration.vcpuRange)
+            case "--mem": memoryMiB = try number(flag, in: 16...(64 << 10))
+            case "--help", "-h": help = true
+            default: throw UsageError("unknown argument \"\(flag)\"")
+            }
+        }
+    }
+
+    /// Refuses combinations whose features land in later issues, with the
+    /// reason, and builds the VM configuration the flags describe.
+    public func configuration(configFileBytes: [UInt8]?) throws -> VMConfiguration {
+        if apiSocket != nil { throw UsageError("--api-sock: the API server is not supported yet; use --no-api") }
+        if !noAPI { throw UsageError("the API server is not supported yet; pass --no-api with --config-file or --kernel") }
+        if seccompFilter != nil { throw UsageError("--seccomp-filter: seccomp filter bundles are not supported yet; pass --no-seccomp") }
+        if !noSeccomp { throw UsageError("seccomp filtering is not supported yet; pass --no-seccomp to run without it") }
+        let directBoot = kernel != nil || initrd != nil || commandLine != nil || vcpus != nil || memoryMiB != nil
+        var config: VMConfiguration
+        if let configFileBytes {
+            guard !directBoot else {
+                throw UsageError("--kernel, --initrd, --cmdline, --vcpus and --mem cannot be combined with --config-file")
+            }
+            config = try VMConfiguration(configFile: configFileBytes)
+        } else {
+            guard let kernel else { throw UsageError("--no-api needs --config-file or --kernel") }
+            config = VMConfiguration(bootSource: BootSource(kernelImagePath: kernel, initrdPath: initrd, bootArgs: commandLine))
+            if let vcpus { config.machine.vcpuCount = vcpus }
+            if let memoryMiB { config.machine.memSizeMiB = memoryMiB }
+            try config.validate()
+        }
+        return config
+    }
+}

@@ -1,0 +1,73 @@
+/// A device that answers reads and writes in an address window. `offset` is
+/// relative to the window's base; `data` is the access (1, 2, 4 or 8 bytes
+/// for MMIO; 1, 2 or 4 for port I/O), little-endian as on the wire.
+public protocol BusDevice: AnyObject {
+    func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer)
+    func write(offset: UInt64, from data: UnsafeRawBufferPointer)
+}
+
+/// An address space (port I/O or MMIO) mapping disjoint windows to devices.
+/// Built before the vCPUs start and read-only afterwards, so lookups need no
+/// lock; devices guard their own state.
+public final class Bus: @unchecked Sendable {
+    public struct Window {
+        public let base: UInt64
+        public let size: UInt64
+        public let device: BusDevice
+        public var end: UInt64 { base + size }
+    }
+
+    public let name: String
+    public private(set) var windows: [Window] = []
+
+    public init(name: String) { self.name = name }
+
+    public struct OverlapError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    public func insert(_ device: BusDevice, base: UInt64, size: UInt64) throws {
+        guard size > 0, !base.addingReportingOverflow(size).overflow else {
+            throw OverlapError(description: "\(name) window at 0x\(String(base, radix: 16)) has an invalid size")
+        }
+        if let clash = windows.first(where: { base < $0.end && $0.base < base + size }) {
+            throw OverlapError(description: "\(name) window 0x\(String(base, radix: 16))+0x\(String(size, radix: 16)) "
+                               + "overlaps 0x\(String(clash.base, radix: 16))+0x\(String(clash.size, radix: 16))")
+        }
+        windows.append(Window(base: base, size: size, device: device))
+        windows.sort { $0.base < $1.base }
+    }
+
+    /// The device and offset for an access, which must fit in one window.
+    func route(_ address: UInt64, length: Int) -> (device: BusDevice, offset: UInt64)? {
+        var low = 0, high = windows.count
+        while low < high {
+            let middle = (low + high) / 2
+            if windows[middle].end <= address { low = middle + 1 } else { high = middle }
+        }
+        guard low < windows.count else { return nil }
+        let window = windows[low]
+        guard address >= window.base, UInt64(length) <= window.end - address else { return nil }
+        return (window.device, address - window.base)
+    }
+
+    /// Dispatches a read; unclaimed addresses read as all ones, like an
+    /// unpopulated ISA bus. Returns false when no device claims it.
+    @discardableResult
+    public func read(_ address: UInt64, into data: UnsafeMutableRawBufferPointer) -> Bool {
+        guard let (device, offset) = route(address, length: data.count) else {
+            for index in data.indices { data[index] = 0xff }
+            return false
+        }
+        device.read(offset: offset, into: data)
+        return true
+    }
+
+    /// Dispatches a write; unclaimed writes are dropped. Returns false then.
+    @discardableResult
+    public func write(_ address: UInt64, from data: UnsafeRawBufferPointer) -> Bool {
+        guard let (device, offset) = route(address, length: data.count) else { return false }
+        device.write(offset: offset, from: data)
+        return true
+    }
+}

@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKiln
+import KilnMemory
+import KilnSystem
+
+/// A KVM VM file descriptor: memory slots, the in-kernel irqchip and PIT,
+/// interrupt lines, and the vCPU factory (api.rst §4.x "vm ioctl").
+public final class KVMVirtualMachine: @unchecked Sendable {
+    public let fd: FileDescriptor
+    let system: KVMSystem
+
+    init(fd: FileDescriptor, system: KVMSystem) {
+        self.fd = fd
+        self.system = system
+    }
+
+    deinit { fd.close() }
+
+    /// KVM_SET_TSS_ADDR and KVM_SET_IDENTITY_MAP_ADDR: pages KVM needs on
+    /// Intel for real-mode emulation; they must not overlap RAM or devices.
+    public func setSystemAddresses(tss: UInt64, identityMap: UInt64) throws {
+        try check("KVM_SET_TSS_ADDR") { ckiln_ioctl_int(fd.rawValue, ckiln_kvm_set_tss_addr(), UInt(tss)) }
+        var address = identityMap
+        try check("KVM_SET_IDENTITY_MAP_ADDR") { ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_set_identity_map_addr(), &address) }
+    }
+
+    /// KVM_CREATE_IRQCHIP: PIC, IOAPIC and per-vCPU LAPICs in the kernel;
+    /// must precede vCPU creation.
+    public func createInterruptController() throws {
+        try check("KVM_CREATE_IRQCHIP") { ckiln_ioctl_int(fd.rawValue, ckiln_kvm_create_irqchip(), 0) }
+    }
+
+    /// KVM_CREATE_PIT2 with the speaker port dummy (flag KVM_PIT_SPEAKER_DUMMY)
+    /// so port 0x61 reads do not exit to userspace.
+    public func createPIT() throws {
+        var config = kvm_pit_config()
+        config.flags = UInt32(KVM_PIT_SPEAKER_DUMMY)
+        try check("KVM_CREATE_PIT2") { ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_create_pit2(), &config) }
+    }
+
+    /// Maps one guest memory region as a slot.
+    public func setMemoryRegion(slot: UInt32, region: GuestMemoryRegion, logDirtyPages: Bool) throws {
+        var description = kvm_userspace_memory_region(
+            slot: slot, flags: logDirtyPages ? UInt32(KVM_MEM_LOG_DIRTY_PAGES) : 0,
+            guest_phys_addr: region.guestAddress, memory_size: region.size,
+            userspace_addr: UInt64(UInt(bitPattern: region.host)))
+        try check("KVM_SET_USER_MEMORY_REGION", subject: "slot \(slot)") {
+            ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_set_user_memory_region(), &description)
+        }
+    }
+
+    /// KVM_IRQ_LINE: drives a GSI of the in-kernel PIC/IOAPIC.
+    public func setInterruptLine(_ gsi: UInt32, high: Bool) throws {
+        var level = kvm_irq_level()
+        level.irq = gsi
+        level.level = high ? 1 : 0
+        try check("KVM_IRQ_LINE", subject: "GSI \(gsi)") { ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_irq_line(), &level) }
+    }
+
+    /// An edge on an ISA interrupt line: high then low, as an irqfd does.
+    public func pulseInterrupt(_ gsi: UInt32) {
+        try? setInterruptLine(gsi, high: true)
+        try? setInterruptLine(gsi, high: false)
+    }
+
+    public func createVCPU(index: Int) throws -> KVMVirtualCPU {
+        let vcpu = try check("KVM_CREATE_VCPU", subject: "\(index)") {
+            ckiln_ioctl_int(fd.rawValue, ckiln_kvm_create_vcpu(), UInt(index))
+        }
+        return try KVMVirtualCPU(fd: FileDescriptor(rawValue: vcpu), index: index,
+                                 mappingSize: try system.vcpuMappingSize())
+    }
+}

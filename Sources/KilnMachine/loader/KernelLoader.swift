@@ -1,0 +1,103 @@
+import KilnMemory
+
+/// Where and how the boot vCPU enters a loaded kernel.
+public struct LoadedKernel: Equatable, Sendable {
+    /// The 64-bit entry point, entered in long mode with rsi at the zero page.
+    public let entry: UInt64
+    /// bzImage only: the setup header to copy into boot_params.
+    public let setupHeader: SetupHeader?
+    /// First byte after everything the kernel occupies (init_size included).
+    public let end: UInt64
+    /// The largest command line the kernel accepts, NUL excluded.
+    public let commandLineLimit: Int
+    /// The highest address the initrd may end at (exclusive).
+    public let initrdLimit: UInt64
+    /// The PVH entry an ELF kernel advertises (not used to enter yet).
+    public let pvhEntry: UInt64?
+}
+
+/// Loads a kernel image into guest memory, checking every segment against
+/// the RAM below the MMIO hole before writing a byte.
+public enum KernelLoader {
+    /// Linux's x86 COMMAND_LINE_SIZE when the image does not say.
+    static let defaultCommandLineLimit = 2047
+    /// bzImage: the 64-bit entry is 0x200 past the protected-mode kernel's
+    /// load address (boot.rst, "64-bit Boot Protocol").
+    static let entry64Offset: UInt64 = 0x200
+
+    public static func load(_ image: [UInt8], into memory: GuestMemory, lowMemoryEnd: UInt64) throws -> LoadedKernel {
+        if ELFImage.isELF(image) {
+            return try loadELF(try ELFImage(image: image), image: image, into: memory, lowMemoryEnd: lowMemoryEnd)
+        }
+        return try loadBzImage(try SetupHeader(image: image), image: image, into: memory, lowMemoryEnd: lowMemoryEnd)
+    }
+
+    static func loadELF(_ elf: ELFImage, image: [UInt8], into memory: GuestMemory, lowMemoryEnd: UInt64) throws -> LoadedKernel {
+        var end: UInt64 = 0
+        for (index, segment) in elf.segments.enumerated() {
+            let segmentEnd = segment.physicalAddress + segment.memorySize
+            guard segment.physicalAddress >= X86Layout.highMemory, segmentEnd <= lowMemoryEnd else {
+                throw KernelImageError.doesNotFit(
+                    "segment \(index) at 0x\(String(segment.physicalAddress, radix: 16)) + 0x\(String(segment.memorySize, radix: 16)) "
+                    + "is outside RAM 0x100000..0x\(String(lowMemoryEnd, radix: 16))")
+            }
+            end = max(end, segmentEnd)
+        }
+        guard elf.segments.contains(where: { elf.entry >= $0.physicalAddress && elf.entry < $0.physicalAddress + $0.memorySize }) else {
+            throw KernelImageError.malformed("entry 0x\(String(elf.entry, radix: 16)) is in no PT_LOAD segment")
+        }
+        for segment in elf.segments {
+            try memory.write(image[segment.fileOffset..<segment.fileOffset + segment.fileSize], at: segment.physicalAddress)
+            let bss = Int(segment.memorySize) - segment.fileSize
+            if bss > 0 { try memory.fill(0, at: segment.physicalAddress + UInt64(segment.fileSize), count: bss) }
+        }
+        return LoadedKernel(entry: elf.entry, setupHeader: nil, end: end, commandLineLimit: defaultCommandLineLimit,
+                            initrdLimit: lowMemoryEnd, pvhEntry: elf.pvhEntry)
+    }
+
+    static func loadBzImage(_ header: SetupHeader, image: [UInt8], into memory: GuestMemory, lowMemoryEnd: UInt64) throws -> LoadedKernel {
+        let offset = header.protectedModeOffset
+        guard offset < image.count else {
+            throw KernelImageError.truncated("setup_sects \(header.setupSectors) points past the end of the image")
+        }
+        let payload = image[offset...]
+        // A relocatable kernel goes to pref_address (2.10+), which must be
+        // kernel_alignment aligned; others to 1 MiB.
+        let alignment = UInt64(header.kernelAlignment)
+        var address = X86Layout.highMemory
+        if header.relocatable, header.prefAddress >= X86Layout.highMemory, header.prefAddress % alignment == 0 {
+            address = header.prefAddress
+        }
+        let footprint = max(UInt64(payload.count), UInt64(header.initSize))
+        guard address + footprint <= lowMemoryEnd else {
+            throw KernelImageError.doesNotFit(
+                "needs 0x\(String(address, radix: 16)) + \(footprint >> 20) MiB (init_size), RAM ends at \(lowMemoryEnd >> 20) MiB")
+        }
+        try memory.write(payload, at: address)
+        let commandLineLimit = header.version >= 0x0206 && header.commandLineSize > 0
+            ? Int(min(header.commandLineSize, UInt32(X86Layout.commandLineLimit - 1)))
+            : 255
+        // initrd_addr_max is the highest byte the initrd may occupy.
+        let initrdLimit = min(UInt64(header.initrdAddressMax) + 1, lowMemoryEnd)
+        return LoadedKernel(entry: address + entry64Offset, setupHeader: header, end: address + footprint,
+                            commandLineLimit: commandLineLimit, initrdLimit: initrdLimit, pvhEntry: nil)
+    }
+
+    /// Places the initrd as high as allowed, page aligned, above the kernel
+    /// (boot.rst: "as high as possible" below initrd_addr_max).
+    public static func placeInitrd(size: Int, kernel: LoadedKernel) throws -> UInt64 {
+        let length = UInt64(size)
+        guard length > 0 else { throw KernelImageError.doesNotFit("initrd is empty") }
+        guard length <= kernel.initrdLimit else {
+            throw KernelImageError.doesNotFit("initrd of \(size) bytes exceeds the \(kernel.initrdLimit >> 20) MiB limit")
+        }
+        let address = (kernel.initrdLimit - length) & ~(X86Layout.pageSize - 1)
+        let floor = (kernel.end + X86Layout.pageSize - 1) & ~(X86Layout.pageSize - 1)
+        guard address >= floor else {
+            throw KernelImageError.doesNotFit(
+                "initrd of \(size >> 10) KiB does not fit between the kernel end (0x\(String(kernel.end, radix: 16))) "
+                + "and 0x\(String(kernel.initrdLimit, radix: 16))")
+        }
+        return address
+    }
+}

@@ -1,0 +1,185 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKiln
+import KilnConfig
+import KilnMemory
+import KilnSystem
+
+/// How the machine talks to the host: the console and the log.
+public struct MachineHost {
+    /// Where guest serial output goes (stdout, a file or a FIFO).
+    public var consoleOutput: FileDescriptor
+    /// Where guest serial input comes from; nil for none.
+    public var consoleInput: FileDescriptor?
+    /// Log lines (already formatted) from the machine.
+    public var log: (String) -> Void
+    /// CLOCK_MONOTONIC at the VMM's start, for the boot timer.
+    public var startNanoseconds: UInt64
+    /// Log the guest's boot time when it writes the boot-timer device.
+    public var bootTimer: Bool
+    /// ACPI table builder (KilnACPI); nil boots without ACPI.
+    public var firmware: FirmwareTableBuilder?
+
+    public init(consoleOutput: FileDescriptor = .standardOutput, consoleInput: FileDescriptor? = nil,
+                log: @escaping (String) -> Void = { _ in }, startNanoseconds: UInt64 = MonotonicClock.nanoseconds(),
+                bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil) {
+        self.bootTimer = bootTimer
+        self.consoleOutput = consoleOutput
+        self.consoleInput = consoleInput
+        self.log = log
+        self.startNanoseconds = startNanoseconds
+        self.firmware = firmware
+    }
+}
+
+/// A configured microVM on KVM: guest memory with the boot image in it, the
+/// VM with its irqchip and PIT, the buses and legacy devices, and the vCPUs,
+/// ready to run. Building one reads the kernel and initrd and refuses bad
+/// input before any vCPU exists.
+public final class Machine: @unchecked Sendable {
+    public let memory: MappedGuestMemory
+    public let plan: BootPlan
+    let system: KVMSystem
+    let vm: KVMVirtualMachine
+    let portBus = Bus(name: "port I/O")
+    let memoryBus = Bus(name: "MMIO")
+    let exitSignal: ExitSignal
+    let wakeEvent: FileDescriptor
+    let serial: SerialDevice
+    let host: MachineHost
+    private var threads: [VCPUThread] = []
+
+    public init(configuration: VMConfiguration, host: MachineHost) throws {
+        try configuration.validate()
+        guard let bootSource = configuration.bootSource else {
+            throw BootInputError("no boot source: set boot-source.kernel_image_path")
+        }
+        self.host = host
+        let machineConfig = configuration.machine
+
+        // 1. Guest memory and the boot image: no KVM involved yet.
+        let kernelImage = try FileSystem.readFile(bootSource.kernelImagePath, limit: 512 << 20)
+        let initrd = try bootSource.initrdPath.map { try FileSystem.readFile($0, limit: 2 << 30) }
+        let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
+        memory = try MappedGuestMemory(ranges: ram)
+        let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount)
+        do {
+            plan = try GuestBoot.prepare(
+                memory: memory, kernelImage: kernelImage, initrd: initrd, commandLine: bootSource.bootArgs ?? "",
+                platform: platform, firmware: host.firmware)
+        } catch let error as KernelImageError {
+            throw BootInputError("kernel \(bootSource.kernelImagePath): \(error)")
+        }
+
+        // 2. The VM: system pages, irqchip, PIT, memory slots.
+        system = try KVMSystem()
+        try system.requireCapabilities()
+        vm = try system.createVM()
+        try vm.setSystemAddresses(tss: X86Layout.tss, identityMap: X86Layout.identityMapPage)
+        try vm.createInterruptController()
+        try vm.createPIT()
+        for (slot, region) in memory.regions.enumerated() {
+            try vm.setMemoryRegion(slot: UInt32(slot), region: region, logDirtyPages: machineConfig.trackDirtyPages)
+        }
+
+        // 3. Devices.
+        // An eventfd wakes the event loop when a vCPU or device asks to stop.
+        let wake = try check("eventfd") { ckiln_eventfd(0) }
+        wakeEvent = FileDescriptor(rawValue: wake)
+        exitSignal = ExitSignal {
+            var one: UInt64 = 1
+            _ = Glibc.write(wake, &one, 8)
+        }
+        let vm = self.vm
+        let console = host.consoleOutput
+        serial = SerialDevice(output: { bytes in try? console.writeAll(bytes) },
+                              interrupt: { vm.pulseInterrupt(X86Layout.serialIRQ) })
+        let exitSignal = self.exitSignal
+        try portBus.insert(serial, base: UInt64(X86Layout.serialPort), size: 8)
+        try portBus.insert(I8042Controller { exitSignal.request(.reset("i8042 reset")) },
+                           base: UInt64(X86Layout.i8042Ports), size: 5)
+        try portBus.insert(CMOSClock(), base: UInt64(X86Layout.cmosPorts), size: 2)
+        try portBus.insert(SleepControl { exitSignal.request(.poweroff("ACPI S5")) },
+                           base: UInt64(X86Layout.sleepControlPort), size: 2)
+        let start = host.startNanoseconds, log = host.log
+        if host.bootTimer {
+            try memoryBus.insert(BootTimer {
+                let elapsed = MonotonicClock.nanoseconds() - start
+                let cpu = MonotonicClock.processCPUNanoseconds()
+                log("boot-timer: guest boot time \(Machine.milliseconds(elapsed)) ms since kiln start, "
+                    + "VMM CPU \(Machine.milliseconds(cpu)) ms")
+            }, base: X86Layout.bootTimer, size: X86Layout.pageSize)
+        }
+
+        // 4. vCPUs: CPUID, MSRs, registers, FPU, LAPIC.
+        let supported = try system.supportedCPUID()
+        let topology = CPUTopology(vcpuCount: machineConfig.vcpuCount, smt: machineConfig.smt)
+        for index in 0..<machineConfig.vcpuCount {
+            let vcpu = try vm.createVCPU(index: index)
+            try vcpu.setCPUID(CPUIDNormalizer.normalize(supported, vcpuIndex: index, topology: topology))
+            try vcpu.setMSRs(BootMSRs.values)
+            try vcpu.setRegisters(BootCPUState.registers(entry: plan.entry, zeroPage: plan.zeroPage))
+            try vcpu.setSpecialRegisters(BootCPUState.specialRegisters(from: try vcpu.specialRegisters()))
+            try vcpu.setFPU(BootCPUState.fpu())
+            try vcpu.setLAPIC(BootCPUState.lapic(from: try vcpu.lapic()))
+            let firstRun: ((Int) -> Void)? = index == 0 ? { _ in
+                log("vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start")
+            } : nil
+            threads.append(VCPUThread(vcpu: vcpu, portBus: portBus, memoryBus: memoryBus,
+                                      exitSignal: exitSignal, onFirstRun: firstRun))
+        }
+    }
+
+    deinit { wakeEvent.close() }
+
+    static func milliseconds(_ nanoseconds: UInt64) -> String {
+        let hundredths = nanoseconds / 10_000
+        let fraction = hundredths % 100
+        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+    }
+
+    /// How often the event loop checks whether every vCPU is stuck.
+    static let haltCheckMilliseconds: Int32 = 500
+
+    /// Starts the vCPUs and runs the event loop (console input, exit
+    /// requests, the halted-guest check) until the machine stops.
+    public func run() throws -> MachineExitReason {
+        VCPUThread.installKickHandler()
+        for thread in threads { try thread.start() }
+        var input = host.consoleInput
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while true {
+            if let reason = exitSignal.reason { return reason }
+            var descriptors = [pollfd(fd: wakeEvent.rawValue, events: Int16(POLLIN), revents: 0)]
+            // Stop reading input while the UART's buffer is full.
+            if let input, serial.canReceive {
+                descriptors.append(pollfd(fd: input.rawValue, events: Int16(POLLIN), revents: 0))
+            }
+            let ready = poll(&descriptors, nfds_t(descriptors.count), Machine.haltCheckMilliseconds)
+            if ready < 0 && errno != EINTR { throw SystemError.current("poll") }
+            if ready == 0 {
+                checkForStuckGuest()
+                continue
+            }
+            if descriptors.count > 1, descriptors[1].revents != 0, let source = input {
+                let count = buffer.withUnsafeMutableBytes { Glibc.read(source.rawValue, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    serial.enqueueInput(Array(buffer[0..<count]))
+                } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
+                    input = nil // end of input: the guest just sees no more bytes
+                }
+            }
+        }
+    }
+
+    /// Kicks every vCPU out of KVM_RUN so it re-reads its state; when all
+    /// were found stuck at the previous check, the guest can never continue.
+    private func checkForStuckGuest() {
+        if threads.allSatisfy(\.isStuck) {
+            exitSignal.request(.allVCPUsHalted)
+            return
+        }
+        for thread in threads { thread.kick() }
+    }
+}

@@ -1,0 +1,93 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KilnConfig
+import KilnMachine
+import KilnSystem
+
+/// Exit codes: 0 guest reset or powered off, 1 bad usage or configuration,
+/// 2 guest or KVM failure, 3 guest halted for good.
+enum Launcher {
+    static func main(arguments: [String], start: UInt64) -> Int32 {
+        // Start from a clean signal mask whatever the parent left blocked:
+        // SIGTERM must end kiln, and the vCPU kick must reach its threads.
+        var nothing = sigset_t()
+        sigemptyset(&nothing)
+        sigprocmask(SIG_SETMASK, &nothing, nil)
+        let options: CommandLineOptions
+        do {
+            options = try CommandLineOptions(arguments: arguments)
+        } catch {
+            fputs("kiln: \(error)\n\(CommandLineOptions.usage)\n", stderr)
+            return 1
+        }
+        if options.help {
+            print(CommandLineOptions.usage)
+            return 0
+        }
+        let log: LogSink
+        do {
+            log = try LogSink(options: options)
+        } catch {
+            fputs("kiln: \(error)\n", stderr)
+            return 1
+        }
+        do {
+            let configBytes = try options.configFile.map { try FileSystem.readFile($0, limit: 1 << 20) }
+            let configuration = try options.configuration(configFileBytes: configBytes)
+            let consoleOutput = try options.consoleOutput.map {
+                try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
+            } ?? .standardOutput
+            let host = MachineHost(
+                consoleOutput: consoleOutput,
+                consoleInput: isatty(0) != 0 || options.consoleOutput == nil ? .standardInput : nil,
+                log: { log.write(.info, $0) }, startNanoseconds: start, bootTimer: options.bootTimer)
+            let machine = try Machine(configuration: configuration, host: host)
+            log.write(.debug, "machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
+                      + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
+            let reason = try machine.run()
+            if reason.exitCode == 0 {
+                log.write(.info, "\(reason)")
+            } else {
+                log.fatal("\(reason)")
+            }
+            return reason.exitCode
+        } catch {
+            log.fatal("\(error)")
+            return 1
+        }
+    }
+}
+
+/// Log lines to stderr or --log-path, filtered by --level. Firecracker's
+/// shape: timestamp, instance id, level, message.
+final class LogSink: @unchecked Sendable {
+    private let fd: FileDescriptor
+    private let toFile: Bool
+    private let threshold: Logger.Level
+    private let id: String
+
+    init(options: CommandLineOptions) throws {
+        fd = try options.logPath.map { try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600) }
+            ?? .standardError
+        toFile = options.logPath != nil
+        threshold = options.level ?? .info
+        id = options.id
+    }
+
+    /// An error that ends kiln: logged, and always shown on stderr.
+    func fatal(_ message: String) {
+        write(.error, message)
+        if toFile || threshold == .off { fputs("kiln: \(message)\n", stderr) }
+    }
+
+    static let order: [Logger.Level] = [.off, .error, .warning, .info, .debug, .trace]
+
+    func write(_ level: Logger.Level, _ message: String) {
+        guard let wanted = LogSink.order.firstIndex(of: threshold), let actual = LogSink.order.firstIndex(of: level),
+              actual <= wanted, level != .off
+        else { return }
+        let seconds = Double(MonotonicClock.nanoseconds() / 1000) / 1_000_000
+        try? fd.writeAll(Array("[\(id):\(level.rawValue.uppercased())] \(seconds) \(message)\n".utf8))
+    }
+}

@@ -1,0 +1,51 @@
+import Testing
+@testable import KilnConfig
+
+@Test func firecrackerFlagsParse() throws {
+    let options = try CommandLineOptions(arguments: [
+        "--no-api", "--no-seccomp", "--config-file", "vm.json", "--id", "vm-1", "--level", "debug",
+        "--log-path=/tmp/log", "--boot-timer",
+    ])
+    #expect(options.noAPI && options.noSeccomp && options.bootTimer)
+    #expect(options.configFile == "vm.json")
+    #expect(options.id == "vm-1")
+    #expect(options.level == .debug)
+    #expect(options.logPath == "/tmp/log")
+}
+
+@Test func badFlagsAreRefusedWithTheReason() {
+    #expect(throws: CommandLineOptions.UsageError("unknown argument \"--bogus\"")) {
+        try CommandLineOptions(arguments: ["--bogus"])
+    }
+    #expect(throws: CommandLineOptions.UsageError("--config-file needs a value")) {
+        try CommandLineOptions(arguments: ["--config-file"])
+    }
+    #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--id", "has space"]) }
+    #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--level", "loud"]) }
+    #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--vcpus", "33"]) }
+}
+
+@Test func laterFeaturesAreNotSupportedYet() throws {
+    for arguments in [["--no-seccomp", "--kernel", "k"], ["--no-api", "--kernel", "k"],
+                      ["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"],
+                      ["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"]] {
+        let options = try CommandLineOptions(arguments: arguments)
+        #expect(throws: CommandLineOptions.UsageError.self) { try options.configuration(configFileBytes: nil) }
+        do {
+            _ = try options.configuration(configFileBytes: nil)
+        } catch {
+            #expect("\(error)".contains("not supported yet"))
+        }
+    }
+}
+
+@Test func directBootBuildsTheSameModel() throws {
+    let options = try CommandLineOptions(arguments: [
+        "--no-api", "--no-seccomp", "--kernel", "vmlinux", "--initrd", "initrd", "--cmdline", "quiet", "--vcpus", "2", "--mem", "256",
+    ])
+    let config = try options.configuration(configFileBytes: nil)
+    #expect(config.bootSource == BootSource(kernelImagePath: "vmlinux", initrdPath: "initrd", bootArgs: "quiet"))
+    #expect(config.machine.vcpuCount == 2 && config.machine.memSizeMiB == 256)
+    let mixed = try CommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--kernel", "k"])
+    #expect(throws: CommandLineOptions.UsageError.self) { try mixed.configuration(configFileBytes: Array("{}".utf8)) }
+}

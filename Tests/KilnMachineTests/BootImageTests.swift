@@ -1,0 +1,265 @@
+import KilnMemory
+import Testing
+@testable import KilnMachine
+
+/// A minimal bzImage: setup sectors, the setup header fields the loader
+/// reads, and a protected-mode payload.
+func makeBzImage(version: UInt16 = 0x020f, setupSectors: UInt8 = 4, payload: Int = 0x3000,
+                 initSize: UInt32 = 0x10000, prefAddress: UInt64 = 0x100_0000, relocatable: Bool = true,
+                 xloadFlags: UInt16 = 0x7f, commandLineSize: UInt32 = 2047) -> [UInt8] {
+    var image = [UInt8](repeating: 0, count: (Int(setupSectors) + 1) * 512 + payload)
+    func put<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
+        withUnsafeBytes(of: value.littleEndian) { image.replaceSubrange(offset..<offset + $0.count, with: $0) }
+    }
+    put(setupSectors, 0x1f1)
+    put(UInt16(0xaa55), 0x1fe)
+    put(UInt8(0xeb), 0x200)
+    put(UInt8(0x6a), 0x201) // header ends at 0x26c
+    put(UInt32(0x5372_6448), 0x202)
+    put(version, 0x206)
+    put(UInt8(0x01), 0x211)
+    put(UInt32(0x37ff_ffff), 0x22c)
+    put(UInt32(0x20_0000), 0x230)
+    put(UInt8(relocatable ? 1 : 0), 0x234)
+    put(xloadFlags, 0x236)
+    put(commandLineSize, 0x238)
+    put(prefAddress, 0x258)
+    put(initSize, 0x260)
+    let start = (Int(setupSectors) + 1) * 512
+    for index in 0..<payload { image[start + index] = UInt8(truncatingIfNeeded: index) }
+    return image
+}
+
+/// A minimal ELF64 executable with one PT_LOAD and optionally a Xen PVH note.
+func makeELF(entry: UInt64 = 0x100000, address: UInt64 = 0x100000, code: [UInt8] = [0xf4, 0xeb, 0xfd],
+             bss: UInt64 = 0x100, pvhEntry: UInt32? = nil) -> [UInt8] {
+    var image = [UInt8](repeating: 0, count: 0x200)
+    func put<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
+        withUnsafeBytes(of: value.littleEndian) { image.replaceSubrange(offset..<offset + $0.count, with: $0) }
+    }
+    image.replaceSubrange(0..<4, with: [0x7f, 0x45, 0x4c, 0x46])
+    image[4] = 2; image[5] = 1; image[6] = 1
+    put(UInt16(2), 16); put(UInt16(62), 18); put(UInt32(1), 20)
+    put(entry, 24); put(UInt64(64), 32)
+    put(UInt16(64), 52); put(UInt16(56), 54)
+    put(UInt16(pvhEntry == nil ? 1 : 2), 56)
+    // PT_LOAD at file offset 0x100.
+    put(UInt32(1), 64); put(UInt64(0x100), 72); put(address, 80); put(address, 88)
+    put(UInt64(code.count), 96); put(UInt64(code.count) + bss, 104)
+    image.replaceSubrange(0x100..<0x100 + code.count, with: code)
+    if let pvhEntry {
+        // PT_NOTE at 0x180: an unrelated note, then Xen's PHYS32_ENTRY.
+        put(UInt32(4), 120); put(UInt64(0x180), 128); put(UInt64(40), 152)
+        put(UInt32(4), 0x180); put(UInt32(4), 0x184); put(UInt32(1), 0x188)
+        image.replaceSubrange(0x18c..<0x190, with: Array("GNU\0".utf8)); put(UInt32(7), 0x190)
+        put(UInt32(4), 0x194); put(UInt32(4), 0x198); put(UInt32(18), 0x19c)
+        image.replaceSubrange(0x1a0..<0x1a4, with: Array("Xen\0".utf8)); put(pvhEntry, 0x1a4)
+    }
+    return image
+}
+
+func smallMemory() throws -> HeapGuestMemory {
+    try HeapGuestMemory(ranges: [GuestRange(address: 0, size: 64 << 20)])
+}
+
+@Suite struct SetupHeaderTests {
+    @Test func parsesTheFieldsTheLoaderUses() throws {
+        let header = try SetupHeader(image: makeBzImage())
+        #expect(header.version == 0x020f)
+        #expect(header.setupSectors == 4)
+        #expect(header.protectedModeOffset == 5 * 512)
+        #expect(header.prefAddress == 0x100_0000)
+        #expect(header.relocatable)
+        #expect(header.bytes.count == 0x26c - 0x1f1)
+    }
+
+    @Test func zeroSetupSectorsMeansFour() throws {
+        var image = makeBzImage(setupSectors: 4)
+        image[0x1f1] = 0
+        #expect(try SetupHeader(image: image).setupSectors == 4)
+    }
+
+    @Test func refusesWhatCannotBootIn64BitMode() {
+        #expect(throws: KernelImageError.self) { try SetupHeader(image: [UInt8](repeating: 0, count: 100)) }
+        #expect(throws: KernelImageError.self) { try SetupHeader(image: [UInt8](repeating: 0, count: 4096)) }
+        #expect(throws: KernelImageError.self) { try SetupHeader(image: makeBzImage(version: 0x020b)) }
+        #expect(throws: KernelImageError.self) { try SetupHeader(image: makeBzImage(xloadFlags: 0)) }
+        var badAlignment = makeBzImage()
+        badAlignment[0x230] = 3
+        #expect(throws: KernelImageError.self) { try SetupHeader(image: badAlignment) }
+        // Header end pointing past the file.
+        var truncated = Array(makeBzImage().prefix(0x268))
+        truncated[0x201] = 0x7f
+        #expect(throws: KernelImageError.self) { try SetupHeader(image: truncated) }
+    }
+}
+
+@Suite struct KernelLoaderTests {
+    @Test func bzImageGoesToPrefAddressAndEntersAt0x200() throws {
+        let memory = try smallMemory()
+        let image = makeBzImage()
+        let kernel = try KernelLoader.load(image, into: memory, lowMemoryEnd: 64 << 20)
+        #expect(kernel.entry == 0x100_0200)
+        #expect(kernel.end == 0x100_0000 + 0x10000)
+        #expect(try memory.readBytes(at: 0x100_0000, count: 4) == [0, 1, 2, 3])
+        #expect(kernel.commandLineLimit == 2047)
+        #expect(kernel.initrdLimit == 64 << 20)
+    }
+
+    @Test func nonRelocatableBzImageGoesTo1MiB() throws {
+        let kernel = try KernelLoader.load(makeBzImage(relocatable: false), into: try smallMemory(), lowMemoryEnd: 64 << 20)
+        #expect(kernel.entry == 0x10_0200)
+    }
+
+    @Test func bzImageLargerThanRAMIsRefused() throws {
+        #expect(throws: KernelImageError.self) {
+            try KernelLoader.load(makeBzImage(initSize: 0x400_0000), into: try smallMemory(), lowMemoryEnd: 64 << 20)
+        }
+    }
+
+    @Test func elfSegmentsLoadWithZeroedBSS() throws {
+        let memory = try smallMemory()
+        try memory.fill(0xcc, at: 0x100000, count: 0x200)
+        let kernel = try KernelLoader.load(makeELF(), into: memory, lowMemoryEnd: 64 << 20)
+        #expect(kernel.entry == 0x100000)
+        #expect(kernel.setupHeader == nil)
+        #expect(try memory.readBytes(at: 0x100000, count: 4) == [0xf4, 0xeb, 0xfd, 0])
+        #expect(try memory.read(UInt8.self, at: 0x100000 + 0x102) == 0)
+        #expect(try memory.read(UInt8.self, at: 0x100000 + 0x103) == 0xcc)
+        #expect(kernel.end == 0x100000 + 0x103)
+    }
+
+    @Test func elfPVHNoteIsFound() throws {
+        let elf = try ELFImage(image: makeELF(pvhEntry: 0x100400))
+        #expect(elf.pvhEntry == 0x100400)
+        #expect(try ELFImage(image: makeELF()).pvhEntry == nil)
+    }
+
+    @Test func badELFsAreRefused() throws {
+        let memory = try smallMemory()
+        // Entry outside every segment; segment below 1 MiB; past RAM; truncated.
+        #expect(throws: KernelImageError.self) { try KernelLoader.load(makeELF(entry: 0x200000), into: memory, lowMemoryEnd: 64 << 20) }
+        #expect(throws: KernelImageError.self) { try KernelLoader.load(makeELF(entry: 0x8000, address: 0x8000), into: memory, lowMemoryEnd: 64 << 20) }
+        #expect(throws: KernelImageError.self) {
+            try KernelLoader.load(makeELF(entry: 0x3ff_ff00, address: 0x3ff_ff00, bss: 0x1000), into: memory, lowMemoryEnd: 64 << 20)
+        }
+        #expect(throws: KernelImageError.self) { try ELFImage(image: Array(makeELF().prefix(0x40))) }
+        #expect(throws: KernelImageError.self) { try ELFImage(image: Array(makeELF().prefix(0x101))) }
+        var bigEndian = makeELF()
+        bigEndian[5] = 2
+        #expect(throws: KernelImageError.self) { try ELFImage(image: bigEndian) }
+    }
+
+    @Test func initrdGoesHighAndAboveTheKernel() throws {
+        let kernel = try KernelLoader.load(makeELF(), into: try smallMemory(), lowMemoryEnd: 64 << 20)
+        let address = try KernelLoader.placeInitrd(size: 5000, kernel: kernel)
+        #expect(address == (64 << 20) - 0x2000)
+        #expect(address % 4096 == 0)
+        #expect(throws: KernelImageError.self) { try KernelLoader.placeInitrd(size: 64 << 20, kernel: kernel) }
+        #expect(throws: KernelImageError.self) { try KernelLoader.placeInitrd(size: 0, kernel: kernel) }
+    }
+}
+
+@Suite struct ZeroPageTests {
+    @Test func e820MapCoversRAMReservedAreasAndTheHole() throws {
+        let small = X86Layout.e820Map(ram: try X86Layout.ramRanges(bytes: 128 << 20))
+        #expect(small == [
+            E820Entry(address: 0, size: 0x9fc00, kind: .ram),
+            E820Entry(address: 0x9fc00, size: 0x60400, kind: .reserved),
+            E820Entry(address: 0x100000, size: (128 << 20) - 0x100000, kind: .ram),
+            E820Entry(address: 0xc000_0000, size: 0x4000_0000, kind: .reserved),
+        ])
+        let large = X86Layout.e820Map(ram: try X86Layout.ramRanges(bytes: 5 << 30))
+        #expect(large.last == E820Entry(address: 1 << 32, size: 2 << 30, kind: .ram))
+        #expect(large[2] == E820Entry(address: 0x100000, size: 0xc000_0000 - 0x100000, kind: .ram))
+        #expect(E820Entry(address: 0x1122, size: 0x33, kind: .reserved).encoded
+                == [0x22, 0x11, 0, 0, 0, 0, 0, 0, 0x33, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0])
+    }
+
+    @Test func ramRangesSplitAroundTheHole() throws {
+        #expect(try X86Layout.ramRanges(bytes: 3 << 30) == [GuestRange(address: 0, size: 3 << 30)])
+        #expect(try X86Layout.ramRanges(bytes: 4 << 30)
+                == [GuestRange(address: 0, size: 3 << 30), GuestRange(address: 4 << 30, size: 1 << 30)])
+        #expect(throws: GuestMemoryLayoutError.self) { try X86Layout.ramRanges(bytes: 1 << 20) }
+        #expect(throws: GuestMemoryLayoutError.self) { try X86Layout.ramRanges(bytes: 65 << 30) }
+    }
+
+    @Test func fieldsLandAtTheirZeroPageOffsets() throws {
+        let header = try SetupHeader(image: makeBzImage())
+        let page = try ZeroPage(header: header, commandLine: 0x20000, initrd: (0x300_0000, 0x1234),
+                                e820: [E820Entry(address: 0, size: 0x9fc00, kind: .ram)], acpiRSDP: 0xe0000)
+        let memory = try HeapGuestMemory(size: 4096)
+        try memory.write(page.bytes, at: 0)
+        #expect(try memory.read(UInt16.self, at: 0x1fe) == 0xaa55)
+        #expect(try memory.read(UInt32.self, at: 0x202) == 0x5372_6448)
+        #expect(try memory.read(UInt8.self, at: 0x210) == 0xff)
+        #expect(try memory.read(UInt8.self, at: 0x211) & 0x81 == 0x81)
+        #expect(try memory.read(UInt32.self, at: 0x228) == 0x20000)
+        #expect(try memory.read(UInt32.self, at: 0x218) == 0x300_0000)
+        #expect(try memory.read(UInt32.self, at: 0x21c) == 0x1234)
+        #expect(try memory.read(UInt64.self, at: 0x070) == 0xe0000)
+        #expect(try memory.read(UInt8.self, at: 0x1e8) == 1)
+        #expect(try memory.read(UInt64.self, at: 0x2d8) == 0x9fc00)
+        #expect(try memory.read(UInt32.self, at: 0x2e0) == 1)
+        // The copied header keeps the kernel's own fields.
+        #expect(try memory.read(UInt64.self, at: 0x258) == 0x100_0000)
+    }
+
+    @Test func tooManyE820EntriesAreRefused() {
+        let entries = [E820Entry](repeating: E820Entry(address: 0, size: 1, kind: .ram), count: 129)
+        #expect(throws: KernelImageError.self) {
+            try ZeroPage(header: nil, commandLine: 0, initrd: nil, e820: entries, acpiRSDP: nil)
+        }
+    }
+}
+
+@Suite struct GuestBootTests {
+    func prepare(_ image: [UInt8], initrd: [UInt8]? = nil, commandLine: String = "console=ttyS0",
+                 firmware: FirmwareTableBuilder? = nil) throws -> (HeapGuestMemory, BootPlan) {
+        let memory = try HeapGuestMemory(ranges: [GuestRange(address: 0, size: 64 << 20)])
+        let plan = try GuestBoot.prepare(memory: memory, kernelImage: image, initrd: initrd, commandLine: commandLine,
+                                         platform: PlatformDescription(vcpuCount: 2), firmware: firmware)
+        return (memory, plan)
+    }
+
+    @Test func elfBootLaysOutEverything() throws {
+        let (memory, plan) = try prepare(makeELF(), initrd: [1, 2, 3])
+        #expect(plan.entry == 0x100000)
+        #expect(plan.zeroPage == X86Layout.zeroPage)
+        #expect(try memory.readCString(at: X86Layout.commandLine, limit: 64) == "console=ttyS0")
+        let initrd = try #require(plan.initrd)
+        #expect(try memory.readBytes(at: initrd.address, count: 3) == [1, 2, 3])
+        #expect(try memory.read(UInt32.self, at: X86Layout.zeroPage + 0x218) == UInt32(initrd.address))
+        #expect(try memory.read(UInt8.self, at: X86Layout.zeroPage + 0x1e8) == 4)
+        // Page tables and GDT are in place.
+        #expect(try memory.read(UInt64.self, at: X86Layout.pml4) == X86Layout.pdpt | 3)
+        #expect(try memory.read(UInt64.self, at: X86Layout.gdt + 8) == BootGDT.code64.encoded)
+        #expect(plan.rsdpAddress == nil)
+    }
+
+    @Test func commandLineLongerThanTheKernelAllowsIsRefused() throws {
+        #expect(throws: BootInputError.self) {
+            try prepare(makeBzImage(commandLineSize: 16), commandLine: String(repeating: "a", count: 17))
+        }
+        #expect(throws: BootInputError.self) { try prepare(makeELF(), commandLine: "a\u{0}b") }
+        _ = try prepare(makeBzImage(commandLineSize: 16), commandLine: String(repeating: "a", count: 16))
+    }
+
+    @Test func firmwareTablesAreWrittenOnlyInsideTheirWindow() throws {
+        var described: PlatformDescription?
+        let (memory, plan) = try prepare(makeELF(), firmware: { platform in
+            described = platform
+            return FirmwareTables(blobs: [FirmwareBlob(address: 0xe0000, bytes: Array("RSD PTR ".utf8))], rsdpAddress: 0xe0000)
+        })
+        #expect(described?.vcpuCount == 2)
+        #expect(described?.sleepControlPort == 0x600)
+        #expect(plan.rsdpAddress == 0xe0000)
+        #expect(try memory.read(UInt64.self, at: X86Layout.zeroPage + 0x70) == 0xe0000)
+        #expect(try memory.readBytes(at: 0xe0000, count: 8) == Array("RSD PTR ".utf8))
+        #expect(throws: BootInputError.self) {
+            try prepare(makeELF(), firmware: { _ in
+                FirmwareTables(blobs: [FirmwareBlob(address: 0xfffff, bytes: [1, 2])], rsdpAddress: 0xe0000)
+            })
+        }
+    }
+}

@@ -1,0 +1,170 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Testing
+
+/// Lane 1: the Embedded Swift test guest (integration/guest) booted by the
+/// real `kiln` binary on this machine's KVM. Asserts on the guest's serial
+/// output and on kiln's exit code.
+enum Lane1 {
+    static let packageRoot: String = {
+        var path = #filePath
+        for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
+        return path
+    }()
+
+    static let guest = packageRoot + "/integration/out/kiln-test-guest.elf"
+
+    /// `kiln` sits beside the test bundle in SwiftPM's build directory.
+    static let kiln: String = {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard count > 0 else { return packageRoot + "/.build/debug/kiln" }
+        let executable = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let slash = executable.lastIndex(of: "/") else { return packageRoot + "/.build/debug/kiln" }
+        return String(executable[..<slash]) + "/kiln"
+    }()
+
+    static var kvmAvailable: Bool { access("/dev/kvm", R_OK | W_OK) == 0 }
+    static var guestBuilt: Bool { access(guest, R_OK) == 0 }
+    static var kilnBuilt: Bool { access(kiln, X_OK) == 0 }
+    static var ready: Bool { kvmAvailable && guestBuilt && kilnBuilt }
+    static let skipReason: Comment = "needs /dev/kvm (read-write), the test guest (`make guest`) and the kiln binary"
+
+    struct Run {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+        var guestLines: [String] { stdout.split(separator: "\n").map(String.init).filter { $0.hasPrefix("guest: ") } }
+    }
+
+    /// Runs kiln under timeout(1) so a hang fails the test instead of the suite.
+    static func run(_ arguments: [String], seconds: Int = 20) throws -> Run {
+        let scratch = "/tmp/kiln-lane1-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let outPath = scratch + ".out", errPath = scratch + ".err"
+        defer { unlink(outPath); unlink(errPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        // The test runner's worker threads may block signals; give kiln a
+        // clean mask and default handlers, as a shell would.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var empty = sigset_t(), all = sigset_t()
+        sigemptyset(&empty)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &empty)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ["/usr/bin/timeout", "-k", "5", String(seconds), kiln] + arguments
+        var cArguments = argv.map { strdup($0) } + [nil]
+        defer { cArguments.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, argv[0], &actions, &attributes, &cArguments, environ)
+        guard spawned == 0 else { throw POSIXFailure(code: spawned) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        return Run(status: exitCode, stdout: read(outPath), stderr: read(errPath))
+    }
+
+    struct POSIXFailure: Error { let code: Int32 }
+
+    static func read(_ path: String) -> String {
+        guard let file = fopen(path, "r") else { return "" }
+        defer { fclose(file) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = fread(&chunk, 1, chunk.count, file)
+            if count == 0 { break }
+            bytes += chunk[0..<count]
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static let baseFlags = ["--no-api", "--no-seccomp"]
+}
+
+@Suite(.enabled(if: Lane1.ready, Lane1.skipReason))
+struct TestGuestTests {
+    @Test func guestPrintsBootParamsTakesTimerInterruptsAndResets() throws {
+        let run = try Lane1.run(Lane1.baseFlags + [
+            "--kernel", Lane1.guest, "--cmdline", "console=ttyS0 lane1 marker=42", "--mem", "128", "--boot-timer",
+        ])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        let lines = run.guestLines
+        #expect(lines.first == "guest: hello from the kiln test guest")
+        #expect(lines.contains("guest: cmdline: console=ttyS0 lane1 marker=42"))
+        // 128 MiB: low RAM, EBDA..1 MiB reserved, RAM from 1 MiB, the MMIO hole.
+        #expect(lines.contains("guest: e820 entries: 4"))
+        #expect(lines.contains("guest: e820: 0x0 size 0x9fc00 type 1"))
+        #expect(lines.contains("guest: e820: 0x9fc00 size 0x60400 type 2"))
+        #expect(lines.contains("guest: e820: 0x100000 size 0x7f00000 type 1"))
+        #expect(lines.contains("guest: e820: 0xc0000000 size 0x40000000 type 2"))
+        #expect(lines.contains { $0.hasPrefix("guest: timer interrupts: ") })
+        #expect(lines.last == "guest: ready")
+        #expect(run.stderr.contains("boot-timer: guest boot time"))
+        #expect(run.stderr.contains("guest reset (i8042 reset)"))
+    }
+
+    @Test func memoryAboveTheHoleIsASecondRegion() throws {
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--mem", "4096", "--vcpus", "2"])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.contains("guest: e820: 0x100000 size 0xbff00000 type 1"))
+        #expect(run.guestLines.contains("guest: e820: 0x100000000 size 0x40000000 type 1"))
+        #expect(run.guestLines.last == "guest: ready")
+    }
+
+    @Test func configFileBootsTheGuest() throws {
+        let path = "/tmp/kiln-lane1-config-\(getpid()).json"
+        defer { unlink(path) }
+        let json = """
+        {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "from-config-file"},
+         "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}
+        """
+        let file = fopen(path, "w")!
+        fputs(json, file)
+        fclose(file)
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.contains("guest: cmdline: from-config-file"))
+    }
+
+    @Test func aGuestThatHaltsForGoodEndsKilnWithAnError() throws {
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", "halt", "--vcpus", "2"])
+        #expect(run.status == 3, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.last == "guest: halting with interrupts off")
+        #expect(run.stderr.contains("all vCPUs halted"))
+    }
+
+    @Test func badInputIsRefusedBeforeAnyVCPURuns() throws {
+        let notKernel = try Lane1.run(Lane1.baseFlags + ["--kernel", "/etc/hostname"])
+        #expect(notKernel.status == 1)
+        #expect(notKernel.stderr.contains("kernel /etc/hostname"))
+        #expect(!notKernel.stderr.contains("first KVM_RUN"))
+
+        let longLine = String(repeating: "x", count: 3000)
+        let tooLong = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", longLine])
+        #expect(tooLong.status == 1)
+        #expect(tooLong.stdout.isEmpty)
+
+        let missingInitrd = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", "/nonexistent/initrd"])
+        #expect(missingInitrd.status == 1)
+        #expect(missingInitrd.stderr.contains("/nonexistent/initrd"))
+        #expect(missingInitrd.stdout.isEmpty)
+    }
+
+    @Test func laterFeaturesSayNotSupportedYet() throws {
+        let api = try Lane1.run(["--no-seccomp", "--kernel", Lane1.guest])
+        #expect(api.status == 1)
+        #expect(api.stderr.contains("not supported yet"))
+        let filter = try Lane1.run(["--no-api", "--seccomp-filter", "f.bpf", "--kernel", Lane1.guest])
+        #expect(filter.status == 1)
+        #expect(filter.stderr.contains("not supported yet"))
+    }
+}
