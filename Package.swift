@@ -41,7 +41,9 @@ let package = Package(
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON"]),
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
         .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp"]),
-        .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnSeccomp"]),
+        .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
+        .testTarget(name: "KilnPolicyTests",
+                    dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,28 @@
+/// One of our roles beside Firecracker's filter for the same thread role.
+public struct FirecrackerComparison: Sendable {
+    public var role: String
+    public var ours: [String]
+    public var theirs: [String]
+    public var onlyOurs: [String]
+    public var onlyTheirs: [String]
+    /// Allowed by both; we test arguments, Firecracker does not.
+    public var conditionedOnlyByUs: [String]
+    /// Allowed by both; Firecracker tests arguments, we do not.
+    public var conditionedOnlyByThem: [String]
+
+    public init(ours policy: Policy, theirs role: FirecrackerFilter.Role) {
+        self.role = policy.role
+        let allowed = policy.rules.filter { $0.action.letsCallThrough }
+        ours = allowed.map(\.syscall).sorted()
+        theirs = role.syscalls
+        let ourSet = Set(ours), theirSet = Set(theirs)
+        onlyOurs = ours.filter { !theirSet.contains($0) }
+        onlyTheirs = theirs.filter { !ourSet.contains($0) }
+        let shared = ours.filter { theirSet.contains($0) }
+        let conditional = Set(allowed.filter { !$0.isUnconditional }.map(\.syscall))
+        conditionedOnlyByUs = shared.filter { conditional.contains($0) && !role.isConditional($0) }
+        conditionedOnlyByThem = shared.filter { !conditional.contains($0) && role.isConditional($0) }
+    }
+
+    public var shared: Int { ours.count - onlyOurs.count }
+}
