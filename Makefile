@@ -10,6 +10,11 @@ SWIFT ?= swift
 # Debian packages the build, the tests and the demo need.
 DEBIAN_PACKAGES := libseccomp-dev libcap-dev acpica-tools
 POLICY_BUNDLE := .build/policies.kbundle
+FIRECRACKER_FILTER := policies/reference/firecracker-seccomp-x86_64.json
+# libFuzzer targets (Sources/fuzz-<name>), built apart from the normal build.
+FUZZ_TARGETS := policy-parser
+FUZZ_SCRATCH := .build-fuzz
+FUZZ_SECONDS ?= 60
 
 .PHONY: all deps build test demo fuzz bench clean
 
@@ -31,7 +36,20 @@ test: build
 	$(SWIFT) test
 
 demo: build
-	$(SWIFT) run kiln-policy audit --policies policies
+	.build/debug/kiln-policy compile --policies policies --output $(POLICY_BUNDLE)
+	.build/debug/kiln-policy audit --policies policies --compare $(FIRECRACKER_FILTER)
+
+# KILN_FUZZ=1 leaves `main` to libFuzzer (see Package.swift). New inputs go to
+# $(FUZZ_SCRATCH)/corpus, the seeds in fuzz/corpus stay as committed.
+fuzz: deps
+	@set -e; for target in $(FUZZ_TARGETS); do \
+	  KILN_FUZZ=1 $(SWIFT) build -c release --sanitize fuzzer --sanitize address \
+	    --product fuzz-$$target --scratch-path $(FUZZ_SCRATCH); \
+	  mkdir -p $(FUZZ_SCRATCH)/corpus/$$target; \
+	  SWIFT_BACKTRACE=enable=no $(FUZZ_SCRATCH)/release/fuzz-$$target \
+	    $(FUZZ_SCRATCH)/corpus/$$target fuzz/corpus/$$target \
+	    -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=$(FUZZ_SCRATCH)/; \
+	done
 
 clean:
 	rm -rf .build .build-*

@@ -11,6 +11,11 @@ import PackageDescription
 /// no Foundation and no NSS look-ups (platform notes, "Static linking").
 let staticExecutable: [LinkerSetting] = [.unsafeFlags(["-static-executable"])]
 
+/// `make fuzz` sets KILN_FUZZ=1, and the fuzz targets leave `main` to
+/// libFuzzer. Every other build gives them a replay `main`, so that they link
+/// in any configuration (platform notes, "libFuzzer").
+let fuzzEntryPoint: [SwiftSetting] = Context.environment["KILN_FUZZ"] == nil ? [.define("KILN_FUZZ_REPLAY")] : []
+
 let package = Package(
     name: "Kiln",
     products: [
@@ -36,6 +41,8 @@ let package = Package(
 
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
+        .executableTarget(name: "fuzz-policy-parser", dependencies: ["KilnPolicy", "KilnSystem"],
+                          swiftSettings: fuzzEntryPoint),
 
         // MARK: Tests
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON"]),

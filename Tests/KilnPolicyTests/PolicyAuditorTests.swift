@@ -135,7 +135,7 @@ import Testing
     }
 
     @Test func readsTheShippedFirecrackerReference() throws {
-        let path = "/work/shared/reference/firecracker-seccomp-x86_64.json"
+        let path = Support.shippedPoliciesDirectory + "/reference/firecracker-seccomp-x86_64.json"
         let filter = try FirecrackerFilter.load(path)
         #expect(filter.roles.map(\.name).sorted() == ["api", "vcpu", "vmm"])
         #expect(filter.role("vmm")!.syscalls.count == 50)
