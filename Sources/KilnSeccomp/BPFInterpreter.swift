@@ -77,7 +77,7 @@ public struct BPFInterpreter {
                 case BPF.ld | BPF.w | BPF.abs: a = input.word(at: i.k)
                 case BPF.ld | BPF.w | BPF.len: a = UInt32(SeccompData.size)
                 case BPF.ld | BPF.imm: a = i.k
-                default: a = memory[Int(i.k)]  // BPF_LD|BPF_MEM
+                default: a = memory[Int(i.k)]  // BPF_LD|BPF_MEM, written first (see validate)
                 }
             case BPF.ldx:
                 switch i.code {
@@ -173,6 +173,35 @@ public struct BPFInterpreter {
         }
         guard program.last!.code & 0x07 == BPF.ret else {
             throw BPFInterpreterError.invalidProgram(index: program.count - 1, reason: "the last instruction must return")
+        }
+        try checkScratchMemoryIsWrittenBeforeRead(program)
+    }
+
+    /// Scratch memory must be stored before it is loaded, on every path
+    /// (net/core/filter.c, check_load_and_stores): the same forward pass,
+    /// one bit per memory word.
+    private static func checkScratchMemoryIsWrittenBeforeRead(_ program: [BPFInstruction]) throws {
+        var masks = [UInt16](repeating: 0xFFFF, count: program.count)
+        var valid: UInt16 = 0
+        for (pc, i) in program.enumerated() {
+            valid &= masks[pc]
+            switch i.code {
+            case BPF.st, BPF.stx:
+                valid |= 1 << UInt16(i.k)
+            case BPF.ld | BPF.mem, BPF.ldx | BPF.mem:
+                guard valid & (1 << UInt16(i.k)) != 0 else {
+                    throw BPFInterpreterError.invalidProgram(index: pc, reason: "scratch memory \(i.k) read before it is written")
+                }
+            case BPF.jmp | BPF.ja:
+                masks[pc + 1 + Int(i.k)] &= valid
+                valid = 0xFFFF
+            default:
+                if i.code & 0x07 == BPF.jmp {
+                    masks[pc + 1 + Int(i.jt)] &= valid
+                    masks[pc + 1 + Int(i.jf)] &= valid
+                    valid = 0xFFFF
+                }
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ func fail(_ message: String, status: Int32 = 2) -> Never {
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
-if arguments.isEmpty { fail("missing command\n\(usage)") }
+if arguments.isEmpty { fail("missing command (see kiln-policy --help)") }
 if arguments.contains("--help") || arguments.contains("-h") || arguments == ["help"] {
     print(usage)
     exit(0)
@@ -54,7 +54,7 @@ do {
         print("no findings at or above \(threshold.rawValue)")
     }
 } catch let error as CommandLineOptions.UsageError {
-    fail("\(error.message)\n\(usage)")
+    fail("\(error.message) (see kiln-policy --help)")
 } catch {
     fail("\(error)", status: 1)
 }

@@ -106,6 +106,11 @@ import Testing
             ([Self.jeq(0, 1, 0), Self.ret(.allow)], "instruction 0: jump past the end"),
             ([BPFInstruction(code: BPF.jmp | BPF.ja, k: 1), Self.ret(.allow)], "instruction 0: jump past the end"),
             ([Self.load(0)], "instruction 0: the last instruction must return"),
+            ([BPFInstruction(code: BPF.ld | BPF.mem, k: 3), Self.ret(.allow)], "instruction 0: scratch memory 3 read before it is written"),
+            // Written on one path only: the jump's target sees it unwritten.
+            ([Self.load(0), Self.jeq(1, 0, 1), BPFInstruction(code: BPF.st, k: 2),
+              BPFInstruction(code: BPF.ldx | BPF.mem, k: 2), Self.ret(.allow)],
+             "instruction 3: scratch memory 2 read before it is written"),
             (Array(repeating: Self.ret(.allow), count: 4097), "instruction 0: 4097 instructions, expected 1...4096"),
         ]
         for (program, message) in cases {
