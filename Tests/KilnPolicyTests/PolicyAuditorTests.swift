@@ -44,6 +44,11 @@ import Testing
             "info execve: allowed by design: the jailer execs the VMM under this filter; no thread role allows it, and each thread's own filter stacks on top"))
     }
 
+    @Test func flagsAPermissiveDefault() throws {
+        let report = try Self.audit(vmm: "@default log\nread # r\n")
+        #expect(Self.findings(report).first == "critical -: the default action log lets every unlisted system call through")
+    }
+
     @Test func provesExecutableMappingsWithTheInterpreter() throws {
         // Looks like a guard, but PROT_READ|PROT_EXEC is not PROT_EXEC.
         let leaky = try Self.audit(vmm: "@default trap\nmmap: arg2 != PROT_EXEC # malloc\nmprotect: arg2 == PROT_READ # read-only\n")

@@ -44,6 +44,9 @@ public struct AuditReport: Sendable {
                 out += "\(String(c.onlyTheirs.count).padding(to: 16))  \(String(c.conditionedOnlyByUs.count).padding(to: 24))  "
                 out += "\(c.conditionedOnlyByThem.count)\n"
             }
+            for role in roles where role.comparison == nil {
+                out += "  \(role.role.padding(to: 6))  \(String(role.allowedSyscalls.count).padding(to: 4))  (no Firecracker filter for this role)\n"
+            }
         }
         return out
     }

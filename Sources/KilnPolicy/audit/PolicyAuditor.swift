@@ -31,6 +31,11 @@ public enum PolicyAuditor {
     static func findings(for policy: Policy, interpreter: BPFInterpreter) -> [AuditFinding] {
         var findings: [AuditFinding] = []
         let isJailer = policy.role == SeccompBundle.jailerRole
+        if policy.defaultAction.letsCallThrough {
+            findings.append(AuditFinding(severity: .critical, syscall: nil,
+                                         message: "the default action \(policy.defaultAction.policyText) lets every unlisted system call through",
+                                         location: nil))
+        }
         for rule in policy.rules {
             func add(_ severity: Severity, _ message: String) {
                 findings.append(AuditFinding(severity: severity, syscall: rule.syscall, message: message, location: rule.location))
