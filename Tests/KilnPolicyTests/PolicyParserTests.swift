@@ -122,6 +122,8 @@ import Testing
         ("@default trap\nread $\n", "t.policy:2:6: unexpected '$'"),
         ("@default trap\n: read\n", "t.policy:2:1: expected a rule or a directive, found ':'"),
         ("@default trap\n@include \"x.policy\n", "t.policy:2:10: unterminated string"),
+        ("@default trap\nread: " + String(repeating: "(", count: 40) + "arg0 == 1\n", "t.policy:2:39: nesting deeper than 32 levels"),
+        ("@default trap\nread: arg0 == " + String(repeating: "~", count: 40) + "1\n", "t.policy:2:48: nesting deeper than 32 levels"),
     ] as [(String, String)])
     func rejectsWithMessage(_ text: String, _ message: String) {
         #expect(Support.error(["t.policy": text]) == message)

@@ -25,11 +25,15 @@ public struct PolicyParser {
     /// A rule whose `in` sets and `||` multiply out to more alternatives
     /// than this is refused: it would not fit the BPF limit anyway.
     public static let maximumAlternatives = 512
+    /// Parentheses and `~` nest at most this deep, so that hostile input
+    /// cannot exhaust the stack through recursion.
+    public static let maximumNesting = 32
 
     private let tokens: [LocatedToken]
     private let file: String
     private var index = 0
     private var trailingComments: [String] = []
+    private var nesting = 0
 
     private init(tokens: [LocatedToken], file: String) {
         self.tokens = tokens
@@ -233,15 +237,33 @@ public struct PolicyParser {
         return parts.count == 1 ? parts[0] : .all(parts)
     }
 
+    /// Enters one level of nesting, refusing to go deeper than the limit.
+    private mutating func nested<T>(_ body: (inout PolicyParser) throws -> T) throws -> T {
+        guard nesting < Self.maximumNesting else {
+            throw PolicyError("nesting deeper than \(Self.maximumNesting) levels", at: tokens[index].location)
+        }
+        nesting += 1
+        defer { nesting -= 1 }
+        return try body(&self)
+    }
+
     private mutating func parseTest(syscall: String) throws -> Condition {
         if isSymbol("(") {
-            index += 1
-            skipLineBreaks()
-            let inner = try parseCondition(syscall: syscall)
-            skipLineBreaks()
-            try expectSymbol(")", "to close '('")
-            return inner
+            return try nested { try $0.parseParenthesised(syscall: syscall) }
         }
+        return try parseComparison(syscall: syscall)
+    }
+
+    private mutating func parseParenthesised(syscall: String) throws -> Condition {
+        index += 1
+            skipLineBreaks()
+        let inner = try parseCondition(syscall: syscall)
+        skipLineBreaks()
+        try expectSymbol(")", "to close '('")
+        return inner
+    }
+
+    private mutating func parseComparison(syscall: String) throws -> Condition {
         let start = tokens[index]
         guard case let .identifier(name) = start.token, name.hasPrefix("arg"),
               let argument = Int(name.dropFirst(3)), name.count > 3, name.dropFirst(3).allSatisfy(\.isASCII) else {
@@ -322,11 +344,11 @@ public struct PolicyParser {
             return Value(bits: UInt64(bitPattern: constant), text: name, location: current.location)
         case .symbol("~"):
             index += 1
-            let inner = try parseTerm()
+            let inner = try nested { try $0.parseTerm() }
             return Value(bits: ~inner.bits, text: "~\(inner.text)", location: current.location)
         case .symbol("("):
             index += 1
-            let inner = try parseValue()
+            let inner = try nested { try $0.parseValue() }
             try expectSymbol(")", "to close '('")
             return Value(bits: inner.bits, text: "(\(inner.text))", location: current.location)
         default:
@@ -462,12 +484,10 @@ public struct PolicyParser {
                     throw contradiction(mergedFrom!, item)
                 }
             }
-            if equalities.count > 1 {
-                result.valueText = result.mask == nil ? "0x" + String(result.value, radix: 16) : "0x" + String(result.value, radix: 16)
-                result.maskText = result.mask.map { "0x" + String($0, radix: 16) }
-            } else {
-                result = mergedFrom!.comparison
-            }
+            guard equalities.count > 1 else { return mergedFrom!.comparison }
+            // Several equalities became one: show the merged numbers.
+            result.valueText = "0x" + String(result.value, radix: 16)
+            result.maskText = result.mask.map { "0x" + String($0, radix: 16) }
             return result
         }
         // Only orderings and !=: report an empty range, else the limitation.
