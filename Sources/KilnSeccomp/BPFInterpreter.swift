@@ -54,14 +54,15 @@ public struct BPFInterpreter {
 
     /// Runs the program; the result is the action the kernel would take.
     public func evaluate(_ input: SeccompInput) -> SeccompAction {
-        SeccompAction(rawValue: run(input))
+        SeccompAction(rawValue: returnValue(for: input))
     }
 
     public static func evaluate(_ program: [BPFInstruction], _ input: SeccompInput) throws -> SeccompAction {
         try BPFInterpreter(program).evaluate(input)
     }
 
-    private func run(_ input: SeccompInput) -> UInt32 {
+    /// Runs the program and returns its 32-bit result as is.
+    public func returnValue(for input: SeccompInput) -> UInt32 {
         var a: UInt32 = 0, x: UInt32 = 0
         var memory = [UInt32](repeating: 0, count: 16)
         var pc = 0

@@ -192,3 +192,35 @@ import Glibc
         #expect(try FileSystem.listDirectory(directory) == ["api.policy", "vmm.policy"])
     }
 }
+
+/// The 32-bit comparison rules (policies/README.md, "How wide a comparison
+/// is"), checked on compiled BPF with junk in the upper halves.
+@Suite struct ArgumentWidthTests {
+    @Test func comparisonsSeeWhatTheKernelSees() throws {
+        let policy = try PolicyTestSupport.role("""
+            @default trap
+            ioctl: arg1 == KVM_RUN              # 32-bit: upper half ignored
+            fcntl: arg1 < F_SETFL               # 32-bit ordering: all 64 bits, fails closed
+            mmap: arg3 == MAP_SHARED            # 64-bit: upper half must match
+            openat: arg0 == AT_FDCWD            # 32-bit int, negative
+            """)
+        let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
+        func run(_ name: String, _ arguments: [UInt64]) -> SeccompAction {
+            let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!, arguments: arguments)
+            let action = interpreter.evaluate(input)
+            #expect(action == PolicyTestSupport.expectedAction(policy, input), "\(name) \(arguments)")
+            return action
+        }
+        #expect(run("ioctl", [3, 0xAE80]) == .allow)
+        #expect(run("ioctl", [3, 0xFFFF_FFFF_0000_AE80]) == .allow)
+        #expect(run("ioctl", [3, 0xAE80_0000_AE81]) == .trap)
+        #expect(run("fcntl", [3, 3]) == .allow)
+        #expect(run("fcntl", [3, 0x1_0000_0003]) == .trap)
+        #expect(run("fcntl", [3, 4]) == .trap)
+        #expect(run("mmap", [0, 0, 0, 1]) == .allow)
+        #expect(run("mmap", [0, 0, 0, 0x1_0000_0001]) == .trap)
+        #expect(run("openat", [0xFFFF_FF9C]) == .allow)
+        #expect(run("openat", [0xFFFF_FFFF_FFFF_FF9C]) == .allow)  // sign-extended by the caller
+        #expect(run("openat", [0xFFFF_FF9D]) == .trap)
+    }
+}

@@ -21,7 +21,7 @@ import Testing
         for (offset, value) in expected {
             // Return A: the word itself comes back as the action value.
             let program = [Self.load(offset), BPFInstruction(code: BPF.ret | BPF.a)]
-            #expect(try BPFInterpreter.evaluate(program, input) == SeccompAction(rawValue: value), "offset \(offset)")
+            #expect(try BPFInterpreter(program).returnValue(for: input) == value, "offset \(offset)")
         }
     }
 
@@ -72,8 +72,8 @@ import Testing
         let x = a
         a ^= 0xF; a <<= 1; a >>= 2; a |= 0x100; a &= 0x1FF
         a /= x
-        let result = try BPFInterpreter.evaluate(program, SeccompInput(architecture: Self.x86_64, syscallNumber: Int32(nr)))
-        #expect(result == SeccompAction(rawValue: a))
+        let result = try BPFInterpreter(program).returnValue(for: SeccompInput(architecture: Self.x86_64, syscallNumber: Int32(nr)))
+        #expect(result == a)
     }
 
     @Test func divisionByZeroInXEndsWithKillThread() throws {
@@ -88,7 +88,7 @@ import Testing
 
     @Test func lengthLoadsGiveTheSizeOfSeccompData() throws {
         let program = [BPFInstruction(code: BPF.ld | BPF.w | BPF.len), BPFInstruction(code: BPF.ret | BPF.a)]
-        #expect(try BPFInterpreter.evaluate(program, SeccompInput(architecture: 0, syscallNumber: 0)) == SeccompAction(rawValue: 64))
+        #expect(try BPFInterpreter(program).returnValue(for: SeccompInput(architecture: 0, syscallNumber: 0)) == 64)
     }
 
     @Test func refusesWhatTheKernelRefuses() {
@@ -122,5 +122,68 @@ import Testing
                 #expect(text == message || (program.isEmpty && text == "instruction 0: \(message)"), "got \(text)")
             }
         }
+    }
+}
+
+@Suite struct BPFInterpreterOpcodeTests {
+    /// Every ALU operation, with K and with X, against Swift's arithmetic.
+    @Test func everyALUOperationWithKAndX() throws {
+        let operations: [(UInt16, (UInt32, UInt32) -> UInt32)] = [
+            (BPF.add, { $0 &+ $1 }), (BPF.sub, { $0 &- $1 }), (BPF.mul, { $0 &* $1 }), (BPF.div, { $0 / $1 }),
+            (BPF.and, { $0 & $1 }), (BPF.or, { $0 | $1 }), (BPF.xor, { $0 ^ $1 }),
+            (BPF.lsh, { $0 << $1 }), (BPF.rsh, { $0 >> $1 }),
+        ]
+        for (op, reference) in operations {
+            for (a, k): (UInt32, UInt32) in [(0xF0F0_1234, 3), (7, 31), (0xFFFF_FFFF, 2), (100, 7)] {
+                for source in [BPF.k, BPF.x] {
+                    let program: [BPFInstruction] = [
+                        BPFInstruction(code: BPF.ldx | BPF.imm, k: k),
+                        BPFInstruction(code: BPF.ld | BPF.imm, k: a),
+                        BPFInstruction(code: BPF.alu | op | source, k: k),
+                        BPFInstruction(code: BPF.ret | BPF.a),
+                    ]
+                    let result = try BPFInterpreter(program).returnValue(for: SeccompInput(architecture: 0, syscallNumber: 0))
+                    #expect(result == reference(a, k), "op 0x\(String(op, radix: 16)) source \(source) \(a) \(k)")
+                }
+            }
+        }
+    }
+
+    /// Every conditional jump, with K and with X.
+    @Test func everyJumpWithKAndX() throws {
+        let jumps: [(UInt16, (UInt32, UInt32) -> Bool)] = [
+            (BPF.jeq, { $0 == $1 }), (BPF.jgt, { $0 > $1 }), (BPF.jge, { $0 >= $1 }), (BPF.jset, { $0 & $1 != 0 }),
+        ]
+        for (op, reference) in jumps {
+            for (a, k): (UInt32, UInt32) in [(5, 5), (5, 6), (6, 5), (0x8000_0000, 1), (2, 1)] {
+                for source in [BPF.k, BPF.x] {
+                    let program: [BPFInstruction] = [
+                        BPFInstruction(code: BPF.ldx | BPF.imm, k: k),
+                        BPFInstruction(code: BPF.ld | BPF.imm, k: a),
+                        BPFInstruction(code: BPF.jmp | op | source, jt: 1, jf: 0, k: k),
+                        BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.trap.rawValue),
+                        BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.allow.rawValue),
+                    ]
+                    let result = try BPFInterpreter.evaluate(program, SeccompInput(architecture: 0, syscallNumber: 0))
+                    #expect(result == (reference(a, k) ? .allow : .trap), "jump 0x\(String(op, radix: 16)) source \(source) \(a) \(k)")
+                }
+            }
+        }
+    }
+
+    @Test func txaAndScratchStore() throws {
+        let program: [BPFInstruction] = [
+            BPFInstruction(code: BPF.ld | BPF.w | BPF.abs, k: 0),
+            BPFInstruction(code: BPF.st, k: 0),
+            BPFInstruction(code: BPF.ldx | BPF.mem, k: 0),
+            BPFInstruction(code: BPF.ld | BPF.imm, k: 0),
+            BPFInstruction(code: BPF.misc | BPF.txa),
+            BPFInstruction(code: BPF.ldx | BPF.w | BPF.len),
+            BPFInstruction(code: BPF.alu | BPF.add | BPF.x),
+            BPFInstruction(code: BPF.jmp | BPF.ja, k: 1),
+            BPFInstruction(code: BPF.ret | BPF.k, k: 0),
+            BPFInstruction(code: BPF.ret | BPF.a),
+        ]
+        #expect(try BPFInterpreter(program).returnValue(for: SeccompInput(architecture: 0, syscallNumber: 9)) == 9 + 64)
     }
 }

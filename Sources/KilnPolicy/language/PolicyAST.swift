@@ -33,10 +33,15 @@ public struct ArgumentComparison: Hashable, Sendable, CustomStringConvertible {
     /// All the bits of the argument the kernel reads.
     public var widthMask: UInt64 { width == 32 ? 0xFFFF_FFFF : .max }
 
-    /// Whether the argument value `raw` (all 64 bits, as seccomp sees it) passes.
+    /// Whether the argument value `raw` (all 64 bits, as seccomp sees it)
+    /// passes, exactly as the compiled filter decides: equalities look at the
+    /// argument's width only; `<` and `<=` (the only orderings allowed on a
+    /// 32-bit argument) compare all 64 bits, so junk in the upper half fails.
     public func matches(_ raw: UInt64) -> Bool {
-        let bits = raw & widthMask & (mask ?? .max)
-        return op.holds(bits, value)
+        switch op {
+        case .equal: return raw & widthMask & (mask ?? .max) == value
+        default: return op.holds(raw, value)
+        }
     }
 
     public var description: String {
