@@ -41,7 +41,14 @@ import Testing
         #expect(report.roles.first { $0.role == "vmm" }!.findings.first!.severity == .critical)
         // The jailer's execve is by design: info, explained.
         #expect(Self.findings(report, role: "jailer").contains(
-            "info execve: allowed by design: the jailer execs the VMM under this filter; no thread role allows it, and each thread's own filter stacks on top"))
+            "info execve: allowed by design: the jailer execs the VMM under this filter; each thread's own filter, stacked on top, must deny it"))
+    }
+
+    @Test func judgesTheJailersOwnRulesNotTheUnion() throws {
+        // The jailer's own brk has no justification: the vmm role's does not cover it.
+        let report = try Self.audit(vmm: "@default trap\nbrk # malloc\n", jailer: "@default kill-process\nexecve # exec\nbrk\n")
+        #expect(Self.findings(report, role: "jailer").contains("low brk: rule has no justification comment"))
+        #expect(!Self.findings(report, role: "vmm").contains { $0.hasPrefix("low brk") })
     }
 
     @Test func flagsAPermissiveDefault() throws {

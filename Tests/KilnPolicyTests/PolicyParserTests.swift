@@ -109,7 +109,7 @@ import Testing
         ("@default trap\nread -> errno(5000)\n", "t.policy:2:15: errno value 5000 is out of range 1...4095"),
         ("@defualt trap\n", "t.policy:1:1: unknown directive '@defualt'; did you mean '@default'?"),
         ("@default trap\n@default trap\n", "t.policy:2:1: @default given twice (first at t.policy:1:1)"),
-        ("@default allow\n", "t.policy:1:1: @default allow makes the filter an allow-list of nothing; choose trap, errno, log or kill"),
+        ("@default allow\n", "t.policy:1:1: @default allow lets every unlisted system call through; choose trap, errno(...), kill-thread or kill-process"),
         ("@default trap\nread: arg0 = 1\n", "t.policy:2:12: unexpected '='; comparisons use '=='"),
         ("@default trap\nread: arg0 == 1 extra\n", "t.policy:2:17: expected the end of the line, found 'extra'"),
         ("@default trap\nread: arg0 in {1, 2\n", "t.policy:3:1: expected '}' to close the set, found the end of the file"),

@@ -22,13 +22,18 @@ public enum PolicyAuditor {
             let program = try PolicyCompiler.compile(policy)
             let interpreter = try BPFInterpreter(program)
             let comparison = firecracker?.role(policy.role).map { FirecrackerComparison(ours: policy, theirs: $0) }
-            roles.append(RoleAudit(policy: policy, program: program,
-                                   findings: findings(for: policy, interpreter: interpreter), comparison: comparison))
+            // How the rules are written is judged on the role's own files (the
+            // jailer's union would blur it); what they allow, on the compiled role.
+            let written = policies.first { $0.role == policy.role } ?? policy
+            let found = riskFindings(for: policy, interpreter: interpreter) + writingFindings(for: written)
+            roles.append(RoleAudit(policy: policy, program: program, findings: sorted(found), comparison: comparison))
         }
         return AuditReport(roles: roles.sorted { $0.role < $1.role })
     }
 
-    static func findings(for policy: Policy, interpreter: BPFInterpreter) -> [AuditFinding] {
+    /// What the compiled role lets through: dangerous calls, calls that
+    /// need conditions and have none, executable mappings.
+    static func riskFindings(for policy: Policy, interpreter: BPFInterpreter) -> [AuditFinding] {
         var findings: [AuditFinding] = []
         let isJailer = policy.role == SeccompBundle.jailerRole
         if policy.defaultAction.letsCallThrough {
@@ -43,13 +48,32 @@ public enum PolicyAuditor {
             let passes = rule.action.letsCallThrough
             if passes, let (severity, reason) = DangerousSyscalls.table[rule.syscall] {
                 if isJailer && rule.syscall == "execve" {
-                    add(.info, "allowed by design: the jailer execs the VMM under this filter; no thread role allows it, and each thread's own filter stacks on top")
+                    add(.info, "allowed by design: the jailer execs the VMM under this filter; each thread's own filter, stacked on top, must deny it")
                 } else {
                     add(severity, "dangerous system call allowed: \(reason)")
                 }
             }
             if passes && rule.isUnconditional, let severity = DangerousSyscalls.needConditions[rule.syscall] {
                 add(severity, "allowed with no argument conditions")
+            }
+        }
+        for (syscall, argument) in DangerousSyscalls.mappingCalls {
+            guard let rule = policy.rule(for: syscall), let witness = executableWitness(rule, protectionArgument: argument, interpreter: interpreter) else { continue }
+            let shown = witness.enumerated().map { "arg\($0.offset)=0x\(String($0.element, radix: 16))" }.joined(separator: ", ")
+            findings.append(AuditFinding(severity: .critical, syscall: syscall,
+                                         message: "can map executable memory: the compiled filter allows \(syscall)(\(shown))",
+                                         location: rule.location))
+        }
+        return findings
+    }
+
+    /// How the role's rules are written: justifications, rules that change
+    /// nothing, duplicated and shadowed alternatives.
+    static func writingFindings(for policy: Policy) -> [AuditFinding] {
+        var findings: [AuditFinding] = []
+        for rule in policy.rules {
+            func add(_ severity: Severity, _ message: String) {
+                findings.append(AuditFinding(severity: severity, syscall: rule.syscall, message: message, location: rule.location))
             }
             if rule.justification == nil {
                 add(.low, "rule has no justification comment")
@@ -68,14 +92,12 @@ public enum PolicyAuditor {
                 }
             }
         }
-        for (syscall, argument) in DangerousSyscalls.mappingCalls {
-            guard let rule = policy.rule(for: syscall), let witness = executableWitness(rule, protectionArgument: argument, interpreter: interpreter) else { continue }
-            let shown = witness.enumerated().map { "arg\($0.offset)=0x\(String($0.element, radix: 16))" }.joined(separator: ", ")
-            findings.append(AuditFinding(severity: .critical, syscall: syscall,
-                                         message: "can map executable memory: the compiled filter allows \(syscall)(\(shown))",
-                                         location: rule.location))
-        }
-        return findings.sorted { ($0.severity, $1.syscall ?? "") > ($1.severity, $0.syscall ?? "") }
+        return findings
+    }
+
+    /// Most severe first, then by system call.
+    static func sorted(_ findings: [AuditFinding]) -> [AuditFinding] {
+        findings.sorted { ($0.severity, $1.syscall ?? "") > ($1.severity, $0.syscall ?? "") }
     }
 
     static func describe(_ alternative: RuleAlternative) -> String {

@@ -21,7 +21,7 @@ public enum JailerUnion {
             for rule in policy.rules {
                 guard var merged = rules[rule.syscall] else {
                     var first = rule
-                    first.justification = "[\(policy.role)] \(rule.justification ?? "(no justification)")"
+                    first.justification = rule.justification.map { "[\(policy.role)] \($0)" }
                     rules[rule.syscall] = first
                     conditionTexts[rule.syscall] = rule.conditionText.map { [$0] } ?? []
                     order.append(rule.syscall)
@@ -41,7 +41,9 @@ public enum JailerUnion {
                     let texts = conditionTexts[rule.syscall]!
                     merged.conditionText = texts.count == 1 ? texts[0] : texts.map { "(\($0))" }.joined(separator: " || ")
                 }
-                merged.justification = "\(merged.justification ?? "") [\(policy.role)] \(rule.justification ?? "(no justification)")"
+                if let reason = rule.justification {
+                    merged.justification = [merged.justification, "[\(policy.role)] \(reason)"].compactMap { $0 }.joined(separator: " ")
+                }
                 rules[rule.syscall] = merged
             }
         }

@@ -66,7 +66,7 @@ public struct PolicyParser {
                 index += 1
                 try parseDirective(name, at: current.location, into: &result)
                 commentBlock = []
-                try skipTrailingComment()
+                skipTrailingComment()
                 try expectEndOfLine()
             case .identifier:
                 trailingComments = []
@@ -90,7 +90,7 @@ public struct PolicyParser {
             file.defaultAction = try parseAction()
             file.defaultLocation = location
             if file.defaultAction == .allow {
-                throw PolicyError("@default allow makes the filter an allow-list of nothing; choose trap, errno, log or kill", at: location)
+                throw PolicyError("@default allow lets every unlisted system call through; choose trap, errno(...), kill-thread or kill-process", at: location)
             }
         case "include":
             let target = tokens[index]
@@ -130,7 +130,7 @@ public struct PolicyParser {
             index += 1
             action = try parseAction()
         }
-        try skipTrailingComment()
+        skipTrailingComment()
         try expectEndOfLine()
         return PolicyRule(syscall: name, number: number, alternatives: alternatives, action: action,
                           justification: nil, location: start.location, conditionText: conditionText)
@@ -550,7 +550,7 @@ public struct PolicyParser {
         }
     }
 
-    private mutating func skipTrailingComment() throws {
+    private mutating func skipTrailingComment() {
         if case let .comment(text) = tokens[index].token {
             trailingComments.append(text)
             index += 1
