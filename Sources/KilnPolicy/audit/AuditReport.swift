@@ -20,9 +20,9 @@ public struct AuditReport: Sendable {
             out += "\(role.allowedSyscalls.count) allowed system calls, \(role.program.count) BPF instructions\n"
             let width = policy.rules.map(\.syscall.count).max() ?? 0
             for rule in policy.rules.sorted(by: { $0.syscall < $1.syscall }) {
-                let name = rule.syscall.padding(to: width)
                 let action = rule.action == .allow ? "" : " -> \(rule.action.policyText)"
                 let condition = rule.conditionText.map { ": \($0)" } ?? ""
+                let name = condition.isEmpty && action.isEmpty ? rule.syscall : rule.syscall.padding(to: width)
                 out += "  \(name)\(condition)\(action)\n"
             }
             if role.findings.isEmpty {
