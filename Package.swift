@@ -41,6 +41,10 @@ let package = Package(
 
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
+        // A static stand-in for the VMM's threads, run by the kernel tests
+        // under the compiled filters.
+        .executableTarget(name: "policy-rehearsal", dependencies: ["KilnSeccomp", "KilnSystem", "CKiln"],
+                          linkerSettings: staticExecutable),
         .executableTarget(name: "fuzz-policy-parser", dependencies: ["KilnPolicy", "KilnSystem"],
                           swiftSettings: fuzzEntryPoint),
 

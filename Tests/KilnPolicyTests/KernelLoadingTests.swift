@@ -10,6 +10,18 @@ import Glibc
 enum SeccompSupport {
     /// PR_GET_SECCOMP fails with EINVAL on a kernel built without seccomp.
     static var available: Bool { ckiln_prctl(21 /* PR_GET_SECCOMP */, 0, 0, 0, 0) >= 0 }
+
+    /// The static policy-rehearsal program, built beside the test binary by
+    /// `swift build` (make test builds before it tests).
+    static var rehearsal: String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count)
+        guard count > 0 else { return nil }
+        var directory = String(decoding: buffer[0..<count], as: UTF8.self)
+        while let last = directory.last, last != "/" { directory.removeLast() }
+        let path = directory + "policy-rehearsal"
+        return FileSystem.isRegularFile(path) ? path : nil
+    }
 }
 
 /// Loads compiled roles into the real kernel, in a forked child each, and
@@ -84,6 +96,40 @@ struct KernelLoadingTests {
         #expect(Self.runFiltered(program) { _ = Self.syscall(Self.nr["ptrace"]!, [0]); return 2 } == .signalled(SIGSYS))
         // clone3 gets ENOSYS so that glibc falls back to clone.
         #expect(Self.runFiltered(program) { Self.syscall(Self.nr["clone3"]!, [0, 0]).errno == ENOSYS ? 0 : 3 } == .exited(0))
+    }
+
+    /// The static rehearsal of the VMM's threads, exec'd under the jailer's
+    /// filter: start-up, then the api, vcpu and vmm roles, each doing its
+    /// thread's typical calls. A call that is not allowed kills it (SIGSYS).
+    @Test(.enabled(if: SeccompSupport.rehearsal != nil, "policy-rehearsal is not built beside the tests: run swift build first"))
+    func aStaticProgramRunsUnderTheJailerAndThreadFilters() throws {
+        let rehearsal = SeccompSupport.rehearsal!
+        let bundlePath = "/tmp/kiln-rehearsal-\(getpid()).kbundle"
+        let socketPath = "/tmp/kiln-rehearsal-\(getpid()).sock"
+        defer { unlink(bundlePath); unlink(socketPath) }
+        let bundle = try Self.bundle()
+        try FileSystem.writeAtomically(bundlePath, bundle.encoded())
+        let jailer = bundle.program(for: "jailer")!
+
+        func exec(_ arguments: [String]) -> Int32 {
+            // argv as C strings, made before fork.
+            let argv = ([rehearsal, bundlePath, socketPath] + arguments).map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            let outcome = Self.runFiltered(jailer) {
+                execv(rehearsal, argv)
+                return 127
+            }
+            switch outcome {
+            case let .exited(code): return code
+            case let .signalled(signal): return 128 + signal
+            }
+        }
+        #expect(exec([]) == 0)
+        // A call the jailer's filter allows and each thread role denies: the
+        // thread's own filter stops it.
+        for role in ["api", "vcpu", "vmm"] {
+            #expect(exec(["--forbidden", role]) == 128 + SIGSYS, "\(role)")
+        }
     }
 
     @Test func errnoAndKillThreadDefaultsFromAPolicy() throws {
