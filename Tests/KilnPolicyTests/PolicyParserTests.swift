@@ -167,6 +167,17 @@ import Testing
         #expect(roles[1].defaultAction == .errno(1))
     }
 
+    @Test func aDiamondIncludeContributesItsRulesOnce() throws {
+        let roles = try Support.load([
+            "common.policy": "exit # end a thread\n",
+            "memory.policy": "@include \"common.policy\"\nbrk # malloc\n",
+            "signals.policy": "@include \"common.policy\"\nrt_sigreturn # handlers\n",
+            "a.policy": "@default trap\n@include \"memory.policy\"\n@include \"signals.policy\"\n@include \"memory.policy\"\n",
+        ])
+        #expect(roles.map(\.role) == ["a"])
+        #expect(roles[0].rules.map(\.syscall) == ["brk", "exit", "rt_sigreturn"])
+    }
+
     @Test func suggestionsUseEditDistance() {
         #expect(Suggestion.editDistance("kitten", "sitting") == 3)
         #expect(Suggestion.editDistance("ioctl", "iotcl") == 1)  // a transposition is one edit

@@ -6,7 +6,9 @@ import KilnSystem
 /// A file with `@default` is a role, named after the file (`vcpu.policy` is
 /// role "vcpu"). A file without one holds shared rules and is only
 /// `@include`d. Each role has at most one rule per system call, wherever the
-/// rules come from.
+/// rules come from. A file included twice into one role (a diamond, say
+/// two shared files that both include common.policy) contributes its rules
+/// once; an include cycle is an error.
 public struct PolicyLoader {
     /// Reads a policy file by name; a closure so that tests and the fuzzer
     /// can work from memory.
@@ -36,10 +38,10 @@ public struct PolicyLoader {
         for name in names.sorted() {
             let file = try parse(name)
             guard let defaultAction = file.defaultAction else { continue }
-            var rules: [PolicyRule] = []
-            var firstRule: [String: SourceLocation] = [:]
-            try collect(name, chain: [], into: &rules, firstRule: &firstRule, included: &included)
-            roles.append(Policy(role: String(name.dropLast(".policy".count)), defaultAction: defaultAction, rules: rules))
+            var role = RoleRules()
+            try collect(name, chain: [], into: &role)
+            included.formUnion(role.files)
+            roles.append(Policy(role: String(name.dropLast(".policy".count)), defaultAction: defaultAction, rules: role.rules))
         }
         for name in names.sorted() where !included.contains(name) {
             let file = try parse(name)
@@ -58,19 +60,25 @@ public struct PolicyLoader {
         return file
     }
 
+    /// The rules gathered for one role so far.
+    private struct RoleRules {
+        var rules: [PolicyRule] = []
+        var firstRule: [String: SourceLocation] = [:]
+        var files: Set<String> = []
+    }
+
     /// Adds `name`'s rules and, depth first, its includes'. `chain` is the
     /// include path from the role file, for cycle detection.
-    private mutating func collect(_ name: String, chain: [String], into rules: inout [PolicyRule],
-                                  firstRule: inout [String: SourceLocation], included: inout Set<String>) throws {
+    private mutating func collect(_ name: String, chain: [String], into role: inout RoleRules) throws {
         let file = try parse(name)
-        included.insert(name)
+        role.files.insert(name)
         for rule in file.rules {
-            if let first = firstRule[rule.syscall] {
+            if let first = role.firstRule[rule.syscall] {
                 throw PolicyError("duplicate rule for '\(rule.syscall)' (first at \(first)); a role has one rule per system call: join the conditions with ||",
                                   at: rule.location)
             }
-            firstRule[rule.syscall] = rule.location
-            rules.append(rule)
+            role.firstRule[rule.syscall] = rule.location
+            role.rules.append(rule)
         }
         for (target, location) in file.includes {
             if let start = chain.firstIndex(of: target) ?? (target == name ? chain.count : nil) {
@@ -80,7 +88,8 @@ public struct PolicyLoader {
             if let location = try parse(target).defaultLocation {
                 throw PolicyError("\(target) sets @default, so it is a role of its own and cannot be included", at: location)
             }
-            try collect(target, chain: chain + [name], into: &rules, firstRule: &firstRule, included: &included)
+            if role.files.contains(target) { continue }  // already in this role
+            try collect(target, chain: chain + [name], into: &role)
         }
     }
 }
