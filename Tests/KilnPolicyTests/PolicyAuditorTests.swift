@@ -135,6 +135,10 @@ import Testing
         #expect(c.conditionedOnlyByThem == ["ioctl"])
         #expect(report.roles.first { $0.role == "api" }!.comparison == nil)
         #expect(report.text().contains("only Firecracker allows:                 socket"))
+        #expect(c.sideBySide.map { "\($0.syscall) \($0.kiln.rawValue) | \($0.firecracker.rawValue)" } == [
+            "ioctl allowed | allowed if args", "mmap allowed if args | allowed if args", "read allowed if args | allowed",
+            "socket - | allowed", "write allowed | -",
+        ])
     }
 
     @Test func firecrackerParserIsStrict() {

@@ -61,6 +61,10 @@ public struct AuditReport: Sendable {
         for (title, names) in columns {
             out += "    \((title + ":").padding(to: 40)) \(names.isEmpty ? "-" : names.joined(separator: " "))\n"
         }
+        out += "    \("system call".padding(to: 20)) \("Kiln".padding(to: 16)) Firecracker\n"
+        for row in c.sideBySide {
+            out += "    \(row.syscall.padding(to: 20)) \(row.kiln.rawValue.padding(to: 16)) \(row.firecracker.rawValue)\n"
+        }
         return out
     }
 

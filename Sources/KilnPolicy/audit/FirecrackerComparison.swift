@@ -9,6 +9,8 @@ public struct FirecrackerComparison: Sendable {
     public var conditionedOnlyByUs: [String]
     /// Allowed by both; Firecracker tests arguments, we do not.
     public var conditionedOnlyByThem: [String]
+    private var oursConditional: Set<String> = []
+    private var theirsConditional: Set<String> = []
 
     public init(ours policy: Policy, theirs role: FirecrackerFilter.Role) {
         self.role = policy.role
@@ -22,7 +24,27 @@ public struct FirecrackerComparison: Sendable {
         let conditional = Set(allowed.filter { !$0.isUnconditional }.map(\.syscall))
         conditionedOnlyByUs = shared.filter { conditional.contains($0) && !role.isConditional($0) }
         conditionedOnlyByThem = shared.filter { !conditional.contains($0) && role.isConditional($0) }
+        oursConditional = conditional
+        theirsConditional = Set(theirs.filter(role.isConditional))
     }
 
     public var shared: Int { ours.count - onlyOurs.count }
+
+    /// How one side treats a system call in the side-by-side table.
+    public enum Treatment: String, Sendable {
+        case absent = "-", unconditional = "allowed", conditional = "allowed if args"
+    }
+
+    /// Every system call either side allows, with how each side allows it.
+    public var sideBySide: [(syscall: String, kiln: Treatment, firecracker: Treatment)] {
+        let ourSet = Set(ours), theirSet = Set(theirs)
+        return Array(ourSet.union(theirSet)).sorted().map { name in
+            func treatment(_ allowed: Bool, conditional: Bool) -> Treatment {
+                allowed ? (conditional ? .conditional : .unconditional) : .absent
+            }
+            return (name,
+                    treatment(ourSet.contains(name), conditional: oursConditional.contains(name)),
+                    treatment(theirSet.contains(name), conditional: theirsConditional.contains(name)))
+        }
+    }
 }
