@@ -112,11 +112,15 @@ public enum PolicyAuditor {
 
     /// Searches for arguments that the compiled program lets through with
     /// PROT_EXEC set. Candidates come from the rule's own comparisons (a
-    /// value satisfying each test, and its neighbours), combined with every
-    /// executable protection; the interpreter decides.
+    /// value satisfying each alternative), combined with every executable
+    /// protection; the interpreter on the compiled BPF decides. A witness is
+    /// proof that the filter allows executable memory; finding none among
+    /// these candidates is strong evidence, not a proof for all 2^64 values.
     static func executableWitness(_ rule: PolicyRule, protectionArgument: Int, interpreter: BPFInterpreter) -> [UInt64]? {
         guard let number = SyscallTable.number(of: rule.syscall) else { return nil }
-        let protections: [UInt64] = [0x4, 0x5, 0x6, 0x7, 0x4 | 0x0100_0000]
+        func constant(_ name: String) -> UInt64 { UInt64(bitPattern: PolicyConstants.value(named: name)!) }
+        let exec = constant("PROT_EXEC"), read = constant("PROT_READ"), write = constant("PROT_WRITE")
+        let protections = [exec, read | exec, write | exec, read | write | exec, exec | constant("PROT_GROWSDOWN")]
         var bases: [[UInt64]] = [[UInt64](repeating: 0, count: 6)]
         for alternative in rule.alternatives {
             var arguments = [UInt64](repeating: 0, count: 6)
