@@ -39,11 +39,14 @@ demo: build
 	.build/debug/kiln-policy compile --policies policies --output $(POLICY_BUNDLE)
 	.build/debug/kiln-policy audit --policies policies --compare $(FIRECRACKER_FILTER)
 
-# KILN_FUZZ=1 leaves `main` to libFuzzer (see Package.swift). New inputs go to
+# KILN_FUZZ=1 leaves `main` to libFuzzer (see Package.swift). SwiftPM's
+# --sanitize fuzzer instruments only the executable's own module, so the
+# coverage flags are passed to every module explicitly. New inputs go to
 # $(FUZZ_SCRATCH)/corpus, the seeds in fuzz/corpus stay as committed.
+FUZZ_COVERAGE := -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp
 fuzz: deps
 	@set -e; for target in $(FUZZ_TARGETS); do \
-	  KILN_FUZZ=1 $(SWIFT) build -c release --sanitize fuzzer --sanitize address \
+	  KILN_FUZZ=1 $(SWIFT) build -c release --sanitize fuzzer --sanitize address $(FUZZ_COVERAGE) \
 	    --product fuzz-$$target --scratch-path $(FUZZ_SCRATCH); \
 	  mkdir -p $(FUZZ_SCRATCH)/corpus/$$target; \
 	  SWIFT_BACKTRACE=enable=no $(FUZZ_SCRATCH)/release/fuzz-$$target \

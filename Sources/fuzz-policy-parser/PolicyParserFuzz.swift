@@ -5,8 +5,8 @@ import KilnSystem
 // tests into alternatives, and the loader's include handling. Any input must
 // end in a policy or a PolicyError; a crash or a hang is a bug.
 //
-//   make fuzz                        (builds with KILN_FUZZ=1, see Package.swift)
-//   .build-fuzz/release/fuzz-policy-parser fuzz/corpus/policy-parser -max_total_time=60
+//   make fuzz FUZZ_SECONDS=60   (KILN_FUZZ=1, ASan, coverage for every module: see the Makefile)
+//   .build-fuzz/release/fuzz-policy-parser .build-fuzz/corpus/policy-parser fuzz/corpus/policy-parser
 //
 // Without KILN_FUZZ the target gets a replay `main` instead, so that every
 // other build links: `fuzz-policy-parser FILE...` runs the given inputs once.
