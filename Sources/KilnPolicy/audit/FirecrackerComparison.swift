@@ -15,7 +15,7 @@ public struct FirecrackerComparison: Sendable {
     public init(ours policy: Policy, theirs role: FirecrackerFilter.Role) {
         self.role = policy.role
         let allowed = policy.rules.filter { $0.action.letsCallThrough }
-        ours = allowed.map(\.syscall).sorted()
+        ours = policy.allowedSyscalls
         theirs = role.syscalls
         let ourSet = Set(ours), theirSet = Set(theirs)
         onlyOurs = ours.filter { !theirSet.contains($0) }

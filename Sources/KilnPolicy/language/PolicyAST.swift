@@ -98,9 +98,9 @@ public struct Policy: Sendable {
 
     public func rule(for syscall: String) -> PolicyRule? { rules.first { $0.syscall == syscall } }
 
-    /// The syscalls some argument values of which reach a non-default action.
+    /// The system calls that run for some arguments (allow or log), sorted.
     public var allowedSyscalls: [String] {
-        rules.filter { $0.action == .allow }.map(\.syscall).sorted()
+        rules.filter { $0.action.letsCallThrough }.map(\.syscall).sorted()
     }
 }
 
