@@ -178,49 +178,13 @@ import Glibc
     }
 
     @Test func aBadPolicyLeavesNoOutput() throws {
-        let directory = "/tmp/kiln-policy-test-\(getpid())"
-        mkdir(directory, 0o700)
-        defer {
-            for name in (try? FileSystem.listDirectory(directory)) ?? [] { unlink(directory + "/" + name) }
-            rmdir(directory)
+        let files = ["vmm.policy": "@default trap\nread # ok\n", "api.policy": "@default trap\nreadd # typo\n"]
+        try Support.withPolicyFolder(files) { directory in
+            let output = directory + "/out.kbundle"
+            #expect(throws: PolicyError.self) { try PolicyBundleBuilder.compile(directory: directory, output: output) }
+            #expect(!FileSystem.exists(output))
+            let names = try FileSystem.listDirectory(directory)
+            #expect(names == ["api.policy", "vmm.policy"])
         }
-        try FileSystem.writeAtomically(directory + "/vmm.policy", Array("@default trap\nread # ok\n".utf8))
-        try FileSystem.writeAtomically(directory + "/api.policy", Array("@default trap\nreadd # typo\n".utf8))
-        let output = directory + "/out.kbundle"
-        #expect(throws: PolicyError.self) { try PolicyBundleBuilder.compile(directory: directory, output: output) }
-        #expect(!FileSystem.exists(output))
-        #expect(try FileSystem.listDirectory(directory) == ["api.policy", "vmm.policy"])
-    }
-}
-
-/// The 32-bit comparison rules (policies/README.md, "How wide a comparison
-/// is"), checked on compiled BPF with junk in the upper halves.
-@Suite struct ArgumentWidthTests {
-    @Test func comparisonsSeeWhatTheKernelSees() throws {
-        let policy = try PolicyTestSupport.role("""
-            @default trap
-            ioctl: arg1 == KVM_RUN              # 32-bit: upper half ignored
-            fcntl: arg1 < F_SETFL               # 32-bit ordering: all 64 bits, fails closed
-            mmap: arg3 == MAP_SHARED            # 64-bit: upper half must match
-            openat: arg0 == AT_FDCWD            # 32-bit int, negative
-            """)
-        let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
-        func run(_ name: String, _ arguments: [UInt64]) -> SeccompAction {
-            let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!, arguments: arguments)
-            let action = interpreter.evaluate(input)
-            #expect(action == PolicyTestSupport.expectedAction(policy, input), "\(name) \(arguments)")
-            return action
-        }
-        #expect(run("ioctl", [3, 0xAE80]) == .allow)
-        #expect(run("ioctl", [3, 0xFFFF_FFFF_0000_AE80]) == .allow)
-        #expect(run("ioctl", [3, 0xAE80_0000_AE81]) == .trap)
-        #expect(run("fcntl", [3, 3]) == .allow)
-        #expect(run("fcntl", [3, 0x1_0000_0003]) == .trap)
-        #expect(run("fcntl", [3, 4]) == .trap)
-        #expect(run("mmap", [0, 0, 0, 1]) == .allow)
-        #expect(run("mmap", [0, 0, 0, 0x1_0000_0001]) == .trap)
-        #expect(run("openat", [0xFFFF_FF9C]) == .allow)
-        #expect(run("openat", [0xFFFF_FFFF_FFFF_FF9C]) == .allow)  // sign-extended by the caller
-        #expect(run("openat", [0xFFFF_FF9D]) == .trap)
     }
 }

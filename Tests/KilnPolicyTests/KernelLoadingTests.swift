@@ -13,13 +13,18 @@ enum SeccompSupport {
 
     /// The static policy-rehearsal program, built beside the test binary by
     /// `swift build` (make test builds before it tests).
-    static var rehearsal: String? {
+    static var rehearsal: String? { BuiltProducts.path(of: "policy-rehearsal") }
+}
+
+/// Executables that `swift build` puts beside the test binary.
+enum BuiltProducts {
+    static func path(of product: String) -> String? {
         var buffer = [UInt8](repeating: 0, count: 4096)
         let count = readlink("/proc/self/exe", &buffer, buffer.count)
         guard count > 0 else { return nil }
         var directory = String(decoding: buffer[0..<count], as: UTF8.self)
         while let last = directory.last, last != "/" { directory.removeLast() }
-        let path = directory + "policy-rehearsal"
+        let path = directory + product
         return FileSystem.isRegularFile(path) ? path : nil
     }
 }

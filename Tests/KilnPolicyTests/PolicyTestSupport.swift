@@ -1,5 +1,9 @@
 import KilnSeccomp
+import KilnSystem
 @testable import KilnPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Helpers shared by the policy tests.
 enum PolicyTestSupport {
@@ -9,6 +13,19 @@ enum PolicyTestSupport {
         parts.removeLast(3)  // Tests/KilnPolicyTests/PolicyTestSupport.swift
         return parts.joined(separator: "/") + "/policies"
     }()
+
+    /// A fresh folder holding `files`, removed (with whatever the body
+    /// left in it) afterwards.
+    static func withPolicyFolder<R>(_ files: [String: String], _ body: (String) throws -> R) throws -> R {
+        let directory = "/tmp/kiln-policy-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try check("mkdir", subject: directory) { mkdir(directory, 0o700) }
+        defer {
+            for name in (try? FileSystem.listDirectory(directory)) ?? [] { unlink(directory + "/" + name) }
+            rmdir(directory)
+        }
+        for (name, text) in files { try FileSystem.writeAtomically(directory + "/" + name, Array(text.utf8)) }
+        return try body(directory)
+    }
 
     static func load(_ files: [String: String]) throws -> [Policy] {
         var loader = PolicyLoader { name in
