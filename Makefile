@@ -1,21 +1,37 @@
 # Kiln: every entry point a user or CI needs. Each target does its own set-up.
 #
-#   make test   install what a fresh Debian 12 machine lacks, build, run every test
-#   make demo   the main job (see README.md)
-#   make fuzz   run each libFuzzer target for a short while
-#   make bench  print the benchmark figures
-#   make nested-assets  download and build the nested lane's guests (integration/nested)
+#   make test           install what a fresh Debian 12 machine lacks, build, run every test
+#   make demo           the main job: a jailed microVM boots and prints its console
+#   make fuzz           run each libFuzzer target (Sources/fuzz-*) for FUZZ_SECONDS
+#   make bench          print the benchmark figures (jailer and VMM start-up)
+#   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 
 SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build, the tests and the demo need.
-DEBIAN_PACKAGES := libseccomp-dev libcap-dev acpica-tools
-POLICY_BUNDLE := .build/policies.kbundle
+DEBIAN_PACKAGES := libseccomp-dev libcap-dev acpica-tools clang lld file
 # Host packages of the nested lane (the kernels and busybox are only downloaded).
 NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4
+FIRECRACKER_FILTER := policies/reference/firecracker-seccomp-x86_64.json
+FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test demo fuzz bench clean nested-deps nested-assets nested-check
+# Release builds live in their own folder so that `swift build` and
+# `swift test` (debug) never rebuild them.
+RELEASE_SCRATCH := .build-release
+RELEASE_BIN := $(RELEASE_SCRATCH)/release
+POLICY_BUNDLE := $(RELEASE_BIN)/policies.kbundle
+
+# The lane-1 test guest: Embedded Swift, built with swiftc because its target
+# triple differs from the package's.
+GUEST_DIR := integration/guest
+GUEST_OUT := integration/out
+GUEST_ELF := $(GUEST_OUT)/kiln-test-guest.elf
+GUEST_SWIFTC := swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
+	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
+
+.PHONY: all deps build test demo fuzz bench bench-jailer bench-vmm release guest policies \
+	nested-deps nested-assets nested-check clean
 
 all: build
 
@@ -31,21 +47,44 @@ deps:
 build: deps
 	$(SWIFT) build
 
-test: build
+guest: $(GUEST_ELF)
+
+$(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/guest.ld
+	@mkdir -p $(GUEST_OUT)
+	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift -o $(GUEST_OUT)/guest.o
+	clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/entry.S -o $(GUEST_OUT)/entry.o
+	ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/guest.o -o $@
+
+test: build guest
 	$(SWIFT) test
 
-demo: build
-	$(SWIFT) run kiln-policy audit --policies policies
+# Static release binaries (kiln, kiln-jailer, kiln-policy, the jail probe)
+# and the compiled policy bundle beside the jailer, where it looks by default.
+release: deps
+	$(SWIFT) build -c release --scratch-path $(RELEASE_SCRATCH) \
+	  --product kiln --product kiln-jailer --product kiln-policy --product kiln-jail-probe
+	@for binary in kiln kiln-jailer kiln-jail-probe; do \
+	  file $(RELEASE_BIN)/$$binary | grep -q "statically linked" || { echo "$$binary is not static" >&2; exit 1; }; \
+	done
+	$(RELEASE_BIN)/kiln-policy compile --policies policies --output $(POLICY_BUNDLE)
 
-# Every Sources/fuzz-* target, FUZZ_SECONDS each, on its seed corpus.
-FUZZ_SECONDS ?= 60
+policies: release
+
+demo: release guest
+	integration/demo.sh
+
 fuzz: deps
 	@for dir in Sources/fuzz-*; do integration/fuzz/run.sh $$(basename $$dir) $(FUZZ_SECONDS) || exit 1; done
 
-clean:
-	rm -rf .build .build-*
+bench: bench-jailer bench-vmm
 
-# MARK: nested lane (integration/nested/README.md); slow, so not part of `test`
+bench-jailer: deps
+	integration/bench/jailer-bench.sh
+
+bench-vmm: release guest
+	integration/bench/vmm-startup.sh
+
+# The nested lane (integration/nested/README.md): slow, so not part of `test`.
 nested-deps:
 	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(NESTED_PACKAGES)"
 
@@ -55,45 +94,5 @@ nested-assets: nested-deps
 nested-check: nested-assets
 	integration/nested/run.sh --check
 
-# kiln-jailer: static release builds of the jailer and its test probe; the
-# compiled policy bundle, when built, goes beside the jailer (its default).
-.PHONY: jailer bench-jailer
-jailer: deps
-	$(SWIFT) build -c release --product kiln-jailer
-	$(SWIFT) build -c release --product kiln-jail-probe
-	@bin=$$($(SWIFT) build -c release --show-bin-path); \
-	  if [ -f $(POLICY_BUNDLE) ]; then cp $(POLICY_BUNDLE) $$bin/policies.kbundle; fi; \
-	  file $$bin/kiln-jailer $$bin/kiln-jail-probe | grep -q "dynamically linked" && { echo "not static"; exit 1; } || true
-
-bench-jailer: deps
-	integration/bench/jailer-bench.sh
-
-bench: bench-jailer
-
-# --- VMM: the lane-1 test guest (Embedded Swift, built with swiftc: its
-# target triple differs from the package's) and the static kiln binary.
-GUEST_DIR := integration/guest
-GUEST_OUT := integration/out
-GUEST_ELF := $(GUEST_OUT)/kiln-test-guest.elf
-GUEST_SWIFTC := swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
-	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
-
-.PHONY: guest build-static bench-vmm
-
-guest: $(GUEST_ELF)
-
-$(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/guest.ld
-	@mkdir -p $(GUEST_OUT)
-	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift -o $(GUEST_OUT)/guest.o
-	clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/entry.S -o $(GUEST_OUT)/entry.o
-	ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/guest.o -o $@
-
-test: guest
-
-# A static, release `kiln` at .build/release/kiln.
-build-static: deps
-	$(SWIFT) build -c release --product kiln
-
-bench-vmm: guest build-static
-	integration/bench/vmm-startup.sh
-bench: bench-vmm
+clean:
+	rm -rf .build .build-* $(GUEST_OUT)

@@ -11,6 +11,11 @@ import PackageDescription
 /// no Foundation and no NSS look-ups (platform notes, "Static linking").
 let staticExecutable: [LinkerSetting] = [.unsafeFlags(["-static-executable"])]
 
+/// `make fuzz` sets KILN_FUZZ=1, and the fuzz targets leave `main` to
+/// libFuzzer. Every other build gives them a replay `main`, so that they link
+/// in any configuration (platform notes, "libFuzzer").
+let fuzzEntryPoint: [SwiftSetting] = Context.environment["KILN_FUZZ"] == nil ? [.define("KILN_FUZZ_REPLAY")] : []
+
 let package = Package(
     name: "Kiln",
     products: [
@@ -61,18 +66,27 @@ let package = Package(
         .executableTarget(name: "kiln-jailer-bench", dependencies: ["KilnJail", "KilnSystem", "KilnSeccomp", "CKiln"]),
 
         // MARK: libFuzzer targets, one per parser (`make fuzz`)
-        .executableTarget(name: "fuzz-json", dependencies: ["KilnJSON"]),
-        .executableTarget(name: "fuzz-http-request", dependencies: ["KilnAPI"]),
+        .target(name: "KilnFuzzSupport", dependencies: ["KilnSystem"]),
+        .executableTarget(name: "fuzz-json", dependencies: ["KilnJSON", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-http-request", dependencies: ["KilnAPI", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
 
         .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSystem", "CKilnStart"],
                           linkerSettings: staticExecutable),
+
+        // A static stand-in for the VMM's threads, run by the kernel tests
+        // under the compiled filters.
+        .executableTarget(name: "policy-rehearsal", dependencies: ["KilnSeccomp", "KilnSystem", "CKiln"],
+                          linkerSettings: staticExecutable),
+        .executableTarget(name: "fuzz-policy-parser", dependencies: ["KilnPolicy", "KilnSystem", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
 
         // MARK: Tests
         .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON", "KilnTestSupport"]),
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
         .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp"]),
-        .testTarget(name: "KilnPolicyTests", dependencies: ["KilnPolicy", "KilnSeccomp"]),
         .testTarget(name: "KilnTelemetryTests", dependencies: ["KilnTelemetry", "KilnJSON"]),
         .testTarget(name: "KilnAPITests", dependencies: ["KilnAPI", "KilnTestSupport"]),
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
@@ -82,6 +96,10 @@ let package = Package(
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
         .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig"]),
+
+        .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
+        .testTarget(name: "KilnPolicyTests",
+                    dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck"]),
     ],
     swiftLanguageModes: [.v5]
 )

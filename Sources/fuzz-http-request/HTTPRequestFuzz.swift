@@ -1,9 +1,10 @@
 import KilnAPI
+import KilnFuzzSupport
 
 /// libFuzzer entry for the API's HTTP parser: the input is fed in two parts
 /// split at its first byte's value, so split-dependent bugs are reachable.
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzHTTPRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+public func fuzzHTTPRequest(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
     guard let first = bytes.first else { return 0 }
     let split = min(bytes.count, 1 + Int(first))
@@ -18,3 +19,10 @@ public func fuzzHTTPRequest(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 
     precondition(parser.bufferedByteCount <= limits.requestLine + limits.headerSection + limits.body + bytes.count)
     return 0
 }
+
+#if KILN_FUZZ_REPLAY
+@main
+enum HTTPRequestReplay {
+    static func main() throws { try FuzzReplay.run(fuzzHTTPRequest) }
+}
+#endif

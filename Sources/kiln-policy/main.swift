@@ -1,2 +1,60 @@
 import KilnPolicy
-print("kiln-policy: not yet")
+import KilnSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// kiln-policy: compile, audit and check the seccomp policies.
+// Argument parsing and wiring only; the work is in KilnPolicy.
+
+let usage = """
+    usage:
+      kiln-policy compile --policies DIR --output FILE
+          Compile every role of DIR into one seccomp bundle (written atomically).
+      kiln-policy audit --policies DIR [--format text|json] [--compare FILE]
+          Report each role's allowed system calls, conditions and findings;
+          with --compare, set each role beside a Firecracker JSON filter.
+      kiln-policy check --policies DIR [--fail-on low|medium|high|critical]
+          Exit 1 when a finding at or above the severity (default: high) exists.
+      kiln-policy --help
+    """
+
+func fail(_ message: String, status: Int32 = 2) -> Never {
+    fputs("kiln-policy: \(message)\n", stderr)
+    exit(status)
+}
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.isEmpty { fail("missing command (see kiln-policy --help)") }
+if arguments.contains("--help") || arguments.contains("-h") || arguments == ["help"] {
+    print(usage)
+    exit(0)
+}
+
+do {
+    let command = try CommandLineOptions.parse(arguments)
+    switch command {
+    case let .compile(policies, output):
+        let bundle = try PolicyBundleBuilder.compile(directory: policies, output: output)
+        for (role, instructions) in bundle.programs {
+            print("\(role): \(instructions.count) BPF instructions")
+        }
+        print("wrote \(output)")
+    case let .audit(policies, format, compare):
+        let report = try PolicyAuditor.audit(policies: try PolicyLoader.load(directory: policies),
+                                             firecracker: try compare.map(FirecrackerFilter.load))
+        print(format == .json ? report.json() : report.text(), terminator: "")
+    case let .check(policies, threshold):
+        let report = try PolicyAuditor.audit(policies: try PolicyLoader.load(directory: policies), firecracker: nil)
+        let failing = report.findings(atLeast: threshold)
+        for (role, finding) in failing { print("\(role): \(finding)") }
+        if !failing.isEmpty {
+            fail("\(failing.count) finding(s) at or above \(threshold.rawValue)", status: 1)
+        }
+        print("no findings at or above \(threshold.rawValue)")
+    }
+} catch let error as CommandLineOptions.UsageError {
+    fail("\(error.message) (see kiln-policy --help)")
+} catch {
+    fail("\(error)", status: 1)
+}

@@ -14,7 +14,8 @@ seconds=${2:-30}
 corpus=fuzz/corpus/${target#fuzz-}
 [ -d "$corpus" ] || { echo "no seed corpus at $corpus" >&2; exit 2; }
 
-swift build -c release --scratch-path .build-fuzz --product "$target" \
+# KILN_FUZZ=1 leaves `main` to libFuzzer (Package.swift, fuzzEntryPoint).
+KILN_FUZZ=1 swift build -c release --scratch-path .build-fuzz --product "$target" \
   --sanitize fuzzer --sanitize address \
   -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp >/dev/null
 

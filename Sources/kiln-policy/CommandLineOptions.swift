@@ -1,0 +1,57 @@
+import KilnPolicy
+
+/// The three commands and their flags, strictly parsed: an unknown or
+/// repeated flag, a missing value or a missing required flag is an error.
+enum CommandLineOptions {
+    case compile(policies: String, output: String)
+    case audit(policies: String, format: AuditFormat, compare: String?)
+    case check(policies: String, failOn: Severity)
+
+    enum AuditFormat: String { case text, json }
+
+    struct UsageError: Error { let message: String }
+
+    static func parse(_ arguments: [String]) throws -> CommandLineOptions {
+        let command = arguments[0]
+        let allowed: Set<String>
+        switch command {
+        case "compile": allowed = ["--policies", "--output"]
+        case "audit": allowed = ["--policies", "--format", "--compare"]
+        case "check": allowed = ["--policies", "--fail-on"]
+        default: throw UsageError(message: "unknown command '\(command)'")
+        }
+        var flags: [String: String] = [:]
+        var rest = arguments.dropFirst()
+        while let flag = rest.popFirst() {
+            guard allowed.contains(flag) else {
+                throw UsageError(message: "unknown option '\(flag)' for \(command)")
+            }
+            guard let value = rest.popFirst(), !value.hasPrefix("--") else {
+                throw UsageError(message: "\(flag) needs a value")
+            }
+            guard flags.updateValue(value, forKey: flag) == nil else {
+                throw UsageError(message: "\(flag) given twice")
+            }
+        }
+        func required(_ flag: String) throws -> String {
+            guard let value = flags[flag] else { throw UsageError(message: "\(command) needs \(flag)") }
+            return value
+        }
+        switch command {
+        case "compile":
+            return .compile(policies: try required("--policies"), output: try required("--output"))
+        case "audit":
+            let formatName = flags["--format"] ?? "text"
+            guard let format = AuditFormat(rawValue: formatName) else {
+                throw UsageError(message: "--format must be text or json, not '\(formatName)'")
+            }
+            return .audit(policies: try required("--policies"), format: format, compare: flags["--compare"])
+        default:
+            let name = flags["--fail-on"] ?? "high"
+            guard let severity = Severity(rawValue: name), severity != .info else {
+                throw UsageError(message: "--fail-on must be low, medium, high or critical, not '\(name)'")
+            }
+            return .check(policies: try required("--policies"), failOn: severity)
+        }
+    }
+}

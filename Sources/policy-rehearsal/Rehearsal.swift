@@ -1,0 +1,196 @@
+import CKiln
+import KilnSeccomp
+import KilnSystem
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The rehearsal itself (see main.swift). Thread entry points live here, not
+/// in main.swift (platform notes: top-level closures there are @MainActor).
+enum Rehearsal {
+    /// The calls Glibc's Swift module does not declare (eventfd, epoll,
+    /// timerfd, accept4), by number (asm/unistd_64.h) and flag (UAPI headers).
+    /// Raw calls also make the rehearsal issue exactly the call a filter sees.
+    enum Raw {
+        static let socket = 41, accept4 = 288, epollWait = 232, epollCtl = 233
+        static let timerfdCreate = 283, timerfdSettime = 286, eventfd2 = 290, epollCreate1 = 291
+        static let closeOnExec: UInt = 0o2000000, nonBlocking: UInt = 0o4000  // O_CLOEXEC, O_NONBLOCK
+        static let epollAdd: UInt = 1, epollIn: UInt32 = 1, clockMonotonic: UInt = 1
+
+        @discardableResult
+        static func call(_ name: String, _ number: Int, _ a: [UInt]) throws -> Int {
+            let args = a + Array(repeating: 0, count: 6 - a.count)
+            return try check(name) { ckiln_syscall6(number, args[0], args[1], args[2], args[3], args[4], args[5]) }
+        }
+    }
+
+    static func run(_ arguments: [String]) -> Int32 {
+        guard arguments.count == 2 || (arguments.count == 4 && arguments[2] == "--forbidden") else {
+            fputs("usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE]\n", stderr)
+            return 2
+        }
+        let forbidden = arguments.count == 4 ? arguments[3] : nil
+        do {
+            // Start-up, under the jailer's filter only. A peer that hangs up
+            // must give EPIPE, not kill the process, as in the VMM.
+            signal(SIGPIPE, SIG_IGN)
+            let bundle = try SeccompBundle(decoding: try FileSystem.readFile(arguments[0]))
+            let listener = try listen(at: arguments[1])
+            let wakeup = Int32(try Raw.call("eventfd2", Raw.eventfd2, [0, Raw.closeOnExec | Raw.nonBlocking]))
+            let api = try spawn(role: "api", bundle: bundle, forbidden: forbidden) { serveOneRequest(listener) }
+            let vcpu = try spawn(role: "vcpu", bundle: bundle, forbidden: forbidden) { signalEventLoop(wakeup) }
+
+            // The event loop, under the vmm role.
+            try SeccompFilter.install(role: "vmm", from: bundle)
+            try eventLoop(wakeup: wakeup, socketPath: arguments[1])
+            if forbidden == "vmm" { tryForbiddenCall() }
+            pthread_join(vcpu, nil)
+            pthread_join(api, nil)
+            print("policy-rehearsal: every thread ran under its filter")
+            return 0
+        } catch {
+            fputs("policy-rehearsal: \(error)\n", stderr)
+            return 1
+        }
+    }
+
+    /// socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC, 0): the jailer's filter
+    /// allows it (start-up binds the API socket), no thread role does, so
+    /// only a thread's own filter can stop it.
+    static func tryForbiddenCall() {
+        _ = ckiln_syscall6(Raw.socket, UInt(AF_UNIX), UInt(SOCK_STREAM.rawValue) | Raw.closeOnExec, 0, 0, 0, 0)
+    }
+
+    /// The API socket, bound before the filters as the VMM binds --api-sock.
+    static func listen(at path: String) throws -> Int32 {
+        unlink(path)
+        let fd = try check("socket") { socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        _ = try withAddress(path) { address, length in
+            try check("bind", subject: path) { bind(fd, address, length) }
+        }
+        try check("listen") { Glibc.listen(fd, 8) }
+        return fd
+    }
+
+    static func withAddress<R>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R) throws -> R {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw SystemError("bind", subject: path, errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        return try withUnsafePointer(to: &address) { pointer in
+            try pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                try body($0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+    }
+
+    final class ThreadWork {
+        let role: String
+        let program: [BPFInstruction]
+        let forbidden: Bool
+        let work: () -> Void
+        init(role: String, program: [BPFInstruction], forbidden: Bool, work: @escaping () -> Void) {
+            self.role = role
+            self.program = program
+            self.forbidden = forbidden
+            self.work = work
+        }
+    }
+
+    /// Starts a thread that installs `role` before doing anything else.
+    static func spawn(role: String, bundle: SeccompBundle, forbidden: String?, _ work: @escaping () -> Void) throws -> pthread_t {
+        guard let program = bundle.program(for: role) else { throw SeccompBundleError.missingRole(role) }
+        let context = Unmanaged.passRetained(ThreadWork(role: role, program: program, forbidden: forbidden == role, work: work))
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, nil, { raw in
+            let context = Unmanaged<ThreadWork>.fromOpaque(raw!).takeRetainedValue()
+            do {
+                try SeccompFilter.install(context.program, role: context.role)
+            } catch {
+                fputs("policy-rehearsal: \(error)\n", stderr)
+                exit(1)
+            }
+            context.work()
+            if context.forbidden { Rehearsal.tryForbiddenCall() }
+            return nil
+        }, context.toOpaque())
+        guard rc == 0 else {
+            context.release()
+            throw SystemError("pthread_create", subject: role, errno: rc)
+        }
+        return thread
+    }
+
+    /// The API thread: accept a connection, read the request, answer, close.
+    static func serveOneRequest(_ listener: Int32) {
+        guard let accepted = try? Raw.call("accept4", Raw.accept4, [UInt(listener), 0, 0, Raw.closeOnExec]) else { exit(3) }
+        let connection = Int32(accepted)
+        var request = [UInt8](repeating: 0, count: 256)
+        _ = read(connection, &request, request.count)
+        var headers: [String: String] = [:]  // hashing and allocation, as a parser does
+        for index in 0..<64 { headers["X-Header-\(index)"] = String(index) }
+        let response = Array("HTTP/1.1 204 No Content\r\n\r\n".utf8)
+        _ = write(connection, response, response.count)
+        close(connection)
+    }
+
+    /// The vCPU thread: allocate (as device emulation does) and signal the event loop.
+    static func signalEventLoop(_ eventfd: Int32) {
+        var log: [String] = []
+        for exit in 0..<1000 { log.append("exit \(exit)") }
+        var one: UInt64 = UInt64(log.count)
+        _ = write(eventfd, &one, 8)
+    }
+
+    /// Registers `fd` with the epoll instance and waits for it (5 s at most).
+    static func waitUntilReadable(_ fd: Int32, epoll: Int) throws {
+        // struct epoll_event is packed on x86_64: u32 events, u64 data.
+        var event = [UInt8](repeating: 0, count: 12)
+        withUnsafeBytes(of: Raw.epollIn.littleEndian) { event.replaceSubrange(0..<4, with: $0) }
+        withUnsafeBytes(of: UInt64(fd).littleEndian) { event.replaceSubrange(4..<12, with: $0) }
+        _ = try event.withUnsafeBytes { raw in
+            try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), Raw.epollAdd, UInt(fd), UInt(bitPattern: raw.baseAddress)])
+        }
+        var ready = [UInt8](repeating: 0, count: 12 * 4)
+        let count = try ready.withUnsafeMutableBytes { raw in
+            try Raw.call("epoll_wait", Raw.epollWait, [UInt(epoll), UInt(bitPattern: raw.baseAddress), 4, 5000])
+        }
+        guard count > 0 else { throw SystemError("epoll_wait", subject: "fd \(fd)", errno: ETIMEDOUT) }
+        _ = try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), 2 /* EPOLL_CTL_DEL */, UInt(fd), 0])
+    }
+
+    /// The main thread: epoll on the eventfd and a timer, and an API client
+    /// connection made the way a vsock connection is.
+    static func eventLoop(wakeup: Int32, socketPath: String) throws {
+        let epoll = try Raw.call("epoll_create1", Raw.epollCreate1, [Raw.closeOnExec])
+        let timer = try Raw.call("timerfd_create", Raw.timerfdCreate, [Raw.clockMonotonic, Raw.closeOnExec | Raw.nonBlocking])
+        var due: [Int] = [0, 0, 0, 1_000_000]  // struct itimerspec: no interval, due in 1 ms
+        _ = try due.withUnsafeMutableBytes { raw in
+            try Raw.call("timerfd_settime", Raw.timerfdSettime, [UInt(timer), 0, UInt(bitPattern: raw.baseAddress), 0])
+        }
+        try waitUntilReadable(Int32(timer), epoll: epoll)
+        try waitUntilReadable(wakeup, epoll: epoll)
+        var count: UInt64 = 0
+        _ = read(wakeup, &count, 8)
+
+        let client = try check("socket") {
+            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        }
+        _ = try withAddress(socketPath) { address, length in
+            try check("connect", subject: socketPath) { connect(client, address, length) }
+        }
+        let request = Array("PUT /actions HTTP/1.1\r\nContent-Length: 0\r\n\r\n".utf8)
+        _ = write(client, request, request.count)
+        try waitUntilReadable(client, epoll: epoll)
+        var response = [UInt8](repeating: 0, count: 64)
+        _ = read(client, &response, response.count)
+        close(client)
+        close(Int32(timer))
+        close(Int32(epoll))
+    }
+}

@@ -1,0 +1,12 @@
+// policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE]
+//
+// A static stand-in for the VMM's thread layout, run by the kernel tests
+// under the jailer's pre-exec filter: it does what the VMM does between exec
+// and its per-thread filters, starts an API thread and a vCPU thread that each
+// install their role, installs the vmm role on the main thread, and has every
+// thread do its typical work. Exit 0 means every call passed every filter.
+// With --forbidden ROLE, that role's thread then tries socket(), which its
+// filter must stop (the process dies of SIGSYS).
+import Glibc
+
+exit(Rehearsal.run(Array(CommandLine.arguments.dropFirst())))

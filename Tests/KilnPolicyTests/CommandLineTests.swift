@@ -1,0 +1,102 @@
+import KilnSeccomp
+import KilnSystem
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The kiln-policy executable: exit codes and messages for good and bad use.
+@Suite(.enabled(if: BuiltProducts.path(of: "kiln-policy") != nil, "kiln-policy is not built beside the tests: run swift build first"))
+struct CommandLineTests {
+    struct Result {
+        var status: Int32
+        var output: String
+        var errors: String
+    }
+
+    /// Runs kiln-policy with `arguments`, from the package root.
+    static func run(_ arguments: [String]) throws -> Result {
+        let binary = BuiltProducts.path(of: "kiln-policy")!
+        var outputPipe: [Int32] = [0, 0], errorPipe: [Int32] = [0, 0]
+        try check("pipe") { pipe(&outputPipe) }
+        try check("pipe") { pipe(&errorPipe) }
+        let argv = ([binary] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let root = PolicyTestSupport.shippedPoliciesDirectory.dropLast("/policies".count)
+        let pid = try String(root).withCString { directory in
+            try check("fork") { () -> Int32 in
+                let pid = fork()
+                if pid == 0 {
+                    dup2(outputPipe[1], 1)
+                    dup2(errorPipe[1], 2)
+                    if chdir(directory) != 0 { _exit(126) }
+                    execv(binary, argv)
+                    _exit(127)
+                }
+                return pid
+            }
+        }
+        close(outputPipe[1])
+        close(errorPipe[1])
+        let output = try FileDescriptor(rawValue: outputPipe[0]).readAll()
+        let errors = try FileDescriptor(rawValue: errorPipe[0]).readAll()
+        close(outputPipe[0])
+        close(errorPipe[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        return Result(status: (status >> 8) & 0xFF, output: String(decoding: output, as: UTF8.self),
+                      errors: String(decoding: errors, as: UTF8.self))
+    }
+
+    @Test(arguments: [
+        ([], "kiln-policy: missing command (see kiln-policy --help)\n"),
+        (["frob"], "kiln-policy: unknown command 'frob' (see kiln-policy --help)\n"),
+        (["audit", "--policy", "policies"], "kiln-policy: unknown option '--policy' for audit (see kiln-policy --help)\n"),
+        (["audit", "--policies"], "kiln-policy: --policies needs a value (see kiln-policy --help)\n"),
+        (["audit", "--policies", "policies", "--format", "xml"],
+         "kiln-policy: --format must be text or json, not 'xml' (see kiln-policy --help)\n"),
+        (["compile", "--policies", "policies"], "kiln-policy: compile needs --output (see kiln-policy --help)\n"),
+        (["check", "--policies", "policies", "--fail-on", "info"],
+         "kiln-policy: --fail-on must be low, medium, high or critical, not 'info' (see kiln-policy --help)\n"),
+        (["check", "--policies", "a", "--policies", "b"], "kiln-policy: --policies given twice (see kiln-policy --help)\n"),
+    ] as [([String], String)])
+    func badUsageIsAnErrorWithExitStatus2(_ arguments: [String], _ message: String) throws {
+        let result = try Self.run(arguments)
+        #expect(result.status == 2)
+        #expect(result.errors == message)
+        #expect(result.output.isEmpty)
+    }
+
+    @Test func checkFailsOnFindingsAtTheThreshold() throws {
+        let files = [
+            "vmm.policy": "@default trap\nioctl # any request\n", "api.policy": "@default trap\nread # r\n",
+            "vcpu.policy": "@default trap\nread # r\n", "jailer.policy": "@default kill-process\nexecve # exec\n",
+        ]
+        try PolicyTestSupport.withPolicyFolder(files) { directory in
+            let high = try Self.run(["check", "--policies", directory, "--fail-on", "high"])
+            #expect(high.status == 1)
+            #expect(high.output.contains("vmm: [high] ioctl: allowed with no argument conditions (vmm.policy:2:1)"))
+            #expect(high.errors == "kiln-policy: 2 finding(s) at or above high\n")  // vmm and the jailer's union
+            let critical = try Self.run(["check", "--policies", directory, "--fail-on", "critical"])
+            #expect(critical.status == 0)
+        }
+    }
+
+    @Test func helpAndTheShippedPolicies() throws {
+        let help = try Self.run(["--help"])
+        #expect(help.status == 0 && help.output.hasPrefix("usage:"))
+        let check = try Self.run(["check", "--policies", "policies", "--fail-on", "low"])
+        #expect(check.status == 0)
+        #expect(check.output == "no findings at or above low\n")
+        let json = try Self.run(["audit", "--policies", "policies", "--format", "json"])
+        #expect(json.status == 0 && json.output.hasPrefix("{\n  \"roles\": {"))
+        let bundlePath = "/tmp/kiln-policy-cli-\(getpid()).kbundle"
+        defer { unlink(bundlePath) }
+        let compile = try Self.run(["compile", "--policies", "policies", "--output", bundlePath])
+        #expect(compile.status == 0 && compile.output.hasSuffix("wrote \(bundlePath)\n"))
+        #expect(try SeccompBundle(decoding: try FileSystem.readFile(bundlePath)).roles == ["api", "jailer", "vcpu", "vmm"])
+        let missing = try Self.run(["audit", "--policies", "/nonexistent"])
+        #expect(missing.status == 1)
+        #expect(missing.errors == "kiln-policy: opendir /nonexistent: No such file or directory (ENOENT)\n")
+    }
+}

@@ -1,0 +1,190 @@
+import KilnSeccomp
+import KilnSystem
+import Testing
+@testable import KilnPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every rule of every shipped role, proven against its compiled BPF with
+/// the interpreter.
+@Suite struct CompiledPolicyTests {
+    typealias Support = PolicyTestSupport
+
+    static func shippedRoles() throws -> [Policy] {
+        try PolicyBundleBuilder.resolvedRoles(try PolicyLoader.load(directory: Support.shippedPoliciesDirectory))
+    }
+
+    /// Inputs that sit on and around each comparison: the allowed value, its
+    /// neighbours (the next ioctl number), an extra flag bit, and junk in the
+    /// upper half that the kernel ignores for 32-bit arguments only.
+    static func probes(for rule: PolicyRule) -> [(arguments: [UInt64], satisfying: Bool)] {
+        var probes: [([UInt64], Bool)] = []
+        for alternative in rule.alternatives {
+            var base = [UInt64](repeating: 0, count: 6)
+            for test in alternative { base[test.argument] = PolicyAuditor.satisfyingValue(test) }
+            probes.append((base, true))
+            for test in alternative {
+                let v = base[test.argument]
+                let mask: UInt64 = test.mask ?? .max
+                var freeBit: UInt64 = 0
+                for shift in 0..<UInt64(test.width) where (UInt64(1) << shift) & v == 0 && (UInt64(1) << shift) & mask != 0 {
+                    freeBit = UInt64(1) << shift
+                    break
+                }
+                for mutated in [v &+ 1, v &- 1, v | freeBit, v ^ 1, v | 0xDEAD_0000_0000_0000, ~v] {
+                    var arguments = base
+                    arguments[test.argument] = mutated
+                    probes.append((arguments, false))
+                }
+            }
+        }
+        return probes
+    }
+
+    @Test func everyRuleOfEveryShippedRoleMatchesItsBPF() throws {
+        var checked = 0, nearMissesDenied = 0
+        for policy in try Self.shippedRoles() {
+            let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
+            for rule in policy.rules {
+                let probes = rule.isUnconditional ? [([UInt64](repeating: 0x1234, count: 6), true)] : Self.probes(for: rule)
+                for (arguments, satisfying) in probes {
+                    let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: arguments)
+                    let expected = Support.expectedAction(policy, input)
+                    if satisfying { #expect(expected == rule.action, "\(policy.role) \(rule.syscall) \(arguments)") }
+                    if !satisfying && expected == policy.defaultAction { nearMissesDenied += 1 }
+                    #expect(interpreter.evaluate(input) == expected, "\(policy.role) \(rule.syscall) \(arguments)")
+                    checked += 1
+                }
+            }
+            // Calls the role does not name get the default action.
+            for name in ["ptrace", "execveat", "bpf", "mount", "socketpair"] where policy.rule(for: name) == nil {
+                let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!)
+                #expect(interpreter.evaluate(input) == policy.defaultAction, "\(policy.role) \(name)")
+            }
+        }
+        #expect(checked > 1000)
+        #expect(nearMissesDenied > 300, "near misses must reach the default action")
+    }
+
+    @Test func neighbouringIoctlAndAddedFlagGetTheDefault() throws {
+        let roles = try Self.shippedRoles()
+        let vcpu = roles.first { $0.role == "vcpu" }!
+        let interpreter = try BPFInterpreter(try PolicyCompiler.compile(vcpu))
+        func ioctl(_ request: UInt64) -> SeccompAction {
+            interpreter.evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 16, arguments: [5, request]))
+        }
+        #expect(ioctl(0xAE80) == .allow)                       // KVM_RUN
+        #expect(ioctl(0xFFFF_FFFF_0000_AE80) == .allow)        // upper half ignored, as the kernel does
+        #expect(ioctl(0xAE81) == .trap)                        // KVM_GET_REGS without its size: a different request
+        #expect(ioctl(0xAE7F) == .trap)
+        #expect(ioctl(UInt64(PolicyConstants.value(named: "KVM_SET_USER_MEMORY_REGION")!)) == .trap)
+        func mmap(_ prot: UInt64, _ flags: UInt64) -> SeccompAction {
+            interpreter.evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 9,
+                                              arguments: [0, 4096, prot, flags, UInt64.max, 0]))
+        }
+        #expect(mmap(0x3, 0x22) == .allow)      // PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
+        #expect(mmap(0x7, 0x22) == .trap)       // + PROT_EXEC
+        #expect(mmap(0x3, 0x32) == .trap)       // + MAP_FIXED
+        #expect(mmap(0x3, 0x1_0000_0022) == .trap)  // mmap's flags are 64 bits wide in the kernel
+    }
+
+    @Test func otherArchitecturesAndX32AreKilled() throws {
+        for policy in try Self.shippedRoles() {
+            let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
+            let read = SyscallTable.number(of: "read")!
+            for architecture: UInt32 in [0x4000_0003 /* i386 */, 0xC000_00B7 /* aarch64 */, 0] {
+                #expect(interpreter.evaluate(SeccompInput(architecture: architecture, syscallNumber: read)) == .killProcess)
+            }
+            let x32 = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: read | PolicyCompiler.x32SyscallBit)
+            #expect(interpreter.evaluate(x32) == .killProcess, "\(policy.role)")
+        }
+    }
+
+    /// Random inputs: the compiled BPF and the policy's own meaning agree.
+    @Test func randomInputsAgreeWithThePolicy() throws {
+        var generator = SeededGenerator(seed: 0x5EED)
+        for policy in try Self.shippedRoles() {
+            let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
+            let numbers = policy.rules.map(\.number)
+            for _ in 0..<3000 {
+                let number = Bool.random(using: &generator) ? numbers.randomElement(using: &generator)! : Int32.random(in: 0...460, using: &generator)
+                let constants = policy.rules.flatMap { $0.alternatives.flatMap { $0.map(\.value) } }
+                let arguments = (0..<6).map { _ in
+                    Bool.random(using: &generator) ? (constants.randomElement(using: &generator) ?? 0) : UInt64.random(in: 0...0xFFFF, using: &generator)
+                }
+                let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: number, arguments: arguments)
+                #expect(interpreter.evaluate(input) == Support.expectedAction(policy, input), "\(policy.role) \(number) \(arguments)")
+            }
+        }
+    }
+
+    @Test func outputIsDeterministicAndDecodes() throws {
+        let policies = try PolicyLoader.load(directory: Support.shippedPoliciesDirectory)
+        let first = try PolicyBundleBuilder.bundle(for: policies).encoded()
+        let second = try PolicyBundleBuilder.bundle(for: try PolicyLoader.load(directory: Support.shippedPoliciesDirectory)).encoded()
+        #expect(first == second)
+        let decoded = try SeccompBundle(decoding: first)
+        #expect(decoded.roles == ["api", "jailer", "vcpu", "vmm"])
+        for role in decoded.roles { _ = try BPFInterpreter(decoded.program(for: role)!) }
+    }
+
+    @Test func theJailerRoleIsTheUnionOfTheThreadRoles() throws {
+        let roles = try Self.shippedRoles()
+        let jailer = roles.first { $0.role == "jailer" }!
+        let union = try BPFInterpreter(try PolicyCompiler.compile(jailer))
+        var generator = SeededGenerator(seed: 42)
+        for thread in roles where thread.role != "jailer" {
+            for rule in thread.rules where rule.action.letsCallThrough {
+                for (arguments, _) in rule.isUnconditional ? [([UInt64](repeating: 7, count: 6), true)] : Self.probes(for: rule) {
+                    let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: arguments)
+                    if Support.expectedAction(thread, input).letsCallThrough {
+                        #expect(union.evaluate(input).letsCallThrough, "\(thread.role) \(rule.syscall) \(arguments)")
+                    }
+                }
+            }
+            _ = generator.next()
+        }
+        // Unconditional in one role, conditional in another: unconditional in the union.
+        let roleSet = try Support.load([
+            "a.policy": "@default trap\nread # a\n",
+            "b.policy": "@default trap\nread: arg0 == 0 # b\nwrite: arg0 == 1 # b\n",
+            "c.policy": "@default trap\nwrite: arg0 == 2 # c\n",
+            "jailer.policy": "@default kill-process\nexecve # exec\n",
+        ])
+        let merged = JailerUnion.union(of: roleSet.filter { $0.role != "jailer" }, with: roleSet.first { $0.role == "jailer" }!)
+        #expect(merged.rule(for: "read")!.isUnconditional)
+        #expect(merged.rule(for: "write")!.alternatives.map { $0[0].value } == [1, 2])
+        #expect(merged.rule(for: "execve")!.isUnconditional)
+        #expect(merged.defaultAction == .killProcess)
+    }
+
+    @Test func programsOverTheKernelLimitAreRefused() throws {
+        // Distinct value sets: libseccomp shares identical comparison chains.
+        let names = ["read", "write", "close", "fstat", "lseek", "dup", "fsync", "fdatasync", "ftruncate", "pread64"]
+        let rules = names.enumerated().map { index, name in
+            let values = (1...500).map { String(index * 1000 + $0) }.joined(separator: ", ")
+            return "\(name): arg0 in {\(values)} # many"
+        }.joined(separator: "\n")
+        let policy = try Support.role("@default trap\n\(rules)\n", name: "big.policy")
+        do {
+            _ = try PolicyCompiler.compile(policy)
+            Issue.record("a filter over 4096 instructions compiled")
+        } catch {
+            let message = "\(error)"
+            #expect(message.hasPrefix("role big: the compiled filter has "))
+            #expect(message.hasSuffix(" BPF instructions, over the kernel's limit of 4096; remove rules or alternatives"))
+        }
+    }
+
+    @Test func aBadPolicyLeavesNoOutput() throws {
+        let files = ["vmm.policy": "@default trap\nread # ok\n", "api.policy": "@default trap\nreadd # typo\n"]
+        try Support.withPolicyFolder(files) { directory in
+            let output = directory + "/out.kbundle"
+            #expect(throws: PolicyError.self) { try PolicyBundleBuilder.compile(directory: directory, output: output) }
+            #expect(!FileSystem.exists(output))
+            let names = try FileSystem.listDirectory(directory)
+            #expect(names == ["api.policy", "vmm.policy"])
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import CKiln
+import KilnSeccomp
+import KilnSystem
+import Testing
+@testable import KilnPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum SeccompSupport {
+    /// PR_GET_SECCOMP fails with EINVAL on a kernel built without seccomp.
+    static var available: Bool { ckiln_prctl(21 /* PR_GET_SECCOMP */, 0, 0, 0, 0) >= 0 }
+
+    /// The static policy-rehearsal program, built beside the test binary by
+    /// `swift build` (make test builds before it tests).
+    static var rehearsal: String? { BuiltProducts.path(of: "policy-rehearsal") }
+}
+
+/// Executables that `swift build` puts beside the test binary.
+enum BuiltProducts {
+    static func path(of product: String) -> String? {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count)
+        guard count > 0 else { return nil }
+        var directory = String(decoding: buffer[0..<count], as: UTF8.self)
+        while let last = directory.last, last != "/" { directory.removeLast() }
+        let path = directory + product
+        return FileSystem.isRegularFile(path) ? path : nil
+    }
+}
+
+/// Loads compiled roles into the real kernel, in a forked child each, and
+/// shows that allowed calls run and denied ones get their action.
+@Suite(.enabled(if: SeccompSupport.available, "the kernel has no seccomp filter mode (CONFIG_SECCOMP_FILTER)"))
+struct KernelLoadingTests {
+    enum Outcome: Equatable { case exited(Int32), signalled(Int32) }
+
+    /// Forks; the child installs `program` and returns `body()` as its exit
+    /// code. The child does nothing but raw system calls between fork and
+    /// _exit (the parent may have other threads holding libc locks).
+    static func runFiltered(_ program: [BPFInstruction], _ body: () -> Int32) -> Outcome {
+        let filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        return filters.withUnsafeBufferPointer { buffer -> Outcome in
+            let pid = fork()
+            if pid == 0 {
+                if ckiln_set_no_new_privs() != 0 { _exit(100) }
+                if ckiln_seccomp_load(buffer.baseAddress, UInt16(buffer.count), 0) != 0 { _exit(101) }
+                _exit(body())
+            }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            return status & 0x7F == 0 ? .exited((status >> 8) & 0xFF) : .signalled(status & 0x7F)
+        }
+    }
+
+    static func syscall(_ number: Int32, _ a: [UInt64] = []) -> (result: Int, errno: Int32) {
+        let args = a + Array(repeating: 0, count: 6 - a.count)
+        let result = ckiln_syscall6(Int(number), UInt(args[0]), UInt(args[1]), UInt(args[2]), UInt(args[3]), UInt(args[4]), UInt(args[5]))
+        return (result, result == -1 ? errno : 0)
+    }
+
+    static func bundle() throws -> SeccompBundle {
+        try PolicyBundleBuilder.bundle(for: try PolicyLoader.load(directory: PolicyTestSupport.shippedPoliciesDirectory))
+    }
+
+    static let nr = SyscallTable.byName
+    static let kvmRun = UInt64(PolicyConstants.value(named: "KVM_RUN")!)
+
+    @Test func vcpuRoleAllowsKVMRunAndTrapsTheRest() throws {
+        let program = try Self.bundle().program(for: "vcpu")!
+        // Allowed: getpid works; ioctl(-1, KVM_RUN) passes the filter and
+        // reaches the kernel, which answers EBADF.
+        let allowed = Self.runFiltered(program) {
+            guard Self.syscall(Self.nr["getpid"]!).result > 0 else { return 1 }
+            guard Self.syscall(Self.nr["ioctl"]!, [UInt64.max, Self.kvmRun]).errno == EBADF else { return 2 }
+            return 0
+        }
+        #expect(allowed == .exited(0))
+        // Denied: socket() and the neighbouring ioctl number trap (SIGSYS).
+        #expect(Self.runFiltered(program) { _ = Self.syscall(Self.nr["socket"]!, [1, 1, 0]); return 3 } == .signalled(SIGSYS))
+        #expect(Self.runFiltered(program) { _ = Self.syscall(Self.nr["ioctl"]!, [UInt64.max, Self.kvmRun + 1]); return 4 } == .signalled(SIGSYS))
+        // x32 ABI numbers are killed.
+        #expect(Self.runFiltered(program) { _ = Self.syscall(Self.nr["getpid"]! | PolicyCompiler.x32SyscallBit); return 5 } == .signalled(SIGSYS))
+    }
+
+    @Test func apiRoleAnswersTCGETSWithAnErrno() throws {
+        let program = try Self.bundle().program(for: "api")!
+        let tcgets = UInt64(PolicyConstants.value(named: "TCGETS")!)
+        // Without the filter, ioctl(-1, TCGETS) fails with EBADF; the rule
+        // answers ENOTTY before the kernel looks at the fd.
+        let outcome = Self.runFiltered(program) {
+            let (result, error) = Self.syscall(Self.nr["ioctl"]!, [UInt64.max, tcgets])
+            return result == -1 && error == ENOTTY ? 0 : 1
+        }
+        #expect(outcome == .exited(0))
+    }
+
+    @Test func jailerRoleKillsTheProcessOnADeniedCall() throws {
+        let program = try Self.bundle().program(for: "jailer")!
+        #expect(Self.runFiltered(program) { Self.syscall(Self.nr["getpid"]!).result > 0 ? 0 : 1 } == .exited(0))
+        #expect(Self.runFiltered(program) { _ = Self.syscall(Self.nr["ptrace"]!, [0]); return 2 } == .signalled(SIGSYS))
+        // clone3 gets ENOSYS so that glibc falls back to clone.
+        #expect(Self.runFiltered(program) { Self.syscall(Self.nr["clone3"]!, [0, 0]).errno == ENOSYS ? 0 : 3 } == .exited(0))
+    }
+
+    /// The static rehearsal of the VMM's threads, exec'd under the jailer's
+    /// filter: start-up, then the api, vcpu and vmm roles, each doing its
+    /// thread's typical calls. A call that is not allowed kills it (SIGSYS).
+    @Test(.enabled(if: SeccompSupport.rehearsal != nil, "policy-rehearsal is not built beside the tests: run swift build first"))
+    func aStaticProgramRunsUnderTheJailerAndThreadFilters() throws {
+        let rehearsal = SeccompSupport.rehearsal!
+        let bundlePath = "/tmp/kiln-rehearsal-\(getpid()).kbundle"
+        let socketPath = "/tmp/kiln-rehearsal-\(getpid()).sock"
+        defer { unlink(bundlePath); unlink(socketPath) }
+        let bundle = try Self.bundle()
+        try FileSystem.writeAtomically(bundlePath, bundle.encoded())
+        let jailer = bundle.program(for: "jailer")!
+
+        func exec(_ arguments: [String]) -> Int32 {
+            // argv as C strings, made before fork.
+            let argv = ([rehearsal, bundlePath, socketPath] + arguments).map { strdup($0) } + [nil]
+            defer { argv.forEach { free($0) } }
+            let outcome = Self.runFiltered(jailer) {
+                execv(rehearsal, argv)
+                return 127
+            }
+            switch outcome {
+            case let .exited(code): return code
+            case let .signalled(signal): return 128 + signal
+            }
+        }
+        #expect(exec([]) == 0)
+        // A call the jailer's filter allows and each thread role denies: the
+        // thread's own filter stops it.
+        for role in ["api", "vcpu", "vmm"] {
+            #expect(exec(["--forbidden", role]) == 128 + SIGSYS, "\(role)")
+        }
+    }
+
+    @Test func errnoAndKillThreadDefaultsFromAPolicy() throws {
+        let policy = try PolicyTestSupport.role("@default errno(EPERM)\ngetpid # probe\nexit_group # the child's _exit\n")
+        let program = try PolicyCompiler.compile(policy)
+        #expect(Self.runFiltered(program) {
+            Self.syscall(Self.nr["getppid"]!).errno == EPERM && Self.syscall(Self.nr["getpid"]!).result > 0 ? 0 : 1
+        } == .exited(0))
+        let killer = try PolicyCompiler.compile(try PolicyTestSupport.role("@default kill-thread\nexit_group # end\n"))
+        #expect(Self.runFiltered(killer) { _ = Self.syscall(Self.nr["getppid"]!); return 1 } == .signalled(SIGSYS))
+    }
+}

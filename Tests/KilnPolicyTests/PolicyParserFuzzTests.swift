@@ -1,0 +1,75 @@
+import KilnSystem
+import Testing
+@testable import KilnPolicy
+
+/// A seeded fuzz-style run in the normal test suite: random and mutated
+/// policies must give a policy or a PolicyError, never a crash. (The
+/// libFuzzer target fuzz-policy-parser explores further.)
+@Suite struct PolicyParserFuzzTests {
+    static let vocabulary = [
+        "@default", "@include", "\"common.policy\"", "\"a.policy\"", "trap", "allow", "kill-process", "kill-thread", "log",
+        "errno(EPERM)", "errno(", ")", "(", "ioctl", "read", "mmap", "futex", "arg0", "arg1", "arg2", "arg5", "arg6", "arg99999999999999999999",
+        ":", "->", "==", "!=", "<", "<=", ">", ">=", "&", "&&", "|", "||", "~", "in", "{", "}", ",", "KVM_RUN", "PROT_EXEC",
+        "MAP_SHARED", "0", "1", "-1", "0x", "0xFFFFFFFFFFFFFFFF", "0b102", "0o7", "# why", "\n", "\n\n", " ", "\t", "=", "$", "\u{0}", "é",
+    ]
+
+    static func shippedTexts() throws -> [String] {
+        let directory = PolicyTestSupport.shippedPoliciesDirectory
+        return try FileSystem.listDirectory(directory).filter { $0.hasSuffix(".policy") }.map {
+            try FileSystem.readText(directory + "/" + $0)
+        }
+    }
+
+    static func mutate(_ text: String, using generator: inout SeededGenerator) -> String {
+        var bytes = Array(text.utf8)
+        for _ in 0..<Int.random(in: 1...8, using: &generator) {
+            let position = bytes.isEmpty ? 0 : Int.random(in: 0..<bytes.count, using: &generator)
+            switch Int.random(in: 0..<5, using: &generator) {
+            case 0 where !bytes.isEmpty: bytes.remove(at: position)
+            case 1: bytes.insert(UInt8.random(in: 0...255, using: &generator), at: position)
+            case 2 where !bytes.isEmpty: bytes[position] = UInt8.random(in: 0x20...0x7E, using: &generator)
+            case 3: bytes.insert(contentsOf: Array(vocabulary.randomElement(using: &generator)!.utf8), at: position)
+            default:
+                // Duplicate a slice: repeated rules, nested sets, long lines.
+                let end = min(bytes.count, position + Int.random(in: 0...40, using: &generator))
+                bytes.insert(contentsOf: bytes[position..<end], at: position)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    @Test func tenThousandRandomAndMutatedPoliciesNeverCrash() throws {
+        var generator = SeededGenerator(seed: 0xF0221)
+        let seeds = try Self.shippedTexts()
+        var parsed = 0, rejected = 0, compiled = 0
+        for iteration in 0..<10_000 {
+            let text: String
+            switch iteration % 3 {
+            case 0:
+                text = Self.mutate(seeds.randomElement(using: &generator)!, using: &generator)
+            case 1:
+                text = (0..<Int.random(in: 0...40, using: &generator))
+                    .map { _ in Self.vocabulary.randomElement(using: &generator)! }.joined(separator: " ")
+            default:
+                let bytes = (0..<Int.random(in: 0...200, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                text = String(decoding: bytes, as: UTF8.self)
+            }
+            // Two files that may include each other, to reach the loader too.
+            let files = ["a.policy": text, "common.policy": Self.mutate("read # r\n@include \"a.policy\"\n", using: &generator)]
+            do {
+                let roles = try PolicyTestSupport.load(files)
+                parsed += 1
+                // A few survivors go through libseccomp as well.
+                if compiled < 50, let role = roles.first {
+                    _ = try? PolicyCompiler.compile(role)
+                    compiled += 1
+                }
+            } catch let error as PolicyError {
+                #expect(!error.message.isEmpty)
+                rejected += 1
+            }
+        }
+        #expect(parsed + rejected == 10_000)
+        #expect(parsed > 0 && rejected > 0, "the inputs reach both outcomes (parsed \(parsed))")
+    }
+}
