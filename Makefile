@@ -61,8 +61,9 @@ test: build guest
 # Static release binaries (kiln, kiln-jailer, kiln-policy, the jail probe)
 # and the compiled policy bundle beside the jailer, where it looks by default.
 release: deps
-	$(SWIFT) build -c release --scratch-path $(RELEASE_SCRATCH) \
-	  --product kiln --product kiln-jailer --product kiln-policy --product kiln-jail-probe
+	@set -o pipefail; for product in kiln kiln-jailer kiln-policy kiln-jail-probe; do \
+	  $(SWIFT) build -c release --scratch-path $(RELEASE_SCRATCH) --product $$product | tail -1 || exit 1; \
+	done
 	@for binary in kiln kiln-jailer kiln-jail-probe; do \
 	  file $(RELEASE_BIN)/$$binary | grep -q "statically linked" || { echo "$$binary is not static" >&2; exit 1; }; \
 	done
