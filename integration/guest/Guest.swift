@@ -90,10 +90,10 @@ func setUpInterruptControllers() {
     outb(Port.pic1Data, 0x04); outb(Port.pic2Data, 0x02)       // ICW3: slave on IRQ 2
     outb(Port.pic1Data, 0x01); outb(Port.pic2Data, 0x01)       // ICW4: 8086 mode
     outb(Port.pic1Data, 0xfe); outb(Port.pic2Data, 0xff)       // OCW1: unmask IRQ 0
-    // PIT channel 0, mode 2 (rate generator), 1193182 Hz / 11932 = 100 Hz.
+    // PIT channel 0, mode 2 (rate generator), 1193182 Hz / 1193 = 1 kHz.
     outb(Port.pitMode, 0x34)
-    outb(Port.pitChannel0, UInt8(11932 & 0xff))
-    outb(Port.pitChannel0, UInt8(11932 >> 8))
+    outb(Port.pitChannel0, UInt8(1193 & 0xff))
+    outb(Port.pitChannel0, UInt8(1193 >> 8))
 }
 
 @_cdecl("guest_main")
