@@ -107,6 +107,9 @@ struct TestGuestTests {
         #expect(lines.contains("guest: e820: 0x100000 size 0x7f00000 type 1"))
         #expect(lines.contains("guest: e820: 0xc0000000 size 0x40000000 type 2"))
         #expect(lines.contains { $0.hasPrefix("guest: timer interrupts: ") })
+        // THR-empty interrupts through kiln's UART model and KVM_IRQ_LINE.
+        let serial = lines.first { $0.hasPrefix("guest: serial interrupts: ") }
+        #expect(serial.flatMap { Int($0.dropFirst("guest: serial interrupts: ".count)) }.map { $0 >= 2 } == true)
         #expect(lines.last == "guest: ready")
         #expect(run.stderr.contains("boot-timer: guest boot time"))
         #expect(run.stderr.contains("guest reset (i8042 reset)"))

@@ -8,7 +8,7 @@
 
 @_extern(c, "guest_outb") func outb(_ port: UInt16, _ value: UInt8)
 @_extern(c, "guest_inb") func inb(_ port: UInt16) -> UInt8
-@_extern(c, "guest_install_timer_handler") func installTimerHandler()
+@_extern(c, "guest_install_interrupt_handlers") func installInterruptHandlers()
 @_extern(c, "guest_wait_for_interrupt") func waitForInterrupt()
 @_extern(c, "guest_halt_forever") func guestHaltForever()
 
@@ -17,6 +17,7 @@ func haltForever() -> Never {
     while true {}
 }
 @_extern(c, "guest_timer_ticks") func timerTicks() -> UInt32
+@_extern(c, "guest_serial_interrupts") func serialInterrupts() -> UInt32
 
 /// The zero page (Documentation/arch/x86/zero-page.rst).
 enum BootParams {
@@ -27,6 +28,7 @@ enum BootParams {
 
 enum Port {
     static let serial: UInt16 = 0x3f8
+    static let serialInterruptEnable: UInt16 = 0x3f9
     static let serialLineStatus: UInt16 = 0x3fd
     static let pic1Command: UInt16 = 0x20, pic1Data: UInt16 = 0x21
     static let pic2Command: UInt16 = 0xa0, pic2Data: UInt16 = 0xa1
@@ -126,10 +128,20 @@ func guestMain(_ zeroPage: UInt) {
         haltForever()
     }
 
-    installTimerHandler()
+    installInterruptHandlers()
     setUpInterruptControllers()
     while timerTicks() < 3 { waitForInterrupt() }
     put("guest: timer interrupts: "); putDecimal(timerTicks()); put("\n")
+
+    // The UART's THR-empty interrupt on IRQ 4, raised by kiln through the
+    // in-kernel PIC: once when enabled with THR empty, once per byte sent.
+    outb(Port.pic1Data, 0xef) // only IRQ 4 now
+    outb(Port.serialInterruptEnable, 0x02)
+    while serialInterrupts() < 1 { waitForInterrupt() }
+    outb(Port.serial, 0x2e) // "."
+    while serialInterrupts() < 2 { waitForInterrupt() }
+    outb(Port.serialInterruptEnable, 0x00)
+    put("\nguest: serial interrupts: "); putDecimal(serialInterrupts()); put("\n")
 
     // The boot-timer device: one magic byte at the start of its MMIO page.
     UnsafeMutablePointer<UInt8>(bitPattern: UInt(0xd000_0000))!.pointee = 123
