@@ -46,7 +46,8 @@ enum Launcher {
             let host = MachineHost(
                 consoleOutput: consoleOutput,
                 consoleInput: .standardInput,
-                log: { log.write(.info, $0) }, startNanoseconds: start, bootTimer: options.bootTimer)
+                log: { log.write(.info, $0) }, startNanoseconds: start, bootTimer: options.bootTimer,
+                trace: log.enabled(.trace) ? { log.write(.trace, $0) } : nil)
             let machine = try Machine(configuration: configuration, host: host)
             log.write(.debug, "machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
                       + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
@@ -87,10 +88,15 @@ final class LogSink: @unchecked Sendable {
 
     static let order: [Logger.Level] = [.off, .error, .warning, .info, .debug, .trace]
 
+    func enabled(_ level: Logger.Level) -> Bool {
+        guard let wanted = LogSink.order.firstIndex(of: threshold), let actual = LogSink.order.firstIndex(of: level) else {
+            return false
+        }
+        return actual <= wanted && level != .off
+    }
+
     func write(_ level: Logger.Level, _ message: String) {
-        guard let wanted = LogSink.order.firstIndex(of: threshold), let actual = LogSink.order.firstIndex(of: level),
-              actual <= wanted, level != .off
-        else { return }
+        guard enabled(level) else { return }
         let seconds = Double(MonotonicClock.nanoseconds() / 1000) / 1_000_000
         try? fd.writeAll(Array("[\(id):\(level.rawValue.uppercased())] \(seconds) \(message)\n".utf8))
     }

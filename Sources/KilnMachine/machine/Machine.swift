@@ -14,6 +14,8 @@ public struct MachineHost {
     public var consoleInput: FileDescriptor?
     /// Log lines (already formatted) from the machine.
     public var log: (String) -> Void
+    /// Per-exit trace lines; nil unless tracing.
+    public var trace: ((String) -> Void)?
     /// CLOCK_MONOTONIC at the VMM's start, for the boot timer.
     public var startNanoseconds: UInt64
     /// Log the guest's boot time when it writes the boot-timer device.
@@ -23,7 +25,8 @@ public struct MachineHost {
 
     public init(consoleOutput: FileDescriptor = .standardOutput, consoleInput: FileDescriptor? = nil,
                 log: @escaping (String) -> Void = { _ in }, startNanoseconds: UInt64 = MonotonicClock.nanoseconds(),
-                bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil) {
+                bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil, trace: ((String) -> Void)? = nil) {
+        self.trace = trace
         self.bootTimer = bootTimer
         self.consoleOutput = consoleOutput
         self.consoleInput = consoleInput
@@ -127,7 +130,7 @@ public final class Machine: @unchecked Sendable {
                 log("vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start")
             } : nil
             threads.append(VCPUThread(vcpu: vcpu, portBus: portBus, memoryBus: memoryBus,
-                                      exitSignal: exitSignal, onFirstRun: firstRun))
+                                      exitSignal: exitSignal, onFirstRun: firstRun, trace: host.trace))
         }
     }
 
