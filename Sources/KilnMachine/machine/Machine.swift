@@ -62,8 +62,8 @@ public final class Machine: @unchecked Sendable {
         let machineConfig = configuration.machine
 
         // 1. Guest memory and the boot image: no KVM involved yet.
-        let kernelImage = try FileSystem.readFile(bootSource.kernelImagePath, limit: 512 << 20)
-        let initrd = try bootSource.initrdPath.map { try FileSystem.readFile($0, limit: 2 << 30) }
+        let kernelImage = try ImageFile.read(bootSource.kernelImagePath, limit: 512 << 20, what: "kernel")
+        let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, limit: 2 << 30, what: "initrd") }
         let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
         memory = try MappedGuestMemory(ranges: ram)
         let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount)
