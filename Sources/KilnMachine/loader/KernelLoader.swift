@@ -12,7 +12,7 @@ public struct LoadedKernel: Equatable, Sendable {
     public let commandLineLimit: Int
     /// The highest address the initrd may end at (exclusive).
     public let initrdLimit: UInt64
-    /// The PVH entry an ELF kernel advertises (not used to enter yet).
+    /// The 32-bit PVH entry an ELF kernel advertises; preferred when present.
     public let pvhEntry: UInt64?
 }
 
@@ -43,8 +43,11 @@ public enum KernelLoader {
             }
             end = max(end, segmentEnd)
         }
-        guard elf.segments.contains(where: { elf.entry >= $0.physicalAddress && elf.entry < $0.physicalAddress + $0.memorySize }) else {
-            throw KernelImageError.malformed("entry 0x\(String(elf.entry, radix: 16)) is in no PT_LOAD segment")
+        for (name, address) in [("entry", elf.entry), ("PVH entry", elf.pvhEntry)] {
+            guard let address else { continue }
+            guard elf.segments.contains(where: { address >= $0.physicalAddress && address < $0.physicalAddress + $0.memorySize }) else {
+                throw KernelImageError.malformed("\(name) 0x\(String(address, radix: 16)) is in no PT_LOAD segment")
+            }
         }
         for segment in elf.segments {
             try memory.write(image[segment.fileOffset..<segment.fileOffset + segment.fileSize], at: segment.physicalAddress)

@@ -122,8 +122,8 @@ public final class Machine: @unchecked Sendable {
             let vcpu = try vm.createVCPU(index: index)
             try vcpu.setCPUID(CPUIDNormalizer.normalize(supported, vcpuIndex: index, topology: topology))
             try vcpu.setMSRs(BootMSRs.values)
-            try vcpu.setRegisters(BootCPUState.registers(entry: plan.entry, zeroPage: plan.zeroPage))
-            try vcpu.setSpecialRegisters(BootCPUState.specialRegisters(from: try vcpu.specialRegisters()))
+            try vcpu.setRegisters(BootCPUState.registers(entry: plan.entry, mode: plan.mode, bootInfo: plan.bootInfo))
+            try vcpu.setSpecialRegisters(BootCPUState.specialRegisters(for: plan.mode, from: try vcpu.specialRegisters()))
             try vcpu.setFPU(BootCPUState.fpu())
             try vcpu.setLAPIC(BootCPUState.lapic(from: try vcpu.lapic()))
             let firstRun: ((Int) -> Void)? = index == 0 ? { _ in
