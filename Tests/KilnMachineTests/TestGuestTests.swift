@@ -39,14 +39,19 @@ enum Lane1 {
     }
 
     /// Runs kiln under timeout(1) so a hang fails the test instead of the suite.
-    static func run(_ arguments: [String], seconds: Int = 20) throws -> Run {
+    static func run(_ arguments: [String], input: String? = nil, seconds: Int = 20) throws -> Run {
         let scratch = "/tmp/kiln-lane1-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let outPath = scratch + ".out", errPath = scratch + ".err"
-        defer { unlink(outPath); unlink(errPath) }
+        let outPath = scratch + ".out", errPath = scratch + ".err", inPath = scratch + ".in"
+        defer { unlink(outPath); unlink(errPath); unlink(inPath) }
+        if let input {
+            let file = fopen(inPath, "w")!
+            fputs(input, file)
+            fclose(file)
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, input == nil ? "/dev/null" : inPath, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         // The test runner's worker threads may block signals; give kiln a
@@ -113,6 +118,14 @@ struct TestGuestTests {
         #expect(lines.last == "guest: ready")
         #expect(run.stderr.contains("boot-timer: guest boot time"))
         #expect(run.stderr.contains("guest reset (i8042 reset)"))
+    }
+
+    @Test func stdinReachesTheGuestThroughTheUART() throws {
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", "echo"],
+                                input: "typed into kiln\nrest")
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.contains("guest: echo: typed into kiln"))
+        #expect(run.guestLines.last == "guest: ready")
     }
 
     @Test func memoryAboveTheHoleIsASecondRegion() throws {

@@ -123,6 +123,20 @@ func guestMain(_ zeroPage: UInt) {
         put("\n")
     }
 
+    if commandLine(line, contains: "echo") {
+        // Console input: kiln feeds its stdin to the UART's receiver.
+        put("guest: echo: ")
+        var received = 0
+        while received < 256 {
+            while inb(Port.serialLineStatus) & 0x01 == 0 {} // data ready
+            let byte = inb(Port.serial)
+            if byte == 0x0a { break }
+            putByte(byte)
+            received += 1
+        }
+        put("\n")
+    }
+
     if commandLine(line, contains: "halt") {
         put("guest: halting with interrupts off\n")
         haltForever()
