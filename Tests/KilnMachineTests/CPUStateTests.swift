@@ -105,3 +105,18 @@ import Testing
         #expect(lint1 == 0x400)
     }
 }
+
+@Suite struct InterruptRoutingTests {
+    @Test func pitReachesIOAPICPin2AndISAIRQsTheirPICs() {
+        let routes = InterruptRouting.pc
+        func targets(_ gsi: UInt32) -> [String] {
+            routes.filter { $0.gsi == gsi }.map { "\($0.chip)/\($0.pin)" }.sorted()
+        }
+        #expect(targets(0) == ["ioapic/2", "picMaster/0"])
+        #expect(targets(2).isEmpty) // the cascade
+        #expect(targets(4) == ["ioapic/4", "picMaster/4"])
+        #expect(targets(12) == ["ioapic/12", "picSlave/4"])
+        #expect(targets(20) == ["ioapic/20"])
+        #expect(routes.count == 15 + 23)
+    }
+}

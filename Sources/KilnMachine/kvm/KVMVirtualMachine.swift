@@ -40,6 +40,14 @@ public final class KVMVirtualMachine: @unchecked Sendable {
         try check("KVM_CREATE_PIT2") { ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_create_pit2(), &config) }
     }
 
+    /// KVM_SET_GSI_ROUTING: replaces KVM's default GSI table (api.rst §4.52).
+    public func setInterruptRouting(_ routes: [InterruptRouting.Route]) throws {
+        let gsis = routes.map(\.gsi), chips = routes.map(\.chip.rawValue), pins = routes.map(\.pin)
+        try check("KVM_SET_GSI_ROUTING") {
+            ckiln_kvm_set_irqchip_routes(fd.rawValue, gsis, chips, pins, UInt32(routes.count))
+        }
+    }
+
     /// Maps one guest memory region as a slot.
     public func setMemoryRegion(slot: UInt32, region: GuestMemoryRegion, logDirtyPages: Bool) throws {
         var description = kvm_userspace_memory_region(

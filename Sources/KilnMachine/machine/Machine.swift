@@ -81,6 +81,7 @@ public final class Machine: @unchecked Sendable {
         vm = try system.createVM()
         try vm.setSystemAddresses(tss: X86Layout.tss, identityMap: X86Layout.identityMapPage)
         try vm.createInterruptController()
+        try vm.setInterruptRouting(InterruptRouting.pc)
         try vm.createPIT()
         for (slot, region) in memory.regions.enumerated() {
             try vm.setMemoryRegion(slot: UInt32(slot), region: region, logDirtyPages: machineConfig.trackDirtyPages)
