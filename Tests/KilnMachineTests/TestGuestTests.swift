@@ -29,7 +29,14 @@ enum Lane1 {
     static var guestBuilt: Bool { access(guest, R_OK) == 0 }
     static var kilnBuilt: Bool { access(kiln, X_OK) == 0 }
     static var ready: Bool { kvmAvailable && guestBuilt && kilnBuilt }
-    static let skipReason: Comment = "needs /dev/kvm (read-write), the test guest (`make guest`) and the kiln binary"
+    /// Names exactly what is missing.
+    static let skipReason: Comment = {
+        var missing: [String] = []
+        if !kvmAvailable { missing.append("/dev/kvm is absent or not read-write") }
+        if !guestBuilt { missing.append("the test guest \(guest) is not built (make guest)") }
+        if !kilnBuilt { missing.append("the kiln binary \(kiln) is not built") }
+        return Comment(rawValue: "lane 1 skipped: " + missing.joined(separator: "; "))
+    }()
 
     struct Run {
         let status: Int32
