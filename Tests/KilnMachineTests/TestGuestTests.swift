@@ -135,6 +135,13 @@ struct TestGuestTests {
         #expect(run.guestLines.last == "guest: ready")
     }
 
+    @Test func acpiS5PoweroffEndsKilnWithZero() throws {
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", "poweroff"])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.last == "guest: ready")
+        #expect(run.stderr.contains("guest powered off (ACPI S5)"))
+    }
+
     @Test func memoryAboveTheHoleIsASecondRegion() throws {
         let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--mem", "4096", "--vcpus", "2"])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")

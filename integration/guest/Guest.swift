@@ -34,6 +34,7 @@ enum Port {
     static let pic2Command: UInt16 = 0xa0, pic2Data: UInt16 = 0xa1
     static let pitChannel0: UInt16 = 0x40, pitMode: UInt16 = 0x43
     static let i8042Command: UInt16 = 0x64
+    static let sleepControl: UInt16 = 0x600
 }
 
 func putByte(_ byte: UInt8) {
@@ -162,6 +163,12 @@ func guestMain(_ zeroPage: UInt) {
     put("guest: ready\n")
 
     if commandLine(line, contains: "noreset") { haltForever() }
+    if commandLine(line, contains: "poweroff") {
+        // ACPI S5 through the hardware-reduced sleep control register:
+        // SLP_TYP 5 in bits 2-4 with SLP_EN (bit 5).
+        outb(Port.sleepControl, (5 << 2) | 0x20)
+        haltForever()
+    }
     outb(Port.i8042Command, 0xfe) // pulse the reset line
     haltForever()
 }

@@ -128,7 +128,8 @@ public final class Machine: @unchecked Sendable {
             try vcpu.setFPU(BootCPUState.fpu())
             try vcpu.setLAPIC(BootCPUState.lapic(from: try vcpu.lapic()))
             let firstRun: ((Int) -> Void)? = index == 0 ? { _ in
-                log("vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start")
+                log("vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start, "
+                    + "VMM CPU \(Machine.milliseconds(MonotonicClock.processCPUNanoseconds())) ms")
             } : nil
             threads.append(VCPUThread(vcpu: vcpu, portBus: portBus, memoryBus: memoryBus,
                                       exitSignal: exitSignal, onFirstRun: firstRun, trace: host.trace))
