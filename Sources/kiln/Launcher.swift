@@ -14,6 +14,9 @@ enum Launcher {
         var nothing = sigset_t()
         sigemptyset(&nothing)
         sigprocmask(SIG_SETMASK, &nothing, nil)
+        // A console reader that goes away must not kill the VM: writes then
+        // fail with EPIPE and the guest's output is dropped.
+        signal(SIGPIPE, SIG_IGN)
         let options: CommandLineOptions
         do {
             options = try CommandLineOptions(arguments: arguments)
