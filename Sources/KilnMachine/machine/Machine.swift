@@ -121,12 +121,8 @@ public final class Machine: @unchecked Sendable {
         let topology = CPUTopology(vcpuCount: machineConfig.vcpuCount, smt: machineConfig.smt)
         for index in 0..<machineConfig.vcpuCount {
             let vcpu = try vm.createVCPU(index: index)
-            try vcpu.setCPUID(CPUIDNormalizer.normalize(supported, vcpuIndex: index, topology: topology))
-            try vcpu.setMSRs(BootMSRs.values)
-            try vcpu.setRegisters(BootCPUState.registers(entry: plan.entry, mode: plan.mode, bootInfo: plan.bootInfo))
-            try vcpu.setSpecialRegisters(BootCPUState.specialRegisters(for: plan.mode, from: try vcpu.specialRegisters()))
-            try vcpu.setFPU(BootCPUState.fpu())
-            try vcpu.setLAPIC(BootCPUState.lapic(from: try vcpu.lapic()))
+            try Machine.configure(vcpu, cpuid: CPUIDNormalizer.normalize(supported, vcpuIndex: index, topology: topology),
+                                  plan: plan)
             let firstRun: ((Int) -> Void)? = index == 0 ? { _ in
                 log("vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start, "
                     + "VMM CPU \(Machine.milliseconds(MonotonicClock.processCPUNanoseconds())) ms")
@@ -137,6 +133,18 @@ public final class Machine: @unchecked Sendable {
     }
 
     deinit { wakeEvent.close() }
+
+    /// A vCPU's boot state. Every vCPU gets the same registers; with the
+    /// in-kernel LAPIC the APs wait for INIT/SIPI and KVM resets them then,
+    /// so only the boot vCPU starts at the kernel entry.
+    static func configure(_ vcpu: KVMVirtualCPU, cpuid: [CPUIDEntry], plan: BootPlan) throws {
+        try vcpu.setCPUID(cpuid)
+        try vcpu.setMSRs(BootMSRs.values)
+        try vcpu.setRegisters(BootCPUState.registers(entry: plan.entry, mode: plan.mode, bootInfo: plan.bootInfo))
+        try vcpu.setSpecialRegisters(BootCPUState.specialRegisters(for: plan.mode, from: try vcpu.specialRegisters()))
+        try vcpu.setFPU(BootCPUState.fpu())
+        try vcpu.setLAPIC(BootCPUState.lapic(from: try vcpu.lapic()))
+    }
 
     static func milliseconds(_ nanoseconds: UInt64) -> String {
         let hundredths = nanoseconds / 10_000
