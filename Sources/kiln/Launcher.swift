@@ -33,6 +33,9 @@ enum Launcher {
         do {
             let configBytes = try options.configFile.map { try FileSystem.readFile($0, limit: 1 << 20) }
             configuration = try options.configuration(configFileBytes: configBytes)
+            if configuration.metrics != nil {
+                throw CommandLineOptions.UsageError("metrics: the metrics file is not supported yet")
+            }
             // Flags win over the config file's logger section, as in Firecracker.
             log = try LogSink(path: options.logPath ?? configuration.logger?.logPath,
                               level: options.level ?? configuration.logger?.level ?? .info, id: options.id)

@@ -150,6 +150,32 @@ struct TestGuestTests {
         #expect(run.guestLines.last == "guest: ready")
     }
 
+    @Test func initrdIsLoadedAndAnnounced() throws {
+        let path = "/tmp/kiln-lane1-initrd-\(getpid())"
+        defer { unlink(path) }
+        let file = fopen(path, "w")!
+        fputs("INITRD-MARKER-0123456789", file)
+        fclose(file)
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", path])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.contains("guest: initrd: 24 bytes: INITRD-MARKER-01"))
+    }
+
+    @Test func devicesOfLaterIssuesAreRefused() throws {
+        let path = "/tmp/kiln-lane1-drive-\(getpid()).json"
+        defer { unlink(path) }
+        let file = fopen(path, "w")!
+        fputs("""
+        {"boot-source": {"kernel_image_path": "\(Lane1.guest)"},
+         "drives": [{"drive_id": "root", "is_root_device": true, "path_on_host": "/dev/null"}]}
+        """, file)
+        fclose(file)
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("drives: virtio-block devices are not supported yet"))
+        #expect(run.stdout.isEmpty)
+    }
+
     @Test func configFileBootsTheGuest() throws {
         let path = "/tmp/kiln-lane1-config-\(getpid()).json"
         defer { unlink(path) }

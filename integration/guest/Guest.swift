@@ -22,6 +22,8 @@ func haltForever() -> Never {
 /// The zero page (Documentation/arch/x86/zero-page.rst).
 enum BootParams {
     static let e820Entries = 0x1e8
+    static let ramdiskImage = 0x218
+    static let ramdiskSize = 0x21c
     static let commandLinePointer = 0x228
     static let e820Table = 0x2d0
 }
@@ -121,6 +123,15 @@ func guestMain(_ zeroPage: UInt) {
         putHex(params.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self))
         put(" type ")
         putDecimal(params.loadUnaligned(fromByteOffset: offset + 16, as: UInt32.self))
+        put("\n")
+    }
+
+    let initrdSize = params.loadUnaligned(fromByteOffset: BootParams.ramdiskSize, as: UInt32.self)
+    if initrdSize > 0 {
+        let initrdAddress = UInt(params.loadUnaligned(fromByteOffset: BootParams.ramdiskImage, as: UInt32.self))
+        let initrd = UnsafePointer<UInt8>(bitPattern: initrdAddress)!
+        put("guest: initrd: "); putDecimal(initrdSize); put(" bytes: ")
+        for index in 0..<Int(min(initrdSize, 16)) { putByte(initrd[index]) }
         put("\n")
     }
 

@@ -60,6 +60,7 @@ public final class Machine: @unchecked Sendable {
         }
         self.host = host
         let machineConfig = configuration.machine
+        try Machine.refuseUnbuiltDevices(configuration)
 
         // 1. Guest memory and the boot image: no KVM involved yet.
         let kernelImage = try ImageFile.read(bootSource.kernelImagePath, limit: 512 << 20, what: "kernel")
@@ -133,6 +134,20 @@ public final class Machine: @unchecked Sendable {
     }
 
     deinit { wakeEvent.close() }
+
+    /// Devices the configuration may name but this machine cannot build yet
+    /// (virtio arrives with its own issue): refusing beats booting without them.
+    static func refuseUnbuiltDevices(_ configuration: VMConfiguration) throws {
+        if !configuration.drives.isEmpty {
+            throw BootInputError("drives: virtio-block devices are not supported yet")
+        }
+        if !configuration.networkInterfaces.isEmpty {
+            throw BootInputError("network-interfaces: virtio-net devices are not supported yet")
+        }
+        if configuration.vsock != nil {
+            throw BootInputError("vsock: virtio-vsock devices are not supported yet")
+        }
+    }
 
     /// A vCPU's boot state. Every vCPU gets the same registers; with the
     /// in-kernel LAPIC the APs wait for INIT/SIPI and KVM resets them then,
