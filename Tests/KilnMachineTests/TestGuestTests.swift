@@ -48,17 +48,13 @@ enum Lane1 {
     /// Runs kiln under timeout(1) so a hang fails the test instead of the suite.
     static func run(_ arguments: [String], input: String? = nil, seconds: Int = 20) throws -> Run {
         let scratch = "/tmp/kiln-lane1-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let outPath = scratch + ".out", errPath = scratch + ".err", inPath = scratch + ".in"
-        defer { unlink(outPath); unlink(errPath); unlink(inPath) }
-        if let input {
-            let file = fopen(inPath, "w")!
-            fputs(input, file)
-            fclose(file)
-        }
+        let outPath = scratch + ".out", errPath = scratch + ".err"
+        let inPath = input.map { scratchFile("stdin-\(UInt32.random(in: 0...UInt32.max))", $0) }
+        defer { unlink(outPath); unlink(errPath); inPath.map { _ = unlink($0) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, input == nil ? "/dev/null" : inPath, O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, inPath ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         // The test runner's worker threads may block signals; give kiln a
@@ -100,6 +96,15 @@ enum Lane1 {
     }
 
     static let baseFlags = ["--no-api", "--no-seccomp"]
+
+    /// A scratch file with `text` in it; the caller unlinks it.
+    static func scratchFile(_ name: String, _ text: String) -> String {
+        let path = "/tmp/kiln-lane1-\(name)-\(getpid())"
+        let file = fopen(path, "w")!
+        fputs(text, file)
+        fclose(file)
+        return path
+    }
 }
 
 @Suite(.enabled(if: Lane1.ready, Lane1.skipReason))
@@ -151,25 +156,28 @@ struct TestGuestTests {
     }
 
     @Test func initrdIsLoadedAndAnnounced() throws {
-        let path = "/tmp/kiln-lane1-initrd-\(getpid())"
+        let path = Lane1.scratchFile("initrd", "INITRD-MARKER-0123456789")
         defer { unlink(path) }
-        let file = fopen(path, "w")!
-        fputs("INITRD-MARKER-0123456789", file)
-        fclose(file)
         let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", path])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
         #expect(run.guestLines.contains("guest: initrd: 24 bytes: INITRD-MARKER-01"))
     }
 
-    @Test func devicesOfLaterIssuesAreRefused() throws {
-        let path = "/tmp/kiln-lane1-drive-\(getpid()).json"
+    @Test func consoleOutputCanGoToAFile() throws {
+        let path = Lane1.scratchFile("console", "")
         defer { unlink(path) }
-        let file = fopen(path, "w")!
-        fputs("""
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--console-output", path])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.stdout.isEmpty)
+        #expect(Lane1.read(path).contains("guest: ready\n"))
+    }
+
+    @Test func devicesOfLaterIssuesAreRefused() throws {
+        let path = Lane1.scratchFile("drive.json", """
         {"boot-source": {"kernel_image_path": "\(Lane1.guest)"},
          "drives": [{"drive_id": "root", "is_root_device": true, "path_on_host": "/dev/null"}]}
-        """, file)
-        fclose(file)
+        """)
+        defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 1)
         #expect(run.stderr.contains("drives: virtio-block devices are not supported yet"))
@@ -177,15 +185,11 @@ struct TestGuestTests {
     }
 
     @Test func configFileBootsTheGuest() throws {
-        let path = "/tmp/kiln-lane1-config-\(getpid()).json"
-        defer { unlink(path) }
-        let json = """
+        let path = Lane1.scratchFile("config.json", """
         {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "from-config-file"},
          "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}
-        """
-        let file = fopen(path, "w")!
-        fputs(json, file)
-        fclose(file)
+        """)
+        defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
         #expect(run.guestLines.contains("guest: cmdline: from-config-file"))
