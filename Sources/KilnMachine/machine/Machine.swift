@@ -177,20 +177,25 @@ public final class Machine: @unchecked Sendable {
         for thread in threads { try thread.start() }
         var input = host.consoleInput
         var buffer = [UInt8](repeating: 0, count: 256)
+        let interval = UInt64(Machine.haltCheckMilliseconds) * 1_000_000
+        var nextCheck = MonotonicClock.nanoseconds() + interval
         while true {
             if let reason = exitSignal.reason { return reason }
+            // The halt check runs on a deadline, so a busy console cannot starve it.
+            let now = MonotonicClock.nanoseconds()
+            if now >= nextCheck {
+                checkForStuckGuest()
+                nextCheck = now + interval
+            }
+            let timeout = Int32((nextCheck - min(now, nextCheck)) / 1_000_000) + 1
             var descriptors = [pollfd(fd: wakeEvent.rawValue, events: Int16(POLLIN), revents: 0)]
             // Stop reading input while the UART's buffer is full.
             if let input, serial.canReceive {
                 descriptors.append(pollfd(fd: input.rawValue, events: Int16(POLLIN), revents: 0))
             }
-            let ready = poll(&descriptors, nfds_t(descriptors.count), Machine.haltCheckMilliseconds)
+            let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
             if ready < 0 && errno != EINTR { throw SystemError.current("poll") }
-            if ready == 0 {
-                checkForStuckGuest()
-                continue
-            }
-            if descriptors.count > 1, descriptors[1].revents != 0, let source = input {
+            if ready > 0, descriptors.count > 1, descriptors[1].revents != 0, let source = input {
                 let count = buffer.withUnsafeMutableBytes { Glibc.read(source.rawValue, $0.baseAddress, $0.count) }
                 if count > 0 {
                     serial.enqueueInput(Array(buffer[0..<count]))
