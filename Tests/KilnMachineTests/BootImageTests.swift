@@ -155,8 +155,11 @@ func smallMemory() throws -> HeapGuestMemory {
         let address = try KernelLoader.placeInitrd(size: 5000, kernel: kernel)
         #expect(address == (64 << 20) - 0x2000)
         #expect(address % 4096 == 0)
-        #expect(throws: KernelImageError.self) { try KernelLoader.placeInitrd(size: 64 << 20, kernel: kernel) }
-        #expect(throws: KernelImageError.self) { try KernelLoader.placeInitrd(size: 0, kernel: kernel) }
+        #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 64 << 20, kernel: kernel) }
+        #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 0, kernel: kernel) }
+        // Above the kernel: a bzImage whose init_size reaches near the top leaves no room.
+        let bzImage = try KernelLoader.load(makeBzImage(initSize: 0x2f0_0000), into: try smallMemory(), lowMemoryEnd: 64 << 20)
+        #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 2 << 20, kernel: bzImage) }
     }
 }
 

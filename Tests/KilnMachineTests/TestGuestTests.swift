@@ -213,6 +213,13 @@ struct TestGuestTests {
         #expect(tooLong.status == 1)
         #expect(tooLong.stdout.isEmpty)
 
+        let bigPath = Lane1.scratchFile("big-initrd", String(repeating: "z", count: 17 << 20))
+        defer { unlink(bigPath) }
+        let tooBig = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", bigPath, "--mem", "16"])
+        #expect(tooBig.status == 1)
+        #expect(tooBig.stderr.contains("initrd \(bigPath): "))
+        #expect(tooBig.stdout.isEmpty)
+
         let missingInitrd = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", "/nonexistent/initrd"])
         #expect(missingInitrd.status == 1)
         #expect(missingInitrd.stderr.contains("/nonexistent/initrd"))

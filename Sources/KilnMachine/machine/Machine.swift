@@ -74,6 +74,8 @@ public final class Machine: @unchecked Sendable {
                 platform: platform, firmware: host.firmware)
         } catch let error as KernelImageError {
             throw BootInputError("kernel \(bootSource.kernelImagePath): \(error)")
+        } catch let error as InitrdPlacementError {
+            throw BootInputError("initrd \(bootSource.initrdPath ?? ""): \(error)")
         }
 
         // 2. The VM: system pages, irqchip, PIT, memory slots.
