@@ -98,10 +98,10 @@ public final class Machine: @unchecked Sendable {
             var one: UInt64 = 1
             _ = Glibc.write(wake, &one, 8)
         }
-        let vm = self.vm
         let console = host.consoleOutput
+        let serialInterrupt = try vm.interruptEventFD(gsi: X86Layout.serialIRQ)
         serial = SerialDevice(output: { bytes in try? console.writeAll(bytes) },
-                              interrupt: { vm.pulseInterrupt(X86Layout.serialIRQ) })
+                              interrupt: { serialInterrupt.trigger() })
         let exitSignal = self.exitSignal
         try portBus.insert(serial, base: UInt64(X86Layout.serialPort), size: 8)
         try portBus.insert(I8042Controller { exitSignal.request(.reset("i8042 reset")) },
