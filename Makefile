@@ -10,7 +10,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build, the tests and the demo need.
-DEBIAN_PACKAGES := libseccomp-dev libcap-dev acpica-tools clang lld file
+DEBIAN_PACKAGES := libseccomp-dev libcap-dev acpica-tools file
 # Host packages of the nested lane (the kernels and busybox are only downloaded).
 NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4
 FIRECRACKER_FILTER := policies/reference/firecracker-seccomp-x86_64.json
@@ -27,7 +27,9 @@ POLICY_BUNDLE := $(RELEASE_BIN)/policies.kbundle
 GUEST_DIR := integration/guest
 GUEST_OUT := integration/out
 GUEST_ELF := $(GUEST_OUT)/kiln-test-guest.elf
-GUEST_SWIFTC := swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
+# The Swift toolchain's own clang and lld, so no other LLVM is needed.
+TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v swiftc)))
+GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
 .PHONY: all deps build test demo fuzz bench bench-jailer bench-vmm release guest policies \
@@ -52,8 +54,8 @@ guest: $(GUEST_ELF)
 $(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/guest.ld
 	@mkdir -p $(GUEST_OUT)
 	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift -o $(GUEST_OUT)/guest.o
-	clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/entry.S -o $(GUEST_OUT)/entry.o
-	ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/guest.o -o $@
+	$(TOOLCHAIN_BIN)clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/entry.S -o $(GUEST_OUT)/entry.o
+	$(TOOLCHAIN_BIN)ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/guest.o -o $@
 
 test: build guest
 	$(SWIFT) test

@@ -44,6 +44,25 @@ int ckiln_kvm_set_msrs(int vcpu_fd, const struct kvm_msr_entry *entries, uint32_
     return result;
 }
 
+int ckiln_kvm_set_irqchip_routes(int vm_fd, const uint32_t *gsis, const uint32_t *chips,
+                                 const uint32_t *pins, uint32_t count) {
+    struct kvm_irq_routing *routing =
+        calloc(1, sizeof(*routing) + count * sizeof(struct kvm_irq_routing_entry));
+    if (!routing) { errno = ENOMEM; return -1; }
+    routing->nr = count;
+    for (uint32_t i = 0; i < count; i++) {
+        routing->entries[i].gsi = gsis[i];
+        routing->entries[i].type = KVM_IRQ_ROUTING_IRQCHIP;
+        routing->entries[i].u.irqchip.irqchip = chips[i];
+        routing->entries[i].u.irqchip.pin = pins[i];
+    }
+    int result = ioctl(vm_fd, KVM_SET_GSI_ROUTING, routing);
+    int saved = errno;
+    free(routing);
+    errno = saved;
+    return result;
+}
+
 #include <sys/eventfd.h>
 
 int ckiln_eventfd(unsigned int initial) {

@@ -148,7 +148,15 @@ extension GuestMemory {
 
     public func write<C: Collection>(_ bytes: C, at address: UInt64) throws where C.Element == UInt8 {
         let destination = try hostBuffer(at: address, length: bytes.count)
-        _ = destination.initializeMemory(as: UInt8.self, from: bytes)
+        // Arrays and their slices (kernel images of tens of MiB) copy as one
+        // block; the element-wise path is for other collections.
+        let copied = bytes.withContiguousStorageIfAvailable { source -> Bool in
+            if let base = destination.baseAddress, let from = source.baseAddress {
+                base.copyMemory(from: from, byteCount: source.count)
+            }
+            return true
+        }
+        if copied == nil { _ = destination.initializeMemory(as: UInt8.self, from: bytes) }
     }
 
     /// Fills a range with one byte value (zeroing the boot structures).

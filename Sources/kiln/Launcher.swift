@@ -14,6 +14,9 @@ enum Launcher {
         var nothing = sigset_t()
         sigemptyset(&nothing)
         sigprocmask(SIG_SETMASK, &nothing, nil)
+        // A console reader that goes away must not kill the VM: writes then
+        // fail with EPIPE and the guest's output is dropped.
+        signal(SIGPIPE, SIG_IGN)
         let options: CommandLineOptions
         do {
             options = try CommandLineOptions(arguments: arguments)
@@ -25,23 +28,32 @@ enum Launcher {
             print(CommandLineOptions.usage)
             return 0
         }
+        let configuration: VMConfiguration
         let log: LogSink
         do {
-            log = try LogSink(options: options)
+            let configBytes = try options.configFile.map { try FileSystem.readFile($0, limit: 1 << 20) }
+            configuration = try options.configuration(configFileBytes: configBytes)
+            if configuration.metrics != nil {
+                throw CommandLineOptions.UsageError("metrics: the metrics file is not supported yet")
+            }
+            // Flags win over the config file's logger section, as in Firecracker.
+            log = try LogSink(path: options.logPath ?? configuration.logger?.logPath,
+                              level: options.level ?? configuration.logger?.level ?? .info, id: options.id)
         } catch {
             fputs("kiln: \(error)\n", stderr)
             return 1
         }
+        let terminal = ConsoleTerminal.rawIfInteractive()
+        defer { terminal?.restore() }
         do {
-            let configBytes = try options.configFile.map { try FileSystem.readFile($0, limit: 1 << 20) }
-            let configuration = try options.configuration(configFileBytes: configBytes)
             let consoleOutput = try options.consoleOutput.map {
                 try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
             } ?? .standardOutput
             let host = MachineHost(
                 consoleOutput: consoleOutput,
-                consoleInput: isatty(0) != 0 || options.consoleOutput == nil ? .standardInput : nil,
-                log: { log.write(.info, $0) }, startNanoseconds: start, bootTimer: options.bootTimer)
+                consoleInput: .standardInput,
+                log: { log.write(.info, $0) }, startNanoseconds: start, bootTimer: options.bootTimer,
+                trace: log.enabled(.trace) ? { log.write(.trace, $0) } : nil)
             let machine = try Machine(configuration: configuration, host: host)
             log.write(.debug, "machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
                       + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
@@ -67,12 +79,11 @@ final class LogSink: @unchecked Sendable {
     private let threshold: Logger.Level
     private let id: String
 
-    init(options: CommandLineOptions) throws {
-        fd = try options.logPath.map { try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600) }
-            ?? .standardError
-        toFile = options.logPath != nil
-        threshold = options.level ?? .info
-        id = options.id
+    init(path: String?, level: Logger.Level, id: String) throws {
+        fd = try path.map { try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600) } ?? .standardError
+        toFile = path != nil
+        threshold = level
+        self.id = id
     }
 
     /// An error that ends kiln: logged, and always shown on stderr.
@@ -83,11 +94,39 @@ final class LogSink: @unchecked Sendable {
 
     static let order: [Logger.Level] = [.off, .error, .warning, .info, .debug, .trace]
 
+    func enabled(_ level: Logger.Level) -> Bool {
+        guard let wanted = LogSink.order.firstIndex(of: threshold), let actual = LogSink.order.firstIndex(of: level) else {
+            return false
+        }
+        return actual <= wanted && level != .off
+    }
+
     func write(_ level: Logger.Level, _ message: String) {
-        guard let wanted = LogSink.order.firstIndex(of: threshold), let actual = LogSink.order.firstIndex(of: level),
-              actual <= wanted, level != .off
-        else { return }
+        guard enabled(level) else { return }
         let seconds = Double(MonotonicClock.nanoseconds() / 1000) / 1_000_000
         try? fd.writeAll(Array("[\(id):\(level.rawValue.uppercased())] \(seconds) \(message)\n".utf8))
+    }
+}
+
+/// An interactive console: when stdin is a terminal, keystrokes go to the
+/// guest's UART byte by byte (no line editing, no echo, Ctrl-C included),
+/// and the terminal is restored when kiln ends.
+struct ConsoleTerminal {
+    private let saved: termios
+
+    static func rawIfInteractive() -> ConsoleTerminal? {
+        guard isatty(0) != 0 else { return nil }
+        var current = termios()
+        guard tcgetattr(0, &current) == 0 else { return nil }
+        var raw = current
+        cfmakeraw(&raw)
+        raw.c_oflag = current.c_oflag // keep output post-processing (\n -> \r\n)
+        guard tcsetattr(0, TCSANOW, &raw) == 0 else { return nil }
+        return ConsoleTerminal(saved: current)
+    }
+
+    func restore() {
+        var original = saved
+        tcsetattr(0, TCSANOW, &original)
     }
 }

@@ -155,8 +155,11 @@ func smallMemory() throws -> HeapGuestMemory {
         let address = try KernelLoader.placeInitrd(size: 5000, kernel: kernel)
         #expect(address == (64 << 20) - 0x2000)
         #expect(address % 4096 == 0)
-        #expect(throws: KernelImageError.self) { try KernelLoader.placeInitrd(size: 64 << 20, kernel: kernel) }
-        #expect(throws: KernelImageError.self) { try KernelLoader.placeInitrd(size: 0, kernel: kernel) }
+        #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 64 << 20, kernel: kernel) }
+        #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 0, kernel: kernel) }
+        // Above the kernel: a bzImage whose init_size reaches near the top leaves no room.
+        let bzImage = try KernelLoader.load(makeBzImage(initSize: 0x2f0_0000), into: try smallMemory(), lowMemoryEnd: 64 << 20)
+        #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 2 << 20, kernel: bzImage) }
     }
 }
 
@@ -225,7 +228,8 @@ func smallMemory() throws -> HeapGuestMemory {
     @Test func elfBootLaysOutEverything() throws {
         let (memory, plan) = try prepare(makeELF(), initrd: [1, 2, 3])
         #expect(plan.entry == 0x100000)
-        #expect(plan.zeroPage == X86Layout.zeroPage)
+        #expect(plan.mode == .long64)
+        #expect(plan.bootInfo == X86Layout.zeroPage)
         #expect(try memory.readCString(at: X86Layout.commandLine, limit: 64) == "console=ttyS0")
         let initrd = try #require(plan.initrd)
         #expect(try memory.readBytes(at: initrd.address, count: 3) == [1, 2, 3])
@@ -235,6 +239,29 @@ func smallMemory() throws -> HeapGuestMemory {
         #expect(try memory.read(UInt64.self, at: X86Layout.pml4) == X86Layout.pdpt | 3)
         #expect(try memory.read(UInt64.self, at: X86Layout.gdt + 8) == BootGDT.code64.encoded)
         #expect(plan.rsdpAddress == nil)
+    }
+
+    @Test func elfWithAPVHNoteIsEnteredThere() throws {
+        let (memory, plan) = try prepare(makeELF(bss: 0x1000, pvhEntry: 0x100400), initrd: [9, 9])
+        #expect(plan.mode == .pvh32)
+        #expect(plan.entry == 0x100400)
+        #expect(plan.bootInfo == X86Layout.pvhStartInfo)
+        let info = X86Layout.pvhStartInfo
+        #expect(try memory.read(UInt32.self, at: info) == PVHStartInfo.magic)
+        #expect(try memory.read(UInt32.self, at: info + 4) == 1)
+        #expect(try memory.read(UInt32.self, at: info + 12) == 1)             // nr_modules
+        #expect(try memory.read(UInt64.self, at: info + 24) == X86Layout.commandLine)
+        let modules = try memory.read(UInt64.self, at: info + 16)
+        #expect(try memory.read(UInt64.self, at: modules) == plan.initrd?.address)
+        #expect(try memory.read(UInt64.self, at: modules + 8) == 2)
+        let map = try memory.read(UInt64.self, at: info + 40)
+        #expect(try memory.read(UInt32.self, at: info + 48) == 4)
+        #expect(try memory.read(UInt64.self, at: map + 24) == 0x9fc00)          // second entry's address
+        #expect(try memory.read(UInt32.self, at: map + 24 + 16) == 2)           // reserved
+        // The GDT's code segment is 32-bit for this entry.
+        #expect(try memory.read(UInt64.self, at: X86Layout.gdt + 8) == BootGDT.code32.encoded)
+        // A PVH entry outside the image is refused.
+        #expect(throws: KernelImageError.self) { try prepare(makeELF(pvhEntry: 0x900000)) }
     }
 
     @Test func commandLineLongerThanTheKernelAllowsIsRefused() throws {

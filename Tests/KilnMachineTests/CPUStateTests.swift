@@ -83,12 +83,17 @@ import Testing
         #expect(BootCPUState.cr0 == 0x8000_0033)
         #expect(BootCPUState.cr4 == 0x620)
         #expect(BootCPUState.efer == 0x500)
-        let regs = BootCPUState.registers(entry: 0x100_0200, zeroPage: 0x7000)
+        let regs = BootCPUState.registers(entry: 0x100_0200, bootInfo: 0x7000)
         #expect(regs.rip == 0x100_0200 && regs.rsi == 0x7000 && regs.rflags == 2)
+        let pvh = BootCPUState.registers(entry: 0x100_0850, mode: .pvh32, bootInfo: 0x6000)
+        #expect(pvh.rbx == 0x6000 && pvh.rsi == 0)
         let sregs = BootCPUState.specialRegisters(from: .init())
         #expect(sregs.cs.selector == 8 && sregs.cs.l == 1 && sregs.cs.db == 0 && sregs.cs.s == 1)
         #expect(sregs.ss.selector == 0x10 && sregs.tr.selector == 0x18 && sregs.tr.s == 0)
         #expect(sregs.cr3 == X86Layout.pml4 && sregs.gdt.base == X86Layout.gdt)
+        let pvhSregs = BootCPUState.specialRegisters(for: .pvh32, from: .init())
+        #expect(pvhSregs.cr0 & 0x8000_0001 == 1 && pvhSregs.cr4 == 0 && pvhSregs.efer == 0)
+        #expect(pvhSregs.cs.l == 0 && pvhSregs.cs.db == 1 && pvhSregs.cs.selector == 8 && pvhSregs.cs.limit == 0xffff_ffff)
     }
 
     @Test func lapicLintsAreExtINTAndNMI() {
@@ -98,5 +103,20 @@ import Testing
         }
         #expect(lint0 == 0x700)
         #expect(lint1 == 0x400)
+    }
+}
+
+@Suite struct InterruptRoutingTests {
+    @Test func pitReachesIOAPICPin2AndISAIRQsTheirPICs() {
+        let routes = InterruptRouting.pc
+        func targets(_ gsi: UInt32) -> [String] {
+            routes.filter { $0.gsi == gsi }.map { "\($0.chip)/\($0.pin)" }.sorted()
+        }
+        #expect(targets(0) == ["ioapic/2", "picMaster/0"])
+        #expect(targets(2).isEmpty) // the cascade
+        #expect(targets(4) == ["ioapic/4", "picMaster/4"])
+        #expect(targets(12) == ["ioapic/12", "picSlave/4"])
+        #expect(targets(20) == ["ioapic/20"])
+        #expect(routes.count == 15 + 23)
     }
 }

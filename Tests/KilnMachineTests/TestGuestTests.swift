@@ -29,7 +29,14 @@ enum Lane1 {
     static var guestBuilt: Bool { access(guest, R_OK) == 0 }
     static var kilnBuilt: Bool { access(kiln, X_OK) == 0 }
     static var ready: Bool { kvmAvailable && guestBuilt && kilnBuilt }
-    static let skipReason: Comment = "needs /dev/kvm (read-write), the test guest (`make guest`) and the kiln binary"
+    /// Names exactly what is missing.
+    static let skipReason: Comment = {
+        var missing: [String] = []
+        if !kvmAvailable { missing.append("/dev/kvm is absent or not read-write") }
+        if !guestBuilt { missing.append("the test guest \(guest) is not built (make guest)") }
+        if !kilnBuilt { missing.append("the kiln binary \(kiln) is not built") }
+        return Comment(rawValue: "lane 1 skipped: " + missing.joined(separator: "; "))
+    }()
 
     struct Run {
         let status: Int32
@@ -39,14 +46,15 @@ enum Lane1 {
     }
 
     /// Runs kiln under timeout(1) so a hang fails the test instead of the suite.
-    static func run(_ arguments: [String], seconds: Int = 20) throws -> Run {
+    static func run(_ arguments: [String], input: String? = nil, seconds: Int = 20) throws -> Run {
         let scratch = "/tmp/kiln-lane1-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let outPath = scratch + ".out", errPath = scratch + ".err"
-        defer { unlink(outPath); unlink(errPath) }
+        let inPath = input.map { scratchFile("stdin-\(UInt32.random(in: 0...UInt32.max))", $0) }
+        defer { unlink(outPath); unlink(errPath); inPath.map { _ = unlink($0) } }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 0, inPath ?? "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         // The test runner's worker threads may block signals; give kiln a
@@ -88,6 +96,15 @@ enum Lane1 {
     }
 
     static let baseFlags = ["--no-api", "--no-seccomp"]
+
+    /// A scratch file with `text` in it; the caller unlinks it.
+    static func scratchFile(_ name: String, _ text: String) -> String {
+        let path = "/tmp/kiln-lane1-\(name)-\(getpid())"
+        let file = fopen(path, "w")!
+        fputs(text, file)
+        fclose(file)
+        return path
+    }
 }
 
 @Suite(.enabled(if: Lane1.ready, Lane1.skipReason))
@@ -107,9 +124,27 @@ struct TestGuestTests {
         #expect(lines.contains("guest: e820: 0x100000 size 0x7f00000 type 1"))
         #expect(lines.contains("guest: e820: 0xc0000000 size 0x40000000 type 2"))
         #expect(lines.contains { $0.hasPrefix("guest: timer interrupts: ") })
+        // THR-empty interrupts through kiln's UART model and KVM_IRQ_LINE.
+        let serial = lines.first { $0.hasPrefix("guest: serial interrupts: ") }
+        #expect(serial.flatMap { Int($0.dropFirst("guest: serial interrupts: ".count)) }.map { $0 >= 2 } == true)
         #expect(lines.last == "guest: ready")
         #expect(run.stderr.contains("boot-timer: guest boot time"))
         #expect(run.stderr.contains("guest reset (i8042 reset)"))
+    }
+
+    @Test func stdinReachesTheGuestThroughTheUART() throws {
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", "echo"],
+                                input: "typed into kiln\nrest")
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.contains("guest: echo: typed into kiln"))
+        #expect(run.guestLines.last == "guest: ready")
+    }
+
+    @Test func acpiS5PoweroffEndsKilnWithZero() throws {
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", "poweroff"])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.last == "guest: ready")
+        #expect(run.stderr.contains("guest powered off (ACPI S5)"))
     }
 
     @Test func memoryAboveTheHoleIsASecondRegion() throws {
@@ -120,16 +155,41 @@ struct TestGuestTests {
         #expect(run.guestLines.last == "guest: ready")
     }
 
-    @Test func configFileBootsTheGuest() throws {
-        let path = "/tmp/kiln-lane1-config-\(getpid()).json"
+    @Test func initrdIsLoadedAndAnnounced() throws {
+        let path = Lane1.scratchFile("initrd", "INITRD-MARKER-0123456789")
         defer { unlink(path) }
-        let json = """
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", path])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.contains("guest: initrd: 24 bytes: INITRD-MARKER-01"))
+    }
+
+    @Test func consoleOutputCanGoToAFile() throws {
+        let path = Lane1.scratchFile("console", "")
+        defer { unlink(path) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--console-output", path])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.stdout.isEmpty)
+        #expect(Lane1.read(path).contains("guest: ready\n"))
+    }
+
+    @Test func devicesOfLaterIssuesAreRefused() throws {
+        let path = Lane1.scratchFile("drive.json", """
+        {"boot-source": {"kernel_image_path": "\(Lane1.guest)"},
+         "drives": [{"drive_id": "root", "is_root_device": true, "path_on_host": "/dev/null"}]}
+        """)
+        defer { unlink(path) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("drives: virtio-block devices are not supported yet"))
+        #expect(run.stdout.isEmpty)
+    }
+
+    @Test func configFileBootsTheGuest() throws {
+        let path = Lane1.scratchFile("config.json", """
         {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "from-config-file"},
          "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}
-        """
-        let file = fopen(path, "w")!
-        fputs(json, file)
-        fclose(file)
+        """)
+        defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
         #expect(run.guestLines.contains("guest: cmdline: from-config-file"))
@@ -152,6 +212,13 @@ struct TestGuestTests {
         let tooLong = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", longLine])
         #expect(tooLong.status == 1)
         #expect(tooLong.stdout.isEmpty)
+
+        let bigPath = Lane1.scratchFile("big-initrd", String(repeating: "z", count: 17 << 20))
+        defer { unlink(bigPath) }
+        let tooBig = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", bigPath, "--mem", "16"])
+        #expect(tooBig.status == 1)
+        #expect(tooBig.stderr.contains("initrd \(bigPath): "))
+        #expect(tooBig.stdout.isEmpty)
 
         let missingInitrd = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", "/nonexistent/initrd"])
         #expect(missingInitrd.status == 1)

@@ -8,7 +8,7 @@
 
 @_extern(c, "guest_outb") func outb(_ port: UInt16, _ value: UInt8)
 @_extern(c, "guest_inb") func inb(_ port: UInt16) -> UInt8
-@_extern(c, "guest_install_timer_handler") func installTimerHandler()
+@_extern(c, "guest_install_interrupt_handlers") func installInterruptHandlers()
 @_extern(c, "guest_wait_for_interrupt") func waitForInterrupt()
 @_extern(c, "guest_halt_forever") func guestHaltForever()
 
@@ -17,21 +17,26 @@ func haltForever() -> Never {
     while true {}
 }
 @_extern(c, "guest_timer_ticks") func timerTicks() -> UInt32
+@_extern(c, "guest_serial_interrupts") func serialInterrupts() -> UInt32
 
 /// The zero page (Documentation/arch/x86/zero-page.rst).
 enum BootParams {
     static let e820Entries = 0x1e8
+    static let ramdiskImage = 0x218
+    static let ramdiskSize = 0x21c
     static let commandLinePointer = 0x228
     static let e820Table = 0x2d0
 }
 
 enum Port {
     static let serial: UInt16 = 0x3f8
+    static let serialInterruptEnable: UInt16 = 0x3f9
     static let serialLineStatus: UInt16 = 0x3fd
     static let pic1Command: UInt16 = 0x20, pic1Data: UInt16 = 0x21
     static let pic2Command: UInt16 = 0xa0, pic2Data: UInt16 = 0xa1
     static let pitChannel0: UInt16 = 0x40, pitMode: UInt16 = 0x43
     static let i8042Command: UInt16 = 0x64
+    static let sleepControl: UInt16 = 0x600
 }
 
 func putByte(_ byte: UInt8) {
@@ -90,10 +95,10 @@ func setUpInterruptControllers() {
     outb(Port.pic1Data, 0x04); outb(Port.pic2Data, 0x02)       // ICW3: slave on IRQ 2
     outb(Port.pic1Data, 0x01); outb(Port.pic2Data, 0x01)       // ICW4: 8086 mode
     outb(Port.pic1Data, 0xfe); outb(Port.pic2Data, 0xff)       // OCW1: unmask IRQ 0
-    // PIT channel 0, mode 2 (rate generator), 1193182 Hz / 11932 = 100 Hz.
+    // PIT channel 0, mode 2 (rate generator), 1193182 Hz / 1193 = 1 kHz.
     outb(Port.pitMode, 0x34)
-    outb(Port.pitChannel0, UInt8(11932 & 0xff))
-    outb(Port.pitChannel0, UInt8(11932 >> 8))
+    outb(Port.pitChannel0, UInt8(1193 & 0xff))
+    outb(Port.pitChannel0, UInt8(1193 >> 8))
 }
 
 @_cdecl("guest_main")
@@ -121,21 +126,60 @@ func guestMain(_ zeroPage: UInt) {
         put("\n")
     }
 
+    let initrdSize = params.loadUnaligned(fromByteOffset: BootParams.ramdiskSize, as: UInt32.self)
+    if initrdSize > 0 {
+        let initrdAddress = UInt(params.loadUnaligned(fromByteOffset: BootParams.ramdiskImage, as: UInt32.self))
+        let initrd = UnsafePointer<UInt8>(bitPattern: initrdAddress)!
+        put("guest: initrd: "); putDecimal(initrdSize); put(" bytes: ")
+        for index in 0..<Int(min(initrdSize, 16)) { putByte(initrd[index]) }
+        put("\n")
+    }
+
+    if commandLine(line, contains: "echo") {
+        // Console input: kiln feeds its stdin to the UART's receiver.
+        put("guest: echo: ")
+        var received = 0
+        while received < 256 {
+            while inb(Port.serialLineStatus) & 0x01 == 0 {} // data ready
+            let byte = inb(Port.serial)
+            if byte == 0x0a { break }
+            putByte(byte)
+            received += 1
+        }
+        put("\n")
+    }
+
     if commandLine(line, contains: "halt") {
         put("guest: halting with interrupts off\n")
         haltForever()
     }
 
-    installTimerHandler()
+    installInterruptHandlers()
     setUpInterruptControllers()
     while timerTicks() < 3 { waitForInterrupt() }
     put("guest: timer interrupts: "); putDecimal(timerTicks()); put("\n")
+
+    // The UART's THR-empty interrupt on IRQ 4, raised by kiln through the
+    // in-kernel PIC: once when enabled with THR empty, once per byte sent.
+    outb(Port.pic1Data, 0xef) // only IRQ 4 now
+    outb(Port.serialInterruptEnable, 0x02)
+    while serialInterrupts() < 1 { waitForInterrupt() }
+    outb(Port.serial, 0x2e) // "."
+    while serialInterrupts() < 2 { waitForInterrupt() }
+    outb(Port.serialInterruptEnable, 0x00)
+    put("\nguest: serial interrupts: "); putDecimal(serialInterrupts()); put("\n")
 
     // The boot-timer device: one magic byte at the start of its MMIO page.
     UnsafeMutablePointer<UInt8>(bitPattern: UInt(0xd000_0000))!.pointee = 123
     put("guest: ready\n")
 
     if commandLine(line, contains: "noreset") { haltForever() }
+    if commandLine(line, contains: "poweroff") {
+        // ACPI S5 through the hardware-reduced sleep control register:
+        // SLP_TYP 5 in bits 2-4 with SLP_EN (bit 5).
+        outb(Port.sleepControl, (5 << 2) | 0x20)
+        haltForever()
+    }
     outb(Port.i8042Command, 0xfe) // pulse the reset line
     haltForever()
 }

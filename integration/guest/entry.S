@@ -36,13 +36,22 @@ guest_inb:
     inb     %dx, %al
     ret
 
-/* Points IDT vector 0x20 (the PIC's IRQ 0 after remapping) at timer_isr
- * and loads the IDT (Intel SDM Vol. 3A §6.14.1, 64-bit gate layout). */
-    .globl guest_install_timer_handler
-guest_install_timer_handler:
-    lea     idt(%rip), %rdi
+/* Points IDT vectors 0x20 and 0x24 (the PIC's IRQ 0 and IRQ 4 after
+ * remapping) at their handlers and loads the IDT (Intel SDM Vol. 3A
+ * §6.14.1, 64-bit gate layout). */
+    .globl guest_install_interrupt_handlers
+guest_install_interrupt_handlers:
+    lea     (idt + 0x20 * 16)(%rip), %rdx
     lea     timer_isr(%rip), %rax
-    lea     (0x20 * 16)(%rdi), %rdx
+    call    set_gate
+    lea     (idt + 0x24 * 16)(%rip), %rdx
+    lea     serial_isr(%rip), %rax
+    call    set_gate
+    lidt    idt_descriptor(%rip)
+    ret
+
+/* gate at %rdx -> handler %rax */
+set_gate:
     mov     %ax, (%rdx)             /* offset 15:0 */
     movw    $0x08, 2(%rdx)          /* code selector of kiln's boot GDT */
     movw    $0x8e00, 4(%rdx)        /* present, DPL 0, 64-bit interrupt gate */
@@ -51,7 +60,6 @@ guest_install_timer_handler:
     shr     $16, %rax
     mov     %eax, 8(%rdx)           /* offset 63:32 */
     movl    $0, 12(%rdx)
-    lidt    idt_descriptor(%rip)
     ret
 
 /* Enables interrupts for exactly one halt: sti's shadow makes the interrupt
@@ -76,11 +84,30 @@ guest_timer_ticks:
     mov     timer_ticks(%rip), %eax
     ret
 
+/* uint32_t guest_serial_interrupts(void) */
+    .globl guest_serial_interrupts
+guest_serial_interrupts:
+    mov     serial_interrupts(%rip), %eax
+    ret
+
 timer_isr:
     push    %rax
     incl    timer_ticks(%rip)
     mov     $0x20, %al              /* non-specific EOI to the master 8259 */
     outb    %al, $0x20
+    pop     %rax
+    iretq
+
+/* The UART's IRQ 4: reading IIR acknowledges a THR-empty interrupt. */
+serial_isr:
+    push    %rax
+    push    %rdx
+    incl    serial_interrupts(%rip)
+    mov     $0x3fa, %dx
+    inb     %dx, %al
+    mov     $0x20, %al
+    outb    %al, $0x20
+    pop     %rdx
     pop     %rax
     iretq
 
@@ -130,6 +157,8 @@ __stack_chk_fail:
 __stack_chk_guard:
     .quad   0x5a17c0ffee5a17c0
 timer_ticks:
+    .long   0
+serial_interrupts:
     .long   0
 
     .balign 16

@@ -46,6 +46,12 @@ int ckiln_kvm_set_cpuid2(int vcpu_fd, const struct kvm_cpuid_entry2 *entries, ui
 /// KVM_SET_MSRS from a flat array; returns how many MSRs were set, or -1.
 int ckiln_kvm_set_msrs(int vcpu_fd, const struct kvm_msr_entry *entries, uint32_t count);
 
+/// KVM_SET_GSI_ROUTING with irqchip routes only: route i sends GSI gsis[i]
+/// to pin pins[i] of irqchip chips[i] (KVM_IRQCHIP_PIC_MASTER/SLAVE/IOAPIC).
+/// Returns 0, or -1 with errno set.
+int ckiln_kvm_set_irqchip_routes(int vm_fd, const uint32_t *gsis, const uint32_t *chips,
+                                 const uint32_t *pins, uint32_t count);
+
 /// eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK: the wake-up and interrupt
 /// descriptors of the machine (and, later, KVM_IRQFD/KVM_IOEVENTFD).
 int ckiln_eventfd(unsigned int initial);

@@ -35,6 +35,7 @@ public final class KVMSystem: @unchecked Sendable {
             (KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"), (KVM_CAP_PIT2, "KVM_CAP_PIT2"),
             (KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"), (KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"),
             (KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"), (KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"),
+            (KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"), (KVM_CAP_IRQFD, "KVM_CAP_IRQFD"),
         ]
         for (capability, name) in required where extension_(capability) == 0 {
             throw SystemError("KVM_CHECK_EXTENSION", subject: name, errno: ENOTSUP)

@@ -40,6 +40,14 @@ public final class KVMVirtualMachine: @unchecked Sendable {
         try check("KVM_CREATE_PIT2") { ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_create_pit2(), &config) }
     }
 
+    /// KVM_SET_GSI_ROUTING: replaces KVM's default GSI table (api.rst §4.52).
+    public func setInterruptRouting(_ routes: [InterruptRouting.Route]) throws {
+        let gsis = routes.map(\.gsi), chips = routes.map(\.chip.rawValue), pins = routes.map(\.pin)
+        try check("KVM_SET_GSI_ROUTING") {
+            ckiln_kvm_set_irqchip_routes(fd.rawValue, gsis, chips, pins, UInt32(routes.count))
+        }
+    }
+
     /// Maps one guest memory region as a slot.
     public func setMemoryRegion(slot: UInt32, region: GuestMemoryRegion, logDirtyPages: Bool) throws {
         var description = kvm_userspace_memory_region(
@@ -59,10 +67,21 @@ public final class KVMVirtualMachine: @unchecked Sendable {
         try check("KVM_IRQ_LINE", subject: "GSI \(gsi)") { ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_irq_line(), &level) }
     }
 
-    /// An edge on an ISA interrupt line: high then low, as an irqfd does.
-    public func pulseInterrupt(_ gsi: UInt32) {
-        try? setInterruptLine(gsi, high: true)
-        try? setInterruptLine(gsi, high: false)
+    /// KVM_IRQFD: an eventfd whose every write pulses `gsi` in the kernel
+    /// (api.rst §4.75), one syscall per interrupt instead of two ioctls.
+    /// The VM keeps the descriptor open for its lifetime.
+    public func interruptEventFD(gsi: UInt32) throws -> InterruptEventFD {
+        let event = try check("eventfd") { ckiln_eventfd(0) }
+        var request = kvm_irqfd()
+        request.fd = UInt32(event)
+        request.gsi = gsi
+        do {
+            try check("KVM_IRQFD", subject: "GSI \(gsi)") { ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_irqfd(), &request) }
+        } catch {
+            close(event)
+            throw error
+        }
+        return InterruptEventFD(fd: FileDescriptor(rawValue: event))
     }
 
     public func createVCPU(index: Int) throws -> KVMVirtualCPU {
@@ -71,5 +90,19 @@ public final class KVMVirtualMachine: @unchecked Sendable {
         }
         return try KVMVirtualCPU(fd: FileDescriptor(rawValue: vcpu), index: index,
                                  mappingSize: try system.vcpuMappingSize())
+    }
+}
+
+/// An eventfd registered with KVM_IRQFD: `trigger()` raises its GSI.
+public final class InterruptEventFD: @unchecked Sendable {
+    public let fd: FileDescriptor
+
+    init(fd: FileDescriptor) { self.fd = fd }
+
+    deinit { fd.close() }
+
+    public func trigger() {
+        var one: UInt64 = 1
+        _ = Glibc.write(fd.rawValue, &one, 8)
     }
 }

@@ -12,7 +12,7 @@ public struct LoadedKernel: Equatable, Sendable {
     public let commandLineLimit: Int
     /// The highest address the initrd may end at (exclusive).
     public let initrdLimit: UInt64
-    /// The PVH entry an ELF kernel advertises (not used to enter yet).
+    /// The 32-bit PVH entry an ELF kernel advertises; preferred when present.
     public let pvhEntry: UInt64?
 }
 
@@ -43,8 +43,11 @@ public enum KernelLoader {
             }
             end = max(end, segmentEnd)
         }
-        guard elf.segments.contains(where: { elf.entry >= $0.physicalAddress && elf.entry < $0.physicalAddress + $0.memorySize }) else {
-            throw KernelImageError.malformed("entry 0x\(String(elf.entry, radix: 16)) is in no PT_LOAD segment")
+        for (name, address) in [("entry", elf.entry), ("PVH entry", elf.pvhEntry)] {
+            guard let address else { continue }
+            guard elf.segments.contains(where: { address >= $0.physicalAddress && address < $0.physicalAddress + $0.memorySize }) else {
+                throw KernelImageError.malformed("\(name) 0x\(String(address, radix: 16)) is in no PT_LOAD segment")
+            }
         }
         for segment in elf.segments {
             try memory.write(image[segment.fileOffset..<segment.fileOffset + segment.fileSize], at: segment.physicalAddress)
@@ -87,17 +90,23 @@ public enum KernelLoader {
     /// (boot.rst: "as high as possible" below initrd_addr_max).
     public static func placeInitrd(size: Int, kernel: LoadedKernel) throws -> UInt64 {
         let length = UInt64(size)
-        guard length > 0 else { throw KernelImageError.doesNotFit("initrd is empty") }
+        guard length > 0 else { throw InitrdPlacementError("it is empty") }
         guard length <= kernel.initrdLimit else {
-            throw KernelImageError.doesNotFit("initrd of \(size) bytes exceeds the \(kernel.initrdLimit >> 20) MiB limit")
+            throw InitrdPlacementError("\(size) bytes exceed the \(kernel.initrdLimit >> 20) MiB the kernel and RAM allow")
         }
         let address = (kernel.initrdLimit - length) & ~(X86Layout.pageSize - 1)
         let floor = (kernel.end + X86Layout.pageSize - 1) & ~(X86Layout.pageSize - 1)
         guard address >= floor else {
-            throw KernelImageError.doesNotFit(
-                "initrd of \(size >> 10) KiB does not fit between the kernel end (0x\(String(kernel.end, radix: 16))) "
+            throw InitrdPlacementError(
+                "\(size >> 10) KiB do not fit between the kernel end (0x\(String(kernel.end, radix: 16))) "
                 + "and 0x\(String(kernel.initrdLimit, radix: 16))")
         }
         return address
     }
+}
+
+/// Why an initrd cannot be placed in guest memory.
+public struct InitrdPlacementError: Error, Equatable, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -3,13 +3,15 @@ import KilnMemory
 /// What the boot vCPU needs after the guest image is in memory.
 public struct BootPlan: Equatable, Sendable {
     public let entry: UInt64
-    public let zeroPage: UInt64
+    public let mode: EntryMode
+    /// The zero page (64-bit entry) or hvm_start_info (PVH): %rsi or %ebx.
+    public let bootInfo: UInt64
     public let kernel: LoadedKernel
     public let initrd: (address: UInt64, size: UInt64)?
     public let rsdpAddress: UInt64?
 
     public static func == (lhs: BootPlan, rhs: BootPlan) -> Bool {
-        lhs.entry == rhs.entry && lhs.zeroPage == rhs.zeroPage && lhs.kernel == rhs.kernel
+        lhs.entry == rhs.entry && lhs.mode == rhs.mode && lhs.bootInfo == rhs.bootInfo && lhs.kernel == rhs.kernel
             && lhs.initrd?.address == rhs.initrd?.address && lhs.initrd?.size == rhs.initrd?.size
             && lhs.rsdpAddress == rhs.rsdpAddress
     }
@@ -52,13 +54,27 @@ public enum GuestBoot {
 
         let rsdp = try writeFirmwareTables(into: memory, platform: platform, builder: firmware)
 
+        let e820 = X86Layout.e820Map(ram: ram)
+        // An ELF kernel with a PVH note is entered there (Linux's own
+        // preference as a guest); every other image through the 64-bit protocol.
+        if let pvhEntry = kernel.pvhEntry {
+            let startInfo = PVHStartInfo(address: X86Layout.pvhStartInfo, commandLine: X86Layout.commandLine,
+                                         initrd: initrdPlacement, e820: e820, acpiRSDP: rsdp)
+            guard startInfo.bytes.count <= Int(X86Layout.zeroPage - X86Layout.pvhStartInfo) else {
+                throw BootInputError("the PVH memory map has too many entries")
+            }
+            try memory.write(startInfo.bytes, at: X86Layout.pvhStartInfo)
+            try BootGDT.write(into: memory, mode: .pvh32)
+            return BootPlan(entry: pvhEntry, mode: .pvh32, bootInfo: X86Layout.pvhStartInfo, kernel: kernel,
+                            initrd: initrdPlacement, rsdpAddress: rsdp)
+        }
         let zeroPage = try ZeroPage(
             header: kernel.setupHeader, commandLine: X86Layout.commandLine, initrd: initrdPlacement,
-            e820: X86Layout.e820Map(ram: ram), acpiRSDP: rsdp)
+            e820: e820, acpiRSDP: rsdp)
         try memory.write(zeroPage.bytes, at: X86Layout.zeroPage)
         try IdentityPageTables.write(into: memory)
         try BootGDT.write(into: memory)
-        return BootPlan(entry: kernel.entry, zeroPage: X86Layout.zeroPage, kernel: kernel,
+        return BootPlan(entry: kernel.entry, mode: .long64, bootInfo: X86Layout.zeroPage, kernel: kernel,
                         initrd: initrdPlacement, rsdpAddress: rsdp)
     }
 

@@ -14,6 +14,8 @@ public struct MachineHost {
     public var consoleInput: FileDescriptor?
     /// Log lines (already formatted) from the machine.
     public var log: (String) -> Void
+    /// Per-exit trace lines; nil unless tracing.
+    public var trace: ((String) -> Void)?
     /// CLOCK_MONOTONIC at the VMM's start, for the boot timer.
     public var startNanoseconds: UInt64
     /// Log the guest's boot time when it writes the boot-timer device.
@@ -23,7 +25,8 @@ public struct MachineHost {
 
     public init(consoleOutput: FileDescriptor = .standardOutput, consoleInput: FileDescriptor? = nil,
                 log: @escaping (String) -> Void = { _ in }, startNanoseconds: UInt64 = MonotonicClock.nanoseconds(),
-                bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil) {
+                bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil, trace: ((String) -> Void)? = nil) {
+        self.trace = trace
         self.bootTimer = bootTimer
         self.consoleOutput = consoleOutput
         self.consoleInput = consoleInput
@@ -57,10 +60,11 @@ public final class Machine: @unchecked Sendable {
         }
         self.host = host
         let machineConfig = configuration.machine
+        try Machine.refuseUnbuiltDevices(configuration)
 
         // 1. Guest memory and the boot image: no KVM involved yet.
-        let kernelImage = try FileSystem.readFile(bootSource.kernelImagePath, limit: 512 << 20)
-        let initrd = try bootSource.initrdPath.map { try FileSystem.readFile($0, limit: 2 << 30) }
+        let kernelImage = try ImageFile.read(bootSource.kernelImagePath, limit: 512 << 20, what: "kernel")
+        let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, limit: 2 << 30, what: "initrd") }
         let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
         memory = try MappedGuestMemory(ranges: ram)
         let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount)
@@ -70,6 +74,8 @@ public final class Machine: @unchecked Sendable {
                 platform: platform, firmware: host.firmware)
         } catch let error as KernelImageError {
             throw BootInputError("kernel \(bootSource.kernelImagePath): \(error)")
+        } catch let error as InitrdPlacementError {
+            throw BootInputError("initrd \(bootSource.initrdPath ?? ""): \(error)")
         }
 
         // 2. The VM: system pages, irqchip, PIT, memory slots.
@@ -78,6 +84,7 @@ public final class Machine: @unchecked Sendable {
         vm = try system.createVM()
         try vm.setSystemAddresses(tss: X86Layout.tss, identityMap: X86Layout.identityMapPage)
         try vm.createInterruptController()
+        try vm.setInterruptRouting(InterruptRouting.pc)
         try vm.createPIT()
         for (slot, region) in memory.regions.enumerated() {
             try vm.setMemoryRegion(slot: UInt32(slot), region: region, logDirtyPages: machineConfig.trackDirtyPages)
@@ -91,10 +98,10 @@ public final class Machine: @unchecked Sendable {
             var one: UInt64 = 1
             _ = Glibc.write(wake, &one, 8)
         }
-        let vm = self.vm
         let console = host.consoleOutput
+        let serialInterrupt = try vm.interruptEventFD(gsi: X86Layout.serialIRQ)
         serial = SerialDevice(output: { bytes in try? console.writeAll(bytes) },
-                              interrupt: { vm.pulseInterrupt(X86Layout.serialIRQ) })
+                              interrupt: { serialInterrupt.trigger() })
         let exitSignal = self.exitSignal
         try portBus.insert(serial, base: UInt64(X86Layout.serialPort), size: 8)
         try portBus.insert(I8042Controller { exitSignal.request(.reset("i8042 reset")) },
@@ -117,21 +124,44 @@ public final class Machine: @unchecked Sendable {
         let topology = CPUTopology(vcpuCount: machineConfig.vcpuCount, smt: machineConfig.smt)
         for index in 0..<machineConfig.vcpuCount {
             let vcpu = try vm.createVCPU(index: index)
-            try vcpu.setCPUID(CPUIDNormalizer.normalize(supported, vcpuIndex: index, topology: topology))
-            try vcpu.setMSRs(BootMSRs.values)
-            try vcpu.setRegisters(BootCPUState.registers(entry: plan.entry, zeroPage: plan.zeroPage))
-            try vcpu.setSpecialRegisters(BootCPUState.specialRegisters(from: try vcpu.specialRegisters()))
-            try vcpu.setFPU(BootCPUState.fpu())
-            try vcpu.setLAPIC(BootCPUState.lapic(from: try vcpu.lapic()))
+            try Machine.configure(vcpu, cpuid: CPUIDNormalizer.normalize(supported, vcpuIndex: index, topology: topology),
+                                  plan: plan)
             let firstRun: ((Int) -> Void)? = index == 0 ? { _ in
-                log("vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start")
+                log("vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start, "
+                    + "VMM CPU \(Machine.milliseconds(MonotonicClock.processCPUNanoseconds())) ms")
             } : nil
             threads.append(VCPUThread(vcpu: vcpu, portBus: portBus, memoryBus: memoryBus,
-                                      exitSignal: exitSignal, onFirstRun: firstRun))
+                                      exitSignal: exitSignal, onFirstRun: firstRun, trace: host.trace))
         }
     }
 
     deinit { wakeEvent.close() }
+
+    /// Devices the configuration may name but this machine cannot build yet
+    /// (virtio arrives with its own issue): refusing beats booting without them.
+    static func refuseUnbuiltDevices(_ configuration: VMConfiguration) throws {
+        if !configuration.drives.isEmpty {
+            throw BootInputError("drives: virtio-block devices are not supported yet")
+        }
+        if !configuration.networkInterfaces.isEmpty {
+            throw BootInputError("network-interfaces: virtio-net devices are not supported yet")
+        }
+        if configuration.vsock != nil {
+            throw BootInputError("vsock: virtio-vsock devices are not supported yet")
+        }
+    }
+
+    /// A vCPU's boot state. Every vCPU gets the same registers; with the
+    /// in-kernel LAPIC the APs wait for INIT/SIPI and KVM resets them then,
+    /// so only the boot vCPU starts at the kernel entry.
+    static func configure(_ vcpu: KVMVirtualCPU, cpuid: [CPUIDEntry], plan: BootPlan) throws {
+        try vcpu.setCPUID(cpuid)
+        try vcpu.setMSRs(BootMSRs.values)
+        try vcpu.setRegisters(BootCPUState.registers(entry: plan.entry, mode: plan.mode, bootInfo: plan.bootInfo))
+        try vcpu.setSpecialRegisters(BootCPUState.specialRegisters(for: plan.mode, from: try vcpu.specialRegisters()))
+        try vcpu.setFPU(BootCPUState.fpu())
+        try vcpu.setLAPIC(BootCPUState.lapic(from: try vcpu.lapic()))
+    }
 
     static func milliseconds(_ nanoseconds: UInt64) -> String {
         let hundredths = nanoseconds / 10_000
@@ -149,20 +179,25 @@ public final class Machine: @unchecked Sendable {
         for thread in threads { try thread.start() }
         var input = host.consoleInput
         var buffer = [UInt8](repeating: 0, count: 256)
+        let interval = UInt64(Machine.haltCheckMilliseconds) * 1_000_000
+        var nextCheck = MonotonicClock.nanoseconds() + interval
         while true {
             if let reason = exitSignal.reason { return reason }
+            // The halt check runs on a deadline, so a busy console cannot starve it.
+            let now = MonotonicClock.nanoseconds()
+            if now >= nextCheck {
+                checkForStuckGuest()
+                nextCheck = now + interval
+            }
+            let timeout = Int32((nextCheck - min(now, nextCheck)) / 1_000_000) + 1
             var descriptors = [pollfd(fd: wakeEvent.rawValue, events: Int16(POLLIN), revents: 0)]
             // Stop reading input while the UART's buffer is full.
             if let input, serial.canReceive {
                 descriptors.append(pollfd(fd: input.rawValue, events: Int16(POLLIN), revents: 0))
             }
-            let ready = poll(&descriptors, nfds_t(descriptors.count), Machine.haltCheckMilliseconds)
+            let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
             if ready < 0 && errno != EINTR { throw SystemError.current("poll") }
-            if ready == 0 {
-                checkForStuckGuest()
-                continue
-            }
-            if descriptors.count > 1, descriptors[1].revents != 0, let source = input {
+            if ready > 0, descriptors.count > 1, descriptors[1].revents != 0, let source = input {
                 let count = buffer.withUnsafeMutableBytes { Glibc.read(source.rawValue, $0.baseAddress, $0.count) }
                 if count > 0 {
                     serial.enqueueInput(Array(buffer[0..<count]))

@@ -23,6 +23,8 @@ public struct PlatformDescription: Equatable, Sendable {
     /// The hardware-reduced sleep control register (FADT SLEEP_CONTROL_REG,
     /// an I/O port, one byte) and the SLP_TYP value that means S5.
     public let sleepControlPort: UInt16
+    /// The sleep status register (WAK_STS reads clear), the next port.
+    public let sleepStatusPort: UInt16
     public let s5SleepType: UInt8
     /// Where the tables must go; reserved in e820.
     public let tableWindow: Range<UInt64>
@@ -31,6 +33,7 @@ public struct PlatformDescription: Equatable, Sendable {
         lhs.vcpuCount == rhs.vcpuCount && lhs.lapicAddress == rhs.lapicAddress && lhs.ioapicAddress == rhs.ioapicAddress
             && lhs.ioapicGSIBase == rhs.ioapicGSIBase && lhs.serial == rhs.serial
             && lhs.virtioDevices == rhs.virtioDevices && lhs.sleepControlPort == rhs.sleepControlPort
+            && lhs.sleepStatusPort == rhs.sleepStatusPort
             && lhs.s5SleepType == rhs.s5SleepType && lhs.tableWindow == rhs.tableWindow
     }
 
@@ -42,6 +45,7 @@ public struct PlatformDescription: Equatable, Sendable {
         serial = (X86Layout.serialPort, X86Layout.serialIRQ)
         self.virtioDevices = virtioDevices
         sleepControlPort = X86Layout.sleepControlPort
+        sleepStatusPort = X86Layout.sleepControlPort + 1
         s5SleepType = SleepControl.s5SleepType
         tableWindow = X86Layout.acpiTables
     }

@@ -14,11 +14,15 @@ final class VCPUThread: @unchecked Sendable {
     let exitSignal: ExitSignal
     /// Called once, just before the first KVM_RUN (for start-up figures).
     let onFirstRun: ((Int) -> Void)?
+    /// Receives one line per exit when tracing (kiln --level trace).
+    let trace: ((String) -> Void)?
     private(set) var thread: pthread_t?
     private let stateLock = Lock()
     private var stuck = false
 
-    init(vcpu: KVMVirtualCPU, portBus: Bus, memoryBus: Bus, exitSignal: ExitSignal, onFirstRun: ((Int) -> Void)?) {
+    init(vcpu: KVMVirtualCPU, portBus: Bus, memoryBus: Bus, exitSignal: ExitSignal,
+         onFirstRun: ((Int) -> Void)?, trace: ((String) -> Void)?) {
+        self.trace = trace
         self.vcpu = vcpu
         self.portBus = portBus
         self.memoryBus = memoryBus
@@ -102,6 +106,10 @@ final class VCPUThread: @unchecked Sendable {
             value = false
         }
         stateLock.withLock { stuck = value }
+        if let trace, let regs = try? vcpu.registers() {
+            trace("vcpu\(vcpu.index): kicked, mp_state \(state), rip 0x\(String(regs.rip, radix: 16)), "
+                  + "rflags 0x\(String(regs.rflags, radix: 16))")
+        }
     }
 
     private func handleExit() throws {
@@ -113,22 +121,28 @@ final class VCPUThread: @unchecked Sendable {
             let base = UnsafeMutableRawPointer(run) + Int(io.data_offset)
             for index in 0..<Int(io.count) {
                 let data = UnsafeMutableRawBufferPointer(start: base + index * size, count: size)
+                let claimed: Bool
                 if io.direction == UInt8(KVM_EXIT_IO_OUT) {
-                    portBus.write(UInt64(io.port), from: UnsafeRawBufferPointer(data))
+                    claimed = portBus.write(UInt64(io.port), from: UnsafeRawBufferPointer(data))
                 } else {
-                    portBus.read(UInt64(io.port), into: data)
+                    claimed = portBus.read(UInt64(io.port), into: data)
                 }
+                trace?("vcpu\(vcpu.index): \(io.direction == UInt8(KVM_EXIT_IO_OUT) ? "out" : "in") port 0x"
+                       + "\(String(io.port, radix: 16)) \(Array(data))\(claimed ? "" : " (unclaimed)")")
             }
         case KVM_EXIT_MMIO:
             let length = Int(min(run.pointee.mmio.len, 8))
             let address = run.pointee.mmio.phys_addr
             withUnsafeMutableBytes(of: &run.pointee.mmio.data) { raw in
                 let data = UnsafeMutableRawBufferPointer(rebasing: raw[0..<length])
+                let claimed: Bool
                 if run.pointee.mmio.is_write != 0 {
-                    memoryBus.write(address, from: UnsafeRawBufferPointer(data))
+                    claimed = memoryBus.write(address, from: UnsafeRawBufferPointer(data))
                 } else {
-                    memoryBus.read(address, into: data)
+                    claimed = memoryBus.read(address, into: data)
                 }
+                trace?("vcpu\(vcpu.index): mmio \(run.pointee.mmio.is_write != 0 ? "write" : "read") 0x"
+                       + "\(String(address, radix: 16)) \(Array(data))\(claimed ? "" : " (unclaimed)")")
             }
         case KVM_EXIT_HLT:
             // Only without an in-kernel LAPIC; kept for completeness.

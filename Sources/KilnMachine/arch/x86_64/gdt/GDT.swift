@@ -37,16 +37,20 @@ public struct SegmentDescriptor: Equatable, Sendable {
 /// The boot GDT: null, 64-bit code, data, TSS, at selectors 0, 8, 0x10, 0x18.
 public enum BootGDT {
     public static let code64 = SegmentDescriptor(flags: 0xa09b)  // G, L, P, code exec/read accessed
+    /// The PVH entry runs 32-bit protected code: D/B set, L clear.
+    public static let code32 = SegmentDescriptor(flags: 0xc09b)
     public static let data = SegmentDescriptor(flags: 0xc093)    // G, D/B, P, data read/write accessed
     public static let tss = SegmentDescriptor(flags: 0x808b)     // G, P, busy 64-bit TSS
     public static let entries: [SegmentDescriptor?] = [nil, code64, data, tss]
+    /// The same selectors for a 32-bit (PVH) entry.
+    public static let entries32: [SegmentDescriptor?] = [nil, code32, data, tss]
 
     public static let codeSelector: UInt16 = 0x08
     public static let dataSelector: UInt16 = 0x10
     public static let tssSelector: UInt16 = 0x18
 
-    public static func write(into memory: GuestMemory, at address: UInt64 = X86Layout.gdt) throws {
-        for (index, entry) in entries.enumerated() {
+    public static func write(into memory: GuestMemory, at address: UInt64 = X86Layout.gdt, mode: EntryMode = .long64) throws {
+        for (index, entry) in (mode == .long64 ? entries : entries32).enumerated() {
             try memory.write(entry?.encoded ?? 0, at: address + UInt64(index * 8))
         }
         // An empty IDT: the guest installs its own before enabling interrupts.
@@ -54,4 +58,12 @@ public enum BootGDT {
     }
 
     public static var limit: UInt16 { UInt16(entries.count * 8 - 1) }
+}
+
+/// How the boot vCPU enters the kernel.
+public enum EntryMode: Equatable, Sendable {
+    /// Linux 64-bit boot protocol: long mode, paging on, %rsi = zero page.
+    case long64
+    /// PVH: 32-bit protected mode, paging off, %ebx = hvm_start_info.
+    case pvh32
 }

@@ -7,6 +7,7 @@ import KilnMemory
 /// ```
 /// 0x0000_0500  GDT                   0x0000_9000  PML4, PDPT, 4 page directories
 /// 0x0000_0520  IDT (empty)           0x0002_0000  kernel command line
+/// 0x0000_6000  PVH start info
 /// 0x0000_7000  zero page             0x0009_fc00  EBDA .. 1 MiB: reserved
 /// 0x0000_8ff0  boot stack top        0x000e_0000  ACPI tables (reserved)
 /// 0x0010_0000  RAM for kernel, initrd ... up to the MMIO hole
@@ -18,6 +19,8 @@ public enum X86Layout {
 
     public static let gdt: UInt64 = 0x500
     public static let idt: UInt64 = 0x520
+    /// PVH boots: hvm_start_info, module list and memory map (one page).
+    public static let pvhStartInfo: UInt64 = 0x6000
     public static let zeroPage: UInt64 = 0x7000
     public static let bootStackTop: UInt64 = 0x8ff0
     public static let pml4: UInt64 = 0x9000

@@ -70,13 +70,31 @@ public enum BootCPUState {
         return sregs
     }
 
-    public static func registers(entry: UInt64, zeroPage: UInt64) -> kvm_regs {
+    /// The PVH entry state (Xen docs/misc/pvh.pandoc): 32-bit protected
+    /// mode with paging off, flat 4 GiB code and data segments, a TSS, and
+    /// CR4 and EFER clear.
+    public static func pvhSpecialRegisters(from current: kvm_sregs) -> kvm_sregs {
+        var sregs = specialRegisters(from: current)
+        sregs.cs = segment(BootGDT.code32, selector: BootGDT.codeSelector)
+        sregs.cr0 = CR0.protectionEnable | CR0.extensionType
+        sregs.cr3 = 0
+        sregs.cr4 = 0
+        sregs.efer = 0
+        return sregs
+    }
+
+    public static func specialRegisters(for mode: EntryMode, from current: kvm_sregs) -> kvm_sregs {
+        mode == .long64 ? specialRegisters(from: current) : pvhSpecialRegisters(from: current)
+    }
+
+    /// %rsi carries the zero page (64-bit protocol), %rbx hvm_start_info (PVH).
+    public static func registers(entry: UInt64, mode: EntryMode = .long64, bootInfo: UInt64) -> kvm_regs {
         var regs = kvm_regs()
         regs.rflags = rflags
         regs.rip = entry
         regs.rsp = X86Layout.bootStackTop
         regs.rbp = X86Layout.bootStackTop
-        regs.rsi = zeroPage
+        if mode == .long64 { regs.rsi = bootInfo } else { regs.rbx = bootInfo }
         return regs
     }
 
