@@ -39,6 +39,8 @@ let package = Package(
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
         .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
+        // MARK: virtio-mmio transport, split queues and devices (pure: no KVM, no threads)
+        .target(name: "KilnVirtio", dependencies: ["KilnMemory", "KilnSystem"]),
 
         // MARK: The Firecracker-compatible API: HTTP/1.1 parser, routes, models
         .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem", "KilnConfig"]),
@@ -60,6 +62,9 @@ let package = Package(
         // MARK: libFuzzer targets, one per parser (`make fuzz`)
         .executableTarget(name: "fuzz-json", dependencies: ["KilnJSON"]),
         .executableTarget(name: "fuzz-http-request", dependencies: ["KilnAPI"]),
+        .executableTarget(name: "fuzz-virtqueue", dependencies: ["KilnVirtio", "KilnMemory"]),
+        .executableTarget(name: "fuzz-virtio-block", dependencies: ["KilnVirtio", "KilnMemory"]),
+        .executableTarget(name: "fuzz-vsock-packet", dependencies: ["KilnVirtio"]),
 
         // MARK: Tests
         .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
@@ -72,6 +77,7 @@ let package = Package(
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
         .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
         .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI"]),
+        .testTarget(name: "KilnVirtioTests", dependencies: ["KilnVirtio", "KilnMemory", "KilnSystem", "KilnTestSupport"]),
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
     ],
