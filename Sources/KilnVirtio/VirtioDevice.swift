@@ -22,9 +22,12 @@ public protocol VirtioDevice: AnyObject {
     func activate(features: UInt64)
     /// Status 0 was written or the device must forget all state (§2.1.2).
     func reset()
-    /// Serves one queue: pop chains, do the work, push used elements.
-    /// Throwing a `VirtqueueError` marks the device DEVICE_NEEDS_RESET.
-    func process(queue index: Int, _ queue: Virtqueue) throws
+    /// Serves queue `index` (notified by the driver or by the VMM for a
+    /// backend event): pop chains, do the work, push used elements. `queues`
+    /// holds every queue, nil where not ready, for devices whose work on one
+    /// queue completes chains on another (net). Throwing a `VirtqueueError`
+    /// marks the device DEVICE_NEEDS_RESET.
+    func process(queue index: Int, queues: [Virtqueue?]) throws
 }
 
 extension VirtioDevice {

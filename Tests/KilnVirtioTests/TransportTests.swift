@@ -21,7 +21,8 @@ final class EchoDevice: VirtioDevice {
     func activate(features: UInt64) { activations.append(features) }
     func reset() { resets += 1 }
 
-    func process(queue index: Int, _ queue: Virtqueue) throws {
+    func process(queue index: Int, queues: [Virtqueue?]) throws {
+        guard let queue = queues[index] else { return }
         while let chain = try queue.pop() {
             var reader = ChainReader(memory: memory, chain: chain)
             let bytes = try reader.read(Int(min(reader.remaining, 4096))) ?? []
@@ -259,7 +260,7 @@ struct QueueTests {
         #expect(rig.interrupt.count == 1)
     }
 
-    @Test("EVENT_IDX: used_event decides the interrupt, avail_event follows the device (§2.7.10)")
+    @Test("EVENT_IDX: used_event decides the interrupt (§2.7.7), avail_event follows the device (§2.7.10)")
     func eventIndex() throws {
         var rig = try EchoRig()
         _ = rig.start()

@@ -33,7 +33,7 @@ public final class Virtqueue {
     public private(set) var lastAvailable: UInt16 = 0
     /// The next used-ring slot to write; mirrors used->idx (§2.7.8).
     public private(set) var nextUsed: UInt16 = 0
-    /// used->idx when the driver was last notified, for EVENT_IDX (§2.7.10).
+    /// used->idx when the driver was last notified, for EVENT_IDX (§2.7.7).
     private var usedAtLastNotification: UInt16 = 0
 
     private var size: UInt16 { configuration.size }
@@ -133,8 +133,8 @@ public final class Virtqueue {
     }
 
     /// Whether the driver wants a used-buffer notification for what was
-    /// pushed since the last call (§2.7.7: VIRTQ_AVAIL_F_NO_INTERRUPT;
-    /// §2.7.10: used_event with EVENT_IDX).
+    /// pushed since the last call (§2.7.7: VIRTQ_AVAIL_F_NO_INTERRUPT, or
+    /// used_event with EVENT_IDX).
     public func needsNotification() throws -> Bool {
         let old = usedAtLastNotification
         let new = nextUsed
@@ -149,8 +149,8 @@ public final class Virtqueue {
         return flags & 1 == 0
     }
 
-    /// Asks the driver to notify, or not, when it adds buffers (§2.7.7:
-    /// VIRTQ_USED_F_NO_NOTIFY; §2.7.10: avail_event with EVENT_IDX). Only a
+    /// Asks the driver to notify, or not, when it adds buffers (§2.7.10:
+    /// VIRTQ_USED_F_NO_NOTIFY, or avail_event with EVENT_IDX). Only a
     /// hint: the driver may notify anyway, and the device re-checks the ring
     /// after enabling, so no buffer is missed.
     public func setDriverNotifications(enabled: Bool) throws {

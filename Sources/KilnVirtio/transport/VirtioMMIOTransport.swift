@@ -285,18 +285,20 @@ public final class VirtioMMIOTransport: MMIODevice {
             // Re-serve while the driver added chains after the device's last
             // pop but before avail_event moved: it may not have notified
             // (§2.7.10). Stop when a round consumed nothing, so a device
-            // waiting on its backend (net receive) does not spin.
+            // waiting on its backend (net receive) does not spin. A device
+            // may also pop and complete chains on other queues (net: a sent
+            // frame looped back to receive), so every live queue's
+            // avail_event and used_event are looked at.
+            let live = queues.compactMap { $0 }
             var before: UInt16
             repeat {
                 before = queue.lastAvailable
-                try device.process(queue: index, queue)
-                try queue.setDriverNotifications(enabled: true)
+                try device.process(queue: index, queues: queues)
+                for each in live { try each.setDriverNotifications(enabled: true) }
             } while try queue.lastAvailable != before && queue.hasAvailable()
 
-            // A device may complete chains on other queues too (net: a sent
-            // frame looped back to receive).
             var notify = false
-            for live in queues.compactMap({ $0 }) where try live.needsNotification() { notify = true }
+            for each in live where try each.needsNotification() { notify = true }
             if notify { raise(MMIOInterrupt.usedBuffer) }
         } catch let error as VirtqueueError {
             enterNeedsReset(error)
