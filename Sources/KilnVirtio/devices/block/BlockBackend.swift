@@ -23,6 +23,8 @@ public final class MemoryBlockBackend: BlockBackend {
     public let isReadOnly: Bool
     public let identifier: [UInt8]
     public private(set) var flushCount = 0
+    /// Every write the device asked for, refused or not.
+    public private(set) var writeCalls = 0
 
     /// `bytes` is cut to whole sectors.
     public init(bytes: [UInt8], readOnly: Bool = false, identifier: String = "kiln-memory") {
@@ -39,6 +41,7 @@ public final class MemoryBlockBackend: BlockBackend {
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        writeCalls += 1
         guard !isReadOnly else { throw SystemError("write", subject: "read-only memory disk", errno: EROFS) }
         let range = try checkedRange(offset, buffer.count)
         bytes.replaceSubrange(range, with: buffer)

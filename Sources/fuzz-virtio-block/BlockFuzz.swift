@@ -1,0 +1,9 @@
+import KilnVirtio
+
+/// libFuzzer entry for the virtio-blk request planner and device over a fuzzed queue
+/// (input layout: `VirtioFuzzing.block`).
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzVirtioBlock(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    VirtioFuzzing.block(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}

@@ -1,0 +1,9 @@
+import KilnVirtio
+
+/// libFuzzer entry for the split-queue walker, chain I/O and used-ring writes
+/// (input layout: `VirtioFuzzing.virtqueue`).
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    VirtioFuzzing.virtqueue(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
