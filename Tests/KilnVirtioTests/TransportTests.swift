@@ -245,6 +245,20 @@ struct QueueTests {
         #expect(try rig.ring.usedIndex() == 1)
     }
 
+    @Test("after the driver sets FAILED, and for queues that do not exist, notifications do nothing (§2.1)")
+    func failedAndUnknownQueue() throws {
+        var rig = try EchoRig()
+        _ = rig.start()
+        rig.driver.notify(7)
+        rig.driver.notify(UInt32.max)
+        rig.driver.addStatus(.failed)
+        try rig.ring.addChain([TestBuffer(address: 0x9000, length: 3, writable: true)])
+        rig.driver.notify(0)
+        #expect(try rig.ring.usedIndex() == 0)
+        #expect(rig.interrupt.count == 0)
+        #expect(!rig.transport.status.contains(.needsReset))
+    }
+
     @Test("VIRTQ_AVAIL_F_NO_INTERRUPT suppresses the interrupt without EVENT_IDX (§2.7.7)")
     func noInterruptFlag() throws {
         var rig = try EchoRig()

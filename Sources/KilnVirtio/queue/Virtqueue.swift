@@ -1,4 +1,5 @@
 import KilnMemory
+import Synchronization
 
 /// A queue's configuration as the driver wrote it through the transport's
 /// registers (virtio 1.2 §4.2.2: QueueNum, QueueDesc, QueueDriver, QueueDevice).
@@ -112,6 +113,9 @@ public final class Virtqueue {
         guard pending <= size else {
             throw VirtqueueError(queue: index, .availableIndexJump(last: lastAvailable, now: available))
         }
+        // Pairs with the driver's barrier before it moved idx (§2.7.13.3):
+        // the ring slot and descriptors are read only after idx.
+        atomicMemoryFence(ordering: .acquiring)
         let head: UInt16 = try load(UInt16.self, at: availableSlotAddress(lastAvailable))
         lastAvailable &+= 1
         guard head < size else { throw VirtqueueError(queue: index, .descriptorIndexOutOfRange(UInt32(head))) }
@@ -128,6 +132,8 @@ public final class Virtqueue {
         let slot = usedSlotAddress(nextUsed)
         try store(UInt32(chain.head), at: slot)
         try store(length, at: slot + 4)
+        // §2.7.8: the element must be visible before the index that publishes it.
+        atomicMemoryFence(ordering: .releasing)
         nextUsed &+= 1
         try store(nextUsed, at: usedIndexAddress)
     }
@@ -140,6 +146,10 @@ public final class Virtqueue {
         let new = nextUsed
         usedAtLastNotification = new
         guard new != old else { return false }
+        // The used idx store must be ordered before the used_event or flags
+        // load (store-load: a full fence even on x86), or a driver that just
+        // re-enabled interrupts could be missed.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
         if eventIndex {
             let usedEvent: UInt16 = try load(UInt16.self, at: usedEventAddress)
             // vring_need_event: did new pass used_event since old?
@@ -159,6 +169,8 @@ public final class Virtqueue {
         } else {
             try store(UInt16(enabled ? 0 : 1), at: usedFlagsAddress)
         }
+        // The caller re-reads avail idx next: store-load ordering again.
+        atomicMemoryFence(ordering: .sequentiallyConsistent)
     }
 
     /// True when the driver has offered chains not yet popped.
