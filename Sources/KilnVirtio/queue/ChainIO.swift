@@ -97,7 +97,8 @@ public struct ChainWriter {
     public mutating func forEachSpan(_ count: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
         try cursor.advance(count) { span in
             try body(span)
-            written &+= UInt32(truncatingIfNeeded: span.count)
+            // Saturates: a used element's len is 32 bits (§2.7.8).
+            written = UInt32(clamping: UInt64(written) + UInt64(span.count))
         }
     }
 

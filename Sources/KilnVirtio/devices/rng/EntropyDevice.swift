@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import KilnMemory
 import KilnSystem
 
@@ -19,7 +22,7 @@ public final class FileEntropySource: EntropySource {
         var done = 0
         while done < buffer.count {
             let count = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
-            guard count > 0 else { throw SystemError("read", subject: "\(file): entropy source ended", errno: 5) }
+            guard count > 0 else { throw SystemError("read", subject: "\(file): entropy source ended", errno: EIO) }
             done += count
         }
     }
