@@ -160,6 +160,25 @@ struct HostileQueueTests {
         #expect(try fresh.usedIndex() == 1)
     }
 
+    @Test("each failure names the queue and the problem")
+    func descriptions() {
+        let cases: [(VirtqueueError.Reason, String)] = [
+            (.availableIndexJump(last: 3, now: 40), "available index jumped from 3 to 40"),
+            (.descriptorIndexOutOfRange(16), "descriptor index 16 is outside the table"),
+            (.chainTooLong(limit: 16), "longer than 16 (or a loop)"),
+            (.readableAfterWritable, "device-readable descriptor after a device-writable one"),
+            (.indirectNotAllowed, "indirect descriptor where it is not allowed"),
+            (.badIndirectTable(length: 24), "indirect table of 24 bytes"),
+            (.memory(GuestRange(address: 0x100000, size: 16)), "0x100000"),
+            (.badLayout("size 12"), "bad queue layout: size 12"),
+            (.malformedRequest("no status"), "malformed request: no status"),
+        ]
+        for (reason, text) in cases {
+            let description = VirtqueueError(queue: 2, reason).description
+            #expect(description.hasPrefix("virtqueue 2: ") && description.contains(text), "\(description)")
+        }
+    }
+
     @Test("indirect descriptors without VIRTIO_F_INDIRECT_DESC are refused (§2.7.5.3.1)")
     func indirectNotNegotiated() throws {
         var rig = try EchoRig()
