@@ -98,6 +98,61 @@ struct SeededFuzzTests {
         #expect(try Self.mutatedRun("virtio-block", seed: 0x626c_6b00) { VirtioFuzzing.block($0) } > Self.rounds / 10)
     }
 
+    @Test("transport registers: 10,000 random access sequences keep the state machine's invariants")
+    func registers() throws {
+        var generator = SplitMix64(seed: 0x6d6d_696f)
+        let offsets: [UInt64] = [0x000, 0x004, 0x010, 0x014, 0x020, 0x024, 0x030, 0x034, 0x038, 0x044, 0x050,
+                                 0x060, 0x064, 0x070, 0x080, 0x084, 0x090, 0x094, 0x0a0, 0x0a4, 0x0fc, 0x100, 0x104]
+        var rig = try EchoRig()
+        let ring = rig.ring.configuration
+        let values: [UInt64] = [0, 1, 2, 3, 7, 11, 15, 16, 0x40, 0x80, 0xFF, UInt64(UInt32.max),
+                                ring.descriptorTable, ring.availableRing, ring.usedRing, 1 << 3]
+        let known: DeviceStatus = [.acknowledge, .driver, .featuresOK, .driverOK, .needsReset, .failed]
+        var broken: [String] = []
+        var reachedFeaturesOK = 0
+        var reachedDriverOK = 0
+        for round in 0..<Self.rounds {
+            // Each sequence starts from a reset device and a fresh ring with one chain.
+            rig.transport.write(offset: MMIORegister.status, size: 4, value: 0)
+            try rig.memory.fill(0, at: 0x1000, count: 0x1000)
+            rig.ring = TestRing(memory: rig.memory, size: 16, base: 0x1000)
+            try rig.ring.addChain([TestBuffer(address: 0x9000, length: 4, writable: true)])
+            // Half the sequences start from a real negotiation (some from a
+            // live queue), so the later states are reached too.
+            if generator.next() % 2 == 0 {
+                let features = [VirtioFeature.version1, standardFeatures | 1 << 3, 1 << 3, generator.next()][Int(generator.next() % 4)]
+                if rig.driver.negotiate(features: features), generator.next() % 2 == 0 {
+                    rig.driver.setUpQueue(0, ring)
+                    rig.driver.addStatus(.driverOK)
+                }
+            }
+            for _ in 0..<(1 + generator.next() % 24) {
+                let offset = generator.next() % 8 == 0 ? generator.next() % 0x200 : offsets[Int(generator.next() % UInt64(offsets.count))]
+                let size = [4, 4, 4, 1, 2, 8][Int(generator.next() % 6)]
+                if generator.next() % 3 == 0 {
+                    _ = rig.transport.read(offset: offset, size: size)
+                } else {
+                    let value = generator.next() % 4 == 0 ? generator.next() : values[Int(generator.next() % UInt64(values.count))]
+                    rig.transport.write(offset: offset, size: size, value: value)
+                }
+                let status = rig.transport.status
+                let features = rig.transport.driverFeatures
+                let featuresValid = features & ~rig.transport.offeredFeatures == 0 && features & VirtioFeature.version1 != 0
+                if !known.isSuperset(of: status)
+                    || status.contains(.featuresOK) && !(featuresValid && status.isSuperset(of: [.acknowledge, .driver]))
+                    || status.contains(.driverOK) && !status.contains(.featuresOK)
+                    || rig.transport.interruptStatus & ~3 != 0 {
+                    broken.append("round \(round): status \(status.rawValue), features 0x\(String(features, radix: 16))")
+                }
+            }
+            if rig.transport.status.contains(.featuresOK) { reachedFeaturesOK += 1 }
+            if rig.transport.status.contains(.driverOK) { reachedDriverOK += 1 }
+        }
+        #expect(broken.isEmpty, "\(broken.prefix(5))")
+        #expect(reachedFeaturesOK > Self.rounds / 10 && reachedDriverOK > Self.rounds / 20,
+                "\(reachedFeaturesOK) sequences ended with FEATURES_OK, \(reachedDriverOK) with DRIVER_OK")
+    }
+
     @Test("block request planner: 10,000 random headers and shapes")
     func blockPlan() {
         var generator = SplitMix64(seed: 0x706c_616e)
