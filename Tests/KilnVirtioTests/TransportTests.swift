@@ -82,7 +82,7 @@ struct TransportTests {
         #expect(rig.driver.read(MMIORegister.queueSizeMax) == 0)
     }
 
-    @Test("FEATURES_OK is refused without VERSION_1 or with a bit not offered (§2.2.2, §6.1)")
+    @Test("FEATURES_OK is refused without VERSION_1 or with a bit not offered (§2.2.2, §6.2)")
     func featureNegotiation() throws {
         let rig = try EchoRig()
         #expect(!rig.driver.negotiate(features: 1 << 3))

@@ -59,7 +59,7 @@ struct DescriptorChainWalker {
     }
 
     /// Follows `next` links through one table. The number of descriptors
-    /// visited is capped at the table's size (§2.7.4.2: no chain longer than
+    /// visited is capped at the table's size (§2.7.5.2: no chain longer than
     /// the queue size), which also ends any loop.
     private func follow(table: UInt64, entries: UInt32, from start: UInt32, insideIndirect: Bool,
                         readable: inout [GuestBuffer], writable: inout [GuestBuffer]) throws {

@@ -11,7 +11,7 @@ public struct VirtqueueError: Error, Equatable, CustomStringConvertible, Sendabl
         /// A head or `next` index at or above the table's size (§2.7.5).
         case descriptorIndexOutOfRange(UInt32)
         /// More descriptors than the queue size or indirect table allows:
-        /// also how a loop in the `next` links shows (§2.7.5.3.1).
+        /// also how a loop in the `next` links shows (§2.7.5.2, §2.7.5.3.1).
         case chainTooLong(limit: Int)
         /// A device-readable descriptor after a device-writable one (§2.7.4.2).
         case readableAfterWritable

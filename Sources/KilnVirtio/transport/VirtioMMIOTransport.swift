@@ -46,7 +46,7 @@ public final class VirtioMMIOTransport: MMIODevice {
 
     /// What the device offers: its own bits plus the reserved bits this
     /// transport and the split queue implement (§6). VERSION_1 is mandatory
-    /// for a non-legacy device (§6.1).
+    /// for a non-legacy device (§6.2).
     public var offeredFeatures: UInt64 {
         device.deviceFeatures | VirtioFeature.version1 | VirtioFeature.eventIndex | VirtioFeature.indirectDescriptors
     }
@@ -241,7 +241,8 @@ public final class VirtioMMIOTransport: MMIODevice {
         }
     }
 
-    /// §2.2.2, §6.1: a subset of what was offered, with VERSION_1.
+    /// §2.2.2: a subset of what was offered, with VERSION_1 (a
+    /// device may refuse to run without it, §6.2).
     private var featuresAcceptable: Bool {
         driverFeatures & ~offeredFeatures == 0 && driverFeatures & VirtioFeature.version1 != 0
     }
