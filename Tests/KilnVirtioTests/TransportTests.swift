@@ -34,6 +34,25 @@ final class EchoDevice: VirtioDevice {
     }
 }
 
+/// Plays a driver that refills its ring as fast as the device drains it.
+final class RefillingDevice: VirtioDevice {
+    var ring: TestRing
+    init(ring: TestRing) { self.ring = ring }
+    var deviceType: VirtioDeviceType { VirtioDeviceType(rawValue: 0x7e58) }
+    var deviceFeatures: UInt64 { 0 }
+    var queueMaxSizes: [UInt16] { [16] }
+    var configSpace: [UInt8] { [] }
+    func activate(features: UInt64) {}
+    func reset() {}
+    func process(queue index: Int, queues: [Virtqueue?]) throws {
+        guard let queue = queues[index] else { return }
+        while let chain = try queue.pop() {
+            try ring.addChain([TestBuffer(address: 0x9000, length: 1, writable: true)])
+            try queue.pushUsed(chain, written: 0)
+        }
+    }
+}
+
 /// One guest with one echo device, laid out for the tests below.
 struct EchoRig {
     let memory: HeapGuestMemory
@@ -213,6 +232,7 @@ struct QueueTests {
         #expect(try rig.memory.readBytes(at: 0x9000, count: 1) == [5])
         #expect(try rig.memory.readBytes(at: 0x9100, count: 4) == [4, 3, 2, 1])
         #expect(rig.interrupt.count == 1)
+        #expect(!rig.transport.processQueue(0))  // an empty ring: nothing left over
         #expect(rig.driver.read(MMIORegister.interruptStatus) == MMIOInterrupt.usedBuffer)
         rig.driver.write(MMIORegister.interruptAcknowledge, MMIOInterrupt.usedBuffer)
         #expect(rig.driver.read(MMIORegister.interruptStatus) == 0)
@@ -257,6 +277,22 @@ struct QueueTests {
         #expect(try rig.ring.usedIndex() == 0)
         #expect(rig.interrupt.count == 0)
         #expect(!rig.transport.status.contains(.needsReset))
+    }
+
+    @Test("a driver that refills without end cannot hold the device: service stops at its budget")
+    func serviceBudget() throws {
+        let memory = try HeapGuestMemory(size: 1 << 20)
+        let device = RefillingDevice(ring: TestRing(memory: memory, size: 16, base: 0x1000))
+        let transport = VirtioMMIOTransport(device: device, memory: memory, interrupt: CountingInterrupt())
+        let driver = TestDriver(transport: transport)
+        #expect(driver.initialize(features: standardFeatures, queues: [device.ring.configuration]).contains(.driverOK))
+        try device.ring.addChain([TestBuffer(address: 0x9000, length: 1, writable: true)])
+        let budget = UInt16(VirtioMMIOTransport.serviceRounds * 16)
+        #expect(transport.processQueue(0))
+        #expect(try device.ring.usedIndex() == budget)
+        #expect(transport.processQueue(0))
+        #expect(try device.ring.usedIndex() == 2 * budget)
+        #expect(!transport.status.contains(.needsReset))
     }
 
     @Test("VIRTQ_AVAIL_F_NO_INTERRUPT suppresses the interrupt without EVENT_IDX (§2.7.7)")

@@ -37,6 +37,9 @@ public final class Virtqueue {
     /// used->idx when the driver was last notified, for EVENT_IDX (§2.7.7).
     private var usedAtLastNotification: UInt16 = 0
 
+    /// Chains `pop` may still hand out in this service call; see `beginService`.
+    private var budget = Int.max
+
     private var size: UInt16 { configuration.size }
 
     /// Checks the layout against §2.7 (sizes, alignment) and guest memory.
@@ -104,8 +107,21 @@ public final class Virtqueue {
 
     // MARK: Popping and pushing
 
-    /// The next available chain, or nil when the driver has offered none.
+    /// Caps the chains popped until the next call. A driver that keeps
+    /// adding buffers while the device drains them would otherwise hold the
+    /// event loop forever; with a cap the loop serves other devices and comes
+    /// back.
+    public func beginService(budget: Int) {
+        self.budget = budget
+    }
+
+    /// True when the last service stopped at its cap, not at an empty ring.
+    public var budgetExhausted: Bool { budget <= 0 }
+
+    /// The next available chain, or nil when the driver has offered none
+    /// (or the service budget is spent).
     public func pop() throws -> DescriptorChain? {
+        guard budget > 0 else { return nil }
         let available: UInt16 = try load(UInt16.self, at: availableIndexAddress)
         let pending = available &- lastAvailable
         if pending == 0 { return nil }
@@ -118,6 +134,7 @@ public final class Virtqueue {
         atomicMemoryFence(ordering: .acquiring)
         let head: UInt16 = try load(UInt16.self, at: availableSlotAddress(lastAvailable))
         lastAvailable &+= 1
+        budget -= 1
         guard head < size else { throw VirtqueueError(queue: index, .descriptorIndexOutOfRange(UInt32(head))) }
         let walker = DescriptorChainWalker(memory: memory, queue: index, tableAddress: configuration.descriptorTable,
                                            queueSize: size, indirectAllowed: indirectDescriptors)

@@ -279,9 +279,17 @@ public final class VirtioMMIOTransport: MMIODevice {
     /// the VMM) and when a backend has work for the queue (a TAP turning
     /// readable). Does nothing unless the device is live (§2.1.2: no buffers
     /// consumed before DRIVER_OK; §4.2.2.1: no access to a queue not ready).
-    public func processQueue(_ index: Int) {
+    ///
+    /// Each call serves at most `serviceRounds` rings' worth of chains per
+    /// queue. Returns true when it stopped there with chains still waiting:
+    /// the caller should call again after its other work, since the driver
+    /// will not notify again for them.
+    @discardableResult
+    public func processQueue(_ index: Int) -> Bool {
         guard status.contains(.driverOK), status.isDisjoint(with: [.needsReset, .failed]),
-              let queue = queue(index) else { return }
+              let queue = queue(index) else { return false }
+        let live = queues.compactMap { $0 }
+        for each in live { each.beginService(budget: Self.serviceRounds * Int(each.configuration.size)) }
         do {
             // Re-serve while the driver added chains after the device's last
             // pop but before avail_event moved: it may not have notified
@@ -290,23 +298,27 @@ public final class VirtioMMIOTransport: MMIODevice {
             // may also pop and complete chains on other queues (net: a sent
             // frame looped back to receive), so every live queue's
             // avail_event and used_event are looked at.
-            let live = queues.compactMap { $0 }
             var before: UInt16
             repeat {
                 before = queue.lastAvailable
                 try device.process(queue: index, queues: queues)
                 for each in live { try each.setDriverNotifications(enabled: true) }
-            } while try queue.lastAvailable != before && queue.hasAvailable()
+            } while try queue.lastAvailable != before && !queue.budgetExhausted && queue.hasAvailable()
 
             var notify = false
             for each in live where try each.needsNotification() { notify = true }
             if notify { raise(MMIOInterrupt.usedBuffer) }
+            return try live.contains { try $0.budgetExhausted && $0.hasAvailable() }
         } catch let error as VirtqueueError {
             enterNeedsReset(error)
         } catch {
             enterNeedsReset(VirtqueueError(queue: index, .malformedRequest("\(error)")))
         }
+        return false
     }
+
+    /// How many times over its size a queue is served per `processQueue`.
+    public static let serviceRounds = 2
 
     /// The device changed its configuration space (§2.5.1, §4.2.2:
     /// ConfigGeneration moves so the driver re-reads a consistent copy).
