@@ -29,6 +29,7 @@ public final class VirtioMMIOTransport: MMIODevice {
     private var deviceFeaturesSelect: UInt32 = 0
     private var driverFeaturesSelect: UInt32 = 0
     private var queueSelect: UInt32 = 0
+    /// QueueNum as written, all 32 bits, checked when the queue is made ready.
     private var pendingQueueSizes: [UInt32]
     private var queueConfigurations: [QueueConfiguration]
     /// A queue is live (QueueReady reads 1) exactly when it has a Virtqueue.
