@@ -48,6 +48,9 @@ let package = Package(
         .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
         .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "CKiln"]),
 
+        // MARK: virtio-mmio transport, split queues and devices (pure: no KVM, no threads)
+        .target(name: "KilnVirtio", dependencies: ["KilnMemory", "KilnSystem"]),
+
         // MARK: The Firecracker-compatible API: HTTP/1.1 parser, routes, models
         .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem", "KilnConfig"]),
 
@@ -82,6 +85,13 @@ let package = Package(
         .executableTarget(name: "fuzz-policy-parser", dependencies: ["KilnPolicy", "KilnSystem", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
 
+        .executableTarget(name: "fuzz-virtqueue", dependencies: ["KilnVirtio", "KilnMemory", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-virtio-block", dependencies: ["KilnVirtio", "KilnMemory", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-vsock-packet", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
+
         // MARK: Tests
         .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON", "KilnTestSupport"]),
@@ -92,6 +102,7 @@ let package = Package(
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
         .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
         .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI"]),
+        .testTarget(name: "KilnVirtioTests", dependencies: ["KilnVirtio", "KilnMemory", "KilnSystem", "KilnTestSupport"]),
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 

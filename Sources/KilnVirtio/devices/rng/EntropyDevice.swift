@@ -1,0 +1,70 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KilnMemory
+import KilnSystem
+
+/// Where random bytes come from.
+public protocol EntropySource: AnyObject {
+    /// Fills all of `buffer`, or throws.
+    func fill(_ buffer: UnsafeMutableRawBufferPointer) throws
+}
+
+/// Reads an already-open /dev/urandom (opened before the jail closes, so
+/// the jail only needs the descriptor, not the node). The descriptor is the
+/// caller's to close.
+public final class FileEntropySource: EntropySource {
+    public let file: FileDescriptor
+
+    public init(file: FileDescriptor) { self.file = file }
+
+    public func fill(_ buffer: UnsafeMutableRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            let count = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            guard count > 0 else { throw SystemError("read", subject: "\(file): entropy source ended", errno: EIO) }
+            done += count
+        }
+    }
+}
+
+/// virtio-rng (virtio 1.2 §5.4): one request queue of device-writable
+/// buffers, each filled from an `EntropySource`.
+public final class EntropyDevice: VirtioDevice {
+    public static let queueSize: UInt16 = 256
+    /// §5.4.6.2 lets the device use less than the whole buffer; a bound per
+    /// request keeps one greedy chain from stalling the event loop.
+    public static let maxBytesPerRequest = 64 << 10
+
+    let memory: GuestMemory
+    public let source: EntropySource
+    /// Requests answered with no bytes because the source failed.
+    public private(set) var sourceFailures = 0
+
+    public init(memory: GuestMemory, source: EntropySource) {
+        self.memory = memory
+        self.source = source
+    }
+
+    public var deviceType: VirtioDeviceType { .entropy }
+    public var deviceFeatures: UInt64 { 0 }  // §5.4.3: none defined
+    public var queueMaxSizes: [UInt16] { [Self.queueSize] }
+    public var configSpace: [UInt8] { [] }   // §5.4.4: none
+    public func activate(features: UInt64) {}
+    public func reset() {}
+
+    public func process(queue index: Int, queues: [Virtqueue?]) throws {
+        guard let queue = queues[index] else { return }
+        while let chain = try queue.pop() {
+            // §5.4.6.1: readable buffers are a driver error; they are ignored.
+            var writer = ChainWriter(memory: memory, chain: chain)
+            let count = Int(min(writer.remaining, UInt64(Self.maxBytesPerRequest)))
+            do {
+                try writer.forEachSpan(count) { try source.fill($0) }
+            } catch {
+                sourceFailures += 1
+            }
+            try queue.pushUsed(chain, written: writer.written)
+        }
+    }
+}
