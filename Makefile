@@ -10,7 +10,7 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build, the tests and the demo need.
-DEBIAN_PACKAGES := libseccomp-dev libcap-dev acpica-tools file
+DEBIAN_PACKAGES := libseccomp-dev acpica-tools file
 # Host packages of the nested lane (the kernels and busybox are only downloaded).
 NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4
 FIRECRACKER_FILTER := policies/reference/firecracker-seccomp-x86_64.json

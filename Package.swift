@@ -30,8 +30,6 @@ let package = Package(
         .target(name: "CKilnStart"),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp",
                        providers: [.apt(["libseccomp-dev"])]),
-        .systemLibrary(name: "CCap", pkgConfig: "libcap",
-                       providers: [.apt(["libcap-dev"])]),
 
         // MARK: Foundations
         .target(name: "KilnSystem", dependencies: ["CKiln"]),
