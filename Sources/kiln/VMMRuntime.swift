@@ -135,7 +135,14 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
         let machine = try Machine(configuration: configuration, host: host)
         Logger.shared.debug("machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
                             + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
-        try machine.startVCPUs()
+        do {
+            try machine.startVCPUs()
+        } catch {
+            // Some vCPUs may run already: nothing half-started stays behind.
+            machine.stop(.failure("\(error)"))
+            fatalError = "InstanceStart: \(error)"
+            throw error
+        }
         self.machine = machine
     }
 

@@ -220,4 +220,37 @@ struct APISequenceTests {
         #expect(report.contains(",\"0xae80\","), "KVM_RUN is ioctl 0xae80: \(report)")
         #expect(run.stdout.isEmpty)
     }
+
+    @Test func theHaltCheckAndTheFatalPathRunUnderTheFilters() throws {
+        let bundle = try APILane.bundle()
+        let logPath = "/tmp/kiln-api-lane-halt-\(getpid()).log"
+        defer { unlink(bundle); unlink(logPath) }
+        // Two vCPUs kicked every 500 ms (KVM_GET_MP_STATE, KVM_GET_REGS), then
+        // the fatal line on stderr as well as in the log file.
+        let run = try Lane1.run(["--no-api", "--seccomp-filter", bundle, "--kernel", Lane1.guest, "--cmdline", "halt",
+                                 "--vcpus", "2", "--log-path", logPath])
+        #expect(run.status == 3, "stderr: \(run.stderr)")
+        #expect(run.stderr.contains("all vCPUs halted"))
+        #expect(Lane1.read(logPath).contains("all vCPUs halted"))
+    }
+
+    @Test func anOversizedBodyIsRefusedAndSIGTERMRemovesTheSocket() throws {
+        let scratch = "/tmp/kiln-api-lane-term-\(getpid())"
+        let socketPath = scratch + ".sock", errors = scratch + ".err"
+        defer { unlink(socketPath); unlink(errors) }
+        let pid = try Lane1.spawn(["--api-sock", socketPath, "--no-seccomp", "--http-api-max-payload-size", "64"],
+                                  stdout: "/dev/null", stderr: errors)
+        var status: Int32?
+        defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
+        let client = try UnixHTTPClient(path: socketPath)
+        let body = "{\"kernel_image_path\": \"\(String(repeating: "k", count: 100))\"}"
+        let refused = try client.request("PUT", "/boot-source", body)
+        #expect(refused.status == 413, "\(refused)")
+        let fresh = try UnixHTTPClient(path: socketPath)
+        #expect(try fresh.request("PUT", "/boot-source", "{\"kernel_image_path\": \"k\"}").status == 204)
+        kill(pid, SIGTERM)
+        status = Lane1.wait(pid)
+        #expect(status == 128 + SIGTERM, "stderr: \(Lane1.read(errors))")
+        #expect(access(socketPath, F_OK) != 0, "the API socket must be removed on SIGTERM")
+    }
 }
