@@ -30,6 +30,14 @@ final class EventLoopMailbox: @unchecked Sendable {
         pthread_cond_init(condition, nil)
     }
 
+    deinit {
+        pthread_cond_destroy(condition)
+        pthread_mutex_destroy(mutex)
+        condition.deallocate()
+        mutex.deallocate()
+        wake.close()
+    }
+
     /// Any thread but the event loop's: runs `work` there and returns or
     /// rethrows its outcome.
     func perform(_ work: @escaping () throws -> Void) throws {
