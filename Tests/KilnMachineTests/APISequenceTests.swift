@@ -141,7 +141,7 @@ struct APISequenceTests {
         #expect(try client.request("PUT", "/machine-config", "{\"vcpu_count\": 2, \"mem_size_mib\": 128}").status == 204)
         #expect(try client.request("PATCH", "/machine-config", "{\"mem_size_mib\": 96}").status == 204)
         #expect(try client.request("GET", "/machine-config").body.contains("\"mem_size_mib\":96"))
-        let bootSource = "{\"kernel_image_path\": \"\(Lane1.guest)\", \"boot_args\": \"console=ttyS0 ctrlaltdel\"}"
+        let bootSource = "{\"kernel_image_path\": \"\(Lane1.guest)\", \"boot_args\": \"console=ttyS0 ctrlaltdel ticks\"}"
         #expect(try client.request("PUT", "/boot-source", bootSource).status == 204)
         #expect(try client.request("GET", "/vm/config").body.contains("ctrlaltdel"))
         let premature = try client.request("PATCH", "/vm", "{\"state\": \"Paused\"}")
@@ -158,11 +158,16 @@ struct APISequenceTests {
         #expect(try client.request("GET", "/").body.contains("\"state\":\"Running\""))
         let late = try client.request("PUT", "/boot-source", bootSource)
         #expect(late.status == 400 && late.body.contains("not supported after starting"))
+        func ticks() -> Int { Lane1.read(console).split(separator: "\n").filter { $0 == "guest: tick" }.count }
+        #expect(APILane.eventually { ticks() >= 2 }, "the guest ticks every 100 ms while it runs")
         #expect(try client.request("PATCH", "/vm", "{\"state\": \"Paused\"}").status == 204)
         #expect(try client.request("GET", "/").body.contains("\"state\":\"Paused\""))
-        usleep(700_000)
+        usleep(100_000)
+        let whilePaused = ticks()
+        usleep(700_000) // longer than a halt check: a paused guest is not a stuck one
+        #expect(ticks() == whilePaused, "a paused guest runs no instruction")
         #expect(try client.request("PATCH", "/vm", "{\"state\": \"Resumed\"}").status == 204)
-        usleep(700_000)
+        #expect(APILane.eventually(seconds: 5) { ticks() >= whilePaused + 2 }, "the guest runs again after Resumed")
         #expect(try client.request("PUT", "/actions", "{\"action_type\": \"FlushMetrics\"}").status == 204)
         let snapshot = try client.request("PUT", "/snapshot/create", "{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\"}")
         #expect(snapshot.status == 400 && snapshot.body.contains("not supported by Kiln"))

@@ -179,9 +179,19 @@ func guestMain(_ zeroPage: UInt) {
     if commandLine(line, contains: "ctrlaltdel") {
         // Wait on IRQ 1 for the VMM's Ctrl+Alt+Del (set-2 make codes
         // 14 11 E0 71), then reboot as Linux's atkbd would.
-        outb(Port.pic1Data, 0xfd) // only IRQ 1
+        // With `ticks`, the timer stays on and a line goes out every 100
+        // ticks (100 ms), so a test can see the guest stop while paused.
+        let ticking = commandLine(line, contains: "ticks")
+        outb(Port.pic1Data, ticking ? 0xfc : 0xfd) // IRQ 1, and IRQ 0 when ticking
         put("guest: waiting for ctrl-alt-del\n")
-        while keyboardByteCount() < 4 { waitForInterrupt() }
+        var nextTick = timerTicks() + 100
+        while keyboardByteCount() < 4 {
+            waitForInterrupt()
+            if ticking && timerTicks() >= nextTick {
+                put("guest: tick\n")
+                nextTick = timerTicks() + 100
+            }
+        }
         put("guest: keyboard:")
         for index in 0..<keyboardByteCount() { put(" "); putHex(UInt64(keyboardByte(index))) }
         put("\n")
