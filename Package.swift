@@ -95,7 +95,7 @@ let package = Package(
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
-        .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem"]),
+        .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "CKiln"]),
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",

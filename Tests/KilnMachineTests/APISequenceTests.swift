@@ -1,6 +1,8 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKiln
+import KilnSeccomp
 import KilnSystem
 import Testing
 
@@ -33,6 +35,37 @@ enum APILane {
             throw LaneFailure("kiln-policy compile --policies \(policies) failed")
         }
         return output
+    }
+
+    /// Starts kiln as kiln-jailer leaves it: exec'd under the bundle's
+    /// `jailer` program (kill-process by default), so that a start-up call
+    /// the jailer's filter lacks kills kiln (exit 128 + SIGSYS).
+    static func spawnUnderJailerFilter(bundle: String, _ arguments: [String], stdout: String, stderr: String) throws -> pid_t {
+        let decoded = try SeccompBundle(decoding: try FileSystem.readFile(bundle))
+        guard let program = decoded.program(for: SeccompBundle.jailerRole) else { throw LaneFailure("no jailer program") }
+        let filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        // Everything the child needs exists before fork: it only calls
+        // async-signal-safe functions.
+        let argv = ([Lane1.kiln] + arguments).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        return filters.withUnsafeBufferPointer { buffer in
+            let pid = fork()
+            if pid == 0 {
+                let input = open("/dev/null", O_RDONLY)
+                let output = open(stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                let errors = open(stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+                guard input >= 0, output >= 0, errors >= 0,
+                      dup2(input, 0) == 0, dup2(output, 1) == 1, dup2(errors, 2) == 2 else { _exit(120) }
+                sigprocmask(SIG_SETMASK, &empty, nil)
+                if ckiln_set_no_new_privs() != 0 { _exit(121) }
+                if ckiln_seccomp_load(buffer.baseAddress, UInt16(buffer.count), 0) != 0 { _exit(122) }
+                execv(Lane1.kiln, argv)
+                _exit(127)
+            }
+            return pid
+        }
     }
 
     struct LaneFailure: Error, CustomStringConvertible {
@@ -120,17 +153,30 @@ final class UnixHTTPClient {
 
 @Suite(.enabled(if: APILane.ready, APILane.skipReason))
 struct APISequenceTests {
-    @Test func aFirecrackerClientSequenceRunsUnderEveryThreadFilter() throws {
+    /// Run twice: as a user starts kiln, and exec'd under the jailer's
+    /// pre-exec filter as kiln-jailer starts it (the filters then stack).
+    @Test(arguments: [false, true])
+    func aFirecrackerClientSequenceRunsUnderEveryThreadFilter(underJailerFilter: Bool) throws {
         let bundle = try APILane.bundle()
-        let scratch = "/tmp/kiln-api-lane-\(getpid())"
+        let scratch = "/tmp/kiln-api-lane-\(getpid())-\(underJailerFilter ? "jailed" : "plain")"
         let socketPath = scratch + ".sock", console = scratch + ".console", errors = scratch + ".err"
         let logPath = scratch + ".log", metricsPath = scratch + ".metrics"
         defer { for path in [bundle, socketPath, console, errors, logPath, metricsPath] { unlink(path) } }
-        let pid = try Lane1.spawn(["--api-sock", socketPath, "--seccomp-filter", bundle, "--boot-timer"],
-                                  stdout: console, stderr: errors)
+        let arguments = ["--api-sock", socketPath, "--seccomp-filter", bundle, "--boot-timer"]
+        let pid = underJailerFilter
+            ? try APILane.spawnUnderJailerFilter(bundle: bundle, arguments, stdout: console, stderr: errors)
+            : try Lane1.spawn(arguments, stdout: console, stderr: errors)
         var status: Int32?
         defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
-        let client = try UnixHTTPClient(path: socketPath)
+        let client: UnixHTTPClient
+        do {
+            client = try UnixHTTPClient(path: socketPath)
+        } catch {
+            kill(pid, SIGKILL)
+            status = Lane1.wait(pid)
+            Issue.record("\(error); kiln ended with \(status!) (159: killed by a seccomp filter), stderr: \(Lane1.read(errors))")
+            return
+        }
 
         // Pre-boot: describe, configure logger, metrics, machine, boot source.
         let described = try client.request("GET", "/")
