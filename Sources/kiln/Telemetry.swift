@@ -4,7 +4,6 @@ import Glibc
 import CKiln
 import KilnAPI
 import KilnJSON
-import KilnMachine
 import KilnSystem
 import KilnTelemetry
 
@@ -78,25 +77,5 @@ final class CountingRequestHandler: APIRequestHandler {
         if code >= 500 { serverErrors.increment() } else if code >= 400 { clientErrors.increment() }
         Logger.shared.debug("api: \(request.method) \(request.path) -> \(code)")
         return response
-    }
-}
-
-/// Log lines the guest can cause at will (every port or MMIO exit when
-/// tracing): at most a burst, then a steady rate, and the next line that
-/// passes says how many were dropped.
-final class GuestEventLog: @unchecked Sendable {
-    private let lock = Lock()
-    private var limiter: RateLimiter
-    private let level: LogLevel
-
-    init(level: LogLevel, burst: Int, perSecond: Double) {
-        self.level = level
-        limiter = RateLimiter(burst: burst, perSecond: perSecond)
-    }
-
-    func log(_ message: String) {
-        let (allowed, suppressed) = lock.withLock { limiter.admit() }
-        guard allowed else { return }
-        Logger.shared.log(level, suppressed == 0 ? message : "\(message) (\(suppressed) similar lines suppressed)")
     }
 }

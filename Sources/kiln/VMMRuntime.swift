@@ -116,7 +116,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
     /// own filter. On the event loop's thread.
     private func boot(_ configuration: VMConfiguration) throws {
         let roles = self.roles
-        let trace = Logger.shared.isEnabled(.trace) ? GuestEventLog(level: .trace, burst: 1000, perSecond: 1000) : nil
+        let trace = Logger.shared.isEnabled(.trace) ? RateLimitedLog(level: .trace, burst: 1000, perSecond: 1000) : nil
         var host = MachineHost(
             consoleOutput: try options.consoleOutput.map {
                 try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
