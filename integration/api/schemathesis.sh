@@ -50,7 +50,7 @@ port=$(cat "$scratch/port")
 status=0
 timeout -k 5 "$SECONDS_LIMIT" schemathesis run "$SPEC" --url "http://127.0.0.1:$port" \
   --checks not_a_server_error --max-examples "$MAX_EXAMPLES" --request-timeout 5 \
-  --generation-deterministic --no-color || status=$?
+  --generation-deterministic --generation-database none --no-color || status=$?
 
 if ! kill -0 "$kiln_pid" 2>/dev/null; then
   wait "$kiln_pid" || echo "kiln ended during the run with status $?" >&2
