@@ -1,9 +1,10 @@
 # Kiln: every entry point a user or CI needs. Each target does its own set-up.
 #
 #   make test           install what a fresh Debian 12 machine lacks, build, run every test
+#                       (and the property-based API test, integration/api/schemathesis.sh)
 #   make demo           the main job: a jailed microVM boots and prints its console
 #   make fuzz           run each libFuzzer target (Sources/fuzz-*) for FUZZ_SECONDS
-#   make bench          print the benchmark figures (jailer and VMM start-up)
+#   make bench          print the benchmark figures (jailer and VMM start-up, the API)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 
@@ -32,7 +33,7 @@ TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v swiftc)))
 GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
-.PHONY: all deps build test demo fuzz bench bench-jailer bench-vmm release guest policies \
+.PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api release guest policies \
 	nested-deps nested-assets nested-check clean
 
 all: build
@@ -57,8 +58,15 @@ $(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/guest.l
 	$(TOOLCHAIN_BIN)clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/entry.S -o $(GUEST_OUT)/entry.o
 	$(TOOLCHAIN_BIN)ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/guest.o -o $@
 
-test: build guest
+test: build guest api-test-deps
 	$(SWIFT) test
+	integration/api/schemathesis.sh $$($(SWIFT) build --show-bin-path)/kiln $$($(SWIFT) build --show-bin-path)/kiln-policy
+
+# The property-based API test's tool (PyPI). A failed install is reported and
+# the test then skips with that reason instead of failing the build.
+api-test-deps:
+	@command -v schemathesis >/dev/null || python3 -m pip install -q schemathesis \
+	  || echo "api-test-deps: pip could not install schemathesis; the property-based API test will be skipped"
 
 # Static release binaries (kiln, kiln-jailer, kiln-policy, the jail probe)
 # and the compiled policy bundle beside the jailer, where it looks by default.
@@ -79,13 +87,16 @@ demo: release guest
 fuzz: deps
 	@for dir in Sources/fuzz-*; do integration/fuzz/run.sh $$(basename $$dir) $(FUZZ_SECONDS) || exit 1; done
 
-bench: bench-jailer bench-vmm
+bench: bench-jailer bench-vmm bench-api
 
 bench-jailer: deps
 	integration/bench/jailer-bench.sh
 
 bench-vmm: release guest
-	integration/bench/vmm-startup.sh
+	KILN=$(RELEASE_BIN)/kiln integration/bench/vmm-startup.sh
+
+bench-api: release guest
+	KILN=$(RELEASE_BIN)/kiln KILN_POLICY=$(RELEASE_BIN)/kiln-policy integration/bench/api-bench.sh
 
 # The nested lane (integration/nested/README.md): slow, so not part of `test`.
 nested-deps:

@@ -44,7 +44,7 @@ let package = Package(
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
         .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
-        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "CKiln"]),
+        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "KilnTelemetry", "CKiln"]),
 
         // MARK: virtio-mmio transport, split queues and devices (pure: no KVM, no threads)
         .target(name: "KilnVirtio", dependencies: ["KilnMemory", "KilnSystem"]),
@@ -73,7 +73,7 @@ let package = Package(
         .executableTarget(name: "fuzz-http-request", dependencies: ["KilnAPI", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
 
-        .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSystem", "CKilnStart"],
+        .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSystem", "KilnAPI", "KilnTelemetry", "KilnSeccomp", "CKiln", "CKilnStart"],
                           linkerSettings: staticExecutable),
 
         // A static stand-in for the VMM's threads, run by the kernel tests
@@ -104,7 +104,7 @@ let package = Package(
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
-        .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig"]),
+        .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "CKiln"]),
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",

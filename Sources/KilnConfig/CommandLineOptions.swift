@@ -19,6 +19,12 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var vcpus: Int?
     public var memoryMiB: Int?
     public var help = false
+    /// The largest request body the API accepts (Firecracker's default: 51200).
+    public var httpAPIMaxPayloadSize = 51_200
+
+    /// Where the API listens when neither --api-sock nor --no-api is given.
+    public static let defaultAPISocket = "/run/kiln.socket"
+    public static let payloadSizeRange = 1...(16 << 20)
 
     public init() {}
 
@@ -28,15 +34,18 @@ public struct CommandLineOptions: Equatable, Sendable {
     }
 
     public static let usage = """
-    usage: kiln --no-api --no-seccomp (--config-file vm.json | --kernel PATH [options])
+    usage: kiln [--api-sock PATH] [--config-file vm.json] (--seccomp-filter BUNDLE | --no-seccomp)
+           kiln --no-api (--config-file vm.json | --kernel PATH [options]) (--seccomp-filter BUNDLE | --no-seccomp)
 
     Firecracker flags:
-      --config-file PATH      VM configuration in Firecracker's config-file JSON
-      --no-api                do not start the API server (required for now)
-      --api-sock PATH         API socket path (not supported yet)
+      --api-sock PATH         serve Firecracker's REST API on this Unix socket (default /run/kiln.socket);
+                              the file must not exist, and is removed when kiln ends
+      --config-file PATH      VM configuration in Firecracker's config-file JSON; the VM starts at once
+      --no-api                no API server: the VM comes from --config-file (or --kernel)
+      --http-api-max-payload-size N  largest API request body in bytes (default 51200)
       --id ID                 instance id, 1-64 of [A-Za-z0-9-] (default anonymous-instance)
-      --seccomp-filter PATH   seccomp filter bundle (not supported yet)
-      --no-seccomp            run without seccomp filters (required for now)
+      --seccomp-filter PATH   seccomp bundle from `kiln-policy compile`: each thread installs its role's filter
+      --no-seccomp            run without seccomp filters (development only: prints a warning)
       --log-path PATH         append log lines to PATH instead of stderr
       --level LEVEL           Off, Error, Warning, Info, Debug or Trace (default Info)
       --boot-timer            log the guest's boot time when it writes the boot-timer device
@@ -82,6 +91,8 @@ public struct CommandLineOptions: Equatable, Sendable {
                 else { throw UsageError("--id must be 1 to 64 characters of A-Z, a-z, 0-9 and -, got \"\(id)\"") }
             case "--seccomp-filter": seccompFilter = try value(flag)
             case "--no-seccomp": noSeccomp = true
+            case "--http-api-max-payload-size":
+                httpAPIMaxPayloadSize = try number(flag, in: CommandLineOptions.payloadSizeRange)
             case "--log-path": logPath = try value(flag)
             case "--level":
                 let text = try value(flag)
@@ -102,14 +113,22 @@ public struct CommandLineOptions: Equatable, Sendable {
         }
     }
 
-    /// Refuses combinations whose features land in later issues, with the
-    /// reason, and builds the VM configuration the flags describe.
-    public func configuration(configFileBytes: [UInt8]?) throws -> VMConfiguration {
-        if apiSocket != nil { throw UsageError("--api-sock: the API server is not supported yet; use --no-api") }
-        if !noAPI { throw UsageError("the API server is not supported yet; pass --no-api with --config-file or --kernel") }
-        if seccompFilter != nil { throw UsageError("--seccomp-filter: seccomp filter bundles are not supported yet; pass --no-seccomp") }
-        if !noSeccomp { throw UsageError("seccomp filtering is not supported yet; pass --no-seccomp to run without it") }
+    /// The API socket to serve, or nil with --no-api.
+    public var apiSocketPath: String? { noAPI ? nil : apiSocket ?? CommandLineOptions.defaultAPISocket }
+
+    /// Refuses contradictory flags, with the reason, and builds the VM
+    /// configuration the flags describe: nil when the API will provide it.
+    public func configuration(configFileBytes: [UInt8]?) throws -> VMConfiguration? {
+        if noAPI && apiSocket != nil { throw UsageError("--no-api and --api-sock contradict each other; pass one") }
+        if seccompFilter != nil && noSeccomp {
+            throw UsageError("--seccomp-filter and --no-seccomp contradict each other; pass one")
+        }
+        if seccompFilter == nil && !noSeccomp {
+            throw UsageError("kiln refuses to run without seccomp filters: pass --seccomp-filter BUNDLE "
+                             + "(kiln-policy compile), or --no-seccomp for development only")
+        }
         let directBoot = kernel != nil || initrd != nil || commandLine != nil || vcpus != nil || memoryMiB != nil
+        if directBoot && !noAPI { throw UsageError("--kernel, --initrd, --cmdline, --vcpus and --mem need --no-api") }
         var config: VMConfiguration
         if let configFileBytes {
             guard !directBoot else {
@@ -117,6 +136,7 @@ public struct CommandLineOptions: Equatable, Sendable {
             }
             config = try VMConfiguration(configFile: configFileBytes)
         } else {
+            guard noAPI else { return nil }
             guard let kernel else { throw UsageError("--no-api needs --config-file or --kernel") }
             config = VMConfiguration(bootSource: BootSource(kernelImagePath: kernel, initrdPath: initrd, bootArgs: commandLine))
             if let vcpus { config.machine.vcpuCount = vcpus }

@@ -34,6 +34,14 @@ public final class Logger: @unchecked Sendable {
         pthread_mutex_unlock(&lock)
     }
 
+    /// The descriptor lines go to (for writers that cannot take the lock,
+    /// such as a signal handler).
+    public var descriptor: Int32 {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return destination.rawValue
+    }
+
     public func isEnabled(_ level: LogLevel) -> Bool { level != .off && level <= self.level }
 
     public func log(_ level: LogLevel, _ message: @autoclosure () -> String,

@@ -1,13 +1,18 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKiln
 import KilnConfig
 import KilnMachine
 import KilnSystem
+import KilnTelemetry
 
 /// Exit codes: 0 guest reset or powered off, 1 bad usage or configuration,
-/// 2 guest or KVM failure, 3 guest halted for good.
+/// 2 guest or KVM failure, 3 guest halted for good, 128+N stopped by signal N
+/// (SIGTERM, SIGINT), 148 a seccomp filter trapped a system call.
 enum Launcher {
+    static let version = "0.1.0"
+
     static func main(arguments: [String], start: UInt64) -> Int32 {
         // Start from a clean signal mask whatever the parent left blocked:
         // SIGTERM must end kiln, and the vCPU kick must reach its threads.
@@ -17,6 +22,8 @@ enum Launcher {
         // A console reader that goes away must not kill the VM: writes then
         // fail with EPIPE and the guest's output is dropped.
         signal(SIGPIPE, SIG_IGN)
+        ThreadRole.set("vmm")
+        ckiln_sigsys_set_thread_role("vmm")
         let options: CommandLineOptions
         do {
             options = try CommandLineOptions(arguments: arguments)
@@ -28,84 +35,60 @@ enum Launcher {
             print(CommandLineOptions.usage)
             return 0
         }
-        let configuration: VMConfiguration
-        let log: LogSink
+        let configuration: VMConfiguration?
+        let roles: SeccompRoles
+        let metrics = MetricsSink(registry: MetricsRegistry())
         do {
             let configBytes = try options.configFile.map { try FileSystem.readFile($0, limit: 1 << 20) }
             configuration = try options.configuration(configFileBytes: configBytes)
-            if configuration.metrics != nil {
-                throw CommandLineOptions.UsageError("metrics: the metrics file is not supported yet")
-            }
+            roles = try SeccompRoles.load(path: options.seccompFilter)
             // Flags win over the config file's logger section, as in Firecracker.
-            log = try LogSink(path: options.logPath ?? configuration.logger?.logPath,
-                              level: options.level ?? configuration.logger?.level ?? .info, id: options.id)
+            try configureLogger(path: options.logPath ?? configuration?.logger?.logPath,
+                                level: options.level ?? configuration?.logger?.level ?? .info)
+            if let metricsPath = configuration?.metrics?.metricsPath { try metrics.open(path: metricsPath) }
         } catch {
             fputs("kiln: \(error)\n", stderr)
+            return 1
+        }
+        if roles.bundle == nil {
+            let warning = "WARNING: --no-seccomp: every thread runs WITHOUT a seccomp filter; for development only"
+            Logger.shared.warning(warning)
+            if options.logPath != nil { fputs("kiln: \(warning)\n", stderr) }
+        }
+        // Before any filter: a trapped call is reported, never silent.
+        guard ckiln_sigsys_install() == 0 else {
+            fputs("kiln: sigaction(SIGSYS): \(SystemError.current("sigaction"))\n", stderr)
             return 1
         }
         let terminal = ConsoleTerminal.rawIfInteractive()
         defer { terminal?.restore() }
         do {
-            let consoleOutput = try options.consoleOutput.map {
-                try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
-            } ?? .standardOutput
-            let host = MachineHost(
-                consoleOutput: consoleOutput,
-                consoleInput: .standardInput,
-                log: { log.write(.info, $0) }, startNanoseconds: start, bootTimer: options.bootTimer,
-                trace: log.enabled(.trace) ? { log.write(.trace, $0) } : nil)
-            let machine = try Machine(configuration: configuration, host: host)
-            log.write(.debug, "machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
-                      + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
-            let reason = try machine.run()
-            if reason.exitCode == 0 {
-                log.write(.info, "\(reason)")
-            } else {
-                log.fatal("\(reason)")
-            }
-            return reason.exitCode
+            let runtime = try VMMRuntime(options: options, roles: roles, metrics: metrics, start: start)
+            return runtime.run(configuration: configuration)
         } catch {
-            log.fatal("\(error)")
+            fatal("\(error)")
             return 1
         }
     }
-}
 
-/// Log lines to stderr or --log-path, filtered by --level. Firecracker's
-/// shape: timestamp, instance id, level, message.
-final class LogSink: @unchecked Sendable {
-    private let fd: FileDescriptor
-    private let toFile: Bool
-    private let threshold: Logger.Level
-    private let id: String
-
-    init(path: String?, level: Logger.Level, id: String) throws {
-        fd = try path.map { try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600) } ?? .standardError
-        toFile = path != nil
-        threshold = level
-        self.id = id
+    /// Points the logger at `path` (a file or FIFO; stderr when nil), and
+    /// the SIGSYS report with it.
+    static func configureLogger(path: String?, level: KilnConfig.Logger.Level?) throws {
+        let wanted = level.flatMap { LogLevel(name: $0.rawValue) } ?? .info
+        try Logger.shared.configure(path: path, level: wanted)
+        ckiln_sigsys_set_log_fd(Logger.shared.descriptor)
     }
 
     /// An error that ends kiln: logged, and always shown on stderr.
-    func fatal(_ message: String) {
-        write(.error, message)
-        if toFile || threshold == .off { fputs("kiln: \(message)\n", stderr) }
+    static func fatal(_ message: String) {
+        Logger.shared.error(message)
+        if Logger.shared.descriptor != 2 || !Logger.shared.isEnabled(.error) { fputs("kiln: \(message)\n", stderr) }
     }
+}
 
-    static let order: [Logger.Level] = [.off, .error, .warning, .info, .debug, .trace]
-
-    func enabled(_ level: Logger.Level) -> Bool {
-        guard let wanted = LogSink.order.firstIndex(of: threshold), let actual = LogSink.order.firstIndex(of: level) else {
-            return false
-        }
-        return actual <= wanted && level != .off
-    }
-
-    func write(_ level: Logger.Level, _ message: String) {
-        guard enabled(level) else { return }
-        let seconds = Double(MonotonicClock.nanoseconds() / 1000) / 1_000_000
-        try? fd.writeAll(Array("[\(id):\(level.rawValue.uppercased())] \(seconds) \(message)\n".utf8))
-    }
+struct LaunchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// An interactive console: when stdin is a terminal, keystrokes go to the

@@ -9,13 +9,13 @@ import Glibc
 /// in main.swift (platform notes: top-level closures there are @MainActor).
 enum Rehearsal {
     /// The calls Glibc's Swift module does not declare (eventfd, epoll,
-    /// timerfd, accept4), by number (asm/unistd_64.h) and flag (UAPI headers).
+    /// accept4), by number (asm/unistd_64.h) and flag (UAPI headers).
     /// Raw calls also make the rehearsal issue exactly the call a filter sees.
     enum Raw {
         static let socket = 41, accept4 = 288, epollWait = 232, epollCtl = 233
-        static let timerfdCreate = 283, timerfdSettime = 286, eventfd2 = 290, epollCreate1 = 291
+        static let eventfd2 = 290, epollCreate1 = 291
         static let closeOnExec: UInt = 0o2000000, nonBlocking: UInt = 0o4000  // O_CLOEXEC, O_NONBLOCK
-        static let epollAdd: UInt = 1, epollIn: UInt32 = 1, clockMonotonic: UInt = 1
+        static let epollAdd: UInt = 1, epollIn: UInt32 = 1
 
         @discardableResult
         static func call(_ name: String, _ number: Int, _ a: [UInt]) throws -> Int {
@@ -36,16 +36,21 @@ enum Rehearsal {
             signal(SIGPIPE, SIG_IGN)
             let bundle = try SeccompBundle(decoding: try FileSystem.readFile(arguments[0]))
             let listener = try listen(at: arguments[1])
+            // As in kiln: the API server's epoll and the event loop's eventfd
+            // exist before any thread filter.
+            let apiEpoll = try Raw.call("epoll_create1", Raw.epollCreate1, [Raw.closeOnExec])
             let wakeup = Int32(try Raw.call("eventfd2", Raw.eventfd2, [0, Raw.closeOnExec | Raw.nonBlocking]))
-            let api = try spawn(role: "api", bundle: bundle, forbidden: forbidden) { serveOneRequest(listener) }
-            let vcpu = try spawn(role: "vcpu", bundle: bundle, forbidden: forbidden) { signalEventLoop(wakeup) }
+            try spawn(role: "api", bundle: bundle, forbidden: forbidden, done: wakeup) {
+                serveOneRequest(listener, epoll: apiEpoll)
+            }
+            try spawn(role: "vcpu", bundle: bundle, forbidden: forbidden, done: wakeup) { signalEventLoop(wakeup) }
 
-            // The event loop, under the vmm role.
+            // The event loop, under the vmm role, installed once every other
+            // thread exists. Like kiln's, it never joins a thread.
             try SeccompFilter.install(role: "vmm", from: bundle)
-            try eventLoop(wakeup: wakeup, socketPath: arguments[1])
+            try eventLoop(wakeup: wakeup, until: signalsExpected)
             if forbidden == "vmm" { tryForbiddenCall() }
-            pthread_join(vcpu, nil)
-            pthread_join(api, nil)
+            unlink(arguments[1]) // kiln removes its API socket at exit
             print("policy-rehearsal: every thread ran under its filter")
             return 0
         } catch {
@@ -92,20 +97,30 @@ enum Rehearsal {
     final class ThreadWork {
         let role: String
         let program: [BPFInstruction]
-        let forbidden: Bool
         let work: () -> Void
-        init(role: String, program: [BPFInstruction], forbidden: Bool, work: @escaping () -> Void) {
+        init(role: String, program: [BPFInstruction], work: @escaping () -> Void) {
             self.role = role
             self.program = program
-            self.forbidden = forbidden
             self.work = work
         }
     }
 
     /// Starts a thread that installs `role` before doing anything else.
-    static func spawn(role: String, bundle: SeccompBundle, forbidden: String?, _ work: @escaping () -> Void) throws -> pthread_t {
+    /// The vCPU thread's exits plus one "done" from each of the two threads.
+    static let signalsExpected: UInt64 = 1000 + 2
+
+    /// Starts a thread that installs `role` before doing anything else, and
+    /// signals `done` (an eventfd) when it has finished.
+    static func spawn(role: String, bundle: SeccompBundle, forbidden: String?, done: Int32,
+                      _ work: @escaping () -> Void) throws {
         guard let program = bundle.program(for: role) else { throw SeccompBundleError.missingRole(role) }
-        let context = Unmanaged.passRetained(ThreadWork(role: role, program: program, forbidden: forbidden == role, work: work))
+        let isForbidden = forbidden == role
+        let context = Unmanaged.passRetained(ThreadWork(role: role, program: program, work: {
+            work()
+            if isForbidden { Rehearsal.tryForbiddenCall() }
+            var one: UInt64 = 1
+            _ = write(done, &one, 8)
+        }))
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in
             let context = Unmanaged<ThreadWork>.fromOpaque(raw!).takeRetainedValue()
@@ -116,27 +131,35 @@ enum Rehearsal {
                 exit(1)
             }
             context.work()
-            if context.forbidden { Rehearsal.tryForbiddenCall() }
             return nil
         }, context.toOpaque())
         guard rc == 0 else {
             context.release()
             throw SystemError("pthread_create", subject: role, errno: rc)
         }
-        return thread
+        pthread_detach(thread)
     }
 
-    /// The API thread: accept a connection, read the request, answer, close.
-    static func serveOneRequest(_ listener: Int32) {
-        guard let accepted = try? Raw.call("accept4", Raw.accept4, [UInt(listener), 0, 0, Raw.closeOnExec]) else { exit(3) }
-        let connection = Int32(accepted)
-        var request = [UInt8](repeating: 0, count: 256)
-        _ = read(connection, &request, request.count)
-        var headers: [String: String] = [:]  // hashing and allocation, as a parser does
-        for index in 0..<64 { headers["X-Header-\(index)"] = String(index) }
-        let response = Array("HTTP/1.1 204 No Content\r\n\r\n".utf8)
-        _ = write(connection, response, response.count)
-        close(connection)
+    /// The API thread, as kiln's APIServer: wait on epoll, accept one
+    /// connection (non-blocking, close-on-exec), read the request, answer
+    /// with send(MSG_NOSIGNAL), close. The test is the client.
+    static func serveOneRequest(_ listener: Int32, epoll: Int) {
+        do {
+            try waitUntilReadable(listener, epoll: epoll)
+            let connection = Int32(try Raw.call("accept4", Raw.accept4,
+                                                [UInt(listener), 0, 0, Raw.closeOnExec | Raw.nonBlocking]))
+            try waitUntilReadable(connection, epoll: epoll)
+            var request = [UInt8](repeating: 0, count: 256)
+            _ = read(connection, &request, request.count)
+            var headers: [String: String] = [:]  // hashing and allocation, as a parser does
+            for index in 0..<64 { headers["X-Header-\(index)"] = String(index) }
+            let response = Array("HTTP/1.1 204 No Content\r\n\r\n".utf8)
+            _ = send(connection, response, response.count, Int32(MSG_NOSIGNAL))
+            close(connection)
+        } catch {
+            fputs("policy-rehearsal: api: \(error)\n", stderr)
+            exit(3)
+        }
     }
 
     /// The vCPU thread: allocate (as device emulation does) and signal the event loop.
@@ -164,33 +187,18 @@ enum Rehearsal {
         _ = try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), 2 /* EPOLL_CTL_DEL */, UInt(fd), 0])
     }
 
-    /// The main thread: epoll on the eventfd and a timer, and an API client
-    /// connection made the way a vsock connection is.
-    static func eventLoop(wakeup: Int32, socketPath: String) throws {
-        let epoll = try Raw.call("epoll_create1", Raw.epollCreate1, [Raw.closeOnExec])
-        let timer = try Raw.call("timerfd_create", Raw.timerfdCreate, [Raw.clockMonotonic, Raw.closeOnExec | Raw.nonBlocking])
-        var due: [Int] = [0, 0, 0, 1_000_000]  // struct itimerspec: no interval, due in 1 ms
-        _ = try due.withUnsafeMutableBytes { raw in
-            try Raw.call("timerfd_settime", Raw.timerfdSettime, [UInt(timer), 0, UInt(bitPattern: raw.baseAddress), 0])
+    /// The main thread, as kiln's event loop: poll the wake-up eventfd the
+    /// other threads signal (5 s at most each time) and read it, until
+    /// `expected` signals have arrived.
+    static func eventLoop(wakeup: Int32, until expected: UInt64) throws {
+        var total: UInt64 = 0
+        while total < expected {
+            var descriptor = pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0)
+            guard try check("poll", { poll(&descriptor, 1, 5000) }) > 0 else {
+                throw SystemError("poll", subject: "eventfd", errno: ETIMEDOUT)
+            }
+            var count: UInt64 = 0
+            if read(wakeup, &count, 8) == 8 { total += count }
         }
-        try waitUntilReadable(Int32(timer), epoll: epoll)
-        try waitUntilReadable(wakeup, epoll: epoll)
-        var count: UInt64 = 0
-        _ = read(wakeup, &count, 8)
-
-        let client = try check("socket") {
-            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        }
-        _ = try withAddress(socketPath) { address, length in
-            try check("connect", subject: socketPath) { connect(client, address, length) }
-        }
-        let request = Array("PUT /actions HTTP/1.1\r\nContent-Length: 0\r\n\r\n".utf8)
-        _ = write(client, request, request.count)
-        try waitUntilReadable(client, epoll: epoll)
-        var response = [UInt8](repeating: 0, count: 64)
-        _ = read(client, &response, response.count)
-        close(client)
-        close(Int32(timer))
-        close(Int32(epoll))
     }
 }

@@ -25,17 +25,36 @@ import Testing
     #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--vcpus", "33"]) }
 }
 
-@Test func laterFeaturesAreNotSupportedYet() throws {
-    for arguments in [["--no-seccomp", "--kernel", "k"], ["--no-api", "--kernel", "k"],
-                      ["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"],
-                      ["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"]] {
+@Test func contradictoryOrMissingFlagsAreRefusedWithTheReason() throws {
+    let cases: [([String], String)] = [
+        (["--no-api", "--kernel", "k"], "refuses to run without seccomp filters"),
+        (["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"], "--no-api and --api-sock"),
+        (["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"], "--seccomp-filter and --no-seccomp"),
+        (["--no-seccomp", "--kernel", "k"], "need --no-api"),
+        (["--no-api", "--no-seccomp"], "--no-api needs --config-file or --kernel"),
+    ]
+    for (arguments, reason) in cases {
         let options = try CommandLineOptions(arguments: arguments)
-        #expect(throws: CommandLineOptions.UsageError.self) { try options.configuration(configFileBytes: nil) }
         do {
             _ = try options.configuration(configFileBytes: nil)
+            Issue.record("\(arguments) was accepted")
         } catch {
-            #expect("\(error)".contains("not supported yet"))
+            #expect("\(error)".contains(reason), "\(arguments): \(error)")
         }
+    }
+}
+
+@Test func theAPIProvidesTheConfigurationUnlessNoAPI() throws {
+    let api = try CommandLineOptions(arguments: ["--api-sock", "/tmp/k.sock", "--seccomp-filter", "b"])
+    #expect(try api.configuration(configFileBytes: nil) == nil)
+    #expect(api.apiSocketPath == "/tmp/k.sock")
+    let implicit = try CommandLineOptions(arguments: ["--no-seccomp"])
+    #expect(implicit.apiSocketPath == CommandLineOptions.defaultAPISocket)
+    #expect(try CommandLineOptions(arguments: ["--no-api"]).apiSocketPath == nil)
+    let sized = try CommandLineOptions(arguments: ["--http-api-max-payload-size", "4096"])
+    #expect(sized.httpAPIMaxPayloadSize == 4096)
+    #expect(throws: CommandLineOptions.UsageError.self) {
+        try CommandLineOptions(arguments: ["--http-api-max-payload-size", "0"])
     }
 }
 
@@ -43,7 +62,7 @@ import Testing
     let options = try CommandLineOptions(arguments: [
         "--no-api", "--no-seccomp", "--kernel", "vmlinux", "--initrd", "initrd", "--cmdline", "quiet", "--vcpus", "2", "--mem", "256",
     ])
-    let config = try options.configuration(configFileBytes: nil)
+    let config = try #require(try options.configuration(configFileBytes: nil))
     #expect(config.bootSource == BootSource(kernelImagePath: "vmlinux", initrdPath: "initrd", bootArgs: "quiet"))
     #expect(config.machine.vcpuCount == 2 && config.machine.memSizeMiB == 256)
     let mixed = try CommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--kernel", "k"])

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import KilnMachine
 
@@ -104,6 +107,52 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
         #expect(recorder.events.isEmpty)
         access(controller, write: 4, 0xfe)
         #expect(recorder.events == ["reset"])
+    }
+
+    @Test func ctrlAltDelIsTypedOneByteAndOneIRQ1PerRead() {
+        let recorder = Recorder()
+        let controller = I8042Controller(reset: { recorder.events.append("reset") },
+                                         interrupt: { recorder.events.append("irq1") })
+        #expect(controller.pressCtrlAltDel())
+        #expect(recorder.events == ["irq1"]) // the first byte is in the output register
+        var typed: [UInt8] = []
+        while access(controller, read: 4) & 1 == 1 { typed.append(access(controller, read: 0)) }
+        #expect(typed == [0x14, 0x11, 0xe0, 0x71])
+        #expect(recorder.events == ["irq1", "irq1", "irq1", "irq1"])
+
+        // Keyboard interrupts disabled in the control register: bytes, no IRQ.
+        recorder.events = []
+        access(controller, write: 4, 0x60)
+        access(controller, write: 0, 0x00)
+        #expect(controller.pressCtrlAltDel())
+        #expect(recorder.events.isEmpty)
+        #expect(access(controller, read: 0) == 0x14)
+
+        // A guest that never reads fills the buffer, and the press is refused.
+        let deaf = I8042Controller(reset: {})
+        var accepted = 0
+        while deaf.pressCtrlAltDel() { accepted += 1; if accepted > 100 { break } }
+        // One byte in the output register, 15 of the 16 buffered: the fifth press does not fit.
+        #expect(accepted == 4)
+    }
+
+    @Test func pauseGateParksUntilOpened() {
+        let gate = PauseGate()
+        #expect(!gate.parkWhileClosed())
+        #expect(!gate.waitUntilParked(1, timeoutNanoseconds: 10_000_000))
+        gate.close()
+        final class Box: @unchecked Sendable { let gate: PauseGate; var parked = false; init(_ gate: PauseGate) { self.gate = gate } }
+        let box = Box(gate)
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { raw in
+            let box = Unmanaged<Box>.fromOpaque(raw!).takeUnretainedValue()
+            box.parked = box.gate.parkWhileClosed()
+            return nil
+        }, Unmanaged.passUnretained(box).toOpaque())
+        #expect(gate.waitUntilParked(1, timeoutNanoseconds: 5_000_000_000))
+        gate.open()
+        pthread_join(thread, nil)
+        #expect(box.parked)
     }
 
     @Test func sleepControlPowersOffOnS5Only() {

@@ -51,12 +51,19 @@ enum Lane1 {
         let outPath = scratch + ".out", errPath = scratch + ".err"
         let inPath = input.map { scratchFile("stdin-\(UInt32.random(in: 0...UInt32.max))", $0) }
         defer { unlink(outPath); unlink(errPath); inPath.map { _ = unlink($0) } }
+        let pid = try spawn(arguments, stdin: inPath, stdout: outPath, stderr: errPath, seconds: seconds)
+        return Run(status: wait(pid), stdout: read(outPath), stderr: read(errPath))
+    }
+
+    /// Starts kiln under timeout(1) with its standard streams on files.
+    static func spawn(_ arguments: [String], stdin: String? = nil, stdout: String, stderr: String,
+                      seconds: Int = 20) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, inPath ?? "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, errPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         // The test runner's worker threads may block signals; give kiln a
         // clean mask and default handlers, as a shell would.
         var attributes = posix_spawnattr_t()
@@ -74,10 +81,14 @@ enum Lane1 {
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, argv[0], &actions, &attributes, &cArguments, environ)
         guard spawned == 0 else { throw POSIXFailure(code: spawned) }
+        return pid
+    }
+
+    /// Waits for a spawned kiln; its exit code, or 128 + the signal that ended it.
+    static func wait(_ pid: pid_t) -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        return Run(status: exitCode, stdout: read(outPath), stderr: read(errPath))
+        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
     struct POSIXFailure: Error { let code: Int32 }
@@ -226,12 +237,27 @@ struct TestGuestTests {
         #expect(missingInitrd.stdout.isEmpty)
     }
 
-    @Test func laterFeaturesSayNotSupportedYet() throws {
-        let api = try Lane1.run(["--no-seccomp", "--kernel", Lane1.guest])
-        #expect(api.status == 1)
-        #expect(api.stderr.contains("not supported yet"))
-        let filter = try Lane1.run(["--no-api", "--seccomp-filter", "f.bpf", "--kernel", Lane1.guest])
-        #expect(filter.status == 1)
-        #expect(filter.stderr.contains("not supported yet"))
+    @Test func badFlagsAndPathsAreRefusedAndLeaveNothingBehind() throws {
+        let unfiltered = try Lane1.run(["--no-api", "--kernel", Lane1.guest])
+        #expect(unfiltered.status == 1)
+        #expect(unfiltered.stderr.contains("refuses to run without seccomp filters"))
+        let noBundle = try Lane1.run(["--no-api", "--seccomp-filter", "/nonexistent/f.kbundle", "--kernel", Lane1.guest])
+        #expect(noBundle.status == 1)
+        #expect(noBundle.stderr.contains("--seccomp-filter /nonexistent/f.kbundle"))
+        #expect(noBundle.stdout.isEmpty)
+
+        let socketInMissingFolder = "/tmp/kiln-lane1-missing-\(getpid())/api.sock"
+        let badSocket = try Lane1.run(["--no-seccomp", "--api-sock", socketInMissingFolder])
+        #expect(badSocket.status == 1)
+        #expect(badSocket.stderr.contains(socketInMissingFolder))
+        #expect(access(socketInMissingFolder, F_OK) != 0)
+
+        // A file already at the socket path is never replaced nor removed.
+        let taken = Lane1.scratchFile("taken.sock", "not a socket")
+        defer { unlink(taken) }
+        let busy = try Lane1.run(["--no-seccomp", "--api-sock", taken])
+        #expect(busy.status == 1)
+        #expect(busy.stderr.contains("already exists"))
+        #expect(Lane1.read(taken) == "not a socket")
     }
 }

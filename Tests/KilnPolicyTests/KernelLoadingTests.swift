@@ -120,6 +120,9 @@ struct KernelLoadingTests {
             // argv as C strings, made before fork.
             let argv = ([rehearsal, bundlePath, socketPath] + arguments).map { strdup($0) } + [nil]
             defer { argv.forEach { free($0) } }
+            // The API client, as an orchestrator: kiln's roles have no connect.
+            let client = Self.startAPIClient(socketPath: socketPath)
+            defer { pthread_join(client, nil) }
             let outcome = Self.runFiltered(jailer) {
                 execv(rehearsal, argv)
                 return 127
@@ -135,6 +138,41 @@ struct KernelLoadingTests {
         for role in ["api", "vcpu", "vmm"] {
             #expect(exec(["--forbidden", role]) == 128 + SIGSYS, "\(role)")
         }
+    }
+
+    /// Connects to the rehearsal's API socket once it exists (5 s at most),
+    /// sends one request and reads the answer.
+    static func startAPIClient(socketPath: String) -> pthread_t {
+        final class Path { let value: String; init(_ value: String) { self.value = value } }
+        var thread = pthread_t()
+        pthread_create(&thread, nil, { raw in
+            let path = Unmanaged<Path>.fromOpaque(raw!).takeRetainedValue().value
+            for _ in 0..<500 {
+                let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                var address = sockaddr_un()
+                address.sun_family = sa_family_t(AF_UNIX)
+                withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                    for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+                }
+                let connected = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                    }
+                }
+                if connected == 0 {
+                    let request = Array("PUT /actions HTTP/1.1\r\nContent-Length: 0\r\n\r\n".utf8)
+                    _ = write(fd, request, request.count)
+                    var response = [UInt8](repeating: 0, count: 64)
+                    _ = read(fd, &response, response.count)
+                    close(fd)
+                    return nil
+                }
+                close(fd)
+                usleep(10_000)
+            }
+            return nil
+        }, Unmanaged.passRetained(Path(socketPath)).toOpaque())
+        return thread
     }
 
     @Test func errnoAndKillThreadDefaultsFromAPolicy() throws {

@@ -36,6 +36,22 @@ import Testing
         #expect(try JSONParser.parse(String(lines[1]))["level"] == .string("error"))
     }
 
+    @Test func guestTriggeredLinesAreRateLimitedAndTheDropIsSaid() throws {
+        let path = "/tmp/kiln-ratelog-\(getpid()).jsonl"
+        defer { unlink(path) }
+        let logger = Logger()
+        try logger.configure(path: path, level: .trace)
+        let log = RateLimitedLog(level: .trace, burst: 3, perSecond: 1, logger: logger, now: 0)
+        for index in 0..<10 { log.log("exit \(index)", now: 0) }
+        log.log("later", now: 2_000_000_000) // two seconds refill two tokens
+        try logger.configure(path: nil, level: .warning)
+        let messages = try FileSystem.readText(path).split(separator: "\n").map {
+            try JSONParser.parse(String($0))["msg"]
+        }
+        #expect(messages == [.string("exit 0"), .string("exit 1"), .string("exit 2"),
+                             .string("later (7 similar lines suppressed)")])
+    }
+
     @Test func rateLimiterCapsBurstsAndCountsWhatItSuppressed() {
         var limiter = RateLimiter(burst: 3, perSecond: 2, now: 0)
         let burst = (0..<10).map { _ in limiter.admit(now: 0).allowed }

@@ -1,9 +1,10 @@
 """Runs kiln on the test guest and prints start-up and memory figures.
 
-Timestamps come from kiln's own log lines, which carry CLOCK_MONOTONIC
-seconds, the clock Python's time.monotonic_ns() reads: exec is taken just
-before the spawn, so figures include fork+exec.
+Timestamps come from kiln's own JSON log lines, whose ts_ns is
+CLOCK_MONOTONIC, the clock Python's time.monotonic_ns() reads: exec is taken
+just before the spawn, so figures include fork+exec.
 """
+import json
 import re
 import resource
 import statistics
@@ -13,7 +14,6 @@ import time
 
 kiln, guest, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 base = [kiln, "--no-api", "--no-seccomp", "--kernel", guest, "--mem", "128", "--boot-timer", "--level", "info"]
-stamp = re.compile(r"^\[[^\]]*\] ([0-9.]+) (.*)$")
 
 
 def run(extra):
@@ -23,11 +23,12 @@ def run(extra):
     wall = (time.monotonic_ns() - start) / 1e6
     events = {}
     for line in err.decode().splitlines():
-        match = stamp.match(line)
-        if not match:
+        try:
+            record = json.loads(line)
+        except ValueError:
             continue
-        at = (float(match.group(1)) * 1e9 - start) / 1e6
-        text = match.group(2)
+        at = (record["ts_ns"] - start) / 1e6
+        text = record["msg"]
         if "first KVM_RUN" in text:
             events["first_run"] = at
             cpu_match = re.search(r"VMM CPU ([0-9.]+) ms", text)

@@ -18,6 +18,8 @@ func haltForever() -> Never {
 }
 @_extern(c, "guest_timer_ticks") func timerTicks() -> UInt32
 @_extern(c, "guest_serial_interrupts") func serialInterrupts() -> UInt32
+@_extern(c, "guest_keyboard_byte_count") func keyboardByteCount() -> UInt32
+@_extern(c, "guest_keyboard_byte") func keyboardByte(_ index: UInt32) -> UInt8
 
 /// The zero page (Documentation/arch/x86/zero-page.rst).
 enum BootParams {
@@ -174,6 +176,29 @@ func guestMain(_ zeroPage: UInt) {
     put("guest: ready\n")
 
     if commandLine(line, contains: "noreset") { haltForever() }
+    if commandLine(line, contains: "ctrlaltdel") {
+        // Wait on IRQ 1 for the VMM's Ctrl+Alt+Del (set-2 make codes
+        // 14 11 E0 71), then reboot as Linux's atkbd would.
+        // With `ticks`, the timer stays on and a line goes out every 100
+        // ticks (100 ms), so a test can see the guest stop while paused.
+        let ticking = commandLine(line, contains: "ticks")
+        outb(Port.pic1Data, ticking ? 0xfc : 0xfd) // IRQ 1, and IRQ 0 when ticking
+        put("guest: waiting for ctrl-alt-del\n")
+        var nextTick = timerTicks() + 100
+        while keyboardByteCount() < 4 {
+            waitForInterrupt()
+            if ticking && timerTicks() >= nextTick {
+                put("guest: tick\n")
+                nextTick = timerTicks() + 100
+            }
+        }
+        put("guest: keyboard:")
+        for index in 0..<keyboardByteCount() { put(" "); putHex(UInt64(keyboardByte(index))) }
+        put("\n")
+        if keyboardByte(0) == 0x14 && keyboardByte(1) == 0x11 && keyboardByte(2) == 0xe0 && keyboardByte(3) == 0x71 {
+            put("guest: ctrl-alt-del received\n")
+        }
+    }
     if commandLine(line, contains: "poweroff") {
         // ACPI S5 through the hardware-reduced sleep control register:
         // SLP_TYP 5 in bits 2-4 with SLP_EN (bit 5).

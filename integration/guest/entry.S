@@ -36,13 +36,16 @@ guest_inb:
     inb     %dx, %al
     ret
 
-/* Points IDT vectors 0x20 and 0x24 (the PIC's IRQ 0 and IRQ 4 after
+/* Points IDT vectors 0x20, 0x21 and 0x24 (the PIC's IRQ 0, 1 and 4 after
  * remapping) at their handlers and loads the IDT (Intel SDM Vol. 3A
  * §6.14.1, 64-bit gate layout). */
     .globl guest_install_interrupt_handlers
 guest_install_interrupt_handlers:
     lea     (idt + 0x20 * 16)(%rip), %rdx
     lea     timer_isr(%rip), %rax
+    call    set_gate
+    lea     (idt + 0x21 * 16)(%rip), %rdx
+    lea     keyboard_isr(%rip), %rax
     call    set_gate
     lea     (idt + 0x24 * 16)(%rip), %rdx
     lea     serial_isr(%rip), %rax
@@ -84,6 +87,20 @@ guest_timer_ticks:
     mov     timer_ticks(%rip), %eax
     ret
 
+/* uint32_t guest_keyboard_byte_count(void) */
+    .globl guest_keyboard_byte_count
+guest_keyboard_byte_count:
+    mov     keyboard_count(%rip), %eax
+    ret
+
+/* uint8_t guest_keyboard_byte(uint32_t index): bytes received on IRQ 1 */
+    .globl guest_keyboard_byte
+guest_keyboard_byte:
+    and     $15, %edi
+    lea     keyboard_bytes(%rip), %rax
+    movzbl  (%rax,%rdi), %eax
+    ret
+
 /* uint32_t guest_serial_interrupts(void) */
     .globl guest_serial_interrupts
 guest_serial_interrupts:
@@ -95,6 +112,25 @@ timer_isr:
     incl    timer_ticks(%rip)
     mov     $0x20, %al              /* non-specific EOI to the master 8259 */
     outb    %al, $0x20
+    pop     %rax
+    iretq
+
+/* The i8042's IRQ 1: one byte from the data port per interrupt, kept in a
+ * 16-byte ring (IBM PC/AT technical reference, keyboard controller). */
+keyboard_isr:
+    push    %rax
+    push    %rcx
+    push    %rdx
+    in      $0x60, %al
+    mov     keyboard_count(%rip), %ecx
+    and     $15, %ecx
+    lea     keyboard_bytes(%rip), %rdx
+    mov     %al, (%rdx,%rcx)
+    incl    keyboard_count(%rip)
+    mov     $0x20, %al
+    outb    %al, $0x20
+    pop     %rdx
+    pop     %rcx
     pop     %rax
     iretq
 
@@ -160,6 +196,10 @@ timer_ticks:
     .long   0
 serial_interrupts:
     .long   0
+keyboard_count:
+    .long   0
+keyboard_bytes:
+    .skip   16
 
     .balign 16
 idt_descriptor:

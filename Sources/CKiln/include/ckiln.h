@@ -11,5 +11,6 @@
 #include "ckiln_seccomp.h"
 #include "ckiln_kvm.h"
 #include "ckiln_jail.h"
+#include "ckiln_sigsys.h"
 
 #endif

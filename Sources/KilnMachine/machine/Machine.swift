@@ -22,6 +22,18 @@ public struct MachineHost {
     public var bootTimer: Bool
     /// ACPI table builder (KilnACPI); nil boots without ACPI.
     public var firmware: FirmwareTableBuilder?
+    /// The machine's counters, in the VMM's metrics registry.
+    public var metrics = MachineMetrics()
+    /// Runs on each vCPU thread before its first KVM_RUN (role, seccomp).
+    public var vcpuThreadStarted: ((Int) throws -> Void)?
+    /// Runs on the event loop once every vCPU thread exists (the vmm
+    /// filter, which has no clone, goes on here).
+    public var vcpusStarted: (() throws -> Void)?
+    /// A descriptor the event loop also waits on (the API's requests), and
+    /// what to do when it is readable.
+    public var requests: (descriptor: FileDescriptor, service: () -> Void)?
+    /// Called on every housekeeping tick of the event loop (periodic metrics).
+    public var tick: (() -> Void)?
 
     public init(consoleOutput: FileDescriptor = .standardOutput, consoleInput: FileDescriptor? = nil,
                 log: @escaping (String) -> Void = { _ in }, startNanoseconds: UInt64 = MonotonicClock.nanoseconds(),
@@ -50,8 +62,11 @@ public final class Machine: @unchecked Sendable {
     let exitSignal: ExitSignal
     let wakeEvent: FileDescriptor
     let serial: SerialDevice
+    let keyboard: I8042Controller
     let host: MachineHost
+    let pauseGate = PauseGate()
     private var threads: [VCPUThread] = []
+    private var vcpusRunning = false
 
     public init(configuration: VMConfiguration, host: MachineHost) throws {
         try configuration.validate()
@@ -102,21 +117,25 @@ public final class Machine: @unchecked Sendable {
         let serialInterrupt = try vm.interruptEventFD(gsi: X86Layout.serialIRQ)
         serial = SerialDevice(output: { bytes in try? console.writeAll(bytes) },
                               interrupt: { serialInterrupt.trigger() })
-        let exitSignal = self.exitSignal
-        try portBus.insert(serial, base: UInt64(X86Layout.serialPort), size: 8)
-        try portBus.insert(I8042Controller { exitSignal.request(.reset("i8042 reset")) },
-                           base: UInt64(X86Layout.i8042Ports), size: 5)
-        try portBus.insert(CMOSClock(), base: UInt64(X86Layout.cmosPorts), size: 2)
-        try portBus.insert(SleepControl { exitSignal.request(.poweroff("ACPI S5")) },
+        let exitSignal = self.exitSignal, metrics = host.metrics
+        let keyboardInterrupt = try vm.interruptEventFD(gsi: X86Layout.i8042IRQ)
+        keyboard = I8042Controller(reset: { exitSignal.request(.reset("i8042 reset")) },
+                                   interrupt: { keyboardInterrupt.trigger() })
+        try portBus.insert(metrics.counted(serial, "uart"), base: UInt64(X86Layout.serialPort), size: 8)
+        try portBus.insert(metrics.counted(keyboard, "i8042"), base: UInt64(X86Layout.i8042Ports), size: 5)
+        try portBus.insert(metrics.counted(CMOSClock(), "cmos"), base: UInt64(X86Layout.cmosPorts), size: 2)
+        try portBus.insert(metrics.counted(SleepControl { exitSignal.request(.poweroff("ACPI S5")) }, "sleep_control"),
                            base: UInt64(X86Layout.sleepControlPort), size: 2)
         let start = host.startNanoseconds, log = host.log
         if host.bootTimer {
-            try memoryBus.insert(BootTimer {
+            try memoryBus.insert(metrics.counted(BootTimer {
                 let elapsed = MonotonicClock.nanoseconds() - start
                 let cpu = MonotonicClock.processCPUNanoseconds()
+                metrics.bootTimeMicroseconds.set(elapsed / 1000)
+                metrics.bootCPUMicroseconds.set(cpu / 1000)
                 log("boot-timer: guest boot time \(Machine.milliseconds(elapsed)) ms since kiln start, "
                     + "VMM CPU \(Machine.milliseconds(cpu)) ms")
-            }, base: X86Layout.bootTimer, size: X86Layout.pageSize)
+            }, "boot_timer"), base: X86Layout.bootTimer, size: X86Layout.pageSize)
         }
 
         // 4. vCPUs: CPUID, MSRs, registers, FPU, LAPIC.
@@ -130,8 +149,9 @@ public final class Machine: @unchecked Sendable {
                 log("vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start, "
                     + "VMM CPU \(Machine.milliseconds(MonotonicClock.processCPUNanoseconds())) ms")
             } : nil
-            threads.append(VCPUThread(vcpu: vcpu, portBus: portBus, memoryBus: memoryBus,
-                                      exitSignal: exitSignal, onFirstRun: firstRun, trace: host.trace))
+            threads.append(VCPUThread(vcpu: vcpu, portBus: portBus, memoryBus: memoryBus, exitSignal: exitSignal,
+                                      pauseGate: pauseGate, exits: metrics.exits, onThreadStart: host.vcpuThreadStarted,
+                                      onFirstRun: firstRun, trace: host.trace))
         }
     }
 
@@ -175,8 +195,7 @@ public final class Machine: @unchecked Sendable {
     /// Starts the vCPUs and runs the event loop (console input, exit
     /// requests, the halted-guest check) until the machine stops.
     public func run() throws -> MachineExitReason {
-        VCPUThread.installKickHandler()
-        for thread in threads { try thread.start() }
+        if !vcpusRunning { try startVCPUs() }
         var input = host.consoleInput
         var buffer = [UInt8](repeating: 0, count: 256)
         let interval = UInt64(Machine.haltCheckMilliseconds) * 1_000_000
@@ -187,17 +206,20 @@ public final class Machine: @unchecked Sendable {
             let now = MonotonicClock.nanoseconds()
             if now >= nextCheck {
                 checkForStuckGuest()
+                host.tick?()
                 nextCheck = now + interval
             }
             let timeout = Int32((nextCheck - min(now, nextCheck)) / 1_000_000) + 1
-            var descriptors = [pollfd(fd: wakeEvent.rawValue, events: Int16(POLLIN), revents: 0)]
+            var descriptors = [pollfd(fd: wakeEvent.rawValue, events: Int16(POLLIN), revents: 0),
+                               pollfd(fd: host.requests?.descriptor.rawValue ?? -1, events: Int16(POLLIN), revents: 0)]
             // Stop reading input while the UART's buffer is full.
             if let input, serial.canReceive {
                 descriptors.append(pollfd(fd: input.rawValue, events: Int16(POLLIN), revents: 0))
             }
             let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
             if ready < 0 && errno != EINTR { throw SystemError.current("poll") }
-            if ready > 0, descriptors.count > 1, descriptors[1].revents != 0, let source = input {
+            if ready > 0, descriptors[1].revents != 0 { host.requests?.service() }
+            if ready > 0, descriptors.count > 2, descriptors[2].revents != 0, let source = input {
                 let count = buffer.withUnsafeMutableBytes { Glibc.read(source.rawValue, $0.baseAddress, $0.count) }
                 if count > 0 {
                     serial.enqueueInput(Array(buffer[0..<count]))
@@ -208,13 +230,55 @@ public final class Machine: @unchecked Sendable {
         }
     }
 
+    /// Starts every vCPU thread, then runs `host.vcpusStarted`. `run()`
+    /// does it when it has not been done.
+    public func startVCPUs() throws {
+        VCPUThread.installKickHandler()
+        vcpusRunning = true
+        for thread in threads { try thread.start() }
+        try host.vcpusStarted?()
+    }
+
+    /// Ends `run()` with `reason` (unless another reason came first).
+    public func stop(_ reason: MachineExitReason) { exitSignal.request(reason) }
+
+    /// Pauses the guest (`PATCH /vm` "Paused"): every vCPU leaves KVM_RUN
+    /// and parks. Call from the event loop.
+    public func pause() throws {
+        pauseGate.close()
+        for thread in threads { thread.kick() }
+        guard pauseGate.waitUntilParked(threads.count, timeoutNanoseconds: 2_000_000_000) else {
+            pauseGate.open()
+            throw MachineControlError("the vCPUs did not stop within 2 s; the microVM keeps running")
+        }
+    }
+
+    /// Lets parked vCPUs run again (`PATCH /vm` "Resumed").
+    public func resume() { pauseGate.open() }
+
+    /// Presses Ctrl+Alt+Del on the i8042 keyboard (`SendCtrlAltDel`).
+    public func sendCtrlAltDel() throws {
+        guard keyboard.pressCtrlAltDel() else {
+            throw MachineControlError("the guest is not reading its i8042 keyboard: its buffer is full")
+        }
+        host.metrics.ctrlAltDelPresses.increment()
+    }
+
     /// Kicks every vCPU out of KVM_RUN so it re-reads its state; when all
     /// were found stuck at the previous check, the guest can never continue.
+    /// A paused guest is not stuck: its vCPUs are parked on purpose.
     private func checkForStuckGuest() {
+        guard !pauseGate.isClosed else { return }
         if threads.allSatisfy(\.isStuck) {
             exitSignal.request(.allVCPUsHalted)
             return
         }
         for thread in threads { thread.kick() }
     }
+}
+
+/// A control request (pause, Ctrl+Alt+Del) the machine could not carry out.
+public struct MachineControlError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
 }

@@ -16,13 +16,22 @@ final class VCPUThread: @unchecked Sendable {
     let onFirstRun: ((Int) -> Void)?
     /// Receives one line per exit when tracing (kiln --level trace).
     let trace: ((String) -> Void)?
+    /// Runs first on the new thread, before any KVM_RUN: the thread's role
+    /// and seccomp filter. A throw stops the machine.
+    let onThreadStart: ((Int) throws -> Void)?
+    let pauseGate: PauseGate
+    let exits: VCPUExitCounters
     private(set) var thread: pthread_t?
     private let stateLock = Lock()
     private var stuck = false
 
-    init(vcpu: KVMVirtualCPU, portBus: Bus, memoryBus: Bus, exitSignal: ExitSignal,
+    init(vcpu: KVMVirtualCPU, portBus: Bus, memoryBus: Bus, exitSignal: ExitSignal, pauseGate: PauseGate,
+         exits: VCPUExitCounters, onThreadStart: ((Int) throws -> Void)?,
          onFirstRun: ((Int) -> Void)?, trace: ((String) -> Void)?) {
         self.trace = trace
+        self.pauseGate = pauseGate
+        self.exits = exits
+        self.onThreadStart = onThreadStart
         self.vcpu = vcpu
         self.portBus = portBus
         self.memoryBus = memoryBus
@@ -77,11 +86,16 @@ final class VCPUThread: @unchecked Sendable {
         sigemptyset(&kickOnly)
         sigaddset(&kickOnly, VCPUThread.kickSignal)
         pthread_sigmask(SIG_UNBLOCK, &kickOnly, nil)
-        onFirstRun?(vcpu.index)
         do {
+            try onThreadStart?(vcpu.index)
+            onFirstRun?(vcpu.index)
             while exitSignal.reason == nil {
                 guard try vcpu.enter() else {
+                    exits.interrupted.increment()
                     vcpu.run.pointee.immediate_exit = 0
+                    // A pause always kicks, so an interrupted run is where
+                    // a vCPU parks (PATCH /vm "Paused").
+                    if pauseGate.parkWhileClosed() { continue }
                     updateStuckState()
                     continue
                 }
@@ -119,6 +133,7 @@ final class VCPUThread: @unchecked Sendable {
             let io = run.pointee.io
             let size = Int(io.size)
             let base = UnsafeMutableRawPointer(run) + Int(io.data_offset)
+            (io.direction == UInt8(KVM_EXIT_IO_OUT) ? exits.ioOut : exits.ioIn).increment()
             for index in 0..<Int(io.count) {
                 let data = UnsafeMutableRawBufferPointer(start: base + index * size, count: size)
                 let claimed: Bool
@@ -133,6 +148,7 @@ final class VCPUThread: @unchecked Sendable {
         case KVM_EXIT_MMIO:
             let length = Int(min(run.pointee.mmio.len, 8))
             let address = run.pointee.mmio.phys_addr
+            (run.pointee.mmio.is_write != 0 ? exits.mmioWrite : exits.mmioRead).increment()
             withUnsafeMutableBytes(of: &run.pointee.mmio.data) { raw in
                 let data = UnsafeMutableRawBufferPointer(rebasing: raw[0..<length])
                 let claimed: Bool
@@ -146,26 +162,32 @@ final class VCPUThread: @unchecked Sendable {
             }
         case KVM_EXIT_HLT:
             // Only without an in-kernel LAPIC; kept for completeness.
+            exits.halt.increment()
             stateLock.withLock { stuck = true }
             exitSignal.request(.allVCPUsHalted)
         case KVM_EXIT_SHUTDOWN:
+            exits.shutdown.increment()
             exitSignal.request(.failure(
                 "vCPU \(vcpu.index) triple-faulted (KVM_EXIT_SHUTDOWN); on kvm-pvm check `dmesg | tail`"))
         case KVM_EXIT_SYSTEM_EVENT:
+            exits.systemEvent.increment()
             switch Int32(run.pointee.system_event.type) {
             case KVM_SYSTEM_EVENT_SHUTDOWN: exitSignal.request(.poweroff("KVM_SYSTEM_EVENT_SHUTDOWN"))
             case KVM_SYSTEM_EVENT_RESET: exitSignal.request(.reset("KVM_SYSTEM_EVENT_RESET"))
             default: exitSignal.request(.failure("system event \(run.pointee.system_event.type)"))
             }
         case KVM_EXIT_INTERNAL_ERROR:
+            exits.internalError.increment()
             exitSignal.request(.failure(
                 "KVM internal error, suberror \(run.pointee.internal.suberror), rip 0x\(ripText); on kvm-pvm check `dmesg | tail`"))
         case KVM_EXIT_FAIL_ENTRY:
+            exits.failEntry.increment()
             exitSignal.request(.failure(
                 "VM entry failed, reason 0x\(String(run.pointee.fail_entry.hardware_entry_failure_reason, radix: 16))"))
         case KVM_EXIT_INTR:
-            break
+            exits.interrupted.increment()
         case let other:
+            exits.other.increment()
             exitSignal.request(.failure("unexpected KVM exit \(other) on vCPU \(vcpu.index), rip 0x\(ripText)"))
         }
     }

@@ -2,7 +2,10 @@
 /// probe it cleanly: the reset line (command 0xFE on port 0x64), the control
 /// register (commands 0x20/0x60) and the self-test (0xAA -> 0x55), after the
 /// IBM PC/AT technical reference. Ports 0x60 (data) and 0x64 (command/status)
-/// map to offsets 0 and 4 of its window.
+/// map to offsets 0 and 4 of its window. The VMM can also type on the
+/// keyboard: `pressCtrlAltDel()` queues the keys' scancodes and raises IRQ 1
+/// for each byte the guest has not read yet, which Linux's atkbd turns into
+/// a reboot.
 public final class I8042Controller: BusDevice, @unchecked Sendable {
     enum Command {
         static let readControl: UInt8 = 0x20
@@ -19,16 +22,56 @@ public final class I8042Controller: BusDevice, @unchecked Sendable {
     private var control: UInt8 = 0x01 // keyboard interrupt enabled
     private var output: UInt8?
     private var expectingControl = false
+    /// Keyboard bytes not yet in the output register; bounded, as a real
+    /// keyboard's buffer is.
+    private var keyboard: [UInt8] = []
     private let reset: () -> Void
+    private let interrupt: () -> Void
 
-    public init(reset: @escaping () -> Void) { self.reset = reset }
+    /// Set-2 make codes (the keyboard's native set; the i8042 translates
+    /// only when the guest sets the control register's XLATE bit, and Linux
+    /// reads raw set 2 otherwise): Left Ctrl, Left Alt, Delete (E0 71).
+    static let ctrlAltDelScancodes: [UInt8] = [0x14, 0x11, 0xe0, 0x71]
+    static let keyboardBufferLimit = 16
+    static let controlKeyboardInterrupt: UInt8 = 0x01
+
+    /// `interrupt` raises IRQ 1 (an edge: one per byte made available).
+    public init(reset: @escaping () -> Void, interrupt: @escaping () -> Void = {}) {
+        self.reset = reset
+        self.interrupt = interrupt
+    }
+
+    /// Queues Ctrl+Alt+Del. Returns false when the keyboard buffer is full
+    /// (the guest is not reading its keyboard).
+    @discardableResult
+    public func pressCtrlAltDel() -> Bool {
+        let (queued, raise) = lock.withLock { () -> (Bool, Bool) in
+            guard keyboard.count + Self.ctrlAltDelScancodes.count <= Self.keyboardBufferLimit else { return (false, false) }
+            keyboard += Self.ctrlAltDelScancodes
+            return (true, loadKeyboardByte())
+        }
+        if raise { interrupt() }
+        return queued
+    }
+
+    /// Moves the next keyboard byte into an empty output register. Returns
+    /// whether to raise IRQ 1. Called with the lock held.
+    private func loadKeyboardByte() -> Bool {
+        guard output == nil, !keyboard.isEmpty else { return false }
+        output = keyboard.removeFirst()
+        return control & Self.controlKeyboardInterrupt != 0
+    }
 
     public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
         guard data.count == 1 else { return }
+        var raise = false
         data[0] = lock.withLock {
             switch offset {
             case 0:
-                defer { output = nil }
+                defer {
+                    output = nil
+                    raise = loadKeyboardByte()
+                }
                 return output ?? 0
             case 4:
                 return I8042Controller.statusSystemFlag | (output == nil ? 0 : I8042Controller.statusOutputFull)
@@ -36,6 +79,7 @@ public final class I8042Controller: BusDevice, @unchecked Sendable {
                 return 0xff
             }
         }
+        if raise { interrupt() }
     }
 
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {

@@ -58,6 +58,8 @@ public enum X86Layout {
     public static let serialPort: UInt16 = 0x3f8
     public static let serialIRQ: UInt32 = 4
     public static let i8042Ports: UInt16 = 0x60
+    /// The keyboard interrupt (ISA IRQ 1).
+    public static let i8042IRQ: UInt32 = 1
     public static let cmosPorts: UInt16 = 0x70
     /// The ACPI hardware-reduced sleep control and status registers
     /// (ACPI 6.4 §4.8.3.7); the FADT's SLEEP_CONTROL_REG points here.

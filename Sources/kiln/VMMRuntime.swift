@@ -1,0 +1,227 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKiln
+import KilnAPI
+import KilnConfig
+import KilnMachine
+import KilnSystem
+import KilnTelemetry
+
+/// The VMM's threads and their life: the event loop on the main thread, the
+/// API thread (`--api-sock`), and the machine's vCPU threads. It implements
+/// `VMControl`: every call from the API thread runs as a job on the event
+/// loop (`EventLoopMailbox`), before the machine exists and while it runs.
+final class VMMRuntime: VMControl, @unchecked Sendable {
+    let options: CommandLineOptions
+    let roles: SeccompRoles
+    let metrics: MetricsSink
+    let machineMetrics: MachineMetrics
+    let mailbox: EventLoopMailbox
+    let start: UInt64
+    private(set) var machine: Machine?
+    /// A fatal error raised on another thread (the API thread failing to
+    /// start); the event loop ends kiln with it.
+    private var fatalError: String?
+
+    init(options: CommandLineOptions, roles: SeccompRoles, metrics: MetricsSink, start: UInt64) throws {
+        self.options = options
+        self.roles = roles
+        self.metrics = metrics
+        self.start = start
+        machineMetrics = MachineMetrics(registry: metrics.registry)
+        mailbox = try EventLoopMailbox()
+    }
+
+    // MARK: The event loop's life
+
+    /// Runs kiln to the end: serves the API (if any), boots `configuration`
+    /// at once when given, else waits for InstanceStart, then runs the
+    /// machine. Returns the exit code; the API socket is gone by then.
+    func run(configuration: VMConfiguration?) -> Int32 {
+        Termination.install(wake: mailbox.wake.descriptor.rawValue)
+        var socketPath: String?
+        defer {
+            // The socket file goes with kiln, whatever ended it.
+            if let socketPath { unlink(socketPath) }
+        }
+        do {
+            if let path = options.apiSocketPath {
+                let listener = try APISocket.bind(path: path)
+                socketPath = path
+                try startAPIThread(listener: listener, configuration: configuration)
+            }
+            if let configuration { try boot(configuration) }
+            while machine == nil {
+                if let code = stopCode() { return code }
+                var descriptor = pollfd(fd: mailbox.wake.descriptor.rawValue, events: Int16(POLLIN), revents: 0)
+                _ = poll(&descriptor, 1, 1000)
+                mailbox.service()
+                metrics.flushIfDue()
+            }
+            guard let machine else { return 1 }
+            let reason = try machine.run()
+            try? metrics.flush()
+            if let code = stopCode() { return code }
+            if reason.exitCode == 0 {
+                Logger.shared.info("\(reason)")
+            } else {
+                Launcher.fatal("\(reason)")
+            }
+            return reason.exitCode
+        } catch {
+            Launcher.fatal("\(error)")
+            return 1
+        }
+    }
+
+    /// Nil while kiln should go on; else the code to exit with.
+    private func stopCode() -> Int32? {
+        if let fatalError {
+            Launcher.fatal(fatalError)
+            return 1
+        }
+        if let signal = Termination.received {
+            Logger.shared.info("stopping on signal \(signal)")
+            return 128 + signal
+        }
+        return nil
+    }
+
+    private func startAPIThread(listener: FileDescriptor, configuration: VMConfiguration?) throws {
+        let controller = APIController(instanceID: options.id, version: Launcher.version,
+                                       configuration: configuration ?? VMConfiguration(), control: self)
+        if configuration != nil { controller.markStarted() }
+        var serverConfiguration = APIServer.Configuration()
+        serverConfiguration.limits.body = options.httpAPIMaxPayloadSize
+        let server = try APIServer(listener: listener, configuration: serverConfiguration,
+                                   handler: CountingRequestHandler(controller, registry: metrics.registry))
+        let roles = self.roles
+        _ = try SystemThread.spawn(name: "kiln-api") { [self] in
+            do {
+                try roles.enter(role: "api", label: "api")
+                try server.run()
+            } catch {
+                try? mailbox.perform { self.fail("API thread: \(error)") }
+            }
+        }
+    }
+
+    private func fail(_ message: String) {
+        fatalError = fatalError ?? message
+        machine?.stop(.failure(message))
+    }
+
+    /// Builds the machine, starts its vCPUs and closes the event loop in its
+    /// own filter. On the event loop's thread.
+    private func boot(_ configuration: VMConfiguration) throws {
+        let roles = self.roles
+        let trace = Logger.shared.isEnabled(.trace) ? RateLimitedLog(level: .trace, burst: 1000, perSecond: 1000) : nil
+        var host = MachineHost(
+            consoleOutput: try options.consoleOutput.map {
+                try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
+            } ?? .standardOutput,
+            consoleInput: .standardInput,
+            log: { Logger.shared.info($0) }, startNanoseconds: start, bootTimer: options.bootTimer,
+            trace: trace.map { log in { log.log($0) } })
+        host.metrics = machineMetrics
+        host.vcpuThreadStarted = { index in try roles.enter(role: "vcpu", label: "vcpu\(index)") }
+        host.vcpusStarted = { try roles.enter(role: "vmm", label: "vmm") }
+        host.requests = (mailbox.wake.descriptor, { [self] in
+            mailbox.service()
+            if let signal = Termination.received { self.machine?.stop(.failure("stopped by signal \(signal)")) }
+        })
+        host.tick = { [metrics] in metrics.flushIfDue() }
+        let machine = try Machine(configuration: configuration, host: host)
+        Logger.shared.debug("machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
+                            + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
+        do {
+            try machine.startVCPUs()
+        } catch {
+            // Some vCPUs may run already: nothing half-started stays behind.
+            machine.stop(.failure("\(error)"))
+            fatalError = "InstanceStart: \(error)"
+            throw error
+        }
+        self.machine = machine
+    }
+
+    // MARK: VMControl (called on the API thread)
+
+    func start(_ configuration: VMConfiguration) throws {
+        try mailbox.perform { try self.boot(configuration) }
+    }
+
+    func pause() throws {
+        try mailbox.perform { try self.runningMachine().pause() }
+    }
+
+    func resume() throws {
+        try mailbox.perform { try self.runningMachine().resume() }
+    }
+
+    func sendCtrlAltDel() throws {
+        try mailbox.perform { try self.runningMachine().sendCtrlAltDel() }
+    }
+
+    func flushMetrics() throws {
+        try mailbox.perform { try self.metrics.flush() }
+    }
+
+    func configureLogger(_ logger: KilnConfig.Logger) throws {
+        try mailbox.perform { try Launcher.configureLogger(path: logger.logPath, level: logger.level) }
+    }
+
+    func configureMetrics(_ configuration: Metrics) throws {
+        try mailbox.perform { try self.metrics.open(path: configuration.metricsPath) }
+    }
+
+    func updateDrive(_ drive: Drive) throws {
+        throw MachineControlError("drives: virtio-block devices are not supported yet")
+    }
+
+    func updateNetworkInterface(_ interface: NetworkInterface) throws {
+        throw MachineControlError("network-interfaces: virtio-net devices are not supported yet")
+    }
+
+    private func runningMachine() throws -> Machine {
+        guard let machine else { throw MachineControlError(APIController.notSupportedBeforeStart) }
+        return machine
+    }
+}
+
+/// The API's listening socket, bound before any filter (no role has bind).
+enum APISocket {
+    static func bind(path: String) throws -> FileDescriptor {
+        // A file already there is another kiln's socket or a stale one: the
+        // operator decides, kiln never removes what it did not create.
+        var status = stat()
+        if lstat(path, &status) == 0 {
+            throw LaunchError("--api-sock \(path): a file already exists there (another kiln, or a stale socket to remove)")
+        }
+        return try UnixSocket.listen(path: path)
+    }
+}
+
+/// SIGTERM and SIGINT end kiln cleanly: the handler records the signal and
+/// wakes the event loop, which stops the machine and removes the socket.
+enum Termination {
+    nonisolated(unsafe) private static var wakeDescriptor: Int32 = -1
+    nonisolated(unsafe) private static var signalNumber: Int32 = 0
+
+    static var received: Int32? { signalNumber == 0 ? nil : signalNumber }
+
+    static func install(wake: Int32) {
+        wakeDescriptor = wake
+        var action = sigaction()
+        action.__sigaction_handler.sa_handler = { signal in
+            Termination.signalNumber = signal
+            var one: UInt64 = 1
+            _ = write(Termination.wakeDescriptor, &one, 8) // async-signal-safe
+        }
+        sigemptyset(&action.sa_mask)
+        action.sa_flags = Int32(SA_RESTART)
+        sigaction(SIGTERM, &action, nil)
+        sigaction(SIGINT, &action, nil)
+    }
+}
