@@ -46,7 +46,7 @@ let package = Package(
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
         .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
-        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "CKiln"]),
+        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "KilnACPI", "CKiln"]),
 
         // MARK: The Firecracker-compatible API: HTTP/1.1 parser, routes, models
         .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem", "KilnConfig"]),
@@ -72,7 +72,7 @@ let package = Package(
         .executableTarget(name: "fuzz-http-request", dependencies: ["KilnAPI", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
 
-        .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSystem", "CKilnStart"],
+        .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSeccomp", "KilnSystem", "CKilnStart"],
                           linkerSettings: staticExecutable),
 
         // A static stand-in for the VMM's threads, run by the kernel tests
@@ -95,7 +95,10 @@ let package = Package(
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
-        .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig"]),
+        .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnTestSupport"]),
+        // The two boot lanes through the real binaries: kiln jailed on this
+        // machine's KVM, and stock Linux on the nested KVM (integration/nested).
+        .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport"]),
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",

@@ -19,6 +19,10 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var vcpus: Int?
     public var memoryMiB: Int?
     public var help = false
+    /// kiln-jailer's start, CLOCK_MONOTONIC and process CPU time in
+    /// microseconds (Firecracker's jailer passes the same two flags).
+    public var jailerStartMicroseconds: UInt64?
+    public var jailerStartCPUMicroseconds: UInt64?
 
     public init() {}
 
@@ -28,15 +32,20 @@ public struct CommandLineOptions: Equatable, Sendable {
     }
 
     public static let usage = """
-    usage: kiln --no-api --no-seccomp (--config-file vm.json | --kernel PATH [options])
+    usage: kiln --no-api (--no-seccomp | --seccomp-filter BUNDLE) (--config-file vm.json | --kernel PATH [options])
 
     Firecracker flags:
       --config-file PATH      VM configuration in Firecracker's config-file JSON
       --no-api                do not start the API server (required for now)
       --api-sock PATH         API socket path (not supported yet)
       --id ID                 instance id, 1-64 of [A-Za-z0-9-] (default anonymous-instance)
-      --seccomp-filter PATH   seccomp filter bundle (not supported yet)
-      --no-seccomp            run without seccomp filters (required for now)
+      --seccomp-filter PATH   compiled policy bundle (kiln-policy compile): each vCPU thread installs
+                              its "vcpu" program before its first KVM_RUN, the event loop its "vmm"
+                              program once every thread exists
+      --no-seccomp            run without seccomp filters (one of the two is required: kiln has no
+                              built-in filters)
+      --start-time-us N       kiln-jailer's start (CLOCK_MONOTONIC, microseconds), to log its overhead
+      --start-time-cpu-us N   kiln-jailer's process CPU time at its start (microseconds)
       --log-path PATH         append log lines to PATH instead of stderr
       --level LEVEL           Off, Error, Warning, Info, Debug or Trace (default Info)
       --boot-timer            log the guest's boot time when it writes the boot-timer device
@@ -57,6 +66,13 @@ public struct CommandLineOptions: Equatable, Sendable {
             let text = try value(flag)
             guard let parsed = Int(text), range.contains(parsed) else {
                 throw UsageError("\(flag) expects an integer from \(range.lowerBound) to \(range.upperBound), got \"\(text)\"")
+            }
+            return parsed
+        }
+        func microseconds(_ flag: String) throws -> UInt64 {
+            let text = try value(flag)
+            guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let parsed = UInt64(text) else {
+                throw UsageError("\(flag) expects a decimal count of microseconds, got \"\(text)\"")
             }
             return parsed
         }
@@ -90,6 +106,8 @@ public struct CommandLineOptions: Equatable, Sendable {
                 }
                 level = parsed
             case "--boot-timer": bootTimer = true
+            case "--start-time-us": jailerStartMicroseconds = try microseconds(flag)
+            case "--start-time-cpu-us": jailerStartCPUMicroseconds = try microseconds(flag)
             case "--console-output": consoleOutput = try value(flag)
             case "--kernel": kernel = try value(flag)
             case "--initrd": initrd = try value(flag)
@@ -107,8 +125,10 @@ public struct CommandLineOptions: Equatable, Sendable {
     public func configuration(configFileBytes: [UInt8]?) throws -> VMConfiguration {
         if apiSocket != nil { throw UsageError("--api-sock: the API server is not supported yet; use --no-api") }
         if !noAPI { throw UsageError("the API server is not supported yet; pass --no-api with --config-file or --kernel") }
-        if seccompFilter != nil { throw UsageError("--seccomp-filter: seccomp filter bundles are not supported yet; pass --no-seccomp") }
-        if !noSeccomp { throw UsageError("seccomp filtering is not supported yet; pass --no-seccomp to run without it") }
+        if seccompFilter != nil && noSeccomp { throw UsageError("--seccomp-filter and --no-seccomp exclude each other") }
+        if seccompFilter == nil && !noSeccomp {
+            throw UsageError("built-in seccomp filters are not supported yet; pass --seccomp-filter BUNDLE or --no-seccomp")
+        }
         let directBoot = kernel != nil || initrd != nil || commandLine != nil || vcpus != nil || memoryMiB != nil
         var config: VMConfiguration
         if let configFileBytes {

@@ -30,6 +30,7 @@ enum Launcher {
         }
         let configuration: VMConfiguration
         let log: LogSink
+        let filters: ThreadFilters?
         do {
             let configBytes = try options.configFile.map { try FileSystem.readFile($0, limit: 1 << 20) }
             configuration = try options.configuration(configFileBytes: configBytes)
@@ -39,10 +40,12 @@ enum Launcher {
             // Flags win over the config file's logger section, as in Firecracker.
             log = try LogSink(path: options.logPath ?? configuration.logger?.logPath,
                               level: options.level ?? configuration.logger?.level ?? .info, id: options.id)
+            filters = try options.seccompFilter.map { try ThreadFilters(path: $0) }
         } catch {
             fputs("kiln: \(error)\n", stderr)
             return 1
         }
+        if let overhead = JailerOverhead(options: options, kilnStart: start) { log.write(.info, "\(overhead)") }
         let terminal = ConsoleTerminal.rawIfInteractive()
         defer { terminal?.restore() }
         do {
@@ -53,6 +56,7 @@ enum Launcher {
                 consoleOutput: consoleOutput,
                 consoleInput: .standardInput,
                 log: { log.write(.info, $0) }, startNanoseconds: start, bootTimer: options.bootTimer,
+                firmware: ACPIFirmware.tables, confineThread: filters.map { filters in filters.confine },
                 trace: log.enabled(.trace) ? { log.write(.trace, $0) } : nil)
             let machine = try Machine(configuration: configuration, host: host)
             log.write(.debug, "machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "

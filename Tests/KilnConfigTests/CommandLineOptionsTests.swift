@@ -27,8 +27,7 @@ import Testing
 
 @Test func laterFeaturesAreNotSupportedYet() throws {
     for arguments in [["--no-seccomp", "--kernel", "k"], ["--no-api", "--kernel", "k"],
-                      ["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"],
-                      ["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"]] {
+                      ["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"]] {
         let options = try CommandLineOptions(arguments: arguments)
         #expect(throws: CommandLineOptions.UsageError.self) { try options.configuration(configFileBytes: nil) }
         do {
@@ -48,4 +47,24 @@ import Testing
     #expect(config.machine.vcpuCount == 2 && config.machine.memSizeMiB == 256)
     let mixed = try CommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--kernel", "k"])
     #expect(throws: CommandLineOptions.UsageError.self) { try mixed.configuration(configFileBytes: Array("{}".utf8)) }
+}
+
+@Test func jailerHandoffFlags() throws {
+    let options = try CommandLineOptions(arguments: [
+        "--id", "vm-7", "--seccomp-filter", "/seccomp.kbundle", "--start-time-us", "123456789",
+        "--start-time-cpu-us", "4321", "--no-api", "--kernel", "k",
+    ])
+    #expect(options.seccompFilter == "/seccomp.kbundle")
+    #expect(options.jailerStartMicroseconds == 123_456_789)
+    #expect(options.jailerStartCPUMicroseconds == 4321)
+    _ = try options.configuration(configFileBytes: nil)
+
+    for bad in ["-1", "", "12x", "99999999999999999999999"] {
+        #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--start-time-us", bad]) }
+        #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--start-time-cpu-us", bad]) }
+    }
+    let both = try CommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"])
+    #expect(throws: CommandLineOptions.UsageError("--seccomp-filter and --no-seccomp exclude each other")) {
+        try both.configuration(configFileBytes: nil)
+    }
 }

@@ -35,6 +35,26 @@ import Testing
         #expect(options.paths.pidFile == "/var/jail/kiln/vm-1/kiln.pid")
     }
 
+    @Test func parsesJailFiles() throws {
+        let options = try launch(["--jail-file", "/boot/vmlinuz-6.1", "--jail-file=/srv/a:b/initrd.cpio:initrd",
+                                  "--jail-file", "/etc/vm.json:config.json"])
+        #expect(options.jailFiles == [JailFile(hostPath: "/boot/vmlinuz-6.1", name: "vmlinuz-6.1"),
+                                      JailFile(hostPath: "/srv/a:b/initrd.cpio", name: "initrd"),
+                                      JailFile(hostPath: "/etc/vm.json", name: "config.json")])
+        for (bad, message) in [("relative/file", "is not an absolute path"), ("/a/../b", "contains a '..' component"),
+                               ("/a:", "must be one file name"), ("/a:..", "must be one file name"),
+                               ("/a:x/y", "must be one file name"), ("/", "must be one file name"),
+                               ("/x/kiln", "is taken by the jail itself"), ("/x/dev", "is taken by the jail itself")] {
+            #expect(throws: JailFailure.self) { try launch(["--jail-file", bad]) }
+            do { _ = try launch(["--jail-file", bad]) } catch let failure as JailFailure {
+                #expect(failure.step == .usage && failure.message.contains(message), "\(bad): \(failure.message)")
+            }
+        }
+        #expect(throws: JailFailure(.usage, "--jail-file: two files are named \"v\" in the jail")) {
+            try launch(["--jail-file", "/a/v", "--jail-file", "/b:v"])
+        }
+    }
+
     @Test func appliesFirecrackersDefaults() throws {
         let options = try launch([])
         #expect(options.chrootBaseDir == "/srv/jailer" && options.effectiveParentCgroup == "kiln")

@@ -22,10 +22,16 @@ public struct MachineHost {
     public var bootTimer: Bool
     /// ACPI table builder (KilnACPI); nil boots without ACPI.
     public var firmware: FirmwareTableBuilder?
+    /// Confines the calling thread (a seccomp filter) once it has done its
+    /// set-up: each vCPU thread before its first KVM_RUN, the event loop
+    /// once every vCPU thread exists. nil runs unconfined (`--no-seccomp`).
+    public var confineThread: ((MachineThreadRole) throws -> Void)?
 
     public init(consoleOutput: FileDescriptor = .standardOutput, consoleInput: FileDescriptor? = nil,
                 log: @escaping (String) -> Void = { _ in }, startNanoseconds: UInt64 = MonotonicClock.nanoseconds(),
-                bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil, trace: ((String) -> Void)? = nil) {
+                bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil,
+                confineThread: ((MachineThreadRole) throws -> Void)? = nil, trace: ((String) -> Void)? = nil) {
+        self.confineThread = confineThread
         self.trace = trace
         self.bootTimer = bootTimer
         self.consoleOutput = consoleOutput
@@ -34,6 +40,12 @@ public struct MachineHost {
         self.startNanoseconds = startNanoseconds
         self.firmware = firmware
     }
+}
+
+/// The threads of a machine, as `MachineHost.confineThread` is told.
+public enum MachineThreadRole: Equatable, Sendable {
+    case vcpu(index: Int)
+    case eventLoop
 }
 
 /// A configured microVM on KVM: guest memory with the boot image in it, the
@@ -131,7 +143,8 @@ public final class Machine: @unchecked Sendable {
                     + "VMM CPU \(Machine.milliseconds(MonotonicClock.processCPUNanoseconds())) ms")
             } : nil
             threads.append(VCPUThread(vcpu: vcpu, portBus: portBus, memoryBus: memoryBus,
-                                      exitSignal: exitSignal, onFirstRun: firstRun, trace: host.trace))
+                                      exitSignal: exitSignal, onFirstRun: firstRun, trace: host.trace,
+                                      confine: host.confineThread.map { confine in { try confine(.vcpu(index: index)) } }))
         }
     }
 
@@ -177,6 +190,10 @@ public final class Machine: @unchecked Sendable {
     public func run() throws -> MachineExitReason {
         VCPUThread.installKickHandler()
         for thread in threads { try thread.start() }
+        // Every thread this loop needs now exists: a confined event loop can
+        // create none (the vmm seccomp role has no clone). On failure kiln
+        // exits, vCPU threads and all.
+        try host.confineThread?(.eventLoop)
         var input = host.consoleInput
         var buffer = [UInt8](repeating: 0, count: 256)
         let interval = UInt64(Machine.haltCheckMilliseconds) * 1_000_000
