@@ -91,10 +91,12 @@ struct ValidatedJailFile {
     /// AT_EMPTY_PATH (linux/fcntl.h), which Glibc's module does not export.
     static let atEmptyPath: Int32 = 0x1000
 
-    /// The owner, group or other permission bits that apply to uid/gid allow
-    /// reading and forbid writing (the VMM has no capabilities to override them).
+    /// The group or other permission bits that apply to uid/gid allow reading
+    /// and forbid writing (the VMM has no capabilities to override them). A
+    /// file the VMM's user owns is never linked: an owner may chmod it.
     static func readOnlyFor(uid: UInt32, gid: UInt32, _ info: stat) -> Bool {
-        let bits = info.st_uid == uid ? (info.st_mode >> 6) & 7 : info.st_gid == gid ? (info.st_mode >> 3) & 7 : info.st_mode & 7
+        guard info.st_uid != uid else { return false }
+        let bits = info.st_gid == gid ? (info.st_mode >> 3) & 7 : info.st_mode & 7
         return bits & 4 != 0 && bits & 2 == 0
     }
 }

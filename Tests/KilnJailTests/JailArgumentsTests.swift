@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import KilnJail
 
@@ -53,6 +56,24 @@ import Testing
         #expect(throws: JailFailure(.usage, "--jail-file: two files are named \"v\" in the jail")) {
             try launch(["--jail-file", "/a/v", "--jail-file", "/b:v"])
         }
+    }
+
+    /// Linked only when the VMM's user could read but never change the file.
+    @Test func jailFilesAreLinkedOnlyWhenReadOnlyForTheVMM() {
+        func file(uid: UInt32, gid: UInt32, mode: mode_t) -> stat {
+            var info = stat()
+            info.st_uid = uid
+            info.st_gid = gid
+            info.st_mode = S_IFREG | mode
+            return info
+        }
+        let vmm = (uid: UInt32(1000), gid: UInt32(1000))
+        #expect(ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o644)))
+        #expect(ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 1000, mode: 0o640)))
+        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o600)), "unreadable")
+        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o646)), "writable by others")
+        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 1000, mode: 0o664)), "group-writable")
+        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 1000, gid: 0, mode: 0o444)), "owned: chmod")
     }
 
     @Test func appliesFirecrackersDefaults() throws {

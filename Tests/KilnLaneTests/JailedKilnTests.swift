@@ -33,12 +33,20 @@ struct JailedKilnTests {
         let bundle = try Lanes.compilePolicies(into: folder)
         let base = folder + "/jails", id = "jailed-lane1-\(vcpus)", parent = "kiln-lane-test-\(getpid())"
         let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base, "--parent-cgroup", parent]
+        // One run gets the guest as it is built (root's, 0755: linked into the
+        // jail), the other a private copy (0600: the jailer must copy it, 0444).
+        let linked = vcpus == 1
+        var guest = Lanes.testGuest
+        if !linked {
+            guest = folder + "/private-guest.elf"
+            _ = try ChildProcess.run(["/usr/bin/install", "-m", "600", Lanes.testGuest, guest], seconds: 10)
+        }
         let cgroupFolders = ["pids", "memory"].map { "/sys/fs/cgroup/\($0)/\(parent)" }
         defer { for folder in cgroupFolders { rmdir(folder + "/" + id); rmdir(folder) } }
 
         let run = try ChildProcess.run(
             [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
-                                       "--cgroup", "pids.max=32", "--jail-file", Lanes.testGuest + ":guest.elf",
+                                       "--cgroup", "pids.max=32", "--jail-file", guest + ":guest.elf",
                                        "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "jailed marker=7",
                                        "--vcpus", String(vcpus), "--boot-timer"],
             seconds: 30)
@@ -56,15 +64,22 @@ struct JailedKilnTests {
 
         // The jail held the guest as a file the VMM could read but not write.
         let jailFolder = base + "/kiln/" + id
-        #expect(Lanes.exists(jailFolder + "/root/guest.elf"))
+        var source = stat(), placed = stat()
+        #expect(stat(guest, &source) == 0 && stat(jailFolder + "/root/guest.elf", &placed) == 0)
+        if linked {
+            #expect(placed.st_ino == source.st_ino, "a readable, root-owned guest is hard-linked")
+        } else {
+            #expect(placed.st_ino != source.st_ino && placed.st_mode & 0o7777 == 0o444 && placed.st_uid == 0,
+                    "a guest the VMM cannot read is copied, root's and 0444")
+        }
 
         let cleanup = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
         #expect(cleanup.status == 0, Comment(rawValue: cleanup.stderr))
         #expect(!Lanes.exists(jailFolder), "the jail folder is left behind")
         #expect(!Lanes.exists(base + "/kiln"), "the exec file's folder is left behind")
         for folder in cgroupFolders { #expect(!Lanes.exists(folder + "/" + id), "cgroup \(folder)/\(id) is left behind") }
-        // The host's guest image is untouched (a hard link, never written).
-        #expect(Lanes.readable(Lanes.testGuest))
+        // The host's guest image is still there (the link went with the jail).
+        #expect(Lanes.readable(guest))
     }
 
     /// Every thread of the running VMM has two filters: the jailer's
