@@ -15,20 +15,23 @@ struct ThreadFilters {
     let bundle: SeccompBundle
 
     init(path: String) throws {
-        let bytes = try FileSystem.readFile(path, limit: Self.maximumBundleBytes)
         do {
-            bundle = try SeccompBundle(decoding: bytes)
+            bundle = try SeccompBundle(decoding: try FileSystem.readFile(path, limit: Self.maximumBundleBytes))
+            // A program for another architecture would kill kiln at its first call.
+            guard bundle.architecture == SeccompBundle.hostArchitecture else {
+                throw SeccompBundleError.malformed("compiled for architecture 0x\(String(bundle.architecture, radix: 16)), "
+                                                   + "this host is 0x\(String(SeccompBundle.hostArchitecture, radix: 16))")
+            }
+            for role in [Self.vcpuRole, Self.eventLoopRole] where bundle.program(for: role) == nil {
+                throw SeccompBundleError.missingRole(role)
+            }
         } catch {
-            throw SeccompBundleError.malformed("\(path): \(error)")
+            throw BundleError(description: "--seccomp-filter \(path): \(error)")
         }
-        // A program for another architecture would kill kiln at its first call.
-        guard bundle.architecture == SeccompBundle.hostArchitecture else {
-            throw SeccompBundleError.malformed("\(path) was compiled for architecture 0x\(String(bundle.architecture, radix: 16)), "
-                                               + "this host is 0x\(String(SeccompBundle.hostArchitecture, radix: 16))")
-        }
-        for role in [Self.vcpuRole, Self.eventLoopRole] where bundle.program(for: role) == nil {
-            throw SeccompBundleError.missingRole(role)
-        }
+    }
+
+    struct BundleError: Error, CustomStringConvertible {
+        let description: String
     }
 
     /// Installs the calling thread's program: `MachineHost.confineThread`.
