@@ -60,10 +60,11 @@ public enum JailHelp {
         name>.pid, outside the jail root; otherwise the VMM is the jailer's own process.
 
         In the jail: mount, IPC, UTS (hostname = ID) and cgroup namespaces; / is the jail root
-        (nosuid), holding the exec file and seccomp.kbundle; /dev is a private tmpfs (nosuid,
-        noexec) holding only kvm, net/tun, urandom and, when the host has one, userfaultfd, each
-        owned by the uid/gid with mode 0600. No capabilities in any set; no_new_privs; the
-        "jailer" seccomp program. The parent cgroup is shared and kept; cleanup removes <id>.
+        (nosuid), holding the exec file, seccomp.kbundle and the --jail-file files; /dev is a
+        private tmpfs (nosuid, noexec) holding only kvm, net/tun, urandom and, when the host has
+        one, userfaultfd, each owned by the uid/gid with mode 0600. No capabilities in any set;
+        no_new_privs; the "jailer" seccomp program. The parent cgroup is shared and kept; cleanup
+        removes <id>.
 
         Exit codes (a launch that fails removes everything it created; after the privilege drop it
         no longer can, and the message names what is left for `kiln-jailer cleanup`):
