@@ -44,7 +44,7 @@ let package = Package(
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
         .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
-        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "KilnTelemetry", "CKiln"]),
+        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "KilnTelemetry", "KilnACPI", "CKiln"]),
 
         // MARK: virtio-mmio transport, split queues and devices (pure: no KVM, no threads)
         .target(name: "KilnVirtio", dependencies: ["KilnMemory", "KilnSystem"]),
@@ -104,7 +104,11 @@ let package = Package(
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
-        .testTarget(name: "KilnMachineTests", dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "CKiln"]),
+        .testTarget(name: "KilnMachineTests",
+                    dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "CKiln", "KilnTestSupport"]),
+        // The two boot lanes through the real binaries: kiln jailed on this
+        // machine's KVM, and stock Linux on the nested KVM (integration/nested).
+        .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport"]),
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",

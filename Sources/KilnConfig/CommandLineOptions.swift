@@ -21,6 +21,10 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var help = false
     /// The largest request body the API accepts (Firecracker's default: 51200).
     public var httpAPIMaxPayloadSize = 51_200
+    /// kiln-jailer's start, CLOCK_MONOTONIC and process CPU time in
+    /// microseconds (Firecracker's jailer passes the same two flags).
+    public var jailerStartMicroseconds: UInt64?
+    public var jailerStartCPUMicroseconds: UInt64?
 
     /// Where the API listens when neither --api-sock nor --no-api is given.
     public static let defaultAPISocket = "/run/kiln.socket"
@@ -46,6 +50,8 @@ public struct CommandLineOptions: Equatable, Sendable {
       --id ID                 instance id, 1-64 of [A-Za-z0-9-] (default anonymous-instance)
       --seccomp-filter PATH   seccomp bundle from `kiln-policy compile`: each thread installs its role's filter
       --no-seccomp            run without seccomp filters (development only: prints a warning)
+      --start-time-us N       kiln-jailer's start (CLOCK_MONOTONIC, microseconds), to log its overhead
+      --start-time-cpu-us N   kiln-jailer's process CPU time at its start (microseconds)
       --log-path PATH         append log lines to PATH instead of stderr
       --level LEVEL           Off, Error, Warning, Info, Debug or Trace (default Info)
       --boot-timer            log the guest's boot time when it writes the boot-timer device
@@ -66,6 +72,13 @@ public struct CommandLineOptions: Equatable, Sendable {
             let text = try value(flag)
             guard let parsed = Int(text), range.contains(parsed) else {
                 throw UsageError("\(flag) expects an integer from \(range.lowerBound) to \(range.upperBound), got \"\(text)\"")
+            }
+            return parsed
+        }
+        func microseconds(_ flag: String) throws -> UInt64 {
+            let text = try value(flag)
+            guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let parsed = UInt64(text) else {
+                throw UsageError("\(flag) expects a decimal count of microseconds, got \"\(text)\"")
             }
             return parsed
         }
@@ -101,6 +114,8 @@ public struct CommandLineOptions: Equatable, Sendable {
                 }
                 level = parsed
             case "--boot-timer": bootTimer = true
+            case "--start-time-us": jailerStartMicroseconds = try microseconds(flag)
+            case "--start-time-cpu-us": jailerStartCPUMicroseconds = try microseconds(flag)
             case "--console-output": consoleOutput = try value(flag)
             case "--kernel": kernel = try value(flag)
             case "--initrd": initrd = try value(flag)

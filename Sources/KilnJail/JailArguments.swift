@@ -20,7 +20,7 @@ public enum JailArguments {
         "--chroot-base-dir": .value, "--netns": .value, "--daemonize": .flag,
         "--new-pid-ns": .flag, "--cgroup": .repeatable, "--cgroup-version": .value,
         "--parent-cgroup": .value, "--resource-limit": .repeatable,
-        "--seccomp-bundle": .value, "--new-net-ns": .flag,
+        "--seccomp-bundle": .value, "--new-net-ns": .flag, "--jail-file": .repeatable,
     ]
 
     public static func parse(_ arguments: [String]) throws -> JailCommand {
@@ -102,6 +102,8 @@ public enum JailArguments {
         }
         options.seccompBundle = single("--seccomp-bundle")
         if let bundle = options.seccompBundle { try checkAbsolute(bundle, flag: "--seccomp-bundle") }
+        options.jailFiles = try (values["--jail-file"] ?? []).map { try JailFile.parse($0, execFileName: options.execFileName) }
+        try JailFile.checkUnique(options.jailFiles)
         options.vmmArguments = vmmArguments
         return .launch(options)
     }

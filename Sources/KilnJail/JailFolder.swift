@@ -51,6 +51,9 @@ struct JailFolder {
         try HostDirectory.makeDirectory("dev", in: root, subject: paths.root + "/dev")
         try placeExecutable(launch.options.execFile, named: paths.execFileName, in: root, subject: paths.root)
         try writeFile(launch.bundleBytes, named: JailPaths.bundleName, mode: 0o444, in: root, subject: paths.root)
+        for file in launch.jailFiles {
+            try file.place(in: root, rootPath: paths.root, uid: launch.options.uid, gid: launch.options.gid)
+        }
 
         var pidFile: FileDescriptor?
         if launch.options.forks {
@@ -74,11 +77,18 @@ struct JailFolder {
         defer { input.close() }
         var info = stat()
         try check("stat", subject: source) { fstat(input.rawValue, &info) }
-        let output = try check("create", subject: subject + "/" + name) {
-            ckiln_openat(root.rawValue, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
+        try copy(input, size: UInt64(info.st_size), named: name, mode: 0o755, in: root, subject: subject + "/" + name)
+    }
+
+    /// A new file `name` in `directory` (owned by the jailer, that is root)
+    /// with `size` bytes of `input`.
+    static func copy(_ input: FileDescriptor, size: UInt64, named name: String, mode: mode_t,
+                     in directory: FileDescriptor, subject: String) throws {
+        let output = try check("create", subject: subject) {
+            ckiln_openat(directory.rawValue, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, UInt32(mode))
         }
         defer { close(output) }
-        try check("copy \(source) into", subject: subject) { ckiln_copy_file(input.rawValue, output, UInt64(info.st_size)) }
+        try check("copy into", subject: subject) { ckiln_copy_file(input.rawValue, output, size) }
     }
 
     static func writeFile(_ bytes: [UInt8], named name: String, mode: mode_t, in directory: FileDescriptor, subject: String) throws {

@@ -41,6 +41,14 @@ public enum JailHelp {
                                   installed before exec, and the whole bundle is copied read-only into
                                   the jail. Default: policies.kbundle beside the kiln-jailer executable.
           --new-net-ns            run the VMM in a new, empty network namespace.
+          --jail-file HOST_PATH[:NAME]
+                                  repeatable; puts the regular file HOST_PATH read-only at /NAME in the
+                                  jail root (NAME: HOST_PATH's file name by default; one name of
+                                  [A-Za-z0-9-_.], not dev, seccomp.kbundle or the exec file's name).
+                                  Hard-linked when the VMM's uid/gid may read but not write it, else
+                                  copied as root's, mode 0444. Every file is checked before anything
+                                  is created; the files go with the jail folder (rollback, cleanup).
+                                  For the kernel, initrd and config file the VMM reads.
           --help, -h              this text.
 
         The VMM is exec'd as:
@@ -52,10 +60,11 @@ public enum JailHelp {
         name>.pid, outside the jail root; otherwise the VMM is the jailer's own process.
 
         In the jail: mount, IPC, UTS (hostname = ID) and cgroup namespaces; / is the jail root
-        (nosuid), holding the exec file and seccomp.kbundle; /dev is a private tmpfs (nosuid,
-        noexec) holding only kvm, net/tun, urandom and, when the host has one, userfaultfd, each
-        owned by the uid/gid with mode 0600. No capabilities in any set; no_new_privs; the
-        "jailer" seccomp program. The parent cgroup is shared and kept; cleanup removes <id>.
+        (nosuid), holding the exec file, seccomp.kbundle and the --jail-file files; /dev is a
+        private tmpfs (nosuid, noexec) holding only kvm, net/tun, urandom and, when the host has
+        one, userfaultfd, each owned by the uid/gid with mode 0600. No capabilities in any set;
+        no_new_privs; the "jailer" seccomp program. The parent cgroup is shared and kept; cleanup
+        removes <id>.
 
         Exit codes (a launch that fails removes everything it created; after the privilege drop it
         no longer can, and the message names what is left for `kiln-jailer cleanup`):

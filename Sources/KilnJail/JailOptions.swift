@@ -51,6 +51,8 @@ public struct JailOptions: Equatable, Sendable {
     public var resourceLimits: [ResourceLimit] = []
     /// nil: `policies.kbundle` beside the kiln-jailer executable.
     public var seccompBundle: String?
+    /// Host files placed read-only in the jail root (`--jail-file`).
+    public var jailFiles: [JailFile] = []
     public var vmmArguments: [String] = []
 
     public init(id: String, execFile: String, uid: UInt32, gid: UInt32) {

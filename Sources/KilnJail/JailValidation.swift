@@ -14,6 +14,8 @@ public struct ValidatedLaunch {
     public let cgroupTargets: [CgroupTarget]
     /// The host's /dev/userfaultfd device number, when it has one.
     public let userfaultfdDevice: UInt64?
+    /// `--jail-file`s, each a regular file, in the order given.
+    let jailFiles: [ValidatedJailFile]
 }
 
 public enum JailValidation {
@@ -77,13 +79,7 @@ public enum JailValidation {
         } catch {
             throw refuse("seccomp bundle \(bundlePath)\(options.seccompBundle == nil ? " (the default; pass --seccomp-bundle)" : ""): \(error)")
         }
-        // A program compiled for another architecture reads other syscall
-        // numbers: its architecture check would kill the VMM at its first call.
-        #if arch(arm64)
-        let hostArchitecture = ckiln_audit_arch_aarch64()
-        #else
-        let hostArchitecture = ckiln_audit_arch_x86_64()
-        #endif
+        let hostArchitecture = SeccompBundle.hostArchitecture
         guard bundle.architecture == hostArchitecture else {
             throw refuse("seccomp bundle \(bundlePath) was compiled for architecture 0x\(String(bundle.architecture, radix: 16)), this host is 0x\(String(hostArchitecture, radix: 16))")
         }
@@ -113,8 +109,10 @@ public enum JailValidation {
         let userfaultfdDevice: UInt64? = stat("/dev/userfaultfd", &userfaultfd) == 0 && (userfaultfd.st_mode & S_IFMT) == S_IFCHR
             ? UInt64(userfaultfd.st_rdev) : nil
 
+        let jailFiles = try options.jailFiles.map(ValidatedJailFile.validate)
+
         return ValidatedLaunch(options: options, bundleBytes: bundleBytes, bundle: bundle,
-                               cgroupTargets: targets, userfaultfdDevice: userfaultfdDevice)
+                               cgroupTargets: targets, userfaultfdDevice: userfaultfdDevice, jailFiles: jailFiles)
     }
 
     static func readHostFile(_ path: String, _ refuse: (String) -> JailFailure) throws -> [UInt8] {

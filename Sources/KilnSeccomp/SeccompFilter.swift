@@ -33,3 +33,16 @@ public enum SeccompFilter {
         try install(program, role: role)
     }
 }
+
+extension SeccompBundle {
+    /// The AUDIT_ARCH_* value of the running host. A program compiled for
+    /// another architecture reads other system call numbers: its
+    /// architecture check would kill the process at its first call.
+    public static var hostArchitecture: UInt32 {
+        #if arch(arm64)
+        return ckiln_audit_arch_aarch64()
+        #else
+        return ckiln_audit_arch_x86_64()
+        #endif
+    }
+}

@@ -50,6 +50,7 @@ enum Launcher {
             fputs("kiln: \(error)\n", stderr)
             return 1
         }
+        if let overhead = JailerOverhead(options: options, kilnStart: start) { Logger.shared.info("\(overhead)") }
         if roles.bundle == nil {
             let warning = "WARNING: --no-seccomp: every thread runs WITHOUT a seccomp filter; for development only"
             Logger.shared.warning(warning)

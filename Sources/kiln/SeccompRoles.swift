@@ -25,6 +25,12 @@ struct SeccompRoles {
         } catch {
             throw LaunchError("--seccomp-filter \(path): \(error)")
         }
+        // A program for another architecture reads other system call
+        // numbers: its architecture check would kill kiln at its first call.
+        guard bundle.architecture == SeccompBundle.hostArchitecture else {
+            throw LaunchError("--seccomp-filter \(path): compiled for architecture 0x\(String(bundle.architecture, radix: 16)), "
+                              + "this host is 0x\(String(SeccompBundle.hostArchitecture, radix: 16))")
+        }
         for role in threadRoles where bundle.program(for: role) == nil {
             throw LaunchError("--seccomp-filter \(path): the bundle has no program for the \(role) role")
         }

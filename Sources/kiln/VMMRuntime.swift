@@ -123,7 +123,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
             } ?? .standardOutput,
             consoleInput: .standardInput,
             log: { Logger.shared.info($0) }, startNanoseconds: start, bootTimer: options.bootTimer,
-            trace: trace.map { log in { log.log($0) } })
+            firmware: ACPIFirmware.tables, trace: trace.map { log in { log.log($0) } })
         host.metrics = machineMetrics
         host.vcpuThreadStarted = { index in try roles.enter(role: "vcpu", label: "vcpu\(index)") }
         host.vcpusStarted = { try roles.enter(role: "vmm", label: "vmm") }

@@ -68,3 +68,19 @@ import Testing
     let mixed = try CommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--kernel", "k"])
     #expect(throws: CommandLineOptions.UsageError.self) { try mixed.configuration(configFileBytes: Array("{}".utf8)) }
 }
+
+@Test func jailerHandoffFlags() throws {
+    let options = try CommandLineOptions(arguments: [
+        "--id", "vm-7", "--seccomp-filter", "/seccomp.kbundle", "--start-time-us", "123456789",
+        "--start-time-cpu-us", "4321", "--no-api", "--kernel", "k",
+    ])
+    #expect(options.seccompFilter == "/seccomp.kbundle")
+    #expect(options.jailerStartMicroseconds == 123_456_789)
+    #expect(options.jailerStartCPUMicroseconds == 4321)
+    _ = try options.configuration(configFileBytes: nil)
+
+    for bad in ["-1", "", "12x", "99999999999999999999999"] {
+        #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--start-time-us", bad]) }
+        #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--start-time-cpu-us", bad]) }
+    }
+}

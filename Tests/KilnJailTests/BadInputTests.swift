@@ -13,7 +13,9 @@ struct BadInputTests {
     enum Case: String, CaseIterable {
         case missingUID, invalidID, relativeExecFile, missingExecFile, dynamicExecFile, scriptExecFile,
              unexecutableExecFile, existingJail, unknownController, unparsableLimit, missingBundle,
-             bundleWithoutJailerRole, bundleForAnotherArchitecture, notANetworkNamespace, kernelRefusesCgroupValue
+             bundleWithoutJailerRole, bundleForAnotherArchitecture, notANetworkNamespace, kernelRefusesCgroupValue,
+             relativeJailFile, missingJailFile, jailFileIsAFolder, jailFileNameTaken, jailFileNameWithSlash,
+             duplicateJailFileName, jailFileAfterAMissingOne
     }
 
     func expectation(_ sandbox: JailHarness.Sandbox, _ testCase: Case) throws -> (arguments: [String], code: Int32, message: String) {
@@ -70,6 +72,24 @@ struct BadInputTests {
             // folders and cgroups exist: the rollback must remove them all.
             return (sandbox.launchArguments(["--cgroup", "memory.limit_in_bytes=\(64 << 20)", "--cgroup", "pids.max=lots"]), 6,
                     "write \"lots\" to /sys/fs/cgroup/pids/\(sandbox.parentCgroup)/\(sandbox.id)/pids.max")
+        case .relativeJailFile:
+            return (sandbox.launchArguments(["--jail-file", "vmlinux"]), 2, "--jail-file \"vmlinux\" is not an absolute path")
+        case .missingJailFile:
+            return (sandbox.launchArguments(["--jail-file", sandbox.folder + "/absent"]), 3,
+                    "--jail-file \(sandbox.folder)/absent does not exist")
+        case .jailFileIsAFolder:
+            return (sandbox.launchArguments(["--jail-file", "/etc:etc"]), 3, "--jail-file /etc is not a regular file")
+        case .jailFileNameTaken:
+            return (sandbox.launchArguments(["--jail-file", "/etc/hostname:seccomp.kbundle"]), 2, "the name \"seccomp.kbundle\" is taken")
+        case .jailFileNameWithSlash:
+            return (sandbox.launchArguments(["--jail-file", "/etc/hostname:a/b"]), 2, "must be one file name")
+        case .duplicateJailFileName:
+            return (sandbox.launchArguments(["--jail-file", "/etc/hostname", "--jail-file", "/etc/passwd:hostname"]), 2,
+                    "two files are named \"hostname\"")
+        case .jailFileAfterAMissingOne:
+            // The first file is fine: nothing may be placed before all are checked.
+            return (sandbox.launchArguments(["--jail-file", "/etc/hostname", "--jail-file", sandbox.folder + "/absent:x"]), 3,
+                    "--jail-file \(sandbox.folder)/absent does not exist")
         }
     }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import KilnJail
 
@@ -33,6 +36,44 @@ import Testing
         #expect(options.vmmArguments == ["--api-sock", "/run/api.sock", "--id", "ignored-by-jailer"])
         #expect(options.paths.root == "/var/jail/kiln/vm-1/root")
         #expect(options.paths.pidFile == "/var/jail/kiln/vm-1/kiln.pid")
+    }
+
+    @Test func parsesJailFiles() throws {
+        let options = try launch(["--jail-file", "/boot/vmlinuz-6.1", "--jail-file=/srv/a:b/initrd.cpio:initrd",
+                                  "--jail-file", "/etc/vm.json:config.json"])
+        #expect(options.jailFiles == [JailFile(hostPath: "/boot/vmlinuz-6.1", name: "vmlinuz-6.1"),
+                                      JailFile(hostPath: "/srv/a:b/initrd.cpio", name: "initrd"),
+                                      JailFile(hostPath: "/etc/vm.json", name: "config.json")])
+        for (bad, message) in [("relative/file", "is not an absolute path"), ("/a/../b", "contains a '..' component"),
+                               ("/a:", "must be one file name"), ("/a:..", "must be one file name"),
+                               ("/a:x/y", "must be one file name"), ("/", "must be one file name"),
+                               ("/x/kiln", "is taken by the jail itself"), ("/x/dev", "is taken by the jail itself")] {
+            #expect(throws: JailFailure.self) { try launch(["--jail-file", bad]) }
+            do { _ = try launch(["--jail-file", bad]) } catch let failure as JailFailure {
+                #expect(failure.step == .usage && failure.message.contains(message), "\(bad): \(failure.message)")
+            }
+        }
+        #expect(throws: JailFailure(.usage, "--jail-file: two files are named \"v\" in the jail")) {
+            try launch(["--jail-file", "/a/v", "--jail-file", "/b:v"])
+        }
+    }
+
+    /// Linked only when the VMM's user could read but never change the file.
+    @Test func jailFilesAreLinkedOnlyWhenReadOnlyForTheVMM() {
+        func file(uid: UInt32, gid: UInt32, mode: mode_t) -> stat {
+            var info = stat()
+            info.st_uid = uid
+            info.st_gid = gid
+            info.st_mode = S_IFREG | mode
+            return info
+        }
+        let vmm = (uid: UInt32(1000), gid: UInt32(1000))
+        #expect(ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o644)))
+        #expect(ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 1000, mode: 0o640)))
+        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o600)), "unreadable")
+        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o646)), "writable by others")
+        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 1000, mode: 0o664)), "group-writable")
+        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 1000, gid: 0, mode: 0o444)), "owned: chmod")
     }
 
     @Test func appliesFirecrackersDefaults() throws {

@@ -4,6 +4,7 @@ import Glibc
 import CKiln
 import KilnSeccomp
 import KilnSystem
+import KilnTestSupport
 import Testing
 
 /// kiln driven through its API socket with every thread's seccomp filter on,
@@ -13,7 +14,7 @@ import Testing
 /// user's VM.
 enum APILane {
     /// `kiln-policy` is built beside kiln.
-    static let kilnPolicy = String(Lane1.kiln.dropLast("kiln".count)) + "kiln-policy"
+    static let kilnPolicy = ChildProcess.buildFolder + "/kiln-policy"
     static var ready: Bool { Lane1.ready && access(kilnPolicy, X_OK) == 0 }
     static let skipReason: Comment = {
         guard Lane1.ready else { return Lane1.skipReason }
@@ -23,16 +24,9 @@ enum APILane {
     /// Compiles `policies` (the repository's by default) into a bundle.
     static func bundle(policies: String = Lane1.packageRoot + "/policies") throws -> String {
         let output = "/tmp/kiln-api-lane-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).kbundle"
-        var pid: pid_t = 0
-        let argv = [kilnPolicy, "compile", "--policies", policies, "--output", output]
-        var cArguments = argv.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        guard posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ) == 0, Lane1.wait(pid) == 0 else {
-            throw LaneFailure("kiln-policy compile --policies \(policies) failed")
+        let compiled = try ChildProcess.run([kilnPolicy, "compile", "--policies", policies, "--output", output], seconds: 60)
+        guard compiled.status == 0 else {
+            throw LaneFailure("kiln-policy compile --policies \(policies) failed: \(compiled.stderr)")
         }
         return output
     }

@@ -272,6 +272,60 @@ func smallMemory() throws -> HeapGuestMemory {
         _ = try prepare(makeBzImage(commandLineSize: 16), commandLine: String(repeating: "a", count: 16))
     }
 
+    /// kiln's own tables (ACPIFirmware over KilnACPI), read back from guest
+    /// memory the way Linux finds them: RSDP, XSDT, FADT, MADT.
+    @Test func kilnsACPITablesDescribeTheMachine() throws {
+        let (memory, plan) = try prepare(makeELF(), firmware: ACPIFirmware.tables)
+        let rsdp = try #require(plan.rsdpAddress)
+        #expect(rsdp == X86Layout.acpiTables.lowerBound)
+        #expect(try memory.read(UInt64.self, at: X86Layout.zeroPage + 0x70) == rsdp)
+        #expect(try memory.readBytes(at: rsdp, count: 8) == Array("RSD PTR ".utf8))
+
+        func table(at address: UInt64) throws -> (signature: String, bytes: [UInt8]) {
+            let length = Int(try memory.read(UInt32.self, at: address + 4))
+            let bytes = try memory.readBytes(at: address, count: length)
+            // ACPI 6.4 §5.2.6: every byte of a table sums to zero.
+            #expect(bytes.reduce(UInt8(0), &+) == 0)
+            return (String(decoding: bytes[0..<4], as: UTF8.self), bytes)
+        }
+        func u32(_ bytes: [UInt8], _ offset: Int) -> UInt32 {
+            (0..<4).reduce(UInt32(0)) { $0 | UInt32(bytes[offset + $1]) << (8 * $1) }
+        }
+        let xsdt = try table(at: try memory.read(UInt64.self, at: rsdp + 24))
+        #expect(xsdt.signature == "XSDT")
+        let entries = try stride(from: 36, to: xsdt.bytes.count, by: 8).map { offset in
+            try table(at: UInt64(u32(xsdt.bytes, offset)) | UInt64(u32(xsdt.bytes, offset + 4)) << 32)
+        }
+        let fadt = try #require(entries.first { $0.signature == "FACP" }).bytes
+        let madt = try #require(entries.first { $0.signature == "APIC" }).bytes
+
+        // IAPC_BOOT_ARCH (Table 5.11): no VGA, no MSI; no 8042 announced (a
+        // reset port only); a CMOS clock present (bit 5 clear).
+        #expect(UInt16(fadt[109]) | UInt16(fadt[110]) << 8 == (1 << 2) | (1 << 3))
+        #expect(u32(fadt, 112) & (1 << 20) != 0, "HW_REDUCED_ACPI")
+        #expect(fadt[244] == 1 && u32(fadt, 248) == 0x600, "SLEEP_CONTROL_REG: I/O port 0x600")
+        #expect(fadt[256] == 1 && u32(fadt, 260) == 0x601, "SLEEP_STATUS_REG: I/O port 0x601")
+
+        // MADT structures from offset 44 (§5.2.12): type, length, body.
+        var localAPICs = 0, ioapics: [UInt32] = [], overrides: [(source: UInt8, gsi: UInt32)] = []
+        var offset = 44
+        while offset + 2 <= madt.count {
+            let type = madt[offset], length = Int(madt[offset + 1])
+            guard length >= 2 else { break }
+            switch type {
+            case 0: localAPICs += 1
+            case 1: ioapics.append(u32(madt, offset + 4))
+            case 2: overrides.append((madt[offset + 3], u32(madt, offset + 4)))
+            default: break
+            }
+            offset += length
+        }
+        #expect(localAPICs == 2)
+        #expect(ioapics == [UInt32(X86Layout.ioapic)])
+        // The PIT's IRQ 0 arrives on GSI 2, as InterruptRouting.pc wires it.
+        #expect(overrides.contains { $0.source == 0 && $0.gsi == 2 })
+    }
+
     @Test func firmwareTablesAreWrittenOnlyInsideTheirWindow() throws {
         var described: PlatformDescription?
         let (memory, plan) = try prepare(makeELF(), firmware: { platform in

@@ -1,29 +1,19 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KilnTestSupport
 import Testing
 
 /// Lane 1: the Embedded Swift test guest (integration/guest) booted by the
 /// real `kiln` binary on this machine's KVM. Asserts on the guest's serial
 /// output and on kiln's exit code.
 enum Lane1 {
-    static let packageRoot: String = {
-        var path = #filePath
-        for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
-        return path
-    }()
+    static let packageRoot = ChildProcess.packageRoot()
 
     static let guest = packageRoot + "/integration/out/kiln-test-guest.elf"
 
     /// `kiln` sits beside the test bundle in SwiftPM's build directory.
-    static let kiln: String = {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard count > 0 else { return packageRoot + "/.build/debug/kiln" }
-        let executable = String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let slash = executable.lastIndex(of: "/") else { return packageRoot + "/.build/debug/kiln" }
-        return String(executable[..<slash]) + "/kiln"
-    }()
+    static let kiln = ChildProcess.buildFolder + "/kiln"
 
     static var kvmAvailable: Bool { access("/dev/kvm", R_OK | W_OK) == 0 }
     static var guestBuilt: Bool { access(guest, R_OK) == 0 }
@@ -47,64 +37,19 @@ enum Lane1 {
 
     /// Runs kiln under timeout(1) so a hang fails the test instead of the suite.
     static func run(_ arguments: [String], input: String? = nil, seconds: Int = 20) throws -> Run {
-        let scratch = "/tmp/kiln-lane1-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let outPath = scratch + ".out", errPath = scratch + ".err"
-        let inPath = input.map { scratchFile("stdin-\(UInt32.random(in: 0...UInt32.max))", $0) }
-        defer { unlink(outPath); unlink(errPath); inPath.map { _ = unlink($0) } }
-        let pid = try spawn(arguments, stdin: inPath, stdout: outPath, stderr: errPath, seconds: seconds)
-        return Run(status: wait(pid), stdout: read(outPath), stderr: read(errPath))
+        let finished = try ChildProcess.run([kiln] + arguments, input: input, seconds: seconds)
+        return Run(status: finished.status, stdout: finished.stdout, stderr: finished.stderr)
     }
 
     /// Starts kiln under timeout(1) with its standard streams on files.
     static func spawn(_ arguments: [String], stdin: String? = nil, stdout: String, stderr: String,
                       seconds: Int = 20) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, stdin ?? "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        // The test runner's worker threads may block signals; give kiln a
-        // clean mask and default handlers, as a shell would.
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var empty = sigset_t(), all = sigset_t()
-        sigemptyset(&empty)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attributes, &empty)
-        posix_spawnattr_setsigdefault(&attributes, &all)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-        let argv = ["/usr/bin/timeout", "-k", "5", String(seconds), kiln] + arguments
-        var cArguments = argv.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, argv[0], &actions, &attributes, &cArguments, environ)
-        guard spawned == 0 else { throw POSIXFailure(code: spawned) }
-        return pid
+        try ChildProcess.spawn([kiln] + arguments, stdin: stdin, stdout: stdout, stderr: stderr, seconds: seconds)
     }
 
-    /// Waits for a spawned kiln; its exit code, or 128 + the signal that ended it.
-    static func wait(_ pid: pid_t) -> Int32 {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    }
+    static func wait(_ pid: pid_t) -> Int32 { ChildProcess.wait(pid) }
 
-    struct POSIXFailure: Error { let code: Int32 }
-
-    static func read(_ path: String) -> String {
-        guard let file = fopen(path, "r") else { return "" }
-        defer { fclose(file) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = fread(&chunk, 1, chunk.count, file)
-            if count == 0 { break }
-            bytes += chunk[0..<count]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
+    static func read(_ path: String) -> String { ChildProcess.read(path) }
 
     static let baseFlags = ["--no-api", "--no-seccomp"]
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark (prints figures; not a test): kiln start-up on the lane-1 test
-# guest. Needs /dev/kvm, `make guest` and `make release`.
+# guest. Needs /dev/kvm, `make guest` and `make release` (make bench-vmm does both).
 #   exec -> first KVM_RUN, exec -> guest "ready" (boot-timer write),
 #   kiln CPU time, and kiln's RSS minus the guest memory it touched.
 set -euo pipefail

@@ -10,7 +10,12 @@
 # A VMM is a binary from the host; a dynamic one travels with the libraries
 # ldd finds. How it is invoked depends on its name:
 #   qemu-system-*  QEMU's microvm machine on level 1's KVM
-#   kiln           `kiln --no-api --config-file` with a Firecracker-format config
+#   kiln           `kiln --no-api --config-file` with a Firecracker-format config,
+#                  and --seccomp-filter with the policies.kbundle beside it
+#                  (--no-seccomp when there is none)
+#   kiln-jailer    kiln under kiln-jailer: the kiln and policies.kbundle
+#                  beside it travel too; the kernel, initramfs and config
+#                  reach the jail through --jail-file; implies --tmpfs-root
 #   anything else  --args 'TEMPLATE' (applies to such VMMs), with @KERNEL@
 #                  @INITRD@ @VCPUS@ @CMDLINE@ replaced
 # --tmpfs-root makes level 1 move to a tmpfs root first, as a jailer's
@@ -58,7 +63,15 @@ timeout_s=${timeout_s:-$(( 60 + 60 * boots ))}
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 is missing (make nested-assets)" >&2; exit 2; }
 for vmm in "${vmms[@]}"; do
   [ -f "$vmm" ] && [ -x "$vmm" ] || { echo "run.sh: VMM '$vmm' is not an executable file" >&2; exit 2; }
-  case $(basename "$vmm") in qemu-system-*|kiln) ;; *) [ -n "$args" ] || { echo "run.sh: give --args for VMM '$vmm'" >&2; exit 2; } ;; esac
+  case $(basename "$vmm") in
+    qemu-system-*|kiln) ;;
+    kiln-jailer)
+      for companion in kiln policies.kbundle; do
+        [ -f "$(dirname "$vmm")/$companion" ] || { echo "run.sh: $vmm needs $companion beside it" >&2; exit 2; }
+      done
+      tmpfs_root=1 ;; # pivot_root fails on the initial ramdisk
+    *) [ -n "$args" ] || { echo "run.sh: give --args for VMM '$vmm'" >&2; exit 2; } ;;
+  esac
 done
 
 "$here/assets.sh" >/dev/null
@@ -102,7 +115,33 @@ launcher() { # index path
   "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256}
 }
 JSON
-      echo "exec $dir/bin/kiln --no-api --config-file $dir/vm.json" ;;
+      # The policy bundle beside the binary (make release puts one there)
+      # confines kiln's threads at level 1 too; without one, --no-seccomp.
+      local filter=--no-seccomp
+      if [ -f "$(dirname "$2")/policies.kbundle" ]; then
+        install -m 444 "$(dirname "$2")/policies.kbundle" "$stage$dir/policies.kbundle"
+        filter="--seccomp-filter $dir/policies.kbundle"
+      fi
+      echo "exec $dir/bin/kiln --no-api $filter --config-file $dir/vm.json" ;;
+    kiln-jailer)
+      # Level 1 has no user database: the ids are plain numbers. Each run
+      # gets its own jail id, and the jail is cleaned up after the guest ends.
+      install -m 755 "$(dirname "$2")/kiln" "$stage$dir/bin/kiln"
+      install -m 444 "$(dirname "$2")/policies.kbundle" "$stage$dir/policies.kbundle"
+      cat > "$stage$dir/vm.json" <<JSON
+{
+  "boot-source": {"kernel_image_path": "/kernel", "initrd_path": "/initrd.cpio", "boot_args": "$cmdline"},
+  "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256}
+}
+JSON
+      local jail="--exec-file $dir/bin/kiln --chroot-base-dir /srv/jailer"
+      echo "id=l2-\$\$"
+      echo "$dir/bin/kiln-jailer --id \$id $jail --uid 1000 --gid 1000 --seccomp-bundle $dir/policies.kbundle" \
+           "--jail-file /l2/kernel:kernel --jail-file /l2/initrd.cpio:initrd.cpio --jail-file $dir/vm.json:vm.json" \
+           "-- --no-api --config-file /vm.json"
+      echo 'status=$?'
+      echo "$dir/bin/kiln-jailer cleanup --id \$id $jail && echo \"kiln-jailer: jail \$id cleaned up\""
+      echo 'exit $status' ;;
     *)
       local expanded=${args//@KERNEL@//l2/kernel}
       expanded=${expanded//@INITRD@//l2/initrd.cpio}

@@ -1,12 +1,13 @@
 /// Why the machine stopped. The first reason recorded wins.
 public enum MachineExitReason: Equatable, Sendable, CustomStringConvertible {
-    /// The guest reset itself (i8042 0xFE, or KVM_SYSTEM_EVENT_RESET): exit 0.
+    /// The guest reset itself (i8042 0xFE, KVM_SYSTEM_EVENT_RESET, or a
+    /// triple fault, as `reboot=t` does): exit 0.
     case reset(String)
     /// ACPI S5 or KVM_SYSTEM_EVENT_SHUTDOWN: exit 0.
     case poweroff(String)
     /// Every vCPU halted with interrupts disabled: nothing can wake the guest.
     case allVCPUsHalted
-    /// The guest or KVM failed: triple fault, internal error, bad exit.
+    /// The guest or KVM failed: internal error, failed entry, bad exit.
     case failure(String)
 
     public var exitCode: Int32 {

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKiln
+import KilnSystem
+
+/// `--jail-file HOST_PATH[:NAME]`: a file the VMM must read inside the jail
+/// (a kernel, an initrd, a config file), placed read-only at `/NAME` in the
+/// jail root. It lives in the jail folder, so the rollback of a failed launch
+/// and `kiln-jailer cleanup` remove it with the folder.
+public struct JailFile: Equatable, Sendable {
+    public let hostPath: String
+    /// A single file name in the jail root (default: HOST_PATH's last component).
+    public let name: String
+
+    /// Names the jail root already uses.
+    static let reservedNames: Set<String> = ["dev", JailPaths.bundleName]
+
+    /// `HOST_PATH[:NAME]`, split at the last ':' when what follows is a
+    /// plain name; checked for form only.
+    static func parse(_ text: String, execFileName: String) throws -> JailFile {
+        var hostPath = text
+        var name: String?
+        if let colon = text.utf8.lastIndex(of: UInt8(ascii: ":")) {
+            hostPath = String(text[..<colon])
+            name = String(text[text.index(after: colon)...])
+        }
+        try JailArguments.checkAbsolute(hostPath, flag: "--jail-file")
+        let fileName = name ?? JailPaths.lastComponent(hostPath)
+        guard (1...255).contains(fileName.utf8.count), fileName != ".", fileName != "..",
+              fileName.utf8.allSatisfy({ JailArguments.isAlphanumeric($0) || "-_.".utf8.contains($0) }) else {
+            throw JailArguments.usage("--jail-file \"\(text)\": the name in the jail \"\(fileName)\" must be one file name of [A-Za-z0-9-_.]")
+        }
+        guard !reservedNames.contains(fileName), fileName != execFileName else {
+            throw JailArguments.usage("--jail-file \"\(text)\": the name \"\(fileName)\" is taken by the jail itself")
+        }
+        return JailFile(hostPath: hostPath, name: fileName)
+    }
+
+    /// Refuses two files with one name.
+    static func checkUnique(_ files: [JailFile]) throws {
+        var seen: Set<String> = []
+        for file in files where !seen.insert(file.name).inserted {
+            throw JailArguments.usage("--jail-file: two files are named \"\(file.name)\" in the jail")
+        }
+    }
+}
+
+/// A `JailFile` the host accepted at step 1: a regular file, as it was then.
+struct ValidatedJailFile {
+    let file: JailFile
+    let device: UInt64
+    let inode: UInt64
+
+    /// Follows symbolic links: the jail gets the file the path names.
+    static func validate(_ file: JailFile) throws -> ValidatedJailFile {
+        var info = stat()
+        guard stat(file.hostPath, &info) == 0 else {
+            let error = SystemError.current("stat", subject: file.hostPath)
+            throw JailFailure(.validation, error.errno == ENOENT ? "--jail-file \(file.hostPath) does not exist" : "--jail-file: \(error)")
+        }
+        guard (info.st_mode & S_IFMT) == S_IFREG else {
+            throw JailFailure(.validation, "--jail-file \(file.hostPath) is not a regular file")
+        }
+        return ValidatedJailFile(file: file, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+    }
+
+    /// Step 3: a hard link when the VMM's user can read the file but not
+    /// write it (no copy of a large kernel or initrd on every launch); else a
+    /// copy owned by root, mode 0444, so that the VMM can never change a host
+    /// file through its jail. The file must still be the one validated.
+    func place(in root: FileDescriptor, rootPath: String, uid: UInt32, gid: UInt32) throws {
+        let source = try FileDescriptor.open(file.hostPath, O_RDONLY)
+        defer { source.close() }
+        var info = stat()
+        try check("stat", subject: file.hostPath) { fstat(source.rawValue, &info) }
+        guard UInt64(info.st_dev) == device, UInt64(info.st_ino) == inode else {
+            throw JailFailure(.jailFolder, "--jail-file \(file.hostPath) was replaced after it was validated")
+        }
+        let subject = JailPaths.join(rootPath, file.name)
+        if Self.readOnlyFor(uid: uid, gid: gid, info) {
+            // AT_EMPTY_PATH links the open file itself: no second path look-up.
+            if linkat(source.rawValue, "", root.rawValue, file.name, Self.atEmptyPath) == 0 { return }
+            guard errno == EXDEV || errno == EPERM || errno == EMLINK else {
+                throw SystemError.current("link \(file.hostPath) into", subject: subject)
+            }
+        }
+        try JailFolder.copy(source, size: UInt64(info.st_size), named: file.name, mode: 0o444, in: root, subject: subject)
+    }
+
+    /// AT_EMPTY_PATH (linux/fcntl.h), which Glibc's module does not export.
+    static let atEmptyPath: Int32 = 0x1000
+
+    /// The group or other permission bits that apply to uid/gid allow reading
+    /// and forbid writing (the VMM has no capabilities to override them). A
+    /// file the VMM's user owns is never linked: an owner may chmod it.
+    static func readOnlyFor(uid: UInt32, gid: UInt32, _ info: stat) -> Bool {
+        guard info.st_uid != uid else { return false }
+        let bits = info.st_gid == gid ? (info.st_mode >> 3) & 7 : info.st_mode & 7
+        return bits & 4 != 0 && bits & 2 == 0
+    }
+}

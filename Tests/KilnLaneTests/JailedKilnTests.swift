@@ -1,0 +1,142 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KilnTestSupport
+import Testing
+
+/// Lane 1 jailed: the test guest booted by `kiln` under `kiln-jailer` with the
+/// shipped policies compiled: the jailer's pre-exec filter, then kiln's own
+/// per-thread filters (vcpu, vmm) stacked on it. The guest reaches the jail
+/// through `--jail-file`; cleanup must leave no folder and no cgroup.
+enum JailedLane {
+    static let uid = "64125", gid = "64126"
+    static var ready: Bool {
+        getuid() == 0 && access("/dev/kvm", R_OK | W_OK) == 0 && Lanes.readable(Lanes.testGuest)
+            && Lanes.executable(Lanes.kiln) && Lanes.executable(Lanes.jailer) && Lanes.executable(Lanes.policyCompiler)
+    }
+    static let skipReason: Comment = {
+        var missing: [String] = []
+        if getuid() != 0 { missing.append("the jailer needs root") }
+        if access("/dev/kvm", R_OK | W_OK) != 0 { missing.append("/dev/kvm is absent or not read-write") }
+        if !Lanes.readable(Lanes.testGuest) { missing.append("the test guest is not built (make guest)") }
+        if !Lanes.executable(Lanes.kiln) || !Lanes.executable(Lanes.jailer) { missing.append("kiln and kiln-jailer are not built") }
+        return Comment(rawValue: "jailed lane 1 skipped: " + missing.joined(separator: "; "))
+    }()
+}
+
+@Suite(.serialized, .enabled(if: JailedLane.ready, JailedLane.skipReason))
+struct JailedKilnTests {
+    @Test(arguments: [1, 2])
+    func testGuestBootsUnderTheJailerAndCleanupLeavesNothing(vcpus: Int) throws {
+        let folder = Lanes.scratchFolder("jailed")
+        defer { Lanes.removeTree(folder) }
+        let bundle = try Lanes.compilePolicies(into: folder)
+        let base = folder + "/jails", id = "jailed-lane1-\(vcpus)", parent = "kiln-lane-test-\(getpid())"
+        let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base, "--parent-cgroup", parent]
+        // One run gets the guest as it is built (root's, 0755: linked into the
+        // jail), the other a private copy (0600: the jailer must copy it, 0444).
+        let linked = vcpus == 1
+        var guest = Lanes.testGuest
+        if !linked {
+            guest = folder + "/private-guest.elf"
+            _ = try ChildProcess.run(["/usr/bin/install", "-m", "600", Lanes.testGuest, guest], seconds: 10)
+        }
+        let cgroupFolders = ["pids", "memory"].map { "/sys/fs/cgroup/\($0)/\(parent)" }
+        defer { for folder in cgroupFolders { rmdir(folder + "/" + id); rmdir(folder) } }
+
+        let run = try ChildProcess.run(
+            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
+                                       "--cgroup", "pids.max=32", "--jail-file", guest + ":guest.elf",
+                                       "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "jailed marker=7",
+                                       "--vcpus", String(vcpus), "--boot-timer"],
+            seconds: 30)
+        let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
+        let guestLines = run.stdout.split(separator: "\n").map(String.init).filter { $0.hasPrefix("guest: ") }
+        #expect(run.status == 0, context)
+        #expect(guestLines.first == "guest: hello from the kiln test guest", context)
+        #expect(guestLines.contains("guest: cmdline: jailed marker=7"), context)
+        #expect(guestLines.last == "guest: ready", context)
+        // The vCPU thread's filter allows the boot timer's CPU-time read.
+        #expect(run.stderr.contains("boot-timer: guest boot time"), context)
+        #expect(run.stderr.contains("jailer overhead: "), context)
+        #expect(run.stderr.contains("guest reset (i8042 reset)"), context)
+        #expect(!run.stderr.contains("Bad system call"), context)
+
+        // The jail held the guest as a file the VMM could read but not write.
+        let jailFolder = base + "/kiln/" + id
+        var source = stat(), placed = stat()
+        #expect(stat(guest, &source) == 0 && stat(jailFolder + "/root/guest.elf", &placed) == 0)
+        if linked {
+            #expect(placed.st_ino == source.st_ino, "a readable, root-owned guest is hard-linked")
+        } else {
+            #expect(placed.st_ino != source.st_ino && placed.st_mode & 0o7777 == 0o444 && placed.st_uid == 0,
+                    "a guest the VMM cannot read is copied, root's and 0444")
+        }
+
+        let cleanup = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
+        #expect(cleanup.status == 0, Comment(rawValue: cleanup.stderr))
+        #expect(!Lanes.exists(jailFolder), "the jail folder is left behind")
+        #expect(!Lanes.exists(base + "/kiln"), "the exec file's folder is left behind")
+        for folder in cgroupFolders { #expect(!Lanes.exists(folder + "/" + id), "cgroup \(folder)/\(id) is left behind") }
+        // The host's guest image is still there (the link went with the jail).
+        #expect(Lanes.readable(guest))
+    }
+
+    /// Every thread of the running VMM has two filters: the jailer's
+    /// pre-exec one, and its own role's on top (a vCPU thread inherits only
+    /// the jailer's, since the event loop confines itself after creating it).
+    @Test func everyThreadInstallsItsOwnFilter() throws {
+        let folder = Lanes.scratchFolder("jailed-threads")
+        defer { Lanes.removeTree(folder) }
+        let bundle = try Lanes.compilePolicies(into: folder)
+        let base = folder + "/jails", id = "jailed-threads"
+        let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
+        // "echo" with no input: the guest polls the UART for ever, so kiln
+        // runs until the test has looked and ends it.
+        let running = try ChildProcess.start(
+            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
+                                       "--jail-file", Lanes.testGuest + ":guest.elf",
+                                       "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "echo", "--vcpus", "2"],
+            seconds: 30)
+        var filters: [String] = []
+        var program: pid_t?
+        for _ in 0..<2000 {
+            program = running.programPID
+            if let pid = program {
+                // KVM's own worker (kvm-nx-lpage-recovery) is a task of the process too.
+                let threads = Lanes.list("/proc/\(pid)/task").filter {
+                    !ChildProcess.read("/proc/\(pid)/task/\($0)/comm").hasPrefix("kvm-")
+                }
+                filters = threads.compactMap { tid in
+                    ChildProcess.read("/proc/\(pid)/task/\(tid)/status").split(separator: "\n")
+                        .first { $0.hasPrefix("Seccomp_filters:") }.map { String($0.split(separator: "\t").last ?? "") }
+                }
+                if filters.count == 3 && filters.allSatisfy({ $0 == "2" }) { break }
+            }
+            usleep(5_000)
+        }
+        if let program { kill(program, SIGTERM) }
+        let finished = running.wait()
+        _ = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
+        #expect(filters == ["2", "2", "2"], Comment(rawValue: "Seccomp_filters per thread: \(filters)\n\(finished.stderr)"))
+        #expect(finished.status == 128 + SIGTERM, Comment(rawValue: finished.stderr))
+        #expect(!Lanes.exists(base + "/kiln/" + id))
+    }
+
+    @Test func aMissingOrMalformedBundleIsRefusedBeforeAnyVCPURuns() throws {
+        let folder = Lanes.scratchFolder("bundle")
+        defer { Lanes.removeTree(folder) }
+        let missing = try ChildProcess.run([Lanes.kiln, "--no-api", "--seccomp-filter", folder + "/absent.kbundle",
+                                            "--kernel", Lanes.testGuest], seconds: 20)
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains(folder + "/absent.kbundle"), Comment(rawValue: missing.stderr))
+        #expect(missing.stdout.isEmpty)
+
+        ChildProcess.write("KILNSECC garbage", to: folder + "/bad.kbundle")
+        let malformed = try ChildProcess.run([Lanes.kiln, "--no-api", "--seccomp-filter", folder + "/bad.kbundle",
+                                              "--kernel", Lanes.testGuest], seconds: 20)
+        #expect(malformed.status == 1)
+        #expect(malformed.stderr.contains("malformed seccomp bundle"), Comment(rawValue: malformed.stderr))
+        #expect(malformed.stdout.isEmpty)
+    }
+}
