@@ -9,7 +9,7 @@ enum Lanes {
     static let packageRoot = ChildProcess.packageRoot()
     static let kiln = ChildProcess.buildFolder + "/kiln"
     static let jailer = ChildProcess.buildFolder + "/kiln-jailer"
-    static let policyCompiler = ChildProcess.buildFolder + "/kiln-policy"
+    static let policyCompiler = PolicyBundle.compiler
     static let testGuest = packageRoot + "/integration/out/kiln-test-guest.elf"
     static let nestedRun = packageRoot + "/integration/nested/run.sh"
     static let nestedReady = packageRoot + "/integration/out/nested/.ready"
@@ -47,9 +47,7 @@ enum Lanes {
     /// The shipped policies compiled into `folder/policies.kbundle`.
     static func compilePolicies(into folder: String) throws -> String {
         let bundle = folder + "/policies.kbundle"
-        let compiled = try ChildProcess.run(
-            [policyCompiler, "compile", "--policies", packageRoot + "/policies", "--output", bundle], seconds: 60)
-        guard compiled.status == 0 else { throw LaneFailure("kiln-policy compile: \(compiled.stderr)") }
+        try PolicyBundle.compile(output: bundle)
         return bundle
     }
 }

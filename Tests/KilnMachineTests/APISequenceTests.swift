@@ -14,7 +14,7 @@ import Testing
 /// user's VM.
 enum APILane {
     /// `kiln-policy` is built beside kiln.
-    static let kilnPolicy = ChildProcess.buildFolder + "/kiln-policy"
+    static let kilnPolicy = PolicyBundle.compiler
     static var ready: Bool { Lane1.ready && access(kilnPolicy, X_OK) == 0 }
     static let skipReason: Comment = {
         guard Lane1.ready else { return Lane1.skipReason }
@@ -22,12 +22,9 @@ enum APILane {
     }()
 
     /// Compiles `policies` (the repository's by default) into a bundle.
-    static func bundle(policies: String = Lane1.packageRoot + "/policies") throws -> String {
+    static func bundle(policies: String = PolicyBundle.shippedPolicies) throws -> String {
         let output = "/tmp/kiln-api-lane-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).kbundle"
-        let compiled = try ChildProcess.run([kilnPolicy, "compile", "--policies", policies, "--output", output], seconds: 60)
-        guard compiled.status == 0 else {
-            throw LaneFailure("kiln-policy compile --policies \(policies) failed: \(compiled.stderr)")
-        }
+        try PolicyBundle.compile(policies: policies, output: output)
         return output
     }
 
