@@ -14,7 +14,7 @@ public struct JailFile: Equatable, Sendable {
     public let name: String
 
     /// Names the jail root already uses.
-    static let reservedNames: Set<String> = ["dev", JailPaths.bundleName]
+    static let reservedNames: Set<String> = ["dev", JailPaths.runFolderName, JailPaths.bundleName]
 
     /// `HOST_PATH[:NAME]`, split at the last ':' when what follows is a
     /// plain name; checked for form only.

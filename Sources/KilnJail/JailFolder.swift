@@ -49,6 +49,11 @@ struct JailFolder {
 
         // The mount point of the jail's private /dev (step 8).
         try HostDirectory.makeDirectory("dev", in: root, subject: paths.root + "/dev")
+        // The VMM's writable folder (its API socket); the root stays root's.
+        try HostDirectory.makeDirectory(JailPaths.runFolderName, in: root, mode: 0o700, subject: paths.root + "/run")
+        try check("chown \(launch.options.uid):\(launch.options.gid)", subject: paths.root + "/run") {
+            fchownat(root.rawValue, JailPaths.runFolderName, launch.options.uid, launch.options.gid, AT_SYMLINK_NOFOLLOW)
+        }
         try placeExecutable(launch.options.execFile, named: paths.execFileName, in: root, subject: paths.root)
         try writeFile(launch.bundleBytes, named: JailPaths.bundleName, mode: 0o444, in: root, subject: paths.root)
         for file in launch.jailFiles {

@@ -44,7 +44,7 @@ public enum JailHelp {
           --jail-file HOST_PATH[:NAME]
                                   repeatable; puts the regular file HOST_PATH read-only at /NAME in the
                                   jail root (NAME: HOST_PATH's file name by default; one name of
-                                  [A-Za-z0-9-_.], not dev, seccomp.kbundle or the exec file's name).
+                                  [A-Za-z0-9-_.], not dev, run, seccomp.kbundle or the exec file's name).
                                   Hard-linked when the VMM's uid/gid may read but not write it, else
                                   copied as root's, mode 0444. Every file is checked before anything
                                   is created; the files go with the jail folder (rollback, cleanup).
@@ -60,7 +60,8 @@ public enum JailHelp {
         name>.pid, outside the jail root; otherwise the VMM is the jailer's own process.
 
         In the jail: mount, IPC, UTS (hostname = ID) and cgroup namespaces; / is the jail root
-        (nosuid), holding the exec file, seccomp.kbundle and the --jail-file files; /dev is a
+        (nosuid), holding the exec file, seccomp.kbundle and the --jail-file files, all root's, and
+        /run, the uid/gid's (0700), where the VMM may create its API socket; /dev is a
         private tmpfs (nosuid, noexec) holding only kvm, net/tun, urandom and, when the host has
         one, userfaultfd, each owned by the uid/gid with mode 0600. No capabilities in any set;
         no_new_privs; the "jailer" seccomp program. The parent cgroup is shared and kept; cleanup

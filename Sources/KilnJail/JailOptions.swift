@@ -119,6 +119,10 @@ public struct JailPaths: Equatable, Sendable {
 
     /// Names inside the root.
     public static let bundleName = "seccomp.kbundle"
+    /// The VMM's own folder (its user's, 0700), the one place in the jail it
+    /// may create files: its API socket, /run/kiln.socket by default, as
+    /// Firecracker's lands in its jail's /run.
+    public static let runFolderName = "run"
     public var execInJail: String { "/" + execFileName }
     public var bundleInJail: String { "/" + JailPaths.bundleName }
 

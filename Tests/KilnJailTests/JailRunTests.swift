@@ -83,11 +83,11 @@ struct JailRunTests {
             #expect(cgroups.split(separator: "\n").contains { $0.hasSuffix(":\(controller):/\(sandbox.parentCgroup)/\(sandbox.id)") }, "\(cgroups)")
         }
         // The root: only the binary, the bundle and the device nodes.
-        #expect(try FileSystem.listDirectory("/proc/\(pid)/root") == ["dev", "kiln-jail-probe", "seccomp.kbundle"])
+        #expect(try FileSystem.listDirectory("/proc/\(pid)/root") == ["dev", "kiln-jail-probe", "run", "seccomp.kbundle"])
         let devices = FileSystem.exists("/dev/userfaultfd") ? ["kvm", "net", "urandom", "userfaultfd"] : ["kvm", "net", "urandom"]
         #expect(try FileSystem.listDirectory("/proc/\(pid)/root/dev") == devices)
         #expect(try FileSystem.listDirectory("/proc/\(pid)/root/dev/net") == ["tun"])
-        #expect(try FileSystem.listDirectory(sandbox.paths.root) == ["dev", "kiln-jail-probe", "seccomp.kbundle"])
+        #expect(try FileSystem.listDirectory(sandbox.paths.root) == ["dev", "kiln-jail-probe", "run", "seccomp.kbundle"])
         // The nodes live on the jail's private tmpfs, never on the host's disk.
         #expect(try FileSystem.listDirectory(sandbox.paths.root + "/dev").isEmpty)
 
@@ -124,6 +124,7 @@ struct JailRunTests {
         #expect(rootEntries == .array([
             .object([("name", .string("dev")), ("type", .string("directory")), ("mode", .string("755")), ("uid", .integer(0)), ("gid", .integer(0))]),
             .object([("name", .string("kiln-jail-probe")), ("type", .string("file")), ("mode", .string("755")), ("uid", .integer(0)), ("gid", .integer(0))]),
+            .object([("name", .string("run")), ("type", .string("directory")), ("mode", .string("700")), ("uid", .integer(64123)), ("gid", .integer(64124))]),
             .object([("name", .string("seccomp.kbundle")), ("type", .string("file")), ("mode", .string("444")), ("uid", .integer(0)), ("gid", .integer(0))]),
         ]))
         guard case let .array(devEntries)? = report["dev"], case let .array(netEntries)? = report["devNet"] else {

@@ -123,6 +123,45 @@ struct JailedKilnTests {
         #expect(!Lanes.exists(base + "/kiln/" + id))
     }
 
+    /// kiln's API from inside the jail: with no API flag it listens on
+    /// /run/kiln.socket, in the jail's /run (the VMM user's folder), where a
+    /// client on the host reaches it. Configured and started through it, the
+    /// test guest boots under the stacked filters (api role included) and
+    /// resets; the socket goes with kiln.
+    @Test(.enabled(if: access("/usr/bin/curl", X_OK) == 0, "the jailed API test talks HTTP through curl"))
+    func theAPIIsServedFromTheJailsRunFolder() throws {
+        let folder = Lanes.scratchFolder("jailed-api")
+        defer { Lanes.removeTree(folder) }
+        let bundle = try Lanes.compilePolicies(into: folder)
+        let base = folder + "/jails", id = "jailed-api"
+        let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
+        let running = try ChildProcess.start(
+            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
+                                       "--jail-file", Lanes.testGuest + ":guest.elf", "--", "--boot-timer"],
+            seconds: 30)
+        let socket = base + "/kiln/" + id + "/root/run/kiln.socket"
+        func request(_ method: String, _ path: String, _ body: String) throws -> String {
+            try ChildProcess.run(["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "/dev/null",
+                                  "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", body,
+                                  "http://localhost" + path], seconds: 10).stdout
+        }
+        for _ in 0..<2000 where !Lanes.exists(socket) { usleep(5_000) }
+        // "ctrlaltdel": the guest waits for the keys, so kiln outlives every answer.
+        let configured = try request("PUT", "/boot-source",
+                                     "{\"kernel_image_path\": \"/guest.elf\", \"boot_args\": \"jailed api ctrlaltdel\"}")
+        let started = try request("PUT", "/actions", "{\"action_type\": \"InstanceStart\"}")
+        for _ in 0..<2000 where !running.stdoutSoFar.contains("guest: waiting for ctrl-alt-del") { usleep(5_000) }
+        let keys = try request("PUT", "/actions", "{\"action_type\": \"SendCtrlAltDel\"}")
+        let finished = running.wait()
+        _ = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
+        let context = Comment(rawValue: "status \(finished.status)\nstdout:\n\(finished.stdout)\nstderr:\n\(finished.stderr)")
+        #expect(configured == "204" && started == "204" && keys == "204", context)
+        #expect(finished.status == 0, context)
+        #expect(finished.stdout.contains("guest: ctrl-alt-del received"), context)
+        #expect(finished.stderr.contains("guest reset (i8042 reset)"), context)
+        #expect(!Lanes.exists(base + "/kiln/" + id))
+    }
+
     @Test func aMissingOrMalformedBundleIsRefusedBeforeAnyVCPURuns() throws {
         let folder = Lanes.scratchFolder("bundle")
         defer { Lanes.removeTree(folder) }

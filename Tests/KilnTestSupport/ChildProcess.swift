@@ -37,6 +37,9 @@ public enum ChildProcess {
             return Finished(status: exitCode, stdout: ChildProcess.read(outPath), stderr: ChildProcess.read(errPath))
         }
 
+        /// What the program has written to stdout so far.
+        public var stdoutSoFar: String { ChildProcess.read(outPath) }
+
         /// The program's own pid: timeout(1)'s only child.
         public var programPID: pid_t? {
             let children = ChildProcess.read("/proc/\(pid)/task/\(pid)/children").split(separator: " ")
