@@ -22,6 +22,27 @@ enum JailedLane {
         if !Lanes.executable(Lanes.kiln) || !Lanes.executable(Lanes.jailer) { missing.append("kiln and kiln-jailer are not built") }
         return Comment(rawValue: "jailed lane 1 skipped: " + missing.joined(separator: "; "))
     }()
+
+    /// kiln under kiln-jailer in `folder`'s jails, the test guest at
+    /// /guest.elf, left running for the test to watch.
+    struct Launch {
+        let jailFolder: String
+        let common: [String]
+        let running: ChildProcess.Running
+
+        init(id: String, in folder: String, kiln arguments: [String]) throws {
+            let bundle = try Lanes.compilePolicies(into: folder)
+            let base = folder + "/jails"
+            jailFolder = base + "/kiln/" + id
+            common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
+            running = try ChildProcess.start(
+                [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
+                                           "--jail-file", Lanes.testGuest + ":guest.elf", "--"] + arguments,
+                seconds: 30)
+        }
+
+        func cleanUp() throws { _ = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30) }
+    }
 }
 
 @Suite(.serialized, .enabled(if: JailedLane.ready, JailedLane.skipReason))
@@ -88,16 +109,11 @@ struct JailedKilnTests {
     @Test func everyThreadInstallsItsOwnFilter() throws {
         let folder = Lanes.scratchFolder("jailed-threads")
         defer { Lanes.removeTree(folder) }
-        let bundle = try Lanes.compilePolicies(into: folder)
-        let base = folder + "/jails", id = "jailed-threads"
-        let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
         // "echo" with no input: the guest polls the UART for ever, so kiln
         // runs until the test has looked and ends it.
-        let running = try ChildProcess.start(
-            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
-                                       "--jail-file", Lanes.testGuest + ":guest.elf",
-                                       "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "echo", "--vcpus", "2"],
-            seconds: 30)
+        let launch = try JailedLane.Launch(id: "jailed-threads", in: folder,
+                                           kiln: ["--no-api", "--kernel", "/guest.elf", "--cmdline", "echo", "--vcpus", "2"])
+        let running = launch.running
         var filters: [String] = []
         var program: pid_t?
         for _ in 0..<2000 {
@@ -117,10 +133,10 @@ struct JailedKilnTests {
         }
         if let program { kill(program, SIGTERM) }
         let finished = running.wait()
-        _ = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
+        try launch.cleanUp()
         #expect(filters == ["2", "2", "2"], Comment(rawValue: "Seccomp_filters per thread: \(filters)\n\(finished.stderr)"))
         #expect(finished.status == 128 + SIGTERM, Comment(rawValue: finished.stderr))
-        #expect(!Lanes.exists(base + "/kiln/" + id))
+        #expect(!Lanes.exists(launch.jailFolder))
     }
 
     /// kiln's API from inside the jail: with no API flag it listens on
@@ -132,14 +148,9 @@ struct JailedKilnTests {
     func theAPIIsServedFromTheJailsRunFolder() throws {
         let folder = Lanes.scratchFolder("jailed-api")
         defer { Lanes.removeTree(folder) }
-        let bundle = try Lanes.compilePolicies(into: folder)
-        let base = folder + "/jails", id = "jailed-api"
-        let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
-        let running = try ChildProcess.start(
-            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
-                                       "--jail-file", Lanes.testGuest + ":guest.elf", "--", "--boot-timer"],
-            seconds: 30)
-        let socket = base + "/kiln/" + id + "/root/run/kiln.socket"
+        let launch = try JailedLane.Launch(id: "jailed-api", in: folder, kiln: ["--boot-timer"])
+        let running = launch.running
+        let socket = launch.jailFolder + "/root/run/kiln.socket"
         func request(_ method: String, _ path: String, _ body: String) throws -> String {
             try ChildProcess.run(["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "/dev/null",
                                   "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", body,
@@ -153,13 +164,13 @@ struct JailedKilnTests {
         for _ in 0..<2000 where !running.stdoutSoFar.contains("guest: waiting for ctrl-alt-del") { usleep(5_000) }
         let keys = try request("PUT", "/actions", "{\"action_type\": \"SendCtrlAltDel\"}")
         let finished = running.wait()
-        _ = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
+        try launch.cleanUp()
         let context = Comment(rawValue: "status \(finished.status)\nstdout:\n\(finished.stdout)\nstderr:\n\(finished.stderr)")
         #expect(configured == "204" && started == "204" && keys == "204", context)
         #expect(finished.status == 0, context)
         #expect(finished.stdout.contains("guest: ctrl-alt-del received"), context)
         #expect(finished.stderr.contains("guest reset (i8042 reset)"), context)
-        #expect(!Lanes.exists(base + "/kiln/" + id))
+        #expect(!Lanes.exists(launch.jailFolder))
     }
 
     @Test func aMissingOrMalformedBundleIsRefusedBeforeAnyVCPURuns() throws {
