@@ -63,8 +63,8 @@ $(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/guest.l
 # suite still runs and those tests say why they skip.
 test: build guest api-test-deps
 	@$(MAKE) --no-print-directory nested-assets || echo "make test: the nested lane could not be set up; NestedLaneTests will skip and say why" >&2
-	$(SWIFT) test
 	integration/api/schemathesis.sh $$($(SWIFT) build --show-bin-path)/kiln $$($(SWIFT) build --show-bin-path)/kiln-policy
+	$(SWIFT) test
 
 # The property-based API test's tool (PyPI). A failed install is reported and
 # the test then skips with that reason instead of failing the build.
