@@ -117,6 +117,15 @@ func smallMemory() throws -> HeapGuestMemory {
         }
     }
 
+    /// pref_address near the top of the address space plus init_size wraps;
+    /// the loader must refuse it, not trap (found by fuzz-kernel-image).
+    @Test func bzImageWhosePrefAddressWrapsIsRefused() throws {
+        #expect(throws: KernelImageError.self) {
+            try KernelLoader.load(makeBzImage(initSize: 0xffff_ffff, prefAddress: 0xffff_ffff_ff00_0000),
+                                  into: try smallMemory(), lowMemoryEnd: 64 << 20)
+        }
+    }
+
     @Test func elfSegmentsLoadWithZeroedBSS() throws {
         let memory = try smallMemory()
         try memory.fill(0xcc, at: 0x100000, count: 0x200)

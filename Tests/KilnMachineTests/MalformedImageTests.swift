@@ -1,4 +1,5 @@
 import KilnMemory
+import KilnTestSupport
 import Testing
 @testable import KilnMachine
 
@@ -6,16 +7,6 @@ import Testing
 /// never trap or write outside guest RAM: a trap here would abort the test
 /// process. A fixed-seed generator keeps failures reproducible.
 @Suite struct MalformedImageTests {
-    struct SplitMix64: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9e37_79b9_7f4a_7c15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-            return z ^ (z >> 31)
-        }
-    }
 
     /// Overwrites a few header bytes (where the parsers look) and sometimes truncates.
     static func mutate(_ image: [UInt8], _ random: inout SplitMix64, headerSpan: Int) -> [UInt8] {
@@ -31,7 +22,7 @@ import Testing
     }
 
     @Test func mutatedImagesAreRefusedOrLoadedInsideRAM() throws {
-        var random = SplitMix64(state: 0x6b69_6c6e)
+        var random = SplitMix64(seed: 0x6b69_6c6e)
         let memory = try HeapGuestMemory(ranges: [GuestRange(address: 0, size: 32 << 20)])
         let seeds: [([UInt8], Int)] = [
             (makeELF(pvhEntry: 0x100010), 0x1b0),

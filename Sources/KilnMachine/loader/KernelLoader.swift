@@ -72,7 +72,9 @@ public enum KernelLoader {
             address = header.prefAddress
         }
         let footprint = max(UInt64(payload.count), UInt64(header.initSize))
-        guard address + footprint <= lowMemoryEnd else {
+        // pref_address is the image's word: the sum may wrap (found by fuzz-kernel-image).
+        let (end, wrapped) = address.addingReportingOverflow(footprint)
+        guard !wrapped, end <= lowMemoryEnd else {
             throw KernelImageError.doesNotFit(
                 "needs 0x\(String(address, radix: 16)) + \(footprint >> 20) MiB (init_size), RAM ends at \(lowMemoryEnd >> 20) MiB")
         }
@@ -82,7 +84,7 @@ public enum KernelLoader {
             : 255
         // initrd_addr_max is the highest byte the initrd may occupy.
         let initrdLimit = min(UInt64(header.initrdAddressMax) + 1, lowMemoryEnd)
-        return LoadedKernel(entry: address + entry64Offset, setupHeader: header, end: address + footprint,
+        return LoadedKernel(entry: address + entry64Offset, setupHeader: header, end: end,
                             commandLineLimit: commandLineLimit, initrdLimit: initrdLimit, pvhEntry: nil)
     }
 
