@@ -83,6 +83,8 @@ let package = Package(
         .executableTarget(name: "fuzz-policy-parser", dependencies: ["KilnPolicy", "KilnSystem", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
 
+        .executableTarget(name: "fuzz-vm-config", dependencies: ["KilnConfig", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
         .executableTarget(name: "fuzz-kernel-image", dependencies: ["KilnMachine", "KilnMemory", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
         .executableTarget(name: "fuzz-virtqueue", dependencies: ["KilnVirtio", "KilnMemory", "KilnFuzzSupport"],
