@@ -48,6 +48,23 @@ import Testing
         #expect(!raisedWhenFull)
     }
 
+    /// A guest that reads one byte per interrupt while the host keeps the
+    /// FIFO topped up must not grow the buffer behind it: storage stays
+    /// within the FIFO's capacity, and bytes still come out in order.
+    @Test func inputStorageStaysBoundedWhenNeverFullyDrained() {
+        var uart = UART8250()
+        _ = uart.receive([UInt8](repeating: 0, count: UART8250.inputCapacity))
+        for step in 0..<(4 * UART8250.inputCapacity) {
+            _ = uart.read(R.data)
+            _ = uart.receive([UInt8(truncatingIfNeeded: step)])
+            #expect(uart.input.count <= UART8250.inputCapacity)
+            if uart.input.count > UART8250.inputCapacity { break }
+        }
+        for _ in 0..<(UART8250.inputCapacity - 1) { _ = uart.read(R.data) }
+        #expect(uart.read(R.data) == UInt8(truncatingIfNeeded: 4 * UART8250.inputCapacity - 1))
+        #expect(uart.read(R.lineStatus) & 0x01 == 0)
+    }
+
     @Test func linuxProbeSeesLoopbackAndFIFO() {
         var uart = UART8250()
         // 8250_port.c autoconfig: scratch register, loopback MSR == 0x90, FIFO bits.

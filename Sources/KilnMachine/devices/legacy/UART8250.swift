@@ -150,6 +150,9 @@ public struct UART8250: Sendable {
     public mutating func receive(_ bytes: [UInt8]) -> Bool {
         let room = UART8250.inputCapacity - pendingInput
         guard room > 0, !bytes.isEmpty else { return false }
+        // Drop what the guest already read, so a guest that never drains the
+        // FIFO completely cannot grow the storage behind it.
+        if inputHead > 0 { input.removeFirst(inputHead); inputHead = 0 }
         input.append(contentsOf: bytes.prefix(room))
         return interruptEnable & IER.receivedData != 0
     }
