@@ -21,6 +21,20 @@ import Testing
         return bytes
     }
 
+    /// A Xen note cut short at the end of the file: its header fits the
+    /// segment, its 4-byte name does not. Reading the name must be refused,
+    /// not trap on the array's bounds.
+    @Test func noteNamePastTheSegmentEndIsRefused() {
+        var image = makeELF(pvhEntry: 0x100010)
+        func put<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
+            withUnsafeBytes(of: value.littleEndian) { image.replaceSubrange(offset..<offset + $0.count, with: $0) }
+        }
+        let noteStart = image.count - 13
+        put(UInt64(noteStart), 128); put(UInt64(13), 152) // PT_NOTE: the file's last 13 bytes
+        put(UInt32(4), noteStart); put(UInt32(0), noteStart + 4); put(UInt32(18), noteStart + 8)
+        #expect(throws: KernelImageError.self) { try ELFImage(image: image) }
+    }
+
     @Test func mutatedImagesAreRefusedOrLoadedInsideRAM() throws {
         var random = SplitMix64(seed: 0x6b69_6c6e)
         let memory = try HeapGuestMemory(ranges: [GuestRange(address: 0, size: 32 << 20)])

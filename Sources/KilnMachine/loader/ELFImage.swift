@@ -88,7 +88,10 @@ public struct ELFImage: Equatable, Sendable {
             let type = try reader.u32(cursor + 8)
             let name = cursor + 12
             let descriptor = name + aligned(nameSize)
-            guard nameSize <= count, descriptorSize <= count, descriptor + aligned(descriptorSize) <= end + 3 else {
+            // The name and the descriptor lie inside the segment (only the
+            // last one's padding may be cut off); the sizes are bounded
+            // first, so the sums cannot overflow.
+            guard nameSize <= count, descriptorSize <= count, descriptor + descriptorSize <= end else {
                 throw KernelImageError.malformed("ELF note at offset \(cursor) overruns its segment")
             }
             if type == xenNotePhys32Entry, nameSize == 4, Array(image[name..<name + 4]) == Array("Xen\0".utf8) {
