@@ -117,10 +117,11 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
     private func boot(_ configuration: VMConfiguration) throws {
         let roles = self.roles
         let trace = Logger.shared.isEnabled(.trace) ? RateLimitedLog(level: .trace, burst: 1000, perSecond: 1000) : nil
+        let consoleFile = try options.consoleOutput.map {
+            try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
+        }
         var host = MachineHost(
-            consoleOutput: try options.consoleOutput.map {
-                try FileDescriptor.open($0, O_WRONLY | O_CREAT | O_APPEND, mode: 0o600)
-            } ?? .standardOutput,
+            consoleOutput: consoleFile ?? .standardOutput,
             consoleInput: .standardInput,
             log: { Logger.shared.info($0) }, startNanoseconds: start, bootTimer: options.bootTimer,
             firmware: ACPIFirmware.tables, trace: trace.map { log in { log.log($0) } })
@@ -132,7 +133,14 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
             if let signal = Termination.received { self.machine?.stop(.failure("stopped by signal \(signal)")) }
         })
         host.tick = { [metrics] in metrics.flushIfDue() }
-        let machine = try Machine(configuration: configuration, host: host)
+        let machine: Machine
+        do {
+            machine = try Machine(configuration: configuration, host: host)
+        } catch {
+            // A refused InstanceStart may be retried: it must not keep the file open.
+            consoleFile?.close()
+            throw error
+        }
         Logger.shared.debug("machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
                             + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
         do {

@@ -296,3 +296,37 @@ struct APISequenceTests {
         #expect(access(socketPath, F_OK) != 0, "the API socket must be removed on SIGTERM")
     }
 }
+
+/// Refused InstanceStarts must leave nothing open behind them: a client may
+/// retry as often as it likes, and each retry must not cost kiln a descriptor.
+@Suite(.enabled(if: Lane1.kilnBuilt, "kiln is not built (swift build)"))
+struct FailedStartTests {
+    /// kiln's descriptors; `spawn` runs it under timeout(1), so kiln is
+    /// the only child of `parent`.
+    static func descriptorCount(underParent parent: pid_t) -> Int? {
+        let children = Lane1.read("/proc/\(parent)/task/\(parent)/children").split(separator: " ")
+        guard children.count == 1, let pid = Int32(children[0].trimmingPrefix(" ")) else { return nil }
+        return (try? FileSystem.listDirectory("/proc/\(pid)/fd"))?.count
+    }
+
+    @Test func aRefusedInstanceStartLeaksNoDescriptor() throws {
+        let scratch = "/tmp/kiln-failed-start-\(getpid())"
+        let socketPath = scratch + ".sock", errors = scratch + ".err", console = scratch + ".console"
+        defer { unlink(socketPath); unlink(errors); unlink(console) }
+        let pid = try Lane1.spawn(["--api-sock", socketPath, "--no-seccomp", "--console-output", console],
+                                  stdout: "/dev/null", stderr: errors)
+        defer { kill(pid, SIGTERM); _ = Lane1.wait(pid) }
+        let client = try UnixHTTPClient(path: socketPath)
+        // A readable file that is no kernel: refused while the image is read,
+        // after the console output is opened.
+        #expect(try client.request("PUT", "/boot-source", "{\"kernel_image_path\": \"/etc/hostname\"}").status == 204)
+        let action = "{\"action_type\": \"InstanceStart\"}"
+        #expect(try client.request("PUT", "/actions", action).status == 400)
+        let before = try #require(Self.descriptorCount(underParent: pid))
+        for _ in 0..<5 {
+            let refused = try client.request("PUT", "/actions", action)
+            #expect(refused.status == 400 && refused.body.contains("kernel /etc/hostname"), "\(refused)")
+        }
+        #expect(Self.descriptorCount(underParent: pid) == before)
+    }
+}
