@@ -105,7 +105,11 @@ public final class Machine: @unchecked Sendable {
             try vm.setMemoryRegion(slot: UInt32(slot), region: region, logDirtyPages: machineConfig.trackDirtyPages)
         }
 
-        // 3. Devices.
+        // 3. Devices. Their interrupt lines first: the VM owns those, while
+        // the wake eventfd below is ours until `self` is whole (deinit closes
+        // it), so nothing may throw between the two.
+        let serialInterrupt = try vm.interruptEventFD(gsi: X86Layout.serialIRQ)
+        let keyboardInterrupt = try vm.interruptEventFD(gsi: X86Layout.i8042IRQ)
         // An eventfd wakes the event loop when a vCPU or device asks to stop.
         let wake = try check("eventfd") { ckiln_eventfd(0) }
         wakeEvent = FileDescriptor(rawValue: wake)
@@ -114,11 +118,9 @@ public final class Machine: @unchecked Sendable {
             _ = Glibc.write(wake, &one, 8)
         }
         let console = host.consoleOutput
-        let serialInterrupt = try vm.interruptEventFD(gsi: X86Layout.serialIRQ)
         serial = SerialDevice(output: { bytes in try? console.writeAll(bytes) },
                               interrupt: { serialInterrupt.trigger() })
         let exitSignal = self.exitSignal, metrics = host.metrics
-        let keyboardInterrupt = try vm.interruptEventFD(gsi: X86Layout.i8042IRQ)
         keyboard = I8042Controller(reset: { exitSignal.request(.reset("i8042 reset")) },
                                    interrupt: { keyboardInterrupt.trigger() })
         try portBus.insert(metrics.counted(serial, "uart"), base: UInt64(X86Layout.serialPort), size: 8)
