@@ -15,31 +15,29 @@ import KilnSystem
 public final class Logger: @unchecked Sendable {
     public static let shared = Logger()
 
-    private var lock = pthread_mutex_t()
+    private let lock = Lock()
     private var destination = FileDescriptor.standardError
     private var ownsDestination = false
     public private(set) var level: LogLevel = .warning
     public private(set) var droppedLines: UInt64 = 0
 
-    public init() { pthread_mutex_init(&lock, nil) }
+    public init() {}
 
     /// Sends lines to `path` (a file, appended to, or a FIFO); nil for stderr.
     public func configure(path: String?, level: LogLevel) throws {
         let fd = try path.map { try FileDescriptor.open($0, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK, mode: 0o600) }
-        pthread_mutex_lock(&lock)
-        if ownsDestination { destination.close() }
-        destination = fd ?? .standardError
-        ownsDestination = fd != nil
-        self.level = level
-        pthread_mutex_unlock(&lock)
+        lock.withLock {
+            if ownsDestination { destination.close() }
+            destination = fd ?? .standardError
+            ownsDestination = fd != nil
+            self.level = level
+        }
     }
 
     /// The descriptor lines go to (for writers that cannot take the lock,
     /// such as a signal handler).
     public var descriptor: Int32 {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        return destination.rawValue
+        lock.withLock { destination.rawValue }
     }
 
     public func isEnabled(_ level: LogLevel) -> Bool { level != .off && level <= self.level }
@@ -55,10 +53,10 @@ public final class Logger: @unchecked Sendable {
         ]
         members += fields
         let line = Array((JSONValue.object(members).encoded() + "\n").utf8)
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        let written = line.withUnsafeBytes { Glibc.write(destination.rawValue, $0.baseAddress, $0.count) }
-        if written != line.count { droppedLines += 1 }
+        lock.withLock {
+            let written = line.withUnsafeBytes { Glibc.write(destination.rawValue, $0.baseAddress, $0.count) }
+            if written != line.count { droppedLines += 1 }
+        }
     }
 
     public func error(_ message: @autoclosure () -> String) { log(.error, message()) }
@@ -78,13 +76,14 @@ public enum ThreadRole {
 
     /// The role names are static strings, so the pointer stays valid forever.
     private static var interned: [String: UnsafeMutablePointer<CChar>] = [:]
-    private static var internLock = pthread_mutex_t()
+    private static let internLock = Lock()
 
     public static func set(_ role: String) {
-        pthread_mutex_lock(&internLock)
-        let pointer = interned[role] ?? strdup(role)!
-        interned[role] = pointer
-        pthread_mutex_unlock(&internLock)
+        let pointer = internLock.withLock { () -> UnsafeMutablePointer<CChar> in
+            let pointer = interned[role] ?? strdup(role)!
+            interned[role] = pointer
+            return pointer
+        }
         pthread_setspecific(key, pointer)
     }
 

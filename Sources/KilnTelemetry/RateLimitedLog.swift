@@ -8,7 +8,7 @@ import KilnSystem
 /// burst, then a steady rate, and the next line that passes says how many
 /// were dropped. Safe from any thread.
 public final class RateLimitedLog: @unchecked Sendable {
-    private var lock = pthread_mutex_t()
+    private let lock = Lock()
     private var limiter: RateLimiter
     private let level: LogLevel
     private let logger: Logger
@@ -18,13 +18,10 @@ public final class RateLimitedLog: @unchecked Sendable {
         self.level = level
         self.logger = logger
         limiter = RateLimiter(burst: burst, perSecond: perSecond, now: now)
-        pthread_mutex_init(&lock, nil)
     }
 
     public func log(_ message: String, now: UInt64 = MonotonicClock.nanoseconds()) {
-        pthread_mutex_lock(&lock)
-        let (allowed, suppressed) = limiter.admit(now: now)
-        pthread_mutex_unlock(&lock)
+        let (allowed, suppressed) = lock.withLock { limiter.admit(now: now) }
         guard allowed else { return }
         logger.log(level, suppressed == 0 ? message : "\(message) (\(suppressed) similar lines suppressed)")
     }

@@ -1,3 +1,5 @@
+import KilnSystem
+
 /// Why the machine stopped. The first reason recorded wins.
 public enum MachineExitReason: Equatable, Sendable, CustomStringConvertible {
     /// The guest reset itself (i8042 0xFE, KVM_SYSTEM_EVENT_RESET, or a

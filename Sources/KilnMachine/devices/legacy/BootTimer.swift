@@ -1,3 +1,5 @@
+import KilnSystem
+
 /// The boot-timer device: when the guest writes the magic byte (123, as
 /// Firecracker's guest tooling does) at offset 0, the VMM logs how long the
 /// boot took from its own start. One MMIO page.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KilnSystem
 
 /// Calendar time as the RTC reports it.
 public struct RTCTime: Equatable, Sendable {

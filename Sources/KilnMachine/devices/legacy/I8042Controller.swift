@@ -1,3 +1,5 @@
+import KilnSystem
+
 /// The i8042 keyboard controller, kept to what a guest needs to reboot and to
 /// probe it cleanly: the reset line (command 0xFE on port 0x64), the control
 /// register (commands 0x20/0x60) and the self-test (0xAA -> 0x55), after the

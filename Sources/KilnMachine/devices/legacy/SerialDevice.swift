@@ -1,3 +1,5 @@
+import KilnSystem
+
 /// The 8250 UART on the port bus: the pure register state machine behind a
 /// lock, with the console sink and the interrupt line wired to the VMM.
 public final class SerialDevice: BusDevice, @unchecked Sendable {

@@ -2,8 +2,9 @@
 import Glibc
 #endif
 
-/// A pthread mutex for device state shared between a vCPU thread and the
-/// event loop. Heap-allocated so its address never moves.
+/// A pthread mutex: device state shared between a vCPU thread and the event
+/// loop, the logger's destination. Heap-allocated so its address never moves
+/// (a `pthread_mutex_t` stored in a Swift property has no such promise).
 public final class Lock: @unchecked Sendable {
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
