@@ -85,11 +85,13 @@ public final class KVMVirtualMachine: @unchecked Sendable {
     }
 
     public func createVCPU(index: Int) throws -> KVMVirtualCPU {
+        // The mapping size first: once the vCPU fd exists, only
+        // KVMVirtualCPU.init may fail, and it closes the fd when it does.
+        let mappingSize = try system.vcpuMappingSize()
         let vcpu = try check("KVM_CREATE_VCPU", subject: "\(index)") {
             ckiln_ioctl_int(fd.rawValue, ckiln_kvm_create_vcpu(), UInt(index))
         }
-        return try KVMVirtualCPU(fd: FileDescriptor(rawValue: vcpu), index: index,
-                                 mappingSize: try system.vcpuMappingSize())
+        return try KVMVirtualCPU(fd: FileDescriptor(rawValue: vcpu), index: index, mappingSize: mappingSize)
     }
 }
 
