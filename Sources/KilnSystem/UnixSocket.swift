@@ -19,13 +19,17 @@ public enum UnixSocket {
             socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         }
         let fd = FileDescriptor(rawValue: raw)
+        var bound = false
         do {
             try withSocketAddress(path) { address, length in
                 try check("bind", subject: path) { bind(raw, address, length) }
             }
+            bound = true
             try check("listen", subject: path) { Glibc.listen(raw, backlog) }
         } catch {
             fd.close()
+            // bind created the socket file; a failed listen must not leave it.
+            if bound { unlink(path) }
             throw error
         }
         return fd
