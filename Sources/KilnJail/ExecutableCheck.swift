@@ -28,15 +28,17 @@ public enum ExecutableCheck {
         guard type == etExec || type == etDyn else { return "is an ELF file but not an executable (e_type \(type))" }
         let machine = UInt16(bytes[18]) | UInt16(bytes[19]) << 8
         guard machine == hostMachine else { return "is built for another architecture (e_machine \(machine), this host is \(hostMachine))" }
-        let programHeaderOffset = Int(readLittleEndian(bytes, at: 32, count: 8))
+        // e_phoff is the file's to choose, up to 2^64 - 1: compared before it
+        // becomes an Int, which would trap above Int.max.
+        let rawOffset = readLittleEndian(bytes, at: 32, count: 8)
         let entrySize = Int(readLittleEndian(bytes, at: 54, count: 2))
         let entryCount = Int(readLittleEndian(bytes, at: 56, count: 2))
         guard entrySize >= 56 else { return "has a malformed program header table" }
         let (tableSize, overflow) = entrySize.multipliedReportingOverflow(by: entryCount)
-        guard !overflow, programHeaderOffset >= 0, tableSize <= bytes.count,
-              programHeaderOffset <= bytes.count - tableSize else {
+        guard !overflow, tableSize <= bytes.count, rawOffset <= UInt64(bytes.count - tableSize) else {
             return "has its program headers outside the first \(inspectedBytes) bytes"
         }
+        let programHeaderOffset = Int(rawOffset)
         for index in 0..<entryCount {
             let kind = UInt32(readLittleEndian(bytes, at: programHeaderOffset + index * entrySize, count: 4))
             if kind == ptInterp {
