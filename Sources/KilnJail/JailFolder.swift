@@ -72,9 +72,11 @@ struct JailFolder {
     /// A hard link when the jail is on the exec file's file system (no copy of
     /// a multi-megabyte static binary on every launch), a copy otherwise. The
     /// jailed user cannot write either: the file stays root's, and the VMM
-    /// runs with no capabilities.
+    /// runs with no capabilities. AT_SYMLINK_FOLLOW: validation stat(2)ed the
+    /// file a symbolic link names, and that file is what the jail must hold
+    /// (linkat(2) would otherwise link the symbolic link itself).
     static func placeExecutable(_ source: String, named name: String, in root: FileDescriptor, subject: String) throws {
-        if linkat(AT_FDCWD, source, root.rawValue, name, 0) == 0 { return }
+        if linkat(AT_FDCWD, source, root.rawValue, name, AT_SYMLINK_FOLLOW) == 0 { return }
         guard errno == EXDEV || errno == EPERM || errno == EMLINK else {
             throw SystemError.current("link \(source) into", subject: subject)
         }
