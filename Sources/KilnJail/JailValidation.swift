@@ -11,6 +11,8 @@ public struct ValidatedLaunch {
     public let options: JailOptions
     public let bundleBytes: [UInt8]
     public let bundle: SeccompBundle
+    /// The exec file, a static ELF executable, as it was checked.
+    let execFile: ValidatedHostFile
     public let cgroupTargets: [CgroupTarget]
     /// The host's /dev/userfaultfd device number, when it has one.
     public let userfaultfdDevice: UInt64?
@@ -112,6 +114,7 @@ public enum JailValidation {
         let jailFiles = try options.jailFiles.map(ValidatedJailFile.validate)
 
         return ValidatedLaunch(options: options, bundleBytes: bundleBytes, bundle: bundle,
+                               execFile: ValidatedHostFile(flag: "--exec-file", path: options.execFile, info),
                                cgroupTargets: targets, userfaultfdDevice: userfaultfdDevice, jailFiles: jailFiles)
     }
 
