@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// `struct virtio_net_hdr_v1` (virtio 1.2 §5.1.6): 12 bytes ahead of every
 /// frame in both directions once VIRTIO_F_VERSION_1 is negotiated.
 public struct NetHeader: Equatable, Sendable {
