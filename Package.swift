@@ -106,7 +106,7 @@ let package = Package(
         .testTarget(name: "KilnAPITests", dependencies: ["KilnAPI", "KilnTestSupport"]),
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
         .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
-        .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI"]),
+        .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI", "KilnTestSupport"]),
         .testTarget(name: "KilnVirtioTests", dependencies: ["KilnVirtio", "KilnBytes", "KilnMemory", "KilnSystem", "KilnTestSupport"]),
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
@@ -119,7 +119,7 @@ let package = Package(
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",
-                    dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck"]),
+                    dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck", "KilnTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
