@@ -36,7 +36,8 @@ public struct NetHeader: Equatable, Sendable {
     /// Decodes exactly `size` bytes.
     public init?(bytes: [UInt8]) {
         guard bytes.count == Self.size else { return nil }
-        func word(_ at: Int) -> UInt16 { UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8 }
+        // Inside the bytes just counted: never the 0.
+        func word(_ at: Int) -> UInt16 { bytes.littleEndian(at: at) ?? 0 }
         self.init(flags: bytes[0], gsoType: bytes[1], headerLength: word(2), gsoSize: word(4),
                   checksumStart: word(6), checksumOffset: word(8), bufferCount: word(10))
     }
