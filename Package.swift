@@ -34,10 +34,12 @@ let package = Package(
         // MARK: Foundations
         .target(name: "KilnSystem", dependencies: ["CKiln"]),
         .target(name: "KilnJSON"),
+        // Little-endian integers in byte arrays, for every binary format (pure)
+        .target(name: "KilnBytes"),
         .target(name: "KilnTelemetry", dependencies: ["KilnSystem", "KilnJSON"]),
 
         // MARK: Seccomp: bundle format, BPF interpreter, loader (no libseccomp)
-        .target(name: "KilnSeccomp", dependencies: ["KilnSystem", "CKiln"]),
+        .target(name: "KilnSeccomp", dependencies: ["KilnBytes", "KilnSystem", "CKiln"]),
         // MARK: Policy language, compiler (libseccomp) and audit
         .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp"]),
 
@@ -47,16 +49,16 @@ let package = Package(
         .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "KilnTelemetry", "KilnACPI", "CKiln"]),
 
         // MARK: virtio-mmio transport, split queues and devices (pure: no KVM, no threads)
-        .target(name: "KilnVirtio", dependencies: ["KilnMemory", "KilnSystem"]),
+        .target(name: "KilnVirtio", dependencies: ["KilnBytes", "KilnMemory", "KilnSystem"]),
 
         // MARK: The Firecracker-compatible API: HTTP/1.1 parser, routes, models
         .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem", "KilnConfig"]),
 
         // MARK: ACPI tables and AML for the guest (pure)
-        .target(name: "KilnACPI"),
+        .target(name: "KilnACPI", dependencies: ["KilnBytes"]),
 
         // MARK: Jail: the jailer's steps, one file per concern
-        .target(name: "KilnJail", dependencies: ["KilnSeccomp", "KilnSystem", "CKiln"]),
+        .target(name: "KilnJail", dependencies: ["KilnBytes", "KilnSeccomp", "KilnSystem", "CKiln"]),
 
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
@@ -96,6 +98,7 @@ let package = Package(
 
         // MARK: Tests
         .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
+        .testTarget(name: "KilnBytesTests", dependencies: ["KilnBytes"]),
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON", "KilnTestSupport"]),
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
         .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp"]),
@@ -103,8 +106,8 @@ let package = Package(
         .testTarget(name: "KilnAPITests", dependencies: ["KilnAPI", "KilnTestSupport"]),
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
         .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
-        .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI"]),
-        .testTarget(name: "KilnVirtioTests", dependencies: ["KilnVirtio", "KilnMemory", "KilnSystem", "KilnTestSupport"]),
+        .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI", "KilnTestSupport"]),
+        .testTarget(name: "KilnVirtioTests", dependencies: ["KilnVirtio", "KilnBytes", "KilnMemory", "KilnSystem", "KilnTestSupport"]),
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
@@ -116,7 +119,7 @@ let package = Package(
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",
-                    dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck"]),
+                    dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck", "KilnTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,24 +1,13 @@
-/// ACPI structures are little-endian throughout (ACPI 6.4 §5.2: "All numeric
-/// values in ACPI-defined tables ... are stored in little-endian format").
+// ACPI structures are little-endian throughout (ACPI 6.4 §5.2: "All numeric
+// values in ACPI-defined tables ... are stored in little-endian format"):
+// KilnBytes writes their integers.
 extension Array where Element == UInt8 {
-    mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
-        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
-    }
-
     /// Appends `text` as exactly `width` ASCII bytes, padded with `pad`.
     /// Callers pass validated ASCII that fits (signatures, OEM ids).
     mutating func appendFixedASCII(_ text: String, width: Int, pad: UInt8 = 0x20) {
         let bytes = Array(text.utf8.prefix(width))
         append(contentsOf: bytes)
         append(contentsOf: repeatElement(pad, count: width - bytes.count))
-    }
-
-    /// Overwrites `T` at `offset`, for length and checksum fields known only
-    /// once the whole structure is built.
-    mutating func storeLittleEndian<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        Swift.withUnsafeBytes(of: value.littleEndian) { raw in
-            for (index, byte) in raw.enumerated() { self[offset + index] = byte }
-        }
     }
 }
 

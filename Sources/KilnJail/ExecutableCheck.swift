@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// Checks that an exec file can run in an empty jail: an ELF executable with
 /// no program interpreter (ELF64 gABI, "Program Header": PT_INTERP names the
 /// dynamic loader, which the jail does not hold). Pure: takes the file's
@@ -24,31 +26,30 @@ public enum ExecutableCheck {
             return "is not an ELF executable (a script or other file cannot run in an empty jail)"
         }
         guard bytes[4] == 2, bytes[5] == 1 else { return "is not a 64-bit little-endian ELF file" }
-        let type = UInt16(bytes[16]) | UInt16(bytes[17]) << 8
+        // The header's fields lie inside the 64 bytes just counted: never the 0.
+        func field<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T { bytes.littleEndian(at: offset) ?? 0 }
+        let type = field(16, UInt16.self)
         guard type == etExec || type == etDyn else { return "is an ELF file but not an executable (e_type \(type))" }
-        let machine = UInt16(bytes[18]) | UInt16(bytes[19]) << 8
+        let machine = field(18, UInt16.self)
         guard machine == hostMachine else { return "is built for another architecture (e_machine \(machine), this host is \(hostMachine))" }
-        let programHeaderOffset = Int(readLittleEndian(bytes, at: 32, count: 8))
-        let entrySize = Int(readLittleEndian(bytes, at: 54, count: 2))
-        let entryCount = Int(readLittleEndian(bytes, at: 56, count: 2))
+        // e_phoff is the file's to choose, up to 2^64 - 1: compared before it
+        // becomes an Int, which would trap above Int.max.
+        let rawOffset = field(32, UInt64.self)
+        let entrySize = Int(field(54, UInt16.self))
+        let entryCount = Int(field(56, UInt16.self))
         guard entrySize >= 56 else { return "has a malformed program header table" }
         let (tableSize, overflow) = entrySize.multipliedReportingOverflow(by: entryCount)
-        guard !overflow, programHeaderOffset >= 0, tableSize <= bytes.count,
-              programHeaderOffset <= bytes.count - tableSize else {
+        guard !overflow, tableSize <= bytes.count, rawOffset <= UInt64(bytes.count - tableSize) else {
             return "has its program headers outside the first \(inspectedBytes) bytes"
         }
+        let programHeaderOffset = Int(rawOffset)
         for index in 0..<entryCount {
-            let kind = UInt32(readLittleEndian(bytes, at: programHeaderOffset + index * entrySize, count: 4))
+            // Inside the table, which lies inside `bytes`.
+            let kind = field(programHeaderOffset + index * entrySize, UInt32.self)
             if kind == ptInterp {
                 return "is dynamically linked (it has a PT_INTERP program header); the jail holds no libraries, so build it static"
             }
         }
         return nil
-    }
-
-    static func readLittleEndian(_ bytes: [UInt8], at offset: Int, count: Int) -> UInt64 {
-        var value: UInt64 = 0
-        for position in 0..<count { value |= UInt64(bytes[offset + position]) << (8 * position) }
-        return value
     }
 }

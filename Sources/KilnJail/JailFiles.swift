@@ -49,8 +49,7 @@ public struct JailFile: Equatable, Sendable {
 /// A `JailFile` the host accepted at step 1: a regular file, as it was then.
 struct ValidatedJailFile {
     let file: JailFile
-    let device: UInt64
-    let inode: UInt64
+    let host: ValidatedHostFile
 
     /// Follows symbolic links: the jail gets the file the path names.
     static func validate(_ file: JailFile) throws -> ValidatedJailFile {
@@ -62,30 +61,56 @@ struct ValidatedJailFile {
         guard (info.st_mode & S_IFMT) == S_IFREG else {
             throw JailFailure(.validation, "--jail-file \(file.hostPath) is not a regular file")
         }
-        return ValidatedJailFile(file: file, device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        return ValidatedJailFile(file: file, host: ValidatedHostFile(flag: "--jail-file", path: file.hostPath, info))
+    }
+
+    /// Step 3: read-only at `/NAME`.
+    func place(in root: FileDescriptor, rootPath: String, uid: UInt32, gid: UInt32) throws {
+        try host.place(named: file.name, mode: 0o444, in: root, rootPath: rootPath, uid: uid, gid: gid)
+    }
+}
+
+/// A host file the jail receives (the exec file, each `--jail-file`),
+/// identified as step 1 saw it, by device and inode: the jail gets that very
+/// file, never one put at its path since.
+struct ValidatedHostFile {
+    /// The flag that named it, for messages.
+    let flag: String
+    let path: String
+    let device: UInt64
+    let inode: UInt64
+
+    init(flag: String, path: String, _ info: stat) {
+        self.flag = flag
+        self.path = path
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
     }
 
     /// Step 3: a hard link when the VMM's user can read the file but not
-    /// write it (no copy of a large kernel or initrd on every launch); else a
-    /// copy owned by root, mode 0444, so that the VMM can never change a host
-    /// file through its jail. The file must still be the one validated.
-    func place(in root: FileDescriptor, rootPath: String, uid: UInt32, gid: UInt32) throws {
-        let source = try FileDescriptor.open(file.hostPath, O_RDONLY)
+    /// write it (no copy of a multi-megabyte binary, kernel or initrd on
+    /// every launch); else a copy owned by root with `mode`, so that the VMM
+    /// can never change a host file through its jail. The file is opened
+    /// once (following symbolic links, as step 1's stat did) and must still
+    /// be the one validated.
+    func place(named name: String, mode: mode_t, in root: FileDescriptor, rootPath: String,
+               uid: UInt32, gid: UInt32) throws {
+        let source = try FileDescriptor.open(path, O_RDONLY)
         defer { source.close() }
         var info = stat()
-        try check("stat", subject: file.hostPath) { fstat(source.rawValue, &info) }
+        try check("stat", subject: path) { fstat(source.rawValue, &info) }
         guard UInt64(info.st_dev) == device, UInt64(info.st_ino) == inode else {
-            throw JailFailure(.jailFolder, "--jail-file \(file.hostPath) was replaced after it was validated")
+            throw JailFailure(.jailFolder, "\(flag) \(path) was replaced after it was validated")
         }
-        let subject = JailPaths.join(rootPath, file.name)
+        let subject = JailPaths.join(rootPath, name)
         if Self.readOnlyFor(uid: uid, gid: gid, info) {
             // AT_EMPTY_PATH links the open file itself: no second path look-up.
-            if linkat(source.rawValue, "", root.rawValue, file.name, Self.atEmptyPath) == 0 { return }
+            if linkat(source.rawValue, "", root.rawValue, name, Self.atEmptyPath) == 0 { return }
             guard errno == EXDEV || errno == EPERM || errno == EMLINK else {
-                throw SystemError.current("link \(file.hostPath) into", subject: subject)
+                throw SystemError.current("link \(path) into", subject: subject)
             }
         }
-        try JailFolder.copy(source, size: UInt64(info.st_size), named: file.name, mode: 0o444, in: root, subject: subject)
+        try JailFolder.copy(source, size: UInt64(info.st_size), named: name, mode: mode, in: root, subject: subject)
     }
 
     /// AT_EMPTY_PATH (linux/fcntl.h), which Glibc's module does not export.

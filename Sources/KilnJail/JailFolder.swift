@@ -54,7 +54,8 @@ struct JailFolder {
         try check("chown \(launch.options.uid):\(launch.options.gid)", subject: paths.root + "/run") {
             fchownat(root.rawValue, JailPaths.runFolderName, launch.options.uid, launch.options.gid, AT_SYMLINK_NOFOLLOW)
         }
-        try placeExecutable(launch.options.execFile, named: paths.execFileName, in: root, subject: paths.root)
+        try launch.execFile.place(named: paths.execFileName, mode: 0o755, in: root, rootPath: paths.root,
+                                  uid: launch.options.uid, gid: launch.options.gid)
         try writeFile(launch.bundleBytes, named: JailPaths.bundleName, mode: 0o444, in: root, subject: paths.root)
         for file in launch.jailFiles {
             try file.place(in: root, rootPath: paths.root, uid: launch.options.uid, gid: launch.options.gid)
@@ -67,22 +68,6 @@ struct JailFolder {
             })
         }
         return JailFolder(root: paths.root, pidFile: pidFile)
-    }
-
-    /// A hard link when the jail is on the exec file's file system (no copy of
-    /// a multi-megabyte static binary on every launch), a copy otherwise. The
-    /// jailed user cannot write either: the file stays root's, and the VMM
-    /// runs with no capabilities.
-    static func placeExecutable(_ source: String, named name: String, in root: FileDescriptor, subject: String) throws {
-        if linkat(AT_FDCWD, source, root.rawValue, name, 0) == 0 { return }
-        guard errno == EXDEV || errno == EPERM || errno == EMLINK else {
-            throw SystemError.current("link \(source) into", subject: subject)
-        }
-        let input = try FileDescriptor.open(source, O_RDONLY)
-        defer { input.close() }
-        var info = stat()
-        try check("stat", subject: source) { fstat(input.rawValue, &info) }
-        try copy(input, size: UInt64(info.st_size), named: name, mode: 0o755, in: root, subject: subject + "/" + name)
     }
 
     /// A new file `name` in `directory` (owned by the jailer, that is root)

@@ -11,6 +11,8 @@ public struct ValidatedLaunch {
     public let options: JailOptions
     public let bundleBytes: [UInt8]
     public let bundle: SeccompBundle
+    /// The exec file, a static ELF executable, as it was checked.
+    let execFile: ValidatedHostFile
     public let cgroupTargets: [CgroupTarget]
     /// The host's /dev/userfaultfd device number, when it has one.
     public let userfaultfdDevice: UInt64?
@@ -35,10 +37,19 @@ public enum JailValidation {
         let head: [UInt8]
         do {
             head = try FileDescriptor.open(options.execFile, O_RDONLY).closeAfter { fd in
+                // The bytes checked must be those of the file stat(2) saw,
+                // whose identity step 3 holds the jail's copy to.
+                var opened = stat()
+                try check("stat", subject: options.execFile) { fstat(fd.rawValue, &opened) }
+                guard opened.st_dev == info.st_dev, opened.st_ino == info.st_ino else {
+                    throw refuse("--exec-file \(options.execFile) was replaced while it was checked")
+                }
                 var buffer = [UInt8](repeating: 0, count: ExecutableCheck.inspectedBytes)
                 let count = try buffer.withUnsafeMutableBytes { try fd.read(into: $0) }
                 return Array(buffer[0..<count])
             }
+        } catch let failure as JailFailure {
+            throw failure
         } catch { throw refuse("--exec-file \(options.execFile): \(error)") }
         if let problem = ExecutableCheck.problem(in: head) { throw refuse("--exec-file \(options.execFile) \(problem)") }
         // exec(2) checks permission as the VMM's user, after the drop: check now.
@@ -112,6 +123,7 @@ public enum JailValidation {
         let jailFiles = try options.jailFiles.map(ValidatedJailFile.validate)
 
         return ValidatedLaunch(options: options, bundleBytes: bundleBytes, bundle: bundle,
+                               execFile: ValidatedHostFile(flag: "--exec-file", path: options.execFile, info),
                                cgroupTargets: targets, userfaultfdDevice: userfaultfdDevice, jailFiles: jailFiles)
     }
 

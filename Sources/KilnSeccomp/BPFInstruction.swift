@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// One classic-BPF instruction, as `struct sock_filter` lays it out
 /// (linux/filter.h): a 16-bit opcode, two 8-bit jump offsets, a 32-bit operand.
 public struct BPFInstruction: Hashable, Sendable, CustomStringConvertible {
@@ -21,11 +23,10 @@ public struct BPFInstruction: Hashable, Sendable, CustomStringConvertible {
 
     /// Little-endian bytes, as the kernel reads them on x86_64.
     public func encode(into bytes: inout [UInt8]) {
-        bytes.append(UInt8(truncatingIfNeeded: code))
-        bytes.append(UInt8(truncatingIfNeeded: code >> 8))
+        bytes.appendLittleEndian(code)
         bytes.append(jt)
         bytes.append(jf)
-        for shift in stride(from: 0, to: 32, by: 8) { bytes.append(UInt8(truncatingIfNeeded: k >> shift)) }
+        bytes.appendLittleEndian(k)
     }
 
     public init<C: Collection>(decoding bytes: C) where C.Element == UInt8, C.Index == Int {

@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// The compiled policies that travel from `kiln-policy compile` through the
 /// jailer to the VMM: one BPF program per thread role, in one file.
 ///
@@ -46,13 +48,13 @@ public struct SeccompBundle: Equatable, Sendable {
 
     public func encoded() -> [UInt8] {
         var bytes = Self.magic
-        appendLittleEndian(Self.version, to: &bytes)
-        appendLittleEndian(architecture, to: &bytes)
-        appendLittleEndian(UInt16(programs.count), to: &bytes)
+        bytes.appendLittleEndian(Self.version)
+        bytes.appendLittleEndian(architecture)
+        bytes.appendLittleEndian(UInt16(programs.count))
         for (role, instructions) in programs {
             bytes.append(UInt8(role.utf8.count))
             bytes.append(contentsOf: role.utf8)
-            appendLittleEndian(UInt16(instructions.count), to: &bytes)
+            bytes.appendLittleEndian(UInt16(instructions.count))
             for instruction in instructions { instruction.encode(into: &bytes) }
         }
         return bytes
@@ -131,10 +133,6 @@ public enum SeccompBundleError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-private func appendLittleEndian<T: FixedWidthInteger>(_ value: T, to bytes: inout [UInt8]) {
-    for shift in stride(from: 0, to: T.bitWidth, by: 8) { bytes.append(UInt8(truncatingIfNeeded: value >> shift)) }
-}
-
 /// A bounds-checked cursor over untrusted bytes.
 struct ByteReader {
     private let storage: [UInt8]
@@ -154,10 +152,10 @@ struct ByteReader {
     }
 
     mutating func integer<T: FixedWidthInteger>(_ what: String) throws -> T {
-        var value: T = 0
-        for (position, byte) in try bytes(T.bitWidth / 8, what).enumerated() {
-            value |= T(byte) << (8 * position)
+        guard let value: T = storage.littleEndian(at: offset) else {
+            throw SeccompBundleError.malformed("truncated at \(what) (offset \(offset))")
         }
+        offset += MemoryLayout<T>.size
         return value
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import KilnTestSupport
 import Testing
 @testable import KilnACPI
 
@@ -126,7 +127,7 @@ struct IASLDisassemblyTests {
     }
 
     @Test func randomPlatformsDisassembleCleanly() throws {
-        var rng = SeededGenerator(state: RandomizedPlatformTests.seed ^ 0x1A51)
+        var rng = SplitMix64(seed: RandomizedPlatformTests.seed ^ 0x1A51)
         for _ in 0..<12 {
             let platform = RandomizedPlatformTests.randomPlatform(&rng)
             let disassembled = try Self.disassemble(try ACPITables(platform: platform))

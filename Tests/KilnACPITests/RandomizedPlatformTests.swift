@@ -1,3 +1,4 @@
+import KilnTestSupport
 import Testing
 @testable import KilnACPI
 
@@ -8,7 +9,7 @@ import Testing
 
     /// A valid platform: 1-255 vCPUs, an IOAPIC of 24-120 pins, and devices
     /// with distinct free GSIs and disjoint windows, some above 4 GiB.
-    static func randomPlatform(_ rng: inout SeededGenerator) -> ACPIPlatform {
+    static func randomPlatform(_ rng: inout SplitMix64) -> ACPIPlatform {
         let pins = Int.random(in: 24...120, using: &rng)
         var freeGSIs = Array(UInt32(5)..<UInt32(pins))
         freeGSIs.shuffle(using: &rng)
@@ -38,7 +39,7 @@ import Testing
     }
 
     @Test func everyTableChecksumsAndDescribesThePlatform() throws {
-        var rng = SeededGenerator(state: Self.seed)
+        var rng = SplitMix64(seed: Self.seed)
         for round in 0..<300 {
             let platform = Self.randomPlatform(&rng)
             let tables = try ACPITables(platform: platform)

@@ -38,18 +38,6 @@ func madtEntries(_ madt: [UInt8]) -> [MADTEntry] {
     return entries
 }
 
-/// A small deterministic generator (SplitMix64) so randomized tests replay.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 extension ACPIPlatform {
     static func sample(vcpus: Int = 2, devices: Int = 3) -> ACPIPlatform {
         ACPIPlatform(

@@ -36,6 +36,10 @@ import Testing
         outside[32] = 0xFF
         outside[33] = 0xFF
         #expect(ExecutableCheck.problem(in: outside)?.contains("outside") == true)
+        // An e_phoff above Int.max is refused, not a trap converting it.
+        var beyondInt = Self.elf(programHeaders: [1])
+        beyondInt[32...39] = [0, 0, 0, 0, 0, 0, 0, 0x80]
+        #expect(ExecutableCheck.problem(in: beyondInt)?.contains("outside") == true)
         var hugeCount = Self.elf(programHeaders: [1])
         hugeCount[56] = 0xFF
         hugeCount[57] = 0xFF

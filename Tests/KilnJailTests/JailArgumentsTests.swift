@@ -68,12 +68,12 @@ import Testing
             return info
         }
         let vmm = (uid: UInt32(1000), gid: UInt32(1000))
-        #expect(ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o644)))
-        #expect(ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 1000, mode: 0o640)))
-        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o600)), "unreadable")
-        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o646)), "writable by others")
-        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 1000, mode: 0o664)), "group-writable")
-        #expect(!ValidatedJailFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 1000, gid: 0, mode: 0o444)), "owned: chmod")
+        #expect(ValidatedHostFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o644)))
+        #expect(ValidatedHostFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 1000, mode: 0o640)))
+        #expect(!ValidatedHostFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o600)), "unreadable")
+        #expect(!ValidatedHostFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 0, mode: 0o646)), "writable by others")
+        #expect(!ValidatedHostFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 0, gid: 1000, mode: 0o664)), "group-writable")
+        #expect(!ValidatedHostFile.readOnlyFor(uid: vmm.uid, gid: vmm.gid, file(uid: 1000, gid: 0, mode: 0o444)), "owned: chmod")
     }
 
     @Test func appliesFirecrackersDefaults() throws {

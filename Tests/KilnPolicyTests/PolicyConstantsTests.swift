@@ -48,4 +48,24 @@ import Testing
         #expect(SyscallTable.argumentWidth("ioctl", 2) == 64)
         #expect(SyscallTable.argumentWidth("mmap", 2) == 64)
     }
+
+    /// Every 32-bit argument is one the call has, and every call the audit
+    /// wants conditioned has its argument count listed.
+    @Test func argumentCountsCoverTheTablesThatNameArguments() {
+        for (name, count) in SyscallTable.argumentCounts {
+            #expect(SyscallTable.number(of: name) != nil, "\(name)")
+            #expect((1...6).contains(count), "\(name)")
+        }
+        for (name, arguments) in SyscallTable.thirtyTwoBitArguments {
+            let count = SyscallTable.argumentCounts[name]
+            #expect(count != nil, "\(name) has no argument count")
+            #expect(arguments.allSatisfy { $0 < count ?? 0 }, "\(name): a 32-bit argument past its count")
+        }
+        for name in DangerousSyscalls.needConditions.keys {
+            #expect(SyscallTable.argumentCounts[name] != nil, "\(name) has no argument count")
+        }
+        for (name, argument) in DangerousSyscalls.mappingCalls {
+            #expect(argument < SyscallTable.argumentCounts[name] ?? 0, "\(name)")
+        }
+    }
 }

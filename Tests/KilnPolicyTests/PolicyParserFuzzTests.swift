@@ -1,4 +1,5 @@
 import KilnSystem
+import KilnTestSupport
 import Testing
 @testable import KilnPolicy
 
@@ -20,7 +21,7 @@ import Testing
         }
     }
 
-    static func mutate(_ text: String, using generator: inout SeededGenerator) -> String {
+    static func mutate(_ text: String, using generator: inout SplitMix64) -> String {
         var bytes = Array(text.utf8)
         for _ in 0..<Int.random(in: 1...8, using: &generator) {
             let position = bytes.isEmpty ? 0 : Int.random(in: 0..<bytes.count, using: &generator)
@@ -39,7 +40,7 @@ import Testing
     }
 
     @Test func tenThousandRandomAndMutatedPoliciesNeverCrash() throws {
-        var generator = SeededGenerator(seed: 0xF0221)
+        var generator = SplitMix64(seed: 0xF0221)
         let seeds = try Self.shippedTexts()
         var parsed = 0, rejected = 0, compiled = 0
         for iteration in 0..<10_000 {

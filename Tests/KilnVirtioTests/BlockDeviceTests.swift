@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KilnBytes
 import KilnMemory
 import KilnSystem
 import Testing

@@ -7,7 +7,8 @@
 #
 # kiln runs chrooted, as nobody, in an empty scratch folder: generated
 # requests name arbitrary log, metrics and kernel paths, which must land
-# nowhere else. Needs root (chroot) and schemathesis (`make schemathesis-deps`).
+# nowhere else. Needs root (chroot) and schemathesis (`make api-test-deps`:
+# on the PATH, or in integration/out/venv).
 #   integration/api/schemathesis.sh KILN KILN-POLICY
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,8 +18,12 @@ SPEC=$PWD/integration/api/reference/firecracker-api.yaml
 MAX_EXAMPLES=${MAX_EXAMPLES:-25}
 SECONDS_LIMIT=${SECONDS_LIMIT:-150}
 
-if ! command -v schemathesis >/dev/null; then
-  echo "schemathesis: SKIPPED: schemathesis is not installed (pip could not install it)"; exit 0
+SCHEMATHESIS=$(command -v schemathesis || true)
+if [ -z "$SCHEMATHESIS" ] && [ -x integration/out/venv/bin/schemathesis ]; then
+  SCHEMATHESIS=$PWD/integration/out/venv/bin/schemathesis
+fi
+if [ -z "$SCHEMATHESIS" ]; then
+  echo "schemathesis: SKIPPED: schemathesis is not installed (make api-test-deps could not install it)"; exit 0
 fi
 [ "$(id -u)" = 0 ] || { echo "schemathesis: SKIPPED: needs root to chroot kiln"; exit 0; }
 [ -x "$KILN" ] && [ -x "$KILN_POLICY" ] || { echo "schemathesis: missing $KILN or $KILN_POLICY" >&2; exit 1; }
@@ -49,7 +54,7 @@ port=$(cat "$scratch/port")
 
 status=0
 # From the scratch folder: schemathesis keeps a cache in its working directory.
-(cd "$scratch" && timeout -k 5 "$SECONDS_LIMIT" schemathesis run "$SPEC" --url "http://127.0.0.1:$port" \
+(cd "$scratch" && timeout -k 5 "$SECONDS_LIMIT" "$SCHEMATHESIS" run "$SPEC" --url "http://127.0.0.1:$port" \
   --checks not_a_server_error --max-examples "$MAX_EXAMPLES" --request-timeout 5 \
   --generation-deterministic --no-color) || status=$?
 

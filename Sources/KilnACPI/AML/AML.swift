@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// A small encoder for the ACPI Machine Language terms a microVM's DSDT needs
 /// (ACPI 6.4 §20, "ACPI Machine Language (AML) Specification").
 ///

@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// Resource data descriptors for a `_CRS` buffer (ACPI 6.4 §6.4,
 /// "Resource Data Types for ACPI"). A template is the descriptors followed by
 /// an End Tag, wrapped in an AML Buffer.

@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// Fixed ACPI Description Table for a hardware-reduced platform (ACPI 6.4
 /// §5.2.9, Table 5.9; hardware-reduced ACPI is §4.1): no PM1/GPE blocks, no
 /// SCI, no FACS. Power management is the sleep control and status registers,

@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// Multiple APIC Description Table (ACPI 6.4 §5.2.12): the local APIC of
 /// every vCPU, the IOAPIC, the PC's interrupt source overrides and the LINT1
 /// NMI. Linux with CONFIG_X86_MPPARSE off learns its CPUs only from here.

@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// Root System Description Pointer, revision 2 (ACPI 6.4 §5.2.5.3, Table
 /// 5.3): 36 bytes pointing at the XSDT. The RSDT address stays 0: an ACPI 2.0+
 /// OS uses the XSDT. The first checksum covers the ACPI 1.0 part (bytes 0-19),

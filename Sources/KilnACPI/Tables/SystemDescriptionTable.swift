@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// The identity every table carries in its header (ACPI 6.4 §5.2.6).
 enum TableIdentity {
     static let oemID = "KILN" // 6 bytes, space-padded

@@ -272,6 +272,10 @@ public struct PolicyParser {
         guard (0...5).contains(argument) else {
             throw PolicyError("argument index \(argument) is out of range: system calls have arg0...arg5", at: start.location)
         }
+        if let count = SyscallTable.argumentCounts[syscall], argument >= count {
+            throw PolicyError("\(syscall) takes \(count) argument\(count == 1 ? "" : "s") (arg0...arg\(count - 1)): arg\(argument) is a register the kernel ignores and the caller fills, so testing it restricts nothing",
+                              at: start.location)
+        }
         index += 1
         let width = SyscallTable.argumentWidth(syscall, argument)
         var mask: Value?

@@ -46,6 +46,38 @@ public enum SyscallTable {
         "io_uring_register": [0, 1, 3], "userfaultfd": [0], "rseq": [1, 2, 3],
     ]
 
+    /// How many arguments the kernel reads, from each SYSCALL_DEFINEn in Linux
+    /// 6.1 (x86_64). A test of a higher argument is a test of a register the
+    /// kernel ignores and the caller fills at will: it restricts nothing, yet
+    /// would make the rule look conditioned to the audit. So the parser
+    /// refuses it.
+    ///
+    /// Right in one direction, like the widths: a call missing from the list
+    /// is not checked; an entry too small would refuse a valid policy, never
+    /// let a meaningless test through. It covers every call named above, the
+    /// ones the audit wants conditioned and the ones the policies condition.
+    public static let argumentCounts: [String: Int] = [
+        "read": 3, "write": 3, "close": 1, "fstat": 2, "lseek": 3, "pread64": 4, "pwrite64": 4,
+        "fsync": 1, "fdatasync": 1, "ftruncate": 2, "dup": 1, "dup2": 2, "dup3": 3,
+        "ioctl": 3, "fcntl": 3, "open": 3, "openat": 4, "openat2": 4, "newfstatat": 4,
+        "statx": 5, "pipe2": 2,
+        "mmap": 6, "mprotect": 3, "pkey_mprotect": 4, "mremap": 5, "madvise": 3, "msync": 3, "memfd_create": 2,
+        "futex": 6, "exit": 1, "exit_group": 1, "tkill": 2, "tgkill": 3, "kill": 2,
+        "rt_sigaction": 4, "rt_sigprocmask": 4, "clone": 5, "clone3": 2,
+        "socket": 3, "socketpair": 4, "connect": 3, "bind": 3, "listen": 2,
+        "accept": 3, "accept4": 4, "shutdown": 2,
+        "sendto": 6, "recvfrom": 6, "sendmsg": 3, "recvmsg": 3,
+        "setsockopt": 5, "getsockopt": 5,
+        "epoll_create1": 1, "epoll_ctl": 4, "epoll_wait": 4, "epoll_pwait": 6,
+        "eventfd2": 2, "timerfd_create": 2, "timerfd_settime": 4, "timerfd_gettime": 2,
+        "clock_gettime": 2, "clock_nanosleep": 4, "getrandom": 3, "poll": 3,
+        "arch_prctl": 2, "prctl": 5, "execveat": 5, "wait4": 4,
+        "prlimit64": 4, "getrlimit": 2, "setrlimit": 2, "sched_getaffinity": 3,
+        "seccomp": 3, "setns": 2, "personality": 1, "bpf": 3,
+        "perf_event_open": 5, "io_uring_setup": 2, "io_uring_enter": 6,
+        "io_uring_register": 4, "userfaultfd": 1, "rseq": 4,
+    ]
+
     /// The width, in bits, that a comparison of `argument` of `syscall` uses.
     public static func argumentWidth(_ syscall: String, _ argument: Int) -> Int {
         thirtyTwoBitArguments[syscall]?.contains(argument) == true ? 32 : 64

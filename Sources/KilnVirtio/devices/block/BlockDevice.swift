@@ -1,4 +1,5 @@
 import KilnMemory
+import KilnBytes
 
 /// virtio-blk (virtio 1.2 §5.2): one request queue in front of a
 /// `BlockBackend`. Stateless between requests.
@@ -101,12 +102,5 @@ public final class BlockDevice: VirtioDevice {
         } catch {
             return .ioError
         }
-    }
-}
-
-extension Array where Element == UInt8 {
-    /// Config spaces and headers are little-endian (virtio 1.2 §1.4).
-    mutating func appendLittleEndian<T: FixedWidthInteger>(_ value: T) {
-        Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
     }
 }

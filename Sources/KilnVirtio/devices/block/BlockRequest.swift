@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// virtio-blk requests (virtio 1.2 §5.2.6), parsed without touching the
 /// backend: the header bytes and the chain's lengths in, the operation to
 /// perform or the status to report out. Pure, so it is fuzzed on its own.
@@ -52,9 +54,9 @@ public enum BlockRequest {
     public static func plan(header: [UInt8], shape: Shape, capacity: UInt64,
                             readOnly: Bool) -> Result<Operation, Status> {
         precondition(header.count == headerSize, "the device reads exactly one header")
-        let type = UInt32(header[0]) | UInt32(header[1]) << 8 | UInt32(header[2]) << 16 | UInt32(header[3]) << 24
-        var sector: UInt64 = 0
-        for index in 0..<8 { sector |= UInt64(header[8 + index]) << (8 * UInt64(index)) }
+        // Inside the 16 bytes just checked: never the 0.
+        let type = header.littleEndian(UInt32.self, at: 0) ?? 0
+        let sector = header.littleEndian(UInt64.self, at: 8) ?? 0
 
         switch type {
         case Kind.read:

@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// `struct virtio_net_hdr_v1` (virtio 1.2 §5.1.6): 12 bytes ahead of every
 /// frame in both directions once VIRTIO_F_VERSION_1 is negotiated.
 public struct NetHeader: Equatable, Sendable {
@@ -34,7 +36,8 @@ public struct NetHeader: Equatable, Sendable {
     /// Decodes exactly `size` bytes.
     public init?(bytes: [UInt8]) {
         guard bytes.count == Self.size else { return nil }
-        func word(_ at: Int) -> UInt16 { UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8 }
+        // Inside the bytes just counted: never the 0.
+        func word(_ at: Int) -> UInt16 { bytes.littleEndian(at: at) ?? 0 }
         self.init(flags: bytes[0], gsoType: bytes[1], headerLength: word(2), gsoSize: word(4),
                   checksumStart: word(6), checksumOffset: word(8), bufferCount: word(10))
     }

@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// The virtio-vsock packet header (virtio 1.2 §5.10.6), parsed and checked
 /// as a pure value. The connection state machine builds on it later.
 public struct VsockPacketHeader: Equatable, Sendable {
@@ -46,11 +48,8 @@ public struct VsockPacketHeader: Equatable, Sendable {
     /// Decodes the first `size` bytes; nil when fewer are given.
     public init?(bytes: [UInt8]) {
         guard bytes.count >= Self.size else { return nil }
-        func field<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T {
-            var value: T = 0
-            for index in 0..<MemoryLayout<T>.size { value |= T(bytes[offset + index]) << (8 * index) }
-            return value
-        }
+        // Every field lies inside the bytes just counted: never the 0.
+        func field<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T { bytes.littleEndian(at: offset) ?? 0 }
         sourceCID = field(0, UInt64.self)
         destinationCID = field(8, UInt64.self)
         sourcePort = field(16, UInt32.self)

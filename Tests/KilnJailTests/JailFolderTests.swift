@@ -1,0 +1,88 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KilnSystem
+import Testing
+@testable import KilnJail
+
+/// How a host file (the exec file, a --jail-file) reaches the jail root.
+@Suite(.enabled(if: getuid() == 0, "linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH: run as root"))
+struct JailFolderTests {
+    static let vmm = (uid: UInt32(1000), gid: UInt32(1000))
+
+    /// A scratch folder with `kiln-real` (mode 0755, owned by `owner`), a
+    /// symbolic link `kiln-link` to it and an empty `root`.
+    final class Scratch {
+        let folder = String(cString: mkdtemp(strdup("/tmp/kiln-jail-folder-XXXXXX")))
+        var real: String { folder + "/kiln-real" }
+        var link: String { folder + "/kiln-link" }
+
+        init(owner: UInt32 = 0) throws {
+            try FileSystem.writeAtomically(real, Array("static binary".utf8), mode: 0o755)
+            #expect(chown(real, owner, 0) == 0)
+            #expect(symlink(real, link) == 0)
+            #expect(mkdir(folder + "/root", 0o755) == 0)
+        }
+
+        deinit {
+            for file in ["root/kiln", "kiln-link", "kiln-real", "kiln-other"] { unlink(folder + "/" + file) }
+            rmdir(folder + "/root")
+            rmdir(folder)
+        }
+
+        func validated(_ path: String) -> ValidatedHostFile {
+            var info = stat()
+            #expect(stat(path, &info) == 0)
+            return ValidatedHostFile(flag: "--exec-file", path: path, info)
+        }
+
+        func place(_ file: ValidatedHostFile) throws {
+            try FileDescriptor.open(folder + "/root", O_RDONLY | O_DIRECTORY).closeAfter { root in
+                try file.place(named: "kiln", mode: 0o755, in: root, rootPath: folder + "/root", uid: vmm.uid, gid: vmm.gid)
+            }
+        }
+
+        func placed() -> stat? {
+            var info = stat()
+            return lstat(folder + "/root/kiln", &info) == 0 ? info : nil
+        }
+    }
+
+    /// Validation stats through symbolic links; the jail must then hold that
+    /// file, not a link to the symbolic link, whose target means nothing (or
+    /// something else) inside the new root.
+    @Test func placesTheFileASymbolicLinkNames() throws {
+        let scratch = try Scratch()
+        try scratch.place(scratch.validated(scratch.link))
+        let placed = try #require(scratch.placed())
+        #expect(placed.st_mode & S_IFMT == S_IFREG)
+        var real = stat()
+        #expect(stat(scratch.real, &real) == 0)
+        #expect(placed.st_ino == real.st_ino, "a root-owned 0755 file is linked, not copied")
+    }
+
+    /// A file put at the path after step 1 (which checked another one) is
+    /// refused, and nothing is placed.
+    @Test func refusesAFileReplacedAfterValidation() throws {
+        let scratch = try Scratch()
+        let validated = scratch.validated(scratch.real)
+        try FileSystem.writeAtomically(scratch.folder + "/kiln-other", Array("#!/bin/sh\n".utf8), mode: 0o755)
+        #expect(rename(scratch.folder + "/kiln-other", scratch.real) == 0)
+        let error = #expect(throws: JailFailure.self) { try scratch.place(validated) }
+        #expect(error?.message.contains("was replaced after it was validated") == true)
+        #expect(scratch.placed() == nil)
+    }
+
+    /// An exec file the VMM's user owns is copied (root's, 0755): a hard
+    /// link would leave the jailed VMM owning, so able to chmod, a host file.
+    @Test func copiesAFileTheVMMOwns() throws {
+        let scratch = try Scratch(owner: Self.vmm.uid)
+        try scratch.place(scratch.validated(scratch.real))
+        let placed = try #require(scratch.placed())
+        var real = stat()
+        #expect(stat(scratch.real, &real) == 0)
+        #expect(placed.st_ino != real.st_ino)
+        #expect(placed.st_uid == 0 && placed.st_mode & 0o7777 == 0o755)
+        #expect(try FileSystem.readFile(scratch.folder + "/root/kiln", limit: 64) == Array("static binary".utf8))
+    }
+}
