@@ -12,7 +12,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build, the tests and the demo need (python3: the API
 # test's TCP shim and the benchmarks).
-DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3
+DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3 pkg-config
 # Host packages of the nested lane (the kernels and busybox are only downloaded).
 NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4
 FIRECRACKER_FILTER := policies/reference/firecracker-seccomp-x86_64.json
