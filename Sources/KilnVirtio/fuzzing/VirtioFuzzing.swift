@@ -92,7 +92,10 @@ public enum VirtioFuzzing {
     static let disk = (0..<(64 * 512)).map { UInt8(truncatingIfNeeded: $0 / 512) }
 
     /// The block planner alone: whatever it accepts stays inside the disk.
-    public static func blockPlan(_ header: [UInt8], shapeBytes: [UInt8], readOnly: Bool) {
+    /// Returns whether the request was accepted, so a seeded run can check
+    /// it reached the transfer checks rather than refusing everything.
+    @discardableResult
+    public static func blockPlan(_ header: [UInt8], shapeBytes: [UInt8], readOnly: Bool) -> Bool {
         func word(_ at: Int) -> UInt64 {
             (0..<8).reduce(UInt64(0)) { $0 | UInt64(shapeBytes[at + $1]) << (8 * UInt64($1)) }
         }
@@ -100,7 +103,7 @@ public enum VirtioFuzzing {
         let shape = BlockRequest.Shape(readableData: word(0) % 0x10_0000, writableData: word(8) % 0x10_0000)
         let capacity: UInt64 = 64
         guard case .success(let operation) = BlockRequest.plan(header: header, shape: shape, capacity: capacity,
-                                                               readOnly: readOnly) else { return }
+                                                               readOnly: readOnly) else { return false }
         switch operation {
         case .read(let offset, let length), .write(let offset, let length):
             precondition(offset <= capacity * 512 && length <= capacity * 512 - offset, "transfer past the disk")
@@ -109,6 +112,7 @@ public enum VirtioFuzzing {
         case .flush, .getID:
             break
         }
+        return true
     }
 
     /// Byte 0 bit 0 allows SEQPACKET; the rest is a header plus payload.
