@@ -1,3 +1,5 @@
+import KilnBytes
+
 /// The Linux x86 boot protocol's setup header (Documentation/arch/x86/boot.rst,
 /// "The Real-Mode Kernel Header"), as found at offset 0x1f1 of a bzImage and
 /// copied into boot_params at the same offset. Offsets below are absolute in
@@ -110,19 +112,17 @@ public enum KernelImageError: Error, Equatable, CustomStringConvertible, Sendabl
     }
 }
 
-/// Little-endian reads from a byte array with bounds checks that report
-/// truncation instead of trapping.
+/// Little-endian reads from a kernel image (KilnBytes' bounds-checked
+/// decoding), reporting a short image as truncated instead of trapping.
 struct ByteReader {
     let bytes: [UInt8]
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     func integer<T: FixedWidthInteger>(_ offset: Int, as type: T.Type) throws -> T {
-        let size = MemoryLayout<T>.size
-        guard offset >= 0, offset <= bytes.count - size else {
+        guard let value = bytes.littleEndian(T.self, at: offset) else {
+            let size = MemoryLayout<T>.size
             throw KernelImageError.truncated("read of \(size) bytes at offset \(offset) past the end (\(bytes.count) bytes)")
         }
-        var value: T = 0
-        for index in 0..<size { value |= T(bytes[offset + index]) << (8 * index) }
         return value
     }
 
