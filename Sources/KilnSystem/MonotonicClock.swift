@@ -17,3 +17,17 @@ public enum MonotonicClock {
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
     }
 }
+
+extension MonotonicClock {
+    /// `nanoseconds` as milliseconds with `decimals` fraction digits,
+    /// truncated, for log lines ("7.95", "164.010").
+    public static func millisecondsText(_ nanoseconds: UInt64, decimals: Int) -> String {
+        precondition((0...6).contains(decimals), "milliseconds carry at most 6 decimals of nanoseconds")
+        var scale: UInt64 = 1
+        for _ in 0..<decimals { scale *= 10 }
+        let scaled = nanoseconds / (1_000_000 / scale)
+        guard decimals > 0 else { return String(scaled) }
+        let fraction = String(scaled % scale)
+        return "\(scaled / scale)." + String(repeating: "0", count: decimals - fraction.count) + fraction
+    }
+}

@@ -27,7 +27,7 @@ struct JailerOverhead: CustomStringConvertible {
     }
 
     static func milliseconds(_ microseconds: UInt64) -> String {
-        let fraction = microseconds % 1000
-        return "\(microseconds / 1000)." + String(repeating: "0", count: 3 - String(fraction).count) + String(fraction)
+        // Both figures are differences of this boot's clocks: far from overflowing.
+        MonotonicClock.millisecondsText(microseconds * 1000, decimals: 3)
     }
 }

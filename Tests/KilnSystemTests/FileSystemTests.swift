@@ -36,3 +36,13 @@ import Testing
         #expect(throws: SystemError.self) { try FileSystem.readFile("/proc/self/status", limit: 8) }
     }
 }
+
+@Suite struct MonotonicClockTests {
+    @Test func formatsMillisecondsTruncatedWithPaddedFractions() {
+        #expect(MonotonicClock.millisecondsText(7_950_000, decimals: 2) == "7.95")
+        #expect(MonotonicClock.millisecondsText(7_059_999, decimals: 2) == "7.05")
+        #expect(MonotonicClock.millisecondsText(164_010_000, decimals: 3) == "164.010")
+        #expect(MonotonicClock.millisecondsText(5_000, decimals: 3) == "0.005")
+        #expect(MonotonicClock.millisecondsText(12_345_678, decimals: 0) == "12")
+    }
+}

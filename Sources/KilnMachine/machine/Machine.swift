@@ -186,9 +186,7 @@ public final class Machine: @unchecked Sendable {
     }
 
     static func milliseconds(_ nanoseconds: UInt64) -> String {
-        let hundredths = nanoseconds / 10_000
-        let fraction = hundredths % 100
-        return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction)"
+        MonotonicClock.millisecondsText(nanoseconds, decimals: 2)
     }
 
     /// How often the event loop checks whether every vCPU is stuck.
