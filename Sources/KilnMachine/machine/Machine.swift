@@ -78,8 +78,8 @@ public final class Machine: @unchecked Sendable {
         try Machine.refuseUnbuiltDevices(configuration)
 
         // 1. Guest memory and the boot image: no KVM involved yet.
-        let kernelImage = try ImageFile.read(bootSource.kernelImagePath, limit: 512 << 20, what: "kernel")
-        let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, limit: 2 << 30, what: "initrd") }
+        let kernelImage = try ImageFile.read(bootSource.kernelImagePath, .kernel, guestMemoryMiB: machineConfig.memSizeMiB)
+        let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, .initrd, guestMemoryMiB: machineConfig.memSizeMiB) }
         let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
         memory = try MappedGuestMemory(ranges: ram)
         let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount)
