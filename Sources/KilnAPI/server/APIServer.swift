@@ -19,9 +19,9 @@ public protocol APIRequestHandler: AnyObject {
 ///
 /// Connection policy: at most `maximumConnections` are open. A client that
 /// arrives when all are taken evicts the connection idle the longest, idle
-/// meaning between requests (nothing buffered, no reply pending): a server
-/// may close an idle persistent connection at any time and its client
-/// retries (RFC 9112 §9.5, §9.3.1). If none is idle, every one being in the
+/// meaning between requests (nothing buffered or readable, no reply
+/// pending): a server may close an idle persistent connection at any time
+/// and its client retries (RFC 9112 §9.5, §9.3.1). If none is idle, every one being in the
 /// middle of a request, the newcomer gets 503 with `Connection: close`
 /// (RFC 9110 §15.6.4) instead of a silent close; those requests still end
 /// within the idle timeout. So keep-alive clients never lock others out.
@@ -178,12 +178,9 @@ public final class APIServer {
 
     /// Takes a new connection, making room by the connection policy above.
     private func admit(_ descriptor: FileDescriptor) {
-        if connections.count >= configuration.maximumConnections {
-            guard let idle = longestIdleConnection() else {
-                refuseBusy(descriptor)
-                return
-            }
-            close(idle)
+        if connections.count >= configuration.maximumConnections && !evictIdleConnection() {
+            refuseBusy(descriptor)
+            return
         }
         do {
             try epoll.add(descriptor, [.readable, .peerClosed], token: UInt64(descriptor.rawValue))
@@ -196,11 +193,27 @@ public final class APIServer {
             lastActivity: MonotonicClock.nanoseconds())
     }
 
-    /// The connection between requests for the longest time, if any.
-    private func longestIdleConnection() -> Int32? {
-        connections.filter { _, connection in
-            connection.pending.isEmpty && !connection.closeAfterFlush && connection.parser.bufferedByteCount == 0
-        }.min { $0.value.lastActivity < $1.value.lastActivity }?.key
+    /// Closes the connection between requests for the longest time; false
+    /// if none is. Each candidate is read first: bytes that arrived since
+    /// the last wake-up (or before it was ever read) mean it is not idle.
+    private func evictIdleConnection() -> Bool {
+        var checked = Set<Int32>()
+        while let (raw, candidate) = connections
+            .filter({ !checked.contains($0.key) && Self.isIdle($0.value) })
+            .min(by: { $0.value.lastActivity < $1.value.lastActivity }) {
+            checked.insert(raw)
+            service(raw, .readable)
+            guard let connection = connections[raw] else { return true } // it had hung up
+            if Self.isIdle(connection) && connection.lastActivity == candidate.lastActivity {
+                close(raw)
+                return true
+            }
+        }
+        return false
+    }
+
+    private static func isIdle(_ connection: Connection) -> Bool {
+        connection.pending.isEmpty && !connection.closeAfterFlush && connection.parser.bufferedByteCount == 0
     }
 
     /// One non-blocking send of a 503 to a client there is no room for; a
