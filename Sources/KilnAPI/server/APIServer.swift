@@ -170,6 +170,8 @@ public final class APIServer {
         do {
             try epoll.add(listener, .readable, token: Self.listenerToken)
             acceptPausedUntil = nil
+        } catch let error as SystemError where error.errno == EEXIST {
+            acceptPausedUntil = nil // the DEL had failed: it is still watched
         } catch {
             // Watching it needs memory too: try again after another pause.
             pauseAccepting(after: error)
