@@ -57,6 +57,20 @@ extension JSONObjectReader {
         return value
     }
 
+    /// A host path field. A NUL would end the C string the kernel sees, so
+    /// `"/ok\u0000/../x"` would open `/ok`: refused, naming the field.
+    public mutating func path(_ key: String) throws -> String? {
+        guard let text = try string(key) else { return nil }
+        try VMConfiguration.checkPath(text, field: fieldPath(key))
+        return text
+    }
+
+    public mutating func requiredPath(_ key: String) throws -> String {
+        let text = try requiredString(key)
+        try VMConfiguration.checkPath(text, field: fieldPath(key))
+        return text
+    }
+
     public mutating func rateLimiter(_ key: String) throws -> RateLimiter? {
         guard var section = try object(key) else { return nil }
         return try RateLimiter(json: &section)
@@ -66,8 +80,8 @@ extension JSONObjectReader {
 extension BootSource {
     public init(json reader: inout JSONObjectReader) throws {
         self.init(
-            kernelImagePath: try reader.requiredString("kernel_image_path"),
-            initrdPath: try reader.string("initrd_path"),
+            kernelImagePath: try reader.requiredPath("kernel_image_path"),
+            initrdPath: try reader.path("initrd_path"),
             bootArgs: try reader.string("boot_args"))
         try reader.finish()
     }
@@ -96,13 +110,13 @@ extension Drive {
         self.init(
             driveID: try reader.requiredString("drive_id"),
             isRootDevice: try reader.requiredBool("is_root_device"),
-            pathOnHost: try reader.string("path_on_host"),
+            pathOnHost: try reader.path("path_on_host"),
             isReadOnly: try reader.bool("is_read_only") ?? false,
             partUUID: try reader.string("partuuid"),
             cacheType: try reader.enumeration("cache_type", as: CacheType.self) ?? .unsafe,
             ioEngine: try reader.enumeration("io_engine", as: IOEngine.self) ?? .sync,
             rateLimiter: try reader.rateLimiter("rate_limiter"),
-            socket: try reader.string("socket"))
+            socket: try reader.path("socket"))
         try reader.finish()
     }
 }
@@ -135,7 +149,7 @@ extension Vsock {
         // CIDs 0-2 are reserved (hypervisor, local, host): virtio 1.2 §5.10.4.
         self.init(
             guestCID: try reader.requiredInteger("guest_cid", in: 3...UInt32.max),
-            udsPath: try reader.requiredString("uds_path"),
+            udsPath: try reader.requiredPath("uds_path"),
             vsockID: try reader.string("vsock_id"))
         try reader.finish()
     }
@@ -144,7 +158,7 @@ extension Vsock {
 extension Logger {
     public init(json reader: inout JSONObjectReader) throws {
         self.init(
-            logPath: try reader.string("log_path"),
+            logPath: try reader.path("log_path"),
             level: try reader.enumeration("level", as: Level.self),
             showLevel: try reader.bool("show_level") ?? false,
             showLogOrigin: try reader.bool("show_log_origin") ?? false,
@@ -155,7 +169,7 @@ extension Logger {
 
 extension Metrics {
     public init(json reader: inout JSONObjectReader) throws {
-        self.init(metricsPath: try reader.requiredString("metrics_path"))
+        self.init(metricsPath: try reader.requiredPath("metrics_path"))
         try reader.finish()
     }
 }

@@ -30,6 +30,32 @@ extension VMConfiguration {
         try machine.validate()
         try validateDrives()
         try validateNetworkInterfaces()
+        try validatePaths()
+    }
+
+    /// Refuses a host path with a NUL byte: the C string would end there and
+    /// name another file.
+    public static func checkPath(_ path: String, field: String) throws {
+        if path.utf8.contains(0) {
+            throw ConfigurationError(path: field, message: "must not contain a NUL byte")
+        }
+    }
+
+    /// Every host path field, for configurations not built by the decoders
+    /// (the command line, a PATCH).
+    private func validatePaths() throws {
+        var paths: [(String, String?)] = [
+            ("boot-source.kernel_image_path", bootSource?.kernelImagePath),
+            ("boot-source.initrd_path", bootSource?.initrdPath),
+            ("vsock.uds_path", vsock?.udsPath),
+            ("logger.log_path", logger?.logPath),
+            ("metrics.metrics_path", metrics?.metricsPath),
+        ]
+        for (index, drive) in drives.enumerated() {
+            paths.append(("drives[\(index)].path_on_host", drive.pathOnHost))
+            paths.append(("drives[\(index)].socket", drive.socket))
+        }
+        for case let (field, path?) in paths { try Self.checkPath(path, field: field) }
     }
 
     private func validateDrives() throws {

@@ -101,6 +101,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
         if configuration != nil { controller.markStarted() }
         var serverConfiguration = APIServer.Configuration()
         serverConfiguration.limits.body = options.httpAPIMaxPayloadSize
+        serverConfiguration.log = { Logger.shared.warning($0) }
         let server = try APIServer(listener: listener, configuration: serverConfiguration,
                                    handler: CountingRequestHandler(controller, registry: metrics.registry))
         let roles = self.roles

@@ -98,6 +98,36 @@ private func fault(_ text: String) -> String { JSONValue.object([("fault_message
         #expect(client.control.calls.isEmpty)
     }
 
+    /// A `\u0000` escape in a path is refused with a 400 naming the field,
+    /// on every route that takes a path, before anything is configured or
+    /// opened (PUT /logger and /metrics act at once, without validate()).
+    @Test func refusesNULInEveryPathField() {
+        let client = Client()
+        let nul = #"/ok\u0000/x"#
+        let refused: [(String, String, String)] = [
+            ("/boot-source", #"{"kernel_image_path": "\#(nul)"}"#, "kernel_image_path"),
+            ("/boot-source", #"{"kernel_image_path": "/k", "initrd_path": "\#(nul)"}"#, "initrd_path"),
+            ("/drives/a", #"{"drive_id": "a", "is_root_device": false, "path_on_host": "\#(nul)"}"#, "path_on_host"),
+            ("/vsock", #"{"guest_cid": 3, "uds_path": "\#(nul)"}"#, "uds_path"),
+            ("/logger", #"{"log_path": "\#(nul)"}"#, "log_path"),
+            ("/metrics", #"{"metrics_path": "\#(nul)"}"#, "metrics_path"),
+        ]
+        for (path, body, field) in refused {
+            #expect(client.call("PUT", path, body)
+                == (400, fault("Invalid request body: \(field): must not contain a NUL byte")), "PUT \(path)")
+        }
+        #expect(client.controller.configuration == VMConfiguration())
+        #expect(client.control.calls.isEmpty)
+
+        // After start, PATCH /drives takes a new path_on_host: refused the same way.
+        client.call("PUT", "/boot-source", #"{"kernel_image_path": "/k"}"#)
+        client.call("PUT", "/drives/a", #"{"drive_id": "a", "is_root_device": false, "path_on_host": "/a"}"#)
+        client.call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+        #expect(client.call("PATCH", "/drives/a", #"{"drive_id": "a", "path_on_host": "\#(nul)"}"#)
+            == (400, fault("Invalid request body: path_on_host: must not contain a NUL byte")))
+        #expect(client.control.calls == ["start vcpus=1"])
+    }
+
     @Test func aFailedStartLeavesTheVMNotStarted() {
         let client = Client()
         client.control.failStart = "KVM is not available"

@@ -63,6 +63,12 @@ private func readResponses(_ fd: FileDescriptor, count: Int) throws -> [String] 
     return responses
 }
 
+/// Whether `fd` has something to read (data or end of file) within `milliseconds`.
+func becomesReadable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
+    var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+    return poll(&entry, 1, milliseconds) == 1
+}
+
 @Suite(.serialized) struct APIServerTests {
     @Test func answersPipelinedRequestsInOrder() throws {
         let fixture = try ServerFixture()
@@ -107,17 +113,55 @@ private func readResponses(_ fd: FileDescriptor, count: Int) throws -> [String] 
         #expect(try readResponses(slow, count: 1).isEmpty)
     }
 
-    @Test func capsConcurrentConnections() throws {
-        let fixture = try ServerFixture { $0.maximumConnections = 1 }
+    /// Sixteen keep-alive clients between requests used to hold every slot
+    /// until their idle timeout, and a seventeenth was closed unanswered.
+    @Test func idleKeepAliveClientsDoNotLockOutANewOne() throws {
+        let fixture = try ServerFixture()
         defer { fixture.stop() }
-        let first = try fixture.connect()
-        defer { first.close() }
-        try send(first, "GET /one HTTP/1.1\r\n\r\n")
-        #expect(try readResponses(first, count: 1).count == 1)
-        let second = try fixture.connect()
-        defer { second.close() }
-        try? send(second, "GET /two HTTP/1.1\r\n\r\n")
-        // Refused: end of file or a reset, never an answer.
-        #expect(((try? readResponses(second, count: 1)) ?? []).isEmpty)
+        #expect(APIServer.Configuration().maximumConnections == 16)
+        var idle: [FileDescriptor] = []
+        defer { idle.forEach { $0.close() } }
+        for index in 0..<16 {
+            let client = try fixture.connect()
+            idle.append(client)
+            try send(client, "GET /idle\(index) HTTP/1.1\r\n\r\n")
+            #expect(try readResponses(client, count: 1).first?.hasSuffix("\"GET /idle\(index) 0\"") == true)
+        }
+        let newcomer = try fixture.connect()
+        defer { newcomer.close() }
+        try send(newcomer, "GET /new HTTP/1.1\r\n\r\n")
+        #expect(becomesReadable(newcomer, within: 2000))
+        let answer = try readResponses(newcomer, count: 1)
+        #expect(answer.first?.hasPrefix("HTTP/1.1 200 OK\r\n") == true, "\(answer)")
+        #expect(answer.first?.hasSuffix("\"GET /new 0\"") == true)
+        // The room came from the connection idle the longest: the first.
+        #expect(try readResponses(idle[0], count: 1).isEmpty)
+        // The others are still open and served.
+        try send(idle[15], "GET /again HTTP/1.1\r\n\r\n")
+        #expect(try readResponses(idle[15], count: 1).first?.hasSuffix("\"GET /again 0\"") == true)
+    }
+
+    /// With every slot in the middle of a request there is no idle one to
+    /// evict: the newcomer is told so (503, Connection: close), not cut off
+    /// silently, and the requests in progress are not disturbed.
+    @Test func busyServerAnswers503() throws {
+        let fixture = try ServerFixture { $0.maximumConnections = 2 }
+        defer { fixture.stop() }
+        let busy = try (0..<2).map { _ in try fixture.connect() }
+        defer { busy.forEach { $0.close() } }
+        // No pause: the server may accept all three at once, before reading
+        // the partial requests; it must still not take those two for idle.
+        for client in busy { try send(client, "GET /busy HTTP/1.1\r\nHost:") }
+        let newcomer = try fixture.connect()
+        defer { newcomer.close() }
+        try? send(newcomer, "GET /new HTTP/1.1\r\n\r\n")
+        // One answer; what follows may be a reset, as the request was unread.
+        let refused = (try? readResponses(newcomer, count: 1)) ?? []
+        #expect(refused.count == 1)
+        #expect(refused.first?.hasPrefix("HTTP/1.1 503 Service Unavailable\r\n") == true, "\(refused)")
+        #expect(refused.first?.contains("Connection: close\r\n") == true)
+        #expect(refused.first?.contains("all 2 API connections are busy") == true)
+        try send(busy[0], " x\r\n\r\n")
+        #expect(try readResponses(busy[0], count: 1).first?.hasSuffix("\"GET /busy 0\"") == true)
     }
 }

@@ -129,3 +129,49 @@ private func errorPath(_ text: String) -> String? {
             == #"{"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":true,"huge_pages":"None"}"#)
     }
 }
+
+/// A `\u0000` in a path used to reach open(2), which stops at the NUL: the
+/// prefix was opened (and booted). Every host path field refuses it by name.
+@Suite struct NulInPathTests {
+    let nul = #"/ok\u0000/../elsewhere"#
+
+    @Test func everyPathFieldOfTheConfigFileRefusesNUL() {
+        let cases: [(document: String, field: String)] = [
+            (#"{"boot-source": {"kernel_image_path": "\#(nul)"}}"#, "boot-source.kernel_image_path"),
+            (#"{"boot-source": {"kernel_image_path": "/k", "initrd_path": "\#(nul)"}}"#, "boot-source.initrd_path"),
+            (#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "\#(nul)"}]}"#,
+             "drives[0].path_on_host"),
+            (#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "/d", "socket": "\#(nul)"}]}"#,
+             "drives[0].socket"),
+            (#"{"vsock": {"guest_cid": 3, "uds_path": "\#(nul)"}}"#, "vsock.uds_path"),
+            (#"{"logger": {"log_path": "\#(nul)"}}"#, "logger.log_path"),
+            (#"{"metrics": {"metrics_path": "\#(nul)"}}"#, "metrics.metrics_path"),
+        ]
+        for (document, field) in cases {
+            #expect(throws: ConfigurationError(path: field, message: "must not contain a NUL byte"), "\(document)") {
+                try load(document)
+            }
+        }
+        // The same text without the escape is a fine path.
+        #expect(throws: Never.self) { try load(#"{"boot-source": {"kernel_image_path": "/ok/../elsewhere"}}"#) }
+    }
+
+    /// Configurations not built by the decoders (the command line, code) are
+    /// checked by validate() too.
+    @Test func validateRefusesNULInAModelBuiltInCode() {
+        var config = VMConfiguration(bootSource: BootSource(kernelImagePath: "/ok\u{0}x"))
+        #expect(throws: ConfigurationError(path: "boot-source.kernel_image_path", message: "must not contain a NUL byte")) {
+            try config.validate()
+        }
+        config.bootSource = BootSource(kernelImagePath: "/k")
+        config.drives = [Drive(driveID: "a", isRootDevice: false, pathOnHost: "/d\u{0}")]
+        #expect(throws: ConfigurationError(path: "drives[0].path_on_host", message: "must not contain a NUL byte")) {
+            try config.validate()
+        }
+        config.drives = []
+        config.logger = Logger(logPath: "\u{0}")
+        #expect(throws: ConfigurationError(path: "logger.log_path", message: "must not contain a NUL byte")) {
+            try config.validate()
+        }
+    }
+}

@@ -77,7 +77,7 @@ public final class APIController: APIRequestHandler {
         case let .patchDrive(id):
             var reader = try bodyReader(body)
             try Self.requireMatchingID(path: id, body: try reader.requiredString("drive_id"))
-            let pathOnHost = try reader.string("path_on_host")
+            let pathOnHost = try reader.path("path_on_host")
             let rateLimiter = try reader.rateLimiter("rate_limiter")
             try reader.finish()
             try editAfterStart { configuration in

@@ -77,8 +77,8 @@ public final class Machine: @unchecked Sendable {
 
         // 1. Guest memory, the devices' backends and the boot image: no KVM
         // involved yet.
-        let kernelImage = try ImageFile.read(bootSource.kernelImagePath, limit: 512 << 20, what: "kernel")
-        let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, limit: 2 << 30, what: "initrd") }
+        let kernelImage = try ImageFile.read(bootSource.kernelImagePath, .kernel, guestMemoryMiB: machineConfig.memSizeMiB)
+        let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, .initrd, guestMemoryMiB: machineConfig.memSizeMiB) }
         let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
         memory = try MappedGuestMemory(ranges: ram)
         virtio = try VirtioDeviceManager(configuration: configuration, memory: memory, registry: host.metrics.registry,
