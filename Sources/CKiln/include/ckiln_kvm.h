@@ -52,6 +52,11 @@ int ckiln_kvm_set_msrs(int vcpu_fd, const struct kvm_msr_entry *entries, uint32_
 int ckiln_kvm_set_irqchip_routes(int vm_fd, const uint32_t *gsis, const uint32_t *chips,
                                  const uint32_t *pins, uint32_t count);
 
+/// The data bytes of an MMIO exit, in place in the run page. Swift imports
+/// the anonymous union's members as computed properties, so a pointer taken
+/// through them would point at a temporary copy.
+static inline uint8_t *ckiln_kvm_run_mmio_data(struct kvm_run *run) { return run->mmio.data; }
+
 /// eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK: the wake-up and interrupt
 /// descriptors of the machine, KVM_IRQFD's and KVM_IOEVENTFD's.
 int ckiln_eventfd(unsigned int initial);

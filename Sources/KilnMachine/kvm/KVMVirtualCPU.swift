@@ -11,7 +11,7 @@ public final class KVMVirtualCPU: @unchecked Sendable {
     public let fd: FileDescriptor
     public let index: Int
     public let run: UnsafeMutablePointer<kvm_run>
-    private let mappingSize: Int
+    let mappingSize: Int
 
     init(fd: FileDescriptor, index: Int, mappingSize: Int) throws {
         guard let mapping = mmap(nil, mappingSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0),

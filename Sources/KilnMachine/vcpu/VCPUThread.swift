@@ -4,13 +4,14 @@ import Glibc
 import CKiln
 import KilnSystem
 
-/// One vCPU's thread: the KVM_RUN loop and its exit dispatch to the buses.
+/// One vCPU's thread: the KVM_RUN loop. Each exit is decoded into a
+/// `VCPUExit` and handed to a `VCPUExitDispatcher` (the buses, the exit
+/// reasons), which needs no KVM.
 /// Entry points live here, not in an executable's main.swift (where Swift
 /// would infer them main-actor isolated; platform notes).
 final class VCPUThread: @unchecked Sendable {
     let vcpu: KVMVirtualCPU
-    let portBus: Bus
-    let memoryBus: Bus
+    let dispatcher: VCPUExitDispatcher
     let exitSignal: ExitSignal
     /// Called once, just before the first KVM_RUN (for start-up figures).
     let onFirstRun: ((Int) -> Void)?
@@ -33,8 +34,7 @@ final class VCPUThread: @unchecked Sendable {
         self.exits = exits
         self.onThreadStart = onThreadStart
         self.vcpu = vcpu
-        self.portBus = portBus
-        self.memoryBus = memoryBus
+        dispatcher = VCPUExitDispatcher(portBus: portBus, memoryBus: memoryBus, exits: exits, trace: trace)
         self.exitSignal = exitSignal
         self.onFirstRun = onFirstRun
     }
@@ -127,71 +127,14 @@ final class VCPUThread: @unchecked Sendable {
     }
 
     private func handleExit() throws {
-        let run = vcpu.run
-        switch Int32(run.pointee.exit_reason) {
-        case KVM_EXIT_IO:
-            let io = run.pointee.io
-            let size = Int(io.size)
-            let base = UnsafeMutableRawPointer(run) + Int(io.data_offset)
-            (io.direction == UInt8(KVM_EXIT_IO_OUT) ? exits.ioOut : exits.ioIn).increment()
-            for index in 0..<Int(io.count) {
-                let data = UnsafeMutableRawBufferPointer(start: base + index * size, count: size)
-                let claimed: Bool
-                if io.direction == UInt8(KVM_EXIT_IO_OUT) {
-                    claimed = portBus.write(UInt64(io.port), from: UnsafeRawBufferPointer(data))
-                } else {
-                    claimed = portBus.read(UInt64(io.port), into: data)
-                }
-                trace?("vcpu\(vcpu.index): \(io.direction == UInt8(KVM_EXIT_IO_OUT) ? "out" : "in") port 0x"
-                       + "\(String(io.port, radix: 16)) \(Array(data))\(claimed ? "" : " (unclaimed)")")
-            }
-        case KVM_EXIT_MMIO:
-            let length = Int(min(run.pointee.mmio.len, 8))
-            let address = run.pointee.mmio.phys_addr
-            (run.pointee.mmio.is_write != 0 ? exits.mmioWrite : exits.mmioRead).increment()
-            withUnsafeMutableBytes(of: &run.pointee.mmio.data) { raw in
-                let data = UnsafeMutableRawBufferPointer(rebasing: raw[0..<length])
-                let claimed: Bool
-                if run.pointee.mmio.is_write != 0 {
-                    claimed = memoryBus.write(address, from: UnsafeRawBufferPointer(data))
-                } else {
-                    claimed = memoryBus.read(address, into: data)
-                }
-                trace?("vcpu\(vcpu.index): mmio \(run.pointee.mmio.is_write != 0 ? "write" : "read") 0x"
-                       + "\(String(address, radix: 16)) \(Array(data))\(claimed ? "" : " (unclaimed)")")
-            }
-        case KVM_EXIT_HLT:
-            // Only without an in-kernel LAPIC; kept for completeness.
-            exits.halt.increment()
+        let exit = VCPUExit.decode(vcpu.run, pageSize: vcpu.mappingSize)
+        switch dispatcher.handle(exit, vcpu: vcpu.index, rip: { ripText }) {
+        case .resume: break
+        case .halted:
             stateLock.withLock { stuck = true }
             exitSignal.request(.allVCPUsHalted)
-        case KVM_EXIT_SHUTDOWN:
-            exits.shutdown.increment()
-            // A triple fault resets a PC, and Linux's `reboot=t` relies on it
-            // (arch/x86/kernel/reboot.c, BOOT_TRIPLE). kiln has no reset in
-            // place, so it ends as for the i8042 reset, saying how.
-            exitSignal.request(.reset(
-                "triple fault on vCPU \(vcpu.index), KVM_EXIT_SHUTDOWN: a reboot=t reboot, or a guest crash; on kvm-pvm check `dmesg | tail`"))
-        case KVM_EXIT_SYSTEM_EVENT:
-            exits.systemEvent.increment()
-            switch Int32(run.pointee.system_event.type) {
-            case KVM_SYSTEM_EVENT_SHUTDOWN: exitSignal.request(.poweroff("KVM_SYSTEM_EVENT_SHUTDOWN"))
-            case KVM_SYSTEM_EVENT_RESET: exitSignal.request(.reset("KVM_SYSTEM_EVENT_RESET"))
-            default: exitSignal.request(.failure("system event \(run.pointee.system_event.type)"))
-            }
-        case KVM_EXIT_INTERNAL_ERROR:
-            exits.internalError.increment()
-            exitSignal.request(.failure(
-                "KVM internal error, suberror \(run.pointee.internal.suberror), rip 0x\(ripText); on kvm-pvm check `dmesg | tail`"))
-        case KVM_EXIT_FAIL_ENTRY:
-            exits.failEntry.increment()
-            exitSignal.request(.failure(
-                "VM entry failed, reason 0x\(String(run.pointee.fail_entry.hardware_entry_failure_reason, radix: 16))"))
-        case KVM_EXIT_INTR:
-            exits.interrupted.increment()
-        case let other:
-            exits.other.increment()
-            exitSignal.request(.failure("unexpected KVM exit \(other) on vCPU \(vcpu.index), rip 0x\(ripText)"))
+        case let .stop(reason):
+            exitSignal.request(reason)
         }
     }
 
