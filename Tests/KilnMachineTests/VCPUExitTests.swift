@@ -25,6 +25,16 @@ import Testing
         var run: UnsafeMutablePointer<kvm_run> { raw.assumingMemoryBound(to: kvm_run.self) }
         init() { raw.initializeMemory(as: UInt8.self, repeating: 0, count: VCPUExitTests.pageSize) }
         deinit { raw.deallocate() }
+
+        /// Fills the page as KVM does for a port I/O exit.
+        func portIO(out: Bool, size: UInt8, port: UInt16, count: UInt32, dataOffset: Int) {
+            run.pointee.exit_reason = UInt32(KVM_EXIT_IO)
+            run.pointee.io.direction = UInt8(out ? KVM_EXIT_IO_OUT : KVM_EXIT_IO_IN)
+            run.pointee.io.size = size
+            run.pointee.io.port = port
+            run.pointee.io.count = count
+            run.pointee.io.data_offset = UInt64(dataOffset)
+        }
     }
 
     struct Rig {
@@ -45,12 +55,7 @@ import Testing
 
     @Test func aStringOutWritesEachElementToThePort() throws {
         let rig = try Rig(), page = Page()
-        page.run.pointee.exit_reason = UInt32(KVM_EXIT_IO)
-        page.run.pointee.io.direction = UInt8(KVM_EXIT_IO_OUT)
-        page.run.pointee.io.size = 1
-        page.run.pointee.io.port = 0x3f8
-        page.run.pointee.io.count = 3
-        page.run.pointee.io.data_offset = 0x800
+        page.portIO(out: true, size: 1, port: 0x3f8, count: 3, dataOffset: 0x800)
         (page.raw + 0x800).copyMemory(from: Array("abc".utf8), byteCount: 3)
         #expect(rig.handle(page) == .resume)
         #expect(rig.device.writes.map(\.bytes) == [[0x61], [0x62], [0x63]])
@@ -70,24 +75,14 @@ import Testing
 
     @Test func anUnclaimedPortReadsAllOnes() throws {
         let rig = try Rig(), page = Page()
-        page.run.pointee.exit_reason = UInt32(KVM_EXIT_IO)
-        page.run.pointee.io.direction = UInt8(KVM_EXIT_IO_IN)
-        page.run.pointee.io.size = 2
-        page.run.pointee.io.port = 0x80
-        page.run.pointee.io.count = 1
-        page.run.pointee.io.data_offset = 0x400
+        page.portIO(out: false, size: 2, port: 0x80, count: 1, dataOffset: 0x400)
         #expect(rig.handle(page) == .resume)
         #expect(Array(UnsafeRawBufferPointer(start: page.raw + 0x400, count: 2)) == [0xff, 0xff])
     }
 
     @Test func dataPlacedOutsideThePageIsRefusedNotFollowed() throws {
         let rig = try Rig(), page = Page()
-        page.run.pointee.exit_reason = UInt32(KVM_EXIT_IO)
-        page.run.pointee.io.direction = UInt8(KVM_EXIT_IO_OUT)
-        page.run.pointee.io.size = 4
-        page.run.pointee.io.port = 0x3f8
-        page.run.pointee.io.count = 2
-        page.run.pointee.io.data_offset = UInt64(VCPUExitTests.pageSize - 4)
+        page.portIO(out: true, size: 4, port: 0x3f8, count: 2, dataOffset: VCPUExitTests.pageSize - 4)
         guard case let .stop(.failure(message)) = rig.handle(page) else {
             Issue.record("an I/O exit whose data runs past the page must stop the machine")
             return
