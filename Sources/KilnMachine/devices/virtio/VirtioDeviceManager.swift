@@ -113,8 +113,9 @@ final class VirtioDeviceManager {
     /// Puts every device on the VM: irqfd, transport on the bus, ioeventfds.
     func wire(vm: KVMVirtualMachine, bus: Bus) throws {
         for entry in entries {
-            let interrupt = try vm.interruptEventFD(gsi: entry.gsi)
-            let transport = VirtioMMIOTransport(device: entry.device, memory: memory, interrupt: IrqfdInterrupt(interrupt))
+            let interrupt = PublishingInterrupt(try vm.interruptEventFD(gsi: entry.gsi))
+            let transport = VirtioMMIOTransport(device: entry.device, memory: memory, interrupt: interrupt)
+            interrupt.transport = transport
             var events: [EventFD] = []
             do {
                 for queue in entry.device.queueMaxSizes.indices {
@@ -128,7 +129,7 @@ final class VirtioDeviceManager {
                 throw error
             }
             let slot = VirtioMMIOSlot(name: entry.name, base: entry.base, gsi: entry.gsi, transport: transport,
-                                      queueEvents: events, failures: needsReset, log: log)
+                                      interrupt: interrupt, queueEvents: events, failures: needsReset, log: log)
             slots.append(slot)
             try bus.insert(slot, base: entry.base, size: X86Layout.virtioMMIOSize)
         }

@@ -1,5 +1,6 @@
 import KilnMemory
 import KilnSystem
+import Synchronization
 import KilnTelemetry
 import KilnVirtio
 
@@ -15,6 +16,11 @@ import KilnVirtio
 /// Lock order: `lock` is a leaf. Nothing else is taken while it is held
 /// except the backend's own descriptors (which are not locks); the event
 /// loop takes it per queue service, a vCPU per register access.
+///
+/// InterruptStatus is read without the lock: a guest's interrupt handler
+/// reads it first thing, and must not wait while the event loop holds the
+/// lock for a disk write. The transport's value is published to an atomic
+/// before every interrupt and after every locked operation.
 final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
     let name: String
     let base: UInt64
@@ -24,12 +30,14 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
     let queueEvents: [EventFD]
     private let lock = Lock()
     private let transport: VirtioMMIOTransport
+    private let interrupt: PublishingInterrupt
     private let failures: Counter
     private let log: (String) -> Void
     private var failureLogged = false
 
-    init(name: String, base: UInt64, gsi: UInt32, transport: VirtioMMIOTransport, queueEvents: [EventFD],
-         failures: Counter, log: @escaping (String) -> Void) {
+    init(name: String, base: UInt64, gsi: UInt32, transport: VirtioMMIOTransport, interrupt: PublishingInterrupt,
+         queueEvents: [EventFD], failures: Counter, log: @escaping (String) -> Void) {
+        self.interrupt = interrupt
         self.log = log
         self.name = name
         self.base = base
@@ -50,7 +58,12 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
     // MARK: Register accesses (vCPU threads)
 
     func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
-        let value = lock.withLock { transport.read(offset: offset, size: data.count) }
+        let value: UInt64
+        if offset == MMIORegister.interruptStatus, data.count == 4 {
+            value = UInt64(interrupt.published)
+        } else {
+            value = lock.withLock { transport.read(offset: offset, size: data.count) }
+        }
         for index in data.indices { data[index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index))) }
     }
 
@@ -63,7 +76,10 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
             if data.count == 4, value < UInt64(queueEvents.count) { try? queueEvents[Int(value)].signal() }
             return
         }
-        lock.withLock { transport.write(offset: offset, size: data.count, value: value) }
+        lock.withLock {
+            transport.write(offset: offset, size: data.count, value: value)
+            interrupt.publish()  // InterruptACK and reset clear bits
+        }
     }
 
     // MARK: Queue service (the event loop)
@@ -74,6 +90,7 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
     func serveQueue(_ index: Int) -> Bool {
         lock.withLock {
             let more = transport.processQueue(index)
+            interrupt.publish()
             noteFailure()
             return more
         }
@@ -93,9 +110,25 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
     }
 }
 
-/// The transport's interrupt as an irqfd: one eventfd write raises the GSI.
-final class IrqfdInterrupt: InterruptSignal {
+/// The transport's interrupt: publishes InterruptStatus for lock-free
+/// reads, then raises the GSI through its irqfd (one eventfd write). The
+/// transport calls `trigger` with the slot's lock held, so reading its
+/// status there is safe.
+final class PublishingInterrupt: InterruptSignal, @unchecked Sendable {
     let line: InterruptEventFD
+    private let status = Atomic<UInt32>(0)
+    /// Set once, right after the transport is made (it needs this object).
+    unowned(unsafe) var transport: VirtioMMIOTransport?
+
     init(_ line: InterruptEventFD) { self.line = line }
-    func trigger() { line.trigger() }
+
+    var published: UInt32 { status.load(ordering: .acquiring) }
+
+    /// With the slot's lock held.
+    func publish() { status.store(transport?.interruptStatus ?? 0, ordering: .releasing) }
+
+    func trigger() {
+        publish()
+        line.trigger()
+    }
 }
