@@ -3,7 +3,8 @@
 // QEMU's microvm boots too (PVH). It proves the boot path end to end: it
 // reads the boot information (command line, e820), prints them on the 8250
 // UART, takes timer interrupts through the 8259 PIC and PIT, signals the
-// boot timer, and resets through the i8042.
+// boot timer, drives the virtio-mmio devices named on its command line
+// (Virtio.swift), and resets through the i8042.
 //
 // Every line it prints starts with "guest: " so tests can find them.
 
@@ -176,6 +177,7 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
 
     let entries = boot.memoryMapEntries
     let memoryMap = UnsafeRawPointer(bitPattern: boot.memoryMap)!
+    var virtioAreaIsRAM = false
     put("guest: e820 entries: "); putDecimal(UInt32(entries)); put("\n")
     for entry in 0..<entries {
         let offset = entry * boot.memoryMapEntrySize
@@ -183,6 +185,7 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
         let size = memoryMap.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
         let type = memoryMap.loadUnaligned(fromByteOffset: offset + 16, as: UInt32.self)
         put("guest: e820: "); putHex(start); put(" size "); putHex(size); put(" type "); putDecimal(type); put("\n")
+        if type == 1 && start <= VirtioArea.start && start + size >= VirtioArea.end { virtioAreaIsRAM = true }
     }
 
     if boot.initrdSize > 0 {
@@ -229,6 +232,16 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
     // The boot-timer device: one magic byte at the start of its MMIO page.
     UnsafeMutablePointer<UInt8>(bitPattern: UInt(0xd000_0000))!.pointee = 123
     put("guest: ready\n")
+
+    if hasVirtioDevices(line) {
+        if virtioAreaIsRAM {
+            outb(Port.pic1Data, 0xfe) // the PIT's 1 ms ticks bound every wait
+            probeVirtioDevices(line)
+        } else {
+            put("guest: virtio: no RAM at 16-20 MiB for the queues\n")
+        }
+        put("guest: virtio done\n")
+    }
 
     if commandLine(line, contains: "noreset") { haltForever() }
     if commandLine(line, contains: "ctrlaltdel") {
