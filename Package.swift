@@ -46,7 +46,7 @@ let package = Package(
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
         .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
-        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "KilnTelemetry", "KilnACPI", "KilnBytes", "CKiln"]),
+        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "KilnTelemetry", "KilnACPI", "KilnBytes", "KilnVirtio", "CKiln"]),
 
         // MARK: virtio-mmio transport, split queues and devices (pure: no KVM, no threads)
         .target(name: "KilnVirtio", dependencies: ["KilnBytes", "KilnMemory", "KilnSystem"]),

@@ -68,3 +68,14 @@ int ckiln_kvm_set_irqchip_routes(int vm_fd, const uint32_t *gsis, const uint32_t
 int ckiln_eventfd(unsigned int initial) {
     return eventfd(initial, EFD_CLOEXEC | EFD_NONBLOCK);
 }
+
+int ckiln_kvm_register_ioeventfd(int vm_fd, uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
+    struct kvm_ioeventfd request;
+    memset(&request, 0, sizeof(request));
+    request.addr = address;
+    request.len = length;
+    request.datamatch = datamatch;
+    request.fd = event_fd;
+    request.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+    return ioctl(vm_fd, KVM_IOEVENTFD, &request);
+}

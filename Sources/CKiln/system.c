@@ -1,7 +1,11 @@
 #define _GNU_SOURCE
 #include "ckiln_system.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -43,4 +47,30 @@ int ckiln_accept4(int fd, int flags) { return accept4(fd, NULL, NULL, flags); }
 
 int ckiln_set_thread_name(const char *name) {
     return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0);
+}
+
+int ckiln_tap_open(const char *name) {
+    if (strlen(name) >= IFNAMSIZ) { errno = ENAMETOOLONG; return -1; }
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof(request));
+    strncpy(request.ifr_name, name, IFNAMSIZ - 1);
+    request.ifr_flags = IFF_TAP | IFF_NO_PI;
+    if (ioctl(fd, TUNSETIFF, &request) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    // With CAP_NET_ADMIN, TUNSETIFF creates a TAP that did not exist. An
+    // orchestrator's TAP outlives its creator's descriptor, so it is
+    // persistent (IFF_PERSIST); a transient one was just made here: closing
+    // the descriptor removes it again, and the caller hears ENODEV.
+    if (ioctl(fd, TUNGETIFF, &request) < 0 || !(request.ifr_flags & IFF_PERSIST)) {
+        close(fd);
+        errno = ENODEV;
+        return -1;
+    }
+    return fd;
 }

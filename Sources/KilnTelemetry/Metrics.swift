@@ -46,7 +46,15 @@ public final class MetricsRegistry: @unchecked Sendable {
 
     public init() {}
 
+    /// The counter `group.name`, registered on first use. Asking again
+    /// returns the same counter: a machine built again after a refused
+    /// InstanceStart keeps counting where the first attempt registered.
     public func counter(_ group: String, _ name: String) -> Counter {
+        if let index = groups.firstIndex(where: { $0.name == group }),
+           let existing = groups[index].metrics.first(where: { $0.name == name }),
+           case let .counter(counter) = existing.metric {
+            return counter
+        }
         let counter = Counter()
         register(group, name, .counter(counter))
         return counter

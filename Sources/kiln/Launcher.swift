@@ -65,6 +65,10 @@ enum Launcher {
         defer { terminal?.restore() }
         do {
             let runtime = try VMMRuntime(options: options, roles: roles, metrics: metrics, start: start)
+            // The runtime, its machine and their descriptors live until the
+            // process exits: freeing them would close descriptors under the
+            // vmm filter, which has no close (exit(2) releases them all).
+            _ = Unmanaged.passRetained(runtime)
             return runtime.run(configuration: configuration)
         } catch {
             fatal("\(error)")

@@ -18,6 +18,8 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
     let metrics: MetricsSink
     let machineMetrics: MachineMetrics
     let mailbox: EventLoopMailbox
+    /// The one event loop, on the main thread, before and after boot.
+    let loop: EventLoop
     let start: UInt64
     private(set) var machine: Machine?
     /// A fatal error raised on another thread (the API thread failing to
@@ -31,6 +33,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
         self.start = start
         machineMetrics = MachineMetrics(registry: metrics.registry)
         mailbox = try EventLoopMailbox()
+        loop = try EventLoop()
     }
 
     // MARK: The event loop's life
@@ -51,16 +54,20 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
                 socketPath = path
                 try startAPIThread(listener: listener, configuration: configuration)
             }
+            try loop.subscribe(mailbox.wake.descriptor) { [mailbox] _ in mailbox.service() }
+            loop.schedule(afterMilliseconds: 1000, repeating: true) { [metrics] in metrics.flushIfDue() }
             if let configuration { try boot(configuration) }
+            // Every round checks for a stop request itself: a signal's
+            // wake-up may have been consumed by a job that ran meanwhile.
             while machine == nil {
                 if let code = stopCode() { return code }
-                var descriptor = pollfd(fd: mailbox.wake.descriptor.rawValue, events: Int16(POLLIN), revents: 0)
-                _ = poll(&descriptor, 1, 1000)
-                mailbox.service()
-                metrics.flushIfDue()
+                try loop.runOnce(maximumMilliseconds: 1000)
             }
             guard let machine else { return 1 }
-            let reason = try machine.run()
+            let reason = try machine.run(on: loop) { [self] in
+                if fatalError != nil { return "a fatal error" }
+                return Termination.received.map { "stopped by signal \($0)" }
+            }
             try? metrics.flush()
             if let code = stopCode() { return code }
             if reason.exitCode == 0 {
@@ -128,11 +135,6 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
         host.metrics = machineMetrics
         host.vcpuThreadStarted = { index in try roles.enter(role: "vcpu", label: "vcpu\(index)") }
         host.vcpusStarted = { try roles.enter(role: "vmm", label: "vmm") }
-        host.requests = (mailbox.wake.descriptor, { [self] in
-            mailbox.service()
-            if let signal = Termination.received { self.machine?.stop(.failure("stopped by signal \(signal)")) }
-        })
-        host.tick = { [metrics] in metrics.flushIfDue() }
         let machine: Machine
         do {
             machine = try Machine(configuration: configuration, host: host)
@@ -144,7 +146,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
         Logger.shared.debug("machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
                             + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
         do {
-            try machine.startVCPUs()
+            try machine.start(on: loop)
         } catch {
             // Some vCPUs may run already: nothing half-started stays behind.
             machine.stop(.failure("\(error)"))

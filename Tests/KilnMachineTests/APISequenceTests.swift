@@ -98,9 +98,7 @@ final class UnixHTTPClient {
     }
 
     func request(_ method: String, _ path: String, _ body: String? = nil) throws -> Response {
-        var text = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
-        if let body { text += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
-        try socket.writeAll(Array((text + "\r\n" + (body ?? "")).utf8))
+        try send(method, path, body)
         let head = try readUntilBlankLine()
         let lines = head.split(separator: "\r\n")
         guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1.1 "),
@@ -116,6 +114,13 @@ final class UnixHTTPClient {
         let bodyBytes = Array(buffer.prefix(length))
         buffer.removeFirst(length)
         return Response(status: status, body: String(decoding: bodyBytes, as: UTF8.self))
+    }
+
+    /// Writes a request without waiting for its answer.
+    func send(_ method: String, _ path: String, _ body: String? = nil) throws {
+        var text = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+        if let body { text += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
+        try socket.writeAll(Array((text + "\r\n" + (body ?? "")).utf8))
     }
 
     private func readUntilBlankLine() throws -> String {

@@ -128,15 +128,15 @@ struct TestGuestTests {
         #expect(Lane1.read(path).contains("guest: ready\n"))
     }
 
-    @Test func devicesOfLaterIssuesAreRefused() throws {
-        let path = Lane1.scratchFile("drive.json", """
+    @Test func aVsockDeviceIsRefusedByName() throws {
+        let path = Lane1.scratchFile("vsock.json", """
         {"boot-source": {"kernel_image_path": "\(Lane1.guest)"},
-         "drives": [{"drive_id": "root", "is_root_device": true, "path_on_host": "/dev/null"}]}
+         "vsock": {"guest_cid": 3, "uds_path": "/tmp/kiln-refused-vsock.sock"}}
         """)
         defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 1)
-        #expect(run.stderr.contains("drives: virtio-block devices are not supported yet"))
+        #expect(run.stderr.contains("vsock: virtio-vsock devices are not supported yet"))
         #expect(run.stdout.isEmpty)
     }
 

@@ -77,3 +77,16 @@ import Testing
         #expect(snapshot.encoded() == #"{"ts_ns":99,"api":{"requests":4000,"errors":2},"vmm":{"boot_time_us":1234}}"#)
     }
 }
+
+@Suite struct MetricsRegistryReuseTests {
+    @Test func askingForACounterAgainReturnsTheSameOne() {
+        let registry = MetricsRegistry()
+        let first = registry.counter("block_rootfs", "read_bytes")
+        first.increment(by: 5)
+        let again = registry.counter("block_rootfs", "read_bytes")
+        again.increment(by: 2)
+        #expect(first.value == 7 && again.value == 7)
+        #expect(registry.snapshot(now: 1) == .object([("ts_ns", .integer(1)),
+                                                      ("block_rootfs", .object([("read_bytes", .integer(7))]))]))
+    }
+}

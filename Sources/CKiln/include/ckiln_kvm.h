@@ -53,7 +53,12 @@ int ckiln_kvm_set_irqchip_routes(int vm_fd, const uint32_t *gsis, const uint32_t
                                  const uint32_t *pins, uint32_t count);
 
 /// eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK: the wake-up and interrupt
-/// descriptors of the machine (and, later, KVM_IRQFD/KVM_IOEVENTFD).
+/// descriptors of the machine, KVM_IRQFD's and KVM_IOEVENTFD's.
 int ckiln_eventfd(unsigned int initial);
+
+/// KVM_IOEVENTFD (api.rst 4.59): a guest write of `length` bytes equal to
+/// `datamatch` at MMIO address `address` signals `event_fd` in the kernel
+/// instead of exiting to userspace. Returns 0, or -1 with errno set.
+int ckiln_kvm_register_ioeventfd(int vm_fd, uint64_t address, uint32_t length, uint64_t datamatch, int event_fd);
 
 #endif

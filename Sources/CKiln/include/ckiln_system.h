@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -38,6 +39,13 @@ int ckiln_set_thread_name(const char *name);
 
 /// accept4(2), declared by glibc only under _GNU_SOURCE.
 int ckiln_accept4(int fd, int flags);
+
+/// Opens /dev/net/tun non-blocking and attaches it to the TAP interface
+/// `name` (TUNSETIFF with IFF_TAP | IFF_NO_PI: raw Ethernet frames, no
+/// packet-information prefix). Only a persistent TAP someone else made is
+/// accepted. Returns the descriptor, or -1 with errno set (ENODEV: no such
+/// TAP; EBUSY: another process has it; EPERM: not ours to open).
+int ckiln_tap_open(const char *name);
 
 // EPOLL* are enum members with macro aliases; these import as plain values.
 static inline uint32_t ckiln_epollin(void) { return EPOLLIN; }

@@ -84,6 +84,16 @@ public final class KVMVirtualMachine: @unchecked Sendable {
         return InterruptEventFD(fd: FileDescriptor(rawValue: event))
     }
 
+    /// KVM_IOEVENTFD (api.rst §4.59): a guest's 4-byte write of `queue` at
+    /// `address` (a virtio-mmio QueueNotify register) signals `event` in the
+    /// kernel, with no exit to a vCPU thread. The registration lives as
+    /// long as the VM.
+    func registerQueueNotify(address: UInt64, queue: UInt32, event: EventFD) throws {
+        try check("KVM_IOEVENTFD", subject: "0x\(String(address, radix: 16)) queue \(queue)") {
+            ckiln_kvm_register_ioeventfd(fd.rawValue, address, 4, UInt64(queue), event.descriptor.rawValue)
+        }
+    }
+
     public func createVCPU(index: Int) throws -> KVMVirtualCPU {
         // The mapping size first: once the vCPU fd exists, only
         // KVMVirtualCPU.init may fail, and it closes the fd when it does.

@@ -5,6 +5,7 @@ import CKiln
 import KilnConfig
 import KilnMemory
 import KilnSystem
+import KilnVirtio
 
 /// How the machine talks to the host: the console and the log.
 public struct MachineHost {
@@ -29,12 +30,6 @@ public struct MachineHost {
     /// Runs on the event loop once every vCPU thread exists (the vmm
     /// filter, which has no clone, goes on here).
     public var vcpusStarted: (() throws -> Void)?
-    /// A descriptor the event loop also waits on (the API's requests), and
-    /// what to do when it is readable.
-    public var requests: (descriptor: FileDescriptor, service: () -> Void)?
-    /// Called on every housekeeping tick of the event loop (periodic metrics).
-    public var tick: (() -> Void)?
-
     public init(consoleOutput: FileDescriptor = .standardOutput, consoleInput: FileDescriptor? = nil,
                 log: @escaping (String) -> Void = { _ in }, startNanoseconds: UInt64 = MonotonicClock.nanoseconds(),
                 bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil, trace: ((String) -> Void)? = nil) {
@@ -60,13 +55,16 @@ public final class Machine: @unchecked Sendable {
     let portBus = Bus(name: "port I/O")
     let memoryBus = Bus(name: "MMIO")
     let exitSignal: ExitSignal
-    let wakeEvent: FileDescriptor
+    let wakeEvent: EventFD
     let serial: SerialDevice
     let keyboard: I8042Controller
     let host: MachineHost
     let pauseGate = PauseGate()
+    let virtio: VirtioDeviceManager
     private var threads: [VCPUThread] = []
     private var vcpusRunning = false
+    /// What `start(on:)` put on the event loop, cancelled when `run` ends.
+    private var subscriptions: [EventLoop.Token] = []
 
     public init(configuration: VMConfiguration, host: MachineHost) throws {
         try configuration.validate()
@@ -75,17 +73,21 @@ public final class Machine: @unchecked Sendable {
         }
         self.host = host
         let machineConfig = configuration.machine
-        try Machine.refuseUnbuiltDevices(configuration)
+        try VirtioDeviceManager.refuseUnsupported(configuration)
 
-        // 1. Guest memory and the boot image: no KVM involved yet.
+        // 1. Guest memory, the devices' backends and the boot image: no KVM
+        // involved yet.
         let kernelImage = try ImageFile.read(bootSource.kernelImagePath, limit: 512 << 20, what: "kernel")
         let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, limit: 2 << 30, what: "initrd") }
         let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
         memory = try MappedGuestMemory(ranges: ram)
-        let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount)
+        virtio = try VirtioDeviceManager(configuration: configuration, memory: memory, registry: host.metrics.registry,
+                                         log: host.log)
+        let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount, virtioDevices: virtio.platformDevices)
+        let commandLine = Machine.commandLine(bootSource.bootArgs ?? "", adding: virtio.commandLine)
         do {
             plan = try GuestBoot.prepare(
-                memory: memory, kernelImage: kernelImage, initrd: initrd, commandLine: bootSource.bootArgs ?? "",
+                memory: memory, kernelImage: kernelImage, initrd: initrd, commandLine: commandLine,
                 platform: platform, firmware: host.firmware)
         } catch let error as KernelImageError {
             throw BootInputError("kernel \(bootSource.kernelImagePath): \(error)")
@@ -111,12 +113,9 @@ public final class Machine: @unchecked Sendable {
         let serialInterrupt = try vm.interruptEventFD(gsi: X86Layout.serialIRQ)
         let keyboardInterrupt = try vm.interruptEventFD(gsi: X86Layout.i8042IRQ)
         // An eventfd wakes the event loop when a vCPU or device asks to stop.
-        let wake = try check("eventfd") { ckiln_eventfd(0) }
-        wakeEvent = FileDescriptor(rawValue: wake)
-        exitSignal = ExitSignal {
-            var one: UInt64 = 1
-            _ = Glibc.write(wake, &one, 8)
-        }
+        let wake = try EventFD()
+        wakeEvent = wake
+        exitSignal = ExitSignal { try? wake.signal() }
         let console = host.consoleOutput
         serial = SerialDevice(output: { bytes in try? console.writeAll(bytes) },
                               interrupt: { serialInterrupt.trigger() })
@@ -140,6 +139,8 @@ public final class Machine: @unchecked Sendable {
             }, "boot_timer"), base: X86Layout.bootTimer, size: X86Layout.pageSize)
         }
 
+        try virtio.wire(vm: vm, bus: memoryBus)
+
         // 4. vCPUs: CPUID, MSRs, registers, FPU, LAPIC.
         let supported = try system.supportedCPUID()
         let topology = CPUTopology(vcpuCount: machineConfig.vcpuCount, smt: machineConfig.smt)
@@ -159,18 +160,14 @@ public final class Machine: @unchecked Sendable {
 
     deinit { wakeEvent.close() }
 
-    /// Devices the configuration may name but this machine cannot build yet
-    /// (virtio arrives with its own issue): refusing beats booting without them.
-    static func refuseUnbuiltDevices(_ configuration: VMConfiguration) throws {
-        if !configuration.drives.isEmpty {
-            throw BootInputError("drives: virtio-block devices are not supported yet")
-        }
-        if !configuration.networkInterfaces.isEmpty {
-            throw BootInputError("network-interfaces: virtio-net devices are not supported yet")
-        }
-        if configuration.vsock != nil {
-            throw BootInputError("vsock: virtio-vsock devices are not supported yet")
-        }
+    /// The user's boot arguments with the devices' words added, before a
+    /// standalone `--` if there is one: what follows it goes to init.
+    static func commandLine(_ bootArgs: String, adding words: String) -> String {
+        guard !words.isEmpty else { return bootArgs }
+        var parts = bootArgs.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+        let position = parts.firstIndex(of: "--") ?? parts.count
+        parts.insert(words, at: position)
+        return parts.filter { !$0.isEmpty }.joined(separator: " ")
     }
 
     /// A vCPU's boot state. Every vCPU gets the same registers; with the
@@ -192,51 +189,73 @@ public final class Machine: @unchecked Sendable {
     /// How often the event loop checks whether every vCPU is stuck.
     static let haltCheckMilliseconds: Int32 = 500
 
-    /// Starts the vCPUs and runs the event loop (console input, exit
-    /// requests, the halted-guest check) until the machine stops.
-    public func run() throws -> MachineExitReason {
-        if !vcpusRunning { try startVCPUs() }
-        var input = host.consoleInput
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let interval = UInt64(Machine.haltCheckMilliseconds) * 1_000_000
-        var nextCheck = MonotonicClock.nanoseconds() + interval
-        while true {
-            if let reason = exitSignal.reason { return reason }
-            // The halt check runs on a deadline, so a busy console cannot starve it.
-            let now = MonotonicClock.nanoseconds()
-            if now >= nextCheck {
-                checkForStuckGuest()
-                host.tick?()
-                nextCheck = now + interval
-            }
-            let timeout = Int32((nextCheck - min(now, nextCheck)) / 1_000_000) + 1
-            var descriptors = [pollfd(fd: wakeEvent.rawValue, events: Int16(POLLIN), revents: 0),
-                               pollfd(fd: host.requests?.descriptor.rawValue ?? -1, events: Int16(POLLIN), revents: 0)]
-            // Stop reading input while the UART's buffer is full.
-            if let input, serial.canReceive {
-                descriptors.append(pollfd(fd: input.rawValue, events: Int16(POLLIN), revents: 0))
-            }
-            let ready = poll(&descriptors, nfds_t(descriptors.count), timeout)
-            if ready < 0 && errno != EINTR { throw SystemError.current("poll") }
-            if ready > 0, descriptors[1].revents != 0 { host.requests?.service() }
-            if ready > 0, descriptors.count > 2, descriptors[2].revents != 0, let source = input {
-                let count = buffer.withUnsafeMutableBytes { Glibc.read(source.rawValue, $0.baseAddress, $0.count) }
-                if count > 0 {
-                    serial.enqueueInput(Array(buffer[0..<count]))
-                } else if count == 0 || (errno != EINTR && errno != EAGAIN) {
-                    input = nil // end of input: the guest just sees no more bytes
-                }
-            }
-        }
-    }
-
-    /// Starts every vCPU thread, then runs `host.vcpusStarted`. `run()`
-    /// does it when it has not been done.
-    public func startVCPUs() throws {
+    /// Subscribes the machine's descriptors to `loop` (exit requests,
+    /// console input, virtio queues and backends, the halted-guest check),
+    /// then starts every vCPU thread and runs `host.vcpusStarted`. All
+    /// subscribing happens first, while the event loop's filter is not on.
+    public func start(on loop: EventLoop) throws {
+        let wake = wakeEvent
+        subscriptions.append(try loop.subscribe(wake.descriptor) { _ in _ = try? wake.drain() })
+        if let input = host.consoleInput, let token = try subscribeConsole(input, on: loop) { subscriptions.append(token) }
+        subscriptions.append(loop.schedule(afterMilliseconds: UInt64(Machine.haltCheckMilliseconds), repeating: true) {
+            [weak self] in self?.checkForStuckGuest()
+        })
+        subscriptions += try virtio.subscribe(to: loop)
         VCPUThread.installKickHandler()
         vcpusRunning = true
         for thread in threads { try thread.start() }
         try host.vcpusStarted?()
+    }
+
+    /// Serves the machine on `loop` until it stops, or until `interrupted`
+    /// gives a reason to stop it (checked every round, so a stop request is
+    /// never lost to a wake-up another handler consumed). The loop's other
+    /// subscribers (the API's jobs) keep being served.
+    public func run(on loop: EventLoop, interrupted: () -> String?) throws -> MachineExitReason {
+        if !vcpusRunning { try start(on: loop) }
+        defer {
+            for token in subscriptions { loop.cancel(token) }
+            subscriptions = []
+        }
+        while true {
+            if let reason = exitSignal.reason { return reason }
+            if let why = interrupted() { exitSignal.request(.failure(why)) }
+            try loop.runOnce(maximumMilliseconds: 1000)
+        }
+    }
+
+    /// Console input for the UART. While the UART's buffer is full the
+    /// descriptor is not watched, and is looked at again a little later; at
+    /// end of input it is dropped. Input epoll cannot watch (a regular file,
+    /// /dev/null) is read on a timer instead, as far as the UART takes it.
+    private func subscribeConsole(_ input: FileDescriptor, on loop: EventLoop) throws -> EventLoop.Token? {
+        var buffer = [UInt8](repeating: 0, count: 256)
+        var token: EventLoop.Token?
+        let serial = self.serial
+        let retryMilliseconds: UInt64 = 10
+        /// Reads once if the UART has room; false once the input has ended.
+        let pump: () -> Bool = {
+            guard serial.canReceive else { return true }
+            let count = buffer.withUnsafeMutableBytes { Glibc.read(input.rawValue, $0.baseAddress, $0.count) }
+            if count > 0 { serial.enqueueInput(Array(buffer[0..<count])) }
+            return count > 0 || (count < 0 && (errno == EINTR || errno == EAGAIN))
+        }
+        do {
+            token = try loop.subscribe(input) { [weak loop] _ in
+                guard let loop, let current = token else { return }
+                if !serial.canReceive {
+                    try? loop.modify(current, events: [])
+                    loop.schedule(afterMilliseconds: retryMilliseconds) { try? loop.modify(current, events: .readable) }
+                } else if !pump() {
+                    loop.cancel(current) // end of input: the guest just sees no more bytes
+                }
+            }
+        } catch let error as SystemError where error.errno == EPERM {
+            token = loop.schedule(afterMilliseconds: retryMilliseconds, repeating: true) { [weak loop] in
+                if !pump(), let current = token { loop?.cancel(current) }
+            }
+        }
+        return token
     }
 
     /// Ends `run()` with `reason` (unless another reason came first).

@@ -65,10 +65,14 @@ public final class FileBlockBackend: BlockBackend {
     public let sectorCount: UInt64
     public let isReadOnly: Bool
     public let identifier: [UInt8]
+    /// Whether a flush reaches the disk (fdatasync): Firecracker's
+    /// `cache_type` "Writeback". "Unsafe" acknowledges flushes at once.
+    public let syncOnFlush: Bool
 
     /// Sizes the disk from the file: a trailing partial sector is not exposed.
-    public init(file: FileDescriptor, readOnly: Bool, identifier: String) throws {
+    public init(file: FileDescriptor, readOnly: Bool, syncOnFlush: Bool = true, identifier: String) throws {
         self.file = file
+        self.syncOnFlush = syncOnFlush
         let end = try check("lseek", subject: "\(file)") { lseek(file.rawValue, 0, SEEK_END) }
         sectorCount = UInt64(end) / BlockRequest.sectorSize
         isReadOnly = readOnly
@@ -98,6 +102,7 @@ public final class FileBlockBackend: BlockBackend {
     }
 
     public func flush() throws {
+        guard syncOnFlush else { return }
         try check("fdatasync", subject: "\(file)") { fdatasync(file.rawValue) }
     }
 }

@@ -1,0 +1,207 @@
+import KilnConfig
+import KilnMemory
+import KilnSystem
+import KilnTelemetry
+import KilnVirtio
+
+/// The machine's virtio-mmio devices, from the configuration to the guest.
+///
+/// In two steps, because the guest's boot image needs the devices' places
+/// (ACPI DSDT, command line) before the VM exists, and wiring needs the VM:
+/// 1. `init` opens every backend (drive files, TAPs) and lays the devices
+///    out: device i gets the 4 KiB window at `X86Layout.virtioMMIOStart` +
+///    i × 4 KiB and GSI `firstGSI` + i. Bad input is refused here, before
+///    any KVM object exists.
+/// 2. `wire` does for each device what one function does in Firecracker's
+///    device manager: an irqfd for its GSI, the transport on the MMIO bus,
+///    one ioeventfd per queue on QueueNotify (datamatch on the index).
+/// `subscribe` then hands the queue eventfds and backend descriptors to the
+/// event loop.
+final class VirtioDeviceManager {
+    /// Firecracker's GSI range for virtio devices: above the legacy ISA
+    /// lines kiln uses (1, 2, 4) and within the IOAPIC's 24 pins.
+    static let firstGSI: UInt32 = 5
+    static let lastGSI: UInt32 = InterruptRouting.ioapicPins - 1
+    static var capacity: Int { Int(lastGSI - firstGSI + 1) }
+
+    struct Entry {
+        let name: String
+        let device: VirtioDevice
+        let base: UInt64
+        let gsi: UInt32
+        /// The TAP behind a net device, watched by the event loop.
+        let tap: TapNetBackend?
+    }
+
+    let memory: GuestMemory
+    private(set) var entries: [Entry] = []
+    private(set) var slots: [VirtioMMIOSlot] = []
+    /// Kernel command-line words the devices add (root=…, ro/rw).
+    private(set) var commandLineWords: [String] = []
+    /// Backend owners kept alive with the machine (drive files).
+    private var drives: [DriveFile] = []
+    private let registry: MetricsRegistry
+    private let needsReset: Counter
+    private let log: (String) -> Void
+
+    init(configuration: VMConfiguration, memory: GuestMemory, registry: MetricsRegistry,
+         log: @escaping (String) -> Void) throws {
+        self.memory = memory
+        self.registry = registry
+        self.log = log
+        needsReset = registry.counter("virtio", "device_needs_reset")
+        try Self.refuseUnsupported(configuration)
+        let deviceCount = configuration.drives.count + configuration.networkInterfaces.count
+            + (configuration.entropy == nil ? 0 : 1)
+        guard deviceCount <= Self.capacity else {
+            throw BootInputError("\(deviceCount) virtio devices configured; kiln has interrupt lines for \(Self.capacity)")
+        }
+
+        // The root drive first, so that the guest names it /dev/vda, as
+        // Firecracker does; the others keep their configured order.
+        let drives = configuration.drives.filter(\.isRootDevice) + configuration.drives.filter { !$0.isRootDevice }
+        for drive in drives {
+            guard let path = drive.pathOnHost else {
+                throw BootInputError("drive \(drive.driveID): path_on_host is required")
+            }
+            let file = try DriveFile(path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
+                                     identifier: drive.driveID)
+            if file.backend.sectorCount == 0 {
+                throw BootInputError("drive \(drive.driveID): \(path) is smaller than one 512-byte sector")
+            }
+            self.drives.append(file)
+            let group = "block_\(drive.driveID)"
+            let backend = CountedBlockBackend(file.backend, registry: registry, group: group)
+            append(name: "block \(drive.driveID)", device: BlockDevice(memory: memory, backend: backend), tap: nil)
+            if drive.isRootDevice {
+                commandLineWords.append(drive.partUUID.map { "root=PARTUUID=\($0)" } ?? "root=/dev/vda")
+                commandLineWords.append(drive.isReadOnly ? "ro" : "rw")
+            }
+        }
+        for interface in configuration.networkInterfaces {
+            let group = "net_\(interface.ifaceID)"
+            let tap = try TapNetBackend(name: interface.hostDevName, registry: registry, group: group)
+            let mac = interface.guestMAC?.bytes ?? Self.defaultMAC(index: entries.count)
+            append(name: "net \(interface.ifaceID)", device: NetDevice(memory: memory, backend: tap, mac: mac), tap: tap)
+        }
+        if configuration.entropy != nil {
+            let source = RandomEntropySource(registry: registry, group: "entropy")
+            append(name: "entropy", device: EntropyDevice(memory: memory, source: source), tap: nil)
+        }
+    }
+
+    private func append(name: String, device: VirtioDevice, tap: TapNetBackend?) {
+        let index = UInt64(entries.count)
+        entries.append(Entry(name: name, device: device, base: X86Layout.virtioMMIOStart + index * X86Layout.virtioMMIOSize,
+                             gsi: Self.firstGSI + UInt32(index), tap: tap))
+    }
+
+    /// What the firmware tables announce (DSDT `LNRO0005` devices).
+    var platformDevices: [PlatformDescription.VirtioMMIODevice] {
+        entries.map { .init(base: $0.base, size: X86Layout.virtioMMIOSize, gsi: $0.gsi) }
+    }
+
+    /// The devices in Linux's `virtio_mmio.device=<size>@<base>:<irq>` form,
+    /// for guests without ACPI (the test guest, kernels built with
+    /// CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES), followed by the root drive's
+    /// words. Debian's kernels ignore the first and find the DSDT's.
+    var commandLine: String {
+        let devices = entries.map { "virtio_mmio.device=4K@0x\(String($0.base, radix: 16)):\($0.gsi)" }
+        return (devices + commandLineWords).joined(separator: " ")
+    }
+
+    /// Puts every device on the VM: irqfd, transport on the bus, ioeventfds.
+    func wire(vm: KVMVirtualMachine, bus: Bus) throws {
+        for entry in entries {
+            let interrupt = try vm.interruptEventFD(gsi: entry.gsi)
+            let transport = VirtioMMIOTransport(device: entry.device, memory: memory, interrupt: IrqfdInterrupt(interrupt))
+            var events: [EventFD] = []
+            do {
+                for queue in entry.device.queueMaxSizes.indices {
+                    let event = try EventFD()
+                    events.append(event)
+                    try vm.registerQueueNotify(address: entry.base + MMIORegister.queueNotify, queue: UInt32(queue),
+                                               event: event)
+                }
+            } catch {
+                for event in events { event.close() }
+                throw error
+            }
+            let slot = VirtioMMIOSlot(name: entry.name, base: entry.base, gsi: entry.gsi, transport: transport,
+                                      queueEvents: events, failures: needsReset, log: log)
+            slots.append(slot)
+            try bus.insert(slot, base: entry.base, size: X86Layout.virtioMMIOSize)
+        }
+    }
+
+    /// Serves every queue eventfd and TAP on `loop`; returns the tokens.
+    func subscribe(to loop: EventLoop) throws -> [EventLoop.Token] {
+        var tokens: [EventLoop.Token] = []
+        for (slot, entry) in zip(slots, entries) {
+            var tapToken: EventLoop.Token?
+            // A TAP is watched only while no frame waits for a guest buffer.
+            let rearmTap = { [weak loop] in
+                guard let tap = entry.tap, let token = tapToken else { return }
+                try? loop?.modify(token, events: tap.pending == nil ? .readable : [])
+            }
+            for (index, event) in slot.queueEvents.enumerated() {
+                tokens.append(try loop.subscribe(event.descriptor) { _ in
+                    _ = try? event.drain()
+                    if slot.serveQueue(index) { try? event.signal() }
+                    rearmTap()
+                })
+            }
+            if let tap = entry.tap {
+                let token = try loop.subscribe(tap.descriptor) { _ in
+                    // Take the frame first: if the device is not live yet
+                    // it waits there, and the TAP is left alone until the
+                    // guest posts receive buffers.
+                    _ = slot.withTransport { _ in tap.peekFrame() }
+                    if slot.serveQueue(NetDevice.Queue.receive), let event = slot.queueEvents.first { try? event.signal() }
+                    rearmTap()
+                }
+                tapToken = token
+                tokens.append(token)
+            }
+        }
+        return tokens
+    }
+
+    /// Settings the configuration may carry that kiln does not implement:
+    /// refused by name rather than ignored.
+    static func refuseUnsupported(_ configuration: VMConfiguration) throws {
+        for drive in configuration.drives {
+            if drive.socket != nil {
+                throw BootInputError("drive \(drive.driveID): vhost-user block devices (socket) are not supported")
+            }
+            if drive.ioEngine == .async {
+                throw BootInputError("drive \(drive.driveID): io_engine Async is not supported; use Sync")
+            }
+            if !isUnlimited(drive.rateLimiter) {
+                throw BootInputError("drive \(drive.driveID): rate limiters are not supported yet")
+            }
+        }
+        for interface in configuration.networkInterfaces
+        where !isUnlimited(interface.rxRateLimiter) || !isUnlimited(interface.txRateLimiter) {
+            throw BootInputError("network interface \(interface.ifaceID): rate limiters are not supported yet")
+        }
+        if let entropy = configuration.entropy, !isUnlimited(entropy.rateLimiter) {
+            throw BootInputError("entropy: rate limiters are not supported yet")
+        }
+        if configuration.vsock != nil {
+            throw BootInputError("vsock: virtio-vsock devices are not supported yet")
+        }
+    }
+
+    /// Firecracker treats a bucket of size 0 or refill time 0 as no limit.
+    static func isUnlimited(_ limiter: KilnConfig.RateLimiter?) -> Bool {
+        guard let limiter else { return true }
+        return [limiter.bandwidth, limiter.ops].allSatisfy { bucket in
+            guard let bucket else { return true }
+            return bucket.size == 0 || bucket.refillTimeMilliseconds == 0
+        }
+    }
+
+    /// A locally administered unicast MAC (02:…) for an interface given none.
+    static func defaultMAC(index: Int) -> [UInt8] { [0x02, 0x4b, 0x49, 0x4c, 0x4e, UInt8(truncatingIfNeeded: index)] }
+}

@@ -1,0 +1,101 @@
+import KilnMemory
+import KilnSystem
+import KilnTelemetry
+import KilnVirtio
+
+/// One virtio-mmio device on the machine's MMIO bus: KilnVirtio's pure
+/// transport behind the one lock that serializes it.
+///
+/// Two threads reach a transport. vCPU threads do register accesses (a
+/// `KVM_EXIT_MMIO` through the bus); the event loop serves queues when a
+/// queue's ioeventfd or a backend fires. vCPU threads never do device I/O:
+/// QueueNotify is caught by KVM's ioeventfd, and one that reaches a vCPU
+/// anyway (another width, say) only signals that queue's eventfd.
+///
+/// Lock order: `lock` is a leaf. Nothing else is taken while it is held
+/// except the backend's own descriptors (which are not locks); the event
+/// loop takes it per queue service, a vCPU per register access.
+final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
+    let name: String
+    let base: UInt64
+    let gsi: UInt32
+    /// One eventfd per queue, signalled by KVM on a QueueNotify write of
+    /// that queue's index (datamatch), or by `write` below.
+    let queueEvents: [EventFD]
+    private let lock = Lock()
+    private let transport: VirtioMMIOTransport
+    private let failures: Counter
+    private let log: (String) -> Void
+    private var failureLogged = false
+
+    init(name: String, base: UInt64, gsi: UInt32, transport: VirtioMMIOTransport, queueEvents: [EventFD],
+         failures: Counter, log: @escaping (String) -> Void) {
+        self.log = log
+        self.name = name
+        self.base = base
+        self.gsi = gsi
+        self.transport = transport
+        self.queueEvents = queueEvents
+        self.failures = failures
+    }
+
+    deinit { for event in queueEvents { event.close() } }
+
+    /// The device model, for the event loop's backend handlers. Touch it
+    /// only inside `withTransport`.
+    func withTransport<R>(_ body: (VirtioMMIOTransport) throws -> R) rethrows -> R {
+        try lock.withLock { try body(transport) }
+    }
+
+    // MARK: Register accesses (vCPU threads)
+
+    func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
+        let value = lock.withLock { transport.read(offset: offset, size: data.count) }
+        for index in data.indices { data[index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index))) }
+    }
+
+    func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
+        var value: UInt64 = 0
+        for index in data.indices.reversed() { value = value << 8 | UInt64(data[index]) }
+        if offset == MMIORegister.queueNotify {
+            // §4.2.3.3: the value is the queue index. A bad index is a
+            // driver error with nothing to serve; I/O waits for the loop.
+            if data.count == 4, value < UInt64(queueEvents.count) { try? queueEvents[Int(value)].signal() }
+            return
+        }
+        lock.withLock { transport.write(offset: offset, size: data.count, value: value) }
+    }
+
+    // MARK: Queue service (the event loop)
+
+    /// Serves queue `index` after its eventfd fired. Returns true when
+    /// chains are still waiting (the per-call budget ran out): the caller
+    /// signals the eventfd again so other work runs in between.
+    func serveQueue(_ index: Int) -> Bool {
+        lock.withLock {
+            let more = transport.processQueue(index)
+            noteFailure()
+            return more
+        }
+    }
+
+    /// A device that entered DEVICE_NEEDS_RESET is counted and logged once
+    /// until the driver resets it; the VMM and other devices run on.
+    private func noteFailure() {
+        guard let failure = transport.failure else {
+            failureLogged = false
+            return
+        }
+        guard !failureLogged else { return }
+        failureLogged = true
+        failures.increment()
+        log("\(name): device needs reset: \(failure)")
+    }
+}
+
+/// The transport's interrupt as an irqfd: one eventfd write raises the GSI.
+final class IrqfdInterrupt: InterruptSignal {
+    let line: InterruptEventFD
+    init(_ line: InterruptEventFD) { self.line = line }
+    func trigger() { line.trigger() }
+}

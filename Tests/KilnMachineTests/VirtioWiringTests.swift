@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import KilnTestSupport
+import Testing
+
+/// The machine's virtio devices as a guest and an operator see them before
+/// any queue runs: where they are announced, and what is refused by name.
+@Suite(.enabled(if: Lane1.ready, Lane1.skipReason))
+struct VirtioWiringTests {
+    static func disk(_ name: String, bytes: Int) -> String {
+        let path = "/tmp/kiln-wiring-\(getpid())-\(name).img"
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        ftruncate(fd, off_t(bytes))
+        close(fd)
+        return path
+    }
+
+    static func config(drives: String = "[]", extra: String = "", bootArgs: String = "console=ttyS0") -> String {
+        Lane1.scratchFile("wiring-\(UInt32.random(in: 0...UInt32.max)).json", """
+        {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "\(bootArgs)"},
+         "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
+         "drives": \(drives)\(extra)}
+        """)
+    }
+
+    @Test func devicesAreAnnouncedOnTheCommandLineWithTheRootDriveFirst() throws {
+        let data = Self.disk("data", bytes: 1 << 20), root = Self.disk("root", bytes: 1 << 20)
+        defer { unlink(data); unlink(root) }
+        let drives = """
+        [{"drive_id": "data", "path_on_host": "\(data)", "is_root_device": false, "is_read_only": true},
+         {"drive_id": "root", "path_on_host": "\(root)", "is_root_device": true, "is_read_only": true}]
+        """
+        let path = Self.config(drives: drives, extra: ", \"entropy\": {}", bootArgs: "console=ttyS0 -- init-arg")
+        defer { unlink(path) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
+        #expect(run.status == 0, "\(run.stderr)")
+        // Three devices in three 4 KiB windows on GSIs 5-7, the root drive
+        // (read-only) first; init's arguments stay after "--".
+        #expect(run.guestLines.contains(
+            "guest: cmdline: console=ttyS0 virtio_mmio.device=4K@0xd0001000:5 virtio_mmio.device=4K@0xd0002000:6 "
+                + "virtio_mmio.device=4K@0xd0003000:7 root=/dev/vda ro -- init-arg"), "\(run.guestLines)")
+    }
+
+    @Test(arguments: [
+        ("\"io_engine\": \"Async\"", "io_engine Async is not supported"),
+        ("\"rate_limiter\": {\"bandwidth\": {\"size\": 1000, \"refill_time\": 100}}", "rate limiters are not supported yet"),
+    ])
+    func unsupportedDriveSettingsAreRefusedByName(setting: String, message: String) throws {
+        let disk = Self.disk("refused", bytes: 1 << 20)
+        defer { unlink(disk) }
+        let path = Self.config(drives: """
+        [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false, \(setting)}]
+        """)
+        defer { unlink(path) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains(message), "\(run.stderr)")
+    }
+
+    @Test func aLimiterWithEmptyBucketsIsNoLimitAsInFirecracker() throws {
+        let disk = Self.disk("unlimited", bytes: 1 << 20)
+        defer { unlink(disk) }
+        let path = Self.config(drives: """
+        [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false,
+          "rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}}]
+        """)
+        defer { unlink(path) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
+        #expect(run.status == 0, "\(run.stderr)")
+    }
+
+    @Test func aDriveThatIsAFIFOIsRefusedWithoutWaitingForAWriter() throws {
+        let fifo = "/tmp/kiln-wiring-\(getpid()).fifo"
+        unlink(fifo)
+        #expect(mkfifo(fifo, 0o600) == 0)
+        defer { unlink(fifo) }
+        let path = Self.config(drives: "[{\"drive_id\": \"d\", \"path_on_host\": \"\(fifo)\", \"is_root_device\": false}]")
+        defer { unlink(path) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path], seconds: 10)
+        #expect(run.status == 1, "timeout(1) gives 124 when kiln hangs: \(run.status)")
+        #expect(run.stderr.contains("not a regular file or block device"), "\(run.stderr)")
+    }
+
+    @Test func aMissingDriveFileOrTapIsNamed() throws {
+        let missing = Self.config(drives: """
+        [{"drive_id": "d", "path_on_host": "/nonexistent/disk.img", "is_root_device": false}]
+        """)
+        defer { unlink(missing) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", missing])
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("/nonexistent/disk.img"), "\(run.stderr)")
+
+        let noTap = Self.config(extra: """
+        , "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "kiln-notap0"}]
+        """)
+        defer { unlink(noTap) }
+        let tapRun = try Lane1.run(Lane1.baseFlags + ["--config-file", noTap])
+        #expect(tapRun.status == 1)
+        #expect(tapRun.stderr.contains("cannot open TAP kiln-notap0"), "\(tapRun.stderr)")
+    }
+}
