@@ -168,6 +168,7 @@ struct BootFacts {
 func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
     let boot = BootFacts(bootInfo, pvh: pvh != 0)
     put("guest: hello from the kiln test guest\n")
+    put(pvh != 0 ? "guest: boot protocol: pvh\n" : "guest: boot protocol: linux 64-bit\n")
 
     let line = UnsafePointer<UInt8>(bitPattern: boot.commandLine)!
     put("guest: cmdline: ")
