@@ -179,6 +179,15 @@ func probe(_ base: UInt, memory: UInt) {
 /// (§3.1.1 steps 1-6). Returns the accepted features, or nil after FAILED.
 func negotiate(_ base: UInt, wanted: UInt64) -> UInt64? {
     write32(base + Reg.status, 0)
+    // §4.2.3.1: the reset is done when Status reads 0 again.
+    var spins = 0
+    while read32(base + Reg.status) != 0 {
+        spins += 1
+        if spins == 100_000 {
+            put("guest: virtio@"); putHex(UInt64(base)); put(" did not reset\n")
+            return nil
+        }
+    }
     write32(base + Reg.status, Status.acknowledge)
     write32(base + Reg.status, Status.acknowledge | Status.driver)
     write32(base + Reg.deviceFeaturesSel, 0)
@@ -240,6 +249,8 @@ struct Queue {
         write32(device + Reg.queueDriverHigh, 0)
         write32(device + Reg.queueDeviceLow, UInt32(truncatingIfNeeded: memory + 0x2000))
         write32(device + Reg.queueDeviceHigh, 0)
+        // §2.7.7: VIRTQ_AVAIL_F_NO_INTERRUPT, as this driver polls.
+        poke16(memory + 0x1000, 1)
         write32(device + Reg.queueReady, 1)
     }
 
@@ -515,7 +526,11 @@ func runNet(_ base: UInt, memory: UInt) {
     var deadline = timerTicks() &+ Net.listenTicks
     while timerTicks() < deadline {
         guard let used = receive.takeUsed() else { waitForInterrupt(); continue }
-        let slot = UInt16(truncatingIfNeeded: used.id)
+        if used.id >= UInt32(receive.size) {
+            put("guest: net bad used id "); putDecimal(used.id); put("\n")
+            break
+        }
+        let slot = UInt16(used.id)
         let buffer = receiveBuffers + UInt(slot) * Net.bufferSize
         let received = UInt(used.length)
         if received > Net.headerSize + 14 + 28 && received <= Net.bufferSize,
