@@ -72,6 +72,8 @@ struct TestGuestTests {
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
         let lines = run.guestLines
         #expect(lines.first == "guest: hello from the kiln test guest")
+        // The guest's PVH note wins over its ELF entry (GuestBoot).
+        #expect(lines.contains("guest: boot protocol: pvh"))
         #expect(lines.contains("guest: cmdline: console=ttyS0 lane1 marker=42"))
         // 128 MiB: low RAM, EBDA..1 MiB reserved, RAM from 1 MiB, the MMIO hole.
         #expect(lines.contains("guest: e820 entries: 4"))
@@ -117,6 +119,30 @@ struct TestGuestTests {
         let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", path])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
         #expect(run.guestLines.contains("guest: initrd: 24 bytes: INITRD-MARKER-01"))
+    }
+
+    /// kiln enters the guest at its PVH note; with the note's type changed it
+    /// takes the ELF entry and the 64-bit boot protocol, which the guest
+    /// supports too, zero page and all.
+    @Test func theGuestBootsThroughThe64BitProtocolWithoutItsPVHNote() throws {
+        var image = ChildProcess.readBytes(Lane1.guest)
+        let note: [UInt8] = [4, 0, 0, 0, 8, 0, 0, 0, 18, 0, 0, 0] + Array("Xen\0".utf8)
+        let start = try #require((0...(image.count - note.count)).first { image[$0..<$0 + note.count].elementsEqual(note) },
+                                 "no PVH note in \(Lane1.guest)")
+        image[start + 8] = 19 // any type but XEN_ELFNOTE_PHYS32_ENTRY
+        let kernel = "/tmp/kiln-lane1-no-pvh-\(getpid()).elf"
+        let file = try #require(fopen(kernel, "w"))
+        _ = fwrite(image, 1, image.count, file)
+        fclose(file)
+        let initrd = Lane1.scratchFile("initrd-64", "INITRD-MARKER-0123456789")
+        defer { unlink(kernel); unlink(initrd) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", kernel, "--initrd", initrd, "--cmdline", "no-pvh"])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        #expect(run.guestLines.contains("guest: boot protocol: linux 64-bit"))
+        #expect(run.guestLines.contains("guest: cmdline: no-pvh"))
+        #expect(run.guestLines.contains("guest: e820: 0x100000 size 0x7f00000 type 1"))
+        #expect(run.guestLines.contains("guest: initrd: 24 bytes: INITRD-MARKER-01"))
+        #expect(run.guestLines.last == "guest: ready")
     }
 
     @Test func consoleOutputCanGoToAFile() throws {

@@ -102,7 +102,12 @@ public enum ChildProcess {
     }
 
     public static func read(_ path: String) -> String {
-        guard let file = fopen(path, "r") else { return "" }
+        String(decoding: readBytes(path), as: UTF8.self)
+    }
+
+    /// A file's bytes; empty when it cannot be opened.
+    public static func readBytes(_ path: String) -> [UInt8] {
+        guard let file = fopen(path, "r") else { return [] }
         defer { fclose(file) }
         var bytes: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
@@ -111,7 +116,7 @@ public enum ChildProcess {
             if count == 0 { break }
             bytes += chunk[0..<count]
         }
-        return String(decoding: bytes, as: UTF8.self)
+        return bytes
     }
 
     public static func write(_ text: String, to path: String) {

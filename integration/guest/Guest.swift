@@ -1,8 +1,10 @@
 // The Kiln test guest: a freestanding Embedded Swift program that kiln boots
-// like a Linux kernel (ELF, 64-bit boot protocol). It proves the boot path
-// end to end: it reads boot_params (command line, e820), prints them on the
-// 8250 UART, takes timer interrupts through the in-kernel 8259 PIC and PIT,
-// signals the boot timer, and resets through the i8042.
+// like a Linux kernel (ELF: its PVH entry, or the 64-bit boot protocol), and
+// QEMU's microvm boots too (PVH). It proves the boot path end to end: it
+// reads the boot information (command line, e820), prints them on the 8250
+// UART, takes timer interrupts through the 8259 PIC and PIT, signals the
+// boot timer, drives the virtio-mmio devices named on its command line
+// (Virtio.swift), and resets through the i8042.
 //
 // Every line it prints starts with "guest: " so tests can find them.
 
@@ -16,6 +18,12 @@ func haltForever() -> Never {
     guestHaltForever()
     while true {}
 }
+// Volatile MMIO: one plain mov each (entry.S).
+@_extern(c, "guest_read32") func read32(_ address: UInt) -> UInt32
+@_extern(c, "guest_write32") func write32(_ address: UInt, _ value: UInt32)
+@_extern(c, "guest_read16") func read16(_ address: UInt) -> UInt16
+@_extern(c, "guest_write16") func write16(_ address: UInt, _ value: UInt16)
+@_extern(c, "guest_read8") func read8(_ address: UInt) -> UInt8
 @_extern(c, "guest_timer_ticks") func timerTicks() -> UInt32
 @_extern(c, "guest_serial_interrupts") func serialInterrupts() -> UInt32
 @_extern(c, "guest_keyboard_byte_count") func keyboardByteCount() -> UInt32
@@ -92,6 +100,13 @@ func commandLine(_ line: UnsafePointer<UInt8>, contains word: StaticString) -> B
 /// Remaps the 8259 pair to vectors 0x20/0x28 and unmasks only IRQ 0
 /// (Intel 8259A datasheet, ICW1-ICW4).
 func setUpInterruptControllers() {
+    // Virtual-wire mode (MP spec 1.4 §3.6.2.2), as a PC BIOS leaves it: the
+    // local APIC enabled, LINT0 ExtINT, so the 8259's INTR reaches the CPU.
+    // kiln sets this before entry; QEMU's microvm firmware does not.
+    let localAPIC: UInt = 0xfee0_0000
+    write32(localAPIC + 0xf0, read32(localAPIC + 0xf0) | 0x100) // spurious-vector: APIC enable
+    write32(localAPIC + 0x350, 0x700)                           // LVT LINT0: ExtINT, unmasked
+    write32(localAPIC + 0x360, 0x400)                           // LVT LINT1: NMI
     outb(Port.pic1Command, 0x11); outb(Port.pic2Command, 0x11) // ICW1: edge, cascade, ICW4
     outb(Port.pic1Data, 0x20); outb(Port.pic2Data, 0x28)       // ICW2: vector bases
     outb(Port.pic1Data, 0x04); outb(Port.pic2Data, 0x02)       // ICW3: slave on IRQ 2
@@ -103,37 +118,81 @@ func setUpInterruptControllers() {
     outb(Port.pitChannel0, UInt8(1193 >> 8))
 }
 
-@_cdecl("guest_main")
-func guestMain(_ zeroPage: UInt) {
-    let params = UnsafeRawPointer(bitPattern: zeroPage)!
-    put("guest: hello from the kiln test guest\n")
+/// hvm_start_info (Xen public arch-x86/hvm/start_info.h, version 1): what a
+/// PVH entry gets in place of the zero page.
+enum StartInfo {
+    static let moduleCount = 12
+    static let moduleList = 16
+    static let commandLine = 24
+    static let memoryMap = 40
+    static let memoryMapEntries = 48
+    static let memoryMapEntrySize = 24
+}
 
-    let lineAddress = UInt(params.loadUnaligned(fromByteOffset: BootParams.commandLinePointer, as: UInt32.self))
-    let line = UnsafePointer<UInt8>(bitPattern: lineAddress)!
+/// The boot facts the guest prints, from either boot protocol.
+struct BootFacts {
+    var commandLine: UInt = 0
+    var memoryMap: UInt = 0
+    var memoryMapEntries = 0
+    var memoryMapEntrySize = 20
+    var initrdAddress: UInt = 0
+    var initrdSize: UInt32 = 0
+
+    init(_ address: UInt, pvh: Bool) {
+        let info = UnsafeRawPointer(bitPattern: address)!
+        if pvh {
+            commandLine = UInt(info.loadUnaligned(fromByteOffset: StartInfo.commandLine, as: UInt64.self))
+            memoryMap = UInt(info.loadUnaligned(fromByteOffset: StartInfo.memoryMap, as: UInt64.self))
+            memoryMapEntries = Int(info.loadUnaligned(fromByteOffset: StartInfo.memoryMapEntries, as: UInt32.self))
+            memoryMapEntrySize = StartInfo.memoryMapEntrySize
+            if info.loadUnaligned(fromByteOffset: StartInfo.moduleCount, as: UInt32.self) > 0 {
+                // The first module is the initrd: paddr, size (hvm_modlist_entry).
+                let module = UInt(info.loadUnaligned(fromByteOffset: StartInfo.moduleList, as: UInt64.self))
+                let entry = UnsafeRawPointer(bitPattern: module)!
+                initrdAddress = UInt(entry.loadUnaligned(fromByteOffset: 0, as: UInt64.self))
+                initrdSize = UInt32(truncatingIfNeeded: entry.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+            }
+        } else {
+            commandLine = UInt(info.loadUnaligned(fromByteOffset: BootParams.commandLinePointer, as: UInt32.self))
+            memoryMap = address + UInt(BootParams.e820Table)
+            memoryMapEntries = Int(info.load(fromByteOffset: BootParams.e820Entries, as: UInt8.self))
+            initrdSize = info.loadUnaligned(fromByteOffset: BootParams.ramdiskSize, as: UInt32.self)
+            initrdAddress = UInt(info.loadUnaligned(fromByteOffset: BootParams.ramdiskImage, as: UInt32.self))
+        }
+    }
+}
+
+/// Entered from entry.S with the zero page (64-bit boot protocol, pvh 0) or
+/// hvm_start_info (PVH entry, pvh 1).
+@_cdecl("guest_main")
+func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
+    let boot = BootFacts(bootInfo, pvh: pvh != 0)
+    put("guest: hello from the kiln test guest\n")
+    put(pvh != 0 ? "guest: boot protocol: pvh\n" : "guest: boot protocol: linux 64-bit\n")
+
+    let line = UnsafePointer<UInt8>(bitPattern: boot.commandLine)!
     put("guest: cmdline: ")
     var index = 0
     while line[index] != 0 && index < 2048 { putByte(line[index]); index += 1 }
     put("\n")
 
-    let entries = Int(params.load(fromByteOffset: BootParams.e820Entries, as: UInt8.self))
+    let entries = boot.memoryMapEntries
+    let memoryMap = UnsafeRawPointer(bitPattern: boot.memoryMap)!
+    var virtioAreaIsRAM = false
     put("guest: e820 entries: "); putDecimal(UInt32(entries)); put("\n")
     for entry in 0..<entries {
-        let offset = BootParams.e820Table + entry * 20
-        put("guest: e820: ")
-        putHex(params.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
-        put(" size ")
-        putHex(params.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self))
-        put(" type ")
-        putDecimal(params.loadUnaligned(fromByteOffset: offset + 16, as: UInt32.self))
-        put("\n")
+        let offset = entry * boot.memoryMapEntrySize
+        let start = memoryMap.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+        let size = memoryMap.loadUnaligned(fromByteOffset: offset + 8, as: UInt64.self)
+        let type = memoryMap.loadUnaligned(fromByteOffset: offset + 16, as: UInt32.self)
+        put("guest: e820: "); putHex(start); put(" size "); putHex(size); put(" type "); putDecimal(type); put("\n")
+        if type == 1 && start <= VirtioArea.start && start + size >= VirtioArea.end { virtioAreaIsRAM = true }
     }
 
-    let initrdSize = params.loadUnaligned(fromByteOffset: BootParams.ramdiskSize, as: UInt32.self)
-    if initrdSize > 0 {
-        let initrdAddress = UInt(params.loadUnaligned(fromByteOffset: BootParams.ramdiskImage, as: UInt32.self))
-        let initrd = UnsafePointer<UInt8>(bitPattern: initrdAddress)!
-        put("guest: initrd: "); putDecimal(initrdSize); put(" bytes: ")
-        for index in 0..<Int(min(initrdSize, 16)) { putByte(initrd[index]) }
+    if boot.initrdSize > 0 {
+        let initrd = UnsafePointer<UInt8>(bitPattern: boot.initrdAddress)!
+        put("guest: initrd: "); putDecimal(boot.initrdSize); put(" bytes: ")
+        for index in 0..<Int(min(boot.initrdSize, 16)) { putByte(initrd[index]) }
         put("\n")
     }
 
@@ -174,6 +233,16 @@ func guestMain(_ zeroPage: UInt) {
     // The boot-timer device: one magic byte at the start of its MMIO page.
     UnsafeMutablePointer<UInt8>(bitPattern: UInt(0xd000_0000))!.pointee = 123
     put("guest: ready\n")
+
+    if hasVirtioDevices(line) {
+        if virtioAreaIsRAM {
+            outb(Port.pic1Data, 0xfe) // the PIT's 1 ms ticks bound every wait
+            probeVirtioDevices(line)
+        } else {
+            put("guest: virtio: no RAM at 16-20 MiB for the queues\n")
+        }
+        put("guest: virtio done\n")
+    }
 
     if commandLine(line, contains: "noreset") { haltForever() }
     if commandLine(line, contains: "ctrlaltdel") {

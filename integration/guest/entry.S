@@ -1,11 +1,16 @@
 /*
  * Entry and machine-level helpers of the Kiln test guest.
  *
- * kiln enters `_start` in 64-bit mode through the Linux 64-bit boot protocol
- * (Documentation/arch/x86/boot.rst): paging on an identity map, flat
- * segments, interrupts off, %rsi = the zero page. The Swift code does the
- * rest; what Swift cannot say (port I/O, lidt, sti/hlt, an interrupt
- * handler, the few runtime symbols Embedded Swift needs) is here.
+ * Two ways in, so kiln and QEMU boot the same file:
+ * - `_start`, the ELF entry, in 64-bit mode through the Linux 64-bit boot
+ *   protocol (Documentation/arch/x86/boot.rst): paging on an identity map,
+ *   flat segments, interrupts off, %rsi = the zero page.
+ * - `pvh_start`, named by a Xen PHYS32_ENTRY note: 32-bit protected mode,
+ *   paging off, %ebx = hvm_start_info (Xen docs/misc/pvh.pandoc). It builds
+ *   its own identity map and GDT and enters long mode.
+ * The Swift code does the rest; what Swift cannot say (port I/O, volatile
+ * MMIO, lidt, sti/hlt, an interrupt handler, the few runtime symbols
+ * Embedded Swift needs) is here.
  * No int3 anywhere: kvm-pvm cannot emulate it.
  */
     .section .text.start, "ax"
@@ -13,11 +18,81 @@
 _start:
     lea     stack_top(%rip), %rsp
     xor     %ebp, %ebp
-    mov     %rsi, %rdi              /* guest_main(zeroPage) */
+    mov     %rsi, %rdi              /* guest_main(zeroPage, 0) */
+    xor     %esi, %esi
     call    guest_main
 1:  cli
     hlt
     jmp     1b
+
+/* XEN_ELFNOTE_PHYS32_ENTRY (18). The descriptor is 8 bytes: QEMU reads a
+ * 64-bit address from an ELF64 note; kiln takes 4 or 8. */
+    .pushsection .note.Xen, "a", @note
+    .balign 4
+    .long   4, 8, 18
+    .asciz  "Xen"
+    .quad   pvh_start
+    .popsection
+
+    .code32
+pvh_start:
+    cli
+    cld
+    /* PML4[0] -> PDPT; PDPT[0..3] -> four PDs of 2 MiB pages: 0-4 GiB,
+     * which holds RAM below the hole and the MMIO devices (1 GiB pages
+     * fault on kvm-pvm). The tables are in .bss, below 4 GiB. */
+    mov     $pvh_pml4, %edi
+    movl    $(pvh_pdpt + 3), (%edi)
+    movl    $0, 4(%edi)
+    mov     $pvh_pdpt, %edi
+    mov     $(pvh_pd + 3), %eax
+    xor     %ecx, %ecx
+2:  mov     %eax, (%edi,%ecx,8)
+    movl    $0, 4(%edi,%ecx,8)
+    add     $4096, %eax
+    inc     %ecx
+    cmp     $4, %ecx
+    jb      2b
+    mov     $pvh_pd, %edi
+    xor     %ecx, %ecx
+3:  mov     %ecx, %eax
+    shl     $21, %eax
+    or      $0x83, %eax             /* present, writable, 2 MiB page */
+    mov     %eax, (%edi,%ecx,8)
+    movl    $0, 4(%edi,%ecx,8)
+    inc     %ecx
+    cmp     $2048, %ecx
+    jb      3b
+
+    lgdt    pvh_gdt_descriptor
+    mov     $0x620, %eax            /* PAE, OSFXSR, OSXMMEXCPT */
+    mov     %eax, %cr4
+    mov     $pvh_pml4, %eax
+    mov     %eax, %cr3
+    mov     $0xc0000080, %ecx       /* EFER.LME */
+    rdmsr
+    or      $0x100, %eax
+    wrmsr
+    mov     $0x80000033, %eax       /* PE, MP, ET, NE, PG */
+    mov     %eax, %cr0
+    ljmp    $0x08, $pvh_long
+
+    .code64
+pvh_long:
+    mov     $0x10, %eax
+    mov     %eax, %ds
+    mov     %eax, %es
+    mov     %eax, %ss
+    mov     %eax, %fs
+    mov     %eax, %gs
+    lea     stack_top(%rip), %rsp
+    xor     %ebp, %ebp
+    mov     %ebx, %edi              /* guest_main(startInfo, 1) */
+    mov     $1, %esi
+    call    guest_main
+4:  cli
+    hlt
+    jmp     4b
 
     .text
 /* void guest_outb(uint16_t port, uint8_t value) */
@@ -34,6 +109,34 @@ guest_inb:
     mov     %edi, %edx
     xor     %eax, %eax
     inb     %dx, %al
+    ret
+
+/* Volatile MMIO and shared-ring accesses: one plain mov each, so the
+ * compiler neither merges, splits nor elides them (virtio 1.2 §4.2.2:
+ * registers are 32 bits wide; §4.2.2.2: config fields by their width). */
+    .globl guest_read32
+guest_read32:
+    mov     (%rdi), %eax
+    ret
+
+    .globl guest_write32
+guest_write32:
+    mov     %esi, (%rdi)
+    ret
+
+    .globl guest_read16
+guest_read16:
+    movzwl  (%rdi), %eax
+    ret
+
+    .globl guest_write16
+guest_write16:
+    mov     %si, (%rdi)
+    ret
+
+    .globl guest_read8
+guest_read8:
+    movzbl  (%rdi), %eax
     ret
 
 /* Points IDT vectors 0x20, 0x21 and 0x24 (the PIC's IRQ 0, 1 and 4 after
@@ -201,6 +304,17 @@ keyboard_count:
 keyboard_bytes:
     .skip   16
 
+/* The PVH entry's GDT: selector 0x08 is 64-bit code, as in kiln's boot
+ * GDT, so the IDT gates work after either entry. */
+    .balign 16
+pvh_gdt:
+    .quad   0
+    .quad   0x00af9a000000ffff      /* 0x08: 64-bit code */
+    .quad   0x00cf92000000ffff      /* 0x10: flat data */
+pvh_gdt_descriptor:
+    .word   3 * 8 - 1
+    .long   pvh_gdt
+
     .balign 16
 idt_descriptor:
     .word   256 * 16 - 1
@@ -208,6 +322,12 @@ idt_descriptor:
 
     .bss
     .balign 4096
+pvh_pml4:
+    .skip   4096
+pvh_pdpt:
+    .skip   4096
+pvh_pd:
+    .skip   4 * 4096
 idt:
     .skip   256 * 16
     .balign 16
