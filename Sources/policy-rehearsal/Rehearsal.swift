@@ -47,8 +47,22 @@ enum Rehearsal {
 
             // The event loop, under the vmm role, installed once every other
             // thread exists. Like kiln's, it never joins a thread.
+            // Its descriptors are subscribed before the filter, as kiln's are.
+            var total: UInt64 = 0
+            let loop = try EventLoop()
+            _ = Unmanaged.passRetained(loop) // kept to exit, as kiln's: the vmm role has no close
+            try loop.subscribe(FileDescriptor(rawValue: wakeup)) { _ in
+                var count: UInt64 = 0
+                if read(wakeup, &count, 8) == 8 { total += count }
+            }
             try SeccompFilter.install(role: "vmm", from: bundle)
-            try eventLoop(wakeup: wakeup, until: signalsExpected)
+            let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+            while total < signalsExpected {
+                guard MonotonicClock.nanoseconds() < deadline else {
+                    throw SystemError("epoll_wait", subject: "eventfd", errno: ETIMEDOUT)
+                }
+                try loop.runOnce(maximumMilliseconds: 1000)
+            }
             if forbidden == "vmm" { tryForbiddenCall() }
             unlink(arguments[1]) // kiln removes its API socket at exit
             print("policy-rehearsal: every thread ran under its filter")
@@ -185,20 +199,5 @@ enum Rehearsal {
         }
         guard count > 0 else { throw SystemError("epoll_wait", subject: "fd \(fd)", errno: ETIMEDOUT) }
         _ = try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), 2 /* EPOLL_CTL_DEL */, UInt(fd), 0])
-    }
-
-    /// The main thread, as kiln's event loop: poll the wake-up eventfd the
-    /// other threads signal (5 s at most each time) and read it, until
-    /// `expected` signals have arrived.
-    static func eventLoop(wakeup: Int32, until expected: UInt64) throws {
-        var total: UInt64 = 0
-        while total < expected {
-            var descriptor = pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0)
-            guard try check("poll", { poll(&descriptor, 1, 5000) }) > 0 else {
-                throw SystemError("poll", subject: "eventfd", errno: ETIMEDOUT)
-            }
-            var count: UInt64 = 0
-            if read(wakeup, &count, 8) == 8 { total += count }
-        }
     }
 }
