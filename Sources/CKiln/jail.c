@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sched.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -43,6 +44,57 @@ int ckiln_mount(const char *source, const char *target, const char *fstype,
 }
 
 int ckiln_umount2(const char *target, int flags) { return umount2(target, flags); }
+
+int ckiln_bind_cwd_nosuid(void) {
+    // open_tree(2) with OPEN_TREE_CLONE makes a detached bind mount of ".",
+    // reachable only through the returned descriptor until move_mount(2)
+    // attaches it: it is never attached without MS_NOSUID.
+    int tree = open_tree(AT_FDCWD, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0) return -1;
+    struct mount_attr attributes = { .attr_set = MOUNT_ATTR_NOSUID };
+    if (mount_setattr(tree, "", AT_EMPTY_PATH, &attributes, sizeof attributes) != 0
+        || move_mount(tree, "", AT_FDCWD, ".", MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+        int saved = errno;
+        close(tree);
+        errno = saved;
+        return -1;
+    }
+    return tree;
+}
+
+int ckiln_fsmount(const char *fstype, const char *source, const char *options, unsigned int attributes) {
+    int context = fsopen(fstype, FSOPEN_CLOEXEC);
+    if (context < 0) return -1;
+    int result = -1;
+    char buffer[256];
+    size_t length = strlen(options);
+    if (length >= sizeof buffer) { errno = E2BIG; goto done; }
+    memcpy(buffer, options, length + 1);
+    if (fsconfig(context, FSCONFIG_SET_STRING, "source", source, 0) != 0) goto done;
+    // "key=value,key=value", as mount(2)'s data argument would take them.
+    for (char *next = buffer, *option; (option = strsep(&next, ",")) != NULL;) {
+        if (*option == '\0') continue;
+        char *value = strchr(option, '=');
+        if (value != NULL) *value++ = '\0';
+        int set = value != NULL ? fsconfig(context, FSCONFIG_SET_STRING, option, value, 0)
+                                : fsconfig(context, FSCONFIG_SET_FLAG, option, NULL, 0);
+        if (set != 0) goto done;
+    }
+    if (fsconfig(context, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0) goto done;
+    result = fsmount(context, FSMOUNT_CLOEXEC, attributes);
+done:;
+    int saved = errno;
+    close(context);
+    errno = saved;
+    return result;
+}
+
+int ckiln_move_mount_onto(int mount, int target_dirfd) {
+    return move_mount(mount, "", target_dirfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+}
+
+unsigned int ckiln_mount_attr_nosuid(void) { return MOUNT_ATTR_NOSUID; }
+unsigned int ckiln_mount_attr_noexec(void) { return MOUNT_ATTR_NOEXEC; }
 
 int ckiln_pivot_root(const char *new_root, const char *put_old) {
     return (int)syscall(SYS_pivot_root, new_root, put_old);

@@ -20,6 +20,8 @@ public enum JailHelp {
 
         Optional (Firecracker's jailer flags):
           --chroot-base-dir DIR   default /srv/jailer. The jail is DIR/<exec-file name>/<id>/root.
+                                  DIR and DIR/<exec-file name>, where they exist, must be root's and
+                                  writable by root alone (else refused); missing ones are made 0755.
           --netns PATH            join this network namespace (e.g. /var/run/netns/NAME). Without it
                                   and without --new-net-ns the VMM stays in the caller's namespace,
                                   so that a TAP device made there can be opened.

@@ -37,8 +37,8 @@ public enum Jailer {
             // 4-8: cgroups, limits, namespaces, the root, the devices.
             try during(.cgroups) { try Cgroups.join(launch.cgroupTargets, ledger: ledger) }
             try during(.resourceLimits) { try ResourceLimits.apply(options.effectiveResourceLimits) }
-            try during(.namespaces) { try Namespaces.enter(options, ledger: ledger) }
-            try during(.rootSwitch) { try RootSwitch.pivot(into: folder.root) }
+            try during(.namespaces) { try Namespaces.enter(options, root: folder.root, ledger: ledger) }
+            try during(.rootSwitch) { try RootSwitch.pivot(rootPath: options.paths.root) }
             try during(.deviceNodes) {
                 try DeviceNode.create(DeviceNode.required(userfaultfd: launch.userfaultfdDevice), uid: options.uid, gid: options.gid)
             }

@@ -36,6 +36,19 @@ int ckiln_mount(const char *source, const char *target, const char *fstype,
                 unsigned long flags, const char *data);
 int ckiln_umount2(const char *target, int flags);
 int ckiln_pivot_root(const char *new_root, const char *put_old);
+/// Bind-mounts the working folder onto itself, nosuid, through the new mount
+/// API (open_tree(2), mount_setattr(2), move_mount(2)): no path is looked up,
+/// so nothing can redirect it. Returns a descriptor of the new mount's root,
+/// or -1 with errno.
+int ckiln_bind_cwd_nosuid(void);
+/// fsopen(2), fsconfig(2) with `options` ("key=value,flag,..."), fsmount(2)
+/// with MOUNT_ATTR_* `attributes`: a detached mount, reachable only through
+/// the returned descriptor until `ckiln_move_mount_onto` attaches it.
+int ckiln_fsmount(const char *fstype, const char *source, const char *options, unsigned int attributes);
+/// move_mount(2) of the detached mount `mount` onto the folder `target_dirfd`.
+int ckiln_move_mount_onto(int mount, int target_dirfd);
+unsigned int ckiln_mount_attr_nosuid(void);
+unsigned int ckiln_mount_attr_noexec(void);
 
 // MARK: Files
 /// close_range(2) over [first, last]; falls back to closing one by one on
