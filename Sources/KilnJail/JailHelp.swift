@@ -15,7 +15,8 @@ public enum JailHelp {
           --id ID                 1-64 characters of [A-Za-z0-9-]; names the jail folder and cgroups.
                                   A jail or cgroup of that id that already exists is refused.
           --exec-file PATH        absolute path of the VMM: a static ELF executable (the jail holds no
-                                  libraries). Hard-linked into the jail, copied across file systems.
+                                  libraries). Hard-linked into the jail; copied (root's, 0755) across
+                                  file systems, or when the VMM's user could write it or it is set-ID.
           --uid N, --gid N        decimal ids the VMM runs as; 0 (root) is refused.
 
         Optional (Firecracker's jailer flags):
