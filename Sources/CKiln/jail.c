@@ -117,11 +117,41 @@ int ckiln_mknodat(int dirfd, const char *path, unsigned int mode, uint64_t devic
     return mknodat(dirfd, path, (mode_t)mode, (dev_t)device);
 }
 
+// read(2) and write(2) from both files' offsets, for what copy_file_range
+// refuses.
+static int copy_by_reading(int from, int to, uint64_t length) {
+    char buffer[65536];
+    while (length > 0) {
+        ssize_t got = read(from, buffer, length < sizeof buffer ? (size_t)length : sizeof buffer);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (got == 0) { errno = EIO; return -1; } // the source shrank
+        for (ssize_t done = 0; done < got;) {
+            ssize_t put = write(to, buffer + done, (size_t)(got - done));
+            if (put < 0) {
+                if (errno == EINTR) continue;
+                return -1;
+            }
+            done += put;
+        }
+        length -= (uint64_t)got;
+    }
+    return 0;
+}
+
 int ckiln_copy_file(int from, int to, uint64_t length) {
     while (length > 0) {
         ssize_t copied = copy_file_range(from, NULL, to, NULL, length, 0);
         if (copied < 0) {
             if (errno == EINTR) continue;
+            // copy_file_range(2), "ERRORS": EXDEV between file systems it
+            // cannot join (of different types, or before Linux 5.3), and
+            // EINVAL, ENOSYS or EOPNOTSUPP where it is unsupported. Both
+            // offsets have advanced by what was copied, so go on from there.
+            if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)
+                return copy_by_reading(from, to, length);
             return -1;
         }
         if (copied == 0) { errno = EIO; return -1; } // the source shrank

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKiln
 import KilnJSON
 import KilnSystem
 import Testing
@@ -263,6 +264,25 @@ struct JailRunTests {
         #expect(planted.status == JailStep.validation.exitCode, "\(planted.error)")
         #expect(planted.error.contains("the exec file's folder \(sandbox.folder)/link/kiln-jail-probe is a symbolic link"), "\(planted.error)")
         #expect(try FileSystem.listDirectory(sandbox.folder + "/real") == ["kiln-jail-probe"])
+    }
+
+    /// A base on another file system than the exec file (here a tmpfs):
+    /// link(2) fails with EXDEV, and so does copy_file_range(2) between file
+    /// systems of different types; the file is copied by read and write.
+    @Test func copiesTheExecFileOntoABaseOnAnotherFileSystem() throws {
+        let sandbox = try JailHarness.Sandbox("tmpfs-base")
+        defer { sandbox.tearDown() }
+        let mountPoint = sandbox.folder + "/tmpfs"
+        try check("mkdir") { mkdir(mountPoint, 0o755) }
+        try check("mount tmpfs", subject: mountPoint) { ckiln_mount("kiln-test", mountPoint, "tmpfs", 0, "mode=755,size=64m") }
+        defer { _ = ckiln_umount2(mountPoint, ckiln_mnt_detach()) }
+        var arguments = sandbox.launchArguments(vmm: ["--no-wait"])
+        arguments[arguments.firstIndex(of: "--chroot-base-dir")! + 1] = mountPoint + "/jails"
+        let finished = try JailHarness.run(arguments)
+        #expect(finished.status == 0, "\(finished.error)")
+        #expect(finished.output.contains("\"name\":\"kiln-jail-probe\""), "the probe did not report: \(finished.output)")
+        let copy = mountPoint + "/jails/kiln-jail-probe/\(sandbox.id)/root/kiln-jail-probe"
+        #expect(try FileSystem.readFile(copy) == FileSystem.readFile(JailHarness.probe))
     }
 
     /// Launches and cleanups of sibling jails interleave: cleanup removes the

@@ -59,7 +59,8 @@ uint64_t ckiln_makedev(unsigned int major, unsigned int minor);
 unsigned int ckiln_major(uint64_t device);
 unsigned int ckiln_minor(uint64_t device);
 int ckiln_mknodat(int dirfd, const char *path, unsigned int mode, uint64_t device);
-/// copy_file_range(2) until `length` bytes are copied; returns 0 or -1.
+/// copy_file_range(2) until `length` bytes are copied, or read(2) and
+/// write(2) where the kernel cannot (EXDEV across file systems); 0 or -1.
 int ckiln_copy_file(int from, int to, uint64_t length);
 int ckiln_at_removedir(void);
 int ckiln_at_symlink_nofollow(void);
