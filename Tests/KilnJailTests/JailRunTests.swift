@@ -241,6 +241,44 @@ struct JailRunTests {
         #expect(sandbox.cgroupFolders.isEmpty, "left cgroups \(sandbox.cgroupFolders)")
     }
 
+    /// The same late failure under a small descriptor limit: the limit is
+    /// the VMM's, so neither the jailer's steps nor its rollback run short
+    /// (they did when it was set at step 5: EMFILE, then half a rollback).
+    @Test(.enabled(if: JailHarness.v1PidsAndMemory, "needs the cgroup v1 pids controller"), arguments: [8, 10, 12, 16])
+    func rollsBackUnderASmallDescriptorLimit(_ limit: Int) throws {
+        let sandbox = try JailHarness.Sandbox("late-failure-nofile-\(limit)")
+        defer { sandbox.tearDown() }
+        let finished = try JailHarness.run(sandbox.launchArguments(
+            ["--cgroup", "pids.max=1", "--daemonize", "--new-net-ns", "--resource-limit", "no-file=\(limit)"]))
+        #expect(finished.status == JailStep.daemonize.exitCode, "\(finished.error)")
+        #expect(finished.error.contains("fork: Resource temporarily unavailable (EAGAIN)"), "\(finished.error)")
+        #expect(!finished.error.contains("left behind"), "\(finished.error)")
+        #expect(!FileSystem.exists(sandbox.base), "left \((try? FileSystem.listDirectory(sandbox.base)) ?? [])")
+        #expect(sandbox.cgroupFolders.isEmpty, "left cgroups \(sandbox.cgroupFolders)")
+    }
+
+    /// A small descriptor or file size limit binds the VMM, not the jailer:
+    /// the launch (forking, with a pid file longer than fsize) succeeds and
+    /// the VMM runs under both limits.
+    @Test func launchesUnderSmallLimits() throws {
+        let sandbox = try JailHarness.Sandbox("small-limits")
+        defer { sandbox.tearDown() }
+        let running = try JailHarness.spawn(sandbox.launchArguments(
+            ["--new-pid-ns", "--resource-limit", "no-file=8", "--resource-limit", "fsize=1"]))
+        defer { running.stop() }
+        let line = try #require(running.readLine(), "no report")
+        let report = try JSONParser.parse(line)
+        #expect(report["rlimits"] == .object([
+            ("fsize", .object([("soft", .integer(1)), ("hard", .integer(1))])),
+            ("nofile", .object([("soft", .integer(8)), ("hard", .integer(8))])),
+        ]))
+        running.closeInput()
+        let finished = running.wait()
+        #expect(finished.status == 0, "\(finished.error)")
+        #expect(try FileSystem.readText(sandbox.paths.pidFile).hasSuffix("\n"), "the pid file was cut short")
+        #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
+    }
+
     /// The base folder may sit under a symbolic link (as /var/run does);
     /// what the jailer creates under it never follows one.
     @Test func acceptsABaseFolderBehindALink() throws {
