@@ -138,7 +138,7 @@ struct JailRunTests {
 
         // Every escape attempt failed.
         guard case let .object(escapes)? = report["escapes"] else { Issue.record("no escapes"); return }
-        #expect(Set(escapes.map(\.key)) == ["readHostPath", "mount", "mountCgroupFS", "chroot", "ptrace", "setuid0", "setgid0", "mknod",
+        #expect(Set(escapes.map(\.key)) == ["readHostPath", "mount", "mountCgroupFS", "fsmount", "chroot", "ptrace", "setuid0", "setgid0", "mknod",
                                              "unshareNamespaces", "unshareUser", "setns", "writeCgroupFiles", "loopback",
                                              "forkPastPidsMax", "allocatePastMemoryLimit"])
         for (name, result) in escapes { #expect(result["succeeded"] == .bool(false), "escape \(name): \(result)") }
