@@ -42,9 +42,13 @@ final class DriveFile {
     deinit { descriptor.close() }
 }
 
-/// Counts a block backend's traffic under Firecracker's metric names.
+/// A drive's backend as the device sees it: the open file, swappable at run
+/// time (PATCH /drives with a new `path_on_host`), with its traffic counted
+/// under Firecracker's metric names.
 final class CountedBlockBackend: BlockBackend {
-    let inner: BlockBackend
+    /// Replaced only with the device's slot lock held (the device reads it
+    /// under the same lock).
+    var inner: BlockBackend
     let readBytes, writeBytes, flushes, readCount, writeCount: Counter
 
     init(_ inner: BlockBackend, registry: MetricsRegistry, group: String) {
