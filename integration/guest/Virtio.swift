@@ -124,6 +124,8 @@ func parseNumber(_ line: UnsafePointer<UInt8>, _ index: inout Int) -> UInt64? {
 func probeVirtioDevices(_ line: UnsafePointer<UInt8>) {
     var index = 0
     var slot = 0
+    let hostile = Hostile.parse(line)
+    var attacked: (base: UInt, memory: UInt)?
     while line[index] != 0 && index < 2048 {
         if (index == 0 || line[index - 1] == 0x20) && matches(line, at: index, deviceArgument) {
             var cursor = index + deviceArgument.utf8CodeUnitCount
@@ -135,8 +137,13 @@ func probeVirtioDevices(_ line: UnsafePointer<UInt8>) {
             if let size, let base, let irq, size >= 0x100 + 8, base < 0x1_0000_0000 {
                 put("guest: virtio-mmio "); putHex(base); put(" size "); putDecimal64(size)
                 put(" irq "); putDecimal64(irq); put("\n")
-                if slot < VirtioArea.slots {
-                    probe(UInt(base), memory: UInt(VirtioArea.start) + UInt(slot) * VirtioArea.slotSize)
+                let memory = UInt(VirtioArea.start) + UInt(slot) * VirtioArea.slotSize
+                if slot < VirtioArea.slots, let hostile, attacked == nil, isBlock(UInt(base)) {
+                    zero(memory, VirtioArea.slotSize)
+                    attack(hostile, UInt(base), memory: memory)
+                    attacked = (UInt(base), memory)
+                } else if slot < VirtioArea.slots {
+                    probe(UInt(base), memory: memory)
                 } else {
                     put("guest: virtio: too many devices\n")
                 }
@@ -149,6 +156,16 @@ func probeVirtioDevices(_ line: UnsafePointer<UInt8>) {
         }
         index += 1
     }
+    if let hostile, let attacked {
+        // §2.1.2: reset, then initialise again, whatever the attack left.
+        put("guest: hostile "); put(hostile.name); put(" again virtio@"); putHex(UInt64(attacked.base)); put("\n")
+        probe(attacked.base, memory: attacked.memory)
+    }
+}
+
+/// A virtio-mmio version 2 block device answers at `base`.
+func isBlock(_ base: UInt) -> Bool {
+    read32(base + Reg.magic) == 0x7472_6976 && read32(base + Reg.version) == 2 && read32(base + Reg.deviceID) == 2
 }
 
 // MARK: Device initialization (§3.1.1, §4.2.3)
