@@ -199,13 +199,7 @@ func driverOKWithoutFeaturesOK(_ base: UInt, memory: UInt) {
 func overlappingRings(_ base: UInt, memory: UInt) {
     guard negotiate(base, wanted: 0) != nil else { return }
     write32(base + Reg.queueSel, 0)
-    write32(base + Reg.queueNum, 8)
-    write32(base + Reg.queueDescLow, UInt32(truncatingIfNeeded: memory))
-    write32(base + Reg.queueDescHigh, 0)
-    write32(base + Reg.queueDriverLow, UInt32(truncatingIfNeeded: memory + 0x1000))
-    write32(base + Reg.queueDriverHigh, 0)
-    write32(base + Reg.queueDeviceLow, UInt32(truncatingIfNeeded: memory + 0x1000))
-    write32(base + Reg.queueDeviceHigh, 0)
+    placeQueue(base, size: 8, descriptors: memory, driverArea: memory + 0x1000, deviceArea: memory + 0x1000)
     write32(base + Reg.queueReady, 1)
     driverOK(base)
     put("guest: hostile overlap queue ready "); putDecimal(read32(base + Reg.queueReady)); put("\n")

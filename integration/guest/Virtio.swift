@@ -259,13 +259,8 @@ struct Queue {
         self.index = index
         self.memory = memory
         self.size = UInt16(min(maximum, 8))
-        write32(device + Reg.queueNum, UInt32(size))
-        write32(device + Reg.queueDescLow, UInt32(truncatingIfNeeded: memory))
-        write32(device + Reg.queueDescHigh, 0)
-        write32(device + Reg.queueDriverLow, UInt32(truncatingIfNeeded: memory + 0x1000))
-        write32(device + Reg.queueDriverHigh, 0)
-        write32(device + Reg.queueDeviceLow, UInt32(truncatingIfNeeded: memory + 0x2000))
-        write32(device + Reg.queueDeviceHigh, 0)
+        placeQueue(device, size: UInt32(size), descriptors: memory, driverArea: memory + 0x1000,
+                   deviceArea: memory + 0x2000)
         // §2.7.7: VIRTQ_AVAIL_F_NO_INTERRUPT, as this driver polls.
         poke16(memory + 0x1000, 1)
         write32(device + Reg.queueReady, 1)
@@ -306,6 +301,17 @@ struct Queue {
             waitForInterrupt()
         }
     }
+}
+
+/// QueueNum and the three areas of the selected queue (§4.2.3.2), below 4 GiB.
+func placeQueue(_ device: UInt, size: UInt32, descriptors: UInt, driverArea: UInt, deviceArea: UInt) {
+    write32(device + Reg.queueNum, size)
+    write32(device + Reg.queueDescLow, UInt32(truncatingIfNeeded: descriptors))
+    write32(device + Reg.queueDescHigh, 0)
+    write32(device + Reg.queueDriverLow, UInt32(truncatingIfNeeded: driverArea))
+    write32(device + Reg.queueDriverHigh, 0)
+    write32(device + Reg.queueDeviceLow, UInt32(truncatingIfNeeded: deviceArea))
+    write32(device + Reg.queueDeviceHigh, 0)
 }
 
 func queueFailed(_ base: UInt, _ index: UInt32) {
