@@ -17,7 +17,7 @@ struct VirtioWiringTests {
     }
 
     static func config(drives: String = "[]", extra: String = "", bootArgs: String = "console=ttyS0") -> String {
-        Lane1.scratchFile("wiring-\(UInt32.random(in: 0...UInt32.max)).json", """
+        Lane1.scratchFile("wiring.json", """
         {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "\(bootArgs)"},
          "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
          "drives": \(drives)\(extra)}
