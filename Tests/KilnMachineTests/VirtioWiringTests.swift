@@ -99,4 +99,29 @@ struct VirtioWiringTests {
         #expect(tapRun.status == 1)
         #expect(tapRun.stderr.contains("cannot open TAP kiln-notap0"), "\(tapRun.stderr)")
     }
+
+    @Test func metricsCountTheGuestsIOAndATrailingPartialSectorIsReported() throws {
+        let drive = VirtioLane.makeDrive("metrics")
+        let handle = open(drive, O_WRONLY | O_APPEND)
+        _ = write(handle, [UInt8](repeating: 0xee, count: 100), 100)  // 100 bytes past the last whole sector
+        close(handle)
+        let metrics = "/tmp/kiln-wiring-\(getpid())-metrics.json"
+        defer { unlink(drive); unlink(metrics) }
+        let path = Self.config(drives: """
+        [{"drive_id": "d0", "path_on_host": "\(drive)", "is_root_device": false, "cache_type": "Writeback"}]
+        """, extra: ", \"entropy\": {}, \"metrics\": {\"metrics_path\": \"\(metrics)\"}")
+        defer { unlink(path) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path, "--level", "Info"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.guestLines.contains("guest: blk write ok"), "\(run.guestLines)")
+        #expect(run.stderr.contains("its last 100 bytes are not visible to the guest"), "\(run.stderr)")
+        // The snapshot kiln writes at exit: the guest wrote sectors 1-8 (4 KiB)
+        // and flushed once, read sector 0 and 1-8 back, and drew 32 random bytes.
+        let last = Lane1.read(metrics).split(separator: "\n").last.map(String.init) ?? ""
+        #expect(last.contains("\"block_d0\":{"), "\(last)")
+        #expect(last.contains("\"write_bytes\":4096"), "\(last)")
+        #expect(last.contains("\"flush_count\":1"), "\(last)")
+        #expect(last.contains("\"entropy\":{\"entropy_bytes\":32}"), "\(last)")
+        #expect(last.contains("\"virtio\":{\"device_needs_reset\":0}"), "\(last)")
+    }
 }

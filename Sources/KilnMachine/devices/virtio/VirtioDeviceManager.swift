@@ -66,7 +66,7 @@ final class VirtioDeviceManager {
             guard let path = drive.pathOnHost else {
                 throw BootInputError("drive \(drive.driveID): path_on_host is required")
             }
-            let file = try Self.openDrive(drive, path: path)
+            let file = try openDrive(drive, path: path)
             driveFiles[drive.driveID] = file
             let group = "block_\(drive.driveID)"
             let backend = CountedBlockBackend(file.backend, registry: registry, group: group)
@@ -97,11 +97,17 @@ final class VirtioDeviceManager {
                              gsi: Self.firstGSI + UInt32(index), tap: tap, drive: drive))
     }
 
-    static func openDrive(_ drive: Drive, path: String) throws -> DriveFile {
+    /// A disk whose size is not whole sectors is served short of its tail,
+    /// with a warning, as Firecracker does.
+    func openDrive(_ drive: Drive, path: String) throws -> DriveFile {
         let file = try DriveFile(path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
                                  identifier: drive.driveID)
         guard file.backend.sectorCount > 0 else {
             throw BootInputError("drive \(drive.driveID): \(path) is smaller than one 512-byte sector")
+        }
+        if file.trailingBytes > 0 {
+            log("drive \(drive.driveID): \(path) is not a whole number of 512-byte sectors; "
+                + "its last \(file.trailingBytes) bytes are not visible to the guest")
         }
         return file
     }
@@ -120,7 +126,7 @@ final class VirtioDeviceManager {
             throw MachineControlError("drive \(drive.driveID): rate limiters are not supported yet")
         }
         guard let path = drive.pathOnHost, path != "" else { return }
-        let file = try Self.openDrive(current.configuration, path: path)
+        let file = try openDrive(current.configuration, path: path)
         slots[index].withTransport { transport in
             current.backend.inner = file.backend
             transport.configurationChanged()
