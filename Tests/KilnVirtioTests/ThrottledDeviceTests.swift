@@ -31,7 +31,7 @@ struct ThrottledDeviceTests {
     @Test("block: a throttled request waits in the ring and is served once tokens exist")
     func block() throws {
         let clock = ManualClock()
-        let (rig, backend) = try limitedBlockRig(clock, ops: twoOpsPer100ms)
+        let (rig, _) = try limitedBlockRig(clock, ops: twoOpsPer100ms)
         #expect(try rig.request(type: BlockRequest.Kind.read, sector: 1, readLength: 512).status == 0)
         #expect(try rig.request(type: BlockRequest.Kind.flush, sector: 0).status == 0)
         let waiting = try rig.request(type: BlockRequest.Kind.read, sector: 2, readLength: 512)
