@@ -27,7 +27,7 @@ public struct IOThrottle {
 
     /// Asks for one request of `bytes`. On refusal records when to retry;
     /// the caller puts the chain back and stops.
-    mutating func admit(bytes: UInt64) -> Bool {
+    public mutating func admit(bytes: UInt64) -> Bool {
         guard !limiter.isUnlimited else { return true }
         let now = clock()
         if limiter.consume(bytes: bytes, now: now) { return true }
