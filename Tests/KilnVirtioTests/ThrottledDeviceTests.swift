@@ -54,6 +54,24 @@ struct ThrottledDeviceTests {
         #expect(rig.device.throttledUntil(queue: 0) == nil)
     }
 
+    @Test("block: one notification for many chains serves what it may and counts one throttled event")
+    func blockBatch() throws {
+        let clock = ManualClock()
+        let (rig, _) = try limitedBlockRig(clock, ops: twoOpsPer100ms)
+        for _ in 0..<5 {
+            try rig.rings[0].addChain([readable(try rig.buffer(blockHeader(type: BlockRequest.Kind.flush, sector: 0)), 16),
+                                       writable(try rig.buffer([0xAA]), 1)])
+        }
+        rig.driver.notify(0)
+        #expect(try rig.rings[0].usedIndex() == 2)
+        #expect(rig.device.throttle.throttledEvents == 1)
+        #expect(rig.interrupt.count == 1)
+        clock.now += 100 * millisecond
+        rig.transport.processQueue(0)
+        #expect(try rig.rings[0].usedIndex() == 4)
+        #expect(rig.device.throttle.throttledEvents == 2)
+    }
+
     @Test("block: bandwidth counts transfer bytes only, so a flush passes an empty byte bucket")
     func blockBandwidth() throws {
         let clock = ManualClock()
@@ -86,6 +104,10 @@ struct ThrottledDeviceTests {
         // The waiting chain's head descriptor now points outside guest memory.
         try rig.rings[0].writeDescriptor(table: rig.rings[0].descriptorTable, index: head, address: 1 << 40,
                                          length: 16, flags: 1, next: head + 1)
+        // Notified before the deadline the device does not look at the ring.
+        rig.driver.notify(0)
+        #expect(!rig.failed)
+        #expect(rig.device.throttle.throttledEvents == 2)
         clock.now += 100 * millisecond
         rig.driver.notify(0)
         #expect(rig.failed)
@@ -101,6 +123,7 @@ struct ThrottledDeviceTests {
         #expect(try rig.request(type: BlockRequest.Kind.flush, sector: 0).status == 0xAA)
         rig.device.updateRateLimiters(.init(ops: .replace(.init(size: 0, refillTimeMilliseconds: 1000))))
         #expect(rig.device.throttle.limiter.isUnlimited)
+        #expect(rig.device.throttledUntil(queue: 0) == nil)
         rig.driver.notify(0)
         #expect(try rig.rings[0].usedIndex() == 2)
 

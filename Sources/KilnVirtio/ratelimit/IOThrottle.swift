@@ -12,7 +12,8 @@ public struct IOThrottle {
     /// When the last refused request can be granted: the VMM serves the
     /// queue again then. Nil once a serve ran without a refusal.
     public private(set) var throttledUntil: UInt64?
-    /// Requests refused and put back, since the device was made.
+    /// Services refused, since the device was made: a request put back, or
+    /// a notification while still held back (Firecracker counts both).
     public private(set) var throttledEvents: UInt64 = 0
 
     public init(limiter: IORateLimiter? = nil, clock: @escaping () -> UInt64 = MonotonicClock.nanoseconds,
@@ -22,8 +23,18 @@ public struct IOThrottle {
         self.onThrottled = onThrottled
     }
 
-    /// A serve starts: whatever throttled the last one is decided again.
-    mutating func begin() { throttledUntil = nil }
+    /// A serve starts. False while the last refusal's deadline is ahead:
+    /// the queue is not even looked at, so a driver notifying in a loop
+    /// costs no chain walks. Past it, the request is asked for again.
+    mutating func begin() -> Bool {
+        guard let until = throttledUntil else { return true }
+        if clock() < until {
+            refused()
+            return false
+        }
+        throttledUntil = nil
+        return true
+    }
 
     /// Asks for one request of `bytes`. On refusal records when to retry;
     /// the caller puts the chain back and stops.
@@ -33,15 +44,21 @@ public struct IOThrottle {
         if limiter.consume(bytes: bytes, now: now) { return true }
         let (until, overflow) = now.addingReportingOverflow(limiter.waitNanoseconds(bytes: bytes, now: now))
         throttledUntil = overflow ? .max : until
-        throttledEvents += 1
-        onThrottled()
+        refused()
         return false
     }
 
-    /// Applies a PATCH. A throttled queue is not retried by itself: the VMM
-    /// notifies it after the update so looser limits take effect at once.
+    private mutating func refused() {
+        throttledEvents += 1
+        onThrottled()
+    }
+
+    /// Applies a PATCH and forgets the old deadline. A throttled queue is
+    /// not retried by itself: the VMM notifies it after the update, so
+    /// looser limits take effect at once.
     mutating func apply(_ update: IORateLimiter.Update) {
         limiter.apply(update, now: clock())
+        throttledUntil = nil
     }
 
     /// Device reset: nothing is pending any more.

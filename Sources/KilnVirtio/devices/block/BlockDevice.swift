@@ -56,7 +56,7 @@ public final class BlockDevice: RateLimitedDevice {
 
     public func process(queue index: Int, queues: [Virtqueue?]) throws {
         guard let queue = queues[index] else { return }
-        throttle.begin()
+        guard throttle.begin() else { return }
         while let chain = try queue.pop() {
             let request = try Pending(chain, memory: memory, backend: backend, queue: index)
             // Every request costs an op, refused ones too, so a driver cannot

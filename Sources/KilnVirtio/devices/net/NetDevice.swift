@@ -66,7 +66,7 @@ public final class NetDevice: RateLimitedDevice {
     }
 
     private func sendAll(_ queue: Virtqueue) throws {
-        transmitThrottle.begin()
+        guard transmitThrottle.begin() else { return }
         while let chain = try queue.pop() {
             // Charged for what the driver offered, header included, as
             // Firecracker does; dropped frames cost too.
@@ -89,7 +89,7 @@ public final class NetDevice: RateLimitedDevice {
     }
 
     private func receiveAll(_ queue: Virtqueue) throws {
-        receiveThrottle.begin()
+        guard receiveThrottle.begin() else { return }
         while let frame = backend.peekFrame(), let chain = try queue.pop() {
             // A refused frame stays in the backend (the VMM stops reading
             // the TAP meanwhile), its buffer back in the ring.

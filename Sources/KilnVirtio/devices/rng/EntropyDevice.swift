@@ -65,7 +65,7 @@ public final class EntropyDevice: RateLimitedDevice {
 
     public func process(queue index: Int, queues: [Virtqueue?]) throws {
         guard let queue = queues[index] else { return }
-        throttle.begin()
+        guard throttle.begin() else { return }
         while let chain = try queue.pop() {
             // §5.4.6.1: readable buffers are a driver error; they are ignored.
             var writer = ChainWriter(memory: memory, chain: chain)
