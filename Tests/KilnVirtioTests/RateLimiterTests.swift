@@ -1,3 +1,4 @@
+import KilnTestSupport
 import Testing
 @testable import KilnVirtio
 
@@ -215,5 +216,37 @@ struct IORateLimiterTests {
         #expect(limiter.consume(bytes: 500, now: start))
         limiter.apply(.init(bandwidth: .replace(bucket(5, refillMilliseconds: 0))), now: start)
         #expect(limiter.isUnlimited)
+    }
+
+    @Test("seeded: 10,000 random requests; every wait named is exact, and grants stay within size + burst + refill")
+    func seeded() {
+        var random = SplitMix64(seed: 0x5EED_1A7E)
+        for round in 0..<200 {
+            let size = 1 + random.next() % (1 << 20)
+            let refillMilliseconds = 1 + random.next() % 2000
+            let burst = random.next() % 3 == 0 ? random.next() % (1 << 20) : 0
+            let ops = random.next() % 2 == 0 ? bucket(1 + random.next() % 100, refillMilliseconds: 1 + random.next() % 500) : nil
+            var limiter = IORateLimiter(bandwidth: bucket(size, burst: burst, refillMilliseconds: refillMilliseconds),
+                                        ops: ops, now: start)
+            var now = start
+            var granted: UInt64 = 0
+            for _ in 0..<50 {
+                now += random.next() % (refillMilliseconds * millisecond / 4 + 1)
+                // Mostly within the bucket, sometimes well past it.
+                let bytes = random.next() % 8 == 0 ? random.next() % (4 * size) : random.next() % (size / 2 + 1)
+                if limiter.consume(bytes: bytes, now: now) {
+                    granted += bytes
+                } else {
+                    let wait = limiter.waitNanoseconds(bytes: bytes, now: now)
+                    var early = limiter, onTime = limiter
+                    let tooEarly = wait > 0 && early.consume(bytes: bytes, now: now + wait - 1)
+                    let served = onTime.consume(bytes: bytes, now: now + wait)
+                    #expect(wait > 0 && !tooEarly && served, "round \(round): \(bytes) bytes, wait \(wait)")
+                }
+                guard let bandwidth = limiter.bandwidth, !bandwidth.inDebt(now: now) else { continue }
+                let earned = (now - start) * size / (refillMilliseconds * millisecond)
+                #expect(granted <= size + burst + earned, "round \(round): \(granted) granted by \(now - start) ns")
+            }
+        }
     }
 }
