@@ -26,10 +26,10 @@ public struct IOThrottle {
     /// A serve starts. False while the last refusal's deadline is ahead:
     /// the queue is not even looked at, so a driver notifying in a loop
     /// costs no chain walks. Past it, the request is asked for again.
-    mutating func begin() -> Bool {
+    mutating func begin(counting: Bool = true) -> Bool {
         guard let until = throttledUntil else { return true }
         if clock() < until {
-            refused()
+            if counting { refused() }
             return false
         }
         throttledUntil = nil

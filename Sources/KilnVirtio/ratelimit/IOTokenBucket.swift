@@ -43,9 +43,9 @@ public struct IOTokenBucket: Equatable, Sendable {
     /// The instant `budget` is counted at; in the future while a debt is
     /// being paid.
     private(set) var lastRefill: UInt64
-    /// The part of a token earned by `lastRefill`, in token-nanoseconds
-    /// (below `refillNanoseconds`): carried exactly, so polling often
-    /// neither loses nor gains a token.
+    /// The fraction of a token earned by `lastRefill`, as a numerator over
+    /// `refillNanoseconds`: carried exactly, so polling often neither loses
+    /// nor gains a token.
     private var partial: UInt64 = 0
 
     /// A full bucket with its whole burst, or nil when `settings` means no limit.
@@ -72,7 +72,8 @@ public struct IOTokenBucket: Equatable, Sendable {
         }
         // elapsed < refillNanoseconds and partial < refillNanoseconds, so
         // the quotient is at most size: it fits.
-        let (earned, remainder) = refillNanoseconds.dividingFullWidth(Self.add(size.multipliedFullWidth(by: elapsed), partial))
+        let numerator = Self.add(size.multipliedFullWidth(by: elapsed), partial)
+        let (earned, remainder) = refillNanoseconds.dividingFullWidth(numerator)
         if earned >= size - budget {
             fill(now: now)
             return
@@ -90,7 +91,7 @@ public struct IOTokenBucket: Equatable, Sendable {
 
     /// A 128-bit product plus a 64-bit value; cannot overflow, since a
     /// product of two 64-bit values is at most 2^128 − 2^65 + 1.
-    private static func add(_ product: (high: UInt64, low: UInt64.Magnitude), _ value: UInt64) -> (high: UInt64, low: UInt64.Magnitude) {
+    private static func add(_ product: (high: UInt64, low: UInt64), _ value: UInt64) -> (high: UInt64, low: UInt64) {
         let (low, carry) = product.low.addingReportingOverflow(value)
         return (product.high + (carry ? 1 : 0), low)
     }
@@ -130,7 +131,8 @@ public struct IOTokenBucket: Equatable, Sendable {
         let owed = rest - budget
         budget = 0
         partial = 0
-        let (payBack, overflow) = Self.waitReportingOverflow(tokens: owed, size: size, period: refillNanoseconds, partial: 0)
+        let (payBack, overflow) = Self.waitReportingOverflow(tokens: owed, size: size, period: refillNanoseconds,
+                                                             partial: 0)
         let (until, late) = now.addingReportingOverflow(payBack)
         lastRefill = overflow || late ? .max : until
     }

@@ -62,7 +62,7 @@ public final class NetDevice: RateLimitedDevice {
     /// turns readable and the guest's rx notification retries a waiting frame.
     public func process(queue index: Int, queues: [Virtqueue?]) throws {
         if index == Queue.transmit, let transmit = queues[Queue.transmit] { try sendAll(transmit) }
-        if let receive = queues[Queue.receive] { try receiveAll(receive) }
+        if let receive = queues[Queue.receive] { try receiveAll(receive, notified: index == Queue.receive) }
     }
 
     private func sendAll(_ queue: Virtqueue) throws {
@@ -88,8 +88,10 @@ public final class NetDevice: RateLimitedDevice {
         }
     }
 
-    private func receiveAll(_ queue: Virtqueue) throws {
-        guard receiveThrottle.begin() else { return }
+    /// `notified`: served for its own queue or the TAP, not in passing
+    /// after a transmit, so a wait still ahead counts as a throttled event.
+    private func receiveAll(_ queue: Virtqueue, notified: Bool) throws {
+        guard receiveThrottle.begin(counting: notified) else { return }
         while let frame = backend.peekFrame(), let chain = try queue.pop() {
             // A refused frame stays in the backend (the VMM stops reading
             // the TAP meanwhile), its buffer back in the ring.
