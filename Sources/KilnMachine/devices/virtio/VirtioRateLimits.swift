@@ -102,7 +102,8 @@ extension VirtioDeviceManager {
 
     /// Runs `body` on the named device under its slot's lock, then notifies
     /// every queue, so a limit lifted or loosened applies at once rather than
-    /// at the old deadline. Call on the event loop's thread, after `wire`.
+    /// at the old deadline. Any thread; only after `wire` (before it, a
+    /// PATCH edits the configuration instead).
     private func withDevice<Device: VirtioDevice>(named name: String, as type: Device.Type,
                                                   _ body: (Device) -> Void) -> Bool {
         guard let index = entries.firstIndex(where: { $0.name == name }), slots.indices.contains(index),
