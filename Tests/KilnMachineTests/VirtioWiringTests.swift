@@ -44,7 +44,6 @@ struct VirtioWiringTests {
 
     @Test(arguments: [
         ("\"io_engine\": \"Async\"", "io_engine Async is not supported"),
-        ("\"rate_limiter\": {\"bandwidth\": {\"size\": 1000, \"refill_time\": 100}}", "rate limiters are not supported yet"),
     ])
     func unsupportedDriveSettingsAreRefusedByName(setting: String, message: String) throws {
         let disk = Self.disk("refused", bytes: 1 << 20)
@@ -58,13 +57,17 @@ struct VirtioWiringTests {
         #expect(run.stderr.contains(message), "\(run.stderr)")
     }
 
-    @Test func aLimiterWithEmptyBucketsIsNoLimitAsInFirecracker() throws {
-        let disk = Self.disk("unlimited", bytes: 1 << 20)
+    @Test(arguments: [
+        // Empty buckets mean no limit, as in Firecracker.
+        "{\"bandwidth\": {\"size\": 0, \"refill_time\": 0}}",
+        "{\"bandwidth\": {\"size\": 1048576, \"one_time_burst\": 4096, \"refill_time\": 100}, \"ops\": {\"size\": 10, \"refill_time\": 1000}}",
+    ])
+    func drivesAndEntropyWithRateLimitersBoot(limiter: String) throws {
+        let disk = Self.disk("limited", bytes: 1 << 20)
         defer { unlink(disk) }
         let path = Self.config(drives: """
-        [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false,
-          "rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}}]
-        """)
+        [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false, "rate_limiter": \(limiter)}]
+        """, extra: ", \"entropy\": {\"rate_limiter\": \(limiter)}")
         defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 0, "\(run.stderr)")

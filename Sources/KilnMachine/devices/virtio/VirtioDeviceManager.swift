@@ -70,8 +70,10 @@ final class VirtioDeviceManager {
             driveFiles[drive.driveID] = file
             let group = "block_\(drive.driveID)"
             let backend = CountedBlockBackend(file.backend, registry: registry, group: group)
-            append(name: "block \(drive.driveID)", device: BlockDevice(memory: memory, backend: backend), tap: nil,
-                   drive: (drive, backend))
+            let throttle = IOThrottle.configured(drive.rateLimiter,
+                                                 counter: registry.counter(group, "rate_limiter_throttled_events"))
+            append(name: "block \(drive.driveID)", device: BlockDevice(memory: memory, backend: backend, throttle: throttle),
+                   tap: nil, drive: (drive, backend))
             if drive.isRootDevice {
                 commandLineWords.append(drive.partUUID.map { "root=PARTUUID=\($0)" } ?? "root=/dev/vda")
                 commandLineWords.append(drive.isReadOnly ? "ro" : "rw")
@@ -81,12 +83,20 @@ final class VirtioDeviceManager {
             let group = "net_\(interface.ifaceID)"
             let tap = try TapNetBackend(name: interface.hostDevName, registry: registry, group: group)
             let mac = interface.guestMAC?.bytes ?? Self.defaultMAC(index: entries.count)
-            append(name: "net \(interface.ifaceID)", device: NetDevice(memory: memory, backend: tap, mac: mac), tap: tap,
-                   drive: nil)
+            let receive = IOThrottle.configured(interface.rxRateLimiter,
+                                                counter: registry.counter(group, "rx_rate_limiter_throttled"))
+            let transmit = IOThrottle.configured(interface.txRateLimiter,
+                                                 counter: registry.counter(group, "tx_rate_limiter_throttled"))
+            append(name: "net \(interface.ifaceID)", device: NetDevice(memory: memory, backend: tap, mac: mac,
+                                                                       receiveThrottle: receive, transmitThrottle: transmit),
+                   tap: tap, drive: nil)
         }
-        if configuration.entropy != nil {
+        if let entropy = configuration.entropy {
             let source = RandomEntropySource(registry: registry, group: "entropy")
-            append(name: "entropy", device: EntropyDevice(memory: memory, source: source), tap: nil, drive: nil)
+            let throttle = IOThrottle.configured(entropy.rateLimiter,
+                                                 counter: registry.counter("entropy", "entropy_rate_limiter_throttled"))
+            append(name: "entropy", device: EntropyDevice(memory: memory, source: source, throttle: throttle), tap: nil,
+                   drive: nil)
         }
     }
 
@@ -178,6 +188,7 @@ final class VirtioDeviceManager {
     func subscribe(to loop: EventLoop) throws -> [EventLoop.Token] {
         var tokens: [EventLoop.Token] = []
         for (slot, entry) in zip(slots, entries) {
+            let resumer = ThrottleResumer(slot: slot, loop: loop)
             var tapToken: EventLoop.Token?
             // A TAP is watched only while no frame waits for a guest buffer.
             let rearmTap = { [weak loop] in
@@ -188,6 +199,7 @@ final class VirtioDeviceManager {
                 tokens.append(try loop.subscribe(event.descriptor) { _ in
                     _ = try? event.drain()
                     if slot.serveQueue(index) { try? event.signal() }
+                    resumer.serviceEnded()
                     rearmTap()
                 })
             }
@@ -198,6 +210,7 @@ final class VirtioDeviceManager {
                     // guest posts receive buffers.
                     _ = slot.withTransport { _ in tap.peekFrame() }
                     if slot.serveQueue(NetDevice.Queue.receive), let event = slot.queueEvents.first { try? event.signal() }
+                    resumer.serviceEnded()
                     rearmTap()
                 }
                 tapToken = token
@@ -217,16 +230,6 @@ final class VirtioDeviceManager {
             if drive.ioEngine == .async {
                 throw BootInputError("drive \(drive.driveID): io_engine Async is not supported; use Sync")
             }
-            if !isUnlimited(drive.rateLimiter) {
-                throw BootInputError("drive \(drive.driveID): rate limiters are not supported yet")
-            }
-        }
-        for interface in configuration.networkInterfaces
-        where !isUnlimited(interface.rxRateLimiter) || !isUnlimited(interface.txRateLimiter) {
-            throw BootInputError("network interface \(interface.ifaceID): rate limiters are not supported yet")
-        }
-        if let entropy = configuration.entropy, !isUnlimited(entropy.rateLimiter) {
-            throw BootInputError("entropy: rate limiters are not supported yet")
         }
         if configuration.vsock != nil {
             throw BootInputError("vsock: virtio-vsock devices are not supported yet")
