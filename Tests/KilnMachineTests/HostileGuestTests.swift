@@ -43,7 +43,7 @@ enum HostileCase: String, CaseIterable, CustomTestStringConvertible {
         // Refused at QueueReady, so DRIVER_OK never sets and no interrupt
         // is sent (§2.1.2 sends one only once DRIVER_OK is set).
         case .overlap: return ("0x4b", "0x0", "bad queue layout: available ring overlaps the used ring")
-        // Notifications are the driver's right, however many (§2.7.13.3);
+        // Notifications are the driver's right, however many (§2.7.13.4);
         // the device just finds nothing new.
         case .notifyStorm: return ("0xf", "0x0", nil)
         // §4.2.2.2 forbids these accesses without defining an outcome;
