@@ -90,8 +90,10 @@ enum HostileLane {
 
     /// Two read-write drives, entropy, and the hostile word on the command line.
     static func scratch(_ attack: HostileCase, metrics: Bool = false) -> Scratch {
-        let drives = ["a", "b"].map { VirtioLane.makeDrive("hostile-\(attack.rawValue)-\($0)") }
-        let metricsPath = "/tmp/kiln-hostile-\(attack.rawValue)-\(getpid()).metrics"
+        // Names of their own: tests of one case run in parallel.
+        let tag = "hostile-\(attack.rawValue)-\(UInt32.random(in: 0...UInt32.max))"
+        let drives = ["a", "b"].map { VirtioLane.makeDrive("\(tag)-\($0)") }
+        let metricsPath = "/tmp/kiln-\(tag)-\(getpid()).metrics"
         let entries = drives.enumerated().map { index, path in
             #"{"drive_id": "d\#(index)", "path_on_host": "\#(path)", "is_root_device": false, "is_read_only": false}"#
         }
@@ -102,7 +104,7 @@ enum HostileLane {
             #""entropy": {}"#,
         ]
         if metrics { sections.append(#""metrics": {"metrics_path": "\#(metricsPath)"}"#) }
-        let config = Lane1.scratchFile("hostile-\(attack.rawValue).json", "{" + sections.joined(separator: ",\n") + "}")
+        let config = Lane1.scratchFile("\(tag).json", "{" + sections.joined(separator: ",\n") + "}")
         return Scratch(drives: drives, config: config, metrics: metricsPath)
     }
 
