@@ -97,7 +97,7 @@ let package = Package(
                           swiftSettings: fuzzEntryPoint),
 
         // MARK: Tests
-        .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
+        .target(name: "KilnTestSupport", dependencies: ["KilnSystem"], path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnBytesTests", dependencies: ["KilnBytes"]),
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON", "KilnTestSupport"]),
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
