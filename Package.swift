@@ -95,6 +95,10 @@ let package = Package(
                           swiftSettings: fuzzEntryPoint),
         .executableTarget(name: "fuzz-vsock-packet", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-virtio-mmio", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-net-frames", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
 
         // MARK: Tests
         .target(name: "KilnTestSupport", dependencies: ["KilnSystem"], path: "Tests/KilnTestSupport"),
