@@ -99,6 +99,8 @@ let package = Package(
                           swiftSettings: fuzzEntryPoint),
         .executableTarget(name: "fuzz-net-frames", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-legacy-devices", dependencies: ["KilnMachine", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
 
         // MARK: Tests
         .target(name: "KilnTestSupport", dependencies: ["KilnSystem"], path: "Tests/KilnTestSupport"),
@@ -116,7 +118,7 @@ let package = Package(
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
         .testTarget(name: "KilnMachineTests",
-                    dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "CKiln", "KilnTestSupport"]),
+                    dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "KilnVirtio", "CKiln", "KilnTestSupport"]),
         // The two boot lanes through the real binaries: kiln jailed on this
         // machine's KVM, and stock Linux on the nested KVM (integration/nested).
         .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport"]),
