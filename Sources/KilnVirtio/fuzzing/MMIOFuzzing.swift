@@ -102,6 +102,9 @@ public final class MMIOFuzzHarness: FuzzHarness {
     let queueCount: Int
     /// Ring size of the last bring-up, for `chain`.
     var ringSize: UInt16 = 16
+    /// The configuration space at the start: nothing in it is the driver's
+    /// to change (§5.2.4, §5.1.4; rng has none, §5.4.4).
+    let initialConfigSpace: [UInt8]
     /// Used elements pushed over the whole program, for the seeded tests.
     public private(set) var usedElements = 0
 
@@ -132,6 +135,7 @@ public final class MMIOFuzzHarness: FuzzHarness {
             device = rng
         }
         queueCount = device.queueMaxSizes.count
+        initialConfigSpace = device.configSpace
         transport = VirtioMMIOTransport(device: device, memory: memory, interrupt: interrupt)
     }
 
@@ -161,6 +165,8 @@ public final class MMIOFuzzHarness: FuzzHarness {
         let queues: [Queue?]
         let droppedTransmits: Int
         let droppedReceives: Int
+        /// Each live queue's driver area (§2.7.6), as guest memory holds it.
+        let driverAreas: [[UInt8]?]
     }
 
     func snapshot() -> Snapshot {
@@ -172,7 +178,12 @@ public final class MMIOFuzzHarness: FuzzHarness {
                                         lastAvailable: $0.lastAvailable, nextUsed: $0.nextUsed)
                      }
                  },
-                 droppedTransmits: net?.droppedTransmits ?? 0, droppedReceives: net?.droppedReceives ?? 0)
+                 droppedTransmits: net?.droppedTransmits ?? 0, droppedReceives: net?.droppedReceives ?? 0,
+                 driverAreas: (0..<queueCount).map { index in
+                     transport.queue(index).flatMap {
+                         try? memory.readBytes(at: $0.configuration.availableRing, count: 6 + 2 * Int($0.configuration.size))
+                     }
+                 })
     }
 
     /// Runs one step and checks what the transport promises. Traps on a
@@ -181,17 +192,21 @@ public final class MMIOFuzzHarness: FuzzHarness {
     public func run(_ operation: MMIOFuzzOperation) -> Bool {
         let before = snapshot()
         var readValue: UInt64?
+        var served: Int?
         switch operation {
         case .read(let offset, let size):
             readValue = transport.read(offset: UInt64(offset), size: size)
         case .write(let offset, let size, let value):
             transport.write(offset: UInt64(offset), size: size, value: UInt64(value))
+            if UInt64(offset) == MMIORegister.queueNotify && size == 4 { served = Int(value) }
         case .notify(let queue):
             transport.write(offset: MMIORegister.queueNotify, size: 4, value: UInt64(queue))
+            served = Int(queue)
         case .poke(let address, let bytes):
             _ = try? memory.write(bytes, at: Self.address(address))
         case .backendEvent(let queue):
-            transport.processQueue(Int(queue) % (queueCount + 1))
+            served = Int(queue) % (queueCount + 1)
+            transport.processQueue(served!)
         case .bringUp(let features, let queueSize):
             bringUp(features: features, queueSize: queueSize)
         case .chain(let queue, let buffers):
@@ -201,7 +216,9 @@ public final class MMIOFuzzHarness: FuzzHarness {
         case .configurationChanged:
             transport.configurationChanged()
         }
-        check(operation, before: before, after: snapshot(), readValue: readValue)
+        let after = snapshot()
+        check(operation, before: before, after: after, readValue: readValue)
+        if let served { checkService(served, before: before, after: after) }
         return true
     }
 
@@ -308,6 +325,11 @@ public final class MMIOFuzzHarness: FuzzHarness {
             }
         }
 
+        for queue in (0..<queueCount).compactMap({ transport.queue($0) }) {
+            let configuration = queue.configuration
+            precondition(memory.contains(configuration.usedRing, length: 6 + 8 * Int(configuration.size)), "a live used ring outside memory")
+        }
+        precondition(transport.device.configSpace == initialConfigSpace, "the configuration space changed")
         if let readValue, case .read(let offset, let size) = operation {
             checkRead(offset: UInt64(offset), size: size, value: readValue)
         }
@@ -320,6 +342,46 @@ public final class MMIOFuzzHarness: FuzzHarness {
         }
         precondition(after.droppedTransmits >= before.droppedTransmits && after.droppedReceives >= before.droppedReceives,
                      "net drop counters went back")
+    }
+
+    /// After a service that ended normally (no DEVICE_NEEDS_RESET), with
+    /// the driver areas as the driver left them (a hostile chain can point
+    /// the device's writes at a ring; then nothing here holds):
+    /// - the notified queue keeps no chain unless its budget ran out, since
+    ///   the driver will not notify again for it (§2.7.10) and the VMM
+    ///   re-serves only when told the budget ran out;
+    /// - a net frame never waits beside a free receive buffer;
+    /// - a used-buffer notification goes out exactly when some queue's
+    ///   driver asked for one (§2.7.7: NO_INTERRUPT, or used_event).
+    func checkService(_ index: Int, before: Snapshot, after: Snapshot) {
+        let live = before.status.contains(.driverOK) && before.status.isDisjoint(with: [.needsReset, .failed])
+        guard live, after.status.isDisjoint(with: [.needsReset, .failed]), before.driverAreas == after.driverAreas else { return }
+        let queues = (0..<queueCount).map { transport.queue($0) }
+        // Only a notification of a live queue runs the device.
+        guard transport.queue(index) != nil else { return }
+        if let queue = queues[index], net == nil || index == NetDevice.Queue.transmit {
+            precondition(queue.budgetExhausted || (try? queue.hasAvailable()) == false,
+                         "queue \(index) left chains after its notification with budget to spare")
+        }
+        if net != nil, let receive = queues[NetDevice.Queue.receive], netBackend.peekFrame() != nil {
+            precondition(receive.budgetExhausted || (try? receive.hasAvailable()) == false,
+                         "a frame waits beside a free receive buffer")
+        }
+        var wanted = false
+        for (old, queue) in zip(before.queues, queues) {
+            guard let old, let queue, old.queue === queue, queue.nextUsed != old.nextUsed else { continue }
+            let ring = queue.configuration.availableRing
+            if queue.eventIndex {
+                guard let usedEvent: UInt16 = try? memory.read(at: ring + 4 + 2 * UInt64(queue.configuration.size)) else { continue }
+                // vring_need_event: did used idx pass used_event in this service?
+                if queue.nextUsed &- usedEvent &- 1 < queue.nextUsed &- old.nextUsed { wanted = true }
+            } else if let flags: UInt16 = try? memory.read(at: ring), flags & 1 == 0 {
+                wanted = true
+            }
+        }
+        let raised = after.interrupts - before.interrupts
+        precondition(raised == (wanted ? 1 : 0), "\(raised) interrupts where the driver asked for \(wanted ? 1 : 0)")
+        if wanted { precondition(transport.interruptStatus & MMIOInterrupt.usedBuffer != 0, "used-buffer bit not set") }
     }
 
     /// §4.2.2: fixed identification registers, config space as the device

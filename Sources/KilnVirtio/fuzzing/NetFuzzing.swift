@@ -136,6 +136,14 @@ public final class NetFuzzHarness: FuzzHarness {
             // A malformed queue: DEVICE_NEEDS_RESET. Counts may stop mid-chain.
             return false
         }
+        // Nothing left behind: the driver will not notify again for chains
+        // it already offered (§2.7.10), and the host will not signal again
+        // for a frame it already handed over.
+        if index == NetDevice.Queue.transmit {
+            precondition((try? transmit.hasAvailable()) == false, "transmit chains left after a notification")
+        }
+        precondition(backend.peekFrame() == nil || (try? receive.hasAvailable()) == false,
+                     "a frame waits beside a free receive buffer")
         // Transmit: every used chain was sent or counted dropped, and the
         // device wrote nothing into it (§5.1.6.2).
         let transmitted = Int(transmit.nextUsed &- transmittedBefore)
