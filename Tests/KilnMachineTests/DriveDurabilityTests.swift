@@ -27,12 +27,22 @@ struct DriveDurabilityTests {
         // The guest reports the write only after its flush completed, then
         // waits for Ctrl+Alt+Del: kiln is still running when it is killed.
         let acknowledged = APILane.eventually { Lane1.read(console).contains("guest: waiting for ctrl-alt-del") }
-        kill(pid, SIGKILL)
-        _ = Lane1.wait(pid)
+        // `pid` is timeout(1), which cannot pass SIGKILL on: kill kiln itself.
+        let kiln = Self.onlyChild(of: pid)
+        #expect(kiln != nil, "kiln is not running under timeout(1)")
+        kill(kiln ?? pid, SIGKILL)
+        let status = Lane1.wait(pid)
+        #expect(status == 128 + SIGKILL, "timeout(1) reports kiln's death by SIGKILL: \(status)")
         #expect(acknowledged, "console: \(Lane1.read(console)) stderr: \(Lane1.read(errors))")
         #expect(Lane1.read(console).contains("guest: blk write ok"))
         let bytes = ChildProcess.readBytes(drive)
         let written = VirtioLane.patternRange.allSatisfy { bytes.count > $0 && bytes[$0] == VirtioLane.pattern($0 - 512) }
         #expect(written, "sectors 1-8 do not hold what the guest wrote and flushed")
+    }
+
+    static func onlyChild(of parent: pid_t) -> pid_t? {
+        let children = Lane1.read("/proc/\(parent)/task/\(parent)/children").split(separator: " ")
+        guard children.count == 1 else { return nil }
+        return pid_t(children[0].trimmingPrefix(" "))
     }
 }
