@@ -90,7 +90,12 @@ release: deps
 	done
 	$(RELEASE_BIN)/kiln-policy compile --policies policies --output $(POLICY_BUNDLE)
 
-policies: release
+# The bundle built into kiln and kiln-jailer, regenerated from policies/
+# (one command after any policy change or merge; a test fails while it is stale).
+BUILTIN_POLICIES := Sources/CKilnBuiltinPolicies/builtin_policies.c
+policies: deps
+	$(SWIFT) build --product kiln-policy
+	$$($(SWIFT) build --show-bin-path)/kiln-policy embed --policies policies --output $(BUILTIN_POLICIES)
 
 demo: release guest
 	integration/demo.sh

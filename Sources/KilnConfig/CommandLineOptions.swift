@@ -138,10 +138,6 @@ public struct CommandLineOptions: Equatable, Sendable {
         if seccompFilter != nil && noSeccomp {
             throw UsageError("--seccomp-filter and --no-seccomp contradict each other; pass one")
         }
-        if seccompFilter == nil && !noSeccomp {
-            throw UsageError("kiln refuses to run without seccomp filters: pass --seccomp-filter BUNDLE "
-                             + "(kiln-policy compile), or --no-seccomp for development only")
-        }
         let directBoot = kernel != nil || initrd != nil || commandLine != nil || vcpus != nil || memoryMiB != nil
         if directBoot && !noAPI { throw UsageError("--kernel, --initrd, --cmdline, --vcpus and --mem need --no-api") }
         var config: VMConfiguration

@@ -42,7 +42,8 @@ public enum JailHelp {
         Kiln's own:
           --seccomp-bundle FILE   compiled policies (`kiln-policy compile`); its "jailer" program is
                                   installed before exec, and the whole bundle is copied read-only into
-                                  the jail. Default: policies.kbundle beside the kiln-jailer executable.
+                                  the jail. Default: the policies built into kiln-jailer (the same
+                                  bytes `kiln-policy compile --policies policies` writes).
           --new-net-ns            run the VMM in a new, empty network namespace.
           --jail-file HOST_PATH[:NAME]
                                   repeatable; puts the regular file HOST_PATH read-only at /NAME in the

@@ -49,7 +49,7 @@ public struct JailOptions: Equatable, Sendable {
     /// Relative to each hierarchy's root; nil means the exec file's name, as in Firecracker.
     public var parentCgroup: String?
     public var resourceLimits: [ResourceLimit] = []
-    /// nil: `policies.kbundle` beside the kiln-jailer executable.
+    /// nil: the policies built into kiln-jailer.
     public var seccompBundle: String?
     /// Host files placed read-only in the jail root (`--jail-file`).
     public var jailFiles: [JailFile] = []

@@ -24,7 +24,7 @@ public enum JailValidation {
     /// The largest bundle accepted: 16 roles of 4096 instructions, with room.
     static let maximumBundleBytes = 1 << 20
 
-    public static func validate(_ options: JailOptions, defaultBundle: () -> String) throws -> ValidatedLaunch {
+    public static func validate(_ options: JailOptions, builtinBundle: () -> [UInt8]) throws -> ValidatedLaunch {
         func refuse(_ message: String) -> JailFailure { JailFailure(.validation, message) }
 
         // The exec file: a regular, static ELF executable.
@@ -93,21 +93,21 @@ public enum JailValidation {
 
         // The seccomp bundle: parsed whole now, copied into the jail later from
         // these very bytes, so that the file cannot change in between.
-        let bundlePath = options.seccompBundle ?? defaultBundle()
+        let bundlePath = options.seccompBundle.map { "seccomp bundle \($0)" } ?? "the built-in seccomp bundle"
         let bundleBytes: [UInt8]
         let bundle: SeccompBundle
         do {
-            bundleBytes = try FileSystem.readFile(bundlePath, limit: maximumBundleBytes)
+            bundleBytes = try options.seccompBundle.map { try FileSystem.readFile($0, limit: maximumBundleBytes) } ?? builtinBundle()
             bundle = try SeccompBundle(decoding: bundleBytes)
         } catch {
-            throw refuse("seccomp bundle \(bundlePath)\(options.seccompBundle == nil ? " (the default; pass --seccomp-bundle)" : ""): \(error)")
+            throw refuse("\(bundlePath): \(error)")
         }
         let hostArchitecture = SeccompBundle.hostArchitecture
         guard bundle.architecture == hostArchitecture else {
-            throw refuse("seccomp bundle \(bundlePath) was compiled for architecture 0x\(String(bundle.architecture, radix: 16)), this host is 0x\(String(hostArchitecture, radix: 16))")
+            throw refuse("\(bundlePath) was compiled for architecture 0x\(String(bundle.architecture, radix: 16)), this host is 0x\(String(hostArchitecture, radix: 16))")
         }
         guard bundle.program(for: SeccompBundle.jailerRole) != nil else {
-            throw refuse("seccomp bundle \(bundlePath) has no \"\(SeccompBundle.jailerRole)\" program, the filter installed before exec")
+            throw refuse("\(bundlePath) has no \"\(SeccompBundle.jailerRole)\" program, the filter installed before exec")
         }
 
         // cgroups: every controller mounted, and no cgroup of this id left over.

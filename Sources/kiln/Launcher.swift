@@ -41,7 +41,7 @@ enum Launcher {
         do {
             let configBytes = try options.configFile.map { try FileSystem.readFile($0, limit: 1 << 20) }
             configuration = try options.configuration(configFileBytes: configBytes)
-            roles = try SeccompRoles.load(path: options.seccompFilter)
+            roles = try SeccompRoles.load(path: options.seccompFilter, noSeccomp: options.noSeccomp)
             // Flags win over the config file's logger section, as in Firecracker.
             try configureLogger(path: options.logPath ?? configuration?.logger?.logPath,
                                 level: options.level ?? configuration?.logger?.level ?? .info)

@@ -27,7 +27,6 @@ import Testing
 
 @Test func contradictoryOrMissingFlagsAreRefusedWithTheReason() throws {
     let cases: [([String], String)] = [
-        (["--no-api", "--kernel", "k"], "refuses to run without seccomp filters"),
         (["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"], "--no-api and --api-sock"),
         (["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"], "--seccomp-filter and --no-seccomp"),
         (["--no-seccomp", "--kernel", "k"], "need --no-api"),
@@ -42,6 +41,13 @@ import Testing
             #expect("\(error)".contains(reason), "\(arguments): \(error)")
         }
     }
+}
+
+/// Neither --seccomp-filter nor --no-seccomp: kiln runs under its built-in bundle.
+@Test func noSeccompFlagIsAccepted() throws {
+    let options = try CommandLineOptions(arguments: ["--no-api", "--kernel", "k"])
+    #expect(options.seccompFilter == nil && !options.noSeccomp)
+    #expect(try options.configuration(configFileBytes: nil) != nil)
 }
 
 @Test func theAPIProvidesTheConfigurationUnlessNoAPI() throws {

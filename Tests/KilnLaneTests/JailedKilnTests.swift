@@ -57,6 +57,9 @@ struct JailedKilnTests {
         // One run gets the guest as it is built (root's, 0755: linked into the
         // jail), the other a private copy (0600: the jailer must copy it, 0444).
         let linked = vcpus == 1
+        // The other runs with no --seccomp-bundle: kiln-jailer's built-in one,
+        // which is policies/ compiled.
+        let bundleFlags = linked ? ["--seccomp-bundle", bundle] : []
         var guest = Lanes.testGuest
         if !linked {
             guest = folder + "/private-guest.elf"
@@ -66,10 +69,10 @@ struct JailedKilnTests {
         defer { for folder in cgroupFolders { rmdir(folder + "/" + id); rmdir(folder) } }
 
         let run = try ChildProcess.run(
-            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
-                                       "--cgroup", "pids.max=32", "--jail-file", guest + ":guest.elf",
-                                       "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "jailed marker=7",
-                                       "--vcpus", String(vcpus), "--boot-timer"],
+            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid] + bundleFlags
+                + ["--cgroup", "pids.max=32", "--jail-file", guest + ":guest.elf",
+                   "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "jailed marker=7",
+                   "--vcpus", String(vcpus), "--boot-timer"],
             seconds: 30)
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         let guestLines = run.stdout.split(separator: "\n").map(String.init).filter { $0.hasPrefix("guest: ") }
@@ -85,6 +88,8 @@ struct JailedKilnTests {
 
         // The jail held the guest as a file the VMM could read but not write.
         let jailFolder = base + "/kiln/" + id
+        #expect(ChildProcess.readBytes(jailFolder + "/root/seccomp.kbundle") == ChildProcess.readBytes(bundle),
+                "the bundle handed to kiln is policies/ compiled")
         var source = stat(), placed = stat()
         #expect(stat(guest, &source) == 0 && stat(jailFolder + "/root/guest.elf", &placed) == 0)
         if linked {
