@@ -1,6 +1,8 @@
+import KilnSystem
+
 /// `kiln-jailer --help`: every flag and every exit code.
 public enum JailHelp {
-    public static let version = "kiln-jailer 0.1.0"
+    public static let version = KilnVersion.jailerText
 
     public static var text: String {
         var text = """
@@ -33,11 +35,16 @@ public enum JailHelp {
                                   v2). VALUE holds no '/' and no newline. Creates <parent>/<id> in each
                                   named controller's hierarchy, writes the values, moves the VMM in.
           --cgroup-version 1|2    default: 1 when the host mounts any v1 controller, 2 on a pure
-                                  cgroup2 host (read from /proc/self/mountinfo).
+                                  cgroup2 host (read from /proc/self/mountinfo); Firecracker's is always 1.
           --parent-cgroup NAME    relative cgroup path above <id>; default: the exec file's name.
           --resource-limit R=N    repeatable; R is fsize or no-file (default no-file=2048). Soft and
                                   hard limits are both set to N.
-          --version               print the version.
+          --version               print the Firecracker jailer version implemented, then kiln-jailer's.
+          --node N                older jailers' flag: --cgroup cpuset.mems=N and cpuset.cpus=<node N's
+                                  CPUs from /sys/devices/system/node/nodeN/cpulist>.
+          --seccomp-level 1|2     older jailers' flag, accepted: Kiln's filters always check arguments
+                                  (level 2). 0 (no filters) is refused.
+        A value is the next argument (--id ID, never --id=ID), as in Firecracker's jailer.
 
         Kiln's own:
           --seccomp-bundle FILE   compiled policies (`kiln-policy compile`); its "jailer" program is

@@ -44,6 +44,9 @@ public struct JailOptions: Equatable, Sendable {
     public var daemonize = false
     public var newPIDNamespace = false
     public var cgroups: [CgroupSetting] = []
+    /// Old jailers' --node: the VMM is confined to this NUMA node's memory
+    /// and CPUs (cpuset.mems and cpuset.cpus, the CPUs read from sysfs).
+    public var numaNode: UInt32?
     /// nil: detect from /proc/self/mountinfo (v2 on a pure cgroup2 host, else v1).
     public var cgroupVersion: CgroupVersion?
     /// Relative to each hierarchy's root; nil means the exec file's name, as in Firecracker.
@@ -120,7 +123,7 @@ public struct JailPaths: Equatable, Sendable {
     /// Names inside the root.
     public static let bundleName = "seccomp.kbundle"
     /// The VMM's own folder (its user's, 0700), the one place in the jail it
-    /// may create files: its API socket, /run/kiln.socket by default, as
+    /// may create files: its API socket, /run/firecracker.socket by default, as
     /// Firecracker's lands in its jail's /run.
     public static let runFolderName = "run"
     public var execInJail: String { "/" + execFileName }

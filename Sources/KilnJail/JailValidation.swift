@@ -112,7 +112,15 @@ public enum JailValidation {
 
         // cgroups: every controller mounted, and no cgroup of this id left over.
         var targets: [CgroupTarget] = []
-        if !options.cgroups.isEmpty {
+        var settings = options.cgroups
+        if let node = options.numaNode {
+            let list = try readHostFile("/sys/devices/system/node/node\(node)/cpulist") { refuse("--node \(node): \($0)") }
+            let cpus = String(decoding: list.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+            guard !cpus.isEmpty else { throw refuse("--node \(node): the NUMA node has no CPUs") }
+            // mems first: a v1 cpuset takes no task until both are set.
+            settings = [CgroupSetting(file: "cpuset.mems", value: "\(node)"), CgroupSetting(file: "cpuset.cpus", value: cpus)] + settings
+        }
+        if !settings.isEmpty {
             let layout = CgroupLayout(mountInfo: try readHostFile("/proc/self/mountinfo", refuse))
             let version = options.cgroupVersion ?? layout.defaultVersion
             var v2Controllers: Set<String> = []
@@ -121,7 +129,7 @@ public enum JailValidation {
                 v2Controllers = Set(text.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") })
                     .map { String(decoding: $0, as: UTF8.self) })
             }
-            targets = try CgroupPlan.targets(for: options.cgroups, version: version, layout: layout,
+            targets = try CgroupPlan.targets(for: settings, version: version, layout: layout,
                                              v2Controllers: v2Controllers, parent: options.effectiveParentCgroup, id: options.id)
             for target in targets where FileSystem.exists(target.path) {
                 throw refuse("the cgroup \(target.path) already exists: an id is never reused; run `kiln-jailer cleanup` for it")

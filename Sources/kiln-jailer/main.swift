@@ -23,7 +23,7 @@ do {
     case .help:
         print(JailHelp.text, terminator: "")
     case .version:
-        print(JailHelp.version)
+        print(JailHelp.version, terminator: "")
     case let .cleanup(options):
         try JailCleanup.run(options)
     case let .launch(options):

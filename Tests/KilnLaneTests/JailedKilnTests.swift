@@ -145,7 +145,7 @@ struct JailedKilnTests {
     }
 
     /// kiln's API from inside the jail: with no API flag it listens on
-    /// /run/kiln.socket, in the jail's /run (the VMM user's folder), where a
+    /// /run/firecracker.socket, in the jail's /run (the VMM user's folder), where a
     /// client on the host reaches it. Configured and started through it, the
     /// test guest boots under the stacked filters (api role included) and
     /// resets; the socket goes with kiln.
@@ -155,7 +155,7 @@ struct JailedKilnTests {
         defer { Lanes.removeTree(folder) }
         let launch = try JailedLane.Launch(id: "jailed-api", in: folder, kiln: ["--boot-timer"])
         let running = launch.running
-        let socket = launch.jailFolder + "/root/run/kiln.socket"
+        let socket = launch.jailFolder + "/root/run/firecracker.socket"
         func request(_ method: String, _ path: String, _ body: String) throws -> String {
             try ChildProcess.run(["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "/dev/null",
                                   "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", body,
