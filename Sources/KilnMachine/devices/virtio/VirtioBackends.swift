@@ -17,6 +17,9 @@ import KilnVirtio
 final class DriveFile {
     let descriptor: FileDescriptor
     let backend: FileBlockBackend
+    /// Bytes past the last whole sector of a regular file, which the guest
+    /// does not see (a block device is whole sectors).
+    let trailingBytes: Int
 
     init(path: String, readOnly: Bool, syncOnFlush: Bool, identifier: String) throws {
         let flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY
@@ -32,6 +35,7 @@ final class DriveFile {
             // flag only kept the open itself from waiting.
             backend = try FileBlockBackend(file: file, readOnly: readOnly, syncOnFlush: syncOnFlush,
                                            identifier: identifier)
+            trailingBytes = type == S_IFREG ? Int(status.st_size % off_t(BlockRequest.sectorSize)) : 0
         } catch {
             file.close()
             throw error

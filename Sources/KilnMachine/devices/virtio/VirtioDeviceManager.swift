@@ -32,7 +32,7 @@ final class VirtioDeviceManager {
         /// The TAP behind a net device, watched by the event loop.
         let tap: TapNetBackend?
         /// The drive behind a block device, for PATCH /drives.
-        let drive: (configuration: Drive, backend: CountedBlockBackend)?
+        var drive: (configuration: Drive, backend: CountedBlockBackend)?
     }
 
     let memory: GuestMemory
@@ -66,12 +66,14 @@ final class VirtioDeviceManager {
             guard let path = drive.pathOnHost else {
                 throw BootInputError("drive \(drive.driveID): path_on_host is required")
             }
-            let file = try Self.openDrive(drive, path: path)
+            let file = try openDrive(drive, path: path)
             driveFiles[drive.driveID] = file
             let group = "block_\(drive.driveID)"
             let backend = CountedBlockBackend(file.backend, registry: registry, group: group)
-            append(name: "block \(drive.driveID)", device: BlockDevice(memory: memory, backend: backend), tap: nil,
-                   drive: (drive, backend))
+            let throttle = IOThrottle.configured(drive.rateLimiter,
+                                                 counter: registry.counter(group, "rate_limiter_throttled_events"))
+            append(name: "block \(drive.driveID)", device: BlockDevice(memory: memory, backend: backend, throttle: throttle),
+                   tap: nil, drive: (drive, backend))
             if drive.isRootDevice {
                 commandLineWords.append(drive.partUUID.map { "root=PARTUUID=\($0)" } ?? "root=/dev/vda")
                 commandLineWords.append(drive.isReadOnly ? "ro" : "rw")
@@ -81,12 +83,20 @@ final class VirtioDeviceManager {
             let group = "net_\(interface.ifaceID)"
             let tap = try TapNetBackend(name: interface.hostDevName, registry: registry, group: group)
             let mac = interface.guestMAC?.bytes ?? Self.defaultMAC(index: entries.count)
-            append(name: "net \(interface.ifaceID)", device: NetDevice(memory: memory, backend: tap, mac: mac), tap: tap,
-                   drive: nil)
+            let receive = IOThrottle.configured(interface.rxRateLimiter,
+                                                counter: registry.counter(group, "rx_rate_limiter_throttled"))
+            let transmit = IOThrottle.configured(interface.txRateLimiter,
+                                                 counter: registry.counter(group, "tx_rate_limiter_throttled"))
+            append(name: "net \(interface.ifaceID)", device: NetDevice(memory: memory, backend: tap, mac: mac,
+                                                                       receiveThrottle: receive, transmitThrottle: transmit),
+                   tap: tap, drive: nil)
         }
-        if configuration.entropy != nil {
+        if let entropy = configuration.entropy {
             let source = RandomEntropySource(registry: registry, group: "entropy")
-            append(name: "entropy", device: EntropyDevice(memory: memory, source: source), tap: nil, drive: nil)
+            let throttle = IOThrottle.configured(entropy.rateLimiter,
+                                                 counter: registry.counter("entropy", "entropy_rate_limiter_throttled"))
+            append(name: "entropy", device: EntropyDevice(memory: memory, source: source, throttle: throttle), tap: nil,
+                   drive: nil)
         }
     }
 
@@ -97,36 +107,47 @@ final class VirtioDeviceManager {
                              gsi: Self.firstGSI + UInt32(index), tap: tap, drive: drive))
     }
 
-    static func openDrive(_ drive: Drive, path: String) throws -> DriveFile {
+    /// A disk whose size is not whole sectors is served short of its tail,
+    /// with a warning, as Firecracker does.
+    func openDrive(_ drive: Drive, path: String) throws -> DriveFile {
         let file = try DriveFile(path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
                                  identifier: drive.driveID)
         guard file.backend.sectorCount > 0 else {
             throw BootInputError("drive \(drive.driveID): \(path) is smaller than one 512-byte sector")
         }
+        if file.trailingBytes > 0 {
+            log("drive \(drive.driveID): \(path) is not a whole number of 512-byte sectors; "
+                + "its last \(file.trailingBytes) bytes are not visible to the guest")
+        }
         return file
     }
 
-    /// PATCH /drives after boot (on the event loop): a `path_on_host`
-    /// re-opens the drive, which the device then serves from, and the guest
-    /// hears of the new capacity through a configuration-change interrupt
-    /// (virtio 1.2 §5.2.4: Linux re-reads `capacity`). In-flight requests
-    /// finished under the old file, since the swap takes the device's lock.
+    /// PATCH /drives after boot (on the event loop), with the drive as the
+    /// API merged it. A changed `path_on_host` re-opens the drive, which the
+    /// device then serves from, and the guest hears of the new capacity
+    /// through a configuration-change interrupt (virtio 1.2 §5.2.4: Linux
+    /// re-reads `capacity`); requests in flight finish under the old file,
+    /// since the swap takes the device's lock. A changed `rate_limiter`
+    /// replaces the device's buckets (a bucket left out keeps its state).
     func updateDrive(_ drive: Drive) throws {
         guard let index = entries.firstIndex(where: { $0.drive?.configuration.driveID == drive.driveID }),
               let current = entries[index].drive, slots.indices.contains(index) else {
             throw MachineControlError("drive \(drive.driveID) is not attached")
         }
-        if drive.rateLimiter != current.configuration.rateLimiter, !Self.isUnlimited(drive.rateLimiter) {
-            throw MachineControlError("drive \(drive.driveID): rate limiters are not supported yet")
+        if let path = drive.pathOnHost, path != current.configuration.pathOnHost {
+            let file = try openDrive(current.configuration, path: path)
+            slots[index].withTransport { transport in
+                current.backend.inner = file.backend
+                transport.configurationChanged()
+            }
+            driveFiles[drive.driveID] = file  // the old file closes here
+            entries[index].drive?.configuration.pathOnHost = path
+            log("drive \(drive.driveID): now \(path), \(file.backend.sectorCount) sectors")
         }
-        guard let path = drive.pathOnHost, path != "" else { return }
-        let file = try Self.openDrive(current.configuration, path: path)
-        slots[index].withTransport { transport in
-            current.backend.inner = file.backend
-            transport.configurationChanged()
+        if drive.rateLimiter != current.configuration.rateLimiter {
+            _ = updateRateLimiters(driveID: drive.driveID, drive.rateLimiter)
+            entries[index].drive?.configuration.rateLimiter = drive.rateLimiter
         }
-        driveFiles[drive.driveID] = file  // the old file closes here
-        log("drive \(drive.driveID): now \(path), \(file.backend.sectorCount) sectors")
     }
 
     /// What the firmware tables announce (DSDT `LNRO0005` devices).
@@ -172,6 +193,7 @@ final class VirtioDeviceManager {
     func subscribe(to loop: EventLoop) throws -> [EventLoop.Token] {
         var tokens: [EventLoop.Token] = []
         for (slot, entry) in zip(slots, entries) {
+            let resumer = ThrottleResumer(slot: slot, loop: loop)
             var tapToken: EventLoop.Token?
             // A TAP is watched only while no frame waits for a guest buffer.
             let rearmTap = { [weak loop] in
@@ -182,6 +204,7 @@ final class VirtioDeviceManager {
                 tokens.append(try loop.subscribe(event.descriptor) { _ in
                     _ = try? event.drain()
                     if slot.serveQueue(index) { try? event.signal() }
+                    resumer.serviceEnded()
                     rearmTap()
                 })
             }
@@ -192,6 +215,7 @@ final class VirtioDeviceManager {
                     // guest posts receive buffers.
                     _ = slot.withTransport { _ in tap.peekFrame() }
                     if slot.serveQueue(NetDevice.Queue.receive), let event = slot.queueEvents.first { try? event.signal() }
+                    resumer.serviceEnded()
                     rearmTap()
                 }
                 tapToken = token
@@ -211,23 +235,11 @@ final class VirtioDeviceManager {
             if drive.ioEngine == .async {
                 throw BootInputError("drive \(drive.driveID): io_engine Async is not supported; use Sync")
             }
-            if !isUnlimited(drive.rateLimiter) {
-                throw BootInputError("drive \(drive.driveID): rate limiters are not supported yet")
-            }
-        }
-        for interface in configuration.networkInterfaces
-        where !isUnlimited(interface.rxRateLimiter) || !isUnlimited(interface.txRateLimiter) {
-            throw BootInputError("network interface \(interface.ifaceID): rate limiters are not supported yet")
-        }
-        if let entropy = configuration.entropy, !isUnlimited(entropy.rateLimiter) {
-            throw BootInputError("entropy: rate limiters are not supported yet")
         }
         if configuration.vsock != nil {
             throw BootInputError("vsock: virtio-vsock devices are not supported yet")
         }
     }
-
-    static func isUnlimited(_ limiter: KilnConfig.RateLimiter?) -> Bool { limiter?.isUnlimited ?? true }
 
     /// A locally administered unicast MAC (02:…) for an interface given none.
     static func defaultMAC(index: Int) -> [UInt8] { [0x02, 0x4b, 0x49, 0x4c, 0x4e, UInt8(truncatingIfNeeded: index)] }
