@@ -15,7 +15,11 @@ public enum JailHelp {
 
         Required (Firecracker's jailer flags):
           --id ID                 1-64 characters of [A-Za-z0-9-]; names the jail folder and cgroups.
-                                  A jail or cgroup of that id that already exists is refused.
+                                  A cgroup of that id that already exists is refused. A jail folder
+                                  that exists (an orchestrator's, with the kernel and drives linked in)
+                                  is used when it, its root and their parents are root's and writable
+                                  by root alone; no link in it is followed and none of its files is
+                                  replaced or removed, also by a failed launch.
           --exec-file PATH        absolute path of the VMM: a static ELF executable (the jail holds no
                                   libraries). Hard-linked into the jail; copied (root's, 0755) across
                                   file systems, or when the VMM's user could write it or it is set-ID.

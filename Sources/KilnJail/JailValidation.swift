@@ -74,9 +74,15 @@ public enum JailValidation {
             guard (folderInfo.st_mode & S_IFMT) == S_IFDIR else { throw refuse("\(description) exists and is not a folder") }
             if let problem = HostDirectory.trustProblem(description, folderInfo) { throw refuse(problem) }
         }
+        // An existing jail folder is an orchestrator's, prepared for this
+        // launch: refused early here when it could not pass step 3's checks.
         var jailInfo = stat()
         if lstat(paths.jailFolder, &jailInfo) == 0 {
-            throw refuse("the jail \(paths.jailFolder) already exists: an id is never reused; run `kiln-jailer cleanup` for it or pick another id")
+            let description = "the existing jail \(paths.jailFolder)"
+            guard (jailInfo.st_mode & S_IFMT) == S_IFDIR else {
+                throw refuse("\(description) is a symbolic link or not a folder: the jailer never follows a link there")
+            }
+            if let problem = HostDirectory.trustProblem(description, jailInfo) { throw refuse(problem) }
         }
 
         if let netns = options.netns {
