@@ -29,11 +29,20 @@ struct SeccompRoles {
         }
         if noSeccomp { return SeccompRoles(bundle: nil) }
         let source = path.map { "--seccomp-filter \($0)" } ?? "the built-in seccomp bundle"
+        let bytes: [UInt8]
         let bundle: SeccompBundle
         do {
-            bundle = try SeccompBundle(decoding: try path.map { try FileSystem.readFile($0, limit: 4 << 20) } ?? BuiltinPolicies.bytes)
+            bytes = try path.map { try FileSystem.readFile($0, limit: 4 << 20) } ?? BuiltinPolicies.bytes
         } catch {
             throw LaunchError("\(source): \(error)")
+        }
+        do {
+            bundle = try SeccompBundle(decoding: bytes)
+        } catch {
+            // Firecracker's clients may hand over a filter compiled for Firecracker.
+            let hint = bytes.starts(with: SeccompBundle.magic) ? ""
+                : " (kiln reads the bundles `kiln-policy compile` writes, not Firecracker's compiled filters)"
+            throw LaunchError("\(source): \(error)\(hint)")
         }
         // A program for another architecture reads other system call
         // numbers: its architecture check would kill kiln at its first call.

@@ -94,4 +94,20 @@ struct PreparedJailTests {
         #expect(JailHarness.link(linked.paths.root + "/dev") == "/etc", "the link is left as it was")
         #expect(try FileSystem.listDirectory(linked.paths.root).sorted() == ["dev", "kernel", "run"])
     }
+
+    /// Older orchestrators' --node N: the VMM's cpuset is node N's memory and CPUs.
+    @Test(.enabled(if: FileSystem.isDirectory("/sys/fs/cgroup/cpuset") && FileSystem.exists("/sys/devices/system/node/node0/cpulist"),
+                   "needs the cgroup v1 cpuset controller and NUMA node 0"))
+    func nodeConfinesTheVMMToTheNodesCPUset() throws {
+        let sandbox = try JailHarness.Sandbox("numa-node")
+        defer { sandbox.tearDown() }
+        let finished = try JailHarness.run(sandbox.launchArguments(["--node", "0"], vmm: ["--no-wait"]))
+        #expect(finished.status == 0, "\(finished.error)")
+        let cgroup = "/sys/fs/cgroup/cpuset/\(sandbox.parentCgroup)/\(sandbox.id)"
+        let cpus = try FileSystem.readText("/sys/devices/system/node/node0/cpulist")
+        #expect(try FileSystem.readText(cgroup + "/cpuset.mems") == "0\n")
+        #expect(try FileSystem.readText(cgroup + "/cpuset.cpus") == cpus)
+        let missing = try JailHarness.run(sandbox.launchArguments(["--node", "999"], vmm: ["--no-wait"]))
+        #expect(missing.status == JailStep.validation.exitCode && missing.error.contains("--node 999: "), "\(missing.error)")
+    }
 }

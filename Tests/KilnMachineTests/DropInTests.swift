@@ -53,4 +53,23 @@ struct DropInTests {
         #expect(pci.stderr.hasPrefix("kiln: --enable-pci: Kiln does not implement PCI"), "\(pci.stderr)")
         #expect(pci.stdout.isEmpty)
     }
+
+    /// A filter file in another format (such as Firecracker's) is refused, saying which kiln reads.
+    @Test func aForeignFilterFileIsRefusedByName() throws {
+        let filter = Lane1.scratchFile("foreign-filter", "{\"vmm\": {}}")
+        defer { unlink(filter) }
+        let run = try ChildProcess.run([Lane1.kiln, "--no-api", "--seccomp-filter", filter, "--kernel", Lane1.guest], seconds: 10)
+        #expect(run.status == 1)
+        #expect(run.stderr.contains("--seccomp-filter \(filter): ") && run.stderr.contains("not Firecracker's compiled filters"), "\(run.stderr)")
+    }
+
+    /// --metrics-path: metrics from the start, flushed at exit.
+    @Test(.enabled(if: Lane1.ready, Lane1.skipReason))
+    func metricsPathWritesMetrics() throws {
+        let metrics = Lane1.scratchFile("metrics", "")
+        defer { unlink(metrics) }
+        let run = try Lane1.run(["--no-api", "--metrics-path", metrics, "--kernel", Lane1.guest, "--cmdline", "console=ttyS0 lane1"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(Lane1.read(metrics).contains("\"vcpu\""), "metrics: \(Lane1.read(metrics))")
+    }
 }
