@@ -69,6 +69,7 @@ public enum JailHelp {
         The VMM is exec'd as:
           /<exec-file name> --id ID --seccomp-filter /seccomp.kbundle --start-time-us N
               --start-time-cpu-us N [arguments after --]
+        (--seccomp-filter left out when the arguments after -- hold --no-seccomp or --seccomp-filter)
         with an empty environment and only fds 0-2 open. The start times are the jailer's
         CLOCK_MONOTONIC and CPU time (microseconds) when it began. With --daemonize or
         --new-pid-ns the VMM's host pid is written to <base>/<exec-file name>/<id>/<exec-file

@@ -97,6 +97,11 @@ import Testing
         let handoff = VMMHandoff(options: options, startMonotonicNanoseconds: 12_345_678, startCPUNanoseconds: 9_999)
         #expect(handoff.arguments == ["/kiln", "--id", "vm-1", "--seccomp-filter", "/seccomp.kbundle",
                                       "--start-time-us", "12345", "--start-time-cpu-us", "9", "--config-file", "/vm.json"])
+        // The caller's own seccomp choice after -- replaces the bundle flag.
+        for choice in [["--no-seccomp"], ["--seccomp-filter", "/mine.kbundle"]] {
+            let chosen = VMMHandoff(options: try launch(["--"] + choice), startMonotonicNanoseconds: 0, startCPUNanoseconds: 0)
+            #expect(chosen.arguments == ["/kiln", "--id", "vm-1", "--start-time-us", "0", "--start-time-cpu-us", "0"] + choice)
+        }
     }
 
     @Test func parsesCleanupWithTheLaunchFlags() throws {
