@@ -6,7 +6,7 @@ import KilnSystem
 
 /// Step 3: `<base>/<exec-file-name>/<id>/root`, holding the exec file, the
 /// seccomp bundle and the mount point of /dev, plus, when the launch forks,
-/// the pid file beside the root.
+/// the pid file.
 ///
 /// Walked by descriptor (openat(2) and friends), each name looked up once:
 /// the base and the exec file's folder must be root's and writable by root
@@ -16,7 +16,7 @@ import KilnSystem
 struct JailFolder {
     /// The folder that becomes `/` (O_PATH).
     let root: FileDescriptor
-    /// Opened now, written at step 9 (it lives outside the root); only when
+    /// Opened now, written at step 9; only when
     /// the launch forks, as with Firecracker's jailer: otherwise the VMM's pid
     /// is the jailer's own, which the caller already knows.
     let pidFile: FileDescriptor?
@@ -112,10 +112,9 @@ struct JailFolder {
 
         var pidFile: FileDescriptor?
         if launch.options.forks {
-            let name = JailPaths.lastComponent(paths.pidFile)
-            try placing(name, in: jailFolder, paths.jailFolder, undoIn) {
+            try placing(paths.pidFileName, in: root, paths.root, undoIn) {
                 pidFile = FileDescriptor(rawValue: try check("create", subject: paths.pidFile) {
-                    ckiln_openat(jailFolder.rawValue, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+                    ckiln_openat(root.rawValue, paths.pidFileName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
                 })
             }
         }

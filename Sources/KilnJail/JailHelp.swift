@@ -72,8 +72,8 @@ public enum JailHelp {
         (--seccomp-filter left out when the arguments after -- hold --no-seccomp or --seccomp-filter)
         with an empty environment and only fds 0-2 open. The start times are the jailer's
         CLOCK_MONOTONIC and CPU time (microseconds) when it began. With --daemonize or
-        --new-pid-ns the VMM's host pid is written to <base>/<exec-file name>/<id>/<exec-file
-        name>.pid, outside the jail root; otherwise the VMM is the jailer's own process.
+        --new-pid-ns the VMM's host pid is written to <base>/<exec-file name>/<id>/root/<exec-file
+        name>.pid, as Firecracker's jailer does; otherwise the VMM is the jailer's own process.
 
         In the jail: mount, IPC, UTS (hostname = ID) and cgroup namespaces; / is the jail root
         (nosuid), holding the exec file, seccomp.kbundle and the --jail-file files, all root's, and

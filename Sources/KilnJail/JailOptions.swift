@@ -117,8 +117,10 @@ public struct JailPaths: Equatable, Sendable {
     public var jailFolder: String { JailPaths.join(execFolder, id) }
     /// The folder that becomes `/` for the VMM.
     public var root: String { JailPaths.join(jailFolder, "root") }
-    /// Beside the root, not in it: the VMM never sees it. Written when the launch forks.
-    public var pidFile: String { JailPaths.join(jailFolder, "\(execFileName).pid") }
+    /// In the root, where Firecracker's jailer writes it and Kata reads it
+    /// (root's, 0644: the VMM may read it, not change it). Written when the launch forks.
+    public var pidFile: String { JailPaths.join(root, pidFileName) }
+    public var pidFileName: String { "\(execFileName).pid" }
 
     /// Names inside the root.
     public static let bundleName = "seccomp.kbundle"

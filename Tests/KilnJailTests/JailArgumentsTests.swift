@@ -35,7 +35,7 @@ import Testing
         #expect(options.seccompBundle == "/etc/kiln/b.kbundle")
         #expect(options.vmmArguments == ["--api-sock", "/run/api.sock", "--id", "ignored-by-jailer"])
         #expect(options.paths.root == "/var/jail/kiln/vm-1/root")
-        #expect(options.paths.pidFile == "/var/jail/kiln/vm-1/kiln.pid")
+        #expect(options.paths.pidFile == "/var/jail/kiln/vm-1/root/kiln.pid")
     }
 
     /// Older orchestrators' flags: --node becomes the two cpuset settings at
@@ -55,7 +55,8 @@ import Testing
         for (bad, message) in [("relative/file", "is not an absolute path"), ("/a/../b", "contains a '..' component"),
                                ("/a:", "must be one file name"), ("/a:..", "must be one file name"),
                                ("/a:x/y", "must be one file name"), ("/", "must be one file name"),
-                               ("/x/kiln", "is taken by the jail itself"), ("/x/dev", "is taken by the jail itself")] {
+                               ("/x/kiln", "is taken by the jail itself"), ("/x/dev", "is taken by the jail itself"),
+                               ("/x/kiln.pid", "is taken by the jail itself")] {
             #expect(throws: JailFailure.self) { try launch(["--jail-file", bad]) }
             do { _ = try launch(["--jail-file", bad]) } catch let failure as JailFailure {
                 #expect(failure.step == .usage && failure.message.contains(message), "\(bad): \(failure.message)")
