@@ -7,6 +7,7 @@
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
+#   make policies       regenerate the seccomp bundle built into kiln and kiln-jailer from policies/
 
 SHELL := /bin/bash
 SWIFT ?= swift
