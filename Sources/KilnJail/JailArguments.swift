@@ -30,12 +30,15 @@ public enum JailArguments {
         let isCleanup = rest.first == "cleanup"
         if isCleanup { rest = rest.dropFirst() }
 
+        // As in Firecracker's jailer, --help and --version win wherever they stand before `--`.
+        let own = rest.prefix { $0 != "--" }
+        if own.contains("--help") || own.contains("-h") { return .help }
+        if own.contains("--version") { return .version }
+
         var values: [String: [String]] = [:]
         var vmmArguments: [String] = []
         while let argument = rest.popFirst() {
             if argument == "--" { vmmArguments = Array(rest); break }
-            if argument == "--help" || argument == "-h" { return .help }
-            if argument == "--version" { return .version }
             guard let arity = flags[argument] else {
                 if argument.utf8.starts(with: "--".utf8), let equals = argument.utf8.firstIndex(of: UInt8(ascii: "=")),
                    let named = flags[String(argument[..<equals])] {

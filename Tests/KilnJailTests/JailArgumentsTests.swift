@@ -40,6 +40,12 @@ import Testing
 
     /// Older orchestrators' flags: --node becomes the two cpuset settings at
     /// validation; --seccomp-level 1 or 2 is the default filtering.
+    @Test func helpAndVersionWinBeforeTheSeparator() throws {
+        #expect(try JailArguments.parse(["--bogus", "--version"]) == .version)
+        #expect(try JailArguments.parse(["--id=x", "-h"]) == .help)
+        #expect(throws: JailFailure.self) { try JailArguments.parse(["--bogus", "--", "--version"]) }
+    }
+
     @Test func parsesOlderJailerFlags() throws {
         let options = try launch(["--node", "0", "--seccomp-level", "2", "--cgroup", "pids.max=8"])
         #expect(options.numaNode == 0 && options.cgroups == [CgroupSetting(file: "pids.max", value: "8")])
