@@ -53,7 +53,9 @@ enum VirtioLane {
         if let tap, let mac {
             sections.append(#""network-interfaces": [{"iface_id": "n0", "host_dev_name": "\#(tap)", "guest_mac": "\#(mac)"}]"#)
         }
-        return Lane1.scratchFile("virtio-config.json", "{" + sections.joined(separator: ",\n") + "}")
+        // A name of its own: the suite's tests run in parallel and each unlinks its file.
+        let name = "virtio-config-\(UInt32.random(in: 0...UInt32.max)).json"
+        return Lane1.scratchFile(name, "{" + sections.joined(separator: ",\n") + "}")
     }
 
     /// The guest's lines, one group per device: each starts at its

@@ -24,7 +24,7 @@ import Testing
         let irq: EventFD
         let queue: EventFD
 
-        init() throws {
+        init(failures: Counter = Counter(), log: @escaping (String) -> Void = { _ in }) throws {
             let memory = try HeapGuestMemory(size: 1 << 20)
             irq = try EventFD()
             queue = try EventFD()
@@ -33,7 +33,7 @@ import Testing
                                                 memory: memory, interrupt: interrupt)
             interrupt.transport = transport
             slot = VirtioMMIOSlot(name: "entropy", base: 0xd000_1000, gsi: 5, transport: transport,
-                                  interrupt: interrupt, queueEvents: [queue], failures: Counter(), log: { _ in })
+                                  interrupt: interrupt, queueEvents: [queue], failures: failures, log: log)
         }
 
         func write32(_ offset: UInt64, _ value: UInt32) {
@@ -105,5 +105,32 @@ import Testing
         let withoutWaiting = answeredWhileHeld.load(ordering: .acquiring), value = answered.load(ordering: .acquiring)
         #expect(withoutWaiting, "the read waited for the device's lock")
         #expect(value == 2)
+    }
+
+    /// A queue made ready with a bad layout fails the device on the vCPU's
+    /// register write, with no queue service to come: logged and counted
+    /// there, once. The reset ends the failure (virtio 1.2 §2.1.2), so the
+    /// same mistake after it is a new failure, logged again.
+    @Test func aFailureFromAQueueReadyWriteIsLoggedOnceAndAgainAfterAReset() throws {
+        let lines = Mutex<[String]>([])
+        let failures = Counter()
+        let rig = try Rig(failures: failures, log: { line in lines.withLock { $0.append(line) } })
+        for round in 1...2 {
+            rig.write32(MMIORegister.status, 0)
+            rig.write32(MMIORegister.status, 1)
+            rig.write32(MMIORegister.status, 3)
+            rig.write32(MMIORegister.driverFeaturesSelect, 1)
+            rig.write32(MMIORegister.driverFeatures, 1)
+            rig.write32(MMIORegister.status, 11)
+            rig.write32(MMIORegister.queueSelect, 0)
+            rig.write32(MMIORegister.queueSize, 3)  // not a power of two (§2.7)
+            rig.write32(MMIORegister.queueReady, 1)
+            rig.write32(MMIORegister.queueReady, 1)
+            #expect(rig.read32(MMIORegister.status) & 0x40 != 0, "DEVICE_NEEDS_RESET")
+            let logged = lines.withLock { $0 }
+            #expect(logged.count == round, "\(logged)")
+            #expect(logged.last?.hasPrefix("entropy: device needs reset: virtqueue 0: bad queue layout") == true)
+            #expect(failures.value == UInt64(round))
+        }
     }
 }

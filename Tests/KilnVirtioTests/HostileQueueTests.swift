@@ -97,7 +97,7 @@ enum HostileChain: String, CaseIterable, CustomTestStringConvertible {
 /// Bad layouts the driver can make live with QueueReady.
 enum HostileLayout: String, CaseIterable, CustomTestStringConvertible {
     case sizeNotPowerOfTwo, sizeZero, sizeAboveMaximum, tableMisaligned, usedRingMisaligned
-    case availableRingOutsideMemory, usedRingWrapsAddressSpace
+    case availableRingOutsideMemory, usedRingWrapsAddressSpace, usedRingOnAvailableRing, availableRingInTable
 
     var testDescription: String { rawValue }
 
@@ -111,6 +111,8 @@ enum HostileLayout: String, CaseIterable, CustomTestStringConvertible {
         case .usedRingMisaligned: bad.usedRing += 2
         case .availableRingOutsideMemory: bad.availableRing = (1 << 20) - 16
         case .usedRingWrapsAddressSpace: bad.usedRing = UInt64.max - 3
+        case .usedRingOnAvailableRing: bad.usedRing = bad.availableRing
+        case .availableRingInTable: bad.availableRing = bad.descriptorTable + 16 * UInt64(bad.size) - 2
         }
         return bad
     }

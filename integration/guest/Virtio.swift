@@ -124,6 +124,8 @@ func parseNumber(_ line: UnsafePointer<UInt8>, _ index: inout Int) -> UInt64? {
 func probeVirtioDevices(_ line: UnsafePointer<UInt8>) {
     var index = 0
     var slot = 0
+    let hostile = Hostile.parse(line)
+    var attacked: (base: UInt, memory: UInt)?
     while line[index] != 0 && index < 2048 {
         if (index == 0 || line[index - 1] == 0x20) && matches(line, at: index, deviceArgument) {
             var cursor = index + deviceArgument.utf8CodeUnitCount
@@ -135,8 +137,13 @@ func probeVirtioDevices(_ line: UnsafePointer<UInt8>) {
             if let size, let base, let irq, size >= 0x100 + 8, base < 0x1_0000_0000 {
                 put("guest: virtio-mmio "); putHex(base); put(" size "); putDecimal64(size)
                 put(" irq "); putDecimal64(irq); put("\n")
-                if slot < VirtioArea.slots {
-                    probe(UInt(base), memory: UInt(VirtioArea.start) + UInt(slot) * VirtioArea.slotSize)
+                let memory = UInt(VirtioArea.start) + UInt(slot) * VirtioArea.slotSize
+                if slot < VirtioArea.slots, let hostile, attacked == nil, isBlock(UInt(base)) {
+                    zero(memory, VirtioArea.slotSize)
+                    attack(hostile, UInt(base), memory: memory)
+                    attacked = (UInt(base), memory)
+                } else if slot < VirtioArea.slots {
+                    probe(UInt(base), memory: memory)
                 } else {
                     put("guest: virtio: too many devices\n")
                 }
@@ -149,6 +156,16 @@ func probeVirtioDevices(_ line: UnsafePointer<UInt8>) {
         }
         index += 1
     }
+    if let hostile, let attacked {
+        // §2.1.2: reset, then initialise again, whatever the attack left.
+        put("guest: hostile "); put(hostile.name); put(" again virtio@"); putHex(UInt64(attacked.base)); put("\n")
+        probe(attacked.base, memory: attacked.memory)
+    }
+}
+
+/// A virtio-mmio version 2 block device answers at `base`.
+func isBlock(_ base: UInt) -> Bool {
+    read32(base + Reg.magic) == 0x7472_6976 && read32(base + Reg.version) == 2 && read32(base + Reg.deviceID) == 2
 }
 
 // MARK: Device initialization (§3.1.1, §4.2.3)
@@ -242,13 +259,8 @@ struct Queue {
         self.index = index
         self.memory = memory
         self.size = UInt16(min(maximum, 8))
-        write32(device + Reg.queueNum, UInt32(size))
-        write32(device + Reg.queueDescLow, UInt32(truncatingIfNeeded: memory))
-        write32(device + Reg.queueDescHigh, 0)
-        write32(device + Reg.queueDriverLow, UInt32(truncatingIfNeeded: memory + 0x1000))
-        write32(device + Reg.queueDriverHigh, 0)
-        write32(device + Reg.queueDeviceLow, UInt32(truncatingIfNeeded: memory + 0x2000))
-        write32(device + Reg.queueDeviceHigh, 0)
+        placeQueue(device, size: UInt32(size), descriptors: memory, driverArea: memory + 0x1000,
+                   deviceArea: memory + 0x2000)
         // §2.7.7: VIRTQ_AVAIL_F_NO_INTERRUPT, as this driver polls.
         poke16(memory + 0x1000, 1)
         write32(device + Reg.queueReady, 1)
@@ -289,6 +301,17 @@ struct Queue {
             waitForInterrupt()
         }
     }
+}
+
+/// QueueNum and the three areas of the selected queue (§4.2.3.2), below 4 GiB.
+func placeQueue(_ device: UInt, size: UInt32, descriptors: UInt, driverArea: UInt, deviceArea: UInt) {
+    write32(device + Reg.queueNum, size)
+    write32(device + Reg.queueDescLow, UInt32(truncatingIfNeeded: descriptors))
+    write32(device + Reg.queueDescHigh, 0)
+    write32(device + Reg.queueDriverLow, UInt32(truncatingIfNeeded: driverArea))
+    write32(device + Reg.queueDriverHigh, 0)
+    write32(device + Reg.queueDeviceLow, UInt32(truncatingIfNeeded: deviceArea))
+    write32(device + Reg.queueDeviceHigh, 0)
 }
 
 func queueFailed(_ base: UInt, _ index: UInt32) {

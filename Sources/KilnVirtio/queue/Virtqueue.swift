@@ -76,6 +76,18 @@ public final class Virtqueue {
                 throw VirtqueueError(queue: index, .memory(GuestRange(address: address, size: length)))
             }
         }
+        // §2.7: three separate parts. Overlapping ones would have the device
+        // write (§2.7.8, the used ring) what it then reads as the driver's.
+        for first in parts.indices {
+            for second in parts.indices where second > first {
+                let (firstName, firstAddress, _, firstLength) = parts[first]
+                let (secondName, secondAddress, _, secondLength) = parts[second]
+                // Both ranges passed the memory check: no sum overflows.
+                if firstAddress < secondAddress + secondLength && secondAddress < firstAddress + firstLength {
+                    throw VirtqueueError(queue: index, .badLayout("\(firstName) overlaps the \(secondName)"))
+                }
+            }
+        }
     }
 
     // MARK: Ring fields (§2.7.6, §2.7.8)

@@ -79,6 +79,9 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
         lock.withLock {
             transport.write(offset: offset, size: data.count, value: value)
             interrupt.publish()  // InterruptACK and reset clear bits
+            // QueueReady with a bad layout fails the device here, and a
+            // reset (Status 0) ends a failure: both are seen at once.
+            noteFailure()
         }
     }
 
