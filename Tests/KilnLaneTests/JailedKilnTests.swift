@@ -178,6 +178,45 @@ struct JailedKilnTests {
         #expect(!Lanes.exists(launch.jailFolder))
     }
 
+    /// Launched as Kata launches Firecracker: the orchestrator makes the jail
+    /// root and its /run and puts the guest and a config file in it, then runs
+    /// `kiln-jailer ... --daemonize -- --config-file /vm.json`, with no seccomp
+    /// or socket flag (the console goes to a file for the test). kiln boots under the built-in filters, its pid is in
+    /// <root>/kiln.pid and its API on <root>/run/firecracker.socket.
+    @Test(.enabled(if: access("/usr/bin/curl", X_OK) == 0, "the jailed API test talks HTTP through curl"))
+    func aKataShapedLaunchIsServedWhereKataLooks() throws {
+        let folder = Lanes.scratchFolder("kata-shaped")
+        defer { Lanes.removeTree(folder) }
+        let base = folder + "/jails", id = "kata-shaped"
+        let root = base + "/kiln/" + id + "/root"
+        for path in [base, base + "/kiln", base + "/kiln/" + id, root, root + "/run"] { mkdir(path, 0o755) }
+        _ = try ChildProcess.run(["/usr/bin/install", "-m", "444", Lanes.testGuest, root + "/guest.elf"], seconds: 10)
+        ChildProcess.write(#"{"boot-source": {"kernel_image_path": "/guest.elf", "boot_args": "console=ttyS0 ctrlaltdel"}, "#
+                           + #""machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}"#, to: root + "/vm.json")
+        let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
+        let launched = try ChildProcess.run([Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid,
+                                                                        "--daemonize", "--", "--config-file", "/vm.json",
+                                                                        "--console-output", "/run/console"], seconds: 30)
+        defer { _ = try? ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30) }
+        #expect(launched.status == 0, Comment(rawValue: launched.stderr))
+        let socket = root + "/run/firecracker.socket"
+        for _ in 0..<2000 where !Lanes.exists(socket) { usleep(5_000) }
+        let pid = Int32(ChildProcess.read(root + "/kiln.pid").split(separator: "\n").first ?? "") ?? 0
+        #expect(pid > 0 && kill(pid, 0) == 0, "no running VMM in \(root)/kiln.pid")
+        func request(_ method: String, _ path: String, _ body: String? = nil) throws -> String {
+            try ChildProcess.run(["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-H", "Content-Type: application/json"]
+                                 + (body.map { ["-d", $0] } ?? []) + ["http://localhost" + path], seconds: 10).stdout
+        }
+        #expect(try request("GET", "/").contains("\"state\":\"Running\""))
+        // Daemonized, kiln is no child of this test: ended means gone or a zombie.
+        func ended() -> Bool { !(ChildProcess.read("/proc/\(pid)/stat").split(separator: " ").dropFirst(2).first.map { $0 != "Z" } ?? false) }
+        for _ in 0..<2000 where !ChildProcess.read(root + "/run/console").contains("guest: waiting for ctrl-alt-del") { usleep(5_000) }
+        let keys = try request("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#)
+        for _ in 0..<2000 where pid > 0 && !ended() { usleep(5_000) }
+        #expect(pid > 0 && ended(), "the guest's reset ended kiln: \(keys) \(ChildProcess.read(root + "/run/console"))")
+        #expect(Lanes.exists(root + "/guest.elf") && Lanes.exists(root + "/vm.json"), "the orchestrator's files are kept")
+    }
+
     @Test func aMissingOrMalformedBundleIsRefusedBeforeAnyVCPURuns() throws {
         let folder = Lanes.scratchFolder("bundle")
         defer { Lanes.removeTree(folder) }
