@@ -197,11 +197,16 @@ struct JailedKilnTests {
         let launched = try ChildProcess.run([Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid,
                                                                         "--daemonize", "--", "--config-file", "/vm.json",
                                                                         "--console-output", "/run/console"], seconds: 30)
-        defer { _ = try? ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30) }
+        var pid: pid_t = 0
+        defer {
+            // Daemonized, kiln outlives a failed test unless ended here.
+            if pid > 0 { kill(pid, SIGKILL) }
+            _ = try? ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
+        }
         #expect(launched.status == 0, Comment(rawValue: launched.stderr))
         let socket = root + "/run/firecracker.socket"
         for _ in 0..<2000 where !Lanes.exists(socket) { usleep(5_000) }
-        let pid = Int32(ChildProcess.read(root + "/kiln.pid").split(separator: "\n").first ?? "") ?? 0
+        pid = Int32(ChildProcess.read(root + "/kiln.pid").split(separator: "\n").first ?? "") ?? 0
         #expect(pid > 0 && kill(pid, 0) == 0, "no running VMM in \(root)/kiln.pid")
         func request(_ method: String, _ path: String, _ body: String? = nil) throws -> String {
             try ChildProcess.run(["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-H", "Content-Type: application/json"]
