@@ -7,6 +7,7 @@
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
+#   make policies       regenerate the seccomp bundle built into kiln and kiln-jailer from policies/
 
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -90,7 +91,12 @@ release: deps
 	done
 	$(RELEASE_BIN)/kiln-policy compile --policies policies --output $(POLICY_BUNDLE)
 
-policies: release
+# The bundle built into kiln and kiln-jailer, regenerated from policies/
+# (one command after any policy change or merge; a test fails while it is stale).
+BUILTIN_POLICIES := Sources/CKilnBuiltinPolicies/builtin_policies.c
+policies: deps
+	$(SWIFT) build --product kiln-policy
+	$$($(SWIFT) build --show-bin-path)/kiln-policy embed --policies policies --output $(BUILTIN_POLICIES)
 
 demo: release guest
 	integration/demo.sh

@@ -28,6 +28,8 @@ let package = Package(
         // MARK: C shims and system libraries
         .target(name: "CKiln"),
         .target(name: "CKilnStart"),
+        // The compiled policies as C bytes (generated: `make policies`)
+        .target(name: "CKilnBuiltinPolicies"),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp",
                        providers: [.apt(["libseccomp-dev"])]),
 
@@ -42,6 +44,9 @@ let package = Package(
         .target(name: "KilnSeccomp", dependencies: ["KilnBytes", "KilnSystem", "CKiln"]),
         // MARK: Policy language, compiler (libseccomp) and audit
         .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp"]),
+        // The bundle kiln and kiln-jailer use when none is named; kiln-policy
+        // must not need it, so that it can regenerate a stale or broken copy.
+        .target(name: "KilnBuiltinPolicies", dependencies: ["CKilnBuiltinPolicies"]),
 
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
@@ -62,7 +67,7 @@ let package = Package(
 
         // MARK: Executables
         .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
-        .executableTarget(name: "kiln-jailer", dependencies: ["KilnJail", "KilnSystem", "CKilnStart"],
+        .executableTarget(name: "kiln-jailer", dependencies: ["KilnJail", "KilnSystem", "KilnBuiltinPolicies", "CKilnStart"],
                           linkerSettings: staticExecutable),
         .executableTarget(name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "KilnSeccomp", "CKiln", "CKilnStart"],
                           linkerSettings: staticExecutable),
@@ -77,7 +82,7 @@ let package = Package(
         .executableTarget(name: "fuzz-http-request", dependencies: ["KilnAPI", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
 
-        .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSystem", "KilnAPI", "KilnTelemetry", "KilnSeccomp", "CKiln", "CKilnStart"],
+        .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSystem", "KilnAPI", "KilnTelemetry", "KilnSeccomp", "KilnBuiltinPolicies", "CKiln", "CKilnStart"],
                           linkerSettings: staticExecutable),
 
         // A static stand-in for the VMM's threads, run by the kernel tests
@@ -127,7 +132,8 @@ let package = Package(
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",
-                    dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck", "KilnTestSupport"]),
+                    dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck", "KilnTestSupport",
+                                   "KilnBuiltinPolicies"]),
     ],
     swiftLanguageModes: [.v5]
 )

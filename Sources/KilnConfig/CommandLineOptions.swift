@@ -10,6 +10,8 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var noSeccomp = false
     public var logPath: String?
     public var level: Logger.Level?
+    /// Metrics from the start (Firecracker's --metrics-path); wins over the config file's.
+    public var metricsPath: String?
     public var bootTimer = false
     /// Guest serial output to this file or FIFO instead of stdout.
     public var consoleOutput: String?
@@ -25,9 +27,14 @@ public struct CommandLineOptions: Equatable, Sendable {
     /// microseconds (Firecracker's jailer passes the same two flags).
     public var jailerStartMicroseconds: UInt64?
     public var jailerStartCPUMicroseconds: UInt64?
+    /// CPU time the parent spent before the exec, added to the start-up CPU figure.
+    public var parentCPUMicroseconds: UInt64?
+    /// --version: print the versions and exit.
+    public var version = false
 
-    /// Where the API listens when neither --api-sock nor --no-api is given.
-    public static let defaultAPISocket = "/run/kiln.socket"
+    /// Where the API listens when neither --api-sock nor --no-api is given:
+    /// Firecracker's, which orchestrators find in a jail's /run.
+    public static let defaultAPISocket = "/run/firecracker.socket"
     public static let payloadSizeRange = 1...(16 << 20)
 
     public init() {}
@@ -38,34 +45,85 @@ public struct CommandLineOptions: Equatable, Sendable {
     }
 
     public static let usage = """
-    usage: kiln [--api-sock PATH] [--config-file vm.json] (--seccomp-filter BUNDLE | --no-seccomp)
-           kiln --no-api (--config-file vm.json | --kernel PATH [options]) (--seccomp-filter BUNDLE | --no-seccomp)
+    usage: kiln [--api-sock PATH] [--config-file vm.json] [--seccomp-filter BUNDLE | --no-seccomp]
+           kiln --no-api (--config-file vm.json | --kernel PATH [options]) [--seccomp-filter BUNDLE | --no-seccomp]
 
-    Firecracker flags:
-      --api-sock PATH         serve Firecracker's REST API on this Unix socket (default /run/kiln.socket);
+    Firecracker's flags (a value is the next argument: --flag VALUE, never --flag=VALUE):
+      --api-sock PATH         serve Firecracker's REST API on this Unix socket (default /run/firecracker.socket);
                               the file must not exist, and is removed when kiln ends
       --config-file PATH      VM configuration in Firecracker's config-file JSON; the VM starts at once
       --no-api                no API server: the VM comes from --config-file (or --kernel)
       --http-api-max-payload-size N  largest API request body in bytes (default 51200)
       --id ID                 instance id, 1-64 of [A-Za-z0-9-] (default anonymous-instance)
-      --seccomp-filter PATH   seccomp bundle from `kiln-policy compile`: each thread installs its role's filter
+      --seccomp-filter PATH   a bundle from `kiln-policy compile` (not Firecracker's BPF format) replacing the
+                              built-in one; each thread installs its role's filter
       --no-seccomp            run without seccomp filters (development only: prints a warning)
-      --start-time-us N       kiln-jailer's start (CLOCK_MONOTONIC, microseconds), to log its overhead
-      --start-time-cpu-us N   kiln-jailer's process CPU time at its start (microseconds)
+                              (neither: the policies built into kiln)
+      --start-time-us N       the jailer's start (CLOCK_MONOTONIC, microseconds), to log its overhead
+      --start-time-cpu-us N   the jailer's process CPU time at its start (microseconds)
+      --parent-cpu-time-us N  CPU time of the parent before it forked (microseconds), added to the CPU figure
       --log-path PATH         append log lines to PATH instead of stderr
-      --level LEVEL           Off, Error, Warning, Info, Debug or Trace (default Info)
+      --level LEVEL           Off, Error, Warn (or Warning), Info, Debug or Trace (default Info)
+      --show-level            accepted: every log line carries its level
+      --metrics-path PATH     write metrics to PATH (file or FIFO) from the start
       --boot-timer            log the guest's boot time when it writes the boot-timer device
+      --version               print kiln's version and the Firecracker API version it implements
+      --help, -h              this text
+      Arguments after -- are ignored, as Firecracker ignores them.
+    Firecracker's flags that Kiln refuses, naming the missing feature:
+      --metadata, --mmds-size-limit (MMDS); --snapshot-version, --describe-snapshot (snapshots);
+      --module, --show-log-origin (log lines carry no module or origin); --enable-pci (no PCI transport:
+      every device is virtio-mmio)
     Direct boot (instead of --config-file):
       --kernel PATH --initrd PATH --cmdline ARGS --vcpus N --mem MIB
     Other:
       --console-output PATH   guest serial output to PATH instead of stdout
-      --help                  this text
     """
 
+    enum Arity { case flag, value }
+
+    /// Every flag and whether it takes a value; Firecracker's first.
+    static let flags: [String: Arity] = [
+        "--api-sock": .value, "--id": .value, "--seccomp-filter": .value, "--no-seccomp": .flag,
+        "--start-time-us": .value, "--start-time-cpu-us": .value, "--parent-cpu-time-us": .value,
+        "--config-file": .value, "--metadata": .value, "--no-api": .flag, "--log-path": .value,
+        "--level": .value, "--module": .value, "--show-level": .flag, "--show-log-origin": .flag,
+        "--metrics-path": .value, "--boot-timer": .flag, "--version": .flag, "--snapshot-version": .flag,
+        "--describe-snapshot": .value, "--http-api-max-payload-size": .value, "--mmds-size-limit": .value,
+        "--enable-pci": .flag,
+        "--console-output": .value, "--kernel": .value, "--initrd": .value, "--cmdline": .value,
+        "--vcpus": .value, "--mem": .value, "--help": .flag,
+    ]
+
+    /// Firecracker flags for features Kiln lacks: refused at once, by name,
+    /// rather than accepted and ignored.
+    static let missingFeatures: [String: String] = [
+        "--metadata": "the microVM metadata service (MMDS)",
+        "--mmds-size-limit": "the microVM metadata service (MMDS)",
+        "--snapshot-version": "snapshots, so it has no snapshot data format",
+        "--describe-snapshot": "snapshots",
+        "--module": "a log filter by source module (its log lines carry none)",
+        "--show-log-origin": "log lines with their source file and line",
+        "--enable-pci": "PCI: every device is virtio-mmio, so a guest that needs virtio-pci would boot without its disks",
+    ]
+
+    /// Parses as Firecracker's parser does: `--help` or `--version` anywhere
+    /// wins; a flag given twice, a value that starts with `--`, `--flag=VALUE`
+    /// and a stray word are refused; what follows `--` is ignored.
     public init(arguments: [String]) throws {
-        var remaining = arguments[...]
+        let own = arguments.firstIndex(of: "--").map { arguments[..<$0] } ?? arguments[...]
+        if own.contains("--help") || own.contains("-h") {
+            help = true
+            return
+        }
+        if own.contains("--version") {
+            version = true
+            return
+        }
+        var remaining = own
+        var seen: Set<String> = []
         func value(_ flag: String) throws -> String {
-            guard let next = remaining.popFirst() else { throw UsageError("\(flag) needs a value") }
+            guard let next = remaining.popFirst(), !next.hasPrefix("--") else { throw UsageError("\(flag) needs a value") }
             return next
         }
         func number(_ flag: String, in range: ClosedRange<Int>) throws -> Int {
@@ -82,17 +140,18 @@ public struct CommandLineOptions: Equatable, Sendable {
             }
             return parsed
         }
-        while let argument = remaining.popFirst() {
-            // Firecracker also accepts --flag=value.
-            if argument.hasPrefix("--"), let equals = argument.firstIndex(of: "=") {
-                remaining.insert(String(argument[argument.index(after: equals)...]), at: remaining.startIndex)
-                try apply(String(argument[..<equals]))
-            } else {
-                try apply(argument)
+        while let flag = remaining.popFirst() {
+            guard let arity = Self.flags[flag] else {
+                if flag.hasPrefix("--"), let equals = flag.firstIndex(of: "="), Self.flags[String(flag[..<equals])] != nil {
+                    let name = flag[..<equals]
+                    throw UsageError("\"\(flag)\": write \(name) VALUE; like Firecracker, kiln takes a flag's value as the next argument")
+                }
+                throw UsageError(flag.hasPrefix("-") ? "unknown argument \"\(flag)\"" : "unexpected argument \"\(flag)\" (every value follows its flag)")
             }
-        }
-
-        func apply(_ flag: String) throws {
+            guard seen.insert(flag).inserted else { throw UsageError("\(flag) given more than once") }
+            if let feature = Self.missingFeatures[flag] {
+                throw UsageError("\(flag): Kiln does not implement \(feature) yet")
+            }
             switch flag {
             case "--config-file": configFile = try value(flag)
             case "--no-api": noAPI = true
@@ -109,21 +168,24 @@ public struct CommandLineOptions: Equatable, Sendable {
             case "--log-path": logPath = try value(flag)
             case "--level":
                 let text = try value(flag)
-                guard let parsed = Logger.Level.allCases.first(where: { $0.rawValue.lowercased() == text.lowercased() }) else {
-                    throw UsageError("--level expects Off, Error, Warning, Info, Debug or Trace, got \"\(text)\"")
+                let name = text.lowercased() == "warn" ? "warning" : text.lowercased()
+                guard let parsed = Logger.Level.allCases.first(where: { $0.rawValue.lowercased() == name }) else {
+                    throw UsageError("--level expects Off, Error, Warn, Info, Debug or Trace, got \"\(text)\"")
                 }
                 level = parsed
+            case "--show-level": break // every line carries its level
+            case "--metrics-path": metricsPath = try value(flag)
             case "--boot-timer": bootTimer = true
             case "--start-time-us": jailerStartMicroseconds = try microseconds(flag)
             case "--start-time-cpu-us": jailerStartCPUMicroseconds = try microseconds(flag)
+            case "--parent-cpu-time-us": parentCPUMicroseconds = try microseconds(flag)
             case "--console-output": consoleOutput = try value(flag)
             case "--kernel": kernel = try value(flag)
             case "--initrd": initrd = try value(flag)
             case "--cmdline": commandLine = try value(flag)
             case "--vcpus": vcpus = try number(flag, in: MachineConfiguration.vcpuRange)
             case "--mem": memoryMiB = try number(flag, in: 16...(64 << 10))
-            case "--help", "-h": help = true
-            default: throw UsageError("unknown argument \"\(flag)\"")
+            default: throw UsageError("\(flag) is listed but not handled") // a table and switch out of step
             }
         }
     }
@@ -137,10 +199,6 @@ public struct CommandLineOptions: Equatable, Sendable {
         if noAPI && apiSocket != nil { throw UsageError("--no-api and --api-sock contradict each other; pass one") }
         if seccompFilter != nil && noSeccomp {
             throw UsageError("--seccomp-filter and --no-seccomp contradict each other; pass one")
-        }
-        if seccompFilter == nil && !noSeccomp {
-            throw UsageError("kiln refuses to run without seccomp filters: pass --seccomp-filter BUNDLE "
-                             + "(kiln-policy compile), or --no-seccomp for development only")
         }
         let directBoot = kernel != nil || initrd != nil || commandLine != nil || vcpus != nil || memoryMiB != nil
         if directBoot && !noAPI { throw UsageError("--kernel, --initrd, --cmdline, --vcpus and --mem need --no-api") }

@@ -8,8 +8,9 @@ public enum JailCommand: Equatable, Sendable {
 
 /// Parses kiln-jailer's command line: Firecracker's jailer flags plus Kiln's
 /// own. Pure: checks the form of every value and touches nothing on the host.
-/// Values follow their flag (`--id a`) or an equals sign (`--id=a`);
-/// everything after `--` goes to the VMM untouched.
+/// As in Firecracker, a value is the next argument (`--id a`; `--id=a` and a
+/// value starting with `--` are refused); everything after `--` goes to the
+/// VMM untouched.
 public enum JailArguments {
     public static let maximumIDLength = 64
 
@@ -20,6 +21,7 @@ public enum JailArguments {
         "--chroot-base-dir": .value, "--netns": .value, "--daemonize": .flag,
         "--new-pid-ns": .flag, "--cgroup": .repeatable, "--cgroup-version": .value,
         "--parent-cgroup": .value, "--resource-limit": .repeatable,
+        "--node": .value, "--seccomp-level": .value,
         "--seccomp-bundle": .value, "--new-net-ns": .flag, "--jail-file": .repeatable,
     ]
 
@@ -28,34 +30,35 @@ public enum JailArguments {
         let isCleanup = rest.first == "cleanup"
         if isCleanup { rest = rest.dropFirst() }
 
+        // As in Firecracker's jailer, --help and --version win wherever they stand before `--`.
+        let own = rest.prefix { $0 != "--" }
+        if own.contains("--help") || own.contains("-h") { return .help }
+        if own.contains("--version") { return .version }
+
         var values: [String: [String]] = [:]
         var vmmArguments: [String] = []
         while let argument = rest.popFirst() {
             if argument == "--" { vmmArguments = Array(rest); break }
-            if argument == "--help" || argument == "-h" { return .help }
-            if argument == "--version" { return .version }
-            var name = argument
-            var inlineValue: String?
-            if argument.utf8.starts(with: "--".utf8), let equals = argument.utf8.firstIndex(of: UInt8(ascii: "=")) {
-                name = String(argument[..<equals])
-                inlineValue = String(argument[argument.index(after: equals)...])
-            }
-            guard let arity = flags[name] else {
-                throw usage(argument.hasPrefix("-") ? "unknown flag \(name)" : "unexpected argument \"\(argument)\" (VMM arguments go after --)")
+            guard let arity = flags[argument] else {
+                if argument.utf8.starts(with: "--".utf8), let equals = argument.utf8.firstIndex(of: UInt8(ascii: "=")),
+                   let named = flags[String(argument[..<equals])] {
+                    let name = String(argument[..<equals])
+                    if named == .flag { throw usage("\(name) takes no value") }
+                    throw usage("\"\(argument)\": write \(name) VALUE; like Firecracker's jailer, kiln-jailer takes a flag's value as the next argument")
+                }
+                throw usage(argument.hasPrefix("-") ? "unknown flag \(argument)" : "unexpected argument \"\(argument)\" (VMM arguments go after --)")
             }
             if arity == .flag {
-                guard inlineValue == nil else { throw usage("\(name) takes no value") }
-                values[name, default: []].append("")
+                values[argument, default: []].append("")
             } else {
-                guard let value = inlineValue ?? rest.popFirst() else { throw usage("\(name) needs a value") }
                 // `--id --` would take the VMM arguments' separator (or the
-                // next flag) for a value; `--id=--x` still can when meant.
-                if inlineValue == nil, value.utf8.starts(with: "--".utf8) {
-                    throw usage("\(name) needs a value, not \"\(value)\" (write \(name)=VALUE for one that starts with --)")
+                // next flag) for a value.
+                guard let value = rest.popFirst(), !value.utf8.starts(with: "--".utf8) else {
+                    throw usage("\(argument) needs a value")
                 }
-                values[name, default: []].append(value)
+                values[argument, default: []].append(value)
             }
-            if arity != .repeatable, values[name]!.count > 1 { throw usage("\(name) given more than once") }
+            if arity != .repeatable, values[argument]!.count > 1 { throw usage("\(argument) given more than once") }
         }
 
         func single(_ name: String) -> String? { values[name]?.first }
@@ -104,6 +107,23 @@ public enum JailArguments {
         options.resourceLimits = try (values["--resource-limit"] ?? []).map(parseResourceLimit)
         for kind in ResourceKind.allCases where options.resourceLimits.filter({ $0.kind == kind }).count > 1 {
             throw usage("--resource-limit \(kind.rawValue) given more than once")
+        }
+        if let node = single("--node") {
+            guard node.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let number = UInt32(node), number < 1024 else {
+                throw usage("--node must be a NUMA node number, not \"\(node)\"")
+            }
+            guard !options.cgroups.contains(where: { $0.controller == "cpuset" }) else {
+                throw usage("--node sets cpuset.mems and cpuset.cpus itself: drop it or the --cgroup cpuset.* settings")
+            }
+            options.numaNode = number
+        }
+        // Older orchestrators pass the retired level; Kiln's filters always
+        // check arguments (level 2), which serves level 1's callers too.
+        if let level = single("--seccomp-level") {
+            guard level == "1" || level == "2" else {
+                throw usage(level == "0" ? "--seccomp-level 0 (no filters) is not offered: kiln-jailer always installs its filters"
+                                         : "--seccomp-level must be 0, 1 or 2, not \"\(level)\"")
+            }
         }
         options.seccompBundle = single("--seccomp-bundle")
         if let bundle = options.seccompBundle { try checkAbsolute(bundle, flag: "--seccomp-bundle") }

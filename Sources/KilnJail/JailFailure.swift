@@ -23,7 +23,7 @@ public enum JailStep: Int32, CaseIterable, Sendable {
     public var summary: String {
         switch self {
         case .usage: return "bad command line: unknown or missing flag, malformed value"
-        case .validation: return "input refused by a host check (exec file, jail exists, cgroup layout, bundle)"
+        case .validation: return "input refused by a host check (exec file, jail folder, cgroup layout, bundle)"
         case .processState: return "closing inherited descriptors or clearing the environment failed"
         case .jailFolder: return "creating the jail folder or placing the exec file or bundle failed"
         case .cgroups: return "creating, writing or joining a cgroup failed"

@@ -31,7 +31,7 @@ public struct JailFile: Equatable, Sendable {
               fileName.utf8.allSatisfy({ JailArguments.isAlphanumeric($0) || "-_.".utf8.contains($0) }) else {
             throw JailArguments.usage("--jail-file \"\(text)\": the name in the jail \"\(fileName)\" must be one file name of [A-Za-z0-9-_.]")
         }
-        guard !reservedNames.contains(fileName), fileName != execFileName else {
+        guard !reservedNames.contains(fileName), fileName != execFileName, fileName != execFileName + ".pid" else {
             throw JailArguments.usage("--jail-file \"\(text)\": the name \"\(fileName)\" is taken by the jail itself")
         }
         return JailFile(hostPath: hostPath, name: fileName)

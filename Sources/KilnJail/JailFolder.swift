@@ -6,7 +6,7 @@ import KilnSystem
 
 /// Step 3: `<base>/<exec-file-name>/<id>/root`, holding the exec file, the
 /// seccomp bundle and the mount point of /dev, plus, when the launch forks,
-/// the pid file beside the root.
+/// the pid file.
 ///
 /// Walked by descriptor (openat(2) and friends), each name looked up once:
 /// the base and the exec file's folder must be root's and writable by root
@@ -16,14 +16,14 @@ import KilnSystem
 struct JailFolder {
     /// The folder that becomes `/` (O_PATH).
     let root: FileDescriptor
-    /// Opened now, written at step 9 (it lives outside the root); only when
+    /// Opened now, written at step 9; only when
     /// the launch forks, as with Firecracker's jailer: otherwise the VMM's pid
     /// is the jailer's own, which the caller already knows.
     let pidFile: FileDescriptor?
 
     static func create(_ launch: ValidatedLaunch, ledger: CleanupLedger) throws -> JailFolder {
         let paths = launch.options.paths
-        let execFolder = try HostDirectory.retryingIfAParentVanishes { () throws -> FileDescriptor in
+        let (execFolder, jailExisted) = try HostDirectory.retryingIfAParentVanishes { () throws -> (FileDescriptor, Bool) in
             let base = try walkToBase(paths.base, ledger: ledger)
             try HostDirectory.requireTrusted(base, "--chroot-base-dir \(paths.base)", step: .jailFolder)
             let description = "the exec file's folder \(paths.execFolder)"
@@ -36,43 +36,116 @@ struct JailFolder {
             defer { if !created { base.close() } }
             let execFolder = try HostDirectory.openOwnFolder(paths.execFileName, in: base, description, step: .jailFolder)
             try HostDirectory.requireTrusted(execFolder, description, step: .jailFolder)
-            // The jail's own folder must be new: two launches with one id never share it.
+            // An existing jail folder is one an orchestrator prepared (Kata,
+            // firecracker-containerd and the Go SDK link the kernel and drives
+            // in before they start the jailer): used, never removed.
             guard mkdirat(execFolder.rawValue, paths.id, 0o755) == 0 else {
-                let error = SystemError.current("mkdir", subject: paths.jailFolder)
-                if error.errno == EEXIST { throw JailFailure(.jailFolder, "the jail \(paths.jailFolder) already exists: an id is never reused") }
-                throw error
+                guard errno == EEXIST else { throw SystemError.current("mkdir", subject: paths.jailFolder) }
+                return (execFolder, true)
             }
-            return execFolder
+            return (execFolder, false)
         }
-        ledger.record("jail folder \(paths.jailFolder)") {
-            try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
+        if !jailExisted {
+            ledger.record("jail folder \(paths.jailFolder)") {
+                try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
+            }
         }
         let jailFolder = try HostDirectory.openOwnFolder(paths.id, in: execFolder, "the jail \(paths.jailFolder)", step: .jailFolder)
-        defer { jailFolder.close() }
-        try HostDirectory.makeDirectory("root", in: jailFolder, subject: paths.root)
+        let rootExisted = try !makeOwnDirectory("root", in: jailFolder, subject: paths.root)
+        if jailExisted {
+            try HostDirectory.requireTrusted(jailFolder, "the existing jail \(paths.jailFolder)", step: .jailFolder)
+        }
         let root = try HostDirectory.openOwnFolder("root", in: jailFolder, "the jail root \(paths.root)", step: .jailFolder)
+        if rootExisted {
+            try HostDirectory.requireTrusted(root, "the existing jail root \(paths.root)", step: .jailFolder)
+        }
+        // In a prepared jail a failed launch removes only what it added:
+        // through descriptors of its own (close-on-exec), as the jailer
+        // may close `root` before a rollback.
+        let undoIn: (FileDescriptor, String, String) throws -> Void
+        if jailExisted {
+            let rollbackJail = try HostDirectory.open(".", in: jailFolder)
+            if !rootExisted {
+                ledger.record("jail root \(paths.root)") { try HostDirectory.removeTree("root", in: rollbackJail, subject: paths.root) }
+            }
+            let rollbackRoot = try HostDirectory.open("root", in: jailFolder)
+            undoIn = { directory, name, subject in
+                guard rootExisted || directory.rawValue != root.rawValue else { return }
+                let parent = directory.rawValue == root.rawValue ? rollbackRoot : rollbackJail
+                ledger.record(subject) { try HostDirectory.removeTree(name, in: parent, subject: subject) }
+            }
+        } else {
+            undoIn = { _, _, _ in }
+        }
+        defer { jailFolder.close() }
 
         // The mount point of the jail's private /dev (step 8).
-        try HostDirectory.makeDirectory("dev", in: root, subject: paths.root + "/dev")
-        // The VMM's writable folder (its API socket); the root stays root's.
-        try HostDirectory.makeDirectory(JailPaths.runFolderName, in: root, mode: 0o700, subject: paths.root + "/run")
-        try check("chown \(launch.options.uid):\(launch.options.gid)", subject: paths.root + "/run") {
-            fchownat(root.rawValue, JailPaths.runFolderName, launch.options.uid, launch.options.gid, AT_SYMLINK_NOFOLLOW)
+        if try makeOwnDirectory("dev", in: root, subject: paths.root + "/dev") {
+            try undoIn(root, "dev", paths.root + "/dev")
         }
-        try launch.execFile.place(named: paths.execFileName, mode: 0o755, in: root, rootPath: paths.root,
-                                  uid: launch.options.uid, gid: launch.options.gid)
-        try writeFile(launch.bundleBytes, named: JailPaths.bundleName, mode: 0o444, in: root, subject: paths.root)
+        // The VMM's writable folder (its API socket); the root stays root's.
+        if try makeOwnDirectory(JailPaths.runFolderName, in: root, mode: 0o700, subject: paths.root + "/run") {
+            try undoIn(root, JailPaths.runFolderName, paths.root + "/run")
+        }
+        // The VMM's user's alone, also when an orchestrator made it first.
+        let run = FileDescriptor(rawValue: try check("open", subject: paths.root + "/run") {
+            ckiln_openat(root.rawValue, JailPaths.runFolderName, O_RDONLY | ckiln_o_directory() | ckiln_o_nofollow() | O_CLOEXEC, 0)
+        })
+        try run.closeAfter { run in
+            try check("chown \(launch.options.uid):\(launch.options.gid)", subject: paths.root + "/run") {
+                fchown(run.rawValue, launch.options.uid, launch.options.gid)
+            }
+            try check("chmod 0700", subject: paths.root + "/run") { fchmod(run.rawValue, 0o700) }
+        }
+        try placing(paths.execFileName, in: root, paths.root, undoIn) {
+            try launch.execFile.place(named: paths.execFileName, mode: 0o755, in: root, rootPath: paths.root,
+                                      uid: launch.options.uid, gid: launch.options.gid)
+        }
+        try placing(JailPaths.bundleName, in: root, paths.root, undoIn) {
+            try writeFile(launch.bundleBytes, named: JailPaths.bundleName, mode: 0o444, in: root, subject: paths.root)
+        }
         for file in launch.jailFiles {
-            try file.place(in: root, rootPath: paths.root, uid: launch.options.uid, gid: launch.options.gid)
+            try placing(file.file.name, in: root, paths.root, undoIn) {
+                try file.place(in: root, rootPath: paths.root, uid: launch.options.uid, gid: launch.options.gid)
+            }
         }
 
         var pidFile: FileDescriptor?
         if launch.options.forks {
-            pidFile = FileDescriptor(rawValue: try check("create", subject: paths.pidFile) {
-                ckiln_openat(jailFolder.rawValue, JailPaths.lastComponent(paths.pidFile), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-            })
+            try placing(paths.pidFileName, in: root, paths.root, undoIn) {
+                pidFile = FileDescriptor(rawValue: try check("create", subject: paths.pidFile) {
+                    ckiln_openat(root.rawValue, paths.pidFileName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+                })
+            }
         }
         return JailFolder(root: root, pidFile: pidFile)
+    }
+
+    /// Creates `name` in `directory` (never over an orchestrator's file) and
+    /// has the rollback remove it.
+    static func placing(_ name: String, in directory: FileDescriptor, _ directoryPath: String,
+                        _ undoIn: (FileDescriptor, String, String) throws -> Void, _ create: () throws -> Void) throws {
+        let subject = JailPaths.join(directoryPath, name)
+        do {
+            try create()
+        } catch let error as SystemError where error.errno == EEXIST {
+            throw JailFailure(.jailFolder, "\(subject) already exists: kiln-jailer puts it there itself and never replaces a file "
+                              + "(left from an earlier launch? run `kiln-jailer cleanup`)")
+        }
+        try undoIn(directory, name, subject)
+    }
+
+    /// mkdir in the jail; an existing entry must be a real folder, never a
+    /// symbolic link (AT_SYMLINK_NOFOLLOW). Returns whether it was created.
+    static func makeOwnDirectory(_ name: String, in parent: FileDescriptor, mode: mode_t = 0o755, subject: String) throws -> Bool {
+        if mkdirat(parent.rawValue, name, mode) == 0 { return true }
+        guard errno == EEXIST else { throw SystemError.current("mkdir", subject: subject) }
+        var info = stat()
+        try check("stat", subject: subject) { fstatat(parent.rawValue, name, &info, ckiln_at_symlink_nofollow()) }
+        guard (info.st_mode & S_IFMT) == S_IFDIR else {
+            throw JailFailure(.jailFolder, "\(subject) exists and is a symbolic link or not a folder: the jailer never follows a link there")
+        }
+        return false
     }
 
     /// Opens the base folder from `/`, creating each missing folder (0755,

@@ -1,6 +1,8 @@
+import KilnSystem
+
 /// `kiln-jailer --help`: every flag and every exit code.
 public enum JailHelp {
-    public static let version = "kiln-jailer 0.1.0"
+    public static let version = KilnVersion.jailerText
 
     public static var text: String {
         var text = """
@@ -13,7 +15,11 @@ public enum JailHelp {
 
         Required (Firecracker's jailer flags):
           --id ID                 1-64 characters of [A-Za-z0-9-]; names the jail folder and cgroups.
-                                  A jail or cgroup of that id that already exists is refused.
+                                  A cgroup of that id that already exists is refused. A jail folder
+                                  that exists (an orchestrator's, with the kernel and drives linked in)
+                                  is used when it, its root and their parents are root's and writable
+                                  by root alone; no link in it is followed and none of its files is
+                                  replaced or removed, also by a failed launch.
           --exec-file PATH        absolute path of the VMM: a static ELF executable (the jail holds no
                                   libraries). Hard-linked into the jail; copied (root's, 0755) across
                                   file systems, or when the VMM's user could write it or it is set-ID.
@@ -33,16 +39,22 @@ public enum JailHelp {
                                   v2). VALUE holds no '/' and no newline. Creates <parent>/<id> in each
                                   named controller's hierarchy, writes the values, moves the VMM in.
           --cgroup-version 1|2    default: 1 when the host mounts any v1 controller, 2 on a pure
-                                  cgroup2 host (read from /proc/self/mountinfo).
+                                  cgroup2 host (read from /proc/self/mountinfo); Firecracker's is always 1.
           --parent-cgroup NAME    relative cgroup path above <id>; default: the exec file's name.
           --resource-limit R=N    repeatable; R is fsize or no-file (default no-file=2048). Soft and
                                   hard limits are both set to N.
-          --version               print the version.
+          --version               print the Firecracker jailer version implemented, then kiln-jailer's.
+          --node N                older jailers' flag: --cgroup cpuset.mems=N and cpuset.cpus=<node N's
+                                  CPUs from /sys/devices/system/node/nodeN/cpulist>.
+          --seccomp-level 1|2     older jailers' flag, accepted: Kiln's filters always check arguments
+                                  (level 2). 0 (no filters) is refused.
+        A value is the next argument (--id ID, never --id=ID), as in Firecracker's jailer.
 
         Kiln's own:
           --seccomp-bundle FILE   compiled policies (`kiln-policy compile`); its "jailer" program is
                                   installed before exec, and the whole bundle is copied read-only into
-                                  the jail. Default: policies.kbundle beside the kiln-jailer executable.
+                                  the jail. Default: the policies built into kiln-jailer (the same
+                                  bytes `kiln-policy compile --policies policies` writes).
           --new-net-ns            run the VMM in a new, empty network namespace.
           --jail-file HOST_PATH[:NAME]
                                   repeatable; puts the regular file HOST_PATH read-only at /NAME in the
@@ -57,10 +69,11 @@ public enum JailHelp {
         The VMM is exec'd as:
           /<exec-file name> --id ID --seccomp-filter /seccomp.kbundle --start-time-us N
               --start-time-cpu-us N [arguments after --]
+        (--seccomp-filter left out when the arguments after -- hold --no-seccomp or --seccomp-filter)
         with an empty environment and only fds 0-2 open. The start times are the jailer's
         CLOCK_MONOTONIC and CPU time (microseconds) when it began. With --daemonize or
-        --new-pid-ns the VMM's host pid is written to <base>/<exec-file name>/<id>/<exec-file
-        name>.pid, outside the jail root; otherwise the VMM is the jailer's own process.
+        --new-pid-ns the VMM's host pid is written to <base>/<exec-file name>/<id>/root/<exec-file
+        name>.pid, as Firecracker's jailer does; otherwise the VMM is the jailer's own process.
 
         In the jail: mount, IPC, UTS (hostname = ID) and cgroup namespaces; / is the jail root
         (nosuid), holding the exec file, seccomp.kbundle and the --jail-file files, all root's, and

@@ -44,12 +44,15 @@ public struct JailOptions: Equatable, Sendable {
     public var daemonize = false
     public var newPIDNamespace = false
     public var cgroups: [CgroupSetting] = []
+    /// Old jailers' --node: the VMM is confined to this NUMA node's memory
+    /// and CPUs (cpuset.mems and cpuset.cpus, the CPUs read from sysfs).
+    public var numaNode: UInt32?
     /// nil: detect from /proc/self/mountinfo (v2 on a pure cgroup2 host, else v1).
     public var cgroupVersion: CgroupVersion?
     /// Relative to each hierarchy's root; nil means the exec file's name, as in Firecracker.
     public var parentCgroup: String?
     public var resourceLimits: [ResourceLimit] = []
-    /// nil: `policies.kbundle` beside the kiln-jailer executable.
+    /// nil: the policies built into kiln-jailer.
     public var seccompBundle: String?
     /// Host files placed read-only in the jail root (`--jail-file`).
     public var jailFiles: [JailFile] = []
@@ -114,13 +117,15 @@ public struct JailPaths: Equatable, Sendable {
     public var jailFolder: String { JailPaths.join(execFolder, id) }
     /// The folder that becomes `/` for the VMM.
     public var root: String { JailPaths.join(jailFolder, "root") }
-    /// Beside the root, not in it: the VMM never sees it. Written when the launch forks.
-    public var pidFile: String { JailPaths.join(jailFolder, "\(execFileName).pid") }
+    /// In the root, where Firecracker's jailer writes it and Kata reads it
+    /// (root's, 0644: the VMM may read it, not change it). Written when the launch forks.
+    public var pidFile: String { JailPaths.join(root, pidFileName) }
+    public var pidFileName: String { "\(execFileName).pid" }
 
     /// Names inside the root.
     public static let bundleName = "seccomp.kbundle"
     /// The VMM's own folder (its user's, 0700), the one place in the jail it
-    /// may create files: its API socket, /run/kiln.socket by default, as
+    /// may create files: its API socket, /run/firecracker.socket by default, as
     /// Firecracker's lands in its jail's /run.
     public static let runFolderName = "run"
     public var execInJail: String { "/" + execFileName }

@@ -22,7 +22,7 @@ public enum JailValidation {
     /// The largest bundle accepted: 16 roles of 4096 instructions, with room.
     static let maximumBundleBytes = 1 << 20
 
-    public static func validate(_ options: JailOptions, defaultBundle: () -> String) throws -> ValidatedLaunch {
+    public static func validate(_ options: JailOptions, builtinBundle: () -> [UInt8]) throws -> ValidatedLaunch {
         func refuse(_ message: String) -> JailFailure { JailFailure(.validation, message) }
 
         // The exec file: a regular, static ELF executable.
@@ -74,9 +74,15 @@ public enum JailValidation {
             guard (folderInfo.st_mode & S_IFMT) == S_IFDIR else { throw refuse("\(description) exists and is not a folder") }
             if let problem = HostDirectory.trustProblem(description, folderInfo) { throw refuse(problem) }
         }
+        // An existing jail folder is an orchestrator's, prepared for this
+        // launch: refused early here when it could not pass step 3's checks.
         var jailInfo = stat()
         if lstat(paths.jailFolder, &jailInfo) == 0 {
-            throw refuse("the jail \(paths.jailFolder) already exists: an id is never reused; run `kiln-jailer cleanup` for it or pick another id")
+            let description = "the existing jail \(paths.jailFolder)"
+            guard (jailInfo.st_mode & S_IFMT) == S_IFDIR else {
+                throw refuse("\(description) is a symbolic link or not a folder: the jailer never follows a link there")
+            }
+            if let problem = HostDirectory.trustProblem(description, jailInfo) { throw refuse(problem) }
         }
 
         if let netns = options.netns {
@@ -91,26 +97,34 @@ public enum JailValidation {
 
         // The seccomp bundle: parsed whole now, copied into the jail later from
         // these very bytes, so that the file cannot change in between.
-        let bundlePath = options.seccompBundle ?? defaultBundle()
+        let bundlePath = options.seccompBundle.map { "seccomp bundle \($0)" } ?? "the built-in seccomp bundle"
         let bundleBytes: [UInt8]
         let bundle: SeccompBundle
         do {
-            bundleBytes = try FileSystem.readFile(bundlePath, limit: maximumBundleBytes)
+            bundleBytes = try options.seccompBundle.map { try FileSystem.readFile($0, limit: maximumBundleBytes) } ?? builtinBundle()
             bundle = try SeccompBundle(decoding: bundleBytes)
         } catch {
-            throw refuse("seccomp bundle \(bundlePath)\(options.seccompBundle == nil ? " (the default; pass --seccomp-bundle)" : ""): \(error)")
+            throw refuse("\(bundlePath): \(error)")
         }
         let hostArchitecture = SeccompBundle.hostArchitecture
         guard bundle.architecture == hostArchitecture else {
-            throw refuse("seccomp bundle \(bundlePath) was compiled for architecture 0x\(String(bundle.architecture, radix: 16)), this host is 0x\(String(hostArchitecture, radix: 16))")
+            throw refuse("\(bundlePath) was compiled for architecture 0x\(String(bundle.architecture, radix: 16)), this host is 0x\(String(hostArchitecture, radix: 16))")
         }
         guard bundle.program(for: SeccompBundle.jailerRole) != nil else {
-            throw refuse("seccomp bundle \(bundlePath) has no \"\(SeccompBundle.jailerRole)\" program, the filter installed before exec")
+            throw refuse("\(bundlePath) has no \"\(SeccompBundle.jailerRole)\" program, the filter installed before exec")
         }
 
         // cgroups: every controller mounted, and no cgroup of this id left over.
         var targets: [CgroupTarget] = []
-        if !options.cgroups.isEmpty {
+        var settings = options.cgroups
+        if let node = options.numaNode {
+            let list = try readHostFile("/sys/devices/system/node/node\(node)/cpulist") { refuse("--node \(node): \($0)") }
+            let cpus = String(decoding: list.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+            guard !cpus.isEmpty else { throw refuse("--node \(node): the NUMA node has no CPUs") }
+            // mems first: a v1 cpuset takes no task until both are set.
+            settings = [CgroupSetting(file: "cpuset.mems", value: "\(node)"), CgroupSetting(file: "cpuset.cpus", value: cpus)] + settings
+        }
+        if !settings.isEmpty {
             let layout = CgroupLayout(mountInfo: try readHostFile("/proc/self/mountinfo", refuse))
             let version = options.cgroupVersion ?? layout.defaultVersion
             var v2Controllers: Set<String> = []
@@ -119,7 +133,7 @@ public enum JailValidation {
                 v2Controllers = Set(text.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\n") })
                     .map { String(decoding: $0, as: UTF8.self) })
             }
-            targets = try CgroupPlan.targets(for: options.cgroups, version: version, layout: layout,
+            targets = try CgroupPlan.targets(for: settings, version: version, layout: layout,
                                              v2Controllers: v2Controllers, parent: options.effectiveParentCgroup, id: options.id)
             for target in targets where FileSystem.exists(target.path) {
                 throw refuse("the cgroup \(target.path) already exists: an id is never reused; run `kiln-jailer cleanup` for it")

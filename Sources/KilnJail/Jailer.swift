@@ -13,11 +13,11 @@ public enum Jailer {
     public enum Outcome { case forkedParentDone }
 
     public static func launch(
-        _ options: JailOptions, defaultBundle: () -> String,
+        _ options: JailOptions, builtinBundle: () -> [UInt8],
         startMonotonicNanoseconds: UInt64, startCPUNanoseconds: UInt64
     ) throws -> Outcome {
         // 1. Validate everything before creating anything.
-        let launch = try during(.validation) { try JailValidation.validate(options, defaultBundle: defaultBundle) }
+        let launch = try during(.validation) { try JailValidation.validate(options, builtinBundle: builtinBundle) }
         let handoff = VMMHandoff(options: options, startMonotonicNanoseconds: startMonotonicNanoseconds,
                                  startCPUNanoseconds: startCPUNanoseconds)
 

@@ -9,7 +9,7 @@ import KilnSystem
 /// The VMM's command line, in the flags `kiln` accepts (Firecracker's names
 /// where Firecracker has one):
 ///
-///     /<exec-file-name> --id ID --seccomp-filter /seccomp.kbundle
+///     /<exec-file-name> --id ID [--seccomp-filter /seccomp.kbundle]
 ///         --start-time-us N --start-time-cpu-us N [VMM arguments after --]
 ///
 /// The bundle is a read-only file (root's, 0444) inside the jail; the start
@@ -20,9 +20,13 @@ public struct VMMHandoff {
 
     public init(options: JailOptions, startMonotonicNanoseconds: UInt64, startCPUNanoseconds: UInt64) {
         let paths = options.paths
-        arguments = [paths.execInJail, "--id", options.id, "--seccomp-filter", paths.bundleInJail,
-                     "--start-time-us", String(startMonotonicNanoseconds / 1000),
-                     "--start-time-cpu-us", String(startCPUNanoseconds / 1000)] + options.vmmArguments
+        // Firecracker's jailer passes no seccomp flag, so its callers may pass
+        // one after `--` (the Go SDK's --no-seccomp): theirs wins, and the
+        // jailer's pre-exec filter still applies.
+        let chosen = options.vmmArguments.contains { $0 == "--no-seccomp" || $0 == "--seccomp-filter" }
+        arguments = [paths.execInJail, "--id", options.id] + (chosen ? [] : ["--seccomp-filter", paths.bundleInJail])
+            + ["--start-time-us", String(startMonotonicNanoseconds / 1000),
+               "--start-time-cpu-us", String(startCPUNanoseconds / 1000)] + options.vmmArguments
     }
 
     /// Installs the bundle's jailer program on this thread (the only thread),

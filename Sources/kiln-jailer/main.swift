@@ -3,6 +3,7 @@
 import Glibc
 #endif
 import CKilnStart
+import KilnBuiltinPolicies
 import KilnJail
 import KilnSystem
 
@@ -17,26 +18,16 @@ func fail(_ message: String, _ code: Int32) -> Never {
     exit(code)
 }
 
-/// `policies.kbundle` beside this executable, which `make jailer` puts there.
-func defaultBundlePath() -> String {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard length > 0 else { return "policies.kbundle" }
-    let executable = String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    let folder = executable.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
-    return folder + "/policies.kbundle"
-}
-
 do {
     switch try JailArguments.parse(Array(CommandLine.arguments.dropFirst())) {
     case .help:
         print(JailHelp.text, terminator: "")
     case .version:
-        print(JailHelp.version)
+        print(JailHelp.version, terminator: "")
     case let .cleanup(options):
         try JailCleanup.run(options)
     case let .launch(options):
-        _ = try Jailer.launch(options, defaultBundle: defaultBundlePath,
+        _ = try Jailer.launch(options, builtinBundle: { BuiltinPolicies.bytes },
                               startMonotonicNanoseconds: startMonotonic, startCPUNanoseconds: startCPU)
     }
     exit(0)

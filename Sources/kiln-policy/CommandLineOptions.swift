@@ -4,6 +4,7 @@ import KilnPolicy
 /// repeated flag, a missing value or a missing required flag is an error.
 enum CommandLineOptions {
     case compile(policies: String, output: String)
+    case embed(policies: String, output: String)
     case audit(policies: String, format: AuditFormat, compare: String?)
     case check(policies: String, failOn: Severity)
 
@@ -15,7 +16,7 @@ enum CommandLineOptions {
         let command = arguments[0]
         let allowed: Set<String>
         switch command {
-        case "compile": allowed = ["--policies", "--output"]
+        case "compile", "embed": allowed = ["--policies", "--output"]
         case "audit": allowed = ["--policies", "--format", "--compare"]
         case "check": allowed = ["--policies", "--fail-on"]
         default: throw UsageError(message: "unknown command '\(command)'")
@@ -40,6 +41,8 @@ enum CommandLineOptions {
         switch command {
         case "compile":
             return .compile(policies: try required("--policies"), output: try required("--output"))
+        case "embed":
+            return .embed(policies: try required("--policies"), output: try required("--output"))
         case "audit":
             let formatName = flags["--format"] ?? "text"
             guard let format = AuditFormat(rawValue: formatName) else {

@@ -11,6 +11,9 @@ let usage = """
     usage:
       kiln-policy compile --policies DIR --output FILE
           Compile every role of DIR into one seccomp bundle (written atomically).
+      kiln-policy embed --policies DIR --output FILE.c
+          Compile as above and write the bundle as the C source built into kiln
+          and kiln-jailer (`make policies` regenerates the committed one).
       kiln-policy audit --policies DIR [--format text|json] [--compare FILE]
           Report each role's allowed system calls, conditions and findings;
           with --compare, set each role beside a Firecracker JSON filter.
@@ -40,6 +43,9 @@ do {
             print("\(role): \(instructions.count) BPF instructions")
         }
         print("wrote \(output)")
+    case let .embed(policies, output):
+        let bundle = try PolicyBundleBuilder.embed(directory: policies, output: output)
+        print("wrote \(output) (\(bundle.encoded().count) bytes of bundle)")
     case let .audit(policies, format, compare):
         let report = try PolicyAuditor.audit(policies: try PolicyLoader.load(directory: policies),
                                              firecracker: try compare.map(FirecrackerFilter.load))

@@ -17,7 +17,8 @@ struct JailerOverhead: CustomStringConvertible {
         wallMicroseconds = kilnMicroseconds >= jailerStart ? kilnMicroseconds - jailerStart : 0
         cpuMicroseconds = options.jailerStartCPUMicroseconds.map { jailerCPU in
             let now = kilnStartCPU / 1000
-            return now >= jailerCPU ? now - jailerCPU : 0
+            // The parent's CPU before it forked counts too, as in Firecracker.
+            return (now >= jailerCPU ? now - jailerCPU : 0) + (options.parentCPUMicroseconds ?? 0)
         }
     }
 

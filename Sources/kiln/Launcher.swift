@@ -11,7 +11,9 @@ import KilnTelemetry
 /// 2 guest or KVM failure, 3 guest halted for good, 128+N stopped by signal N
 /// (SIGTERM, SIGINT), 148 a seccomp filter trapped a system call.
 enum Launcher {
-    static let version = "0.1.0"
+    /// What the API reports (GET /version, GET /): the Firecracker version
+    /// implemented, which clients compare, as `--version` leads with it.
+    static let version = KilnVersion.firecracker
 
     static func main(arguments: [String], start: UInt64) -> Int32 {
         // Start from a clean signal mask whatever the parent left blocked:
@@ -35,17 +37,21 @@ enum Launcher {
             print(CommandLineOptions.usage)
             return 0
         }
+        if options.version {
+            print(KilnVersion.vmmText, terminator: "")
+            return 0
+        }
         let configuration: VMConfiguration?
         let roles: SeccompRoles
         let metrics = MetricsSink(registry: MetricsRegistry())
         do {
             let configBytes = try options.configFile.map { try FileSystem.readFile($0, limit: 1 << 20) }
             configuration = try options.configuration(configFileBytes: configBytes)
-            roles = try SeccompRoles.load(path: options.seccompFilter)
+            roles = try SeccompRoles.load(path: options.seccompFilter, noSeccomp: options.noSeccomp)
             // Flags win over the config file's logger section, as in Firecracker.
             try configureLogger(path: options.logPath ?? configuration?.logger?.logPath,
                                 level: options.level ?? configuration?.logger?.level ?? .info)
-            if let metricsPath = configuration?.metrics?.metricsPath { try metrics.open(path: metricsPath) }
+            if let metricsPath = options.metricsPath ?? configuration?.metrics?.metricsPath { try metrics.open(path: metricsPath) }
         } catch {
             fputs("kiln: \(error)\n", stderr)
             return 1

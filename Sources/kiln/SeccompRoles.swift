@@ -1,10 +1,11 @@
 import CKiln
+import KilnBuiltinPolicies
 import KilnSeccomp
 import KilnSystem
 import KilnTelemetry
 
-/// Each VMM thread's seccomp filter, from the bundle `kiln-policy compile`
-/// writes (--seccomp-filter), or none with --no-seccomp. Roles: `vmm` (the
+/// Each VMM thread's seccomp filter, from the bundle built into kiln (or the
+/// one --seccomp-filter names), or none with --no-seccomp. Roles: `vmm` (the
 /// event loop), `api`, `vcpu` (policies/README.md).
 ///
 /// A thread enters its role first thing, before it touches untrusted input:
@@ -16,30 +17,41 @@ struct SeccompRoles {
 
     static let threadRoles = ["vmm", "api", "vcpu"]
 
-    /// Reads and checks the bundle; nil `path` means --no-seccomp.
+    /// Reads and checks the bundle: the file `path` (--seccomp-filter), else
+    /// the policies built into kiln; none with --no-seccomp.
     /// Called before any thread exists, it also prepares the C library for
     /// the thread filters (with --no-seccomp too, so that both allocate alike).
-    static func load(path: String?) throws -> SeccompRoles {
+    static func load(path: String?, noSeccomp: Bool) throws -> SeccompRoles {
         do {
             try SeccompFilter.prepareProcess()
         } catch {
             throw LaunchError("preparing the C library for the thread filters: \(error)")
         }
-        guard let path else { return SeccompRoles(bundle: nil) }
+        if noSeccomp { return SeccompRoles(bundle: nil) }
+        let source = path.map { "--seccomp-filter \($0)" } ?? "the built-in seccomp bundle"
+        let bytes: [UInt8]
         let bundle: SeccompBundle
         do {
-            bundle = try SeccompBundle(decoding: try FileSystem.readFile(path, limit: 4 << 20))
+            bytes = try path.map { try FileSystem.readFile($0, limit: 4 << 20) } ?? BuiltinPolicies.bytes
         } catch {
-            throw LaunchError("--seccomp-filter \(path): \(error)")
+            throw LaunchError("\(source): \(error)")
+        }
+        do {
+            bundle = try SeccompBundle(decoding: bytes)
+        } catch {
+            // Firecracker's clients may hand over a filter compiled for Firecracker.
+            let hint = bytes.starts(with: SeccompBundle.magic) ? ""
+                : " (kiln reads the bundles `kiln-policy compile` writes, not Firecracker's compiled filters)"
+            throw LaunchError("\(source): \(error)\(hint)")
         }
         // A program for another architecture reads other system call
         // numbers: its architecture check would kill kiln at its first call.
         guard bundle.architecture == SeccompBundle.hostArchitecture else {
-            throw LaunchError("--seccomp-filter \(path): compiled for architecture 0x\(String(bundle.architecture, radix: 16)), "
+            throw LaunchError("\(source): compiled for architecture 0x\(String(bundle.architecture, radix: 16)), "
                               + "this host is 0x\(String(SeccompBundle.hostArchitecture, radix: 16))")
         }
         for role in threadRoles where bundle.program(for: role) == nil {
-            throw LaunchError("--seccomp-filter \(path): the bundle has no program for the \(role) role")
+            throw LaunchError("\(source): the bundle has no program for the \(role) role")
         }
         return SeccompRoles(bundle: bundle)
     }

@@ -14,6 +14,20 @@ import Testing
         ("PUT", "/vsock", .putVsock),
         ("PATCH", "/vm", .patchVM),
         ("PUT", "/metrics/", .putMetrics),
+        // Firecracker routes on the first segment and ignores extra ones.
+        ("PUT", "/vsock/vsock0", .putVsock),
+        ("PUT", "/actions/x", .putAction),
+        ("PUT", "/boot-source/a/b", .putBootSource),
+        ("GET", "/version/1", .version),
+        ("GET", "/machine-config/x", .getMachineConfig),
+        ("PUT", "/entropy/e", .putEntropy),
+        ("PUT", "/logger/l", .putLogger),
+        ("PATCH", "/vm/state", .patchVM),
+        ("GET", "/vm/config/x", .vmConfig),
+        ("PUT", "/drives/rootfs/extra", .putDrive(id: "rootfs")),
+        ("PATCH", "/drives/rootfs/", .patchDrive(id: "rootfs")),
+        ("PUT", "//network-interfaces/eth0", .putNetworkInterface(id: "eth0")),
+        ("GET", "//", .describeInstance),
     ])
     func resolvesServedResources(method: String, path: String, route: APIRoute) throws {
         #expect(try APIRoute.resolve(method: method, path: Substring(path)) == route)
@@ -29,16 +43,26 @@ import Testing
     }
 
     @Test func refusesUnknownMethodsPathsAndIds() {
-        #expect(throws: APIError.badRequest("Invalid request method and/or path: DELETE /drives/a.")) {
+        #expect(throws: APIError.badRequest("/drives/a is not supported by Kiln: Kiln does not implement device hot-unplug.")) {
             try APIRoute.resolve(method: "DELETE", path: "/drives/a")
+        }
+        #expect(throws: APIError.badRequest("Invalid request method and/or path: DELETE /vsock.")) {
+            try APIRoute.resolve(method: "DELETE", path: "/vsock")
+        }
+        #expect(throws: APIError.badRequest("Invalid request method and/or path: GET /vm.")) {
+            try APIRoute.resolve(method: "GET", path: "/vm")
+        }
+        #expect(throws: APIError.badRequest("Invalid request method and/or path: GET /vm/state.")) {
+            try APIRoute.resolve(method: "GET", path: "/vm/state")
         }
         #expect(throws: APIError.badRequest("Invalid request method and/or path: GET /balloonx.")) {
             try APIRoute.resolve(method: "GET", path: "/balloonx")
         }
         #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/a-b") }
         #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/" + String(repeating: "a", count: 65)) }
-        #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/") }
-        #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/a/b") }
+        #expect(throws: APIError.badRequest("The ID cannot be empty.")) { try APIRoute.resolve(method: "PUT", path: "/drives/") }
+        #expect(throws: APIError.badRequest("The ID cannot be empty.")) { try APIRoute.resolve(method: "PUT", path: "/drives//a") }
+        #expect(throws: APIError.badRequest("The ID cannot be empty.")) { try APIRoute.resolve(method: "PATCH", path: "/network-interfaces") }
     }
 
     @Test func errorsUseFirecrackersShape() {

@@ -4,13 +4,68 @@ import Testing
 @Test func firecrackerFlagsParse() throws {
     let options = try CommandLineOptions(arguments: [
         "--no-api", "--no-seccomp", "--config-file", "vm.json", "--id", "vm-1", "--level", "debug",
-        "--log-path=/tmp/log", "--boot-timer",
+        "--log-path", "/tmp/log", "--boot-timer",
     ])
     #expect(options.noAPI && options.noSeccomp && options.bootTimer)
     #expect(options.configFile == "vm.json")
     #expect(options.id == "vm-1")
     #expect(options.level == .debug)
     #expect(options.logPath == "/tmp/log")
+}
+
+/// Every flag Firecracker's VMM takes is either served or refused at once,
+/// naming the feature; none is accepted and then ignored.
+@Test func everyFirecrackerFlagIsHandled() throws {
+    let options = try CommandLineOptions(arguments: [
+        "--api-sock", "/tmp/a.sock", "--id", "vm-2", "--seccomp-filter", "/f", "--start-time-us", "1",
+        "--start-time-cpu-us", "2", "--parent-cpu-time-us", "3", "--config-file", "vm.json", "--log-path", "/l",
+        "--level", "Warn", "--show-level", "--metrics-path", "/m", "--boot-timer", "--http-api-max-payload-size", "4096",
+    ])
+    #expect(options.apiSocketPath == "/tmp/a.sock" && options.id == "vm-2" && options.seccompFilter == "/f")
+    #expect(options.jailerStartMicroseconds == 1 && options.jailerStartCPUMicroseconds == 2 && options.parentCPUMicroseconds == 3)
+    #expect(options.configFile == "vm.json" && options.logPath == "/l" && options.level == .warning)
+    #expect(options.metricsPath == "/m" && options.bootTimer && options.httpAPIMaxPayloadSize == 4096)
+    #expect(try CommandLineOptions(arguments: ["--no-api", "--no-seccomp"]).noAPI)
+    // --version and --help win wherever they stand, as in Firecracker.
+    #expect(try CommandLineOptions(arguments: ["--bogus", "--version"]).version)
+    #expect(try CommandLineOptions(arguments: ["--id", "x", "-h"]).help)
+    let refused: [([String], String)] = [
+        (["--metadata", "m.json"], "--metadata: Kiln does not implement the microVM metadata service (MMDS) yet"),
+        (["--mmds-size-limit", "100"], "--mmds-size-limit: Kiln does not implement the microVM metadata service (MMDS)"),
+        (["--snapshot-version"], "--snapshot-version: Kiln does not implement snapshots"),
+        (["--describe-snapshot", "s"], "--describe-snapshot: Kiln does not implement snapshots"),
+        (["--module", "vmm"], "--module: Kiln does not implement a log filter by source module"),
+        (["--show-log-origin"], "--show-log-origin: Kiln does not implement log lines with their source file"),
+        (["--enable-pci"], "--enable-pci: Kiln does not implement PCI: every device is virtio-mmio"),
+    ]
+    for (arguments, message) in refused {
+        do {
+            _ = try CommandLineOptions(arguments: arguments)
+            Issue.record("\(arguments) was accepted")
+        } catch {
+            #expect("\(error)".hasPrefix(message), "\(arguments): \(error)")
+        }
+    }
+}
+
+/// Firecracker's parser: the value is the next argument; `--flag=VALUE`, a
+/// flag given twice and a value that starts with `--` are refused; what
+/// follows `--` is ignored.
+@Test func valuesAreParsedAsFirecrackerParsesThem() throws {
+    #expect(throws: CommandLineOptions.UsageError(#""--api-sock=/s": write --api-sock VALUE; like Firecracker, kiln takes a flag's value as the next argument"#)) {
+        try CommandLineOptions(arguments: ["--api-sock=/s"])
+    }
+    #expect(throws: CommandLineOptions.UsageError("--id given more than once")) {
+        try CommandLineOptions(arguments: ["--id", "a", "--id", "b"])
+    }
+    #expect(throws: CommandLineOptions.UsageError("--log-path needs a value")) {
+        try CommandLineOptions(arguments: ["--log-path", "--boot-timer"])
+    }
+    #expect(throws: CommandLineOptions.UsageError("unexpected argument \"stray\" (every value follows its flag)")) {
+        try CommandLineOptions(arguments: ["stray"])
+    }
+    let extra = try CommandLineOptions(arguments: ["--no-seccomp", "--", "--bogus", "x"])
+    #expect(extra.noSeccomp)
 }
 
 @Test func badFlagsAreRefusedWithTheReason() {
@@ -27,7 +82,6 @@ import Testing
 
 @Test func contradictoryOrMissingFlagsAreRefusedWithTheReason() throws {
     let cases: [([String], String)] = [
-        (["--no-api", "--kernel", "k"], "refuses to run without seccomp filters"),
         (["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"], "--no-api and --api-sock"),
         (["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"], "--seccomp-filter and --no-seccomp"),
         (["--no-seccomp", "--kernel", "k"], "need --no-api"),
@@ -42,6 +96,13 @@ import Testing
             #expect("\(error)".contains(reason), "\(arguments): \(error)")
         }
     }
+}
+
+/// Neither --seccomp-filter nor --no-seccomp: kiln runs under its built-in bundle.
+@Test func noSeccompFlagIsAccepted() throws {
+    let options = try CommandLineOptions(arguments: ["--no-api", "--kernel", "k"])
+    #expect(options.seccompFilter == nil && !options.noSeccomp)
+    #expect(try options.configuration(configFileBytes: nil) != nil)
 }
 
 @Test func theAPIProvidesTheConfigurationUnlessNoAPI() throws {

@@ -54,8 +54,9 @@ struct BadInputTests {
         case .existingJail:
             try check("mkdir") { mkdir(sandbox.base, 0o755) }
             try check("mkdir") { mkdir(sandbox.paths.execFolder, 0o755) }
-            try check("mkdir") { mkdir(sandbox.paths.jailFolder, 0o755) }
-            return (sandbox.launchArguments(), 3, "the jail \(sandbox.paths.jailFolder) already exists")
+            // A prepared jail folder is used (PreparedJailTests); a file there is not one.
+            try FileSystem.writeAtomically(sandbox.paths.jailFolder, Array("x".utf8))
+            return (sandbox.launchArguments(), 3, "the existing jail \(sandbox.paths.jailFolder) is a symbolic link or not a folder")
         case .unknownController:
             return (sandbox.launchArguments(["--cgroup", "bogus.max=1"]), 3, "unknown cgroup controller \"bogus\"")
         case .unparsableLimit:
@@ -134,8 +135,8 @@ struct BadInputTests {
             #expect(try FileSystem.listDirectory(sandbox.paths.execFolder).isEmpty, "\(testCase): nothing may be created in it")
         }
         if testCase == .existingJail {
-            // Refused, not reused: the folder is as the test made it, empty.
-            #expect(try FileSystem.listDirectory(sandbox.paths.jailFolder).isEmpty)
+            // Refused, and the file is as the test made it.
+            #expect(try FileSystem.readFile(sandbox.paths.jailFolder) == Array("x".utf8))
         } else {
             let after = FileSystem.exists(sandbox.base) ? try FileSystem.listDirectory(sandbox.base) : []
             #expect(after == before, "\(testCase) left \(after)")

@@ -18,7 +18,7 @@ import Testing
     @Test func parsesFirecrackerFlagsAndKilnsOwn() throws {
         let options = try launch([
             "--chroot-base-dir", "/var/jail", "--daemonize", "--new-pid-ns",
-            "--cgroup", "memory.limit_in_bytes=1048576", "--cgroup=pids.max=10",
+            "--cgroup", "memory.limit_in_bytes=1048576", "--cgroup", "pids.max=10",
             "--cgroup-version", "2", "--parent-cgroup", "tenants/a",
             "--resource-limit", "fsize=100", "--resource-limit", "no-file=64",
             "--seccomp-bundle", "/etc/kiln/b.kbundle", "--new-net-ns",
@@ -35,11 +35,25 @@ import Testing
         #expect(options.seccompBundle == "/etc/kiln/b.kbundle")
         #expect(options.vmmArguments == ["--api-sock", "/run/api.sock", "--id", "ignored-by-jailer"])
         #expect(options.paths.root == "/var/jail/kiln/vm-1/root")
-        #expect(options.paths.pidFile == "/var/jail/kiln/vm-1/kiln.pid")
+        #expect(options.paths.pidFile == "/var/jail/kiln/vm-1/root/kiln.pid")
+    }
+
+    /// Older orchestrators' flags: --node becomes the two cpuset settings at
+    /// validation; --seccomp-level 1 or 2 is the default filtering.
+    @Test func helpAndVersionWinBeforeTheSeparator() throws {
+        #expect(try JailArguments.parse(["--bogus", "--version"]) == .version)
+        #expect(try JailArguments.parse(["--id=x", "-h"]) == .help)
+        #expect(throws: JailFailure.self) { try JailArguments.parse(["--bogus", "--", "--version"]) }
+    }
+
+    @Test func parsesOlderJailerFlags() throws {
+        let options = try launch(["--node", "0", "--seccomp-level", "2", "--cgroup", "pids.max=8"])
+        #expect(options.numaNode == 0 && options.cgroups == [CgroupSetting(file: "pids.max", value: "8")])
+        #expect(try launch(["--seccomp-level", "1"]).numaNode == nil)
     }
 
     @Test func parsesJailFiles() throws {
-        let options = try launch(["--jail-file", "/boot/vmlinuz-6.1", "--jail-file=/srv/a:b/initrd.cpio:initrd",
+        let options = try launch(["--jail-file", "/boot/vmlinuz-6.1", "--jail-file", "/srv/a:b/initrd.cpio:initrd",
                                   "--jail-file", "/etc/vm.json:config.json"])
         #expect(options.jailFiles == [JailFile(hostPath: "/boot/vmlinuz-6.1", name: "vmlinuz-6.1"),
                                       JailFile(hostPath: "/srv/a:b/initrd.cpio", name: "initrd"),
@@ -47,7 +61,8 @@ import Testing
         for (bad, message) in [("relative/file", "is not an absolute path"), ("/a/../b", "contains a '..' component"),
                                ("/a:", "must be one file name"), ("/a:..", "must be one file name"),
                                ("/a:x/y", "must be one file name"), ("/", "must be one file name"),
-                               ("/x/kiln", "is taken by the jail itself"), ("/x/dev", "is taken by the jail itself")] {
+                               ("/x/kiln", "is taken by the jail itself"), ("/x/dev", "is taken by the jail itself"),
+                               ("/x/kiln.pid", "is taken by the jail itself")] {
             #expect(throws: JailFailure.self) { try launch(["--jail-file", bad]) }
             do { _ = try launch(["--jail-file", bad]) } catch let failure as JailFailure {
                 #expect(failure.step == .usage && failure.message.contains(message), "\(bad): \(failure.message)")
@@ -89,6 +104,11 @@ import Testing
         let handoff = VMMHandoff(options: options, startMonotonicNanoseconds: 12_345_678, startCPUNanoseconds: 9_999)
         #expect(handoff.arguments == ["/kiln", "--id", "vm-1", "--seccomp-filter", "/seccomp.kbundle",
                                       "--start-time-us", "12345", "--start-time-cpu-us", "9", "--config-file", "/vm.json"])
+        // The caller's own seccomp choice after -- replaces the bundle flag.
+        for choice in [["--no-seccomp"], ["--seccomp-filter", "/mine.kbundle"]] {
+            let chosen = VMMHandoff(options: try launch(["--"] + choice), startMonotonicNanoseconds: 0, startCPUNanoseconds: 0)
+            #expect(chosen.arguments == ["/kiln", "--id", "vm-1", "--start-time-us", "0", "--start-time-cpu-us", "0"] + choice)
+        }
     }
 
     @Test func parsesCleanupWithTheLaunchFlags() throws {
@@ -135,9 +155,16 @@ import Testing
         (["--id", "a", "--exec-file", "/k", "--uid", "1", "--gid", "1", "--frobnicate"], "unknown flag --frobnicate"),
         (["--id", "a", "--exec-file", "/k", "--uid", "1", "--gid", "1", "stray"], "unexpected argument \"stray\""),
         (["--id", "a", "--exec-file", "/k", "--uid", "1", "--gid"], "--gid needs a value"),
-        (["--id", "--", "--exec-file", "/k", "--uid", "1", "--gid", "1"], "--id needs a value, not \"--\" (write --id=VALUE"),
-        (["--exec-file", "/k", "--uid", "1", "--gid", "1", "--id", "--"], "--id needs a value, not \"--\""),
-        (["--id", "--uid", "1", "--exec-file", "/k", "--gid", "1"], "--id needs a value, not \"--uid\""),
+        (["--id", "--", "--exec-file", "/k", "--uid", "1", "--gid", "1"], "--id needs a value"),
+        (["--exec-file", "/k", "--uid", "1", "--gid", "1", "--id", "--"], "--id needs a value"),
+        (["--id", "--uid", "1", "--exec-file", "/k", "--gid", "1"], "--id needs a value"),
+        // As Firecracker's jailer: the value is the next argument, never after '='.
+        (["--id=a", "--exec-file", "/k", "--uid", "1", "--gid", "1"], "\"--id=a\": write --id VALUE"),
+        (["--id", "a", "--exec-file", "/k", "--uid", "1", "--gid", "1", "--cgroup=pids.max=1"], "write --cgroup VALUE"),
+        (["--id", "a", "--exec-file", "/k", "--uid", "1", "--gid", "1", "--node", "x"], "--node must be a NUMA node number"),
+        (["--id", "a", "--exec-file", "/k", "--uid", "1", "--gid", "1", "--node", "0", "--cgroup", "cpuset.cpus=0"], "drop it or the --cgroup cpuset"),
+        (["--id", "a", "--exec-file", "/k", "--uid", "1", "--gid", "1", "--seccomp-level", "0"], "--seccomp-level 0 (no filters) is not offered"),
+        (["--id", "a", "--exec-file", "/k", "--uid", "1", "--gid", "1", "--seccomp-level", "3"], "--seccomp-level must be 0, 1 or 2"),
         (["--id", "a", "--exec-file", "/bin/dev", "--uid", "1", "--gid", "1"], "the name \"dev\" is taken by the jail root itself (dev, run, seccomp.kbundle)"),
         (["--id", "a", "--exec-file", "/bin/run", "--uid", "1", "--gid", "1"], "the name \"run\" is taken by the jail root itself"),
         (["--id", "a", "--exec-file", "/x/seccomp.kbundle", "--uid", "1", "--gid", "1"], "the name \"seccomp.kbundle\" is taken"),

@@ -68,7 +68,7 @@ struct JailWalkTests {
 
         let finished = try JailHarness.run(sandbox.launchArguments(vmm: ["--no-wait"]))
         #expect(finished.status == JailStep.validation.exitCode, "\(finished.error)")
-        let message = planted == .execFolder ? "the exec file's folder \(link) is a symbolic link" : "the jail \(link) already exists"
+        let message = planted == .execFolder ? "the exec file's folder \(link) is a symbolic link" : "the existing jail \(link) is a symbolic link"
         #expect(finished.error.contains(message), "\(finished.error)")
         #expect(finished.output.isEmpty, "the decoy's probe ran: \(finished.output)")
         #expect(try decoy.snapshot() == before)

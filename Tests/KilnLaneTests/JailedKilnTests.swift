@@ -57,6 +57,9 @@ struct JailedKilnTests {
         // One run gets the guest as it is built (root's, 0755: linked into the
         // jail), the other a private copy (0600: the jailer must copy it, 0444).
         let linked = vcpus == 1
+        // The other runs with no --seccomp-bundle: kiln-jailer's built-in one,
+        // which is policies/ compiled.
+        let bundleFlags = linked ? ["--seccomp-bundle", bundle] : []
         var guest = Lanes.testGuest
         if !linked {
             guest = folder + "/private-guest.elf"
@@ -66,10 +69,10 @@ struct JailedKilnTests {
         defer { for folder in cgroupFolders { rmdir(folder + "/" + id); rmdir(folder) } }
 
         let run = try ChildProcess.run(
-            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
-                                       "--cgroup", "pids.max=32", "--jail-file", guest + ":guest.elf",
-                                       "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "jailed marker=7",
-                                       "--vcpus", String(vcpus), "--boot-timer"],
+            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid] + bundleFlags
+                + ["--cgroup", "pids.max=32", "--jail-file", guest + ":guest.elf",
+                   "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "jailed marker=7",
+                   "--vcpus", String(vcpus), "--boot-timer"],
             seconds: 30)
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         let guestLines = run.stdout.split(separator: "\n").map(String.init).filter { $0.hasPrefix("guest: ") }
@@ -85,6 +88,8 @@ struct JailedKilnTests {
 
         // The jail held the guest as a file the VMM could read but not write.
         let jailFolder = base + "/kiln/" + id
+        #expect(ChildProcess.readBytes(jailFolder + "/root/seccomp.kbundle") == ChildProcess.readBytes(bundle),
+                "the bundle handed to kiln is policies/ compiled")
         var source = stat(), placed = stat()
         #expect(stat(guest, &source) == 0 && stat(jailFolder + "/root/guest.elf", &placed) == 0)
         if linked {
@@ -140,7 +145,7 @@ struct JailedKilnTests {
     }
 
     /// kiln's API from inside the jail: with no API flag it listens on
-    /// /run/kiln.socket, in the jail's /run (the VMM user's folder), where a
+    /// /run/firecracker.socket, in the jail's /run (the VMM user's folder), where a
     /// client on the host reaches it. Configured and started through it, the
     /// test guest boots under the stacked filters (api role included) and
     /// resets; the socket goes with kiln.
@@ -150,7 +155,7 @@ struct JailedKilnTests {
         defer { Lanes.removeTree(folder) }
         let launch = try JailedLane.Launch(id: "jailed-api", in: folder, kiln: ["--boot-timer"])
         let running = launch.running
-        let socket = launch.jailFolder + "/root/run/kiln.socket"
+        let socket = launch.jailFolder + "/root/run/firecracker.socket"
         func request(_ method: String, _ path: String, _ body: String) throws -> String {
             try ChildProcess.run(["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "/dev/null",
                                   "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", body,
@@ -171,6 +176,50 @@ struct JailedKilnTests {
         #expect(finished.stdout.contains("guest: ctrl-alt-del received"), context)
         #expect(finished.stderr.contains("guest reset (i8042 reset)"), context)
         #expect(!Lanes.exists(launch.jailFolder))
+    }
+
+    /// Launched as Kata launches Firecracker: the orchestrator makes the jail
+    /// root and its /run and puts the guest and a config file in it, then runs
+    /// `kiln-jailer ... --daemonize -- --config-file /vm.json`, with no seccomp
+    /// or socket flag (the console goes to a file for the test). kiln boots under the built-in filters, its pid is in
+    /// <root>/kiln.pid and its API on <root>/run/firecracker.socket.
+    @Test(.enabled(if: access("/usr/bin/curl", X_OK) == 0, "the jailed API test talks HTTP through curl"))
+    func aKataShapedLaunchIsServedWhereKataLooks() throws {
+        let folder = Lanes.scratchFolder("kata-shaped")
+        defer { Lanes.removeTree(folder) }
+        let base = folder + "/jails", id = "kata-shaped"
+        let root = base + "/kiln/" + id + "/root"
+        for path in [base, base + "/kiln", base + "/kiln/" + id, root, root + "/run"] { mkdir(path, 0o755) }
+        _ = try ChildProcess.run(["/usr/bin/install", "-m", "444", Lanes.testGuest, root + "/guest.elf"], seconds: 10)
+        ChildProcess.write(#"{"boot-source": {"kernel_image_path": "/guest.elf", "boot_args": "console=ttyS0 ctrlaltdel"}, "#
+                           + #""machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}"#, to: root + "/vm.json")
+        let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
+        let launched = try ChildProcess.run([Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid,
+                                                                        "--daemonize", "--", "--config-file", "/vm.json",
+                                                                        "--console-output", "/run/console"], seconds: 30)
+        var pid: pid_t = 0
+        defer {
+            // Daemonized, kiln outlives a failed test unless ended here.
+            if pid > 0 { kill(pid, SIGKILL) }
+            _ = try? ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
+        }
+        #expect(launched.status == 0, Comment(rawValue: launched.stderr))
+        let socket = root + "/run/firecracker.socket"
+        for _ in 0..<2000 where !Lanes.exists(socket) { usleep(5_000) }
+        pid = Int32(ChildProcess.read(root + "/kiln.pid").split(separator: "\n").first ?? "") ?? 0
+        #expect(pid > 0 && kill(pid, 0) == 0, "no running VMM in \(root)/kiln.pid")
+        func request(_ method: String, _ path: String, _ body: String? = nil) throws -> String {
+            try ChildProcess.run(["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-H", "Content-Type: application/json"]
+                                 + (body.map { ["-d", $0] } ?? []) + ["http://localhost" + path], seconds: 10).stdout
+        }
+        #expect(try request("GET", "/").contains("\"state\":\"Running\""))
+        // Daemonized, kiln is no child of this test: ended means gone or a zombie.
+        func ended() -> Bool { !(ChildProcess.read("/proc/\(pid)/stat").split(separator: " ").dropFirst(2).first.map { $0 != "Z" } ?? false) }
+        for _ in 0..<2000 where !ChildProcess.read(root + "/run/console").contains("guest: waiting for ctrl-alt-del") { usleep(5_000) }
+        let keys = try request("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#)
+        for _ in 0..<2000 where pid > 0 && !ended() { usleep(5_000) }
+        #expect(pid > 0 && ended(), "the guest's reset ended kiln: \(keys) \(ChildProcess.read(root + "/run/console"))")
+        #expect(Lanes.exists(root + "/guest.elf") && Lanes.exists(root + "/vm.json"), "the orchestrator's files are kept")
     }
 
     @Test func aMissingOrMalformedBundleIsRefusedBeforeAnyVCPURuns() throws {

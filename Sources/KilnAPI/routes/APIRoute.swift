@@ -22,58 +22,58 @@ public enum APIRoute: Equatable, Sendable {
 
     /// Firecracker resources that Kiln deliberately does not implement: they
     /// get a 400 that says so rather than a confusing 404.
-    public static let unsupportedResources: [(prefix: String, feature: String)] = [
-        ("/balloon", "the balloon device"),
-        ("/cpu-config", "custom CPU templates"),
-        ("/hotplug", "memory hotplug"),
-        ("/mmds", "the microVM metadata service (MMDS)"),
-        ("/pmem", "persistent-memory devices"),
-        ("/serial", "serial output redirection through the API"),
-        ("/snapshot", "snapshots"),
+    public static let unsupportedResources: [(resource: String, feature: String)] = [
+        ("balloon", "the balloon device"),
+        ("cpu-config", "custom CPU templates"),
+        ("hotplug", "memory hotplug"),
+        ("mmds", "the microVM metadata service (MMDS)"),
+        ("pmem", "persistent-memory devices"),
+        ("serial", "serial output redirection through the API"),
+        ("snapshot", "snapshots"),
     ]
 
-    /// Resolves a request; the error carries Firecracker's message for the case.
+    /// Resolves a request as Firecracker's API server does: leading slashes
+    /// and one trailing slash are dropped, the first segment names the
+    /// resource, and later segments are read only where the resource takes
+    /// an id (`/drives/{id}`) or a sub-resource (`/vm/config`); the rest are
+    /// ignored, so `PUT /vsock/vsock0` is `PUT /vsock`. The error carries
+    /// Firecracker's message for the case.
     public static func resolve(method: String, path: Substring) throws -> APIRoute {
-        // One trailing slash is tolerated, as Firecracker does.
-        let trimmed = path.count > 1 && path.hasSuffix("/") ? path.dropLast() : path
-        let parts = trimmed.split(separator: "/", omittingEmptySubsequences: false).dropFirst().map(String.init)
-        if parts.count == 2, let collection = collectionRoutes[method + " /" + parts[0]] {
-            return try collection(parts[1])
-        }
-        switch (method, "/" + parts.joined(separator: "/")) {
-        case ("GET", "/"): return .describeInstance
-        case ("GET", "/version"): return .version
-        case ("GET", "/vm/config"): return .vmConfig
-        case ("PUT", "/actions"): return .putAction
-        case ("PUT", "/boot-source"): return .putBootSource
-        case ("GET", "/machine-config"): return .getMachineConfig
-        case ("PUT", "/machine-config"): return .putMachineConfig
-        case ("PATCH", "/machine-config"): return .patchMachineConfig
-        case ("PUT", "/vsock"): return .putVsock
-        case ("PUT", "/entropy"): return .putEntropy
-        case ("PUT", "/logger"): return .putLogger
-        case ("PUT", "/metrics"): return .putMetrics
-        case ("PATCH", "/vm"): return .patchVM
+        var segments = path.drop { $0 == "/" }.split(separator: "/", omittingEmptySubsequences: false)
+        if segments.last?.isEmpty == true { segments.removeLast() }
+        let resource = segments.first.map(String.init) ?? ""
+        let next = segments.dropFirst().first.map(String.init)
+        switch (method, resource) {
+        case ("GET", ""): return .describeInstance
+        case ("GET", "version"): return .version
+        case ("GET", "vm") where next == "config": return .vmConfig
+        case ("PUT", "actions"): return .putAction
+        case ("PUT", "boot-source"): return .putBootSource
+        case ("GET", "machine-config"): return .getMachineConfig
+        case ("PUT", "machine-config"): return .putMachineConfig
+        case ("PATCH", "machine-config"): return .patchMachineConfig
+        case ("PUT", "drives"): return .putDrive(id: try resourceID(next, kind: "drive"))
+        case ("PATCH", "drives"): return .patchDrive(id: try resourceID(next, kind: "drive"))
+        case ("PUT", "network-interfaces"): return .putNetworkInterface(id: try resourceID(next, kind: "network interface"))
+        case ("PATCH", "network-interfaces"): return .patchNetworkInterface(id: try resourceID(next, kind: "network interface"))
+        case ("PUT", "vsock"): return .putVsock
+        case ("PUT", "entropy"): return .putEntropy
+        case ("PUT", "logger"): return .putLogger
+        case ("PUT", "metrics"): return .putMetrics
+        case ("PATCH", "vm"): return .patchVM
+        case ("DELETE", "drives"), ("DELETE", "network-interfaces"):
+            throw APIError.badRequest("\(path) is not supported by Kiln: Kiln does not implement device hot-unplug.")
         default:
-            if let unsupported = unsupportedResources.first(where: {
-                path == $0.prefix || path.hasPrefix($0.prefix + "/")
-            }) {
+            if let unsupported = unsupportedResources.first(where: { $0.resource == resource }) {
                 throw APIError.badRequest("\(path) is not supported by Kiln: Kiln does not implement \(unsupported.feature).")
             }
             throw APIError.badRequest("Invalid request method and/or path: \(method) \(path).")
         }
     }
 
-    /// Resources addressed as `/collection/{id}`.
-    private static let collectionRoutes: [String: (String) throws -> APIRoute] = [
-        "PUT /drives": { .putDrive(id: try resourceID($0, kind: "drive")) },
-        "PATCH /drives": { .patchDrive(id: try resourceID($0, kind: "drive")) },
-        "PUT /network-interfaces": { .putNetworkInterface(id: try resourceID($0, kind: "network interface")) },
-        "PATCH /network-interfaces": { .patchNetworkInterface(id: try resourceID($0, kind: "network interface")) },
-    ]
-
     /// Drive and interface ids: 1 to 64 of [A-Za-z0-9_], as Firecracker checks them.
-    static func resourceID(_ id: String, kind: String) throws -> String {
+    static func resourceID(_ id: String?, kind: String) throws -> String {
+        guard let id, !id.isEmpty else { throw APIError.badRequest("The ID cannot be empty.") }
         guard (1...64).contains(id.utf8.count), id.utf8.allSatisfy({
             ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F
         }) else {
