@@ -130,11 +130,13 @@ struct NestedLaneTests {
         let token = run.after("KILN-L2-WRITE token=")
         #expect(token?.count == 36, context)
         #expect(run.after("KILN-L1-WRITEBACK-OK vmm=kiln-jailer run=1 file: ") == "written by level 2, token \(token ?? "?")", context)
-        // The read-only data disk: its signature reads, a write is refused
-        // and the file is unchanged.
+        // The read-only data disk: its signature and checksum read as the
+        // host wrote them, a write is refused and the file is unchanged.
         #expect(run.after("KILN-L2-DATA read: ") == "KILN-DATA-DISK written by the host", context)
         #expect(lines.contains("KILN-L2-DATA-RO-OK ro=1"), context)
-        #expect(lines.contains("KILN-L1-DATA-UNCHANGED vmm=kiln-jailer run=1"), context)
+        let original = run.after("KILN-L1-DATA-UNCHANGED vmm=kiln-jailer run=1 md5=")
+        #expect(original?.count == 32, context)
+        #expect(run.after("KILN-L2-DATA md5=") == "\(original ?? "?") bytes=262144", context)
         // Entropy: 16 bytes of /dev/hwrng from virtio-rng, not all zero.
         let rng = run.after("KILN-L2-RNG-OK source=virtio_rng.0 bytes=") ?? ""
         #expect(rng.count == 32 && rng.allSatisfy(\.isHexDigit) && rng != String(repeating: "0", count: 32), context)
@@ -142,6 +144,9 @@ struct NestedLaneTests {
         #expect(run.after("KILN-L1-HTTP-OK vmm=kiln-jailer run=1 bytes=") != nil, context)
         #expect(run.after("KILN-L1-GOT KILN-L2-PAGE hello from level 2: Linux ")?.hasSuffix("root /dev/vda ext4") == true, context)
         #expect(run.after("KILN-L1-GOT KILN-L2-PAGE eth0 06:00:ac:10:00:02, hwrng virtio_rng.0: ") == rng, context)
+        // The data disk's 256 KiB, through the block device and back over the
+        // net device, equal to the host's image (level 1 compares them).
+        #expect(run.after("KILN-L1-HTTP-BULK-OK vmm=kiln-jailer run=1 bytes=")?.hasPrefix("262144 ") == true, context)
         #expect(lines.contains("KILN-L1-PING-OK vmm=kiln-jailer run=1 received=3/3"), context)
         #expect(lines.contains("KILN-L2-END asked by level 1"), context)
 

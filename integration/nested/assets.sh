@@ -6,7 +6,7 @@
 #            script adds the VMM and finishes the cpio;
 #   level 2: the cloud kernel bzImage, a busybox initramfs with Debian's virtio
 #            modules, an ext4 root-drive image (busybox, the same init, and a
-#            file the host wrote) and a small raw data disk.
+#            file the host wrote) and a 256 KiB raw data disk.
 # Idempotent: .deb files and every product stay cached in integration/out/nested;
 # once built, a run costs nothing until one of its inputs changes. Delete
 # integration/out/nested/.ready to look for newer kernel packages.
@@ -127,8 +127,10 @@ if [ ! -s "$out/l2-rootfs.ext4" ] || [ -n "$(find "$here/l2-init" "$here/assets.
   truncate -s 16M "$out/l2-rootfs.ext4.tmp"
   mkfs.ext4 -q -F -L kiln-root -E root_owner=0:0 -d "$out/l2-rootfs" "$out/l2-rootfs.ext4.tmp"
   mv "$out/l2-rootfs.ext4.tmp" "$out/l2-rootfs.ext4"
-  echo "KILN-DATA-DISK written by the host" > "$out/l2-data.img"
-  truncate -s 1M "$out/l2-data.img"
+  # The data disk: a signature line, then random bytes that level 2 reads
+  # whole and serves back to level 1 over HTTP (many requests, many frames).
+  { echo "KILN-DATA-DISK written by the host"; head -c 262144 /dev/urandom; } > "$out/l2-data.img"
+  truncate -s 256K "$out/l2-data.img"
 fi
 
 # Level-1 base tree (run.sh copies it, adds the VMM and level 2, and packs it).
