@@ -4,7 +4,7 @@
 #                       (and the property-based API test, integration/api/schemathesis.sh)
 #   make demo           the main job: a jailed microVM boots and prints its console
 #   make fuzz           run each libFuzzer target (Sources/fuzz-*) for FUZZ_SECONDS
-#   make bench          print the benchmark figures (jailer and VMM start-up, the API)
+#   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 
@@ -34,7 +34,7 @@ TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v swiftc)))
 GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
-.PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api release guest policies \
+.PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies \
 	nested-deps nested-assets nested-check clean
 
 all: build
@@ -98,7 +98,7 @@ demo: release guest
 fuzz: deps
 	@for dir in Sources/fuzz-*; do integration/fuzz/run.sh $$(basename $$dir) $(FUZZ_SECONDS) || exit 1; done
 
-bench: bench-jailer bench-vmm bench-api
+bench: bench-jailer bench-vmm bench-api bench-ratelimit
 
 bench-jailer: deps
 	integration/bench/jailer-bench.sh
@@ -108,6 +108,9 @@ bench-vmm: release guest
 
 bench-api: release guest
 	KILN=$(RELEASE_BIN)/kiln KILN_POLICY=$(RELEASE_BIN)/kiln-policy integration/bench/api-bench.sh
+
+bench-ratelimit: deps
+	integration/bench/ratelimit-bench.sh
 
 # The nested lane (integration/nested/README.md); `test` runs it with kiln.
 nested-deps:

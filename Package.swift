@@ -67,6 +67,8 @@ let package = Package(
         .executableTarget(name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "KilnSeccomp", "CKiln", "CKilnStart"],
                           linkerSettings: staticExecutable),
         .executableTarget(name: "kiln-jailer-bench", dependencies: ["KilnJail", "KilnSystem", "KilnSeccomp", "CKiln"]),
+        // A rate-limited virtio-blk device's throughput against its configured rate (`make bench-ratelimit`)
+        .executableTarget(name: "kiln-ratelimit-bench", dependencies: ["KilnVirtio", "KilnMemory", "KilnSystem"]),
 
         // MARK: libFuzzer targets, one per parser (`make fuzz`)
         .target(name: "KilnFuzzSupport", dependencies: ["KilnSystem"]),

@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sched.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -44,6 +45,57 @@ int ckiln_mount(const char *source, const char *target, const char *fstype,
 
 int ckiln_umount2(const char *target, int flags) { return umount2(target, flags); }
 
+int ckiln_bind_cwd_nosuid(void) {
+    // open_tree(2) with OPEN_TREE_CLONE makes a detached bind mount of ".",
+    // reachable only through the returned descriptor until move_mount(2)
+    // attaches it: it is never attached without MS_NOSUID.
+    int tree = open_tree(AT_FDCWD, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0) return -1;
+    struct mount_attr attributes = { .attr_set = MOUNT_ATTR_NOSUID };
+    if (mount_setattr(tree, "", AT_EMPTY_PATH, &attributes, sizeof attributes) != 0
+        || move_mount(tree, "", AT_FDCWD, ".", MOVE_MOUNT_F_EMPTY_PATH) != 0) {
+        int saved = errno;
+        close(tree);
+        errno = saved;
+        return -1;
+    }
+    return tree;
+}
+
+int ckiln_fsmount(const char *fstype, const char *source, const char *options, unsigned int attributes) {
+    int context = fsopen(fstype, FSOPEN_CLOEXEC);
+    if (context < 0) return -1;
+    int result = -1;
+    char buffer[256];
+    size_t length = strlen(options);
+    if (length >= sizeof buffer) { errno = E2BIG; goto done; }
+    memcpy(buffer, options, length + 1);
+    if (fsconfig(context, FSCONFIG_SET_STRING, "source", source, 0) != 0) goto done;
+    // "key=value,key=value", as mount(2)'s data argument would take them.
+    for (char *next = buffer, *option; (option = strsep(&next, ",")) != NULL;) {
+        if (*option == '\0') continue;
+        char *value = strchr(option, '=');
+        if (value != NULL) *value++ = '\0';
+        int set = value != NULL ? fsconfig(context, FSCONFIG_SET_STRING, option, value, 0)
+                                : fsconfig(context, FSCONFIG_SET_FLAG, option, NULL, 0);
+        if (set != 0) goto done;
+    }
+    if (fsconfig(context, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0) goto done;
+    result = fsmount(context, FSMOUNT_CLOEXEC, attributes);
+done:;
+    int saved = errno;
+    close(context);
+    errno = saved;
+    return result;
+}
+
+int ckiln_move_mount_onto(int mount, int target_dirfd) {
+    return move_mount(mount, "", target_dirfd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+}
+
+unsigned int ckiln_mount_attr_nosuid(void) { return MOUNT_ATTR_NOSUID; }
+unsigned int ckiln_mount_attr_noexec(void) { return MOUNT_ATTR_NOEXEC; }
+
 int ckiln_pivot_root(const char *new_root, const char *put_old) {
     return (int)syscall(SYS_pivot_root, new_root, put_old);
 }
@@ -65,11 +117,41 @@ int ckiln_mknodat(int dirfd, const char *path, unsigned int mode, uint64_t devic
     return mknodat(dirfd, path, (mode_t)mode, (dev_t)device);
 }
 
+// read(2) and write(2) from both files' offsets, for what copy_file_range
+// refuses.
+static int copy_by_reading(int from, int to, uint64_t length) {
+    char buffer[65536];
+    while (length > 0) {
+        ssize_t got = read(from, buffer, length < sizeof buffer ? (size_t)length : sizeof buffer);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (got == 0) { errno = EIO; return -1; } // the source shrank
+        for (ssize_t done = 0; done < got;) {
+            ssize_t put = write(to, buffer + done, (size_t)(got - done));
+            if (put < 0) {
+                if (errno == EINTR) continue;
+                return -1;
+            }
+            done += put;
+        }
+        length -= (uint64_t)got;
+    }
+    return 0;
+}
+
 int ckiln_copy_file(int from, int to, uint64_t length) {
     while (length > 0) {
         ssize_t copied = copy_file_range(from, NULL, to, NULL, length, 0);
         if (copied < 0) {
             if (errno == EINTR) continue;
+            // copy_file_range(2), "ERRORS": EXDEV between file systems it
+            // cannot join (of different types, or before Linux 5.3), and
+            // EINVAL, ENOSYS or EOPNOTSUPP where it is unsupported. Both
+            // offsets have advanced by what was copied, so go on from there.
+            if (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)
+                return copy_by_reading(from, to, length);
             return -1;
         }
         if (copied == 0) { errno = EIO; return -1; } // the source shrank

@@ -1,8 +1,11 @@
 #define _GNU_SOURCE
 #include "ckiln_seccomp.h"
 
+#include <errno.h>
+#include <malloc.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 int ckiln_set_no_new_privs(void) {
@@ -17,4 +20,31 @@ int ckiln_seccomp_load(const struct sock_filter *instructions, uint16_t count,
     };
     // Without SECCOMP_FILTER_FLAG_TSYNC the filter binds the calling thread only.
     return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &program);
+}
+
+int ckiln_prepare_libc_for_thread_filters(void) {
+    // One arena (M_ARENA_MAX): every thread allocates from the main arena,
+    // which grows and shrinks with brk only. With thread arenas, glibc opens
+    // and reads /proc/sys/vm/overcommit_memory on the first trim of any of
+    // them (and where it reads 2, trims with mmap(MAP_FIXED), not madvise),
+    // and counts the CPUs with sched_getaffinity (or /sys) once more than 8
+    // exist. No thread role allows those (glibc 2.36 malloc/arena.c).
+    // Small blocks still come from each thread's own tcache, lock-free.
+    if (mallopt(M_ARENA_MAX, 1) != 1) {
+        errno = EINVAL;
+        return -1;
+    }
+    // A fixed threshold (M_MMAP_THRESHOLD at glibc's default, 128 KiB) also
+    // turns off its dynamic growth (mallopt(3)): larger blocks are always
+    // mmap'd and munmap'd when freed, so one large request does not leave
+    // megabytes of heap behind, and the calls do not depend on the past.
+    if (mallopt(M_MMAP_THRESHOLD, 128 * 1024) != 1) {
+        errno = EINVAL;
+        return -1;
+    }
+    // glibc loads the time zone on the first time conversion, gmtime_r
+    // included (time/tzset.c): openat, read and close of /etc/localtime (or
+    // $TZ). The CMOS clock converts on a vCPU thread; load it here instead.
+    tzset();
+    return 0;
 }

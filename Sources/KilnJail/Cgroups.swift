@@ -11,6 +11,7 @@ enum Cgroups {
 
     static func join(_ target: CgroupTarget, ledger: CleanupLedger) throws {
         let jail = try HostDirectory.retryingIfAParentVanishes { try create(target, ledger: ledger) }
+        defer { jail.close() }
         let walked = target.path
         for setting in target.settings {
             try HostDirectory.write(setting.value, to: setting.file, in: jail, subject: walked + "/" + setting.file)
@@ -58,6 +59,9 @@ enum Cgroups {
             if created && target.inheritsCpuset {
                 try inheritCpuset(from: enclosing, into: parent, subject: subject)
             }
+            // Kept only where a rollback needs it: one descriptor per path
+            // component would count against the jailer's own no-file.
+            if !created && !isJail && enclosing != hierarchy { enclosing.close() }
             walked = subject
         }
         return parent

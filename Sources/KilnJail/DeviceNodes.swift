@@ -31,15 +31,24 @@ struct DeviceNode: Equatable, Sendable {
     static let tmpfsOptions = "mode=755,size=4k,nr_inodes=16"
 
     /// Creates the nodes under the current root (after the pivot), whose
-    /// empty /dev folder step 3 made.
+    /// empty /dev folder step 3 made: on a detached tmpfs (fsmount(2)) that
+    /// only this process can reach, attached over /dev once complete.
     static func create(_ nodes: [DeviceNode], uid: UInt32, gid: UInt32) throws {
-        try check("mount tmpfs (\(tmpfsOptions))", subject: "/dev") {
-            ckiln_mount("kiln-dev", "/dev", "tmpfs", ckiln_ms_nosuid() | ckiln_ms_noexec(), tmpfsOptions)
+        let dev = try HostDirectory.open("dev", in: FileDescriptor(rawValue: AT_FDCWD))
+        defer { dev.close() }
+        let tmpfs = try check("mount tmpfs (\(tmpfsOptions))", subject: "/dev") {
+            ckiln_fsmount("tmpfs", "kiln-dev", tmpfsOptions, ckiln_mount_attr_nosuid() | ckiln_mount_attr_noexec())
         }
-        try check("mkdir", subject: "/dev/net") { mkdir("/dev/net", 0o755) }
-        for node in nodes {
-            try check("mknod", subject: node.path) { ckiln_mknodat(AT_FDCWD, node.path, UInt32(S_IFCHR) | 0o600, node.device) }
-            try check("chown \(uid):\(gid)", subject: node.path) { lchown(node.path, uid, gid) }
+        try FileDescriptor(rawValue: tmpfs).closeAfter { tmpfs in
+            try check("mkdir", subject: "/dev/net") { mkdirat(tmpfs.rawValue, "net", 0o755) }
+            for node in nodes {
+                let name = String(node.path.dropFirst("/dev/".count))
+                try check("mknod", subject: node.path) { ckiln_mknodat(tmpfs.rawValue, name, UInt32(S_IFCHR) | 0o600, node.device) }
+                try check("chown \(uid):\(gid)", subject: node.path) {
+                    fchownat(tmpfs.rawValue, name, uid, gid, AT_SYMLINK_NOFOLLOW)
+                }
+            }
+            try check("move_mount", subject: "/dev") { ckiln_move_mount_onto(tmpfs.rawValue, dev.rawValue) }
         }
     }
 }

@@ -22,6 +22,41 @@ enum HostDirectory {
         return FileDescriptor(rawValue: fd)
     }
 
+    /// Why a folder the jail hangs from would let another user change what
+    /// its names lead to, or nil: whoever owns a folder, or may write to it,
+    /// can rename(2) or replace its entries (such as a jail folder, swapped
+    /// for a symbolic link to their own tree) while the jailer works.
+    static func untrustedReason(_ info: stat) -> String? {
+        if info.st_uid != 0 { return "is owned by uid \(info.st_uid), not by root" }
+        let writers = [(0o020, "its group"), (0o002, "others")].filter { info.st_mode & mode_t($0.0) != 0 }.map(\.1)
+        if !writers.isEmpty {
+            return "is writable by \(writers.joined(separator: " and ")) (mode \(String(info.st_mode & 0o7777, radix: 8)))"
+        }
+        return nil
+    }
+
+    /// The refusal of a folder that `description` names, or nil when root
+    /// owns it and only root may write to it.
+    static func trustProblem(_ description: String, _ info: stat) -> String? {
+        untrustedReason(info).map { "\(description) \($0): another user could redirect the jail; make it root's, mode 0755" }
+    }
+
+    /// `trustProblem` of the open folder `directory`: fstat(2) of the
+    /// descriptor itself, so that the folder checked is the one used.
+    static func requireTrusted(_ directory: FileDescriptor, _ description: String, step: JailStep) throws {
+        var info = stat()
+        try check("stat", subject: description) { fstat(directory.rawValue, &info) }
+        if let problem = trustProblem(description, info) { throw JailFailure(step, problem) }
+    }
+
+    /// Opens the folder `name` in `parent` that the jailer may have created
+    /// itself, never through a symbolic link (O_NOFOLLOW, openat(2)).
+    static func openOwnFolder(_ name: String, in parent: FileDescriptor, _ description: String, step: JailStep) throws -> FileDescriptor {
+        do { return try open(name, in: parent) } catch let error as SystemError where error.errno == ELOOP || error.errno == ENOTDIR {
+            throw JailFailure(step, "\(description) is a symbolic link or not a folder: the jailer never follows a link there")
+        }
+    }
+
     /// mkdir; returns false when the directory was already there.
     @discardableResult
     static func makeDirectory(_ name: String, in parent: FileDescriptor, mode: mode_t = 0o755, subject: String) throws -> Bool {

@@ -48,6 +48,11 @@ public enum JailArguments {
                 values[name, default: []].append("")
             } else {
                 guard let value = inlineValue ?? rest.popFirst() else { throw usage("\(name) needs a value") }
+                // `--id --` would take the VMM arguments' separator (or the
+                // next flag) for a value; `--id=--x` still can when meant.
+                if inlineValue == nil, value.utf8.starts(with: "--".utf8) {
+                    throw usage("\(name) needs a value, not \"\(value)\" (write \(name)=VALUE for one that starts with --)")
+                }
                 values[name, default: []].append(value)
             }
             if arity != .repeatable, values[name]!.count > 1 { throw usage("\(name) given more than once") }
@@ -63,7 +68,7 @@ public enum JailArguments {
         try checkID(id)
         let execFile = try required("--exec-file")
         try checkAbsolute(execFile, flag: "--exec-file")
-        guard !JailPaths.lastComponent(execFile).isEmpty else { throw usage("--exec-file \(execFile) names no file") }
+        try checkExecFileName(execFile)
         let base = single("--chroot-base-dir") ?? JailOptions.defaultChrootBaseDir
         try checkAbsolute(base, flag: "--chroot-base-dir")
         let parent = single("--parent-cgroup")
@@ -118,6 +123,22 @@ public enum JailArguments {
         }
         guard id.utf8.allSatisfy({ isAlphanumeric($0) || $0 == UInt8(ascii: "-") }) else {
             throw usage("invalid --id \"\(id)\": only letters, digits and '-' are allowed")
+        }
+    }
+
+    /// The exec file's name becomes a folder, the file's name in the jail
+    /// root, and the default parent cgroup: a plain name that the jail root
+    /// does not already use (a clash would only fail at step 3, after
+    /// folders and cgroups exist).
+    static func checkExecFileName(_ execFile: String) throws {
+        let name = JailPaths.lastComponent(execFile)
+        guard !name.isEmpty else { throw usage("--exec-file \(execFile) names no file") }
+        guard name != ".", name.utf8.allSatisfy({ isAlphanumeric($0) || "-_.".utf8.contains($0) }) else {
+            throw usage("--exec-file \(execFile): its name \"\(name)\" becomes a folder and a cgroup name, so it must be one file name of [A-Za-z0-9-_.]")
+        }
+        guard !JailFile.reservedNames.contains(name) else {
+            let taken = JailFile.reservedNames.sorted().joined(separator: ", ")
+            throw usage("--exec-file \(execFile): the name \"\(name)\" is taken by the jail root itself (\(taken)); rename the file")
         }
     }
 

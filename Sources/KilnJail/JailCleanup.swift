@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKiln
 import KilnSystem
 
 /// `kiln-jailer cleanup`: removes a finished jail's folder and cgroups. Safe
@@ -42,15 +43,23 @@ public enum JailCleanup {
         // A busy cgroup means a live VMM: its folder stays until it is gone.
         if !problems.isEmpty { throw JailFailure(.cleanup, problems.joined(separator: "; ") + "; the jail folder was left in place") }
 
-        if FileSystem.isDirectory(paths.execFolder) {
+        // The same walk as a launch's: the base as the administrator named it,
+        // then only root's folders and never a link, each looked up once.
+        if FileSystem.isDirectory(paths.base) {
             do {
-                let execFolder = try HostDirectory.open(paths.execFolder)
-                defer { execFolder.close() }
-                try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
-                // Shared by every jail of this binary: removed once the last one is gone.
                 let base = try HostDirectory.open(paths.base)
                 defer { base.close() }
-                try HostDirectory.removeIfEmpty(paths.execFileName, in: base, subject: paths.execFolder)
+                try HostDirectory.requireTrusted(base, "--chroot-base-dir \(paths.base)", step: .cleanup)
+                let description = "the exec file's folder \(paths.execFolder)"
+                var info = stat()
+                if fstatat(base.rawValue, paths.execFileName, &info, ckiln_at_symlink_nofollow()) == 0 {
+                    let execFolder = try HostDirectory.openOwnFolder(paths.execFileName, in: base, description, step: .cleanup)
+                    defer { execFolder.close() }
+                    try HostDirectory.requireTrusted(execFolder, description, step: .cleanup)
+                    try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
+                    // Shared by every jail of this binary: removed once the last one is gone.
+                    try HostDirectory.removeIfEmpty(paths.execFileName, in: base, subject: paths.execFolder)
+                }
             } catch { problems.append("\(error)") }
         }
 

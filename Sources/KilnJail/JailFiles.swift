@@ -88,7 +88,7 @@ struct ValidatedHostFile {
     }
 
     /// Step 3: a hard link when the VMM's user can read the file but not
-    /// write it (no copy of a multi-megabyte binary, kernel or initrd on
+    /// write it and it is not set-user-ID or set-group-ID (no copy of a multi-megabyte binary, kernel or initrd on
     /// every launch); else a copy owned by root with `mode`, so that the VMM
     /// can never change a host file through its jail. The file is opened
     /// once (following symbolic links, as step 1's stat did) and must still
@@ -103,7 +103,10 @@ struct ValidatedHostFile {
             throw JailFailure(.jailFolder, "\(flag) \(path) was replaced after it was validated")
         }
         let subject = JailPaths.join(rootPath, name)
-        if Self.readOnlyFor(uid: uid, gid: gid, info) {
+        // Never a link to a set-user-ID or set-group-ID file (chmod(2)): it
+        // would be a second host path to it, which outlives an update of the
+        // original; the copy has `mode`, without those bits.
+        if Self.readOnlyFor(uid: uid, gid: gid, info) && info.st_mode & (S_ISUID | S_ISGID) == 0 {
             // AT_EMPTY_PATH links the open file itself: no second path look-up.
             if linkat(source.rawValue, "", root.rawValue, name, Self.atEmptyPath) == 0 { return }
             guard errno == EXDEV || errno == EPERM || errno == EMLINK else {

@@ -7,9 +7,15 @@ import KilnSystem
 /// Step 3: `<base>/<exec-file-name>/<id>/root`, holding the exec file, the
 /// seccomp bundle and the mount point of /dev, plus, when the launch forks,
 /// the pid file beside the root.
+///
+/// Walked by descriptor (openat(2) and friends), each name looked up once:
+/// the base and the exec file's folder must be root's and writable by root
+/// alone, so that no other user can rename or replace anything below them,
+/// and every later step reaches the root through the descriptor held here,
+/// never through its path.
 struct JailFolder {
-    /// The folder that becomes `/`.
-    let root: String
+    /// The folder that becomes `/` (O_PATH).
+    let root: FileDescriptor
     /// Opened now, written at step 9 (it lives outside the root); only when
     /// the launch forks, as with Firecracker's jailer: otherwise the VMM's pid
     /// is the jailer's own, which the caller already knows.
@@ -17,35 +23,34 @@ struct JailFolder {
 
     static func create(_ launch: ValidatedLaunch, ledger: CleanupLedger) throws -> JailFolder {
         let paths = launch.options.paths
-        // Every folder up to the base: created if missing, and then removed
-        // again on failure when this run created it and nobody else uses it.
         let execFolder = try HostDirectory.retryingIfAParentVanishes { () throws -> FileDescriptor in
-            var parent = try HostDirectory.open("/")
-            var walked = ""
-            let baseComponents = JailPaths.components(paths.base)
-            for (depth, component) in (baseComponents + [paths.execFileName]).enumerated() {
-                let subject = walked + "/" + component
-                let enclosing = parent
-                if try HostDirectory.makeDirectory(component, in: enclosing, subject: subject) {
-                    ledger.record("folder \(subject)") { try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject) }
+            let base = try walkToBase(paths.base, ledger: ledger)
+            try HostDirectory.requireTrusted(base, "--chroot-base-dir \(paths.base)", step: .jailFolder)
+            let description = "the exec file's folder \(paths.execFolder)"
+            let created = try HostDirectory.makeDirectory(paths.execFileName, in: base, subject: paths.execFolder)
+            if created {
+                ledger.record("folder \(paths.execFolder)") {
+                    try HostDirectory.removeIfEmpty(paths.execFileName, in: base, subject: paths.execFolder)
                 }
-                parent = try HostDirectory.open(component, in: enclosing, followingLinks: depth < baseComponents.count)
-                walked = subject
             }
+            defer { if !created { base.close() } }
+            let execFolder = try HostDirectory.openOwnFolder(paths.execFileName, in: base, description, step: .jailFolder)
+            try HostDirectory.requireTrusted(execFolder, description, step: .jailFolder)
             // The jail's own folder must be new: two launches with one id never share it.
-            guard mkdirat(parent.rawValue, paths.id, 0o755) == 0 else {
+            guard mkdirat(execFolder.rawValue, paths.id, 0o755) == 0 else {
                 let error = SystemError.current("mkdir", subject: paths.jailFolder)
                 if error.errno == EEXIST { throw JailFailure(.jailFolder, "the jail \(paths.jailFolder) already exists: an id is never reused") }
                 throw error
             }
-            return parent
+            return execFolder
         }
         ledger.record("jail folder \(paths.jailFolder)") {
             try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
         }
-        let jailFolder = try HostDirectory.open(paths.id, in: execFolder)
+        let jailFolder = try HostDirectory.openOwnFolder(paths.id, in: execFolder, "the jail \(paths.jailFolder)", step: .jailFolder)
+        defer { jailFolder.close() }
         try HostDirectory.makeDirectory("root", in: jailFolder, subject: paths.root)
-        let root = try HostDirectory.open("root", in: jailFolder)
+        let root = try HostDirectory.openOwnFolder("root", in: jailFolder, "the jail root \(paths.root)", step: .jailFolder)
 
         // The mount point of the jail's private /dev (step 8).
         try HostDirectory.makeDirectory("dev", in: root, subject: paths.root + "/dev")
@@ -67,7 +72,30 @@ struct JailFolder {
                 ckiln_openat(jailFolder.rawValue, JailPaths.lastComponent(paths.pidFile), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
             })
         }
-        return JailFolder(root: paths.root, pidFile: pidFile)
+        return JailFolder(root: root, pidFile: pidFile)
+    }
+
+    /// Opens the base folder from `/`, creating each missing folder (0755,
+    /// root's: the umask is 0). Symbolic links are followed here, as the
+    /// base is the administrator's own path (it may sit under /var/run);
+    /// what counts is the folder reached, which the caller checks. Every
+    /// descriptor but the base's is closed, unless the ledger needs it to
+    /// remove a folder this run created.
+    static func walkToBase(_ base: String, ledger: CleanupLedger) throws -> FileDescriptor {
+        var parent = try HostDirectory.open("/")
+        var walked = ""
+        for component in JailPaths.components(base) {
+            let subject = walked + "/" + component
+            let enclosing = parent
+            let created = try HostDirectory.makeDirectory(component, in: enclosing, subject: subject)
+            if created {
+                ledger.record("folder \(subject)") { try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject) }
+            }
+            defer { if !created { enclosing.close() } }
+            parent = try HostDirectory.open(component, in: enclosing, followingLinks: true)
+            walked = subject
+        }
+        return parent
     }
 
     /// A new file `name` in `directory` (owned by the jailer, that is root)

@@ -15,11 +15,14 @@ public enum JailHelp {
           --id ID                 1-64 characters of [A-Za-z0-9-]; names the jail folder and cgroups.
                                   A jail or cgroup of that id that already exists is refused.
           --exec-file PATH        absolute path of the VMM: a static ELF executable (the jail holds no
-                                  libraries). Hard-linked into the jail, copied across file systems.
+                                  libraries). Hard-linked into the jail; copied (root's, 0755) across
+                                  file systems, or when the VMM's user could write it or it is set-ID.
           --uid N, --gid N        decimal ids the VMM runs as; 0 (root) is refused.
 
         Optional (Firecracker's jailer flags):
           --chroot-base-dir DIR   default /srv/jailer. The jail is DIR/<exec-file name>/<id>/root.
+                                  DIR and DIR/<exec-file name>, where they exist, must be root's and
+                                  writable by root alone (else refused); missing ones are made 0755.
           --netns PATH            join this network namespace (e.g. /var/run/netns/NAME). Without it
                                   and without --new-net-ns the VMM stays in the caller's namespace,
                                   so that a TAP device made there can be opened.

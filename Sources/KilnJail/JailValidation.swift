@@ -59,10 +59,22 @@ public enum JailValidation {
             throw refuse("--exec-file \(options.execFile) (mode \(String(info.st_mode & 0o7777, radix: 8)), owner \(info.st_uid):\(info.st_gid)) is not executable by uid \(options.uid) gid \(options.gid)")
         }
 
-        // The base folder may exist (as a folder); the jail must not.
+        // The base folder and the exec file's folder may exist, as folders
+        // only root may change; the jail must not. Step 3 checks the folders
+        // it opens again: these checks name the problem before anything exists.
         let paths = options.paths
-        if FileSystem.exists(paths.base) && !FileSystem.isDirectory(paths.base) {
-            throw refuse("--chroot-base-dir \(paths.base) exists and is not a folder")
+        var folderInfo = stat()
+        if stat(paths.base, &folderInfo) == 0 {
+            guard (folderInfo.st_mode & S_IFMT) == S_IFDIR else { throw refuse("--chroot-base-dir \(paths.base) exists and is not a folder") }
+            if let problem = HostDirectory.trustProblem("--chroot-base-dir \(paths.base)", folderInfo) { throw refuse(problem) }
+        }
+        if lstat(paths.execFolder, &folderInfo) == 0 {
+            let description = "the exec file's folder \(paths.execFolder)"
+            guard (folderInfo.st_mode & S_IFMT) != S_IFLNK else {
+                throw refuse("\(description) is a symbolic link: the jailer never follows a link there")
+            }
+            guard (folderInfo.st_mode & S_IFMT) == S_IFDIR else { throw refuse("\(description) exists and is not a folder") }
+            if let problem = HostDirectory.trustProblem(description, folderInfo) { throw refuse(problem) }
         }
         var jailInfo = stat()
         if lstat(paths.jailFolder, &jailInfo) == 0 {

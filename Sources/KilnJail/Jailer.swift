@@ -34,11 +34,10 @@ public enum Jailer {
             // 3. The jail folder, the exec file and the bundle.
             let folder = try during(.jailFolder) { try JailFolder.create(launch, ledger: ledger) }
             let devNull = options.daemonize ? try during(.daemonize) { try FileDescriptor.open("/dev/null", O_RDWR) } : nil
-            // 4-8: cgroups, limits, namespaces, the root, the devices.
+            // 4-8: cgroups, namespaces, the root, the devices.
             try during(.cgroups) { try Cgroups.join(launch.cgroupTargets, ledger: ledger) }
-            try during(.resourceLimits) { try ResourceLimits.apply(options.effectiveResourceLimits) }
-            try during(.namespaces) { try Namespaces.enter(options, ledger: ledger) }
-            try during(.rootSwitch) { try RootSwitch.pivot(into: folder.root) }
+            try during(.namespaces) { try Namespaces.enter(options, root: folder.root, ledger: ledger) }
+            try during(.rootSwitch) { try RootSwitch.pivot(rootPath: options.paths.root) }
             try during(.deviceNodes) {
                 try DeviceNode.create(DeviceNode.required(userfaultfd: launch.userfaultfdDevice), uid: options.uid, gid: options.gid)
             }
@@ -52,6 +51,10 @@ public enum Jailer {
             // longer move to a cgroup outside it, which a rollback of step 4 needs.
             try during(.namespaces) { try Namespaces.enterCgroupNamespace() }
             // 10-12: no privileges, the pre-exec filter, the VMM.
+            // The limits are the VMM's: set once the jailer opens and writes
+            // nothing more, as steps 6 to 9 need descriptors (no-file) and
+            // the pid file (fsize: past it, write(2) raises SIGXFSZ).
+            try during(.resourceLimits) { try ResourceLimits.apply(options.effectiveResourceLimits, ledger: ledger) }
             try during(.privileges) { try Privileges.drop(uid: options.uid, gid: options.gid) }
             try handoff.exec(bundle: launch.bundle)
         } catch let failure as JailFailure {

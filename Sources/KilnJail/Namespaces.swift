@@ -10,7 +10,13 @@ import KilnSystem
 /// for the next child, made at step 9). The cgroup namespace comes last of
 /// all, just before the privilege drop (`enterCgroupNamespace`).
 enum Namespaces {
-    static func enter(_ options: JailOptions, ledger: CleanupLedger) throws {
+    /// `root`, the jail root, becomes the working folder and is closed: the
+    /// working folder is the one handle on it that crosses into the new mount
+    /// namespace (unshare(2) moves it to that namespace's copy of its mount),
+    /// where a descriptor opened before keeps naming the host's mount, which
+    /// open_tree(2) and mount(2) refuse to bind (EINVAL).
+    static func enter(_ options: JailOptions, root: FileDescriptor, ledger: CleanupLedger) throws {
+        try root.closeAfter { root in try check("fchdir", subject: "the jail root") { fchdir(root.rawValue) } }
         if let netns = options.netns {
             let fd = try FileDescriptor.open(netns, O_RDONLY)
             try fd.closeAfter { fd in

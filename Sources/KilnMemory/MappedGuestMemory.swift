@@ -3,10 +3,13 @@ import Glibc
 #endif
 import KilnSystem
 
-/// Guest RAM backed by one anonymous `MAP_SHARED | MAP_NORESERVE` mapping:
-/// untouched pages cost nothing, and the mapping can later be shared with a
-/// vhost or snapshot process. Each guest range gets a slice of it, so the
-/// host side is contiguous even where the guest side has the MMIO hole.
+/// Guest RAM backed by one private anonymous `MAP_NORESERVE` mapping:
+/// untouched pages cost nothing, and the kernel may back it with
+/// transparent huge pages (asked for with MADV_HUGEPAGE), which a shared
+/// (shmem) mapping would not get under the default `shmem_enabled=never`.
+/// Nothing else needs to map guest RAM (no vhost-user, no snapshots), so it
+/// need not be shared. Each guest range gets a slice of it, so the host side
+/// is contiguous even where the guest side has the MMIO hole.
 public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
     public let regions: [GuestMemoryRegion]
     private let mapping: UnsafeMutableRawPointer
@@ -16,10 +19,12 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         let total = try GuestRange.validate(ranges)
         guard total <= UInt64(Int.max) else { throw GuestMemoryLayoutError("guest memory too large") }
         let size = Int(total)
-        let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let address, address != MAP_FAILED else {
             throw SystemError.current("mmap", subject: "\(size >> 20) MiB of guest memory")
         }
+        // Advice only: a host with THP disabled still runs the guest.
+        _ = madvise(address, size, MADV_HUGEPAGE)
         mapping = address
         mappingSize = size
         var offset = 0

@@ -12,6 +12,14 @@ public enum SeccompFilter {
         try check("prctl(PR_SET_NO_NEW_PRIVS)") { ckiln_set_no_new_privs() }
     }
 
+    /// Call once, before the process starts its first thread: glibc then
+    /// allocates, trims and converts times on a filtered thread without the
+    /// files and CPU counts it would otherwise look up there, which no
+    /// thread role allows (CKiln's `ckiln_prepare_libc_for_thread_filters`).
+    public static func prepareProcess() throws {
+        try check("mallopt") { ckiln_prepare_libc_for_thread_filters() }
+    }
+
     /// Installs `instructions` on the calling thread only. Filters stack: the
     /// kernel runs every installed filter and the most restrictive action wins.
     public static func install(_ instructions: [BPFInstruction], role: String) throws {

@@ -89,7 +89,9 @@ public final class EventLoop {
         if let next = timers.values.map(\.deadline).min() {
             // Round up, so a timer is never run a millisecond early and spun on.
             let untilNext = next > now ? (next - now + 999_999) / 1_000_000 : 0
-            timeout = Int32(min(UInt64(max(maximumMilliseconds, 0)), untilNext))
+            // A negative maximum waits for ever: the timer alone bounds it.
+            let bound = maximumMilliseconds < 0 ? UInt64(Int32.max) : UInt64(maximumMilliseconds)
+            timeout = Int32(min(bound, untilNext))
         }
         let events = try epoll.wait(maximumEvents: 32, timeoutMilliseconds: timeout)
         for event in events {

@@ -15,6 +15,8 @@ enum EscapeAttempts {
             ("readHostPath", readHostPath()),
             ("mount", attempt { ckiln_mount("none", "/dev", "tmpfs", 0, nil) }),
             ("mountCgroupFS", attempt { ckiln_mount("cgroup2", "/dev", "cgroup2", 0, nil) }),
+            // The new mount API (fsopen(2), fsmount(2)), which the jailer itself uses.
+            ("fsmount", attempt { ckiln_fsmount("tmpfs", "none", "", 0) }),
             ("chroot", chrootEscape()),
             ("ptrace", attempt { Int32(truncatingIfNeeded: ckiln_ptrace_attach(getppid() > 0 ? getppid() : 1)) }),
             ("setuid0", attempt { setuid(0) }),

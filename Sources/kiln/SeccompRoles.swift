@@ -17,7 +17,14 @@ struct SeccompRoles {
     static let threadRoles = ["vmm", "api", "vcpu"]
 
     /// Reads and checks the bundle; nil `path` means --no-seccomp.
+    /// Called before any thread exists, it also prepares the C library for
+    /// the thread filters (with --no-seccomp too, so that both allocate alike).
     static func load(path: String?) throws -> SeccompRoles {
+        do {
+            try SeccompFilter.prepareProcess()
+        } catch {
+            throw LaunchError("preparing the C library for the thread filters: \(error)")
+        }
         guard let path else { return SeccompRoles(bundle: nil) }
         let bundle: SeccompBundle
         do {

@@ -188,11 +188,16 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
     }
 
     func updateDrive(_ drive: Drive) throws {
-        throw MachineControlError("drives: virtio-block devices are not supported yet")
+        try mailbox.perform { try self.runningMachine().updateDrive(drive) }
     }
 
     func updateNetworkInterface(_ interface: NetworkInterface) throws {
-        throw MachineControlError("network-interfaces: virtio-net devices are not supported yet")
+        // PATCH carries only the rate limiters; kiln enforces none yet, so
+        // only limiters that limit nothing are accepted.
+        guard interface.rxRateLimiter?.isUnlimited ?? true, interface.txRateLimiter?.isUnlimited ?? true else {
+            throw MachineControlError("network interface \(interface.ifaceID): rate limiters are not supported yet")
+        }
+        try mailbox.perform { _ = try self.runningMachine() }
     }
 
     private func runningMachine() throws -> Machine {

@@ -24,31 +24,82 @@ enum Rehearsal {
         }
     }
 
+    struct Options {
+        var forbidden: String?
+        var prepared = true
+        var workouts: Set<String> = ["api", "vcpu", "vmm"]
+    }
+
+    static let usage = "usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE]\n"
+
+    /// --forbidden ROLE: that role's thread then tries socket(). --unprepared:
+    /// skip SeccompFilter.prepareProcess. --workout ROLE: only that role's
+    /// thread does the allocation workout (every role by default).
+    static func parse(_ flags: ArraySlice<String>) -> Options? {
+        var options = Options()
+        var rest = flags
+        while let flag = rest.popFirst() {
+            switch flag {
+            case "--unprepared": options.prepared = false
+            case "--forbidden":
+                guard let role = rest.popFirst() else { return nil }
+                options.forbidden = role
+            case "--workout":
+                guard let role = rest.popFirst() else { return nil }
+                options.workouts = [role]
+            default: return nil
+            }
+        }
+        return options
+    }
+
     static func run(_ arguments: [String]) -> Int32 {
-        guard arguments.count == 2 || (arguments.count == 4 && arguments[2] == "--forbidden") else {
-            fputs("usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE]\n", stderr)
+        guard arguments.count >= 2, let options = parse(arguments.dropFirst(2)) else {
+            fputs(usage, stderr)
             return 2
         }
-        let forbidden = arguments.count == 4 ? arguments[3] : nil
+        let forbidden = options.forbidden
         do {
             // Start-up, under the jailer's filter only. A peer that hangs up
             // must give EPIPE, not kill the process, as in the VMM.
             signal(SIGPIPE, SIG_IGN)
+            // As kiln does before its first thread (SeccompRoles.load).
+            if options.prepared { try SeccompFilter.prepareProcess() }
             let bundle = try SeccompBundle(decoding: try FileSystem.readFile(arguments[0]))
             let listener = try listen(at: arguments[1])
             // As in kiln: the API server's epoll and the event loop's eventfd
             // exist before any thread filter.
             let apiEpoll = try Raw.call("epoll_create1", Raw.epollCreate1, [Raw.closeOnExec])
             let wakeup = Int32(try Raw.call("eventfd2", Raw.eventfd2, [0, Raw.closeOnExec | Raw.nonBlocking]))
+            let workouts = options.workouts
             try spawn(role: "api", bundle: bundle, forbidden: forbidden, done: wakeup) {
+                if workouts.contains("api") { allocationWorkout() }
                 serveOneRequest(listener, epoll: apiEpoll)
             }
-            try spawn(role: "vcpu", bundle: bundle, forbidden: forbidden, done: wakeup) { signalEventLoop(wakeup) }
+            try spawn(role: "vcpu", bundle: bundle, forbidden: forbidden, done: wakeup) {
+                if workouts.contains("vcpu") { allocationWorkout() }
+                signalEventLoop(wakeup)
+            }
 
             // The event loop, under the vmm role, installed once every other
             // thread exists. Like kiln's, it never joins a thread.
+            // Its descriptors are subscribed before the filter, as kiln's are.
+            var total: UInt64 = 0
+            let loop = try EventLoop()
+            _ = Unmanaged.passRetained(loop) // kept to exit, as kiln's: the vmm role has no close
+            try loop.subscribe(FileDescriptor(rawValue: wakeup)) { _ in
+                var count: UInt64 = 0
+                if read(wakeup, &count, 8) == 8 { total += count }
+            }
             try SeccompFilter.install(role: "vmm", from: bundle)
-            try eventLoop(wakeup: wakeup, until: signalsExpected)
+            if workouts.contains("vmm") { allocationWorkout() }
+            let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+            while total < signalsExpected {
+                guard MonotonicClock.nanoseconds() < deadline else {
+                    throw SystemError("epoll_wait", subject: "eventfd", errno: ETIMEDOUT)
+                }
+                try loop.runOnce(maximumMilliseconds: 1000)
+            }
             if forbidden == "vmm" { tryForbiddenCall() }
             unlink(arguments[1]) // kiln removes its API socket at exit
             print("policy-rehearsal: every thread ran under its filter")
@@ -162,6 +213,55 @@ enum Rehearsal {
         }
     }
 
+    /// What a VMM thread can make the C library do, at sizes beyond the
+    /// usual ones, under the thread's own filter: blocks just under the mmap
+    /// threshold in bulk (the heap grows, then trims once they are freed),
+    /// many small blocks (a parsed request, log lines), buffers that double
+    /// up to megabytes (a large request body: heap, then mmap and munmap),
+    /// realloc and aligned blocks of every size, and the first calendar-time
+    /// conversion (the CMOS clock, on a vCPU thread). Every byte is touched.
+    static func allocationWorkout() {
+        var blocks: [UnsafeMutableRawPointer] = []
+        for _ in 0..<128 {
+            let block = malloc(100_000)!
+            memset(block, 0xa5, 100_000)
+            blocks.append(block)
+        }
+        blocks.forEach { free($0) }
+        blocks.removeAll()
+
+        var table: [String: [UInt64]] = [:]
+        for index in 0..<20_000 { table["key \(index)"] = Array(repeating: UInt64(index), count: index % 40) }
+        table.removeAll()
+
+        var body: [UInt8] = []
+        let chunk = [UInt8](repeating: 0x20, count: 4096)
+        while body.count < 16 << 20 { body.append(contentsOf: chunk) }
+        body = []
+        let text = String(repeating: "a", count: 16_000) + String(repeating: " ", count: 40_000)
+        _ = text.utf8.reduce(0) { $0 &+ Int($1) }
+
+        var grown: UnsafeMutableRawPointer? = nil
+        var size = 1024
+        while size <= 16 << 20 {
+            guard let larger = realloc(grown, size) else { exit(4) }
+            memset(larger, 0x5a, size)
+            grown = larger
+            size *= 2
+        }
+        free(grown)
+        for shift in 10...24 {
+            var aligned: UnsafeMutableRawPointer?
+            guard posix_memalign(&aligned, 4096, 1 << shift) == 0, let aligned else { exit(5) }
+            memset(aligned, 0x3c, 1 << shift)
+            free(aligned)
+        }
+
+        var now = time(nil)
+        var parts = tm()
+        guard gmtime_r(&now, &parts) != nil, parts.tm_year > 100 else { exit(6) }
+    }
+
     /// The vCPU thread: allocate (as device emulation does) and signal the event loop.
     static func signalEventLoop(_ eventfd: Int32) {
         var log: [String] = []
@@ -185,20 +285,5 @@ enum Rehearsal {
         }
         guard count > 0 else { throw SystemError("epoll_wait", subject: "fd \(fd)", errno: ETIMEDOUT) }
         _ = try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), 2 /* EPOLL_CTL_DEL */, UInt(fd), 0])
-    }
-
-    /// The main thread, as kiln's event loop: poll the wake-up eventfd the
-    /// other threads signal (5 s at most each time) and read it, until
-    /// `expected` signals have arrived.
-    static func eventLoop(wakeup: Int32, until expected: UInt64) throws {
-        var total: UInt64 = 0
-        while total < expected {
-            var descriptor = pollfd(fd: wakeup, events: Int16(POLLIN), revents: 0)
-            guard try check("poll", { poll(&descriptor, 1, 5000) }) > 0 else {
-                throw SystemError("poll", subject: "eventfd", errno: ETIMEDOUT)
-            }
-            var count: UInt64 = 0
-            if read(wakeup, &count, 8) == 8 { total += count }
-        }
     }
 }

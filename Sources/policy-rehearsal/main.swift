@@ -1,4 +1,4 @@
-// policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE]
+// policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE]
 //
 // A static stand-in for the VMM's thread layout, run by the kernel tests
 // under the jailer's pre-exec filter: it does what the VMM does between exec
@@ -6,7 +6,10 @@
 // install their role, installs the vmm role on the main thread, and has every
 // thread do its typical work. Exit 0 means every call passed every filter.
 // With --forbidden ROLE, that role's thread then tries socket(), which its
-// filter must stop (the process dies of SIGSYS).
+// filter must stop (the process dies of SIGSYS). Each thread first runs an
+// allocation workout under its filter; --unprepared skips what kiln does to
+// the C library before its first thread, --workout ROLE limits the workout to
+// one role.
 import Glibc
 
 exit(Rehearsal.run(Array(CommandLine.arguments.dropFirst())))

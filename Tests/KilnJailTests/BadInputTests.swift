@@ -15,7 +15,8 @@ struct BadInputTests {
              unexecutableExecFile, existingJail, unknownController, unparsableLimit, missingBundle,
              bundleWithoutJailerRole, bundleForAnotherArchitecture, notANetworkNamespace, kernelRefusesCgroupValue,
              relativeJailFile, missingJailFile, jailFileIsAFolder, jailFileNameTaken, jailFileNameWithSlash,
-             duplicateJailFileName, jailFileAfterAMissingOne
+             duplicateJailFileName, jailFileAfterAMissingOne,
+             worldWritableBase, baseOwnedByAnotherUser, execFolderOwnedByAnotherUser, execFolderWritableByOthers
     }
 
     func expectation(_ sandbox: JailHarness.Sandbox, _ testCase: Case) throws -> (arguments: [String], code: Int32, message: String) {
@@ -24,6 +25,12 @@ struct BadInputTests {
             var arguments = sandbox.launchArguments()
             arguments[arguments.firstIndex(of: flag)! + 1] = value
             return arguments
+        }
+        /// A folder with exactly `mode` (mkdir(2) applies the umask) and `owner`.
+        func makeFolder(_ path: String, mode: mode_t = 0o755, owner: UInt32 = 0) throws {
+            try check("mkdir", subject: path) { mkdir(path, mode) }
+            try check("chmod", subject: path) { chmod(path, mode) }
+            try check("chown", subject: path) { chown(path, owner, 0) }
         }
         switch testCase {
         case .missingUID:
@@ -90,6 +97,25 @@ struct BadInputTests {
             // The first file is fine: nothing may be placed before all are checked.
             return (sandbox.launchArguments(["--jail-file", "/etc/hostname", "--jail-file", sandbox.folder + "/absent:x"]), 3,
                     "--jail-file \(sandbox.folder)/absent does not exist")
+        // Folders another user could change: the attacker would plant
+        // `<base>/<exec-file name>`, or swap `<id>` for a link to their tree.
+        case .worldWritableBase:
+            try makeFolder(sandbox.base, mode: 0o777)
+            return (sandbox.launchArguments(), 3,
+                    "--chroot-base-dir \(sandbox.base) is writable by its group and others (mode 777): another user could redirect the jail")
+        case .baseOwnedByAnotherUser:
+            try makeFolder(sandbox.base, owner: JailHarness.uid)
+            return (sandbox.launchArguments(), 3, "--chroot-base-dir \(sandbox.base) is owned by uid \(JailHarness.uid), not by root")
+        case .execFolderOwnedByAnotherUser:
+            try makeFolder(sandbox.base)
+            try makeFolder(sandbox.paths.execFolder, owner: JailHarness.uid)
+            return (sandbox.launchArguments(), 3,
+                    "the exec file's folder \(sandbox.paths.execFolder) is owned by uid \(JailHarness.uid), not by root")
+        case .execFolderWritableByOthers:
+            // The sticky bit (restricted deletion) does not let others in: they may still create `<id>`.
+            try makeFolder(sandbox.base)
+            try makeFolder(sandbox.paths.execFolder, mode: 0o1757)
+            return (sandbox.launchArguments(), 3, "the exec file's folder \(sandbox.paths.execFolder) is writable by others (mode 1757)")
         }
     }
 
@@ -104,6 +130,9 @@ struct BadInputTests {
         #expect(finished.status == code, "\(testCase): \(finished.error)")
         #expect(finished.error.hasPrefix("kiln-jailer: ") && finished.error.contains(message), "\(testCase): \(finished.error)")
         #expect(finished.output.isEmpty)
+        if [.execFolderOwnedByAnotherUser, .execFolderWritableByOthers].contains(testCase) {
+            #expect(try FileSystem.listDirectory(sandbox.paths.execFolder).isEmpty, "\(testCase): nothing may be created in it")
+        }
         if testCase == .existingJail {
             // Refused, not reused: the folder is as the test made it, empty.
             #expect(try FileSystem.listDirectory(sandbox.paths.jailFolder).isEmpty)

@@ -85,4 +85,19 @@ struct JailFolderTests {
         #expect(placed.st_uid == 0 && placed.st_mode & 0o7777 == 0o755)
         #expect(try FileSystem.readFile(scratch.folder + "/root/kiln", limit: 64) == Array("static binary".utf8))
     }
+
+    /// A set-user-ID or set-group-ID file is copied without those bits: a
+    /// hard link would be a second host path to it, which outlives an update
+    /// of the original (the old, perhaps vulnerable, binary stays setuid).
+    @Test(arguments: [mode_t(0o4755), 0o2755, 0o6755])
+    func copiesASetIDFileWithoutItsBits(_ mode: mode_t) throws {
+        let scratch = try Scratch()
+        #expect(chmod(scratch.real, mode) == 0)
+        try scratch.place(scratch.validated(scratch.real))
+        let placed = try #require(scratch.placed())
+        var real = stat()
+        #expect(stat(scratch.real, &real) == 0)
+        #expect(placed.st_ino != real.st_ino, "linked: the jail folder holds a second path to a set-ID file")
+        #expect(placed.st_uid == 0 && placed.st_mode & 0o7777 == 0o755)
+    }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKiln
 import KilnJSON
 import KilnSystem
 import Testing
@@ -137,7 +138,7 @@ struct JailRunTests {
 
         // Every escape attempt failed.
         guard case let .object(escapes)? = report["escapes"] else { Issue.record("no escapes"); return }
-        #expect(Set(escapes.map(\.key)) == ["readHostPath", "mount", "mountCgroupFS", "chroot", "ptrace", "setuid0", "setgid0", "mknod",
+        #expect(Set(escapes.map(\.key)) == ["readHostPath", "mount", "mountCgroupFS", "fsmount", "chroot", "ptrace", "setuid0", "setgid0", "mknod",
                                              "unshareNamespaces", "unshareUser", "setns", "writeCgroupFiles", "loopback",
                                              "forkPastPidsMax", "allocatePastMemoryLimit"])
         for (name, result) in escapes { #expect(result["succeeded"] == .bool(false), "escape \(name): \(result)") }
@@ -240,6 +241,44 @@ struct JailRunTests {
         #expect(sandbox.cgroupFolders.isEmpty, "left cgroups \(sandbox.cgroupFolders)")
     }
 
+    /// The same late failure under a small descriptor limit: the limit is
+    /// the VMM's, so neither the jailer's steps nor its rollback run short
+    /// (they did when it was set at step 5: EMFILE, then half a rollback).
+    @Test(.enabled(if: JailHarness.v1PidsAndMemory, "needs the cgroup v1 pids controller"), arguments: [8, 10, 12, 16])
+    func rollsBackUnderASmallDescriptorLimit(_ limit: Int) throws {
+        let sandbox = try JailHarness.Sandbox("late-failure-nofile-\(limit)")
+        defer { sandbox.tearDown() }
+        let finished = try JailHarness.run(sandbox.launchArguments(
+            ["--cgroup", "pids.max=1", "--daemonize", "--new-net-ns", "--resource-limit", "no-file=\(limit)"]))
+        #expect(finished.status == JailStep.daemonize.exitCode, "\(finished.error)")
+        #expect(finished.error.contains("fork: Resource temporarily unavailable (EAGAIN)"), "\(finished.error)")
+        #expect(!finished.error.contains("left behind"), "\(finished.error)")
+        #expect(!FileSystem.exists(sandbox.base), "left \((try? FileSystem.listDirectory(sandbox.base)) ?? [])")
+        #expect(sandbox.cgroupFolders.isEmpty, "left cgroups \(sandbox.cgroupFolders)")
+    }
+
+    /// A small descriptor or file size limit binds the VMM, not the jailer:
+    /// the launch (forking, with a pid file longer than fsize) succeeds and
+    /// the VMM runs under both limits.
+    @Test func launchesUnderSmallLimits() throws {
+        let sandbox = try JailHarness.Sandbox("small-limits")
+        defer { sandbox.tearDown() }
+        let running = try JailHarness.spawn(sandbox.launchArguments(
+            ["--new-pid-ns", "--resource-limit", "no-file=8", "--resource-limit", "fsize=1"]))
+        defer { running.stop() }
+        let line = try #require(running.readLine(), "no report")
+        let report = try JSONParser.parse(line)
+        #expect(report["rlimits"] == .object([
+            ("fsize", .object([("soft", .integer(1)), ("hard", .integer(1))])),
+            ("nofile", .object([("soft", .integer(8)), ("hard", .integer(8))])),
+        ]))
+        running.closeInput()
+        let finished = running.wait()
+        #expect(finished.status == 0, "\(finished.error)")
+        #expect(try FileSystem.readText(sandbox.paths.pidFile).hasSuffix("\n"), "the pid file was cut short")
+        #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
+    }
+
     /// The base folder may sit under a symbolic link (as /var/run does);
     /// what the jailer creates under it never follows one.
     @Test func acceptsABaseFolderBehindALink() throws {
@@ -260,8 +299,28 @@ struct JailRunTests {
         // A link planted where the jailer creates its own folder is refused.
         try check("symlink") { symlink("/etc", sandbox.folder + "/real/kiln-jail-probe") }
         let planted = try JailHarness.run(arguments)
-        #expect(planted.status == JailStep.jailFolder.exitCode, "\(planted.error)")
+        #expect(planted.status == JailStep.validation.exitCode, "\(planted.error)")
+        #expect(planted.error.contains("the exec file's folder \(sandbox.folder)/link/kiln-jail-probe is a symbolic link"), "\(planted.error)")
         #expect(try FileSystem.listDirectory(sandbox.folder + "/real") == ["kiln-jail-probe"])
+    }
+
+    /// A base on another file system than the exec file (here a tmpfs):
+    /// link(2) fails with EXDEV, and so does copy_file_range(2) between file
+    /// systems of different types; the file is copied by read and write.
+    @Test func copiesTheExecFileOntoABaseOnAnotherFileSystem() throws {
+        let sandbox = try JailHarness.Sandbox("tmpfs-base")
+        defer { sandbox.tearDown() }
+        let mountPoint = sandbox.folder + "/tmpfs"
+        try check("mkdir") { mkdir(mountPoint, 0o755) }
+        try check("mount tmpfs", subject: mountPoint) { ckiln_mount("kiln-test", mountPoint, "tmpfs", 0, "mode=755,size=64m") }
+        defer { _ = ckiln_umount2(mountPoint, ckiln_mnt_detach()) }
+        var arguments = sandbox.launchArguments(vmm: ["--no-wait"])
+        arguments[arguments.firstIndex(of: "--chroot-base-dir")! + 1] = mountPoint + "/jails"
+        let finished = try JailHarness.run(arguments)
+        #expect(finished.status == 0, "\(finished.error)")
+        #expect(finished.output.contains("\"name\":\"kiln-jail-probe\""), "the probe did not report: \(finished.output)")
+        let copy = mountPoint + "/jails/kiln-jail-probe/\(sandbox.id)/root/kiln-jail-probe"
+        #expect(try FileSystem.readFile(copy) == FileSystem.readFile(JailHarness.probe))
     }
 
     /// Launches and cleanups of sibling jails interleave: cleanup removes the

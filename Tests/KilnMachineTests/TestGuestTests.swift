@@ -54,8 +54,10 @@ enum Lane1 {
     static let baseFlags = ["--no-api", "--no-seccomp"]
 
     /// A scratch file with `text` in it; the caller unlinks it.
+    /// A new file each call: tests run in parallel, and several write the
+    /// same kind of file (a config) at once.
     static func scratchFile(_ name: String, _ text: String) -> String {
-        let path = "/tmp/kiln-lane1-\(name)-\(getpid())"
+        let path = "/tmp/kiln-lane1-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let file = fopen(path, "w")!
         fputs(text, file)
         fclose(file)

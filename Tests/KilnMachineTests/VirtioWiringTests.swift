@@ -17,7 +17,7 @@ struct VirtioWiringTests {
     }
 
     static func config(drives: String = "[]", extra: String = "", bootArgs: String = "console=ttyS0") -> String {
-        Lane1.scratchFile("wiring-\(UInt32.random(in: 0...UInt32.max)).json", """
+        Lane1.scratchFile("wiring.json", """
         {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "\(bootArgs)"},
          "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
          "drives": \(drives)\(extra)}
@@ -44,7 +44,6 @@ struct VirtioWiringTests {
 
     @Test(arguments: [
         ("\"io_engine\": \"Async\"", "io_engine Async is not supported"),
-        ("\"rate_limiter\": {\"bandwidth\": {\"size\": 1000, \"refill_time\": 100}}", "rate limiters are not supported yet"),
     ])
     func unsupportedDriveSettingsAreRefusedByName(setting: String, message: String) throws {
         let disk = Self.disk("refused", bytes: 1 << 20)
@@ -58,13 +57,17 @@ struct VirtioWiringTests {
         #expect(run.stderr.contains(message), "\(run.stderr)")
     }
 
-    @Test func aLimiterWithEmptyBucketsIsNoLimitAsInFirecracker() throws {
-        let disk = Self.disk("unlimited", bytes: 1 << 20)
+    @Test(arguments: [
+        // Empty buckets mean no limit, as in Firecracker.
+        "{\"bandwidth\": {\"size\": 0, \"refill_time\": 0}}",
+        "{\"bandwidth\": {\"size\": 1048576, \"one_time_burst\": 4096, \"refill_time\": 100}, \"ops\": {\"size\": 10, \"refill_time\": 1000}}",
+    ])
+    func drivesAndEntropyWithRateLimitersBoot(limiter: String) throws {
+        let disk = Self.disk("limited", bytes: 1 << 20)
         defer { unlink(disk) }
         let path = Self.config(drives: """
-        [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false,
-          "rate_limiter": {"bandwidth": {"size": 0, "refill_time": 0}}}]
-        """)
+        [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false, "rate_limiter": \(limiter)}]
+        """, extra: ", \"entropy\": {\"rate_limiter\": \(limiter)}")
         defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 0, "\(run.stderr)")
@@ -98,5 +101,30 @@ struct VirtioWiringTests {
         let tapRun = try Lane1.run(Lane1.baseFlags + ["--config-file", noTap])
         #expect(tapRun.status == 1)
         #expect(tapRun.stderr.contains("cannot open TAP kiln-notap0"), "\(tapRun.stderr)")
+    }
+
+    @Test func metricsCountTheGuestsIOAndATrailingPartialSectorIsReported() throws {
+        let drive = VirtioLane.makeDrive("metrics")
+        let handle = open(drive, O_WRONLY | O_APPEND)
+        _ = write(handle, [UInt8](repeating: 0xee, count: 100), 100)  // 100 bytes past the last whole sector
+        close(handle)
+        let metrics = "/tmp/kiln-wiring-\(getpid())-metrics.json"
+        defer { unlink(drive); unlink(metrics) }
+        let path = Self.config(drives: """
+        [{"drive_id": "d0", "path_on_host": "\(drive)", "is_root_device": false, "cache_type": "Writeback"}]
+        """, extra: ", \"entropy\": {}, \"metrics\": {\"metrics_path\": \"\(metrics)\"}")
+        defer { unlink(path) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path, "--level", "Info"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.guestLines.contains("guest: blk write ok"), "\(run.guestLines)")
+        #expect(run.stderr.contains("its last 100 bytes are not visible to the guest"), "\(run.stderr)")
+        // The snapshot kiln writes at exit: the guest wrote sectors 1-8 (4 KiB)
+        // and flushed once, read sector 0 and 1-8 back, and drew 32 random bytes.
+        let last = Lane1.read(metrics).split(separator: "\n").last.map(String.init) ?? ""
+        #expect(last.contains("\"block_d0\":{"), "\(last)")
+        #expect(last.contains("\"write_bytes\":4096"), "\(last)")
+        #expect(last.contains("\"flush_count\":1"), "\(last)")
+        #expect(last.contains("\"entropy\":{\"entropy_bytes\":32}"), "\(last)")
+        #expect(last.contains("\"virtio\":{\"device_needs_reset\":0}"), "\(last)")
     }
 }

@@ -105,7 +105,9 @@ struct KernelLoadingTests {
 
     /// The static rehearsal of the VMM's threads, exec'd under the jailer's
     /// filter: start-up, then the api, vcpu and vmm roles, each doing its
-    /// thread's typical calls. A call that is not allowed kills it (SIGSYS).
+    /// thread's typical calls after an allocation workout (large and many
+    /// blocks, heap growth and trimming, realloc, aligned blocks, the first
+    /// gmtime_r). A call that is not allowed kills it (SIGSYS).
     @Test(.enabled(if: SeccompSupport.rehearsal != nil, "policy-rehearsal is not built beside the tests: run swift build first"))
     func aStaticProgramRunsUnderTheJailerAndThreadFilters() throws {
         let rehearsal = SeccompSupport.rehearsal!
@@ -137,6 +139,15 @@ struct KernelLoadingTests {
         // thread's own filter stops it.
         for role in ["api", "vcpu", "vmm"] {
             #expect(exec(["--forbidden", role]) == 128 + SIGSYS, "\(role)")
+        }
+        // Each role's workout, alone, survives only because the C library
+        // was prepared before the first thread: unprepared, glibc opens
+        // /proc/sys/vm/overcommit_memory on the first trim of the api or
+        // vcpu thread's own arena, and /etc/localtime on the first gmtime_r
+        // (the event loop's heap is the main arena, which trims with brk).
+        for role in ["api", "vcpu", "vmm"] {
+            #expect(exec(["--workout", role]) == 0, "\(role)")
+            #expect(exec(["--unprepared", "--workout", role]) == 128 + SIGSYS, "\(role)")
         }
     }
 

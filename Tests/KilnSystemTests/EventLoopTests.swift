@@ -78,4 +78,15 @@ import Testing
         #expect(fired)
         #expect(elapsed < 2_000_000_000, "runOnce waited \(elapsed) ns for a 20 ms timer")
     }
+
+    @Test func waitingForEverStillWakesForATimerWithoutSpinning() throws {
+        let loop = try EventLoop()
+        var fired = 0
+        loop.schedule(afterMilliseconds: 30) { fired += 1 }
+        let start = MonotonicClock.processCPUNanoseconds()
+        try loop.runOnce(maximumMilliseconds: -1)
+        #expect(fired == 1)
+        // A 0 ms epoll timeout would have returned at once with the timer not due.
+        #expect(MonotonicClock.processCPUNanoseconds() - start < 20_000_000, "the wait spun")
+    }
 }

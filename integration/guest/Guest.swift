@@ -47,6 +47,7 @@ enum Port {
     static let pitChannel0: UInt16 = 0x40, pitMode: UInt16 = 0x43
     static let i8042Command: UInt16 = 0x64
     static let sleepControl: UInt16 = 0x600
+    static let cmosIndex: UInt16 = 0x70, cmosData: UInt16 = 0x71
 }
 
 func putByte(_ byte: UInt8) {
@@ -208,6 +209,13 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
             received += 1
         }
         put("\n")
+    }
+
+    if commandLine(line, contains: "rtc") {
+        // The CMOS clock's century register (BCD), read as Linux's rtc_cmos
+        // reads it: the index at port 0x70, then the data at 0x71.
+        outb(Port.cmosIndex, 0x32)
+        put("guest: rtc: century "); putHex(UInt64(inb(Port.cmosData))); put("\n")
     }
 
     if commandLine(line, contains: "halt") {

@@ -36,6 +36,19 @@ int ckiln_mount(const char *source, const char *target, const char *fstype,
                 unsigned long flags, const char *data);
 int ckiln_umount2(const char *target, int flags);
 int ckiln_pivot_root(const char *new_root, const char *put_old);
+/// Bind-mounts the working folder onto itself, nosuid, through the new mount
+/// API (open_tree(2), mount_setattr(2), move_mount(2)): no path is looked up,
+/// so nothing can redirect it. Returns a descriptor of the new mount's root,
+/// or -1 with errno.
+int ckiln_bind_cwd_nosuid(void);
+/// fsopen(2), fsconfig(2) with `options` ("key=value,flag,..."), fsmount(2)
+/// with MOUNT_ATTR_* `attributes`: a detached mount, reachable only through
+/// the returned descriptor until `ckiln_move_mount_onto` attaches it.
+int ckiln_fsmount(const char *fstype, const char *source, const char *options, unsigned int attributes);
+/// move_mount(2) of the detached mount `mount` onto the folder `target_dirfd`.
+int ckiln_move_mount_onto(int mount, int target_dirfd);
+unsigned int ckiln_mount_attr_nosuid(void);
+unsigned int ckiln_mount_attr_noexec(void);
 
 // MARK: Files
 /// close_range(2) over [first, last]; falls back to closing one by one on
@@ -46,7 +59,8 @@ uint64_t ckiln_makedev(unsigned int major, unsigned int minor);
 unsigned int ckiln_major(uint64_t device);
 unsigned int ckiln_minor(uint64_t device);
 int ckiln_mknodat(int dirfd, const char *path, unsigned int mode, uint64_t device);
-/// copy_file_range(2) until `length` bytes are copied; returns 0 or -1.
+/// copy_file_range(2) until `length` bytes are copied, or read(2) and
+/// write(2) where the kernel cannot (EXDEV across file systems); 0 or -1.
 int ckiln_copy_file(int from, int to, uint64_t length);
 int ckiln_at_removedir(void);
 int ckiln_at_symlink_nofollow(void);

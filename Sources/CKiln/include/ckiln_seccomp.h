@@ -27,4 +27,12 @@ int ckiln_set_no_new_privs(void);
 int ckiln_seccomp_load(const struct sock_filter *instructions, uint16_t count,
                        unsigned int flags);
 
+/// Call once, before the process starts its first thread (so before any
+/// thread filter): makes glibc do now, or never, the system calls it would
+/// otherwise make lazily on whichever thread needs them first, under that
+/// thread's filter. One malloc arena and a fixed mmap threshold (mallopt(3)),
+/// and the time zone loaded (tzset(3)); seccomp.c says why each.
+/// Returns 0, or -1 with errno set (EINVAL: mallopt refused a setting).
+int ckiln_prepare_libc_for_thread_filters(void);
+
 #endif

@@ -275,6 +275,9 @@ public final class Machine: @unchecked Sendable {
     /// Lets parked vCPUs run again (`PATCH /vm` "Resumed").
     public func resume() { pauseGate.open() }
 
+    /// Re-opens a drive's file (PATCH /drives after boot). On the event loop.
+    public func updateDrive(_ drive: Drive) throws { try virtio.updateDrive(drive) }
+
     /// Presses Ctrl+Alt+Del on the i8042 keyboard (`SendCtrlAltDel`).
     public func sendCtrlAltDel() throws {
         guard keyboard.pressCtrlAltDel() else {

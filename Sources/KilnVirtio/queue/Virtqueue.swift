@@ -39,6 +39,9 @@ public final class Virtqueue {
 
     /// Chains `pop` may still hand out in this service call; see `beginService`.
     private var budget = Int.max
+    /// Whether the last call was a `pop` that returned a chain, which
+    /// `undoPop` may then give back.
+    private var canUndoPop = false
 
     private var size: UInt16 { configuration.size }
 
@@ -121,6 +124,7 @@ public final class Virtqueue {
     /// The next available chain, or nil when the driver has offered none
     /// (or the service budget is spent).
     public func pop() throws -> DescriptorChain? {
+        canUndoPop = false
         guard budget > 0 else { return nil }
         let available: UInt16 = try load(UInt16.self, at: availableIndexAddress)
         let pending = available &- lastAvailable
@@ -138,12 +142,32 @@ public final class Virtqueue {
         guard head < size else { throw VirtqueueError(queue: index, .descriptorIndexOutOfRange(UInt32(head))) }
         let walker = DescriptorChainWalker(memory: memory, queue: index, tableAddress: configuration.descriptorTable,
                                            queueSize: size, indirectAllowed: indirectDescriptors)
-        return try walker.walk(head: head)
+        let chain = try walker.walk(head: head)
+        canUndoPop = true
+        return chain
+    }
+
+    /// Puts the chain the last `pop` returned back at the head of the ring,
+    /// for a device that may not serve it yet (a rate limiter said no).
+    ///
+    /// Only lastAvailable moves back; nothing was written to the guest. The
+    /// next `pop` reads that ring slot and walks its descriptors again, so a
+    /// driver that rewrote them meanwhile (the spec forbids it while the
+    /// buffer is the device's) gets its new chain checked like any other,
+    /// and one that moved idx backwards trips the index-jump check. Only
+    /// one undo per pop, so a device bug cannot step behind chains already
+    /// used.
+    public func undoPop() {
+        precondition(canUndoPop, "undoPop without a chain just popped")
+        canUndoPop = false
+        lastAvailable &-= 1
+        budget += 1
     }
 
     /// Returns a chain to the driver with the count of bytes the device
     /// wrote into it (§2.7.8: the element first, then the index).
     public func pushUsed(_ chain: DescriptorChain, written: UInt32) throws {
+        canUndoPop = false
         // §2.7.8.1: len is at most the total writable length, never more.
         let length = UInt32(clamping: min(UInt64(written), chain.writableLength))
         let slot = usedSlotAddress(nextUsed)

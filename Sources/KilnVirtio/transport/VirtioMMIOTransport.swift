@@ -304,7 +304,8 @@ public final class VirtioMMIOTransport: MMIODevice {
                 before = queue.lastAvailable
                 try device.process(queue: index, queues: queues)
                 for each in live { try each.setDriverNotifications(enabled: true) }
-            } while try queue.lastAvailable != before && !queue.budgetExhausted && queue.hasAvailable()
+            } while try queue.lastAvailable != before && !queue.budgetExhausted && !throttled(index)
+                && queue.hasAvailable()
 
             var notify = false
             for each in live where try each.needsNotification() { notify = true }
@@ -316,6 +317,11 @@ public final class VirtioMMIOTransport: MMIODevice {
             enterNeedsReset(VirtqueueError(queue: index, .malformedRequest("\(error)")))
         }
         return false
+    }
+
+    /// A rate limiter held the queue back: its own timer brings it back.
+    private func throttled(_ index: Int) -> Bool {
+        (device as? RateLimitedDevice)?.throttledUntil(queue: index) != nil
     }
 
     /// How many times over its size a queue is served per `processQueue`.

@@ -17,6 +17,9 @@ import KilnVirtio
 final class DriveFile {
     let descriptor: FileDescriptor
     let backend: FileBlockBackend
+    /// Bytes past the last whole sector of a regular file, which the guest
+    /// does not see (a block device is whole sectors).
+    let trailingBytes: Int
 
     init(path: String, readOnly: Bool, syncOnFlush: Bool, identifier: String) throws {
         let flags = (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NONBLOCK | O_NOCTTY
@@ -32,6 +35,7 @@ final class DriveFile {
             // flag only kept the open itself from waiting.
             backend = try FileBlockBackend(file: file, readOnly: readOnly, syncOnFlush: syncOnFlush,
                                            identifier: identifier)
+            trailingBytes = type == S_IFREG ? Int(status.st_size % off_t(BlockRequest.sectorSize)) : 0
         } catch {
             file.close()
             throw error
@@ -42,9 +46,13 @@ final class DriveFile {
     deinit { descriptor.close() }
 }
 
-/// Counts a block backend's traffic under Firecracker's metric names.
+/// A drive's backend as the device sees it: the open file, swappable at run
+/// time (PATCH /drives with a new `path_on_host`), with its traffic counted
+/// under Firecracker's metric names.
 final class CountedBlockBackend: BlockBackend {
-    let inner: BlockBackend
+    /// Replaced only with the device's slot lock held (the device reads it
+    /// under the same lock).
+    var inner: BlockBackend
     let readBytes, writeBytes, flushes, readCount, writeCount: Counter
 
     init(_ inner: BlockBackend, registry: MetricsRegistry, group: String) {

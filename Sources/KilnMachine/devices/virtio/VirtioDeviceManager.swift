@@ -31,6 +31,8 @@ final class VirtioDeviceManager {
         let gsi: UInt32
         /// The TAP behind a net device, watched by the event loop.
         let tap: TapNetBackend?
+        /// The drive behind a block device, for PATCH /drives.
+        let drive: (configuration: Drive, backend: CountedBlockBackend)?
     }
 
     let memory: GuestMemory
@@ -38,8 +40,8 @@ final class VirtioDeviceManager {
     private(set) var slots: [VirtioMMIOSlot] = []
     /// Kernel command-line words the devices add (root=…, ro/rw).
     private(set) var commandLineWords: [String] = []
-    /// Backend owners kept alive with the machine (drive files).
-    private var drives: [DriveFile] = []
+    /// Each drive's open file, by drive id, kept open with the machine.
+    private var driveFiles: [String: DriveFile] = [:]
     private let registry: MetricsRegistry
     private let needsReset: Counter
     private let log: (String) -> Void
@@ -64,15 +66,14 @@ final class VirtioDeviceManager {
             guard let path = drive.pathOnHost else {
                 throw BootInputError("drive \(drive.driveID): path_on_host is required")
             }
-            let file = try DriveFile(path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
-                                     identifier: drive.driveID)
-            if file.backend.sectorCount == 0 {
-                throw BootInputError("drive \(drive.driveID): \(path) is smaller than one 512-byte sector")
-            }
-            self.drives.append(file)
+            let file = try openDrive(drive, path: path)
+            driveFiles[drive.driveID] = file
             let group = "block_\(drive.driveID)"
             let backend = CountedBlockBackend(file.backend, registry: registry, group: group)
-            append(name: "block \(drive.driveID)", device: BlockDevice(memory: memory, backend: backend), tap: nil)
+            let throttle = IOThrottle.configured(drive.rateLimiter,
+                                                 counter: registry.counter(group, "rate_limiter_throttled_events"))
+            append(name: "block \(drive.driveID)", device: BlockDevice(memory: memory, backend: backend, throttle: throttle),
+                   tap: nil, drive: (drive, backend))
             if drive.isRootDevice {
                 commandLineWords.append(drive.partUUID.map { "root=PARTUUID=\($0)" } ?? "root=/dev/vda")
                 commandLineWords.append(drive.isReadOnly ? "ro" : "rw")
@@ -82,18 +83,66 @@ final class VirtioDeviceManager {
             let group = "net_\(interface.ifaceID)"
             let tap = try TapNetBackend(name: interface.hostDevName, registry: registry, group: group)
             let mac = interface.guestMAC?.bytes ?? Self.defaultMAC(index: entries.count)
-            append(name: "net \(interface.ifaceID)", device: NetDevice(memory: memory, backend: tap, mac: mac), tap: tap)
+            let receive = IOThrottle.configured(interface.rxRateLimiter,
+                                                counter: registry.counter(group, "rx_rate_limiter_throttled"))
+            let transmit = IOThrottle.configured(interface.txRateLimiter,
+                                                 counter: registry.counter(group, "tx_rate_limiter_throttled"))
+            append(name: "net \(interface.ifaceID)", device: NetDevice(memory: memory, backend: tap, mac: mac,
+                                                                       receiveThrottle: receive, transmitThrottle: transmit),
+                   tap: tap, drive: nil)
         }
-        if configuration.entropy != nil {
+        if let entropy = configuration.entropy {
             let source = RandomEntropySource(registry: registry, group: "entropy")
-            append(name: "entropy", device: EntropyDevice(memory: memory, source: source), tap: nil)
+            let throttle = IOThrottle.configured(entropy.rateLimiter,
+                                                 counter: registry.counter("entropy", "entropy_rate_limiter_throttled"))
+            append(name: "entropy", device: EntropyDevice(memory: memory, source: source, throttle: throttle), tap: nil,
+                   drive: nil)
         }
     }
 
-    private func append(name: String, device: VirtioDevice, tap: TapNetBackend?) {
+    private func append(name: String, device: VirtioDevice, tap: TapNetBackend?,
+                        drive: (configuration: Drive, backend: CountedBlockBackend)?) {
         let index = UInt64(entries.count)
         entries.append(Entry(name: name, device: device, base: X86Layout.virtioMMIOStart + index * X86Layout.virtioMMIOSize,
-                             gsi: Self.firstGSI + UInt32(index), tap: tap))
+                             gsi: Self.firstGSI + UInt32(index), tap: tap, drive: drive))
+    }
+
+    /// A disk whose size is not whole sectors is served short of its tail,
+    /// with a warning, as Firecracker does.
+    func openDrive(_ drive: Drive, path: String) throws -> DriveFile {
+        let file = try DriveFile(path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
+                                 identifier: drive.driveID)
+        guard file.backend.sectorCount > 0 else {
+            throw BootInputError("drive \(drive.driveID): \(path) is smaller than one 512-byte sector")
+        }
+        if file.trailingBytes > 0 {
+            log("drive \(drive.driveID): \(path) is not a whole number of 512-byte sectors; "
+                + "its last \(file.trailingBytes) bytes are not visible to the guest")
+        }
+        return file
+    }
+
+    /// PATCH /drives after boot (on the event loop): a `path_on_host`
+    /// re-opens the drive, which the device then serves from, and the guest
+    /// hears of the new capacity through a configuration-change interrupt
+    /// (virtio 1.2 §5.2.4: Linux re-reads `capacity`). In-flight requests
+    /// finished under the old file, since the swap takes the device's lock.
+    func updateDrive(_ drive: Drive) throws {
+        guard let index = entries.firstIndex(where: { $0.drive?.configuration.driveID == drive.driveID }),
+              let current = entries[index].drive, slots.indices.contains(index) else {
+            throw MachineControlError("drive \(drive.driveID) is not attached")
+        }
+        if drive.rateLimiter != current.configuration.rateLimiter, !Self.isUnlimited(drive.rateLimiter) {
+            throw MachineControlError("drive \(drive.driveID): rate limiters are not supported yet")
+        }
+        guard let path = drive.pathOnHost, path != "" else { return }
+        let file = try openDrive(current.configuration, path: path)
+        slots[index].withTransport { transport in
+            current.backend.inner = file.backend
+            transport.configurationChanged()
+        }
+        driveFiles[drive.driveID] = file  // the old file closes here
+        log("drive \(drive.driveID): now \(path), \(file.backend.sectorCount) sectors")
     }
 
     /// What the firmware tables announce (DSDT `LNRO0005` devices).
@@ -139,6 +188,7 @@ final class VirtioDeviceManager {
     func subscribe(to loop: EventLoop) throws -> [EventLoop.Token] {
         var tokens: [EventLoop.Token] = []
         for (slot, entry) in zip(slots, entries) {
+            let resumer = ThrottleResumer(slot: slot, loop: loop)
             var tapToken: EventLoop.Token?
             // A TAP is watched only while no frame waits for a guest buffer.
             let rearmTap = { [weak loop] in
@@ -149,6 +199,7 @@ final class VirtioDeviceManager {
                 tokens.append(try loop.subscribe(event.descriptor) { _ in
                     _ = try? event.drain()
                     if slot.serveQueue(index) { try? event.signal() }
+                    resumer.serviceEnded()
                     rearmTap()
                 })
             }
@@ -159,6 +210,7 @@ final class VirtioDeviceManager {
                     // guest posts receive buffers.
                     _ = slot.withTransport { _ in tap.peekFrame() }
                     if slot.serveQueue(NetDevice.Queue.receive), let event = slot.queueEvents.first { try? event.signal() }
+                    resumer.serviceEnded()
                     rearmTap()
                 }
                 tapToken = token
@@ -178,30 +230,13 @@ final class VirtioDeviceManager {
             if drive.ioEngine == .async {
                 throw BootInputError("drive \(drive.driveID): io_engine Async is not supported; use Sync")
             }
-            if !isUnlimited(drive.rateLimiter) {
-                throw BootInputError("drive \(drive.driveID): rate limiters are not supported yet")
-            }
-        }
-        for interface in configuration.networkInterfaces
-        where !isUnlimited(interface.rxRateLimiter) || !isUnlimited(interface.txRateLimiter) {
-            throw BootInputError("network interface \(interface.ifaceID): rate limiters are not supported yet")
-        }
-        if let entropy = configuration.entropy, !isUnlimited(entropy.rateLimiter) {
-            throw BootInputError("entropy: rate limiters are not supported yet")
         }
         if configuration.vsock != nil {
             throw BootInputError("vsock: virtio-vsock devices are not supported yet")
         }
     }
 
-    /// Firecracker treats a bucket of size 0 or refill time 0 as no limit.
-    static func isUnlimited(_ limiter: KilnConfig.RateLimiter?) -> Bool {
-        guard let limiter else { return true }
-        return [limiter.bandwidth, limiter.ops].allSatisfy { bucket in
-            guard let bucket else { return true }
-            return bucket.size == 0 || bucket.refillTimeMilliseconds == 0
-        }
-    }
+    static func isUnlimited(_ limiter: KilnConfig.RateLimiter?) -> Bool { limiter?.isUnlimited ?? true }
 
     /// A locally administered unicast MAC (02:…) for an interface given none.
     static func defaultMAC(index: Int) -> [UInt8] { [0x02, 0x4b, 0x49, 0x4c, 0x4e, UInt8(truncatingIfNeeded: index)] }

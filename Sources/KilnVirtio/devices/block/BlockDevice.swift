@@ -3,7 +3,7 @@ import KilnBytes
 
 /// virtio-blk (virtio 1.2 §5.2): one request queue in front of a
 /// `BlockBackend`. Stateless between requests.
-public final class BlockDevice: VirtioDevice {
+public final class BlockDevice: RateLimitedDevice {
     /// Feature bits (§5.2.3).
     public enum Feature {
         public static let segmentMaximum: UInt64 = 1 << 2
@@ -18,10 +18,21 @@ public final class BlockDevice: VirtioDevice {
     /// Requests answered with a status other than OK, for metrics.
     public private(set) var failedRequests = 0
 
-    public init(memory: GuestMemory, backend: BlockBackend) {
+    /// The drive's `rate_limiter`; unlimited unless configured.
+    public private(set) var throttle: IOThrottle
+
+    public init(memory: GuestMemory, backend: BlockBackend, throttle: IOThrottle = IOThrottle()) {
         self.memory = memory
         self.backend = backend
+        self.throttle = throttle
     }
+
+    /// PATCH /drives: new buckets take effect from the next request.
+    public func updateRateLimiters(_ update: IORateLimiter.Update) {
+        throttle.apply(update)
+    }
+
+    public func throttledUntil(queue index: Int) -> UInt64? { throttle.throttledUntil }
 
     public var deviceType: VirtioDeviceType { .block }
     public var deviceFeatures: UInt64 {
@@ -41,37 +52,70 @@ public final class BlockDevice: VirtioDevice {
     }
 
     public func activate(features: UInt64) {}
-    public func reset() {}
+    public func reset() { throttle.reset() }
 
     public func process(queue index: Int, queues: [Virtqueue?]) throws {
         guard let queue = queues[index] else { return }
+        guard throttle.begin() else { return }
         while let chain = try queue.pop() {
-            try queue.pushUsed(chain, written: try serve(chain, queue: index))
+            let request = try Pending(chain, memory: memory, backend: backend, queue: index)
+            // Every request costs an op, refused ones too, so a driver cannot
+            // spin the VMM on bad requests; only transfers cost bytes (as in
+            // Firecracker, where flush and GET_ID move no data).
+            guard throttle.admit(bytes: request.transferBytes) else {
+                queue.undoPop()
+                return
+            }
+            try queue.pushUsed(chain, written: try serve(request))
         }
     }
 
-    /// Serves one request; returns the bytes written into the chain.
-    func serve(_ chain: DescriptorChain, queue: Int) throws -> UInt32 {
-        // §5.2.6: the status byte is the chain's last writable byte. Without
-        // one the device cannot answer at all: the queue is broken.
-        guard chain.writableLength >= 1 else {
-            throw VirtqueueError(queue: queue, .malformedRequest("block request without a status byte"))
-        }
-        var reader = ChainReader(memory: memory, chain: chain)
-        var writer = ChainWriter(memory: memory, chain: chain)
-        var status = BlockRequest.Status.ioError
-        if let header = try reader.read(BlockRequest.headerSize) {
+    /// One popped request, its header read and its operation planned, so
+    /// that its cost is known before any I/O.
+    struct Pending {
+        var reader: ChainReader
+        var writer: ChainWriter
+        /// Nil when the header itself was short.
+        let plan: Result<BlockRequest.Operation, BlockRequest.Status>?
+
+        init(_ chain: DescriptorChain, memory: GuestMemory, backend: BlockBackend, queue: Int) throws {
+            // §5.2.6: the status byte is the chain's last writable byte. Without
+            // one the device cannot answer at all: the queue is broken.
+            guard chain.writableLength >= 1 else {
+                throw VirtqueueError(queue: queue, .malformedRequest("block request without a status byte"))
+            }
+            reader = ChainReader(memory: memory, chain: chain)
+            writer = ChainWriter(memory: memory, chain: chain)
+            guard let header = try reader.read(BlockRequest.headerSize) else {
+                plan = nil
+                return
+            }
             let shape = BlockRequest.Shape(readableData: reader.remaining, writableData: writer.remaining - 1)
-            switch BlockRequest.plan(header: header, shape: shape, capacity: backend.sectorCount,
-                                     readOnly: backend.isReadOnly) {
-            case .failure(let refused): status = refused
-            case .success(let operation): status = perform(operation, reader: &reader, writer: &writer)
+            plan = BlockRequest.plan(header: header, shape: shape, capacity: backend.sectorCount,
+                                     readOnly: backend.isReadOnly)
+        }
+
+        var transferBytes: UInt64 {
+            switch plan {
+            case .success(.read(_, let length)), .success(.write(_, let length)): return length
+            default: return 0
             }
         }
+    }
+
+    /// Serves one planned request; returns the bytes written into the chain.
+    func serve(_ pending: Pending) throws -> UInt32 {
+        var request = pending
+        var status = BlockRequest.Status.ioError
+        switch request.plan {
+        case nil: break
+        case .failure(let refused): status = refused
+        case .success(let operation): status = perform(operation, reader: &request.reader, writer: &request.writer)
+        }
         if status != .ok { failedRequests += 1 }
-        try writer.skip(Int(writer.remaining - 1))
-        try writer.write([status.rawValue])
-        return writer.written
+        try request.writer.skip(Int(request.writer.remaining - 1))
+        try request.writer.write([status.rawValue])
+        return request.writer.written
     }
 
     /// Does the I/O; a backend error becomes IOERR (§5.2.6).

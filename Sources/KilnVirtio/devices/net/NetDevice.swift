@@ -2,7 +2,7 @@ import KilnMemory
 
 /// virtio-net (virtio 1.2 §5.1): one receive and one transmit queue, no
 /// offloads, no mergeable buffers, a fixed MAC and link up.
-public final class NetDevice: VirtioDevice {
+public final class NetDevice: RateLimitedDevice {
     /// Feature bits (§5.1.3).
     public enum Feature {
         public static let mac: UInt64 = 1 << 5
@@ -22,12 +22,28 @@ public final class NetDevice: VirtioDevice {
     public let mac: [UInt8]
     public private(set) var droppedTransmits = 0
     public private(set) var droppedReceives = 0
+    /// `rx_rate_limiter` and `tx_rate_limiter`; unlimited unless configured.
+    public private(set) var receiveThrottle: IOThrottle
+    public private(set) var transmitThrottle: IOThrottle
 
-    public init(memory: GuestMemory, backend: NetBackend, mac: [UInt8]) {
+    public init(memory: GuestMemory, backend: NetBackend, mac: [UInt8],
+                receiveThrottle: IOThrottle = IOThrottle(), transmitThrottle: IOThrottle = IOThrottle()) {
         precondition(mac.count == 6, "a MAC address is 6 bytes")
         self.memory = memory
         self.backend = backend
         self.mac = mac
+        self.receiveThrottle = receiveThrottle
+        self.transmitThrottle = transmitThrottle
+    }
+
+    /// PATCH /network-interfaces: new buckets take effect from the next frame.
+    public func updateRateLimiters(receive: IORateLimiter.Update, transmit: IORateLimiter.Update) {
+        receiveThrottle.apply(receive)
+        transmitThrottle.apply(transmit)
+    }
+
+    public func throttledUntil(queue index: Int) -> UInt64? {
+        index == Queue.receive ? receiveThrottle.throttledUntil : transmitThrottle.throttledUntil
     }
 
     public var deviceType: VirtioDeviceType { .net }
@@ -36,18 +52,28 @@ public final class NetDevice: VirtioDevice {
     /// §5.1.4: mac[6], then le16 status with VIRTIO_NET_S_LINK_UP.
     public var configSpace: [UInt8] { mac + [1, 0] }
     public func activate(features: UInt64) {}
-    public func reset() {}
+    public func reset() {
+        receiveThrottle.reset()
+        transmitThrottle.reset()
+    }
 
     /// A transmit notification sends; any call then delivers what the
     /// backend holds, so the VMM calls `processQueue(receive)` when its TAP
     /// turns readable and the guest's rx notification retries a waiting frame.
     public func process(queue index: Int, queues: [Virtqueue?]) throws {
         if index == Queue.transmit, let transmit = queues[Queue.transmit] { try sendAll(transmit) }
-        if let receive = queues[Queue.receive] { try receiveAll(receive) }
+        if let receive = queues[Queue.receive] { try receiveAll(receive, notified: index == Queue.receive) }
     }
 
     private func sendAll(_ queue: Virtqueue) throws {
+        guard transmitThrottle.begin() else { return }
         while let chain = try queue.pop() {
+            // Charged for what the driver offered, header included, as
+            // Firecracker does; dropped frames cost too.
+            guard transmitThrottle.admit(bytes: chain.readableLength) else {
+                queue.undoPop()
+                return
+            }
             var reader = ChainReader(memory: memory, chain: chain)
             // §5.1.6.2: header then frame, all device-readable. A header the
             // device cannot honour or an oversized frame is dropped: transmit
@@ -62,8 +88,17 @@ public final class NetDevice: VirtioDevice {
         }
     }
 
-    private func receiveAll(_ queue: Virtqueue) throws {
+    /// `notified`: served for its own queue or the TAP, not in passing
+    /// after a transmit, so a wait still ahead counts as a throttled event.
+    private func receiveAll(_ queue: Virtqueue, notified: Bool) throws {
+        guard receiveThrottle.begin(counting: notified) else { return }
         while let frame = backend.peekFrame(), let chain = try queue.pop() {
+            // A refused frame stays in the backend (the VMM stops reading
+            // the TAP meanwhile), its buffer back in the ring.
+            guard receiveThrottle.admit(bytes: UInt64(NetHeader.size + frame.count)) else {
+                queue.undoPop()
+                return
+            }
             backend.consumeFrame()
             var writer = ChainWriter(memory: memory, chain: chain)
             // §5.1.6.4.1: without VIRTIO_NET_F_MRG_RXBUF, num_buffers is 1. A
