@@ -84,7 +84,7 @@ WHY
   # Its root, the host's file it read, its hwrng bytes, then what level 1
   # got from it over the network and read back from its root drive.
   tr -d '\r' < "$base/nested.log" > "$base/nested.txt"
-  grep -E '^(KILN-L2-(ROOT|BLOCK-OK|DATA-RO-OK|RNG-OK)|KILN-L1-(HTTP-OK|PING-OK|WRITEBACK-OK))' "$base/nested.txt" \
+  grep -E '^(KILN-L2-(ROOT|BLOCK-OK|DATA-RO-OK|RNG-OK)|KILN-L1-(HTTP-OK|HTTP-BULK-OK|PING-OK|WRITEBACK-OK))' "$base/nested.txt" \
     | sed 's/^/  /'
   echo "the page level 1 fetched from http://172.16.0.2/ (busybox httpd in level 2, through kiln's virtio-net):"
   sed -n 's/^KILN-L1-GOT KILN-L2-PAGE /  /p' "$base/nested.txt"
