@@ -111,26 +111,21 @@ copy_with_libraries() { # binary destination-in-stage
   done
 }
 
-# Level 2's devices with --devices, in Firecracker's config format. Level 1
-# puts fresh copies of the disks in /l2/run before each boot; the jailed kiln
-# finds them in its jail root instead (prefix "").
-drives_json() { # path-prefix
-  cat <<JSON
-  "drives": [
-    {"drive_id": "rootfs", "path_on_host": "$1/rootfs.ext4", "is_root_device": true, "is_read_only": false},
-    {"drive_id": "data", "path_on_host": "$1/data.img", "is_root_device": false, "is_read_only": true}
+# Level 2's devices with --devices, in Firecracker's config format, for an
+# unjailed kiln: level 1 puts fresh copies of the disks in /l2/run before each
+# boot (the jailed kiln gets them through its API, below).
+devices_config='  "drives": [
+    {"drive_id": "rootfs", "path_on_host": "/l2/run/rootfs.ext4", "is_root_device": true, "is_read_only": false},
+    {"drive_id": "data", "path_on_host": "/l2/run/data.img", "is_root_device": false, "is_read_only": true}
   ],
-JSON
-}
-net_json='"network-interfaces": [{"iface_id": "eth0", "host_dev_name": "kiln-tap0", "guest_mac": "06:00:AC:10:00:02"}]'
+  "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "kiln-tap0", "guest_mac": "06:00:AC:10:00:02"}],
+  "entropy": {},'
 
 # The command that boots level 2 with VMM $2, whose files are under /vmm/$1.
 launcher() { # index path
   local dir=/vmm/$1 name cmdline=$l2_cmdline devices_json=""
   name=$(basename "$2")
-  [ $devices = 1 ] && devices_json="$(drives_json /l2/run)
-  $net_json,
-  \"entropy\": {},"
+  [ $devices = 1 ] && devices_json=$devices_config
   echo '#!/bin/sh'
   case $name in
     qemu-system-*)
@@ -158,7 +153,7 @@ launcher() { # index path
       cat > "$stage$dir/vm.json" <<JSON
 {
   "boot-source": {"kernel_image_path": "/l2/kernel", "initrd_path": "/l2/initrd.cpio", "boot_args": "$cmdline"},
-  $devices_json
+$devices_json
   "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256}
 }
 JSON
