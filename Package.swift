@@ -97,9 +97,15 @@ let package = Package(
                           swiftSettings: fuzzEntryPoint),
         .executableTarget(name: "fuzz-vsock-packet", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-virtio-mmio", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-net-frames", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-legacy-devices", dependencies: ["KilnMachine", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
 
         // MARK: Tests
-        .target(name: "KilnTestSupport", path: "Tests/KilnTestSupport"),
+        .target(name: "KilnTestSupport", dependencies: ["KilnSystem"], path: "Tests/KilnTestSupport"),
         .testTarget(name: "KilnBytesTests", dependencies: ["KilnBytes"]),
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON", "KilnTestSupport"]),
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
@@ -114,7 +120,7 @@ let package = Package(
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
         .testTarget(name: "KilnMachineTests",
-                    dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "CKiln", "KilnTestSupport"]),
+                    dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "KilnVirtio", "CKiln", "KilnTestSupport"]),
         // The two boot lanes through the real binaries: kiln jailed on this
         // machine's KVM, and stock Linux on the nested KVM (integration/nested).
         .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport"]),

@@ -204,14 +204,6 @@ public struct RateLimiter: Equatable, Sendable {
     public var bandwidth: TokenBucket?
     public var ops: TokenBucket?
 
-    /// Firecracker treats a bucket of size 0 or refill time 0 as no limit.
-    public var isUnlimited: Bool {
-        [bandwidth, ops].allSatisfy { bucket in
-            guard let bucket else { return true }
-            return bucket.size == 0 || bucket.refillTimeMilliseconds == 0
-        }
-    }
-
     public init(bandwidth: TokenBucket? = nil, ops: TokenBucket? = nil) {
         self.bandwidth = bandwidth
         self.ops = ops

@@ -5,8 +5,10 @@ import CKiln
 import KilnSystem
 
 /// Step 8: only the character devices the VMM opens, owned by its user, 0600.
-/// Numbers from the kernel's Documentation/admin-guide/devices.txt; the
-/// userfaultfd misc minor is dynamic, so the host's node gives it.
+/// Numbers from the kernel's Documentation/admin-guide/devices.txt. No
+/// /dev/userfaultfd, which Firecracker's jailer adds for snapshot restore:
+/// kiln has no snapshots, and the node would let the VMM's user watch its
+/// own page faults for nothing.
 ///
 /// They live on a small tmpfs mounted over the jail's /dev inside the jail's
 /// own mount namespace: no device node is ever written to the host's disk
@@ -17,15 +19,11 @@ struct DeviceNode: Equatable, Sendable {
     let path: String
     let device: UInt64
 
-    static func required(userfaultfd: UInt64?) -> [DeviceNode] {
-        var nodes = [
-            DeviceNode(path: "/dev/kvm", device: ckiln_makedev(10, 232)),
-            DeviceNode(path: "/dev/net/tun", device: ckiln_makedev(10, 200)),
-            DeviceNode(path: "/dev/urandom", device: ckiln_makedev(1, 9)),
-        ]
-        if let userfaultfd { nodes.append(DeviceNode(path: "/dev/userfaultfd", device: userfaultfd)) }
-        return nodes
-    }
+    static let required = [
+        DeviceNode(path: "/dev/kvm", device: ckiln_makedev(10, 232)),
+        DeviceNode(path: "/dev/net/tun", device: ckiln_makedev(10, 200)),
+        DeviceNode(path: "/dev/urandom", device: ckiln_makedev(1, 9)),
+    ]
 
     /// Enough inodes for the nodes and their folders, and no room for data.
     static let tmpfsOptions = "mode=755,size=4k,nr_inodes=16"

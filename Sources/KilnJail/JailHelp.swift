@@ -65,8 +65,8 @@ public enum JailHelp {
         In the jail: mount, IPC, UTS (hostname = ID) and cgroup namespaces; / is the jail root
         (nosuid), holding the exec file, seccomp.kbundle and the --jail-file files, all root's, and
         /run, the uid/gid's (0700), where the VMM may create its API socket; /dev is a
-        private tmpfs (nosuid, noexec) holding only kvm, net/tun, urandom and, when the host has
-        one, userfaultfd, each owned by the uid/gid with mode 0600. No capabilities in any set;
+        private tmpfs (nosuid, noexec) holding only kvm, net/tun and urandom, each owned by the
+        uid/gid with mode 0600 (no userfaultfd: kiln has no snapshots). No capabilities in any set;
         no_new_privs; the "jailer" seccomp program. The parent cgroup is shared and kept; cleanup
         removes <id>.
 

@@ -14,8 +14,6 @@ public struct ValidatedLaunch {
     /// The exec file, a static ELF executable, as it was checked.
     let execFile: ValidatedHostFile
     public let cgroupTargets: [CgroupTarget]
-    /// The host's /dev/userfaultfd device number, when it has one.
-    public let userfaultfdDevice: UInt64?
     /// `--jail-file`s, each a regular file, in the order given.
     let jailFiles: [ValidatedJailFile]
 }
@@ -128,15 +126,11 @@ public enum JailValidation {
             }
         }
 
-        var userfaultfd = stat()
-        let userfaultfdDevice: UInt64? = stat("/dev/userfaultfd", &userfaultfd) == 0 && (userfaultfd.st_mode & S_IFMT) == S_IFCHR
-            ? UInt64(userfaultfd.st_rdev) : nil
-
         let jailFiles = try options.jailFiles.map(ValidatedJailFile.validate)
 
         return ValidatedLaunch(options: options, bundleBytes: bundleBytes, bundle: bundle,
                                execFile: ValidatedHostFile(flag: "--exec-file", path: options.execFile, info),
-                               cgroupTargets: targets, userfaultfdDevice: userfaultfdDevice, jailFiles: jailFiles)
+                               cgroupTargets: targets, jailFiles: jailFiles)
     }
 
     static func readHostFile(_ path: String, _ refuse: (String) -> JailFailure) throws -> [UInt8] {

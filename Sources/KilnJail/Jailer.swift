@@ -39,7 +39,7 @@ public enum Jailer {
             try during(.namespaces) { try Namespaces.enter(options, root: folder.root, ledger: ledger) }
             try during(.rootSwitch) { try RootSwitch.pivot(rootPath: options.paths.root) }
             try during(.deviceNodes) {
-                try DeviceNode.create(DeviceNode.required(userfaultfd: launch.userfaultfdDevice), uid: options.uid, gid: options.gid)
+                try DeviceNode.create(DeviceNode.required, uid: options.uid, gid: options.gid)
             }
             // 9. Daemonize or enter the PID namespace, and the pid file.
             let role = try during(.daemonize) {

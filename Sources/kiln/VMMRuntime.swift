@@ -192,12 +192,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
     }
 
     func updateNetworkInterface(_ interface: NetworkInterface) throws {
-        // PATCH carries only the rate limiters; kiln enforces none yet, so
-        // only limiters that limit nothing are accepted.
-        guard interface.rxRateLimiter?.isUnlimited ?? true, interface.txRateLimiter?.isUnlimited ?? true else {
-            throw MachineControlError("network interface \(interface.ifaceID): rate limiters are not supported yet")
-        }
-        try mailbox.perform { _ = try self.runningMachine() }
+        try mailbox.perform { try self.runningMachine().updateNetworkInterface(interface) }
     }
 
     private func runningMachine() throws -> Machine {

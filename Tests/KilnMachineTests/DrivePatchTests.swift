@@ -51,6 +51,14 @@ struct DrivePatchTests {
         #expect(unknown.status == 400, "\(unknown)")
         #expect(try client.request("GET", "/vm/config").body.contains(first))
 
+        // A rate limiter set on the running drive, kept by the configuration.
+        let limited = try client.request("PATCH", "/drives/data", """
+        {"drive_id": "data", "rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 100}}}
+        """)
+        #expect(limited.status == 204, "\(limited)")
+        let shown = try client.request("GET", "/vm/config").body
+        #expect(shown.contains("1048576") && shown.contains(first), "\(shown)")
+
         #expect(try client.request("PUT", "/actions", "{\"action_type\": \"SendCtrlAltDel\"}").status == 204)
         status = Lane1.wait(pid)
         #expect(status == 0, "stderr: \(Lane1.read(errors))")

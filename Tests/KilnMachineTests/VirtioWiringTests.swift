@@ -124,7 +124,7 @@ struct VirtioWiringTests {
         #expect(last.contains("\"block_d0\":{"), "\(last)")
         #expect(last.contains("\"write_bytes\":4096"), "\(last)")
         #expect(last.contains("\"flush_count\":1"), "\(last)")
-        #expect(last.contains("\"entropy\":{\"entropy_bytes\":32}"), "\(last)")
+        #expect(last.contains("\"entropy\":{\"entropy_bytes\":32,"), "\(last)")
         #expect(last.contains("\"virtio\":{\"device_needs_reset\":0}"), "\(last)")
     }
 }

@@ -4,13 +4,8 @@ import KilnTestSupport
 import Testing
 @testable import KilnVirtio
 
-/// The committed libFuzzer seeds (fuzz/corpus/<name>/), so the seeded tests
-/// and the fuzzers start from the same valid inputs.
-func fuzzSeeds(_ name: String) throws -> [[UInt8]] {
-    let root = String(#filePath.split(separator: "/", omittingEmptySubsequences: false).dropLast(3).joined(separator: "/"))
-    let folder = root + "/fuzz/corpus/" + name
-    return try FileSystem.listDirectory(folder).sorted().map { try FileSystem.readFile(folder + "/" + $0) }
-}
+/// The committed libFuzzer seeds (fuzz/corpus/<name>/).
+func fuzzSeeds(_ name: String) throws -> [[UInt8]] { try FuzzCorpus.seeds(name) }
 
 /// Mutations aimed at what the queue code reads: descriptors, ring indices
 /// and heads, the control byte and the tail, with boundary values.

@@ -31,4 +31,8 @@ SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$target" "$work" "$corpus" \
 runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
 cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1)
 [ "${runs:-0}" -gt 0 ] || { echo "$target executed no inputs" >&2; tail -20 "$log"; exit 1; }
+# libFuzzer's own last word, as proof the run ended normally.
+done_line=$(grep -E '^Done [0-9]+ runs in [0-9]+ second' "$log" | tail -1)
+[ -n "$done_line" ] || { echo "$target: libFuzzer printed no final Done line" >&2; tail -20 "$log"; exit 1; }
+echo "$target: $done_line"
 echo "$target: $runs inputs in ${seconds}s, $cov, corpus $(ls "$work" | wc -l) files"

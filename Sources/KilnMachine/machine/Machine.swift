@@ -275,8 +275,16 @@ public final class Machine: @unchecked Sendable {
     /// Lets parked vCPUs run again (`PATCH /vm` "Resumed").
     public func resume() { pauseGate.open() }
 
-    /// Re-opens a drive's file (PATCH /drives after boot). On the event loop.
+    /// PATCH /drives after boot: a new file, new rate limiters. On the event loop.
     public func updateDrive(_ drive: Drive) throws { try virtio.updateDrive(drive) }
+
+    /// PATCH /network-interfaces after boot: new rate limiters.
+    public func updateNetworkInterface(_ interface: NetworkInterface) throws {
+        guard virtio.updateRateLimiters(interfaceID: interface.ifaceID, receive: interface.rxRateLimiter,
+                                        transmit: interface.txRateLimiter) else {
+            throw MachineControlError("network interface \(interface.ifaceID) is not attached")
+        }
+    }
 
     /// Presses Ctrl+Alt+Del on the i8042 keyboard (`SendCtrlAltDel`).
     public func sendCtrlAltDel() throws {

@@ -32,7 +32,7 @@ final class VirtioDeviceManager {
         /// The TAP behind a net device, watched by the event loop.
         let tap: TapNetBackend?
         /// The drive behind a block device, for PATCH /drives.
-        let drive: (configuration: Drive, backend: CountedBlockBackend)?
+        var drive: (configuration: Drive, backend: CountedBlockBackend)?
     }
 
     let memory: GuestMemory
@@ -122,27 +122,32 @@ final class VirtioDeviceManager {
         return file
     }
 
-    /// PATCH /drives after boot (on the event loop): a `path_on_host`
-    /// re-opens the drive, which the device then serves from, and the guest
-    /// hears of the new capacity through a configuration-change interrupt
-    /// (virtio 1.2 §5.2.4: Linux re-reads `capacity`). In-flight requests
-    /// finished under the old file, since the swap takes the device's lock.
+    /// PATCH /drives after boot (on the event loop), with the drive as the
+    /// API merged it. A changed `path_on_host` re-opens the drive, which the
+    /// device then serves from, and the guest hears of the new capacity
+    /// through a configuration-change interrupt (virtio 1.2 §5.2.4: Linux
+    /// re-reads `capacity`); requests in flight finish under the old file,
+    /// since the swap takes the device's lock. A changed `rate_limiter`
+    /// replaces the device's buckets (a bucket left out keeps its state).
     func updateDrive(_ drive: Drive) throws {
         guard let index = entries.firstIndex(where: { $0.drive?.configuration.driveID == drive.driveID }),
               let current = entries[index].drive, slots.indices.contains(index) else {
             throw MachineControlError("drive \(drive.driveID) is not attached")
         }
-        if drive.rateLimiter != current.configuration.rateLimiter, !Self.isUnlimited(drive.rateLimiter) {
-            throw MachineControlError("drive \(drive.driveID): rate limiters are not supported yet")
+        if let path = drive.pathOnHost, path != current.configuration.pathOnHost {
+            let file = try openDrive(current.configuration, path: path)
+            slots[index].withTransport { transport in
+                current.backend.inner = file.backend
+                transport.configurationChanged()
+            }
+            driveFiles[drive.driveID] = file  // the old file closes here
+            entries[index].drive?.configuration.pathOnHost = path
+            log("drive \(drive.driveID): now \(path), \(file.backend.sectorCount) sectors")
         }
-        guard let path = drive.pathOnHost, path != "" else { return }
-        let file = try openDrive(current.configuration, path: path)
-        slots[index].withTransport { transport in
-            current.backend.inner = file.backend
-            transport.configurationChanged()
+        if drive.rateLimiter != current.configuration.rateLimiter {
+            _ = updateRateLimiters(driveID: drive.driveID, drive.rateLimiter)
+            entries[index].drive?.configuration.rateLimiter = drive.rateLimiter
         }
-        driveFiles[drive.driveID] = file  // the old file closes here
-        log("drive \(drive.driveID): now \(path), \(file.backend.sectorCount) sectors")
     }
 
     /// What the firmware tables announce (DSDT `LNRO0005` devices).
@@ -235,8 +240,6 @@ final class VirtioDeviceManager {
             throw BootInputError("vsock: virtio-vsock devices are not supported yet")
         }
     }
-
-    static func isUnlimited(_ limiter: KilnConfig.RateLimiter?) -> Bool { limiter?.isUnlimited ?? true }
 
     /// A locally administered unicast MAC (02:…) for an interface given none.
     static func defaultMAC(index: Int) -> [UInt8] { [0x02, 0x4b, 0x49, 0x4c, 0x4e, UInt8(truncatingIfNeeded: index)] }
