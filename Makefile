@@ -15,7 +15,7 @@ SWIFT ?= swift
 # test's TCP shim and the benchmarks).
 DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3 pkg-config
 # Host packages of the nested lane (the kernels and busybox are only downloaded).
-NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4
+NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4 e2fsprogs iproute2 curl
 FIRECRACKER_FILTER := policies/reference/firecracker-seccomp-x86_64.json
 FUZZ_SECONDS ?= 60
 

@@ -8,9 +8,11 @@
 #   2. Stock Linux: Debian's cloud kernel and a busybox initramfs, under kiln,
 #      under kiln-jailer:
 #      - directly on this host when its KVM can run stock Linux;
-#      - on kvm-pvm (/sys/module/kvm_pvm), which cannot (platform notes), in
-#        the nested lane: kiln-jailer and kiln inside a Debian level-1 guest
-#        whose kvm_amd runs under QEMU TCG.
+#      - on kvm-pvm (/sys/module/kvm_pvm), which cannot, in the nested lane:
+#        kiln-jailer and kiln inside a Debian level-1 guest whose kvm_amd runs
+#        under QEMU TCG. There the guest gets kiln's virtio devices: it boots
+#        from an ext4 root drive with Debian's own drivers and serves a page
+#        that level 1 fetches over the TAP.
 # `make demo` builds the release binaries and the test guest first; this
 # script fetches the Linux assets itself (integration/nested/assets.sh).
 set -euo pipefail
@@ -69,12 +71,23 @@ if [ -d /sys/module/kvm_pvm ]; then
   cat <<'WHY'
 This host's KVM is kvm-pvm (/sys/module/kvm_pvm), a paravirtual nested KVM
 that cannot run stock Linux kernels: they stop in the int3 self-test of the
-alternatives code (platform notes). So the Debian cloud kernel boots on a real
-KVM one level down: QEMU TCG runs a Debian level-1 guest with an SVM CPU; its
-kvm_amd gives /dev/kvm; there kiln-jailer jails kiln, which boots level 2.
-Under TCG this takes a minute or two; the level-2 console follows.
+alternatives code. So the Debian cloud kernel boots on a real KVM one level
+down: QEMU TCG runs a Debian level-1 guest with an SVM CPU; its kvm_amd gives
+/dev/kvm; there kiln-jailer jails kiln (configured through its API socket),
+which boots level 2 with a root drive, a read-only data disk, a network
+interface on a TAP and an entropy device, all driven by Debian's own virtio
+modules. Under TCG this takes a minute or so; the level-1 and level-2
+consoles follow.
 WHY
-  "$here/nested/run.sh" --vmm "$bin/kiln-jailer" --vcpus 2
+  "$here/nested/run.sh" --vmm "$bin/kiln-jailer" --vcpus 2 --devices | tee "$base/nested.log"
+  say "what the jailed Debian guest showed"
+  # Its root, the host's file it read, its hwrng bytes, then what level 1
+  # got from it over the network and read back from its root drive.
+  tr -d '\r' < "$base/nested.log" > "$base/nested.txt"
+  grep -E '^(KILN-L2-(ROOT|BLOCK-OK|DATA-RO-OK|RNG-OK)|KILN-L1-(HTTP-OK|HTTP-BULK-OK|PING-OK|WRITEBACK-OK))' "$base/nested.txt" \
+    | sed 's/^/  /'
+  echo "the page level 1 fetched from http://172.16.0.2/ (busybox httpd in level 2, through kiln's virtio-net):"
+  sed -n 's/^KILN-L1-GOT KILN-L2-PAGE /  /p' "$base/nested.txt"
 else
   say "stock Linux on this host's KVM: Debian's cloud kernel, jailed"
   jailed demo-linux "$nested/l2-bzImage:vmlinuz" "$nested/l2-initrd.cpio:initrd.cpio" -- \

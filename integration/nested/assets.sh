@@ -1,9 +1,12 @@
 #!/bin/bash
-# Builds, from Debian packages only, what the nested lane boots (platform notes,
-# "A stock Linux guest on a real KVM: the nested lane"):
-#   level 1: the standard kernel as an uncompressed vmlinux, its KVM modules and
-#            a busybox base tree (the run script adds the VMM and finishes the cpio);
-#   level 2: the cloud kernel bzImage and a busybox initramfs that prints a marker.
+# Builds, from Debian packages only, what the nested lane boots (README.md):
+#   level 1: the standard kernel as an uncompressed vmlinux, its KVM and TUN
+#            modules and a busybox base tree with iproute2's ip (busybox's has
+#            no tuntap) and debugfs (to read the root drive back); the run
+#            script adds the VMM and finishes the cpio;
+#   level 2: the cloud kernel bzImage, a busybox initramfs with Debian's virtio
+#            modules, an ext4 root-drive image (busybox, the same init, and a
+#            file the host wrote) and a 256 KiB raw data disk.
 # Idempotent: .deb files and every product stay cached in integration/out/nested;
 # once built, a run costs nothing until one of its inputs changes. Delete
 # integration/out/nested/.ready to look for newer kernel packages.
@@ -83,30 +86,68 @@ busybox_tree() { # dir
     [ -e "$1/bin/$applet" ] || ln -s busybox "$1/bin/$applet"
   done
 }
+# A host binary and the shared libraries ldd lists, at the same paths.
+copy_with_libraries() { # binary root
+  install -D -m 755 "$1" "$2$1"
+  local lib
+  for lib in $(ldd "$1" | grep -o '/[^ ]*'); do
+    [ -e "$2$lib" ] || install -D -m 755 "$(readlink -f "$lib")" "$2$lib"
+  done
+}
 # newc cpio of a directory, owned by root, in a stable order.
 make_cpio() { # dir file
   (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$2.tmp"
   mv "$2.tmp" "$2"
 }
 
-# Level-2 initramfs.
-if [ ! -s "$out/l2-initrd.cpio" ] || [ "$here/l2-init" -nt "$out/l2-initrd.cpio" ]; then
+# Level 2: the initramfs (busybox, the init, Debian's virtio modules: the
+# cloud kernel builds virtio, virtio_mmio and the device drivers as modules),
+# the root drive (ext4, made from a directory without any mount), and a raw
+# data disk. The host's line in /hello.txt and the data disk's signature are
+# what level 2 must read back.
+cloud_modules=$out/pkg/cloud/lib/modules/$cloud_release/kernel
+if [ ! -s "$out/l2-initrd.cpio" ] || [ -n "$(find "$here/l2-init" "$here/assets.sh" -newer "$out/l2-initrd.cpio")" ]; then
   rm -rf "$out/l2-root"
   busybox_tree "$out/l2-root"
   install -m 755 "$here/l2-init" "$out/l2-root/init"
+  mkdir -p "$out/l2-root/modules"
+  for module in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk \
+      net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/char/hw_random/virtio-rng; do
+    cp "$cloud_modules/$module.ko" "$out/l2-root/modules/"
+  done
   make_cpio "$out/l2-root" "$out/l2-initrd.cpio"
+fi
+if [ ! -s "$out/l2-rootfs.ext4" ] || [ -n "$(find "$here/l2-init" "$here/assets.sh" -newer "$out/l2-rootfs.ext4")" ]; then
+  rm -rf "$out/l2-rootfs"
+  busybox_tree "$out/l2-rootfs"
+  install -m 755 "$here/l2-init" "$out/l2-rootfs/init"
+  touch "$out/l2-rootfs/etc/kiln-root-drive"
+  echo "KILN-HOST-FILE written by the host into the root drive image" > "$out/l2-rootfs/hello.txt"
+  rm -f "$out/l2-rootfs.ext4.tmp"
+  truncate -s 16M "$out/l2-rootfs.ext4.tmp"
+  mkfs.ext4 -q -F -L kiln-root -E root_owner=0:0 -d "$out/l2-rootfs" "$out/l2-rootfs.ext4.tmp"
+  mv "$out/l2-rootfs.ext4.tmp" "$out/l2-rootfs.ext4"
+  # The data disk: a signature line, then random bytes that level 2 reads
+  # whole and serves back to level 1 over HTTP (many requests, many frames).
+  { echo "KILN-DATA-DISK written by the host"; head -c 262144 /dev/urandom; } > "$out/l2-data.img"
+  truncate -s 256K "$out/l2-data.img"
 fi
 
 # Level-1 base tree (run.sh copies it, adds the VMM and level 2, and packs it).
-if [ ! -e "$out/l1-base/.done" ] || [ "$here/l1-init" -nt "$out/l1-base/.done" ]; then
+if [ ! -e "$out/l1-base/.done" ] || [ -n "$(find "$here/l1-init" "$here/assets.sh" -newer "$out/l1-base/.done")" ]; then
   rm -rf "$out/l1-base"
   busybox_tree "$out/l1-base"
   install -m 755 "$here/l1-init" "$out/l1-base/init"
   mkdir -p "$out/l1-base/modules"
-  kvm_dir=$out/pkg/std/lib/modules/$std_release/kernel
-  for module in virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko drivers/crypto/ccp/ccp.ko arch/x86/kvm/kvm-amd.ko; do
-    cp "$kvm_dir/$module" "$out/l1-base/modules/"
+  std_modules=$out/pkg/std/lib/modules/$std_release/kernel
+  for module in virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko drivers/crypto/ccp/ccp.ko arch/x86/kvm/kvm-amd.ko \
+      drivers/net/tun.ko; do
+    cp "$std_modules/$module" "$out/l1-base/modules/"
   done
+  # iproute2's ip makes the persistent TAP (at /usr/sbin/ip; busybox's stays
+  # /bin/ip), debugfs reads the root drive back without mounting it.
+  copy_with_libraries /usr/sbin/ip "$out/l1-base"
+  copy_with_libraries /usr/sbin/debugfs "$out/l1-base"
   touch "$out/l1-base/.done"
 fi
 

@@ -1,11 +1,12 @@
 #!/bin/bash
-# The nested lane (issue 4, lane 2): boot level 1 (Debian's standard kernel
-# under QEMU TCG with an SVM CPU, so kvm_amd gives it a real /dev/kvm), and in
-# it run each VMM under test on Debian's cloud kernel and a busybox initramfs.
+# The nested lane: boot level 1 (Debian's standard kernel under QEMU TCG with
+# an SVM CPU, so kvm_amd gives it a real /dev/kvm), and in it run each VMM
+# under test on Debian's cloud kernel and a busybox initramfs.
 #
 #   run.sh --check                          level 1 only: KVM loads, /dev/kvm exists
 #   run.sh --vmm PATH [--vmm PATH2 ...]     boot level 2 with each VMM, in turn,
 #          [--vcpus N] [--runs R]           R times each, all in one level-1 boot
+#          [--devices]                      with virtio devices (below)
 #
 # A VMM is a binary from the host; a dynamic one travels with the libraries
 # ldd finds. How it is invoked depends on its name:
@@ -14,24 +15,37 @@
 #                  and --seccomp-filter with the policies.kbundle beside it
 #                  (--no-seccomp when there is none)
 #   kiln-jailer    kiln under kiln-jailer: the kiln and policies.kbundle
-#                  beside it travel too; the kernel, initramfs and config
-#                  reach the jail through --jail-file; implies --tmpfs-root
+#                  beside it travel too; the kernel and initramfs reach the
+#                  jail through --jail-file, the drives are linked into the
+#                  jail root (writable by kiln's uid), and curl configures
+#                  kiln through its API socket, as an orchestrator drives a
+#                  jailed Firecracker; implies --tmpfs-root
 #   anything else  --args 'TEMPLATE' (applies to such VMMs), with @KERNEL@
 #                  @INITRD@ @VCPUS@ @CMDLINE@ replaced
 # --tmpfs-root makes level 1 move to a tmpfs root first, as a jailer's
 # pivot_root needs; --l2-kernel elf boots level 2 from the ELF vmlinux inside
 # the bzImage instead; --l2-append adds level-2 kernel arguments; --timeout
-# bounds the whole run (default 60 s plus 60 s per level-2 boot).
+# bounds the whole run (default 60 s plus 60 s per level-2 boot, 120 s with
+# --devices);
+# --kiln-args adds arguments to kiln's command line (e.g. '--level Debug').
+#
+# --devices gives level 2 a root drive (ext4, booted with root=/dev/vda rw),
+# a read-only data disk, a network interface on level 1's TAP kiln-tap0
+# (172.16.0.1, level 2 is 172.16.0.2) and an entropy device. Level 2 reads a
+# file the host wrote, writes one, reads /dev/hwrng and serves a page with
+# busybox httpd; level 1 fetches it, pings, and after the guest ends reads
+# the written file back with debugfs.
 #
 # Prints the console, then one line per level-2 boot with level 1's measure
 # of VMM exec to the level-2 marker, then "nested: PASS ..." or "nested: FAIL
 # ...". PASS needs every boot's marker and exit status 0 (with --check, level
-# 1's KVM marker). Exit status 0 on PASS.
+# 1's KVM marker; with --devices, every device check of every boot). Exit
+# status 0 on PASS.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 out=${NESTED_OUT:-$here/../out/nested}
-vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage
+vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage devices=0 kiln_args=""
 l2_cmdline="console=ttyS0 reboot=k panic=-1 quiet initcall_blacklist=cmos_init"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
@@ -46,6 +60,8 @@ while [ $# -gt 0 ]; do
     --timeout) positive --timeout "$2"; timeout_s=$2; shift ;;
     --l2-append) l2_append=$2; shift ;;
     --tmpfs-root) tmpfs_root=1 ;;
+    --devices) devices=1 ;;
+    --kiln-args) kiln_args=$2; shift ;;
     --l2-kernel)
       case $2 in bzimage|bzImage) l2_kernel=bzImage ;; elf) l2_kernel=vmlinux ;;
         *) echo "run.sh: --l2-kernel is bzimage or elf, got '$2'" >&2; exit 2 ;; esac
@@ -59,7 +75,8 @@ done
 [ ${#vmms[@]} -le 9 ] || { echo "run.sh: at most 9 VMMs per run" >&2; exit 2; }
 [ -n "$l2_append" ] && l2_cmdline="$l2_cmdline $l2_append"
 boots=$(( ${#vmms[@]} * runs ))
-timeout_s=${timeout_s:-$(( 60 + 60 * boots ))}
+per_boot=60; [ $devices = 1 ] && per_boot=120 # a device boot also serves level 1
+timeout_s=${timeout_s:-$(( 60 + per_boot * boots ))}
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 is missing (make nested-assets)" >&2; exit 2; }
 for vmm in "${vmms[@]}"; do
   [ -f "$vmm" ] && [ -x "$vmm" ] || { echo "run.sh: VMM '$vmm' is not an executable file" >&2; exit 2; }
@@ -69,6 +86,7 @@ for vmm in "${vmms[@]}"; do
       for companion in kiln policies.kbundle; do
         [ -f "$(dirname "$vmm")/$companion" ] || { echo "run.sh: $vmm needs $companion beside it" >&2; exit 2; }
       done
+      command -v curl >/dev/null || { echo "run.sh: kiln-jailer's runs need curl (make nested-deps)" >&2; exit 2; }
       tmpfs_root=1 ;; # pivot_root fails on the initial ramdisk
     *) [ -n "$args" ] || { echo "run.sh: give --args for VMM '$vmm'" >&2; exit 2; } ;;
   esac
@@ -93,10 +111,21 @@ copy_with_libraries() { # binary destination-in-stage
   done
 }
 
+# Level 2's devices with --devices, in Firecracker's config format, for an
+# unjailed kiln: level 1 puts fresh copies of the disks in /l2/run before each
+# boot (the jailed kiln gets them through its API, below).
+devices_config='  "drives": [
+    {"drive_id": "rootfs", "path_on_host": "/l2/run/rootfs.ext4", "is_root_device": true, "is_read_only": false},
+    {"drive_id": "data", "path_on_host": "/l2/run/data.img", "is_root_device": false, "is_read_only": true}
+  ],
+  "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "kiln-tap0", "guest_mac": "06:00:AC:10:00:02"}],
+  "entropy": {},'
+
 # The command that boots level 2 with VMM $2, whose files are under /vmm/$1.
 launcher() { # index path
-  local dir=/vmm/$1 name cmdline=$l2_cmdline
+  local dir=/vmm/$1 name cmdline=$l2_cmdline devices_json=""
   name=$(basename "$2")
+  [ $devices = 1 ] && devices_json=$devices_config
   echo '#!/bin/sh'
   case $name in
     qemu-system-*)
@@ -104,14 +133,27 @@ launcher() { # index path
       # kb_wait; its ACPI GED implements the sleep registers, so power off.
       # QEMU looks for its firmware (qboot) relative to its own binary.
       install -D -m 644 /usr/share/qemu/bios-microvm.bin "$stage$dir/share/qemu/bios-microvm.bin"
+      local qemu_devices=""
+      # The same devices as kiln's, as modern (virtio 1.x) virtio-mmio ones;
+      # QEMU gets no root= of its own, so the command line says it.
+      if [ $devices = 1 ]; then
+        cmdline="$cmdline root=/dev/vda rw"
+        qemu_devices=" -global virtio-mmio.force-legacy=false"
+        qemu_devices+=" -drive id=rootfs,file=/l2/run/rootfs.ext4,format=raw,if=none -device virtio-blk-device,drive=rootfs"
+        qemu_devices+=" -drive id=data,file=/l2/run/data.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=data"
+        qemu_devices+=" -netdev tap,id=eth0,ifname=kiln-tap0,script=no,downscript=no"
+        qemu_devices+=" -device virtio-net-device,netdev=eth0,mac=06:00:AC:10:00:02"
+        qemu_devices+=" -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-device,rng=rng0"
+      fi
       echo "exec $dir/bin/$name -L $dir/share/qemu -M microvm,x-option-roms=off,isa-serial=on,rtc=off" \
            "-accel kvm -cpu host -smp $vcpus -m 256 -nodefaults -no-user-config -nographic" \
            "-serial stdio -no-reboot -kernel /l2/kernel -initrd /l2/initrd.cpio" \
-           "-append '$cmdline kiln.end=poweroff'" ;;
+           "-append '$cmdline kiln.end=poweroff'$qemu_devices" ;;
     kiln)
       cat > "$stage$dir/vm.json" <<JSON
 {
   "boot-source": {"kernel_image_path": "/l2/kernel", "initrd_path": "/l2/initrd.cpio", "boot_args": "$cmdline"},
+$devices_json
   "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256}
 }
 JSON
@@ -122,26 +164,63 @@ JSON
         install -m 444 "$(dirname "$2")/policies.kbundle" "$stage$dir/policies.kbundle"
         filter="--seccomp-filter $dir/policies.kbundle"
       fi
-      echo "exec $dir/bin/kiln --no-api $filter --config-file $dir/vm.json" ;;
+      echo "exec $dir/bin/kiln --no-api $filter --config-file $dir/vm.json $kiln_args" ;;
     kiln-jailer)
-      # Level 1 has no user database: the ids are plain numbers. Each run
-      # gets its own jail id, and the jail is cleaned up after the guest ends.
       install -m 755 "$(dirname "$2")/kiln" "$stage$dir/bin/kiln"
       install -m 444 "$(dirname "$2")/policies.kbundle" "$stage$dir/policies.kbundle"
-      cat > "$stage$dir/vm.json" <<JSON
-{
-  "boot-source": {"kernel_image_path": "/kernel", "initrd_path": "/initrd.cpio", "boot_args": "$cmdline"},
-  "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256}
-}
-JSON
+      copy_with_libraries "$(command -v curl)" /usr/bin/curl
+      # The API takes what a config file holds, one resource per request:
+      # all in one curl process (--next), since each exec of a dynamic
+      # curl costs level 1's emulated CPU; InstanceStart alone, after them.
+      local requests=("/boot-source {\"kernel_image_path\": \"/kernel\", \"initrd_path\": \"/initrd.cpio\", \"boot_args\": \"$cmdline\"}"
+                      "/machine-config {\"vcpu_count\": $vcpus, \"mem_size_mib\": 256}")
+      if [ $devices = 1 ]; then
+        requests+=('/drives/rootfs {"drive_id": "rootfs", "path_on_host": "/rootfs.ext4", "is_root_device": true, "is_read_only": false}'
+                   '/drives/data {"drive_id": "data", "path_on_host": "/data.img", "is_root_device": false, "is_read_only": true}'
+                   '/network-interfaces/eth0 {"iface_id": "eth0", "host_dev_name": "kiln-tap0", "guest_mac": "06:00:AC:10:00:02"}'
+                   '/entropy {}')
+      fi
+      local request put=""
+      for request in "${requests[@]}"; do
+        put+=" --unix-socket \$sock -sS -X PUT -H 'Content-Type: application/json' -d '${request#* }'"
+        put+=" -o /dev/null -w '%{http_code} ${request%% *}\\n' http://localhost${request%% *} --next"
+      done
+      # Level 1 has no user database: the ids are plain numbers. Each run
+      # gets its own jail id; the jail is cleaned up after the guest ends.
       local jail="--exec-file $dir/bin/kiln --chroot-base-dir /srv/jailer"
-      echo "id=l2-\$\$"
-      echo "$dir/bin/kiln-jailer --id \$id $jail --uid 1000 --gid 1000 --seccomp-bundle $dir/policies.kbundle" \
-           "--jail-file /l2/kernel:kernel --jail-file /l2/initrd.cpio:initrd.cpio --jail-file $dir/vm.json:vm.json" \
-           "-- --no-api --config-file /vm.json"
-      echo 'status=$?'
-      echo "$dir/bin/kiln-jailer cleanup --id \$id $jail && echo \"kiln-jailer: jail \$id cleaned up\""
-      echo 'exit $status' ;;
+      cat <<SCRIPT
+id=l2-\$\$ root=/srv/jailer/kiln/l2-\$\$/root
+sock=\$root/run/kiln.socket
+$dir/bin/kiln-jailer --id \$id $jail --uid 1000 --gid 1000 --seccomp-bundle $dir/policies.kbundle \\
+  --jail-file /l2/kernel:kernel --jail-file /l2/initrd.cpio:initrd.cpio -- --api-sock /run/kiln.socket $kiln_args &
+pid=\$!
+# kiln serves its API once the jail is made; the drives go into the jail
+# root then (hard links of level 1's copies, so level 1 reads back what the
+# guest wrote), the root drive owned by kiln's uid: --jail-file gives
+# read-only files only.
+waits=0
+while [ ! -S \$sock ] && kill -0 \$pid 2>/dev/null && [ \$waits -lt 300 ]; do sleep 0.1; waits=\$((waits + 1)); done
+if [ -S \$sock ]; then
+  [ -e /l2/run/rootfs.ext4 ] && ln /l2/run/rootfs.ext4 /l2/run/data.img \$root/ && chown 1000:1000 \$root/rootfs.ext4
+  refused=\$(/usr/bin/curl ${put% --next} 2>&1 | grep -v '^204 ')
+  if [ -z "\$refused" ]; then
+    code=\$(/usr/bin/curl -sS -o /tmp/api-reply -w '%{http_code}' --unix-socket \$sock -X PUT \\
+      -H 'Content-Type: application/json' -d '{"action_type": "InstanceStart"}' http://localhost/actions)
+    [ "\$code" = 204 ] || { echo "KILN-L1-FAIL API InstanceStart: HTTP \$code \$(cat /tmp/api-reply)"; kill \$pid; }
+  else
+    echo "KILN-L1-FAIL API refused: \$refused"
+    kill \$pid
+  fi
+else
+  echo "KILN-L1-FAIL no API socket from the jailed kiln"
+  kill \$pid 2>/dev/null
+fi
+wait \$pid
+status=\$?
+$dir/bin/kiln-jailer cleanup --id \$id $jail && echo "kiln-jailer: jail \$id cleaned up"
+exit \$status
+SCRIPT
+      ;;
     *)
       local expanded=${args//@KERNEL@//l2/kernel}
       expanded=${expanded//@INITRD@//l2/initrd.cpio}
@@ -155,6 +234,11 @@ if [ ${#vmms[@]} -gt 0 ]; then
   mkdir -p "$stage/l2"
   ln "$out/l2-$l2_kernel" "$stage/l2/kernel"
   ln "$out/l2-initrd.cpio" "$stage/l2/initrd.cpio"
+  if [ $devices = 1 ]; then
+    ln "$out/l2-rootfs.ext4" "$stage/l2/rootfs.ext4"
+    ln "$out/l2-data.img" "$stage/l2/data.img"
+    touch "$stage/vmm/devices"
+  fi
   echo "$runs" > "$stage/vmm/runs"
   index=1
   for vmm in "${vmms[@]}"; do
@@ -171,8 +255,8 @@ fi
 echo "nested: level-1 initramfs $(( $(stat -c %s "$stage.cpio") / 1048576 )) MiB;" \
      "VMMs: ${vmms[*]:-none}; vCPUs: $vcpus; runs: $runs; timeout: ${timeout_s}s"
 
-# The level-1 command from the platform notes (the TSC and timer arguments
-# keep the TCG guest from hanging in calibration). Each marker line is
+# The level-1 command (the TSC and timer arguments keep the TCG guest from
+# hanging in calibration). Each marker line is
 # stamped with the host's time since QEMU's start.
 start_us=${EPOCHREALTIME/./}
 elapsed() { # seconds since start, two decimals
@@ -189,7 +273,7 @@ timeout -k 5 "$timeout_s" qemu-system-x86_64 \
     line=${line%$'\r'}
     case $line in *"TCG doesn't support requested feature"*) continue ;; esac
     printf '%s\n' "$line"
-    case $line in KILN-*|*KILN-L2-USERSPACE-MARKER*) echo "$(elapsed) $line" >> "$stage.times" ;; esac
+    case $line in *KILN-*) echo "$(elapsed) $line" >> "$stage.times" ;; esac
   done
 status=${PIPESTATUS[0]}
 set -e
@@ -200,6 +284,7 @@ count() { grep -c -- "$1" "$stage.times" || true; }
 
 echo "---"
 grep -o 'KILN-L1-L2-MARKER-SEEN.*' "$stage.times" | sed 's/^KILN-L1-L2-MARKER-SEEN/level-2 marker:/' || true
+grep -o 'KILN-L1-HTTP-OK.*' "$stage.times" | sed 's/^KILN-L1-HTTP-OK/level-2 page fetched:/' || true
 summary="host_wall=${total}s l1_init=$(first KILN-L1-INIT) kvm_ready=$(first KILN-L1-KVM-READY)"
 [ $boots -gt 0 ] && summary="$summary first_l2_marker=$(first KILN-L2-USERSPACE-MARKER)"
 [ "$status" = 124 ] && summary="$summary (timed out after ${timeout_s}s)"
@@ -211,6 +296,15 @@ elif [ $boots -gt 0 ]; then
   [ "$(count KILN-L1-L2-MARKER-SEEN)" = $boots ] || verdict=FAIL
   [ "$(count 'KILN-L1-VMM-STATUS.*status=0$')" = $boots ] || verdict=FAIL
   summary="$summary l2_markers=$(count KILN-L1-L2-MARKER-SEEN)/$boots"
+  if [ $devices = 1 ]; then
+    # Every check of every boot, and no failure from level 2.
+    for check in KILN-L2-BLOCK-OK KILN-L2-DATA-RO-OK KILN-L2-RNG-OK KILN-L1-HTTP-OK KILN-L1-HTTP-BULK-OK KILN-L1-PING-OK \
+        KILN-L1-WRITEBACK-OK KILN-L1-DATA-UNCHANGED; do
+      [ "$(count "$check")" = $boots ] || { verdict=FAIL; summary="$summary $check=$(count "$check")/$boots"; }
+    done
+    [ "$(count KILN-L2-FAIL)" = 0 ] || verdict=FAIL
+    summary="$summary devices=$([ $verdict = PASS ] && echo ok || echo failed)"
+  fi
 fi
 echo "nested: $verdict vcpus=$vcpus $summary"
 [ $verdict = PASS ]
