@@ -9,6 +9,11 @@ import KilnSystem
 public enum JailCleanup {
     public static func run(_ options: CleanupOptions) throws {
         let paths = options.paths
+        // A VMM still running in the jail would lose its files under it, with
+        // or without cgroups to tell: it is found by its root directory.
+        if let pid = processRooted(at: paths.root) {
+            throw JailFailure(.cleanup, "process \(pid) still runs in the jail (its root is \(paths.root)); stop it first")
+        }
         let mountInfo = try during(.cleanup) { try FileSystem.readFile("/proc/self/mountinfo", limit: 4 << 20) }
 
         // A folder with something mounted inside (a drive an orchestrator
@@ -64,5 +69,24 @@ public enum JailCleanup {
         }
 
         if !problems.isEmpty { throw JailFailure(.cleanup, problems.joined(separator: "; ")) }
+    }
+
+    /// A process whose root directory is `root`: after pivot_root a jailed
+    /// process's /proc/PID/root is the jail root, the same device and inode
+    /// as seen from the host (a bind mount keeps both). Nil when none, or
+    /// when `root` is gone.
+    static func processRooted(at root: String) -> pid_t? {
+        var jail = stat()
+        guard lstat(root, &jail) == 0, (jail.st_mode & S_IFMT) == S_IFDIR,
+              let entries = try? FileSystem.listDirectory("/proc") else { return nil }
+        for entry in entries {
+            guard let pid = pid_t(entry), pid != getpid() else { continue }
+            var processRoot = stat()
+            if stat("/proc/\(pid)/root", &processRoot) == 0,
+               processRoot.st_dev == jail.st_dev, processRoot.st_ino == jail.st_ino {
+                return pid
+            }
+        }
+        return nil
     }
 }

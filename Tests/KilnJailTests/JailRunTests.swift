@@ -148,6 +148,11 @@ struct JailRunTests {
         #expect(escapes.first { $0.key == "allocatePastMemoryLimit" }?.value["childSignal"] == .integer(Int(SIGKILL)))
         #expect(escapes.first { $0.key == "chroot" }?.value["climbStayedAtRoot"] == .bool(true))
 
+        // While the probe (the "VMM") runs, cleanup refuses and keeps its jail.
+        let early = try JailHarness.run(sandbox.cleanupArguments)
+        #expect(early.status != 0 && early.error.contains("still runs in the jail"), "\(early.error)")
+        #expect(FileSystem.exists(sandbox.paths.root + "/kiln-jail-probe"))
+
         // The probe ends when its stdin closes; then cleanup leaves nothing.
         running.closeInput()
         let finished = running.wait()
