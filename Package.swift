@@ -73,7 +73,7 @@ let package = Package(
                           linkerSettings: staticExecutable),
         .executableTarget(name: "kiln-jailer-bench", dependencies: ["KilnJail", "KilnSystem", "KilnSeccomp", "CKiln"]),
         // A rate-limited virtio-blk device's throughput against its configured rate (`make bench-ratelimit`)
-        .executableTarget(name: "kiln-ratelimit-bench", dependencies: ["KilnVirtio", "KilnMemory", "KilnSystem"]),
+        .executableTarget(name: "kiln-ratelimit-bench", dependencies: ["KilnVirtio", "KilnMachine", "KilnMemory", "KilnSystem"]),
 
         // MARK: libFuzzer targets, one per parser (`make fuzz`)
         .target(name: "KilnFuzzSupport", dependencies: ["KilnSystem"]),

@@ -19,6 +19,7 @@ import Glibc
 #endif
 import KilnMemory
 import KilnSystem
+import KilnMachine
 import KilnVirtio
 
 let arguments = Array(CommandLine.arguments.dropFirst())

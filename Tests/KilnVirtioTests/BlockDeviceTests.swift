@@ -157,33 +157,4 @@ struct BlockDeviceTests {
         #expect(backend.bytes == disk)
         #expect(try rig.rings[0].usedIndex() == 0)
     }
-
-    @Test("the file backend reads, writes and flushes with pread/pwrite")
-    func fileBackend() throws {
-        var template = Array("/tmp/kiln-virtio-blk-XXXXXX".utf8CString)
-        let raw = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        #expect(raw >= 0)
-        let path = String(cString: template)
-        defer { unlink(path) }
-        let file = FileDescriptor(rawValue: raw)
-        defer { file.close() }
-        try file.writeAll(patternedDisk(sectors: 8) + [1, 2, 3])  // a trailing partial sector is hidden
-
-        let backend = try FileBlockBackend(file: file, readOnly: false, identifier: "file")
-        #expect(backend.sectorCount == 8)
-        let rig = try BlockRig { BlockDevice(memory: $0, backend: backend) }
-        let read = try rig.request(type: BlockRequest.Kind.read, sector: 7, readLength: 512)
-        #expect(read.status == 0)
-        #expect(try rig.memory.readBytes(at: read.data, count: 512) == [UInt8](repeating: 7, count: 512))
-        #expect(try rig.request(type: BlockRequest.Kind.write, sector: 0, data: [UInt8](repeating: 0xEE, count: 512)).status == 0)
-        #expect(try rig.request(type: BlockRequest.Kind.flush, sector: 0).status == 0)
-        var check = [UInt8](repeating: 0, count: 4)
-        _ = check.withUnsafeMutableBytes { pread(raw, $0.baseAddress, 4, 0) }
-        #expect(check == [0xEE, 0xEE, 0xEE, 0xEE])
-        #expect(try rig.request(type: BlockRequest.Kind.read, sector: 8, readLength: 512).status == 1)
-
-        let readOnly = try FileBlockBackend(file: file, readOnly: true, identifier: "file")
-        let roRig = try BlockRig { BlockDevice(memory: $0, backend: readOnly) }
-        #expect(try roRig.request(type: BlockRequest.Kind.write, sector: 0, data: [UInt8](repeating: 1, count: 512)).status == 1)
-    }
 }

@@ -59,17 +59,6 @@ struct EntropyDeviceTests {
         try rig.submit(0, [writable(target, 100_000)])
         #expect(try rig.lastUsed(0).length == 65536)
     }
-
-    @Test("the /dev/urandom source fills a buffer")
-    func urandom() throws {
-        let file = try FileDescriptor.open("/dev/urandom", O_RDONLY)
-        defer { file.close() }
-        let source = FileEntropySource(file: file)
-        var bytes = [UInt8](repeating: 0, count: 64)
-        try bytes.withUnsafeMutableBytes { try source.fill($0) }
-        // 64 zero bytes from /dev/urandom: probability 2^-512.
-        #expect(bytes != [UInt8](repeating: 0, count: 64))
-    }
 }
 
 typealias NetRig = DeviceRig<NetDevice>

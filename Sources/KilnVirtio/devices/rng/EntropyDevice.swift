@@ -1,31 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnMemory
-import KilnSystem
 
 /// Where random bytes come from.
 public protocol EntropySource: AnyObject {
     /// Fills all of `buffer`, or throws.
     func fill(_ buffer: UnsafeMutableRawBufferPointer) throws
-}
-
-/// Reads an already-open /dev/urandom (opened before the jail closes, so
-/// the jail only needs the descriptor, not the node). The descriptor is the
-/// caller's to close.
-public final class FileEntropySource: EntropySource {
-    public let file: FileDescriptor
-
-    public init(file: FileDescriptor) { self.file = file }
-
-    public func fill(_ buffer: UnsafeMutableRawBufferPointer) throws {
-        var done = 0
-        while done < buffer.count {
-            let count = try file.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
-            guard count > 0 else { throw SystemError("read", subject: "\(file): entropy source ended", errno: EIO) }
-            done += count
-        }
-    }
 }
 
 /// virtio-rng (virtio 1.2 §5.4): one request queue of device-writable
