@@ -356,9 +356,9 @@ if [ $bench = 1 ]; then
       secs[key] = secs[key] (secs[key] == "" ? "" : " ") field("seconds")
     }
     END {
-      split("blk-write blk-read net-rx net-tx", tests, " ")
+      split("blk-write blk-read net-fetch net-post", tests, " ")
       label["blk-write"] = "block write, dd oflag=direct " blk " MiB"; label["blk-read"] = "block read, dd iflag=direct " blk " MiB"
-      label["net-rx"] = "net, level 1 fetches " kib " KiB (wget)"; label["net-tx"] = "net, level 1 POSTs " kib " KiB (wget)"
+      label["net-fetch"] = "net, level 1 fetches " kib " KiB (wget)"; label["net-post"] = "net, level 1 POSTs " kib " KiB (wget)"
       for (t = 1; t <= 4; t++) {
         test = tests[t]
         printf "%s\n", label[test]
