@@ -7,6 +7,7 @@
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
+#   make bench-nested-io  block and network throughput in the nested lane, kiln beside QEMU microvm
 #   make policies       regenerate the seccomp bundle built into kiln and kiln-jailer from policies/
 
 SHELL := /bin/bash
@@ -36,7 +37,7 @@ GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-e
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
 .PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies \
-	nested-deps nested-assets nested-check clean
+	nested-deps nested-assets nested-check bench-nested-io clean
 
 all: build
 
@@ -127,6 +128,10 @@ nested-assets: nested-deps
 
 nested-check: nested-assets
 	integration/nested/run.sh --check
+
+# Not part of `bench`: it takes minutes of TCG (BENCH_NESTED_ARGS: e.g. --reps 5).
+bench-nested-io: release nested-assets
+	integration/nested/run.sh --vmm $(RELEASE_BIN)/kiln --vmm /usr/bin/qemu-system-x86_64 --bench $(BENCH_NESTED_ARGS)
 
 clean:
 	rm -rf .build .build-* $(GUEST_OUT)

@@ -7,6 +7,8 @@
 #   run.sh --vmm PATH [--vmm PATH2 ...]     boot level 2 with each VMM, in turn,
 #          [--vcpus N] [--runs R]           R times each, all in one level-1 boot
 #          [--devices]                      with virtio devices (below)
+#          [--bench [--blk-mib M] [--net-kib K] [--reps N]]
+#                                           --devices plus the I/O benchmark (below)
 #
 # A VMM is a binary from the host; a dynamic one travels with the libraries
 # ldd finds. How it is invoked depends on its name:
@@ -36,6 +38,14 @@
 # busybox httpd; level 1 fetches it, pings, and after the guest ends reads
 # the written file back with debugfs.
 #
+# --bench (implies --devices; kiln and qemu-system-* only) adds a 64 MiB
+# sparse writable scratch disk, made by level 1 for each boot. Level 2 runs
+# `dd bs=1M count=M oflag=direct` to it then `iflag=direct` from it (default
+# 64 MiB), N times (default 5), before its network is up; level 1 times each
+# from the console lines around it. Level 1 then fetches K KiB (default 1024)
+# from level 2's httpd and POSTs as many to a CGI sink, N times each. The
+# table gives each VMM's median over the repeats and kiln/QEMU's ratio.
+#
 # Prints the console, then one line per level-2 boot with level 1's measure
 # of VMM exec to the level-2 marker, then "nested: PASS ..." or "nested: FAIL
 # ...". PASS needs every boot's marker and exit status 0 (with --check, level
@@ -45,7 +55,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 out=${NESTED_OUT:-$here/../out/nested}
-vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage devices=0 kiln_args=""
+vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage devices=0 kiln_args="" bench=0 blk_mib=64 net_kib=1024 reps=5
 l2_cmdline="console=ttyS0 reboot=k panic=-1 quiet initcall_blacklist=cmos_init"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
@@ -62,6 +72,10 @@ while [ $# -gt 0 ]; do
     --tmpfs-root) tmpfs_root=1 ;;
     --devices) devices=1 ;;
     --kiln-args) kiln_args=$2; shift ;;
+    --bench) bench=1 devices=1 ;;
+    --blk-mib) positive --blk-mib "$2"; blk_mib=$2; shift ;;
+    --net-kib) positive --net-kib "$2"; net_kib=$2; shift ;;
+    --reps) positive --reps "$2"; reps=$2; shift ;;
     --l2-kernel)
       case $2 in bzimage|bzImage) l2_kernel=bzImage ;; elf) l2_kernel=vmlinux ;;
         *) echo "run.sh: --l2-kernel is bzimage or elf, got '$2'" >&2; exit 2 ;; esac
@@ -74,8 +88,13 @@ done
 [ $check = 1 ] || [ ${#vmms[@]} -gt 0 ] || { echo "run.sh: give --check or --vmm PATH" >&2; exit 2; }
 [ ${#vmms[@]} -le 9 ] || { echo "run.sh: at most 9 VMMs per run" >&2; exit 2; }
 [ -n "$l2_append" ] && l2_cmdline="$l2_cmdline $l2_append"
+if [ $bench = 1 ]; then
+  [ "$blk_mib" -le 64 ] || { echo "run.sh: --blk-mib is at most 64 (the scratch disk's size)" >&2; exit 2; }
+  l2_cmdline="$l2_cmdline kiln.bench=$blk_mib,$net_kib,$reps"
+fi
 boots=$(( ${#vmms[@]} * runs ))
 per_boot=60; [ $devices = 1 ] && per_boot=120 # a device boot also serves level 1
+[ $bench = 1 ] && per_boot=$(( 120 + reps * (blk_mib * 4 + net_kib / 16) )) # generous: TCG's speed varies
 timeout_s=${timeout_s:-$(( 60 + per_boot * boots ))}
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 is missing (make nested-assets)" >&2; exit 2; }
 for vmm in "${vmms[@]}"; do
@@ -83,12 +102,14 @@ for vmm in "${vmms[@]}"; do
   case $(basename "$vmm") in
     qemu-system-*|kiln) ;;
     kiln-jailer)
+      [ $bench = 0 ] || { echo "run.sh: --bench runs kiln unjailed (give .../kiln)" >&2; exit 2; }
       for companion in kiln policies.kbundle; do
         [ -f "$(dirname "$vmm")/$companion" ] || { echo "run.sh: $vmm needs $companion beside it" >&2; exit 2; }
       done
       command -v curl >/dev/null || { echo "run.sh: kiln-jailer's runs need curl (make nested-deps)" >&2; exit 2; }
       tmpfs_root=1 ;; # pivot_root fails on the initial ramdisk
-    *) [ -n "$args" ] || { echo "run.sh: give --args for VMM '$vmm'" >&2; exit 2; } ;;
+    *) [ $bench = 0 ] || { echo "run.sh: --bench takes kiln and qemu-system-* only" >&2; exit 2; }
+       [ -n "$args" ] || { echo "run.sh: give --args for VMM '$vmm'" >&2; exit 2; } ;;
   esac
 done
 
@@ -117,9 +138,14 @@ copy_with_libraries() { # binary destination-in-stage
 devices_config='  "drives": [
     {"drive_id": "rootfs", "path_on_host": "/l2/run/rootfs.ext4", "is_root_device": true, "is_read_only": false},
     {"drive_id": "data", "path_on_host": "/l2/run/data.img", "is_root_device": false, "is_read_only": true}
+SCRATCH_DRIVE
   ],
   "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "kiln-tap0", "guest_mac": "06:00:AC:10:00:02"}],
   "entropy": {},'
+scratch_drive=''
+[ $bench = 1 ] && scratch_drive=',
+    {"drive_id": "scratch", "path_on_host": "/l2/run/scratch.img", "is_root_device": false, "is_read_only": false}'
+devices_config=${devices_config/$'\n'SCRATCH_DRIVE/$scratch_drive}
 
 # The command that boots level 2 with VMM $2, whose files are under /vmm/$1.
 launcher() { # index path
@@ -141,6 +167,7 @@ launcher() { # index path
         qemu_devices=" -global virtio-mmio.force-legacy=false"
         qemu_devices+=" -drive id=rootfs,file=/l2/run/rootfs.ext4,format=raw,if=none -device virtio-blk-device,drive=rootfs"
         qemu_devices+=" -drive id=data,file=/l2/run/data.img,format=raw,if=none,readonly=on -device virtio-blk-device,drive=data"
+        [ $bench = 1 ] && qemu_devices+=" -drive id=scratch,file=/l2/run/scratch.img,format=raw,if=none -device virtio-blk-device,drive=scratch"
         qemu_devices+=" -netdev tap,id=eth0,ifname=kiln-tap0,script=no,downscript=no"
         qemu_devices+=" -device virtio-net-device,netdev=eth0,mac=06:00:AC:10:00:02"
         qemu_devices+=" -object rng-random,id=rng0,filename=/dev/urandom -device virtio-rng-device,rng=rng0"
@@ -238,6 +265,7 @@ if [ ${#vmms[@]} -gt 0 ]; then
     ln "$out/l2-rootfs.ext4" "$stage/l2/rootfs.ext4"
     ln "$out/l2-data.img" "$stage/l2/data.img"
     touch "$stage/vmm/devices"
+    [ $bench = 1 ] && echo "$blk_mib $net_kib $reps" > "$stage/vmm/bench"
   fi
   echo "$runs" > "$stage/vmm/runs"
   index=1
@@ -305,6 +333,48 @@ elif [ $boots -gt 0 ]; then
     [ "$(count KILN-L2-FAIL)" = 0 ] || verdict=FAIL
     summary="$summary devices=$([ $verdict = PASS ] && echo ok || echo failed)"
   fi
+fi
+if [ $bench = 1 ]; then
+  [ "$(count 'KILN-L1-BENCH .*test=blk-.*status=0$')" = $(( boots * reps * 2 )) ] || verdict=FAIL
+  [ "$(count 'KILN-L1-BENCH .*test=net-')" = $(( boots * reps * 2 )) ] || verdict=FAIL
+  [ "$(count KILN-L1-BENCH-FAIL)" = 0 ] || verdict=FAIL
+  echo "I/O benchmark: level 1's seconds from each step's start to its end, every repeat,"
+  echo "then the median and MiB/s from it. Host load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  # The figures, per VMM and test: every repeat, the median, MiB/s; then
+  # kiln's median over QEMU's (above 1: kiln slower).
+  grep -o 'KILN-L1-BENCH .*' "$stage.times" | awk -v blk=$blk_mib -v kib=$net_kib '
+    function median(list,   n, a, i, j, t) {
+      n = split(list, a, " ")
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+      return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    { gsub(/\r/, "") }
+    function field(name,   i) { for (i = 2; i <= NF; i++) if (index($i, name "=") == 1) return substr($i, length(name) + 2); return "" }
+    /^KILN-L1-BENCH / {
+      vmm = field("vmm"); test = field("test"); key = vmm SUBSEP test
+      if (!(vmm in seen)) { seen[vmm] = 1; vmms[++nv] = vmm }
+      secs[key] = secs[key] (secs[key] == "" ? "" : " ") field("seconds")
+    }
+    END {
+      split("blk-write blk-read net-fetch net-post", tests, " ")
+      label["blk-write"] = "block write, dd oflag=direct " blk " MiB"; label["blk-read"] = "block read, dd iflag=direct " blk " MiB"
+      label["net-fetch"] = "net, level 1 fetches " kib " KiB (wget)"; label["net-post"] = "net, level 1 POSTs " kib " KiB (wget)"
+      for (t = 1; t <= 4; t++) {
+        test = tests[t]
+        printf "%s\n", label[test]
+        for (v = 1; v <= nv; v++) {
+          key = vmms[v] SUBSEP test
+          if (secs[key] == "") { printf "  %-22s -\n", vmms[v]; continue }
+          m = median(secs[key]); med[key] = m
+          if (test ~ /^net/) printf "  %-22s %s s (median %.2f s, %.0f KiB/s)\n", vmms[v], secs[key], m, (m > 0 ? kib / m : 0)
+          else printf "  %-22s %s s (median %.2f s, %.1f MiB/s)\n", vmms[v], secs[key], m, (m > 0 ? blk / m : 0)
+        }
+        k = ""; q = ""
+        for (v = 1; v <= nv; v++) { if (vmms[v] ~ /^kiln/) k = vmms[v] SUBSEP test; if (vmms[v] ~ /^qemu/) q = vmms[v] SUBSEP test }
+        if (k != "" && q != "" && med[q] > 0) printf "  kiln/QEMU time ratio %.2f\n", med[k] / med[q]
+      }
+    }'
+  summary="$summary bench=$(count 'KILN-L1-BENCH ')/$(( boots * reps * 4 ))"
 fi
 echo "nested: $verdict vcpus=$vcpus $summary"
 [ $verdict = PASS ]
