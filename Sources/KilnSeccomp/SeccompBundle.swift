@@ -24,6 +24,8 @@ public struct SeccompBundle: Equatable, Sendable {
     /// The role whose program the jailer installs before it execs the VMM:
     /// the union of every thread role plus what exec and start-up need.
     public static let jailerRole = "jailer"
+    /// kiln's own filter from its first line of Swift code (launch.policy).
+    public static let launchRole = "launch"
 
     public var architecture: UInt32
     public private(set) var programs: [(role: String, instructions: [BPFInstruction])]

@@ -10,4 +10,5 @@ import KilnSystem
 
 ckiln_start_anchor()
 let start = MonotonicClock.nanoseconds()
+LaunchFilter.install(arguments: Array(CommandLine.arguments.dropFirst()))
 exit(Launcher.main(arguments: Array(CommandLine.arguments.dropFirst()), start: start))

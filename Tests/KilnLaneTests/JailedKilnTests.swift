@@ -108,9 +108,10 @@ struct JailedKilnTests {
         #expect(Lanes.readable(guest))
     }
 
-    /// Every thread of the running VMM has two filters: the jailer's
-    /// pre-exec one, and its own role's on top (a vCPU thread inherits only
-    /// the jailer's, since the event loop confines itself after creating it).
+    /// Every thread of the running VMM has three filters: the jailer's
+    /// pre-exec one, kiln's launch filter (installed before it reads a flag,
+    /// inherited by every thread), and its own role's on top (a vCPU thread
+    /// inherits no `vmm`, since the event loop confines itself after creating it).
     @Test func everyThreadInstallsItsOwnFilter() throws {
         let folder = Lanes.scratchFolder("jailed-threads")
         defer { Lanes.removeTree(folder) }
@@ -132,14 +133,14 @@ struct JailedKilnTests {
                     ChildProcess.read("/proc/\(pid)/task/\(tid)/status").split(separator: "\n")
                         .first { $0.hasPrefix("Seccomp_filters:") }.map { String($0.split(separator: "\t").last ?? "") }
                 }
-                if filters.count == 3 && filters.allSatisfy({ $0 == "2" }) { break }
+                if filters.count == 3 && filters.allSatisfy({ $0 == "3" }) { break }
             }
             usleep(5_000)
         }
         if let program { kill(program, SIGTERM) }
         let finished = running.wait()
         try launch.cleanUp()
-        #expect(filters == ["2", "2", "2"], Comment(rawValue: "Seccomp_filters per thread: \(filters)\n\(finished.stderr)"))
+        #expect(filters == ["3", "3", "3"], Comment(rawValue: "Seccomp_filters per thread: \(filters)\n\(finished.stderr)"))
         #expect(finished.status == 128 + SIGTERM, Comment(rawValue: finished.stderr))
         #expect(!Lanes.exists(launch.jailFolder))
     }

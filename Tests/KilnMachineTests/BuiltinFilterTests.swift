@@ -10,7 +10,8 @@ import Testing
 @Suite(.enabled(if: Lane1.ready, Lane1.skipReason))
 struct BuiltinFilterTests {
     /// After InstanceStart, every thread (the event loop, the API thread and
-    /// both vCPUs) is in seccomp filter mode with exactly its own filter.
+    /// both vCPUs) is in seccomp filter mode with two filters: kiln's launch
+    /// filter, inherited from the main thread, and its own role's.
     @Test func aPlainStartFiltersEveryThreadWithTheBuiltinBundle() throws {
         let scratch = "/tmp/kiln-builtin-filter-\(getpid())"
         let socketPath = scratch + ".sock", console = scratch + ".console", errors = scratch + ".err"
@@ -30,7 +31,7 @@ struct BuiltinFilterTests {
         var seen: [String: String] = [:]
         let settled = APILane.eventually {
             seen = Self.threadFilters(kiln)
-            return seen.count == 4 && seen.values.allSatisfy { $0 == "2/1" }
+            return seen.count == 4 && seen.values.allSatisfy { $0 == "2/2" }
         }
         #expect(settled, "thread: Seccomp/Seccomp_filters = \(seen); stderr: \(Lane1.read(errors).suffix(2000))")
         #expect(Set(seen.keys) == ["kiln", "kiln-api", "kiln-vcpu0", "kiln-vcpu1"], "\(seen)")

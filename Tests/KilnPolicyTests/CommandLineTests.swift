@@ -94,7 +94,7 @@ struct CommandLineTests {
         defer { unlink(bundlePath) }
         let compile = try Self.run(["compile", "--policies", "policies", "--output", bundlePath])
         #expect(compile.status == 0 && compile.output.hasSuffix("wrote \(bundlePath)\n"))
-        #expect(try SeccompBundle(decoding: try FileSystem.readFile(bundlePath)).roles == ["api", "jailer", "vcpu", "vmm"])
+        #expect(try SeccompBundle(decoding: try FileSystem.readFile(bundlePath)).roles == ["api", "jailer", "launch", "vcpu", "vmm"])
         let missing = try Self.run(["audit", "--policies", "/nonexistent"])
         #expect(missing.status == 1)
         #expect(missing.errors == "kiln-policy: opendir /nonexistent: No such file or directory (ENOENT)\n")

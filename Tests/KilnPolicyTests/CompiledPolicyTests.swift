@@ -68,6 +68,22 @@ import Glibc
         #expect(nearMissesDenied > 300, "near misses must reach the default action")
     }
 
+    /// Only the jailer's pre-exec filter lets execve through; kiln's launch
+    /// filter, on from its first line of Swift code, and every thread role
+    /// stop it, so no thread of a running kiln can exec.
+    @Test func onlyTheJailerAllowsExecve() throws {
+        for policy in try Self.shippedRoles() {
+            let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
+            let verdict = interpreter.evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 59))
+            if policy.role == SeccompBundle.jailerRole {
+                #expect(verdict == .allow)
+            } else {
+                #expect(verdict == .trap, "\(policy.role) lets execve through: \(verdict)")
+            }
+        }
+        #expect(try Self.shippedRoles().map(\.role).contains(SeccompBundle.launchRole))
+    }
+
     @Test func neighbouringIoctlAndAddedFlagGetTheDefault() throws {
         let roles = try Self.shippedRoles()
         let vcpu = roles.first { $0.role == "vcpu" }!
@@ -126,7 +142,7 @@ import Glibc
         let second = try PolicyBundleBuilder.bundle(for: try PolicyLoader.load(directory: Support.shippedPoliciesDirectory)).encoded()
         #expect(first == second)
         let decoded = try SeccompBundle(decoding: first)
-        #expect(decoded.roles == ["api", "jailer", "vcpu", "vmm"])
+        #expect(decoded.roles == ["api", "jailer", "launch", "vcpu", "vmm"])
         for role in decoded.roles { _ = try BPFInterpreter(decoded.program(for: role)!) }
     }
 

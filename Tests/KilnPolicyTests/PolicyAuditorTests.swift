@@ -93,7 +93,7 @@ import Testing
     @Test func shippedPoliciesHaveNoFindingsAboveInfo() throws {
         let report = try PolicyAuditor.audit(policies: try PolicyLoader.load(directory: Support.shippedPoliciesDirectory), firecracker: nil)
         #expect(report.findings(atLeast: .low).map { "\($0.role): \($0.finding)" } == [])
-        #expect(report.roles.map(\.role) == ["api", "jailer", "vcpu", "vmm"])
+        #expect(report.roles.map(\.role) == ["api", "jailer", "launch", "vcpu", "vmm"])
     }
 
     @Test func jsonReportHasTheDocumentedShape() throws {

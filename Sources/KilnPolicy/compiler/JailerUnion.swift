@@ -60,15 +60,20 @@ public enum PolicyBundleBuilder {
     /// The roles a bundle must hold: the VMM's three thread roles and the jailer's.
     public static let requiredRoles = ["api", "vcpu", SeccompBundle.jailerRole, "vmm"]
 
-    /// Every role as it is compiled: the jailer role replaced by its union.
+    /// Roles compiled as the union of the thread roles with their own
+    /// rules: the jailer's pre-exec filter, and kiln's own launch filter
+    /// (optional, so a policy folder without it still compiles).
+    public static let unionRoles = [SeccompBundle.jailerRole, SeccompBundle.launchRole]
+
+    /// Every role as it is compiled: the union roles replaced by their unions.
     public static func resolvedRoles(_ policies: [Policy]) throws -> [Policy] {
         let names = policies.map(\.role)
         for role in requiredRoles where !names.contains(role) {
             throw PolicyError("no \(role).policy: the bundle needs the roles \(requiredRoles.joined(separator: ", "))", at: nil)
         }
-        let threads = policies.filter { $0.role != SeccompBundle.jailerRole }
-        let jailer = policies.first { $0.role == SeccompBundle.jailerRole }!
-        return threads + [JailerUnion.union(of: threads, with: jailer)]
+        let threads = policies.filter { !unionRoles.contains($0.role) }
+        let unions = policies.filter { unionRoles.contains($0.role) }
+        return threads + unions.map { JailerUnion.union(of: threads, with: $0) }
     }
 
     public static func bundle(for policies: [Policy]) throws -> SeccompBundle {

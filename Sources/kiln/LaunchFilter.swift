@@ -1,0 +1,35 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CKiln
+import KilnBuiltinPolicies
+import KilnSeccomp
+
+/// kiln's own seccomp filter, on the main thread from the first lines of
+/// Swift code, before any flag, config byte or API job is read: the built-in
+/// bundle's `launch` role (policies/launch.policy), the thread roles' union
+/// plus start-up, without execve. Every thread kiln creates inherits it and
+/// stacks its own role on top, so from here on no thread of kiln can exec.
+///
+/// --no-seccomp (development only) leaves kiln unfiltered: it is looked for
+/// as one whole argument before `--`, the one flag read ahead of the filter.
+enum LaunchFilter {
+    static func install(arguments: [String]) {
+        guard !arguments.prefix(while: { $0 != "--" }).contains("--no-seccomp") else { return }
+        do {
+            // Before the filter: the C library's lazy start-up (malloc arenas,
+            // the time zone), and the SIGSYS reporter so a trap says what it was.
+            try SeccompFilter.prepareProcess()
+            guard ckiln_sigsys_install() == 0 else { throw SeccompBundleError.missingRole("SIGSYS reporter") }
+            let bundle = try SeccompBundle(decoding: BuiltinPolicies.bytes)
+            guard let program = bundle.program(for: SeccompBundle.launchRole) else {
+                throw SeccompBundleError.missingRole(SeccompBundle.launchRole)
+            }
+            ckiln_sigsys_set_thread_role(SeccompBundle.launchRole)
+            try SeccompFilter.install(program, role: SeccompBundle.launchRole)
+        } catch {
+            fputs("kiln: cannot install its launch seccomp filter: \(error)\n", stderr)
+            exit(1)
+        }
+    }
+}
