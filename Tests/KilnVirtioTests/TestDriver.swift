@@ -27,11 +27,11 @@ struct TestRing {
 
     init(memory: GuestMemory, size: UInt16, base: UInt64) {
         self.memory = memory
+        let layout = QueueConfiguration.contiguous(base: base, size: size)
         self.size = size
-        descriptorTable = base
-        availableRing = base + 16 * UInt64(size)
-        // The used ring on its own 4-byte aligned spot after the available ring.
-        usedRing = (availableRing + 6 + 2 * UInt64(size) + 3) & ~3
+        descriptorTable = layout.descriptorTable
+        availableRing = layout.availableRing
+        usedRing = layout.usedRing
     }
 
     var configuration: QueueConfiguration {

@@ -75,10 +75,11 @@ struct FuzzRing {
     let usedRing: UInt64
 
     init(base: UInt64, size: UInt16) {
+        let layout = QueueConfiguration.contiguous(base: base, size: size)
         self.size = size
-        descriptorTable = base
-        availableRing = base + 16 * UInt64(size)
-        usedRing = (availableRing + 6 + 2 * UInt64(size) + 3) & ~3
+        descriptorTable = layout.descriptorTable
+        availableRing = layout.availableRing
+        usedRing = layout.usedRing
     }
 
     var configuration: QueueConfiguration {

@@ -17,6 +17,15 @@ public struct QueueConfiguration: Equatable, Sendable {
         self.availableRing = availableRing
         self.usedRing = usedRing
     }
+
+    /// A split queue laid out in one piece from `base` (virtio 1.2 §2.7):
+    /// the descriptor table, then the available ring, then the used ring on
+    /// the next 4-byte boundary. How test and fuzzing drivers place theirs.
+    public static func contiguous(base: UInt64, size: UInt16) -> QueueConfiguration {
+        let availableRing = base + 16 * UInt64(size)
+        return QueueConfiguration(size: size, descriptorTable: base, availableRing: availableRing,
+                                  usedRing: (availableRing + 6 + 2 * UInt64(size) + 3) & ~3)
+    }
 }
 
 /// A live split virtqueue (virtio 1.2 §2.7): pops available chains and
