@@ -30,7 +30,7 @@ import Testing
         let interrupt = PublishingInterrupt(InterruptEventFD(fd: try EventFD().descriptor))
         let transport = VirtioMMIOTransport(device: device, memory: try HeapGuestMemory(size: 4096), interrupt: interrupt)
         interrupt.transport = transport
-        let slot = VirtioMMIOSlot(name: "held", base: 0, gsi: 5, transport: transport, interrupt: interrupt,
+        let slot = VirtioMMIOSlot(name: "held", transport: transport, interrupt: interrupt,
                                   queueEvents: events, failures: Counter(), log: { _ in })
         let resumer = ThrottleResumer(slot: slot, loop: loop)
         var fired: [UInt64] = []

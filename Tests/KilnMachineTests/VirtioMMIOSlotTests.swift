@@ -32,7 +32,7 @@ import Testing
             let transport = VirtioMMIOTransport(device: EntropyDevice(memory: memory, source: ZeroSource()),
                                                 memory: memory, interrupt: interrupt)
             interrupt.transport = transport
-            slot = VirtioMMIOSlot(name: "entropy", base: 0xd000_1000, gsi: 5, transport: transport,
+            slot = VirtioMMIOSlot(name: "entropy", transport: transport,
                                   interrupt: interrupt, queueEvents: [queue], failures: failures, log: log)
         }
 

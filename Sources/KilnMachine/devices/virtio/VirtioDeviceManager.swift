@@ -182,7 +182,7 @@ final class VirtioDeviceManager {
                 for event in events { event.close() }
                 throw error
             }
-            let slot = VirtioMMIOSlot(name: entry.name, base: entry.base, gsi: entry.gsi, transport: transport,
+            let slot = VirtioMMIOSlot(name: entry.name, transport: transport,
                                       interrupt: interrupt, queueEvents: events, failures: needsReset, log: log)
             slots.append(slot)
             try bus.insert(slot, base: entry.base, size: X86Layout.virtioMMIOSize)
@@ -214,7 +214,7 @@ final class VirtioDeviceManager {
                     // it waits there, and the TAP is left alone until the
                     // guest posts receive buffers.
                     _ = slot.withTransport { _ in tap.peekFrame() }
-                    if slot.serveQueue(NetDevice.Queue.receive), let event = slot.queueEvents.first { try? event.signal() }
+                    if slot.serveQueue(NetDevice.Queue.receive) { try? slot.queueEvents[NetDevice.Queue.receive].signal() }
                     resumer.serviceEnded()
                     rearmTap()
                 }

@@ -23,8 +23,6 @@ import KilnVirtio
 /// before every interrupt and after every locked operation.
 final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
     let name: String
-    let base: UInt64
-    let gsi: UInt32
     /// One eventfd per queue, signalled by KVM on a QueueNotify write of
     /// that queue's index (datamatch), or by `write` below.
     let queueEvents: [EventFD]
@@ -35,13 +33,11 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
     private let log: (String) -> Void
     private var failureLogged = false
 
-    init(name: String, base: UInt64, gsi: UInt32, transport: VirtioMMIOTransport, interrupt: PublishingInterrupt,
+    init(name: String, transport: VirtioMMIOTransport, interrupt: PublishingInterrupt,
          queueEvents: [EventFD], failures: Counter, log: @escaping (String) -> Void) {
         self.interrupt = interrupt
         self.log = log
         self.name = name
-        self.base = base
-        self.gsi = gsi
         self.transport = transport
         self.queueEvents = queueEvents
         self.failures = failures
