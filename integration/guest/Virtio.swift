@@ -122,6 +122,7 @@ func parseNumber(_ line: UnsafePointer<UInt8>, _ index: inout Int) -> UInt64? {
 
 /// Walks every `virtio_mmio.device=` argument and probes its device.
 func probeVirtioDevices(_ line: UnsafePointer<UInt8>) {
+    virtioCommandLine = line
     var index = 0
     var slot = 0
     let hostile = Hostile.parse(line)
@@ -187,6 +188,7 @@ func probe(_ base: UInt, memory: UInt) {
     case 2: runBlock(base, memory: memory)
     case 1: runNet(base, memory: memory)
     case 4: runEntropy(base, memory: memory)
+    case VsockWire.deviceID: runVsock(base, memory: memory)
     default:
         put("guest: virtio@"); putHex(UInt64(base)); put(" device "); putDecimal(id); put(" ignored\n")
     }
@@ -250,15 +252,16 @@ struct Queue {
     var driverArea: UInt { memory + 0x1000 }
     var deviceArea: UInt { memory + 0x2000 }
 
-    /// §4.2.3.2: select, check it is unused, size, addresses, ready.
-    init?(device: UInt, index: UInt32, memory: UInt) {
+    /// §4.2.3.2: select, check it is unused, size (at most `limit`, a
+    /// power of 2), addresses, ready.
+    init?(device: UInt, index: UInt32, memory: UInt, limit: UInt32 = 8) {
         write32(device + Reg.queueSel, index)
         let maximum = read32(device + Reg.queueNumMax)
         if maximum == 0 || read32(device + Reg.queueReady) != 0 { return nil }
         self.device = device
         self.index = index
         self.memory = memory
-        self.size = UInt16(min(maximum, 8))
+        self.size = UInt16(min(maximum, limit))
         placeQueue(device, size: UInt32(size), descriptors: memory, driverArea: memory + 0x1000,
                    deviceArea: memory + 0x2000)
         // §2.7.7: VIRTQ_AVAIL_F_NO_INTERRUPT, as this driver polls.
