@@ -24,20 +24,20 @@ enum JailedLane {
     }()
 
     /// kiln under kiln-jailer in `folder`'s jails, the test guest at
-    /// /guest.elf, left running for the test to watch.
+    /// /guest.elf (and the files `jailer` places), left running for the test to watch.
     struct Launch {
         let jailFolder: String
         let common: [String]
         let running: ChildProcess.Running
 
-        init(id: String, in folder: String, kiln arguments: [String]) throws {
+        init(id: String, in folder: String, jailer extra: [String] = [], kiln arguments: [String]) throws {
             let bundle = try Lanes.compilePolicies(into: folder)
             let base = folder + "/jails"
             jailFolder = base + "/kiln/" + id
             common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
             running = try ChildProcess.start(
                 [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
-                                           "--jail-file", Lanes.testGuest + ":guest.elf", "--"] + arguments,
+                                           "--jail-file", Lanes.testGuest + ":guest.elf"] + extra + ["--"] + arguments,
                 seconds: 30)
         }
 
