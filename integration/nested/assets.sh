@@ -6,7 +6,9 @@
 #            script adds the VMM and finishes the cpio;
 #   level 2: the cloud kernel bzImage, a busybox initramfs with Debian's virtio
 #            modules, an ext4 root-drive image (busybox, the same init, and a
-#            file the host wrote) and a 256 KiB raw data disk.
+#            file the host wrote) and a 256 KiB raw data disk;
+#   both:    kiln-vsock-peer (vsock-peer.c, static, Debian's gcc), the vsock
+#            checks' peer on either side of the VMM.
 # Idempotent: .deb files and every product stay cached in integration/out/nested;
 # once built, a run costs nothing until one of its inputs changes. Delete
 # integration/out/nested/.ready to look for newer kernel packages.
@@ -18,7 +20,7 @@ mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
 
 ready=$out/.ready
-inputs=("$here/assets.sh" "$here/extract-vmlinux.sh" "$here/l1-init" "$here/l2-init")
+inputs=("$here/assets.sh" "$here/extract-vmlinux.sh" "$here/l1-init" "$here/l2-init" "$here/l1-vsock" "$here/vsock-peer.c")
 if [ -e "$ready" ] && [ -z "$(find "${inputs[@]}" -newer "$ready")" ]; then
   echo "nested assets ready in $out ($(cat "$ready"))"
   exit 0
@@ -77,6 +79,14 @@ fi
 
 busybox=$out/pkg/busybox/bin/busybox
 
+# The vsock checks' peer, for level 2 (AF_VSOCK) and level 1 (the VMM's Unix
+# sockets): one static binary, so neither initramfs needs a C library.
+peer=$out/kiln-vsock-peer
+if [ ! -x "$peer" ] || [ "$here/vsock-peer.c" -nt "$peer" ]; then
+  gcc -static -O2 -Wall -o "$peer.tmp" "$here/vsock-peer.c"
+  mv "$peer.tmp" "$peer"
+fi
+
 # A busybox tree: the static binary plus a link per applet.
 busybox_tree() { # dir
   mkdir -p "$1/bin" "$1/sbin" "$1/dev" "$1/proc" "$1/sys" "$1/tmp" "$1/etc"
@@ -106,21 +116,23 @@ make_cpio() { # dir file
 # data disk. The host's line in /hello.txt and the data disk's signature are
 # what level 2 must read back.
 cloud_modules=$out/pkg/cloud/lib/modules/$cloud_release/kernel
-if [ ! -s "$out/l2-initrd.cpio" ] || [ -n "$(find "$here/l2-init" "$here/assets.sh" -newer "$out/l2-initrd.cpio")" ]; then
+if [ ! -s "$out/l2-initrd.cpio" ] || [ -n "$(find "$here/l2-init" "$here/assets.sh" "$peer" -newer "$out/l2-initrd.cpio")" ]; then
   rm -rf "$out/l2-root"
   busybox_tree "$out/l2-root"
   install -m 755 "$here/l2-init" "$out/l2-root/init"
   mkdir -p "$out/l2-root/modules"
   for module in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio drivers/block/virtio_blk \
-      net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/char/hw_random/virtio-rng; do
+      net/core/failover drivers/net/net_failover drivers/net/virtio_net drivers/char/hw_random/virtio-rng \
+      net/vmw_vsock/vsock net/vmw_vsock/vmw_vsock_virtio_transport_common net/vmw_vsock/vmw_vsock_virtio_transport; do
     cp "$cloud_modules/$module.ko" "$out/l2-root/modules/"
   done
   make_cpio "$out/l2-root" "$out/l2-initrd.cpio"
 fi
-if [ ! -s "$out/l2-rootfs.ext4" ] || [ -n "$(find "$here/l2-init" "$here/assets.sh" -newer "$out/l2-rootfs.ext4")" ]; then
+if [ ! -s "$out/l2-rootfs.ext4" ] || [ -n "$(find "$here/l2-init" "$here/assets.sh" "$peer" -newer "$out/l2-rootfs.ext4")" ]; then
   rm -rf "$out/l2-rootfs"
   busybox_tree "$out/l2-rootfs"
   install -m 755 "$here/l2-init" "$out/l2-rootfs/init"
+  install -m 755 "$peer" "$out/l2-rootfs/bin/kiln-vsock-peer"
   touch "$out/l2-rootfs/etc/kiln-root-drive"
   echo "KILN-HOST-FILE written by the host into the root drive image" > "$out/l2-rootfs/hello.txt"
   rm -f "$out/l2-rootfs.ext4.tmp"
@@ -134,10 +146,12 @@ if [ ! -s "$out/l2-rootfs.ext4" ] || [ -n "$(find "$here/l2-init" "$here/assets.
 fi
 
 # Level-1 base tree (run.sh copies it, adds the VMM and level 2, and packs it).
-if [ ! -e "$out/l1-base/.done" ] || [ -n "$(find "$here/l1-init" "$here/assets.sh" -newer "$out/l1-base/.done")" ]; then
+if [ ! -e "$out/l1-base/.done" ] || [ -n "$(find "$here/l1-init" "$here/l1-vsock" "$here/assets.sh" "$peer" -newer "$out/l1-base/.done")" ]; then
   rm -rf "$out/l1-base"
   busybox_tree "$out/l1-base"
   install -m 755 "$here/l1-init" "$out/l1-base/init"
+  install -m 755 "$here/l1-vsock" "$out/l1-base/l1-vsock"
+  install -m 755 "$peer" "$out/l1-base/bin/kiln-vsock-peer"
   mkdir -p "$out/l1-base/modules"
   std_modules=$out/pkg/std/lib/modules/$std_release/kernel
   for module in virt/lib/irqbypass.ko arch/x86/kvm/kvm.ko drivers/crypto/ccp/ccp.ko arch/x86/kvm/kvm-amd.ko \

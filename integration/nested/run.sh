@@ -9,6 +9,8 @@
 #          [--devices]                      with virtio devices (below)
 #          [--bench [--blk-mib M] [--net-kib K] [--reps N]]
 #                                           --devices plus the I/O benchmark (below)
+#          [--vsock [--vsock-mib M] [--vsock-conns N]]
+#                                           --devices plus a vsock device (below)
 #
 # A VMM is a binary from the host; a dynamic one travels with the libraries
 # ldd finds. How it is invoked depends on its name:
@@ -46,6 +48,16 @@
 # from level 2's httpd and POSTs as many to a CGI sink, N times each. The
 # table gives each VMM's median over the repeats and kiln/QEMU's ratio.
 #
+# --vsock (implies --devices; kiln and kiln-jailer only) adds a vsock device
+# (guest CID 3; uds_path /l2/run/v.sock, or /run/v.sock in the jail) that
+# level 2 drives with Debian's vmw_vsock_virtio_transport and a small static
+# peer (vsock-peer.c). Level 1 (l1-vsock) connects through uds_path with
+# Firecracker's `CONNECT 5000`, sends M MiB (default 64) and checks them back;
+# level 2 connects to the host's port 5001, where level 1 listens on
+# <uds_path>_5001 and echoes 1 MiB. --vsock-conns N adds N more host
+# connections, one byte echoed on each, timed (the connection rate); the
+# figures are printed after the console.
+#
 # Prints the console, then one line per level-2 boot with level 1's measure
 # of VMM exec to the level-2 marker, then "nested: PASS ..." or "nested: FAIL
 # ...". PASS needs every boot's marker and exit status 0 (with --check, level
@@ -56,6 +68,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${NESTED_OUT:-$here/../out/nested}
 vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage devices=0 kiln_args="" bench=0 blk_mib=64 net_kib=1024 reps=5
+vsock=0 vsock_mib=64 vsock_conns=0
 l2_cmdline="console=ttyS0 reboot=k panic=-1 quiet initcall_blacklist=cmos_init"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
@@ -76,6 +89,9 @@ while [ $# -gt 0 ]; do
     --blk-mib) positive --blk-mib "$2"; blk_mib=$2; shift ;;
     --net-kib) positive --net-kib "$2"; net_kib=$2; shift ;;
     --reps) positive --reps "$2"; reps=$2; shift ;;
+    --vsock) vsock=1 devices=1 ;;
+    --vsock-mib) positive --vsock-mib "$2"; vsock_mib=$2; shift ;;
+    --vsock-conns) positive --vsock-conns "$2"; vsock_conns=$2; shift ;;
     --l2-kernel)
       case $2 in bzimage|bzImage) l2_kernel=bzImage ;; elf) l2_kernel=vmlinux ;;
         *) echo "run.sh: --l2-kernel is bzimage or elf, got '$2'" >&2; exit 2 ;; esac
@@ -92,15 +108,19 @@ if [ $bench = 1 ]; then
   [ "$blk_mib" -le 64 ] || { echo "run.sh: --blk-mib is at most 64 (the scratch disk's size)" >&2; exit 2; }
   l2_cmdline="$l2_cmdline kiln.bench=$blk_mib,$net_kib,$reps"
 fi
+# Level 2 echoes the checked stream and then each benchmark connection.
+[ $vsock = 1 ] && l2_cmdline="$l2_cmdline kiln.vsock=$((1 + vsock_conns))"
 boots=$(( ${#vmms[@]} * runs ))
 per_boot=60; [ $devices = 1 ] && per_boot=120 # a device boot also serves level 1
 [ $bench = 1 ] && per_boot=$(( 120 + reps * (blk_mib * 4 + net_kib / 16) )) # generous: TCG's speed varies
+[ $vsock = 1 ] && per_boot=$(( per_boot + 60 + vsock_mib * 4 + vsock_conns / 2 ))
 timeout_s=${timeout_s:-$(( 60 + per_boot * boots ))}
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 is missing (make nested-assets)" >&2; exit 2; }
 for vmm in "${vmms[@]}"; do
   [ -f "$vmm" ] && [ -x "$vmm" ] || { echo "run.sh: VMM '$vmm' is not an executable file" >&2; exit 2; }
   case $(basename "$vmm") in
-    qemu-system-*|kiln) ;;
+    qemu-system-*) [ $vsock = 0 ] || { echo "run.sh: --vsock takes kiln and kiln-jailer only" >&2; exit 2; } ;;
+    kiln) ;;
     kiln-jailer)
       [ $bench = 0 ] || { echo "run.sh: --bench runs kiln unjailed (give .../kiln)" >&2; exit 2; }
       for companion in kiln policies.kbundle; do
@@ -109,6 +129,7 @@ for vmm in "${vmms[@]}"; do
       command -v curl >/dev/null || { echo "run.sh: kiln-jailer's runs need curl (make nested-deps)" >&2; exit 2; }
       tmpfs_root=1 ;; # pivot_root fails on the initial ramdisk
     *) [ $bench = 0 ] || { echo "run.sh: --bench takes kiln and qemu-system-* only" >&2; exit 2; }
+       [ $vsock = 0 ] || { echo "run.sh: --vsock takes kiln and kiln-jailer only" >&2; exit 2; }
        [ -n "$args" ] || { echo "run.sh: give --args for VMM '$vmm'" >&2; exit 2; } ;;
   esac
 done
@@ -146,6 +167,8 @@ scratch_drive=''
 [ $bench = 1 ] && scratch_drive=',
     {"drive_id": "scratch", "path_on_host": "/l2/run/scratch.img", "is_root_device": false, "is_read_only": false}'
 devices_config=${devices_config/$'\n'SCRATCH_DRIVE/$scratch_drive}
+[ $vsock = 1 ] && devices_config="$devices_config
+  \"vsock\": {\"guest_cid\": 3, \"uds_path\": \"/l2/run/v.sock\"},"
 
 # The command that boots level 2 with VMM $2, whose files are under /vmm/$1.
 launcher() { # index path
@@ -191,6 +214,8 @@ JSON
         install -m 444 "$(dirname "$2")/policies.kbundle" "$stage$dir/policies.kbundle"
         filter="--seccomp-filter $dir/policies.kbundle"
       fi
+      # l1-vsock finds uds_path here.
+      [ $vsock = 1 ] && echo "echo /l2/run/v.sock > /l2/run/vsock-uds"
       echo "exec $dir/bin/kiln --no-api $filter --config-file $dir/vm.json $kiln_args" ;;
     kiln-jailer)
       install -m 755 "$(dirname "$2")/kiln" "$stage$dir/bin/kiln"
@@ -207,6 +232,8 @@ JSON
                    '/network-interfaces/eth0 {"iface_id": "eth0", "host_dev_name": "kiln-tap0", "guest_mac": "06:00:AC:10:00:02"}'
                    '/entropy {}')
       fi
+      # uds_path inside the jail, as with Firecracker's jailer.
+      [ $vsock = 1 ] && requests+=('/vsock {"guest_cid": 3, "uds_path": "/run/v.sock"}')
       local request put=""
       for request in "${requests[@]}"; do
         put+=" --unix-socket \$sock -sS -X PUT -H 'Content-Type: application/json' -d '${request#* }'"
@@ -229,6 +256,7 @@ waits=0
 while [ ! -S \$sock ] && kill -0 \$pid 2>/dev/null && [ \$waits -lt 300 ]; do sleep 0.1; waits=\$((waits + 1)); done
 if [ -S \$sock ]; then
   [ -e /l2/run/rootfs.ext4 ] && ln /l2/run/rootfs.ext4 /l2/run/data.img \$root/ && chown 1000:1000 \$root/rootfs.ext4
+  [ -d /l2/run ] && echo \$root/run/v.sock > /l2/run/vsock-uds
   refused=\$(/usr/bin/curl ${put% --next} 2>&1 | grep -v '^204 ')
   if [ -z "\$refused" ]; then
     code=\$(/usr/bin/curl -sS -o /tmp/api-reply -w '%{http_code}' --unix-socket \$sock -X PUT \\
@@ -266,6 +294,7 @@ if [ ${#vmms[@]} -gt 0 ]; then
     ln "$out/l2-data.img" "$stage/l2/data.img"
     touch "$stage/vmm/devices"
     [ $bench = 1 ] && echo "$blk_mib $net_kib $reps" > "$stage/vmm/bench"
+    [ $vsock = 1 ] && echo "$vsock_mib $vsock_conns" > "$stage/vmm/vsock"
   fi
   echo "$runs" > "$stage/vmm/runs"
   index=1
@@ -333,6 +362,27 @@ elif [ $boots -gt 0 ]; then
     [ "$(count KILN-L2-FAIL)" = 0 ] || verdict=FAIL
     summary="$summary devices=$([ $verdict = PASS ] && echo ok || echo failed)"
   fi
+  if [ $vsock = 1 ]; then
+    # Both directions, checked at both ends, in every boot.
+    vsock_verdict=ok
+    for check in "KILN-L1-VSOCK-ECHO .* ok unix-connect bytes=$((vsock_mib * 1048576)) " \
+        "KILN-L2-VSOCK-CONNECT ok vsock-connect bytes=1048576 " "KILN-L1-VSOCK-LISTENER .* ok unix-listen connections=1 bytes=1048576 " \
+        "KILN-L2-VSOCK-LISTENER ok vsock-listen connections=$((1 + vsock_conns)) "; do
+      [ "$(count "$check")" = $boots ] || { verdict=FAIL vsock_verdict=failed; }
+    done
+    [ $vsock_conns = 0 ] || [ "$(count "KILN-L1-VSOCK-RATE .* ok unix-rate connections=$vsock_conns ")" = $boots ] \
+      || verdict=FAIL vsock_verdict=failed
+    summary="$summary vsock=$vsock_verdict"
+  fi
+fi
+if [ $vsock = 1 ]; then
+  # The figures, as level 1 timed them with its own clock.
+  echo "vsock through each VMM (level 1 to level 2 and back; host load average $(cut -d' ' -f1-3 /proc/loadavg)):"
+  grep -o 'KILN-L1-VSOCK-\(ECHO\|RATE\) .*' "$stage.times" | tr -d '\r' | awk '
+    function field(name,   i) { for (i = 2; i <= NF; i++) if (index($i, name "=") == 1) return substr($i, length(name) + 2); return "" }
+    /ok unix-connect/ { s = field("seconds"); b = field("bytes")
+      printf "  %-12s run %s  echo %d MiB each way: %.2f s, %.2f MiB/s\n", field("vmm"), field("run"), b / 1048576, s, (s > 0 ? b / 1048576 / s : 0) }
+    /ok unix-rate/ { printf "  %-12s run %s  %s connections (CONNECT, 1 byte echoed, close) in %.2f s: %.1f per second\n", field("vmm"), field("run"), field("connections"), field("seconds"), field("per_second") }'
 fi
 if [ $bench = 1 ]; then
   [ "$(count 'KILN-L1-BENCH .*test=blk-.*status=0$')" = $(( boots * reps * 2 )) ] || verdict=FAIL
