@@ -8,6 +8,7 @@
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 #   make bench-nested-io  block and network throughput in the nested lane, kiln beside QEMU microvm
+#   make bench-vsock    vsock throughput and connection rate, host <-> guest, in lane 1 and the nested lane
 #   make policies       regenerate the seccomp bundle built into kiln and kiln-jailer from policies/
 
 SHELL := /bin/bash
@@ -15,8 +16,9 @@ SWIFT ?= swift
 # Debian packages the build, the tests and the demo need (python3: the API
 # test's TCP shim and the benchmarks).
 DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3 pkg-config
-# Host packages of the nested lane (the kernels and busybox are only downloaded).
-NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4 e2fsprogs iproute2 curl
+# Host packages of the nested lane (the kernels and busybox are only downloaded;
+# gcc and libc6-dev build its static vsock peer, integration/nested/vsock-peer.c).
+NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4 e2fsprogs iproute2 curl gcc libc6-dev
 FIRECRACKER_FILTER := policies/reference/firecracker-seccomp-x86_64.json
 FUZZ_SECONDS ?= 60
 
@@ -39,7 +41,7 @@ GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-e
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library -Xcc -mno-sse -Xcc -mno-sse2
 
 .PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies \
-	nested-deps nested-assets nested-check bench-nested-io clean
+	nested-deps nested-assets nested-check bench-nested-io bench-vsock clean
 
 all: build
 
@@ -134,6 +136,11 @@ nested-check: nested-assets
 # Not part of `bench`: it takes minutes of TCG (BENCH_NESTED_ARGS: e.g. --reps 5).
 bench-nested-io: release nested-assets
 	integration/nested/run.sh --vmm $(RELEASE_BIN)/kiln --vmm /usr/bin/qemu-system-x86_64 --bench $(BENCH_NESTED_ARGS)
+
+# Not part of `bench` either: the nested half takes minutes of TCG
+# (VSOCK_MIB, VSOCK_CONNS, VSOCK_NESTED_CONNS, VSOCK_NESTED=0: see the script).
+bench-vsock: release guest nested-assets
+	KILN=$(RELEASE_BIN)/kiln integration/bench/vsock-bench.sh
 
 clean:
 	rm -rf .build .build-* $(GUEST_OUT)
