@@ -30,7 +30,7 @@ enum JailedLane {
         let common: [String]
         let running: ChildProcess.Running
 
-        init(id: String, in folder: String, jailer extra: [String] = [], kiln arguments: [String]) throws {
+        init(id: String, in folder: String, jailer extra: [String] = [], kiln arguments: [String], seconds: Int = 30) throws {
             let bundle = try Lanes.compilePolicies(into: folder)
             let base = folder + "/jails"
             jailFolder = base + "/kiln/" + id
@@ -38,7 +38,7 @@ enum JailedLane {
             running = try ChildProcess.start(
                 [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
                                            "--jail-file", Lanes.testGuest + ":guest.elf"] + extra + ["--"] + arguments,
-                seconds: 30)
+                seconds: seconds)
         }
 
         func cleanUp() throws { _ = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30) }

@@ -26,6 +26,11 @@ enum VsockLane {
     /// Several times the guest's 64 KiB credit, so flow control is exercised
     /// both ways.
     static let payloadSize = 256 * 1024
+    /// Bounds for a busy host: the guest's code runs slowly under kvm-pvm
+    /// (tens of KiB/s when the host is loaded), so each wait is generous.
+    static let echoSeconds = 120.0, vmmSeconds = 300
+    /// The guest gives up after this long (vsock.seconds).
+    static let guestSeconds = "vsock.seconds=240"
 
     /// What the host saw of one echoed connection.
     struct Exchange {
@@ -53,7 +58,7 @@ enum VsockLane {
     /// waits for the guest's close.
     static func echo(on fd: Int32, size: Int, into exchange: inout Exchange) {
         exchange.payload = VsockPeer.randomBytes(size, seed: UInt64.random(in: 0...UInt64.max))
-        exchange.echoed = VsockPeer.echo(fd, exchange.payload, seconds: 30)
+        exchange.echoed = VsockPeer.echo(fd, exchange.payload, seconds: echoSeconds)
         let closed = VsockPeer.closeWriting(fd, seconds: 10)
         exchange.endOfFile = closed.endOfFile
         exchange.extraBytes = closed.extraBytes
@@ -109,9 +114,9 @@ struct VsockLaneTests {
         let folder = Lanes.scratchFolder("vsock-host")
         defer { Lanes.removeTree(folder) }
         let socket = folder + "/v.sock", config = folder + "/vm.json"
-        ChildProcess.write(VsockPeer.configText(kernel: Lanes.testGuest, bootArgs: "vsock.listen=\(VsockLane.listenPort)",
+        ChildProcess.write(VsockPeer.configText(kernel: Lanes.testGuest, bootArgs: "vsock.listen=\(VsockLane.listenPort) \(VsockLane.guestSeconds)",
                                                 udsPath: socket), to: config)
-        let running = try ChildProcess.start([Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: 60)
+        let running = try ChildProcess.start([Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
         defer { VsockLane.stop(running) }
         let listening = VsockPeer.waitForConsole(running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
             && Lanes.exists(socket)
@@ -142,9 +147,9 @@ struct VsockLaneTests {
         let socket = folder + "/v.sock", config = folder + "/vm.json"
         let listener = try VsockPeer.listen(socket + "_\(VsockLane.connectPort)").get()
         defer { close(listener) }
-        ChildProcess.write(VsockPeer.configText(kernel: Lanes.testGuest, bootArgs: "vsock.connect=\(VsockLane.connectPort)",
+        ChildProcess.write(VsockPeer.configText(kernel: Lanes.testGuest, bootArgs: "vsock.connect=\(VsockLane.connectPort) \(VsockLane.guestSeconds)",
                                                 udsPath: socket), to: config)
-        let running = try ChildProcess.start([Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: 60)
+        let running = try ChildProcess.start([Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
         defer { VsockLane.stop(running) }
         let exchange = VsockLane.guestInitiated(listener: listener, while: running)
         let run = running.wait()
@@ -167,7 +172,7 @@ struct VsockLaneTests {
         let socket = folder + "/v.sock", config = folder + "/vm.json"
         ChildProcess.write(VsockPeer.configText(kernel: Lanes.testGuest, bootArgs: "vsock.connect=6001 vsock.seconds=10",
                                                 udsPath: socket), to: config)
-        let run = try ChildProcess.run([Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: 60)
+        let run = try ChildProcess.run([Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         let lines = VirtioLane.guestLines(run.stdout)
         #expect(lines.contains("guest: vsock connect to host port 6001 refused"), context)
@@ -195,10 +200,10 @@ extension JailedKilnTests {
         defer { close(listener) }
         let config = folder + "/vm.json"
         ChildProcess.write(VsockPeer.configText(kernel: "/guest.elf",
-                                                bootArgs: "vsock.listen=\(VsockLane.listenPort) vsock.connect=\(VsockLane.connectPort)",
+                                                bootArgs: "vsock.listen=\(VsockLane.listenPort) vsock.connect=\(VsockLane.connectPort) \(VsockLane.guestSeconds)",
                                                 udsPath: "/run/v.sock"), to: config)
         let launch = try JailedLane.Launch(id: id, in: folder, jailer: ["--jail-file", config + ":vm.json"],
-                                           kiln: ["--no-api", "--config-file", "/vm.json"])
+                                           kiln: ["--no-api", "--config-file", "/vm.json"], seconds: VsockLane.vmmSeconds)
         defer { VsockLane.stop(launch.running); try? launch.cleanUp() }
 
         // The guest's connection first (it makes it at once), then the host's.
