@@ -106,6 +106,8 @@ let package = Package(
                           swiftSettings: fuzzEntryPoint),
         .executableTarget(name: "fuzz-net-frames", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-vsock-device", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
         .executableTarget(name: "fuzz-legacy-devices", dependencies: ["KilnMachine", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
 
