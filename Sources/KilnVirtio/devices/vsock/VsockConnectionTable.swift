@@ -1,6 +1,6 @@
 /// What the host side must do for the connection table: the device carries
 /// these out on its backend and reports back.
-public enum VsockHostAction: Equatable, Sendable {
+public enum VsockHostAction: Hashable, Sendable {
     /// The guest asked for host port `key.hostPort`: connect to its
     /// listener and answer with `connectFinished`.
     case connect(VsockConnectionKey)
