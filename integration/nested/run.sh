@@ -368,7 +368,7 @@ elif [ $boots -gt 0 ]; then
     for check in "KILN-L1-VSOCK-ECHO .* ok unix-connect bytes=$((vsock_mib * 1048576)) " \
         "KILN-L2-VSOCK-CONNECT ok vsock-connect bytes=1048576 " "KILN-L1-VSOCK-LISTENER .* ok unix-listen connections=1 bytes=1048576 " \
         "KILN-L2-VSOCK-LISTENER ok vsock-listen connections=$((1 + vsock_conns)) "; do
-      [ "$(count "$check")" = $boots ] || { verdict=FAIL vsock_verdict=failed; }
+      [ "$(count "$check")" = $boots ] || { verdict=FAIL vsock_verdict=failed; summary="$summary ${check%% *}=$(count "$check")/$boots"; }
     done
     [ $vsock_conns = 0 ] || [ "$(count "KILN-L1-VSOCK-RATE .* ok unix-rate connections=$vsock_conns ")" = $boots ] \
       || verdict=FAIL vsock_verdict=failed
