@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CKiln
+import KilnJSON
 import KilnSeccomp
 import KilnSystem
 import KilnTestSupport
@@ -202,11 +203,14 @@ struct APISequenceTests {
         #expect(late.status == 400 && late.body.contains("not supported after starting"))
         func ticks() -> Int { Lane1.read(console).split(separator: "\n").filter { $0 == "guest: tick" }.count }
         #expect(APILane.eventually { ticks() >= 2 }, "the guest ticks every 100 ms while it runs")
+        // The 204 comes once every vCPU has parked (Machine.pause waits for
+        // them), so the count is final at the answer; no window to race.
         #expect(try client.request("PATCH", "/vm", "{\"state\": \"Paused\"}").status == 204)
-        #expect(try client.request("GET", "/").body.contains("\"state\":\"Paused\""))
-        usleep(100_000)
         let whilePaused = ticks()
-        usleep(700_000) // longer than a halt check: a paused guest is not a stuck one
+        #expect(try client.request("GET", "/").body.contains("\"state\":\"Paused\""))
+        // Let the halt check (every 500 ms) run while paused: a paused guest
+        // is not a stuck one, and kiln must still be there to resume it.
+        usleep(700_000)
         #expect(ticks() == whilePaused, "a paused guest runs no instruction")
         #expect(try client.request("PATCH", "/vm", "{\"state\": \"Resumed\"}").status == 204)
         #expect(APILane.eventually(seconds: 5) { ticks() >= whilePaused + 2 }, "the guest runs again after Resumed")
@@ -227,15 +231,26 @@ struct APISequenceTests {
         #expect(log.contains("\"thread\":\"api\""))
         #expect(log.contains("\"thread\":\"vcpu0\""))
         #expect(log.contains("guest reset (i8042 reset)"))
-        // Metrics: the flush and the snapshot at exit.
+        // Metrics: the flush and the snapshot at exit, each one JSON object;
+        // a counter that is missing or zero fails.
         let metrics = Lane1.read(metricsPath).split(separator: "\n")
         #expect(metrics.count >= 2)
-        let last = String(metrics.last ?? "")
-        #expect(last.contains("\"ctrl_alt_del\":1"))
-        #expect(last.contains("\"num_faults\":0"))
-        #expect(last.contains("\"requests\":"))
-        #expect(!last.contains("\"boot_time_us\":0"), "the boot timer's figure: \(last)")
-        #expect(!last.contains("\"exit_io_out\":0,"), "vCPU exits are counted: \(last)")
+        let last = try JSONParser.parse(String(metrics.last ?? "{}"))
+        func value(_ group: String, _ name: String) -> UInt64? {
+            guard case let .number(text)? = last[group]?[name] else { return nil }
+            return UInt64(text)
+        }
+        let context = Comment(rawValue: "metrics: \(metrics.last ?? "")")
+        #expect(value("i8042", "ctrl_alt_del") == 1, context)
+        #expect(value("seccomp", "num_faults") == 0, context)
+        #expect(value("api_server", "requests").map { $0 > 0 } == true, context)
+        #expect(value("boot", "boot_time_us").map { $0 > 0 } == true, "the boot timer's figure: \(context)")
+        #expect(value("vcpu", "exit_io_out").map { $0 > 0 } == true, "vCPU exits are counted: \(context)")
+        // Per-device counters: the console through the UART, the four
+        // scancodes read from the i8042, the boot timer's one write.
+        #expect(value("uart", "writes").map { $0 > 0 } == true, context)
+        #expect(value("i8042", "reads").map { $0 >= 4 } == true, context)
+        #expect(value("boot_timer", "writes").map { $0 >= 1 } == true, context)
     }
 
     @Test func aViolationIsReportedWithItsSyscallRoleAndExitCode() throws {
@@ -279,6 +294,25 @@ struct APISequenceTests {
         #expect(run.status == 3, "stderr: \(run.stderr)")
         #expect(run.stderr.contains("all vCPUs halted"))
         #expect(Lane1.read(logPath).contains("all vCPUs halted"))
+    }
+
+    /// Ctrl+C: SIGINT ends kiln with 130 (128 + SIGINT), under its filters,
+    /// and the API socket goes with it.
+    @Test func SIGINTEndsKilnWith130AndRemovesTheSocket() throws {
+        let bundle = try APILane.bundle()
+        let scratch = "/tmp/kiln-api-lane-int-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let socketPath = scratch + ".sock", errors = scratch + ".err"
+        defer { unlink(bundle); unlink(socketPath); unlink(errors) }
+        let pid = try Lane1.spawn(["--api-sock", socketPath, "--seccomp-filter", bundle], stdout: "/dev/null", stderr: errors)
+        var status: Int32?
+        defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
+        // Serving: the API thread runs under its filter.
+        let client = try UnixHTTPClient(path: socketPath)
+        #expect(try client.request("GET", "/version").status == 200)
+        kill(pid, SIGINT)
+        status = Lane1.wait(pid)
+        #expect(status == 128 + SIGINT, "stderr: \(Lane1.read(errors))")
+        #expect(access(socketPath, F_OK) != 0, "the API socket must be removed on SIGINT")
     }
 
     @Test func anOversizedBodyIsRefusedAndSIGTERMRemovesTheSocket() throws {
