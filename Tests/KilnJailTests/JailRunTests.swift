@@ -372,12 +372,16 @@ struct JailRunTests {
         let pid = try #require(Int32(pidText.trimmingNewline))
         defer { kill(pid, SIGKILL) }
         // The probe reports nothing (its stdio is /dev/null): inspect it from the host.
+        // Its filter on (Seccomp 2) means it reached exec: waited for, with a
+        // deadline that fails (30 s; a loaded machine can take seconds).
         var status: [String: String] = [:]
-        for _ in 0..<200 {
+        let deadline = MonotonicClock.nanoseconds() + 30_000_000_000
+        while MonotonicClock.nanoseconds() < deadline {
             status = try JailHarness.status(of: pid)
-            if status["Seccomp"] == "2" { break } // exec'd
+            if status["Seccomp"] == "2" { break }
             usleep(10_000)
         }
+        try #require(status["Seccomp"] == "2", "the daemonized VMM did not reach exec within 30 s: \(status)")
         #expect(status["NSpid"]?.hasSuffix("\t1") == true, "the VMM is not pid 1 of its namespace: \(status["NSpid"] ?? "-")")
         #expect(status["Uid"] == "64123\t64123\t64123\t64123" && status["CapBnd"] == "0000000000000000")
         #expect(Self.namespace("pid", of: "\(pid)") != Self.namespace("pid", of: "self"))
@@ -386,7 +390,9 @@ struct JailRunTests {
         let fields = stat[stat.lastIndex(of: ")")!...].split(separator: " ")
         #expect(fields.count > 4 && fields[4] == "\(pid)", "not a session leader: \(stat)")
         kill(pid, SIGKILL)
-        for _ in 0..<200 where FileSystem.exists("/proc/\(pid)") { usleep(10_000) }
+        let gone = MonotonicClock.nanoseconds() + 30_000_000_000
+        while FileSystem.exists("/proc/\(pid)") && MonotonicClock.nanoseconds() < gone { usleep(10_000) }
+        try #require(!FileSystem.exists("/proc/\(pid)"), "the killed VMM \(pid) is still there after 30 s")
         let cleanup = try JailHarness.run(sandbox.cleanupArguments)
         #expect(cleanup.status == 0, "\(cleanup.error)")
         #expect(!FileSystem.exists(sandbox.paths.execFolder))
