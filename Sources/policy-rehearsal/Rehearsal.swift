@@ -6,7 +6,8 @@ import Glibc
 #endif
 
 /// The rehearsal itself (see main.swift). Thread entry points live here, not
-/// in main.swift (platform notes: top-level closures there are @MainActor).
+/// in main.swift (docs/platform.md, "Threads and Swift 6":
+/// top-level closures there are @MainActor).
 enum Rehearsal {
     /// The calls Glibc's Swift module does not declare (eventfd, epoll,
     /// accept4), by number (asm/unistd_64.h) and flag (UAPI headers).
