@@ -121,7 +121,16 @@ final class UnixHTTPClient {
     func send(_ method: String, _ path: String, _ body: String? = nil) throws {
         var text = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
         if let body { text += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
-        try socket.writeAll(Array((text + "\r\n" + (body ?? "")).utf8))
+        // send(MSG_NOSIGNAL), not write: a kiln that has ended must fail
+        // this test with EPIPE, not end the whole test process by SIGPIPE.
+        let bytes = Array((text + "\r\n" + (body ?? "")).utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(socket.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent < 0 && errno == EINTR { continue }
+            guard sent > 0 else { throw APILane.LaneFailure("sending \(method) \(path) failed: errno \(errno)") }
+            offset += sent
+        }
     }
 
     private func readUntilBlankLine() throws -> String {
