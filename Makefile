@@ -88,7 +88,7 @@ release: deps
 	  $(SWIFT) build -c release --scratch-path $(RELEASE_SCRATCH) --product $$product | tail -1 || exit 1; \
 	done
 	@for binary in kiln kiln-jailer kiln-jail-probe; do \
-	  file $(RELEASE_BIN)/$$binary | grep -q "statically linked" || { echo "$$binary is not static" >&2; exit 1; }; \
+	  file $(RELEASE_BIN)/$$binary | grep -q "static-pie linked" || { echo "$$binary is not static-pie" >&2; exit 1; }; \
 	done
 	$(RELEASE_BIN)/kiln-policy compile --policies policies --output $(POLICY_BUNDLE)
 
