@@ -1,7 +1,8 @@
 # Kiln: every entry point a user or CI needs. Each target does its own set-up.
 #
 #   make test           install what a fresh Debian 12 machine lacks, build, run every test
-#                       (and the property-based API test, integration/api/schemathesis.sh)
+#                       (and the property-based API test, integration/api/schemathesis.sh,
+#                       and the third-party Firecracker clients, integration/clients)
 #   make demo           the main job: a jailed microVM boots and prints its console
 #   make fuzz           run each libFuzzer target (Sources/fuzz-*) for FUZZ_SECONDS
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
@@ -36,7 +37,7 @@ TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v swiftc)))
 GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
-.PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies \
+.PHONY: all deps build test api-test-deps client-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies \
 	nested-deps nested-assets nested-check bench-nested-io clean
 
 all: build
@@ -64,7 +65,7 @@ $(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Ho
 # The nested lane (NestedLaneTests) needs QEMU and its assets: installed and
 # downloaded once, cached in integration/out. If that fails (no network), the
 # suite still runs and those tests say why they skip.
-test: build guest api-test-deps
+test: build guest api-test-deps client-test-deps
 	@$(MAKE) --no-print-directory nested-assets || echo "make test: the nested lane could not be set up; NestedLaneTests will skip and say why" >&2
 	integration/api/schemathesis.sh $$($(SWIFT) build --show-bin-path)/kiln $$($(SWIFT) build --show-bin-path)/kiln-policy
 	$(SWIFT) test
@@ -80,6 +81,28 @@ api-test-deps:
 	  && python3 -m venv $(API_TEST_VENV) && $(API_TEST_VENV)/bin/pip install -q schemathesis; } \
 	  || { rm -rf $(API_TEST_VENV); \
 	       echo "api-test-deps: could not install schemathesis into $(API_TEST_VENV); the property-based API test will be skipped" >&2; }
+
+# The third-party Firecracker clients (integration/clients): each from PyPI,
+# pinned, in a virtual environment of its own under integration/out. iptables
+# and sudo are what the clients themselves call to make their TAPs and NAT
+# rules (inside the suite's network namespace). A client that cannot be
+# installed (no PyPI) leaves the reason in <venv>.failed; its test skips with it.
+CLIENT_PACKAGES := python3 python3-venv iptables sudo util-linux iproute2
+CLIENT_VENVS := $(GUEST_OUT)/client-venvs
+CLIENTS := firecracker-python microheart bandsox
+client-test-deps:
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(CLIENT_PACKAGES)"
+	@mkdir -p $(CLIENT_VENVS); for client in $(CLIENTS); do \
+	  venv=$(CLIENT_VENVS)/$$client; requirements=integration/clients/requirements/$$client.txt; \
+	  if [ -x $$venv/bin/python ] && cmp -s $$requirements $$venv/requirements.txt; then continue; fi; \
+	  rm -rf $$venv $$venv.failed; \
+	  if python3 -m venv $$venv && $$venv/bin/pip install -q -r $$requirements > $$venv.log 2>&1; then \
+	    cp $$requirements $$venv/requirements.txt; rm -f $$venv.log; \
+	  else \
+	    rm -rf $$venv; { echo "pip could not install $$requirements (PyPI unreachable?):"; tail -3 $$venv.log; } > $$venv.failed; \
+	    echo "client-test-deps: $$client not installed; its test will be skipped (see $$venv.failed)" >&2; \
+	  fi; \
+	done
 
 # Static release binaries (kiln, kiln-jailer, kiln-policy, the jail probe)
 # and the compiled policy bundle beside the jailer, where it looks by default.
