@@ -68,6 +68,11 @@ $(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Ho
 test: build guest api-test-deps client-test-deps
 	@$(MAKE) --no-print-directory nested-assets || echo "make test: the nested lane could not be set up; NestedLaneTests will skip and say why" >&2
 	integration/api/schemathesis.sh $$($(SWIFT) build --show-bin-path)/kiln $$($(SWIFT) build --show-bin-path)/kiln-policy
+	@python=$(API_TEST_VENV)/bin/python; [ -x $$python ] || python=python3; \
+	if $$python -c "import yaml" 2>/dev/null; then \
+	  $$python integration/api/compat_table.py --kiln $$($(SWIFT) build --show-bin-path)/kiln \
+	    --jailer $$($(SWIFT) build --show-bin-path)/kiln-jailer --guest $(GUEST_ELF); \
+	else echo "make test: no Python with PyYAML (api-test-deps failed); README's compatibility tables are not checked" >&2; fi
 	$(SWIFT) test
 
 # The property-based API test's tool (PyPI), in a virtual environment of its

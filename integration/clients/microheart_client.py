@@ -109,7 +109,6 @@ def lifecycle(run: harness.Lifecycle):
     run.step("kiln exited", lambda: harness.wait_for("kiln to exit", harness.process_gone(pid), seconds=10))
 
     def console_shows_reset():
-        text = Path(out / "console.log").read_text(errors="replace")
         shutil.copy(vm.console, out / "console.log")
         text = Path(out / "console.log").read_text(errors="replace")
         for wanted in ("guest: ctrl-alt-del received", "--enable-pci: Kiln has no PCI transport"):
