@@ -98,8 +98,10 @@ def lifecycle(run: harness.Lifecycle):
     run.step("resumed (GET /)", state("Running"))
 
     def kept_console():
+        # What it sent without the API: the config file it wrote for --config-file.
+        shutil.copy(vm.dir / "vm_config.json", out / "vm_config.json")
         shutil.copy(vm.console, out / "console.log")
-    run.step("keep the console", kept_console)
+    run.step("keep the config file and the console", kept_console)
 
     def stop():
         vm.stop()
