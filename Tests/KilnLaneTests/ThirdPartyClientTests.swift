@@ -51,7 +51,7 @@ enum ThirdPartyClients {
         let run = try ChildProcess.run(
             [python(client), folder + "/" + driver,
              "--kiln", Lanes.kiln, "--jailer", Lanes.jailer, "--guest", Lanes.testGuest, "--out", out],
-            seconds: 180)
+            seconds: 300)
         #expect(run.status == 0, "\(client) driver failed:\n\(run.stdout)\n\(run.stderr)")
         let steps = ChildProcess.read(out + "/steps.txt")
         #expect(steps.contains("stop") && steps.contains("API exchanges: ok") && !steps.contains("FAILED"), "steps: \(steps)")
