@@ -48,9 +48,16 @@ enum ThirdPartyClients {
     static func runLifecycle(_ client: String) throws {
         let driver = drivers.first { $0.0 == client }!.1
         let out = Lanes.packageRoot + "/integration/out/clients/" + client
+        // The client's run folder, named here: whatever it leaves running
+        // (a driver past its deadline leaves its VMM) is found by it and ended.
+        let scratch = "/tmp/kcl-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        defer {
+            endProcesses(mentioning: scratch)
+            Lanes.removeTree(scratch)
+        }
         let run = try ChildProcess.run(
-            [python(client), folder + "/" + driver,
-             "--kiln", Lanes.kiln, "--jailer", Lanes.jailer, "--guest", Lanes.testGuest, "--out", out],
+            [python(client), folder + "/" + driver, "--kiln", Lanes.kiln, "--jailer", Lanes.jailer,
+             "--guest", Lanes.testGuest, "--out", out, "--scratch", scratch],
             seconds: 300)
         #expect(run.status == 0, "\(client) driver failed:\n\(run.stdout)\n\(run.stderr)")
         let steps = ChildProcess.read(out + "/steps.txt")
@@ -58,6 +65,15 @@ enum ThirdPartyClients {
         let transcript = ChildProcess.read(out + "/transcript.txt")
         #expect(transcript.contains("PATCH /vm {\"state\": \"Paused\"}\n  -> 204"), "transcript: \(transcript)")
         #expect(transcript.contains("PATCH /vm {\"state\": \"Resumed\"}\n  -> 204"), "transcript: \(transcript)")
+    }
+}
+
+/// SIGKILLs every process whose command line names `folder` (only this
+/// test's clients use it: the name is random).
+func endProcesses(mentioning folder: String) {
+    for name in Lanes.list("/proc") {
+        guard let pid = Int32(name), pid != getpid() else { continue }
+        if ChildProcess.read("/proc/\(name)/cmdline").contains(folder) { kill(pid, SIGKILL) }
     }
 }
 

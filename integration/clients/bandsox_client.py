@@ -22,7 +22,6 @@ import os
 import pwd
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import harness
@@ -30,7 +29,7 @@ import harness
 options = harness.arguments(__doc__.splitlines()[0])
 harness.isolated_network()
 out = Path(options.out)
-scratch = Path(tempfile.mkdtemp(prefix="kcl-bx-"))
+scratch = harness.scratch_folder(options, "kcl-bx-")
 bin_dir = harness.binaries(scratch / "bin", options.kiln, options.jailer)
 # A login shell's USER: bandsox makes its TAP for that user (its fallback is a user "rc").
 os.environ.setdefault("USER", pwd.getpwuid(os.getuid()).pw_name)
@@ -39,6 +38,8 @@ recorder.install()
 
 from bandsox.vm import MicroVM  # noqa: E402
 
+console_lines: list[str] = []  # the guest's serial lines, as bandsox's multiplexer reads them
+
 
 def lifecycle(run: harness.Lifecycle):
     disk = harness.guest_disk(scratch / "rootfs.ext4")
@@ -46,7 +47,7 @@ def lifecycle(run: harness.Lifecycle):
     recorder.watch(socket_path)
     vm = run.step("construct MicroVM", lambda: MicroVM("kilnsuite0a", socket_path, firecracker_bin=str(bin_dir / "firecracker")))
     console = out / "console.log"
-    lines: list[str] = []
+    lines = console_lines
     run.evidence.append(console)
 
     def start_process():
@@ -76,7 +77,7 @@ def lifecycle(run: harness.Lifecycle):
 
     def stop():
         vm.stop()
-        console.write_text("".join(lines))
+        console.write_text("".join(lines))  # what the guest printed, for the check below
     run.step("stop (SIGTERM to the process tree, TAP removed)", stop)
     run.step("kiln exited", lambda: harness.wait_for("kiln to exit", harness.process_gone(pid), seconds=10))
 
@@ -93,6 +94,13 @@ def lifecycle(run: harness.Lifecycle):
         ("GET", "/", 200), ("PATCH", "/vm", 204), ("GET", "/", 200), ("PATCH", "/vm", 204), ("GET", "/", 200)]))
 
 
-status = harness.Lifecycle("bandsox", out, recorder).finish(lifecycle)
+def lifecycle_keeping_console(run: harness.Lifecycle):
+    try:
+        lifecycle(run)
+    finally:
+        (out / "console.log").write_text("".join(console_lines))
+
+
+status = harness.Lifecycle("bandsox", out, recorder).finish(lifecycle_keeping_console)
 shutil.rmtree(scratch, ignore_errors=True)
 sys.exit(status)

@@ -23,7 +23,6 @@ import importlib.util
 import json
 import shutil
 import sys
-import tempfile
 import types
 from pathlib import Path
 
@@ -32,8 +31,7 @@ import harness
 options = harness.arguments(__doc__.splitlines()[0])
 harness.isolated_network()
 out = Path(options.out)
-# Unix socket paths are limited to 108 bytes: the client's run folder is short.
-scratch = Path(tempfile.mkdtemp(prefix="kcl-fcpy-"))
+scratch = harness.scratch_folder(options, "kcl-fcpy-")
 bin_dir = harness.binaries(scratch / "bin", options.kiln, options.jailer)
 recorder = harness.APIRecorder()
 recorder.install()

@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -41,8 +42,10 @@ def arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--jailer", help="the kiln-jailer binary, linked as jailer")
     parser.add_argument("--guest", required=True, help="the lane-1 test guest ELF (make guest)")
     parser.add_argument("--out", required=True, help="folder for the exchange log and the console")
+    parser.add_argument("--scratch", help="the client's run folder (made here; default a fresh one under /tmp): "
+                        "the test ends any process left running from it")
     parsed = parser.parse_args()
-    for name in ("kiln", "jailer", "guest", "out"):
+    for name in ("kiln", "jailer", "guest", "out", "scratch"):
         value = getattr(parsed, name)
         if value is not None:
             setattr(parsed, name, os.path.abspath(value))
@@ -68,6 +71,14 @@ def isolated_network() -> None:
         subprocess.run(command, check=True)
 
 
+def scratch_folder(options: argparse.Namespace, prefix: str) -> Path:
+    """The client's run folder: short, as Unix socket paths are limited to 108 bytes."""
+    if options.scratch:
+        os.makedirs(options.scratch, exist_ok=True)
+        return Path(options.scratch)
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
 def binaries(folder: Path, kiln: str, jailer: str | None) -> Path:
     """`firecracker` (and `jailer`) in `folder`, linked to kiln's binaries:
     the process the client starts is kiln, named as the client named it."""
@@ -90,7 +101,7 @@ def guest_disk(path: Path, size: int = 1 << 20) -> Path:
     return path
 
 
-def wait_for(what: str, condition, seconds: float = 30.0, interval: float = 0.05):
+def wait_for(what: str, condition, seconds: float = 90.0, interval: float = 0.05):
     """Polls `condition` until it returns a true value; fails after `seconds`."""
     deadline = time.monotonic() + seconds
     while True:
@@ -252,7 +263,8 @@ class Lifecycle:
         return result
 
     def finish(self, run) -> int:
-        """Runs `run(self)`, writes the exchange log either way, and returns the exit code."""
+        """Runs `run(self)`, writes the exchange log either way, ends any VMM
+        the client left running, and returns the exit code."""
         status = 0
         try:
             run(self)
@@ -266,6 +278,8 @@ class Lifecycle:
                 except OSError:
                     pass
             status = 1
+        finally:
+            end_children()
         pairs = self.recorder.write(self.out)
         with open(self.out / "steps.txt", "w") as steps:
             for name, outcome in self.steps:
@@ -295,10 +309,17 @@ class StepFailed(Exception):
         self.step, self.error = step, error
 
 
-def terminate_leftovers(pids) -> None:
-    """Ends processes a failed client left behind (only the ones it started)."""
-    for pid in pids:
+def end_children() -> None:
+    """Ends what the client started and left running (a VMM whose client
+    failed keeps its guest ticking): this process's own children only."""
+    children = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            children.update(int(pid) for pid in Path(f"/proc/self/task/{task}/children").read_text().split())
+        except OSError:
+            pass
+    for pid in children:
         try:
             os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, TypeError):
+        except ProcessLookupError:
             pass

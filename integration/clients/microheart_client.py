@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import harness
@@ -34,7 +33,7 @@ import harness
 options = harness.arguments(__doc__.splitlines()[0])
 harness.isolated_network()
 out = Path(options.out)
-scratch = Path(tempfile.mkdtemp(prefix="kcl-mh-"))
+scratch = harness.scratch_folder(options, "kcl-mh-")
 home = scratch / "home"
 home.mkdir()
 os.environ["MICROHEART_HOME"] = str(home)
@@ -70,7 +69,7 @@ def lifecycle(run: harness.Lifecycle):
     run.evidence.append(vm.console)
 
     def start():
-        seconds = vm.start(wait=30)
+        seconds = vm.start(wait=90)
         if seconds is None:
             raise AssertionError("start() found the VM already running")
         return f"guest up in {seconds:.1f} s"
