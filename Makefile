@@ -1,7 +1,8 @@
 # Kiln: every entry point a user or CI needs. Each target does its own set-up.
 #
 #   make test           install what a fresh Debian 12 machine lacks, build, run every test
-#                       (and the property-based API test, integration/api/schemathesis.sh)
+#                       (and the property-based API test, integration/api/schemathesis.sh,
+#                       and the third-party Firecracker clients, integration/clients)
 #   make demo           the main job: a jailed microVM boots and prints its console
 #   make fuzz           run each libFuzzer target (Sources/fuzz-*) for FUZZ_SECONDS
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
@@ -38,7 +39,7 @@ TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v swiftc)))
 GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
-.PHONY: all deps build test format format-check api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies security-table \
+.PHONY: all deps build test format format-check api-test-deps client-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies security-table \
 	nested-deps nested-assets nested-check bench-nested-io clean
 
 all: build
@@ -71,11 +72,17 @@ $(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Ho
 # nested assets, a skipped schemathesis run, and any test `swift test`
 # reports skipped or cancelled. Without it the skips are listed at the end.
 SWIFT_TEST_LOG := $(GUEST_OUT)/swift-test.log
-test: build guest api-test-deps format-check
+test: build guest api-test-deps client-test-deps format-check
 	@$(MAKE) --no-print-directory nested-assets || { \
 	  if [ -n "$$KILN_STRICT" ]; then echo "make test: KILN_STRICT: the nested lane could not be set up" >&2; exit 1; fi; \
 	  echo "make test: the nested lane could not be set up; NestedLaneTests will skip and say why" >&2; }
 	integration/api/schemathesis.sh $$($(SWIFT) build --show-bin-path)/kiln $$($(SWIFT) build --show-bin-path)/kiln-policy $(GUEST_ELF)
+	@python=$(API_TEST_VENV)/bin/python; [ -x $$python ] || python=python3; \
+	if $$python -c "import yaml" 2>/dev/null; then \
+	  $$python integration/api/compat_table.py --kiln $$($(SWIFT) build --show-bin-path)/kiln \
+	    --jailer $$($(SWIFT) build --show-bin-path)/kiln-jailer --guest $(GUEST_ELF); \
+	else echo "make test: no Python with PyYAML (api-test-deps failed); README's compatibility tables are not checked" >&2; \
+	  [ -z "$$KILN_STRICT" ]; fi
 	@mkdir -p $(GUEST_OUT)
 	$(SWIFT) test 2>&1 | tee $(SWIFT_TEST_LOG); exit $${PIPESTATUS[0]}
 	@integration/test-skips.sh $(SWIFT_TEST_LOG)
@@ -104,6 +111,28 @@ api-test-deps:
 	  || { rm -rf $(API_TEST_VENV); \
 	       echo "api-test-deps: could not install schemathesis into $(API_TEST_VENV); the property-based API test will be skipped" >&2; \
 	       [ -z "$$KILN_STRICT" ]; }
+
+# The third-party Firecracker clients (integration/clients): each from PyPI,
+# pinned, in a virtual environment of its own under integration/out. iptables
+# and sudo are what the clients themselves call to make their TAPs and NAT
+# rules (inside the suite's network namespace). A client that cannot be
+# installed (no PyPI) leaves the reason in <venv>.failed; its test skips with it.
+CLIENT_PACKAGES := python3 python3-venv iptables sudo util-linux iproute2
+CLIENT_VENVS := $(GUEST_OUT)/client-venvs
+CLIENTS := firecracker-python microheart bandsox
+client-test-deps:
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(CLIENT_PACKAGES)"
+	@mkdir -p $(CLIENT_VENVS); for client in $(CLIENTS); do \
+	  venv=$(CLIENT_VENVS)/$$client; requirements=integration/clients/requirements/$$client.txt; \
+	  if [ -x $$venv/bin/python ] && cmp -s $$requirements $$venv/requirements.txt; then continue; fi; \
+	  rm -rf $$venv $$venv.failed; \
+	  if python3 -m venv $$venv && $$venv/bin/pip install -q -r $$requirements > $$venv.log 2>&1; then \
+	    cp $$requirements $$venv/requirements.txt; rm -f $$venv.log; \
+	  else \
+	    rm -rf $$venv; { echo "pip could not install $$requirements (PyPI unreachable?):"; tail -3 $$venv.log; } > $$venv.failed; \
+	    echo "client-test-deps: $$client not installed; its test will be skipped (see $$venv.failed)" >&2; \
+	  fi; \
+	done
 
 # Static release binaries (kiln, kiln-jailer, kiln-policy, the jail probe)
 # and the compiled policy bundle beside the jailer, where it looks by default.

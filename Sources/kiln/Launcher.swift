@@ -57,6 +57,7 @@ enum Launcher {
             return 1
         }
         if let overhead = JailerOverhead(options: options, kilnStart: start) { Logger.shared.info("\(overhead)") }
+        if options.enablePCI { Logger.shared.warning(CommandLineOptions.enablePCINotice) }
         if roles.bundle == nil {
             let warning = "WARNING: --no-seccomp: every thread runs WITHOUT a seccomp filter; for development only"
             Logger.shared.warning(warning)

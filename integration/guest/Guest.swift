@@ -261,12 +261,12 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
         put("guest: idle\n")
         while true { waitForInterrupt() }
     }
-    if commandLine(line, contains: "ctrlaltdel") {
+    if commandLine(line, contains: "ctrlaltdel") || driveAsksToKeepRunning {
         // Wait on IRQ 1 for the VMM's Ctrl+Alt+Del (set-2 make codes
         // 14 11 E0 71), then reboot as Linux's atkbd would.
         // With `ticks`, the timer stays on and a line goes out every 100
         // ticks (100 ms), so a test can see the guest stop while paused.
-        let ticking = commandLine(line, contains: "ticks")
+        let ticking = commandLine(line, contains: "ticks") || driveAsksToKeepRunning
         outb(Port.pic1Data, ticking ? 0xfc : 0xfd) // IRQ 1, and IRQ 0 when ticking
         put("guest: waiting for ctrl-alt-del\n")
         var nextTick = timerTicks() + 100
