@@ -43,7 +43,7 @@ let package = Package(
         // MARK: Seccomp: bundle format, BPF interpreter, loader (no libseccomp)
         .target(name: "KilnSeccomp", dependencies: ["KilnBytes", "KilnSystem", "CKiln"]),
         // MARK: Policy language, compiler (libseccomp) and audit
-        .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp"]),
+        .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp", "CKiln"]),
         // The bundle kiln and kiln-jailer use when none is named; kiln-policy
         // must not need it, so that it can regenerate a stale or broken copy.
         .target(name: "KilnBuiltinPolicies", dependencies: ["CKilnBuiltinPolicies"]),
