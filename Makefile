@@ -37,7 +37,7 @@ GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-e
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
 .PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies \
-	nested-deps nested-assets nested-check bench-nested-io clean
+	nested-deps nested-assets nested-check bench-nested-io policy-trace clean
 
 all: build
 
@@ -118,6 +118,11 @@ bench-api: release guest
 
 bench-ratelimit: deps
 	integration/bench/ratelimit-bench.sh
+
+# `kiln-policy trace` over every lane-1 workload (integration/policy-trace/run.sh):
+# the report per role on stdout and in integration/out/policy-trace.json.
+policy-trace: build guest
+	integration/policy-trace/run.sh
 
 # The nested lane (integration/nested/README.md); `test` runs it with kiln.
 nested-deps:

@@ -128,7 +128,7 @@ let package = Package(
                     dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "KilnVirtio", "CKiln", "KilnTestSupport"]),
         // The two boot lanes through the real binaries: kiln jailed on this
         // machine's KVM, and stock Linux on the nested KVM (integration/nested).
-        .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport", "CKiln"]),
+        .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport", "CKiln", "KilnJSON"]),
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",

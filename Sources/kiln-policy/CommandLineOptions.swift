@@ -7,7 +7,7 @@ enum CommandLineOptions {
     case embed(policies: String, output: String)
     case audit(policies: String, format: AuditFormat, compare: String?)
     case check(policies: String, failOn: Severity)
-    case trace(policies: String, json: String?, command: [String])
+    case trace(policies: String, installed: String?, json: String?, command: [String])
 
     enum AuditFormat: String { case text, json }
 
@@ -31,7 +31,7 @@ enum CommandLineOptions {
         case "compile", "embed": allowed = ["--policies", "--output"]
         case "audit": allowed = ["--policies", "--format", "--compare"]
         case "check": allowed = ["--policies", "--fail-on"]
-        case "trace": allowed = ["--policies", "--json"]
+        case "trace": allowed = ["--policies", "--installed", "--json"]
         default: throw UsageError(message: "unknown command '\(command)'")
         }
         var flags: [String: String] = [:]
@@ -63,7 +63,8 @@ enum CommandLineOptions {
             }
             return .audit(policies: try required("--policies"), format: format, compare: flags["--compare"])
         case "trace":
-            return .trace(policies: flags["--policies"] ?? "policies", json: flags["--json"], command: traced)
+            return .trace(policies: flags["--policies"] ?? "policies", installed: flags["--installed"], json: flags["--json"],
+                          command: traced)
         default:
             let name = flags["--fail-on"] ?? "high"
             guard let severity = Severity(rawValue: name), severity != .info else {

@@ -19,13 +19,15 @@ let usage = """
           with --compare, set each role beside a Firecracker JSON filter.
       kiln-policy check --policies DIR [--fail-on low|medium|high|critical]
           Exit 1 when a finding at or above the severity (default: high) exists.
-      kiln-policy trace [--policies DIR] [--json FILE] -- COMMAND [ARGUMENTS...]
+      kiln-policy trace [--policies DIR] [--installed DIR] [--json FILE] -- COMMAND [ARGUMENTS...]
           Run COMMAND (kiln, kiln-jailer, or a script that runs them) with every
           role of DIR (default: policies) it installs switched to recording
           (SECCOMP_RET_TRACE under ptrace); report per role the rules that
           allowed nothing, the calls the role would have refused and the
           argument values of calls allowed without conditions; with --json,
-          write the report there too. Exit 1 if a role would have refused a
+          write the report there too. --installed names the policies the
+          binaries were built with, when not DIR (trace a changed policy
+          before rebuilding). Exit 1 if a role would have refused a
           call, else the command's exit status.
       kiln-policy --help
     """
@@ -68,8 +70,9 @@ do {
             fail("\(failing.count) finding(s) at or above \(threshold.rawValue)", status: 1)
         }
         print("no findings at or above \(threshold.rawValue)")
-    case let .trace(policies, json, traced):
-        let bundle = try RecordingBundle(policies: try PolicyLoader.load(directory: policies))
+    case let .trace(policies, installed, json, traced):
+        let bundle = try RecordingBundle(policies: try PolicyLoader.load(directory: policies),
+                                         installed: try installed.map(PolicyLoader.load))
         let outcome = try SyscallTracer(bundle: bundle).run(traced)
         let report = TraceReport(recorder: outcome.recorder, status: outcome.status)
         if let json { try FileSystem.writeAtomically(json, Array(report.json().utf8)) }

@@ -24,12 +24,18 @@ public struct RecordingBundle: Sendable {
     /// a role's program before the kernel does.
     public let base: [BPFInstruction]
 
-    public init(policies folder: [Policy]) throws {
+    /// `installed`: the policies the traced binaries were built with, when
+    /// they are not `folder` (a role's program is recognised by them, and
+    /// replaced by the recording variant of `folder`'s role of that name);
+    /// so a changed policy can be traced before the binaries are rebuilt.
+    public init(policies folder: [Policy], installed: [Policy]? = nil) throws {
         let resolved = try PolicyBundleBuilder.resolvedRoles(folder).sorted { $0.role < $1.role }
         var real: [String: [BPFInstruction]] = [:], recording: [String: [BPFInstruction]] = [:]
         for (index, policy) in resolved.enumerated() {
-            real[policy.role] = try PolicyCompiler.compile(policy)
             recording[policy.role] = try PolicyCompiler.compile(Self.recordingVariant(of: policy, code: UInt16(index + 1)))
+        }
+        for policy in try installed.map(PolicyBundleBuilder.resolvedRoles) ?? resolved where recording[policy.role] != nil {
+            real[policy.role] = try PolicyCompiler.compile(policy)
         }
         policies = resolved
         realPrograms = real
