@@ -72,7 +72,8 @@ def main():
     expect(204, "PATCH", "/vm", {"state": "Paused"})
     expect(204, "PUT", "/actions", {"action_type": "FlushMetrics"})
     expect(204, "PATCH", "/vm", {"state": "Resumed"})
-    expect(204, "PATCH", "/drives/rw", {"drive_id": "rw", "path_on_host": drive_rw})
+    # Re-opened from another file (the old one closes), then refused.
+    expect(204, "PATCH", "/drives/rw", {"drive_id": "rw", "path_on_host": drive_rw + ".2"})
     expect(400, "PATCH", "/drives/rw", {"drive_id": "rw", "path_on_host": scratch + "/no-such-drive"})
     expect(204, "PUT", "/actions", {"action_type": "FlushMetrics"})
     for _ in range(20):

@@ -46,6 +46,7 @@ make_drive() { # a 1 MiB drive whose sector 0 starts with KILN-SECTOR-ZERO
 }
 make_drive "$scratch/ro.img"
 make_drive "$scratch/rw.img"
+make_drive "$scratch/rw.img.2"
 
 have_tap=0
 if [ "$short" = 0 ] && ip tuntap add dev "$tap" mode tap >/dev/null 2>&1 && ip link set "$tap" up; then
@@ -86,6 +87,14 @@ if [ "$short" = 1 ]; then
     exit 0
 fi
 
+# 1b. The same guest with a terminal for stdin: kiln makes it raw and
+#     restores it at exit, under the vmm role.
+step "boot with a terminal for the console"
+config "console=ttyS0 poweroff" > "$scratch/tty.json"
+expect 0 "terminal boot" -- script -qec "$KILN --no-api --config-file $scratch/tty.json" /dev/null \
+    < /dev/null > "$scratch/tty.out"
+grep -q "guest: virtio done" "$scratch/tty.out" || fail "terminal boot: the guest did not finish its virtio tests"
+
 # 2. The API: configure, large and refused bodies, start, pause, flush
 #    metrics, resume, a drive swapped after boot, Ctrl-Alt-Del (the guest
 #    resets on it and kiln exits 0).
@@ -103,10 +112,12 @@ wait "$kiln_pid"; status=$?
 grep -q "guest: ctrl-alt-del received" "$scratch/api.out" || fail "API sequence: the guest saw no Ctrl-Alt-Del"
 
 # 3. The halt check: the guest halts with interrupts off; the event loop
-#    kicks the vCPU and reads its state (exit 3).
+#    kicks the vCPU and reads its state (exit 3). The console goes to a file.
 step "halt with interrupts off"
 config "console=ttyS0 halt" > "$scratch/halt.json"
-expect 3 "halt" -- "$KILN" --no-api --config-file "$scratch/halt.json" > "$scratch/halt.out" 2>&1
+expect 3 "halt" -- "$KILN" --no-api --config-file "$scratch/halt.json" --console-output "$scratch/halt.console" \
+    > "$scratch/halt.out" 2>&1
+grep -q "guest: halting" "$scratch/halt.console" || fail "halt: the console output file lacks the guest's lines"
 
 # 4. A stop by signal while the guest runs: SIGTERM ends kiln (143) and
 #    removes its API socket.
@@ -144,20 +155,38 @@ kill -TERM "$kiln_pid"
 wait "$kiln_pid"; status=$?
 [ "$status" = 143 ] || fail "error paths: kiln exited $status after SIGTERM, expected 143"
 
-# 6. Jailed: kiln-jailer's pre-exec role, then kiln's own, with drives
-#    and entropy (root only).
+# 6. Jailed: kiln-jailer's pre-exec role, then kiln's own, with drives,
+#    entropy and the API socket in the jail's /run (root only).
 if [ -n "$KILN_JAILER" ] && [ "$(id -u)" = 0 ]; then
     step "jailed boot with drives and entropy"
     mkdir -p "$jail_base"
     cat > "$scratch/jail.json" <<JSON
-{"boot-source": {"kernel_image_path": "/guest.elf", "boot_args": "console=ttyS0 poweroff"},
+{"boot-source": {"kernel_image_path": "/guest.elf", "boot_args": "console=ttyS0 ctrlaltdel"},
  "machine-config": {"vcpu_count": 2, "mem_size_mib": 128},
  "drives": [{"drive_id": "ro", "path_on_host": "/ro.img", "is_root_device": false, "is_read_only": true}],
  "entropy": {}}
 JSON
-    expect 0 "jailed boot" -- "$KILN_JAILER" --id "$jail_id" --exec-file "$KILN" --chroot-base-dir "$jail_base" \
+    timeout -k 5 60 "$KILN_JAILER" --id "$jail_id" --exec-file "$KILN" --chroot-base-dir "$jail_base" \
         --uid 64125 --gid 64126 --jail-file "$GUEST:guest.elf" --jail-file "$scratch/ro.img:ro.img" \
-        --jail-file "$scratch/jail.json:vm.json" -- --no-api --config-file /vm.json > "$scratch/jail.out" 2>&1
+        --jail-file "$scratch/jail.json:vm.json" -- --api-sock /run/api.sock --config-file /vm.json \
+        > "$scratch/jail.out" 2>&1 &
+    jailer_pid=$!
+    python3 - "$jail_base/$(basename "$KILN")/$jail_id/root/run/api.sock" "$scratch/jail.out" <<'PY' \
+        || fail "jailed boot: unexpected API answers"
+import os, sys, time
+sys.path.insert(0, os.path.join(os.environ["POLICY_TRACE_ROOT"], "integration", "api"))
+from unix_http import Client, wait_for_socket
+assert wait_for_socket(sys.argv[1], 20), "no API socket"
+client = Client(sys.argv[1])
+assert client.request("GET", "/")[0] == 200
+deadline = time.monotonic() + 30
+while "guest: waiting for ctrl-alt-del" not in open(sys.argv[2], errors="replace").read():
+    assert time.monotonic() < deadline, "the guest never waited for Ctrl-Alt-Del"
+    time.sleep(0.1)
+assert client.request("PUT", "/actions", {"action_type": "SendCtrlAltDel"})[0] == 204
+PY
+    wait "$jailer_pid"; status=$?
+    [ "$status" = 0 ] || fail "jailed boot: exit status $status, expected 0"
     grep -q "guest: virtio done" "$scratch/jail.out" || fail "jailed boot: the guest did not finish its virtio tests"
 fi
 

@@ -90,13 +90,16 @@ public struct TraceRecorder: Sendable {
         roles[role, default: RoleTrace()].threads += 1
     }
 
+    /// Calls that read no argument (their registers hold whatever the caller left).
+    static let argumentless: Set<String> = ["gettid", "getpid", "rt_sigreturn", "sched_yield", "restart_syscall"]
+
     /// Records one call under every role of `stack` and returns what the
     /// real filters would have done. `kernelSaysRule` is the innermost
     /// role's recording filter's answer, checked against the policy.
     @discardableResult
     public mutating func record(number: Int32, arguments: [UInt64], stack: [String], kernelSaysRule: Bool?) -> SeccompAction {
         let name = SyscallTable.name(of: number) ?? "syscall \(number)"
-        let count = min(SyscallTable.argumentCounts[name] ?? 6, arguments.count)
+        let count = Self.argumentless.contains(name) ? 0 : min(SyscallTable.argumentCounts[name] ?? 6, arguments.count)
         for (position, role) in stack.enumerated() {
             guard let policy = policies[role] else { continue }
             let verdict = Self.verdict(of: policy, number: number, arguments: arguments)
