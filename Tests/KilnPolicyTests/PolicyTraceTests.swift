@@ -84,6 +84,47 @@ struct PolicyTraceTests {
         #expect(traced.recordingPrograms["vcpu"] != Self.bundle.recordingPrograms["vcpu"])
     }
 
+    /// A program a process resolved at install time (a placeholder in an
+    /// equality test replaced by its own pid) is still its role's, and the
+    /// recording variant and the recorder resolve it the same way.
+    @Test func aProgramWithItsOwnPIDWrittenInIsRecognisedAndResolved() throws {
+        let placeholder: UInt32 = 0x7777_0001, pid: UInt32 = 4242
+        let tgkill = SyscallTable.number(of: "tgkill")!
+        let policies = Self.shipped.map { policy -> Policy in
+            guard policy.role == "vcpu", let index = policy.rules.firstIndex(where: { $0.syscall == "tgkill" }) else { return policy }
+            var policy = policy
+            func equal(_ argument: Int, _ value: UInt64) -> ArgumentComparison {
+                ArgumentComparison(argument: argument, width: 32, mask: nil, op: .equal, value: value,
+                                   valueText: String(value), maskText: nil)
+            }
+            policy.rules[index].alternatives = [[equal(0, UInt64(placeholder)), equal(2, 6)]]
+            return policy
+        }
+        let bundle = try RecordingBundle(policies: policies)
+        let real = try #require(bundle.realPrograms["vcpu"])
+        let installed = real.map { instruction -> BPFInstruction in
+            var instruction = instruction
+            if instruction.k == placeholder { instruction.k = pid }
+            return instruction
+        }
+        #expect(installed != real)
+        #expect(bundle.role(installing: installed) == nil)
+        let match = try #require(bundle.role(installing: installed, processID: pid))
+        #expect(match.role == "vcpu" && match.placeholder == placeholder)
+        #expect(bundle.role(installing: installed, processID: pid + 1) == nil)
+
+        let recording = try #require(bundle.recordingProgram(for: "vcpu", placeholder: placeholder, processID: pid))
+        let policy = try #require(bundle.policies.first { $0.role == "vcpu" })
+        for (target, byRule) in [(UInt64(pid), true), (UInt64(placeholder), false), (1, false)] {
+            let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: tgkill, arguments: [target, 7, 6])
+            let code = UInt16(bundle.policies.firstIndex { $0.role == "vcpu" }! + 1)
+            #expect(try BPFInterpreter.evaluate(recording, input) == .trace(code << 8 | (byRule ? 1 : 0)), "tgkill(\(target))")
+            let verdict = TraceRecorder.verdict(of: policy, number: tgkill, arguments: input.arguments,
+                                                resolved: (UInt64(placeholder), UInt64(pid)))
+            #expect(verdict.byRule == byRule, "tgkill(\(target))")
+        }
+    }
+
     static let roles = try! PolicyTestSupport.load([
         "outer.policy": "@default kill-process\nwrite  # out\nclone3 -> errno(ENOSYS)  # fall back\nioctl: arg1 in {1, 2}  # two requests\n",
         "inner.policy": "@default trap\nwrite: arg0 == 1  # stdout\nread  # in\n",

@@ -66,6 +66,42 @@ public struct RecordingBundle: Sendable {
         realPrograms.first { $0.value == program }?.key
     }
 
+    /// A role's program as a process installs it, with any value only the
+    /// installing process knows (its own pid) written over a placeholder
+    /// when it loads the program: which role it is, and the placeholder so
+    /// resolved, if any. Only the operands of equality jumps (`jeq #k`, how
+    /// libseccomp compares) may differ, and all of them to `processID`.
+    public func role(installing program: [BPFInstruction], processID: UInt32) -> (role: String, placeholder: UInt32?)? {
+        if let role = role(installing: program) { return (role, nil) }
+        for (role, real) in realPrograms where real.count == program.count {
+            var placeholder: UInt32?
+            let resolved = zip(real, program).allSatisfy { known, installed in
+                if known == installed { return true }
+                guard known.code == Self.equalityJump, installed.code == known.code, installed.jt == known.jt,
+                      installed.jf == known.jf, installed.k == processID, placeholder ?? known.k == known.k else { return false }
+                placeholder = known.k
+                return true
+            }
+            if resolved, let placeholder { return (role, placeholder) }
+        }
+        return nil
+    }
+
+    /// BPF_JMP | BPF_JEQ | BPF_K (linux/bpf_common.h).
+    static let equalityJump: UInt16 = 0x05 | 0x10 | 0x00
+
+    /// `role`'s recording variant with `placeholder` resolved as the
+    /// process resolved it in the real program.
+    public func recordingProgram(for role: String, placeholder: UInt32?, processID: UInt32) -> [BPFInstruction]? {
+        guard let program = recordingPrograms[role] else { return nil }
+        guard let placeholder else { return program }
+        return program.map { instruction in
+            var instruction = instruction
+            if instruction.code == Self.equalityJump && instruction.k == placeholder { instruction.k = processID }
+            return instruction
+        }
+    }
+
     /// What the return data of a seccomp stop says: which role answered (nil
     /// for the base filter) and whether one of its rules matched.
     public func decode(data: UInt16) -> (role: String?, byRule: Bool)? {

@@ -39,6 +39,9 @@ public final class SyscallTracer {
     private var recorder: TraceRecorder
     /// Each live thread's filter stack, outermost role first.
     private var stacks: [pid_t: [String]] = [:]
+    /// A placeholder a thread's roles were resolved with (its process's
+    /// own pid), inherited as the filters are.
+    private var resolutions: [pid_t: (placeholder: UInt64, value: UInt64)] = [:]
     /// Threads that have had the stop every new tracee starts with.
     private var started: Set<pid_t> = []
     /// New threads seen before their creator's clone event: held stopped
@@ -76,6 +79,7 @@ public final class SyscallTracer {
                 switch Int(kind) {
                 case Int(CKILN_TRACE_EXITED.rawValue), Int(CKILN_TRACE_KILLED.rawValue):
                     stacks[tid] = nil
+                    resolutions[tid] = nil
                     started.remove(tid)
                     if tid == root { status = kind == Int32(CKILN_TRACE_EXITED.rawValue) ? value : 128 + value }
                 case Int(CKILN_TRACE_EVENT.rawValue):
@@ -124,6 +128,7 @@ public final class SyscallTracer {
             // A new thread or process inherits its creator's filters.
             let child = pid_t(truncatingIfNeeded: eventMessage(tid))
             stacks[child] = stacks[tid] ?? []
+            resolutions[child] = resolutions[tid]
             for role in stacks[child]! { recorder.entered(role: role) }
             if orphans.remove(child) != nil {
                 started.insert(child)
@@ -133,7 +138,10 @@ public final class SyscallTracer {
         case Self.execEvent:
             // The exec'ing thread takes the process's id (ptrace(2), execve under ptrace).
             let former = pid_t(truncatingIfNeeded: eventMessage(tid))
-            if former != tid, let stack = stacks.removeValue(forKey: former) { stacks[tid] = stack }
+            if former != tid, let stack = stacks.removeValue(forKey: former) {
+                stacks[tid] = stack
+                resolutions[tid] = resolutions.removeValue(forKey: former)
+            }
             resume(tid)
         default:
             resume(tid)
@@ -173,7 +181,7 @@ public final class SyscallTracer {
         var action = SeccompAction.allow
         if !stack.isEmpty {
             action = recorder.record(number: number, arguments: arguments, stack: stack,
-                                     kernelSaysRule: answer.role == nil ? nil : answer.byRule)
+                                     kernelSaysRule: answer.role == nil ? nil : answer.byRule, resolved: resolutions[tid])
         }
         if case let .errno(value) = action {
             // The rule's answer, as the real filter gives it (clone3's ENOSYS,
@@ -207,7 +215,9 @@ public final class SyscallTracer {
         let program = stride(from: 0, to: bytes.count, by: BPFInstruction.encodedSize).map {
             BPFInstruction(decoding: bytes[$0..<$0 + BPFInstruction.encodedSize])
         }
-        guard let role = bundle.role(installing: program), let recording = bundle.recordingPrograms[role] else {
+        let processID = Self.ownProcessID(of: tid)
+        guard let (role, placeholder) = bundle.role(installing: program, processID: processID),
+              let recording = bundle.recordingProgram(for: role, placeholder: placeholder, processID: processID) else {
             throw TraceError(description: "thread \(tid) (\(Self.command(of: tid))) installs a seccomp program of \(length) instructions "
                              + "that is none of the traced policies' roles: was it built from other policies? (make policies, then rebuild it)")
         }
@@ -223,6 +233,18 @@ public final class SyscallTracer {
               ckiln_trace_set_argument(tid, 2, place) == 0 else {
             throw TraceError(description: "thread \(tid) (\(Self.command(of: tid))): cannot place the recording program of role \(role): \(SystemError.current("process_vm_writev").errnoName)")
         }
+        if let placeholder {
+            // Filters only accumulate: one placeholder for the whole stack.
+            resolutions[tid] = (UInt64(placeholder), UInt64(processID))
+        }
+    }
+
+    /// The thread's process id as the thread itself sees it (its own pid
+    /// namespace): the last field of NStgid in /proc/TID/status.
+    static func ownProcessID(of tid: pid_t) -> UInt32 {
+        let text = (try? FileSystem.readFile("/proc/\(tid)/status", limit: 1 << 16)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let line = text.split(separator: "\n").first { $0.hasPrefix("NStgid:") }
+        return line.flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" }).last }.flatMap { UInt32($0) } ?? UInt32(tid)
     }
 
     static func command(of tid: pid_t) -> String {

@@ -60,14 +60,22 @@ public struct TraceRecorder: Sendable {
         self.policies = Dictionary(uniqueKeysWithValues: policies.map { ($0.role, $0) })
     }
 
-    /// How `policy` answers `number(arguments)`, as its compiled filter does.
-    public static func verdict(of policy: Policy, number: Int32, arguments: [UInt64]) -> RoleVerdict {
+    /// How `policy` answers `number(arguments)`, as its compiled filter does;
+    /// a comparison with `resolved.placeholder` compares with
+    /// `resolved.value`, as the installed program does.
+    public static func verdict(of policy: Policy, number: Int32, arguments: [UInt64],
+                               resolved: (placeholder: UInt64, value: UInt64)? = nil) -> RoleVerdict {
         guard let rule = policy.rules.first(where: { $0.number == number }) else {
             return RoleVerdict(action: policy.defaultAction, byRule: false, alternative: nil)
         }
         if rule.isUnconditional { return RoleVerdict(action: rule.action, byRule: true, alternative: nil) }
         let held = rule.alternatives.firstIndex { alternative in
-            alternative.allSatisfy { $0.matches(arguments[$0.argument]) }
+            alternative.allSatisfy { comparison in
+                guard let resolved, comparison.value == resolved.placeholder else { return comparison.matches(arguments[comparison.argument]) }
+                var substituted = comparison
+                substituted.value = resolved.value
+                return substituted.matches(arguments[comparison.argument])
+            }
         }
         guard let held else { return RoleVerdict(action: policy.defaultAction, byRule: false, alternative: nil) }
         return RoleVerdict(action: rule.action, byRule: true, alternative: held)
@@ -75,11 +83,12 @@ public struct TraceRecorder: Sendable {
 
     /// What the kernel decides for a thread with `stack` (outermost first):
     /// the least permissive verdict, the newest filter's among equals.
-    public func combinedAction(number: Int32, arguments: [UInt64], stack: [String]) -> SeccompAction {
+    public func combinedAction(number: Int32, arguments: [UInt64], stack: [String],
+                               resolved: (placeholder: UInt64, value: UInt64)? = nil) -> SeccompAction {
         var result = SeccompAction.allow
         for role in stack.reversed() {
             guard let policy = policies[role] else { continue }
-            let action = Self.verdict(of: policy, number: number, arguments: arguments).action
+            let action = Self.verdict(of: policy, number: number, arguments: arguments, resolved: resolved).action
             if action.permissiveness < result.permissiveness { result = action }
         }
         return result
@@ -97,12 +106,13 @@ public struct TraceRecorder: Sendable {
     /// real filters would have done. `kernelSaysRule` is the innermost
     /// role's recording filter's answer, checked against the policy.
     @discardableResult
-    public mutating func record(number: Int32, arguments: [UInt64], stack: [String], kernelSaysRule: Bool?) -> SeccompAction {
+    public mutating func record(number: Int32, arguments: [UInt64], stack: [String], kernelSaysRule: Bool?,
+                                resolved: (placeholder: UInt64, value: UInt64)? = nil) -> SeccompAction {
         let name = SyscallTable.name(of: number) ?? "syscall \(number)"
         let count = Self.argumentless.contains(name) ? 0 : min(SyscallTable.argumentCounts[name] ?? 6, arguments.count)
         for (position, role) in stack.enumerated() {
             guard let policy = policies[role] else { continue }
-            let verdict = Self.verdict(of: policy, number: number, arguments: arguments)
+            let verdict = Self.verdict(of: policy, number: number, arguments: arguments, resolved: resolved)
             var call = roles[role, default: RoleTrace()].calls[number] ?? CallTrace()
             if verdict.byRule {
                 call.matched += 1
@@ -124,6 +134,6 @@ public struct TraceRecorder: Sendable {
                                      + "the compiled filter says \(kernelSaysRule ? "a rule" : "the default"), the policy \(verdict.byRule ? "a rule" : "the default")")
             }
         }
-        return combinedAction(number: number, arguments: arguments, stack: stack)
+        return combinedAction(number: number, arguments: arguments, stack: stack, resolved: resolved)
     }
 }
