@@ -32,6 +32,8 @@ public struct TraceReport: Sendable {
         public var calls: Int
         public var ruleCount: Int
         public var used: [(syscall: String, calls: Int)]
+        /// The argument values of every call a rule let through (conditioned or not).
+        public var usedValues: [ArgumentValues]
         public var unusedRules: [UnusedRule]
         /// `syscall: alternative` for each alternative of a conditioned rule that matched nothing.
         public var unusedAlternatives: [(syscall: String, alternative: String)]
@@ -59,7 +61,7 @@ public struct TraceReport: Sendable {
     static func summary(policy: Policy, trace: RoleTrace) -> RoleSummary {
         var summary = RoleSummary(role: policy.role, threads: trace.threads,
                                   calls: trace.calls.values.reduce(0) { $0 + $1.matched + $1.denied },
-                                  ruleCount: policy.rules.count, used: [], unusedRules: [], unusedAlternatives: [],
+                                  ruleCount: policy.rules.count, used: [], usedValues: [], unusedRules: [], unusedAlternatives: [],
                                   denied: [], unconditioned: [])
         for rule in policy.rules.sorted(by: { $0.syscall < $1.syscall }) {
             let call = trace.calls[rule.number]
@@ -69,10 +71,9 @@ public struct TraceReport: Sendable {
                 continue
             }
             summary.used.append((rule.syscall, call.matched))
-            if rule.isUnconditional {
-                summary.unconditioned.append(ArgumentValues(syscall: rule.syscall, calls: call.matched,
-                                                            values: call.values, more: call.moreValues))
-            }
+            let values = ArgumentValues(syscall: rule.syscall, calls: call.matched, values: call.values, more: call.moreValues)
+            summary.usedValues.append(values)
+            if rule.isUnconditional { summary.unconditioned.append(values) }
             for (index, alternative) in rule.alternatives.enumerated()
             where index >= call.alternativeHits.count || call.alternativeHits[index] == 0 {
                 summary.unusedAlternatives.append((rule.syscall, alternative.map(\.description).joined(separator: " && ")))
@@ -143,12 +144,18 @@ public struct TraceReport: Sendable {
 
     public func json() -> String {
         func numbers(_ values: [UInt64]) -> JSONValue { .array(values.map { .integer($0) }) }
+        func arguments(_ values: ArgumentValues) -> JSONValue {
+            .array(values.values.indices.map { index in
+                .object([("values", numbers(values.values[index].sorted())), ("more", .bool(values.more[index]))])
+            })
+        }
         let roleMembers: [(key: String, value: JSONValue)] = roles.map { role in
             (role.role, .object([
                 ("threads", .integer(role.threads)),
                 ("calls", .integer(role.calls)),
                 ("rule_count", .integer(role.ruleCount)),
                 ("used", .object(role.used.map { ($0.syscall, .integer($0.calls)) })),
+                ("used_arguments", .object(role.usedValues.map { ($0.syscall, arguments($0)) })),
                 ("unused_rules", .array(role.unusedRules.map { rule in
                     .object([("syscall", .string(rule.syscall)),
                              ("condition", rule.condition.map { .string($0) } ?? .null),
@@ -163,10 +170,7 @@ public struct TraceReport: Sendable {
                 })),
                 ("unconditioned", .array(role.unconditioned.map { values in
                     .object([("syscall", .string(values.syscall)), ("calls", .integer(values.calls)),
-                             ("arguments", .array(values.values.indices.map { index in
-                                 .object([("values", numbers(values.values[index].sorted())),
-                                          ("more", .bool(values.more[index]))])
-                             }))])
+                             ("arguments", arguments(values))])
                 })),
             ]))
         }
