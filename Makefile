@@ -40,7 +40,7 @@ GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-e
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
 .PHONY: all deps build test format format-check api-test-deps client-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies security-table \
-	nested-deps nested-assets nested-check bench-nested-io clean
+	nested-deps nested-assets nested-check bench-nested-io policy-trace clean
 
 all: build
 
@@ -183,6 +183,11 @@ bench-api: release guest
 
 bench-ratelimit: deps
 	integration/bench/ratelimit-bench.sh
+
+# `kiln-policy trace` over every lane-1 workload (integration/policy-trace/run.sh):
+# the report per role on stdout and in integration/out/policy-trace.json.
+policy-trace: build guest
+	integration/policy-trace/run.sh
 
 # The nested lane (integration/nested/README.md); `test` runs it with kiln.
 nested-deps:
