@@ -113,6 +113,8 @@ let package = Package(
                           swiftSettings: fuzzEntryPoint),
         .executableTarget(name: "fuzz-net-frames", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
+        .executableTarget(name: "fuzz-vsock-device", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+                          swiftSettings: fuzzEntryPoint),
         .executableTarget(name: "fuzz-legacy-devices", dependencies: ["KilnMachine", "KilnFuzzSupport"],
                           swiftSettings: fuzzEntryPoint),
 
@@ -127,7 +129,9 @@ let package = Package(
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
         .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON", "KilnTestSupport"]),
         .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI", "KilnTestSupport"]),
-        .testTarget(name: "KilnVirtioTests", dependencies: ["KilnVirtio", "KilnBytes", "KilnMemory", "KilnSystem", "KilnTestSupport"]),
+        .testTarget(name: "KilnVirtioTests", dependencies: ["KilnVirtio", "KilnBytes", "KilnMemory", "KilnSystem", "KilnTestSupport",
+                                                        // vsock's device test drives the real Unix-socket backend
+                                                        "KilnMachine"]),
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 

@@ -3,7 +3,7 @@ import Glibc
 #endif
 import CKiln
 
-/// Stream sockets in the AF_UNIX family, for the API.
+/// Stream sockets in the AF_UNIX family, for the API and vsock's host side.
 public enum UnixSocket {
     /// sun_path holds 108 bytes including the terminating NUL.
     public static let maximumPathLength = 107
@@ -35,13 +35,17 @@ public enum UnixSocket {
         return fd
     }
 
-    /// Connects a blocking client socket to `path`.
-    public static func connect(path: String) throws -> FileDescriptor {
+    /// Connects a close-on-exec client socket to `path`, blocking unless
+    /// `nonBlocking`. A Unix connect completes or fails at once either
+    /// way: ENOENT or ECONNREFUSED (no listener), EAGAIN (a non-blocking
+    /// connect to a full backlog); it never leaves one in progress.
+    public static func connect(path: String, nonBlocking: Bool = false) throws -> FileDescriptor {
         guard !path.isEmpty, path.utf8.count <= maximumPathLength else {
             throw SystemError("connect", subject: path, errno: ENAMETOOLONG)
         }
         let raw = try check("socket(AF_UNIX)") {
-            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+                   | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0), 0)
         }
         do {
             try withSocketAddress(path) { address, length in

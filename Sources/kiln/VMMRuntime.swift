@@ -45,8 +45,9 @@ final class VMMRuntime: VMControl, @unchecked Sendable {
         Termination.install(wake: mailbox.wake.descriptor.rawValue)
         var socketPath: String?
         defer {
-            // The socket file goes with kiln, whatever ended it.
+            // The socket files go with kiln, whatever ended it.
             if let socketPath { unlink(socketPath) }
+            for path in machine?.hostSocketPaths ?? [] { unlink(path) }
         }
         do {
             if let path = options.apiSocketPath {

@@ -175,16 +175,33 @@ struct TestGuestTests {
         #expect(Lane1.read(path).contains("guest: ready\n"))
     }
 
-    @Test func aVsockDeviceIsRefusedByName() throws {
+    @Test func aVsockDeviceIsAnnouncedAndItsSocketRemovedAtExit() throws {
+        let socket = Lane1.scratchFile("vsock.sock", "")
+        unlink(socket)
+        let path = Lane1.scratchFile("vsock.json", """
+        {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "vsock-test"},
+         "vsock": {"guest_cid": 3, "uds_path": "\(socket)"}}
+        """)
+        defer { unlink(path); unlink(socket) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        // The only virtio device: the first window and GSI.
+        #expect(run.guestLines.contains("guest: cmdline: vsock-test virtio_mmio.device=4K@0xd0001000:5"))
+        #expect(access(socket, F_OK) != 0, "uds_path is left behind")
+    }
+
+    @Test func aVsockPathAlreadyTakenIsRefusedAndKept() throws {
+        let socket = Lane1.scratchFile("vsock-taken", "not a socket")
         let path = Lane1.scratchFile("vsock.json", """
         {"boot-source": {"kernel_image_path": "\(Lane1.guest)"},
-         "vsock": {"guest_cid": 3, "uds_path": "/tmp/kiln-refused-vsock.sock"}}
+         "vsock": {"guest_cid": 3, "uds_path": "\(socket)"}}
         """)
-        defer { unlink(path) }
+        defer { unlink(path); unlink(socket) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 1)
-        #expect(run.stderr.contains("vsock: virtio-vsock devices are not supported yet"))
+        #expect(run.stderr.contains("vsock: cannot listen on uds_path \(socket)"), "\(run.stderr)")
         #expect(run.stdout.isEmpty)
+        #expect(Lane1.read(socket) == "not a socket")
     }
 
     @Test func configFileBootsTheGuest() throws {

@@ -277,6 +277,10 @@ public final class Machine: @unchecked Sendable {
     /// Lets parked vCPUs run again (`PATCH /vm` "Resumed").
     public func resume() { pauseGate.open() }
 
+    /// Socket files the devices made on the host (vsock's `uds_path`), for
+    /// the VMM to remove when it ends, as it removes its API socket.
+    public var hostSocketPaths: [String] { virtio.hostSocketPaths }
+
     /// PATCH /drives after boot: a new file, new rate limiters. On the event loop.
     public func updateDrive(_ drive: Drive) throws { try virtio.updateDrive(drive) }
 

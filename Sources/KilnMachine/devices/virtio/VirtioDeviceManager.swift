@@ -33,6 +33,8 @@ final class VirtioDeviceManager {
         let tap: TapNetBackend?
         /// The drive behind a block device, for PATCH /drives.
         var drive: (configuration: Drive, backend: CountedBlockBackend)?
+        /// The Unix sockets behind the vsock device, served by the event loop.
+        var vsock: UnixVsockBackend?
     }
 
     let memory: GuestMemory
@@ -54,7 +56,7 @@ final class VirtioDeviceManager {
         needsReset = registry.counter("virtio", "device_needs_reset")
         try Self.refuseUnsupported(configuration)
         let deviceCount = configuration.drives.count + configuration.networkInterfaces.count
-            + (configuration.entropy == nil ? 0 : 1)
+            + (configuration.entropy == nil ? 0 : 1) + (configuration.vsock == nil ? 0 : 1)
         guard deviceCount <= Self.capacity else {
             throw BootInputError("\(deviceCount) virtio devices configured; kiln has interrupt lines for \(Self.capacity)")
         }
@@ -104,7 +106,20 @@ final class VirtioDeviceManager {
             append(name: "entropy", device: EntropyDevice(memory: memory, source: source, throttle: throttle), tap: nil,
                    drive: nil)
         }
+        if let vsock = configuration.vsock {
+            // Last, so the other devices keep the places (and guest names)
+            // they have without one.
+            let counters = RegistryVsockCounters(registry: registry)
+            let backend = try UnixVsockBackend(path: vsock.udsPath, counters: counters, log: log)
+            let device = VsockDevice(memory: memory, guestCID: UInt64(vsock.guestCID), backend: backend,
+                                     counters: counters, clock: MonotonicClock.nanoseconds)
+            append(name: "vsock", device: device, tap: nil, drive: nil)
+            entries[entries.count - 1].vsock = backend
+        }
     }
+
+    /// The host socket files kiln made (vsock's `uds_path`), removed when kiln ends.
+    var hostSocketPaths: [String] { entries.compactMap { $0.vsock?.path } }
 
     private func append(name: String, device: VirtioDevice, tap: TapNetBackend?,
                         drive: (configuration: Drive, backend: CountedBlockBackend)?) {
@@ -212,7 +227,15 @@ final class VirtioDeviceManager {
                     if slot.serveQueue(index) { try? event.signal() }
                     resumer.serviceEnded()
                     rearmTap()
+                    if let vsock = entry.vsock { slot.withTransport { _ in vsock.queueServed() } }
                 })
+            }
+            if let vsock = entry.vsock, let device = entry.device as? VsockDevice {
+                let receive = slot.queueEvents[VsockDevice.Queue.receive]
+                tokens += try vsock.attach(device: device, loop: loop, serialize: { body in slot.withTransport { _ in body() } },
+                                           serveReceive: {
+                                               if slot.serveQueue(VsockDevice.Queue.receive) { try? receive.signal() }
+                                           })
             }
             if let tap = entry.tap {
                 let token = try loop.subscribe(tap.descriptor) { _ in
@@ -238,9 +261,6 @@ final class VirtioDeviceManager {
             if drive.socket != nil {
                 throw BootInputError("drive \(drive.driveID): vhost-user block devices (socket) are not supported")
             }
-        }
-        if configuration.vsock != nil {
-            throw BootInputError("vsock: virtio-vsock devices are not supported yet")
         }
     }
 
