@@ -55,11 +55,15 @@ build: deps
 
 guest: $(GUEST_ELF)
 
-$(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/guest.ld
+$(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift $(GUEST_DIR)/UDPEcho.swift \
+		$(GUEST_DIR)/entry.S $(GUEST_DIR)/device_interrupt.S $(GUEST_DIR)/guest.ld
 	@mkdir -p $(GUEST_OUT)
-	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift -o $(GUEST_OUT)/guest.o
+	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift \
+		$(GUEST_DIR)/UDPEcho.swift -o $(GUEST_OUT)/guest.o
 	$(TOOLCHAIN_BIN)clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/entry.S -o $(GUEST_OUT)/entry.o
-	$(TOOLCHAIN_BIN)ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/guest.o -o $@
+	$(TOOLCHAIN_BIN)clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/device_interrupt.S -o $(GUEST_OUT)/device_interrupt.o
+	$(TOOLCHAIN_BIN)ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/device_interrupt.o \
+		$(GUEST_OUT)/guest.o -o $@
 
 # The nested lane (NestedLaneTests) needs QEMU and its assets: installed and
 # downloaded once, cached in integration/out. If that fails (no network), the
