@@ -5,6 +5,7 @@
 #   make demo           the main job: a jailed microVM boots and prints its console
 #   make fuzz           run each libFuzzer target (Sources/fuzz-*) for FUZZ_SECONDS
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
+#   make bench-density  N services side by side: kiln, runc, QEMU microvm, runsc (DENSITY_ARGS=--quick)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 #   make bench-nested-io  block and network throughput in the nested lane, kiln beside QEMU microvm
@@ -13,8 +14,11 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build, the tests and the demo need (python3: the API
-# test's TCP shim and the benchmarks).
-DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3 pkg-config
+# test's TCP shim and the benchmarks; iproute2: the TAPs of the tests and of
+# the density benchmark's smoke test).
+DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3 pkg-config iproute2
+# What `make bench-density` adds: the systems it compares, the chart, the profilers.
+DENSITY_PACKAGES := runc runsc busybox-static qemu-system-x86 python3-matplotlib valgrind strace
 # Host packages of the nested lane (the kernels and busybox are only downloaded).
 NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4 e2fsprogs iproute2 curl
 FIRECRACKER_FILTER := policies/reference/firecracker-seccomp-x86_64.json
@@ -36,7 +40,8 @@ TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v swiftc)))
 GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
-.PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies \
+.PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit bench-density \
+	release guest policies \
 	nested-deps nested-assets nested-check bench-nested-io clean
 
 all: build
@@ -71,6 +76,7 @@ $(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Ho
 test: build guest api-test-deps
 	@$(MAKE) --no-print-directory nested-assets || echo "make test: the nested lane could not be set up; NestedLaneTests will skip and say why" >&2
 	integration/api/schemathesis.sh $$($(SWIFT) build --show-bin-path)/kiln $$($(SWIFT) build --show-bin-path)/kiln-policy
+	/usr/bin/python3 integration/bench/density/run.py --smoke --bin $$($(SWIFT) build --show-bin-path)
 	$(SWIFT) test
 
 # The property-based API test's tool (PyPI), in a virtual environment of its
@@ -122,6 +128,12 @@ bench-api: release guest
 
 bench-ratelimit: deps
 	integration/bench/ratelimit-bench.sh
+
+# Not part of `bench`: minutes, and it starts hundreds of instances
+# (integration/bench/density/README.md). DENSITY_ARGS: e.g. --quick, --json FILE.
+bench-density: release guest
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(DENSITY_PACKAGES)"
+	/usr/bin/python3 integration/bench/density/run.py $(DENSITY_ARGS)
 
 # The nested lane (integration/nested/README.md); `test` runs it with kiln.
 nested-deps:
