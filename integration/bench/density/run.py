@@ -44,7 +44,11 @@ active = []
 
 
 def probe_until_ready(instance, system, seconds):
-    """Sends the instance a datagram every 10 ms until it echoes it back."""
+    """Sends the instance a datagram until it echoes one back: again after
+    each 50 ms without an answer (10 ms after a send that could not go out
+    yet). Not faster: on this host a guest's echo costs it milliseconds of
+    emulated instructions, and probes sent faster than it answers keep a
+    booting guest busy answering stale ones."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     instance.socket = sock
@@ -60,10 +64,13 @@ def probe_until_ready(instance, system, seconds):
             return
         try:
             sock.sendto(payload, (instance.service_ip, 7))
+            wait_until = time.monotonic() + 0.05
         except OSError:
-            pass  # the address did not resolve yet: the next send asks again
-        readable, _, _ = select.select([sock], [], [], 0.01)
-        if readable:
+            wait_until = time.monotonic() + 0.01  # not resolved yet: the next send asks again
+        while time.monotonic() < wait_until and not stopping.is_set():
+            readable, _, _ = select.select([sock], [], [], max(0, wait_until - time.monotonic()))
+            if not readable:
+                continue
             try:
                 data = sock.recv(2048)
             except OSError:
@@ -95,10 +102,17 @@ def echo_rtt_ms(instance, seconds=1.0):
     return None
 
 
-def launch_all(system, instances, parallel, seconds, reserve_kib):
+def launch_all(system, instances, parallel, seconds, reserve_kib, cap_seconds=None):
+    """Each instance launched and probed until ready, `parallel` at a time;
+    none launched after `cap_seconds` (a time cap for hosts too busy)."""
+    cap = time.monotonic() + cap_seconds if cap_seconds else None
+
     def one(instance):
         if stopping.is_set():
             instance.failure = "interrupted"
+            return
+        if cap is not None and time.monotonic() > cap:
+            instance.failure = f"not launched: the run's time cap ({cap_seconds:.0f} s) passed"
             return
         if measure.meminfo()["MemAvailable"] < reserve_kib:
             instance.failure = f"host memory reserve ({reserve_kib >> 20} GiB) reached: not launched"
@@ -216,7 +230,7 @@ def measure_run(system, instances, options, checks):
     network_seconds = time.monotonic() - started
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start_ns = time.monotonic_ns()
-    launch_all(system, instances, options.parallel, options.timeout, options.reserve_gib << 20)
+    launch_all(system, instances, options.parallel, options.timeout, options.reserve_gib << 20, options.cap_seconds)
     if stopping.is_set():
         raise KeyboardInterrupt
     ready = [instance for instance in instances if instance.ready_ns is not None]
@@ -356,6 +370,8 @@ def parse_options(argv):
     parser.add_argument("--guest", default=os.path.join(ROOT, "integration", "out", "kiln-test-guest.elf"))
     parser.add_argument("--timeout", type=float, default=120, help="seconds an instance has to answer")
     parser.add_argument("--reserve-gib", type=int, default=3, help="stop launching below this MemAvailable")
+    parser.add_argument("--cap-seconds", type=float, help="launch nothing more after this long in one run "
+                        "(the rest count as failures)")
     parser.add_argument("--api-sample", type=int, default=20)
     parser.add_argument("--no-single", action="store_true", help="skip the single-microVM figures")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the callgrind/strace breakdowns")
