@@ -8,12 +8,19 @@ import PackageDescription
 // virtio, ACPI), the KVM machine, and thin executables on top.
 
 /// `kiln` and `kiln-jailer` run in an empty jail: they are fully static, with
-/// no Foundation and no NSS look-ups (platform notes, "Static linking").
-let staticExecutable: [LinkerSetting] = [.unsafeFlags(["-static-executable"])]
+/// no Foundation and no NSS look-ups (docs/platform.md, "Static linking").
+/// They are static-pie, so the kernel
+/// loads them at a random address like any PIE (ASLR). They link with
+/// linker/static-pie-ld: the toolchain's lld (the system's gold does not know
+/// `--no-dynamic-linker`, which `-static-pie` passes) without the `$ORIGIN`
+/// rpath SwiftPM adds, which glibc's static-pie start-up refuses.
+let staticExecutable: [LinkerSetting] = [.unsafeFlags([
+    "-static-executable", "-ld-path=\(Context.packageDirectory)/linker/static-pie-ld", "-Xclang-linker", "-static-pie",
+])]
 
 /// `make fuzz` sets KILN_FUZZ=1, and the fuzz targets leave `main` to
 /// libFuzzer. Every other build gives them a replay `main`, so that they link
-/// in any configuration (platform notes, "libFuzzer").
+/// in any configuration (docs/platform.md, "libFuzzer").
 let fuzzEntryPoint: [SwiftSetting] = Context.environment["KILN_FUZZ"] == nil ? [.define("KILN_FUZZ_REPLAY")] : []
 
 let package = Package(
@@ -114,21 +121,21 @@ let package = Package(
         .testTarget(name: "KilnBytesTests", dependencies: ["KilnBytes"]),
         .testTarget(name: "KilnJSONTests", dependencies: ["KilnJSON", "KilnTestSupport"]),
         .testTarget(name: "KilnSystemTests", dependencies: ["KilnSystem"]),
-        .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp"]),
+        .testTarget(name: "KilnSeccompTests", dependencies: ["KilnSeccomp", "CKiln"]),
         .testTarget(name: "KilnTelemetryTests", dependencies: ["KilnTelemetry", "KilnJSON"]),
         .testTarget(name: "KilnAPITests", dependencies: ["KilnAPI", "KilnTestSupport"]),
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
-        .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON"]),
+        .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON", "KilnTestSupport"]),
         .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI", "KilnTestSupport"]),
         .testTarget(name: "KilnVirtioTests", dependencies: ["KilnVirtio", "KilnBytes", "KilnMemory", "KilnSystem", "KilnTestSupport"]),
 
         .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
         .testTarget(name: "KilnMachineTests",
-                    dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "KilnVirtio", "CKiln", "KilnTestSupport"]),
+                    dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "KilnVirtio", "KilnJSON", "CKiln", "KilnTestSupport"]),
         // The two boot lanes through the real binaries: kiln jailed on this
         // machine's KVM, and stock Linux on the nested KVM (integration/nested).
-        .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport", "CKiln"]),
+        .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport", "KilnJail", "CKiln"]),
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",

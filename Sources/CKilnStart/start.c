@@ -6,8 +6,8 @@
 extern void _swift_stdlib_overrideUnsafeArgvArgc(char **argv, int argc);
 
 // Priority 101 runs before any Swift global initialiser. The order inside
-// matters: argv first, then the environment (platform notes, "A static Swift
-// binary in a jail with no /proc").
+// matters: argv first, then the environment (docs/platform.md,
+// "Static linking").
 __attribute__((constructor(101)))
 static void ckiln_early_start(int argc, char **argv, char **envp) {
     (void)envp;

@@ -4,7 +4,7 @@
 ///
 /// Debian's kernels parse no MP table and ignore `virtio_mmio.device=`, so this
 /// is the only way such a guest learns about CPUs beyond the first, the IOAPIC
-/// and virtio-mmio devices (platform notes, "Debian kernel facts").
+/// and virtio-mmio devices (docs/platform.md, "Debian's kernels").
 public struct ACPIPlatform: Equatable, Sendable {
     /// vCPUs 0..<vcpuCount, each with local APIC id = ACPI processor UID = its index.
     public var vcpuCount: Int
@@ -25,10 +25,12 @@ public struct ACPIPlatform: Equatable, Sendable {
     /// scans 0xE0000-0xFFFFF on 16-byte boundaries (ACPI 6.4 §5.2.5.1).
     public var rsdpAddress: UInt64
 
-    public init(vcpuCount: Int, ioapic: IOAPIC = IOAPIC(), serial: SerialPort? = .com1,
-                virtioDevices: [VirtioMMIODevice] = [], legacy: LegacyHardware = .pc,
-                sleepControlRegister: RegisterAddress, sleepStatusRegister: RegisterAddress,
-                tablesAddress: UInt64, rsdpAddress: UInt64 = 0xE0000) {
+    public init(
+        vcpuCount: Int, ioapic: IOAPIC = IOAPIC(), serial: SerialPort? = .com1,
+        virtioDevices: [VirtioMMIODevice] = [], legacy: LegacyHardware = .pc,
+        sleepControlRegister: RegisterAddress, sleepStatusRegister: RegisterAddress,
+        tablesAddress: UInt64, rsdpAddress: UInt64 = 0xE0000
+    ) {
         self.vcpuCount = vcpuCount
         self.ioapic = ioapic
         self.serial = serial
@@ -99,7 +101,7 @@ public struct LegacyHardware: Equatable, Sendable {
     public var i8042: Bool
     /// A CMOS real-time clock. Without one the FADT says "CMOS RTC Not
     /// Present" (IAPC_BOOT_ARCH bit 5) and Linux skips the CMOS probe that
-    /// otherwise costs a stock guest about 5 s (platform notes).
+    /// otherwise costs a stock guest about 5 s (docs/platform.md, "Debian's kernels").
     public var cmosRTC: Bool
     /// The PIT on ISA IRQ 0. The MADT then says IRQ 0 arrives on GSI 2, as on
     /// a PC. KVM's default routing sends GSI 0, the line its in-kernel PIT

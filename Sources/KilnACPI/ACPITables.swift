@@ -40,10 +40,13 @@ public struct ACPITables: Equatable, Sendable {
         let tablesEnd = next
         let rsdpEnd = platform.rsdpAddress + UInt64(RSDPLayout.size)
         if platform.rsdpAddress < tablesEnd && platform.tablesAddress < rsdpEnd {
-            throw ACPIError("the RSDP at \(hex(platform.rsdpAddress)) overlaps the tables at \(hex(platform.tablesAddress))..<\(hex(tablesEnd))")
+            throw ACPIError(
+                "the RSDP at \(hex(platform.rsdpAddress)) overlaps the tables at \(hex(platform.tablesAddress))..<\(hex(tablesEnd))"
+            )
         }
-        let rsdp = Blob(signature: "RSD PTR ", address: platform.rsdpAddress,
-                        bytes: rootSystemDescriptionPointer(xsdtAddress: xsdt))
+        let rsdp = Blob(
+            signature: "RSD PTR ", address: platform.rsdpAddress,
+            bytes: rootSystemDescriptionPointer(xsdtAddress: xsdt))
         self.rsdpAddress = platform.rsdpAddress
         self.blobs = [rsdp] + blobs
     }
@@ -77,13 +80,15 @@ extension ACPIPlatform {
             throw ACPIError("IOAPIC address \(hex(ioapic.address)) is not a non-zero 1 KiB-aligned address")
         }
         guard virtioDevices.count <= Self.maximumVirtioDeviceCount else {
-            throw ACPIError("\(virtioDevices.count) virtio-mmio devices exceed the maximum of \(Self.maximumVirtioDeviceCount)")
+            throw ACPIError(
+                "\(virtioDevices.count) virtio-mmio devices exceed the maximum of \(Self.maximumVirtioDeviceCount)")
         }
         guard rsdpAddress % 16 == 0 else {
             throw ACPIError("RSDP address \(hex(rsdpAddress)) is not 16-byte aligned")
         }
         guard rsdpAddress <= UInt64.max - UInt64(RSDPLayout.size),
-              tablesAddress <= UInt64.max - tablesSizeBound else {
+            tablesAddress <= UInt64.max - tablesSizeBound
+        else {
             throw ACPIError("the ACPI tables do not fit below the top of the address space")
         }
 
@@ -115,7 +120,8 @@ extension ACPIPlatform {
             }
             let range = device.base..<(device.base + device.size)
             if let other = windows.first(where: { $0.range.overlaps(range) }) {
-                throw ACPIError("\(name) window \(hex(range.lowerBound))..<\(hex(range.upperBound)) overlaps \(other.name)")
+                throw ACPIError(
+                    "\(name) window \(hex(range.lowerBound))..<\(hex(range.upperBound)) overlaps \(other.name)")
             }
             windows.append((range, name))
             try claim(device.gsi, name)

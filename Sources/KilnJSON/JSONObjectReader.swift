@@ -93,7 +93,8 @@ public struct JSONObjectReader {
     public static func integer<T: FixedWidthInteger>(
         _ value: JSONValue, path: String, in range: ClosedRange<T>
     ) throws -> T {
-        let expectation = range == T.min...T.max
+        let expectation =
+            range == T.min...T.max
             ? "expected an integer"
             : "expected an integer from \(range.lowerBound) to \(range.upperBound)"
         guard case let .number(text) = value else {

@@ -1,4 +1,4 @@
-/// The steps of a launch, in the order the jailer runs them (issue 3), but
+/// The steps of a launch, in the order the jailer runs them (`Jailer.launch`), but
 /// for the resource limits, set last of all before the privilege drop. Each
 /// has its own exit code so that an orchestrator can tell from the status
 /// alone where a launch stopped; `kiln-jailer --help` prints this table.

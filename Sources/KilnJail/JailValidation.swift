@@ -5,7 +5,7 @@ import CKiln
 import KilnSeccomp
 import KilnSystem
 
-/// A launch whose every input the host has accepted: step 1 of the issue,
+/// A launch whose every input the host has accepted: the launch's first step,
 /// done before anything is created.
 public struct ValidatedLaunch {
     public let options: JailOptions

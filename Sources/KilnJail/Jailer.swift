@@ -4,9 +4,9 @@ import Glibc
 import CKiln
 import KilnSystem
 
-/// The launch: the twelve steps of issue 3, in order. Every step's failure
-/// is a `JailFailure` filed under that step, and rolls back everything the
-/// launch created so far.
+/// The launch: the steps of `JailStep`, in order (numbered below). Every
+/// step's failure is a `JailFailure` filed under that step, and rolls back
+/// everything the launch created so far.
 public enum Jailer {
     /// Where the pid-file-writing parent ends up when the launch forked
     /// (`--daemonize`, `--new-pid-ns`); the VMM side never returns.

@@ -5,8 +5,8 @@ import CKiln
 import KilnJSON
 import KilnSystem
 
-/// The ways out that the jail must close (issue 3, "Escape attempts"). Each
-/// reports whether it succeeded and the errno that stopped it.
+/// The ways out that the jail must close (`JailRunTests` expects each to
+/// fail). Each reports whether it succeeded and the errno that stopped it.
 enum EscapeAttempts {
     typealias Member = (key: String, value: JSONValue)
 

@@ -6,14 +6,15 @@ import Glibc
 #endif
 
 /// The rehearsal itself (see main.swift). Thread entry points live here, not
-/// in main.swift (platform notes: top-level closures there are @MainActor).
+/// in main.swift (docs/platform.md, "Threads and Swift 6":
+/// top-level closures there are @MainActor).
 enum Rehearsal {
     /// The calls Glibc's Swift module does not declare (eventfd, epoll,
     /// accept4), by number (asm/unistd_64.h) and flag (UAPI headers).
     /// Raw calls also make the rehearsal issue exactly the call a filter sees.
     enum Raw {
         static let socket = 41, accept4 = 288, epollWait = 232, epollCtl = 233
-        static let eventfd2 = 290, epollCreate1 = 291
+        static let eventfd2 = 290, epollCreate1 = 291, tgkill = 234
         static let closeOnExec: UInt = 0o2000000, nonBlocking: UInt = 0o4000  // O_CLOEXEC, O_NONBLOCK
         static let epollAdd: UInt = 1, epollIn: UInt32 = 1
 
@@ -28,9 +29,10 @@ enum Rehearsal {
         var forbidden: String?
         var prepared = true
         var workouts: Set<String> = ["api", "vcpu", "vmm"]
+        var signalOther: pid_t?
     }
 
-    static let usage = "usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE]\n"
+    static let usage = "usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE] [--signal-other PID]\n"
 
     /// --forbidden ROLE: that role's thread then tries socket(). --unprepared:
     /// skip SeccompFilter.prepareProcess. --workout ROLE: only that role's
@@ -47,6 +49,9 @@ enum Rehearsal {
             case "--workout":
                 guard let role = rest.popFirst() else { return nil }
                 options.workouts = [role]
+            case "--signal-other":
+                guard let pid = rest.popFirst().flatMap({ pid_t($0) }), pid > 0 else { return nil }
+                options.signalOther = pid
             default: return nil
             }
         }
@@ -81,6 +86,7 @@ enum Rehearsal {
                 signalEventLoop(wakeup)
             }
 
+            let kickTarget = try options.signalOther.map { _ in try KickTarget.start(bundle: bundle) }
             // The event loop, under the vmm role, installed once every other
             // thread exists. Like kiln's, it never joins a thread.
             // Its descriptors are subscribed before the filter, as kiln's are.
@@ -101,6 +107,7 @@ enum Rehearsal {
                 try loop.runOnce(maximumMilliseconds: 1000)
             }
             if forbidden == "vmm" { tryForbiddenCall() }
+            if let other = options.signalOther, let kickTarget { try kickThenSignal(kickTarget, other) }
             unlink(arguments[1]) // kiln removes its API socket at exit
             print("policy-rehearsal: every thread ran under its filter")
             return 0
@@ -108,6 +115,28 @@ enum Rehearsal {
             fputs("policy-rehearsal: \(error)\n", stderr)
             return 1
         }
+    }
+
+    /// --signal-other PID, on the event loop under the vmm role: first the
+    /// kick kiln gives a vCPU (tgkill of a thread of this process with
+    /// SIGUSR1, handled by a thread that waits for it), which must arrive;
+    /// then the same tgkill aimed at another process, which the role's
+    /// OWN_PID condition must stop (the process dies of SIGSYS before it
+    /// prints anything more).
+    static func kickThenSignal(_ target: pid_t, _ other: pid_t) throws {
+        _ = ckiln_syscall6(Raw.tgkill, UInt(getpid()), UInt(target), UInt(SIGUSR1), 0, 0, 0)
+        let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+        var count: UInt64 = 0
+        while read(KickTarget.kicked, &count, 8) != 8 {
+            guard MonotonicClock.nanoseconds() < deadline else {
+                throw SystemError("tgkill", subject: "the kicked thread never took SIGUSR1", errno: ETIMEDOUT)
+            }
+            sched_yield()
+        }
+        print("policy-rehearsal: kicked its own thread")
+        fflush(nil)
+        _ = ckiln_syscall6(Raw.tgkill, UInt(other), UInt(other), UInt(SIGUSR1), 0, 0, 0)
+        print("policy-rehearsal: signalled process \(other)")
     }
 
     /// socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC, 0): the jailer's filter
@@ -166,12 +195,17 @@ enum Rehearsal {
                       _ work: @escaping () -> Void) throws {
         guard let program = bundle.program(for: role) else { throw SeccompBundleError.missingRole(role) }
         let isForbidden = forbidden == role
-        let context = Unmanaged.passRetained(ThreadWork(role: role, program: program, work: {
+        try startFiltered(ThreadWork(role: role, program: program, work: {
             work()
             if isForbidden { Rehearsal.tryForbiddenCall() }
             var one: UInt64 = 1
             _ = write(done, &one, 8)
         }))
+    }
+
+    /// A detached thread that installs `work.program`, then runs `work.work`.
+    static func startFiltered(_ work: ThreadWork) throws {
+        let context = Unmanaged.passRetained(work)
         var thread = pthread_t()
         let rc = pthread_create(&thread, nil, { raw in
             let context = Unmanaged<ThreadWork>.fromOpaque(raw!).takeRetainedValue()
@@ -186,7 +220,7 @@ enum Rehearsal {
         }, context.toOpaque())
         guard rc == 0 else {
             context.release()
-            throw SystemError("pthread_create", subject: role, errno: rc)
+            throw SystemError("pthread_create", subject: work.role, errno: rc)
         }
         pthread_detach(thread)
     }
@@ -285,5 +319,40 @@ enum Rehearsal {
         }
         guard count > 0 else { throw SystemError("epoll_wait", subject: "fd \(fd)", errno: ETIMEDOUT) }
         _ = try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), 2 /* EPOLL_CTL_DEL */, UInt(fd), 0])
+    }
+}
+
+/// A thread that stands for a vCPU thread: under the vcpu role, it waits
+/// (a condition nobody signals) for the event loop's kick, SIGUSR1, whose
+/// handler reports it through an eventfd (write(2) is async-signal-safe).
+enum KickTarget {
+    static var kicked: Int32 = -1
+    static var mutex = pthread_mutex_t()
+    static var condition = pthread_cond_t()
+
+    /// Starts the thread; returns its tid once it is under its filter.
+    static func start(bundle: SeccompBundle) throws -> pid_t {
+        kicked = Int32(try Rehearsal.Raw.call("eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec | Rehearsal.Raw.nonBlocking]))
+        let ready = Int32(try Rehearsal.Raw.call("eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec]))
+        signal(SIGUSR1) { _ in
+            var one: UInt64 = 1
+            _ = write(KickTarget.kicked, &one, 8)
+        }
+        guard let program = bundle.program(for: "vcpu") else { throw SeccompBundleError.missingRole("vcpu") }
+        try Rehearsal.startFiltered(Rehearsal.ThreadWork(role: "vcpu", program: program, work: {
+            // A parent may have blocked SIGUSR1 (a test runner's threads do);
+            // kiln's vCPU threads unblock their kick signal the same way.
+            var kick = sigset_t()
+            sigemptyset(&kick)
+            sigaddset(&kick, SIGUSR1)
+            pthread_sigmask(SIG_UNBLOCK, &kick, nil)
+            var tid = UInt64(ckiln_gettid())
+            _ = write(ready, &tid, 8)
+            pthread_mutex_lock(&KickTarget.mutex)
+            while true { pthread_cond_wait(&KickTarget.condition, &KickTarget.mutex) }
+        }))
+        var tid: UInt64 = 0
+        guard read(ready, &tid, 8) == 8 else { throw SystemError.current("read", subject: "kick target's tid") }
+        return pid_t(tid)
     }
 }

@@ -40,6 +40,13 @@ import Testing
         }
         #expect(throws: APIError.self) { try APIRoute.resolve(method: "GET", path: "/balloon") }
         #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/mmds/config") }
+        // The README names these three: each a 400 naming its feature.
+        for (method, path, feature) in [("PUT", "/hotplug/memory", "memory hotplug"), ("PUT", "/pmem/pmem0", "persistent-memory devices"),
+                                        ("PUT", "/cpu-config", "custom CPU templates")] {
+            #expect(throws: APIError.badRequest("\(path) is not supported by Kiln: Kiln does not implement \(feature).")) {
+                try APIRoute.resolve(method: method, path: Substring(path))
+            }
+        }
     }
 
     @Test func refusesUnknownMethodsPathsAndIds() {

@@ -122,7 +122,9 @@ struct BadInputTests {
 
     @Test(arguments: Case.allCases)
     func refusesAndLeavesNothingBehind(_ testCase: Case) throws {
-        if testCase == .kernelRefusesCgroupValue && !JailHarness.v1PidsAndMemory { return }
+        if testCase == .kernelRefusesCgroupValue && !JailHarness.v1PidsAndMemory {
+            try Test.cancel("needs the cgroup v1 pids and memory controllers")
+        }
         let sandbox = try JailHarness.Sandbox("bad-\(testCase.rawValue.lowercased())")
         defer { sandbox.tearDown() }
         let (arguments, code, message) = try expectation(sandbox, testCase)

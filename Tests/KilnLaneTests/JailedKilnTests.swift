@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KilnJail
 import KilnTestSupport
 import Testing
 
@@ -65,7 +66,11 @@ struct JailedKilnTests {
             guest = folder + "/private-guest.elf"
             _ = try ChildProcess.run(["/usr/bin/install", "-m", "600", Lanes.testGuest, guest], seconds: 10)
         }
-        let cgroupFolders = ["pids", "memory"].map { "/sys/fs/cgroup/\($0)/\(parent)" }
+        // Every hierarchy the host mounts, v1 and v2 alike, where a cgroup
+        // of this jail could be left (the jailer's own reading of mountinfo).
+        let layout = CgroupLayout(mountInfo: ChildProcess.read("/proc/self/mountinfo"))
+        let cgroupFolders = layout.allMounts.map { "\($0)/\(parent)" }
+        #expect(layout.v1Mounts["pids"] != nil || layout.v2Mount != nil, "no cgroup hierarchy found in /proc/self/mountinfo")
         defer { for folder in cgroupFolders { rmdir(folder + "/" + id); rmdir(folder) } }
 
         let run = try ChildProcess.run(

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CKiln
+import KilnJSON
 import KilnSeccomp
 import KilnSystem
 import KilnTestSupport
@@ -34,16 +35,18 @@ enum APILane {
     static func spawnUnderJailerFilter(bundle: String, _ arguments: [String], stdout: String, stderr: String) throws -> pid_t {
         let decoded = try SeccompBundle(decoding: try FileSystem.readFile(bundle))
         guard let program = decoded.program(for: SeccompBundle.jailerRole) else { throw LaneFailure("no jailer program") }
-        let filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        var filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
         // Everything the child needs exists before fork: it only calls
-        // async-signal-safe functions.
+        // async-signal-safe functions (and resolves OWN_PID in place, as
+        // SeccompFilter.install does).
         let argv = ([Lane1.kiln] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var empty = sigset_t()
         sigemptyset(&empty)
-        return filters.withUnsafeBufferPointer { buffer in
+        return filters.withUnsafeMutableBufferPointer { buffer in
             let pid = fork()
             if pid == 0 {
+                OwnProcessID.resolve(buffer, pid: UInt32(getpid()))
                 let input = open("/dev/null", O_RDONLY)
                 let output = open(stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
                 let errors = open(stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
@@ -120,7 +123,16 @@ final class UnixHTTPClient {
     func send(_ method: String, _ path: String, _ body: String? = nil) throws {
         var text = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
         if let body { text += "Content-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n" }
-        try socket.writeAll(Array((text + "\r\n" + (body ?? "")).utf8))
+        // send(MSG_NOSIGNAL), not write: a kiln that has ended must fail
+        // this test with EPIPE, not end the whole test process by SIGPIPE.
+        let bytes = Array((text + "\r\n" + (body ?? "")).utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(socket.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if sent < 0 && errno == EINTR { continue }
+            guard sent > 0 else { throw APILane.LaneFailure("sending \(method) \(path) failed: errno \(errno)") }
+            offset += sent
+        }
     }
 
     private func readUntilBlankLine() throws -> String {
@@ -202,11 +214,14 @@ struct APISequenceTests {
         #expect(late.status == 400 && late.body.contains("not supported after starting"))
         func ticks() -> Int { Lane1.read(console).split(separator: "\n").filter { $0 == "guest: tick" }.count }
         #expect(APILane.eventually { ticks() >= 2 }, "the guest ticks every 100 ms while it runs")
+        // The 204 comes once every vCPU has parked (Machine.pause waits for
+        // them), so the count is final at the answer; no window to race.
         #expect(try client.request("PATCH", "/vm", "{\"state\": \"Paused\"}").status == 204)
-        #expect(try client.request("GET", "/").body.contains("\"state\":\"Paused\""))
-        usleep(100_000)
         let whilePaused = ticks()
-        usleep(700_000) // longer than a halt check: a paused guest is not a stuck one
+        #expect(try client.request("GET", "/").body.contains("\"state\":\"Paused\""))
+        // Let the halt check (every 500 ms) run while paused: a paused guest
+        // is not a stuck one, and kiln must still be there to resume it.
+        usleep(700_000)
         #expect(ticks() == whilePaused, "a paused guest runs no instruction")
         #expect(try client.request("PATCH", "/vm", "{\"state\": \"Resumed\"}").status == 204)
         #expect(APILane.eventually(seconds: 5) { ticks() >= whilePaused + 2 }, "the guest runs again after Resumed")
@@ -227,15 +242,58 @@ struct APISequenceTests {
         #expect(log.contains("\"thread\":\"api\""))
         #expect(log.contains("\"thread\":\"vcpu0\""))
         #expect(log.contains("guest reset (i8042 reset)"))
-        // Metrics: the flush and the snapshot at exit.
+        // Metrics: the flush and the snapshot at exit, each one JSON object;
+        // a counter that is missing or zero fails.
         let metrics = Lane1.read(metricsPath).split(separator: "\n")
         #expect(metrics.count >= 2)
-        let last = String(metrics.last ?? "")
-        #expect(last.contains("\"ctrl_alt_del\":1"))
-        #expect(last.contains("\"num_faults\":0"))
-        #expect(last.contains("\"requests\":"))
-        #expect(!last.contains("\"boot_time_us\":0"), "the boot timer's figure: \(last)")
-        #expect(!last.contains("\"exit_io_out\":0,"), "vCPU exits are counted: \(last)")
+        let last = try JSONParser.parse(String(metrics.last ?? "{}"))
+        func value(_ group: String, _ name: String) -> UInt64? {
+            guard case let .number(text)? = last[group]?[name] else { return nil }
+            return UInt64(text)
+        }
+        let context = Comment(rawValue: "metrics: \(metrics.last ?? "")")
+        #expect(value("i8042", "ctrl_alt_del") == 1, context)
+        #expect(value("seccomp", "num_faults") == 0, context)
+        #expect(value("api_server", "requests").map { $0 > 0 } == true, context)
+        #expect(value("boot", "boot_time_us").map { $0 > 0 } == true, "the boot timer's figure: \(context)")
+        #expect(value("vcpu", "exit_io_out").map { $0 > 0 } == true, "vCPU exits are counted: \(context)")
+        // Per-device counters: the console through the UART, the four
+        // scancodes read from the i8042, the boot timer's one write.
+        #expect(value("uart", "writes").map { $0 > 0 } == true, context)
+        #expect(value("i8042", "reads").map { $0 >= 4 } == true, context)
+        #expect(value("boot_timer", "writes").map { $0 >= 1 } == true, context)
+    }
+
+    /// Firecracker's Go SDK passes --no-seccomp after the jailer's `--`. Under
+    /// the jailer's filter kiln still stacks its launch role, which takes
+    /// exec away, so no caller's flag leaves a kiln that can exec: its
+    /// threads show the jailer's filter and the launch role's.
+    @Test func noSeccompUnderTheJailerFilterStillGetsTheLaunchRole() throws {
+        let bundle = try APILane.bundle()
+        let scratch = "/tmp/kiln-api-lane-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-no-seccomp"
+        let socketPath = scratch + ".sock", errors = scratch + ".err"
+        defer { for path in [bundle, socketPath, errors] { unlink(path) } }
+        let pid = try APILane.spawnUnderJailerFilter(bundle: bundle, ["--api-sock", socketPath, "--no-seccomp"],
+                                                     stdout: "/dev/null", stderr: errors)
+        defer { kill(pid, SIGKILL); _ = Lane1.wait(pid) }
+        let client = try UnixHTTPClient(path: socketPath)
+        #expect(try client.request("GET", "/").status == 200, "stderr: \(Lane1.read(errors))")
+        let inherited = Int(Self.statusField("Seccomp_filters", of: getpid())) ?? 0
+        #expect(Self.statusField("Seccomp_filters", of: pid) == "\(inherited + 2)", "jailer's and launch: \(Lane1.read(errors))")
+        // And unfiltered, --no-seccomp means none.
+        let plainSocket = scratch + "-plain.sock"
+        defer { unlink(plainSocket) }
+        let plain = try Lane1.spawn(["--api-sock", plainSocket, "--no-seccomp"], stdout: "/dev/null", stderr: "/dev/null", seconds: 30)
+        defer { kill(plain, SIGTERM); _ = Lane1.wait(plain) }
+        #expect(try UnixHTTPClient(path: plainSocket).request("GET", "/").status == 200)
+        let children = Lane1.read("/proc/\(plain)/task/\(plain)/children").split(separator: " ")
+        let kiln = try #require(children.first.flatMap { Int32($0.trimmingPrefix(" ")) }, "no kiln under timeout(1)")
+        #expect(Self.statusField("Seccomp_filters", of: kiln) == "\(inherited)")
+    }
+
+    static func statusField(_ key: String, of pid: pid_t) -> String {
+        Lane1.read("/proc/\(pid)/status").split(separator: "\n").first { $0.hasPrefix(key + ":") }
+            .map { String($0.split(separator: "\t").last ?? "") } ?? "?"
     }
 
     @Test func aViolationIsReportedWithItsSyscallRoleAndExitCode() throws {
@@ -279,6 +337,25 @@ struct APISequenceTests {
         #expect(run.status == 3, "stderr: \(run.stderr)")
         #expect(run.stderr.contains("all vCPUs halted"))
         #expect(Lane1.read(logPath).contains("all vCPUs halted"))
+    }
+
+    /// Ctrl+C: SIGINT ends kiln with 130 (128 + SIGINT), under its filters,
+    /// and the API socket goes with it.
+    @Test func SIGINTEndsKilnWith130AndRemovesTheSocket() throws {
+        let bundle = try APILane.bundle()
+        let scratch = "/tmp/kiln-api-lane-int-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let socketPath = scratch + ".sock", errors = scratch + ".err"
+        defer { unlink(bundle); unlink(socketPath); unlink(errors) }
+        let pid = try Lane1.spawn(["--api-sock", socketPath, "--seccomp-filter", bundle], stdout: "/dev/null", stderr: errors)
+        var status: Int32?
+        defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
+        // Serving: the API thread runs under its filter.
+        let client = try UnixHTTPClient(path: socketPath)
+        #expect(try client.request("GET", "/version").status == 200)
+        kill(pid, SIGINT)
+        status = Lane1.wait(pid)
+        #expect(status == 128 + SIGINT, "stderr: \(Lane1.read(errors))")
+        #expect(access(socketPath, F_OK) != 0, "the API socket must be removed on SIGINT")
     }
 
     @Test func anOversizedBodyIsRefusedAndSIGTERMRemovesTheSocket() throws {

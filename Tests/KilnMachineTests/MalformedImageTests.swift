@@ -43,7 +43,7 @@ import Testing
             (makeBzImage(initSize: 0x8000, prefAddress: 0x40_0000), 0x270),
         ]
         var loaded = 0, refused = 0
-        for _ in 0..<3000 {
+        for _ in 0..<10_000 {
             let (seed, span) = seeds[Int.random(in: 0..<seeds.count, using: &random)]
             let image = Self.mutate(seed, &random, headerSpan: span)
             do {
@@ -57,7 +57,9 @@ import Testing
                 Issue.record("a malformed image reached guest memory out of bounds")
             }
         }
-        // Both outcomes occur, so the mutations exercise the checks.
-        #expect(loaded > 0 && refused > 0)
+        // Both outcomes occur often, so the mutations exercise the checks
+        // (seed 0x6b696c6e: 5,475 loaded, 4,525 refused).
+        #expect(loaded + refused == 10_000)
+        #expect(loaded >= 4000 && refused >= 3500, "loaded \(loaded), refused \(refused)")
     }
 }

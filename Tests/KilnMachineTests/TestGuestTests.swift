@@ -100,6 +100,25 @@ struct TestGuestTests {
         #expect(run.guestLines.last == "guest: ready")
     }
 
+    /// `--level Trace` logs every port exit, and `--log-path` may name a
+    /// FIFO: the test holds its read end open (non-blocking) while kiln runs.
+    @Test func traceLevelLogsEachPortExitIntoAFIFO() throws {
+        let fifo = "/tmp/kiln-lane1-fifo-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try #require(mkfifo(fifo, 0o600) == 0, "mkfifo \(fifo)")
+        defer { unlink(fifo) }
+        let reader = open(fifo, O_RDONLY | O_NONBLOCK)
+        try #require(reader >= 0)
+        defer { close(reader) }
+        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--level", "Trace", "--log-path", fifo])
+        #expect(run.status == 0, "kiln stderr: \(run.stderr)")
+        var bytes: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 65536)
+        while case let count = read(reader, &buffer, buffer.count), count > 0 { bytes += buffer[0..<count] }
+        let log = String(decoding: bytes, as: UTF8.self)
+        #expect(log.contains("\"level\":\"trace\""), "\(log.prefix(2000))")
+        #expect(log.contains("vcpu0: out port 0x3f8"), "the guest's console writes are traced: \(log.prefix(2000))")
+        #expect(log.contains("guest reset (i8042 reset)"), "\(log.suffix(2000))")
+    }
+
     @Test func acpiS5PoweroffEndsKilnWithZero() throws {
         let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", "poweroff"])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")

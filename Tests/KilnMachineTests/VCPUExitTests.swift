@@ -53,6 +53,24 @@ import Testing
         }
     }
 
+    /// The README's exit codes for what a vCPU meets: 2 for a guest or KVM
+    /// failure (internal error, failed entry), 0 for a triple fault (a
+    /// `reboot=t` reset); 3 when every vCPU halted, 1 is bad input before boot.
+    @Test func vcpuExitsEndKilnWithTheDocumentedExitCodes() throws {
+        let rig = try Rig()
+        func code(_ exit: VCPUExit) -> Int32? {
+            guard case let .stop(reason) = rig.dispatcher.handle(exit, vcpu: 0, rip: { "1234" }) else { return nil }
+            return reason.exitCode
+        }
+        #expect(code(.internalError(suberror: 1)) == 2)
+        #expect(code(.failEntry(reason: 0x80000021)) == 2)
+        #expect(code(.unknown(reason: 9999)) == 2)
+        #expect(code(.shutdown) == 0)
+        #expect(code(.systemEvent(type: UInt32(KVM_SYSTEM_EVENT_SHUTDOWN))) == 0)
+        #expect(code(.interrupted) == nil)
+        #expect(MachineExitReason.allVCPUsHalted.exitCode == 3)
+    }
+
     @Test func aStringOutWritesEachElementToThePort() throws {
         let rig = try Rig(), page = Page()
         page.portIO(out: true, size: 1, port: 0x3f8, count: 3, dataOffset: 0x800)

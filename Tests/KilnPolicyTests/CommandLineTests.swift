@@ -54,7 +54,7 @@ struct CommandLineTests {
         (["audit", "--policy", "policies"], "kiln-policy: unknown option '--policy' for audit (see kiln-policy --help)\n"),
         (["audit", "--policies"], "kiln-policy: --policies needs a value (see kiln-policy --help)\n"),
         (["audit", "--policies", "policies", "--format", "xml"],
-         "kiln-policy: --format must be text or json, not 'xml' (see kiln-policy --help)\n"),
+         "kiln-policy: --format must be text, json or markdown, not 'xml' (see kiln-policy --help)\n"),
         (["compile", "--policies", "policies"], "kiln-policy: compile needs --output (see kiln-policy --help)\n"),
         (["check", "--policies", "policies", "--fail-on", "info"],
          "kiln-policy: --fail-on must be low, medium, high or critical, not 'info' (see kiln-policy --help)\n"),
@@ -95,8 +95,33 @@ struct CommandLineTests {
         let compile = try Self.run(["compile", "--policies", "policies", "--output", bundlePath])
         #expect(compile.status == 0 && compile.output.hasSuffix("wrote \(bundlePath)\n"))
         #expect(try SeccompBundle(decoding: try FileSystem.readFile(bundlePath)).roles == ["api", "jailer", "launch", "vcpu", "vmm"])
+        let compared = try Self.run(["audit", "--policies", "policies", "--compare", "policies/reference/firecracker-seccomp-x86_64.json"])
+        #expect(compared.status == 0, "\(compared.errors)")
+        #expect(compared.output.contains("against Firecracker's vcpu filter: Kiln "), "\(compared.output)")
         let missing = try Self.run(["audit", "--policies", "/nonexistent"])
         #expect(missing.status == 1)
         #expect(missing.errors == "kiln-policy: opendir /nonexistent: No such file or directory (ENOENT)\n")
+    }
+
+    /// The README's figure for system calls allowed per role (vmm / api /
+    /// vcpu, and Firecracker's) is what `audit --compare` counts today.
+    @Test func theReadmesPerRoleCountsAreTheAuditsCounts() throws {
+        let compared = try Self.run(["audit", "--policies", "policies", "--compare", "policies/reference/firecracker-seccomp-x86_64.json"])
+        #expect(compared.status == 0, "\(compared.errors)")
+        func counts(_ role: String) -> (kiln: Substring, firecracker: Substring)? {
+            guard let line = compared.output.split(separator: "\n").first(where: { $0.contains("against Firecracker's \(role) filter: ") }) else {
+                return nil
+            }
+            let words = line.split(separator: " ")
+            guard let kiln = words.firstIndex(of: "Kiln"), let firecracker = words.firstIndex(of: "Firecracker") else { return nil }
+            return (words[kiln + 1].filter(\.isNumber), words[firecracker + 1].filter(\.isNumber))
+        }
+        let roles = ["vmm", "api", "vcpu"].compactMap(counts)
+        try #require(roles.count == 3, "\(compared.output)")
+        let readme = try FileSystem.readText(PolicyTestSupport.shippedPoliciesDirectory.dropLast("policies".count) + "README.md")
+        let row = readme.split(separator: "\n").first { $0.contains("system calls allowed per role (vmm / api / vcpu)") } ?? ""
+        let kiln = roles.map(\.kiln).joined(separator: " / "), firecracker = roles.map(\.firecracker).joined(separator: " / ")
+        #expect(row.contains("| \(kiln) with") && row.contains("Firecracker: \(firecracker) |"),
+                "README.md's row should read \(kiln) and Firecracker: \(firecracker): \(row)")
     }
 }

@@ -84,6 +84,83 @@ import Glibc
         #expect(try Self.shippedRoles().map(\.role).contains(SeccompBundle.launchRole))
     }
 
+    /// The jailer's pre-exec filter stacks under kiln's launch filter and
+    /// every thread role for kiln's whole life, so it cannot be narrower than
+    /// what kiln ever calls; it is exactly the launch role plus what runs in
+    /// between: exec itself and kiln's Landlock set-up (SECURITY.md).
+    @Test func theJailerRoleIsTheLaunchRolePlusExecAndLandlock() throws {
+        let roles = try Self.shippedRoles()
+        let jailer = roles.first { $0.role == SeccompBundle.jailerRole }!, launch = roles.first { $0.role == SeccompBundle.launchRole }!
+        #expect(Set(jailer.allowedSyscalls).subtracting(launch.allowedSyscalls) == ["execve", "landlock_create_ruleset", "landlock_restrict_self"])
+        #expect(Set(launch.allowedSyscalls).isSubset(of: jailer.allowedSyscalls))
+        for rule in launch.rules {
+            #expect(jailer.rule(for: rule.syscall)?.conditionText == rule.conditionText, "\(rule.syscall) differs between launch and jailer")
+        }
+    }
+
+    /// tgkill reaches only kiln's own threads: every role that allows it
+    /// tests the target process against OWN_PID, which the compiled bundle
+    /// holds as a placeholder no real process has (so an unresolved program
+    /// fails closed) and SeccompFilter.install sets to getpid().
+    @Test func tgkillReachesOnlyTheInstallingProcess() throws {
+        let own: UInt64 = 4242, other: UInt64 = 4243
+        func tgkill(_ program: [BPFInstruction], _ tgid: UInt64, _ signal: Int32) throws -> SeccompAction {
+            try BPFInterpreter(program).evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 234,
+                                                              arguments: [tgid, own + 7, UInt64(signal)]))
+        }
+        var roles: [String] = []
+        for policy in try Self.shippedRoles() where policy.rule(for: "tgkill") != nil {
+            roles.append(policy.role)
+            let compiled = try PolicyCompiler.compile(policy)
+            #expect(OwnProcessID.sites(in: compiled) > 0, "\(policy.role): tgkill is not conditioned on OWN_PID")
+            let resolved = OwnProcessID.resolve(compiled, pid: UInt32(own))
+            #expect(OwnProcessID.sites(in: resolved) == 0)
+            #expect(try tgkill(resolved, own, SIGABRT) == .allow, "\(policy.role): abort() at its own thread")
+            #expect(try tgkill(resolved, other, SIGABRT) == policy.defaultAction, "\(policy.role) signals another process")
+            #expect(try tgkill(resolved, UInt64(OwnProcessID.placeholder), SIGABRT) == policy.defaultAction)
+            #expect(try tgkill(compiled, own, SIGABRT) == policy.defaultAction, "\(policy.role): unresolved must fail closed")
+            // The upper half of the pid argument is ignored, as the kernel reads an int.
+            #expect(try tgkill(resolved, own | 0xFFFF_FFFF_0000_0000, SIGABRT) == .allow)
+        }
+        #expect(Set(roles).isSuperset(of: ["vmm", "api", "vcpu", SeccompBundle.launchRole, SeccompBundle.jailerRole]), "\(roles)")
+        // The event loop kicks its own vCPU threads (SIGUSR1); the API thread does not.
+        let roleNamed = { (name: String) in try Self.shippedRoles().first { $0.role == name }! }
+        let vmm = OwnProcessID.resolve(try PolicyCompiler.compile(try roleNamed("vmm")), pid: UInt32(own))
+        #expect(try tgkill(vmm, own, SIGUSR1) == .allow)
+        #expect(try tgkill(vmm, other, SIGUSR1) == .trap)
+        let api = OwnProcessID.resolve(try PolicyCompiler.compile(try roleNamed("api")), pid: UInt32(own))
+        #expect(try tgkill(api, own, SIGUSR1) == .trap)
+    }
+
+    /// The roles kiln's threads run once the machine exists cannot create a
+    /// second VM: none allows KVM_CREATE_VM (and kiln has closed /dev/kvm by
+    /// then; BuiltinFilterTests checks that on a running kiln).
+    @Test func noThreadRoleCreatesAVM() throws {
+        let request = UInt64(PolicyConstants.value(named: "KVM_CREATE_VM")!)
+        for policy in try Self.shippedRoles() where ["vmm", "api", "vcpu"].contains(policy.role) {
+            let verdict = try BPFInterpreter(try PolicyCompiler.compile(policy))
+                .evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 16, arguments: [3, request]))
+            #expect(verdict == policy.defaultAction, "\(policy.role) allows KVM_CREATE_VM: \(verdict)")
+        }
+    }
+
+    /// bind only takes a whole sockaddr_un (110 bytes), as kiln binds its API
+    /// socket: an abstract name then spans all of sun_path, so the short
+    /// abstract names of host services cannot be squatted. No thread role binds.
+    @Test func bindTakesOnlyAWholeSocketAddress() throws {
+        for policy in try Self.shippedRoles() {
+            let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
+            func bind(_ length: UInt64) -> SeccompAction {
+                interpreter.evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 49, arguments: [3, 0x1000, length]))
+            }
+            let binds = [SeccompBundle.launchRole, SeccompBundle.jailerRole].contains(policy.role)
+            #expect(bind(110) == (binds ? .allow : policy.defaultAction), "\(policy.role)")
+            for length: UInt64 in [2, 3, 20, 109, 111] {
+                #expect(bind(length) == policy.defaultAction, "\(policy.role) binds \(length) bytes")
+            }
+        }
+    }
+
     @Test func neighbouringIoctlAndAddedFlagGetTheDefault() throws {
         let roles = try Self.shippedRoles()
         let vcpu = roles.first { $0.role == "vcpu" }!
@@ -118,20 +195,42 @@ import Glibc
         }
     }
 
+    /// Random inputs for `policy`: a named call half the time, any number up
+    /// to 460 otherwise (never exit, exit_group, rt_sigreturn or seccomp,
+    /// which the kernel replay needs for itself, nor 335 and 336, which the
+    /// development machines' kernel serves before seccomp sees them:
+    /// docs/platform.md, "Seccomp"); each argument one of the policy's
+    /// constants, that constant with random upper 32 bits (which the kernel
+    /// ignores for a 32-bit argument only), or 64 random bits.
+    static func randomInputs(for policy: Policy, count: Int, using generator: inout SplitMix64) -> [SeccompInput] {
+        let numbers = policy.rules.map(\.number)
+        let constants = policy.rules.flatMap { $0.alternatives.flatMap { $0.map(\.value) } }
+        let reserved = Set(KernelVerdict.passedByCatchAll.compactMap { SyscallTable.number(of: $0) } + [335, 336])
+        return (0..<count).map { _ in
+            var number: Int32
+            repeat {
+                number = Bool.random(using: &generator) ? numbers.randomElement(using: &generator)! : Int32.random(in: 0...460, using: &generator)
+            } while reserved.contains(number)
+            let arguments = (0..<6).map { _ -> UInt64 in
+                let constant = constants.randomElement(using: &generator) ?? 0
+                switch Int.random(in: 0..<3, using: &generator) {
+                case 0: return constant
+                case 1: return constant & 0xFFFF_FFFF | UInt64.random(in: 0...UInt64(UInt32.max), using: &generator) << 32
+                default: return UInt64.random(in: 0...UInt64.max, using: &generator)
+                }
+            }
+            return SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: number, arguments: arguments)
+        }
+    }
+
     /// Random inputs: the compiled BPF and the policy's own meaning agree.
+    /// (`KernelVerdictTests` replays them under the kernel's own filter.)
     @Test func randomInputsAgreeWithThePolicy() throws {
         var generator = SplitMix64(seed: 0x5EED)
         for policy in try Self.shippedRoles() {
             let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
-            let numbers = policy.rules.map(\.number)
-            for _ in 0..<3000 {
-                let number = Bool.random(using: &generator) ? numbers.randomElement(using: &generator)! : Int32.random(in: 0...460, using: &generator)
-                let constants = policy.rules.flatMap { $0.alternatives.flatMap { $0.map(\.value) } }
-                let arguments = (0..<6).map { _ in
-                    Bool.random(using: &generator) ? (constants.randomElement(using: &generator) ?? 0) : UInt64.random(in: 0...0xFFFF, using: &generator)
-                }
-                let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: number, arguments: arguments)
-                #expect(interpreter.evaluate(input) == Support.expectedAction(policy, input), "\(policy.role) \(number) \(arguments)")
+            for input in Self.randomInputs(for: policy, count: 3000, using: &generator) {
+                #expect(interpreter.evaluate(input) == Support.expectedAction(policy, input), "\(policy.role) \(input.syscallNumber) \(input.arguments)")
             }
         }
     }

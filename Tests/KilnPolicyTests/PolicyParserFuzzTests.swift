@@ -1,3 +1,4 @@
+import KilnSeccomp
 import KilnSystem
 import KilnTestSupport
 import Testing
@@ -42,7 +43,17 @@ import Testing
     @Test func tenThousandRandomAndMutatedPoliciesNeverCrash() throws {
         var generator = SplitMix64(seed: 0xF0221)
         let seeds = try Self.shippedTexts()
-        var parsed = 0, rejected = 0, compiled = 0
+        // The files the shipped roles include, loaded beside every input,
+        // each included by a role of its own (a shared file no role includes
+        // is refused).
+        var shipped = ["y.policy": "@default trap\n@include \"common.policy\"\n",
+                       "z.policy": "@default trap\n@include \"startup.policy\"\n"]
+        for name in ["common.policy", "startup.policy"] {
+            shipped[name] = try FileSystem.readText(PolicyTestSupport.shippedPoliciesDirectory + "/" + name)
+        }
+        // Per generator (mutated shipped policy, vocabulary soup, random bytes).
+        var parsed = [0, 0, 0], rejected = [0, 0, 0]
+        var compiled = 0, refusedByCompiler = 0, rulesChecked = 0
         for iteration in 0..<10_000 {
             let text: String
             switch iteration % 3 {
@@ -55,22 +66,46 @@ import Testing
                 let bytes = (0..<Int.random(in: 0...200, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
                 text = String(decoding: bytes, as: UTF8.self)
             }
-            // Two files that may include each other, to reach the loader too.
-            let files = ["a.policy": text, "common.policy": Self.mutate("read # r\n@include \"a.policy\"\n", using: &generator)]
+            // The shipped files a.policy may include (most inputs then load),
+            // one time in four a common.policy that includes a.policy back,
+            // mutated, to reach the loader's cycle and include checks too.
+            var files = shipped
+            files["a.policy"] = text
+            if Int.random(in: 0..<4, using: &generator) == 0 {
+                files["common.policy"] = Self.mutate("read # r\n@include \"a.policy\"\n", using: &generator)
+            }
+            let roles: [Policy]
             do {
-                let roles = try PolicyTestSupport.load(files)
-                parsed += 1
-                // A few survivors go through libseccomp as well.
-                if compiled < 50, let role = roles.first {
-                    _ = try? PolicyCompiler.compile(role)
-                    compiled += 1
-                }
+                roles = try PolicyTestSupport.load(files)
+                parsed[iteration % 3] += 1
             } catch let error as PolicyError {
                 #expect(!error.message.isEmpty)
-                rejected += 1
+                rejected[iteration % 3] += 1
+                continue
+            }
+            // A few survivors go through libseccomp as well: each gives a
+            // program the kernel would load that means what the policy says,
+            // or a PolicyError (any other error fails the test).
+            guard compiled + refusedByCompiler < 50, let role = roles.first else { continue }
+            do {
+                let interpreter = try BPFInterpreter(try PolicyCompiler.compile(role))
+                for rule in role.rules {
+                    let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: rule.number)
+                    #expect(interpreter.evaluate(input) == PolicyTestSupport.expectedAction(role, input), "\(rule.syscall) in\n\(text)")
+                    rulesChecked += 1
+                }
+                compiled += 1
+            } catch let error as PolicyError {
+                #expect(!error.message.isEmpty)
+                refusedByCompiler += 1
             }
         }
-        #expect(parsed + rejected == 10_000)
-        #expect(parsed > 0 && rejected > 0, "the inputs reach both outcomes (parsed \(parsed))")
+        // Floors (seed 0xF0221 gives parsed [800, 0, 0], rejected [2534, 3333,
+        // 3333], 50 compiled, 1,333 rules checked): below them the pass has
+        // stopped exploring, say because mutated policies no longer load.
+        let counts = "parsed \(parsed), rejected \(rejected), compiled \(compiled), refused by the compiler \(refusedByCompiler), rules checked \(rulesChecked)"
+        #expect(parsed[0] >= 400, "\(counts)")
+        #expect(rejected[0] >= 1000 && rejected[1] >= 3000 && rejected[2] >= 3000, "\(counts)")
+        #expect(compiled + refusedByCompiler == 50 && compiled >= 40 && rulesChecked >= 500, "\(counts)")
     }
 }

@@ -1,5 +1,9 @@
+import CKiln
 import Testing
 @testable import KilnSeccomp
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite struct BPFInterpreterTests {
     static let x86_64: UInt32 = 0xC000_003E
@@ -121,6 +125,27 @@ import Testing
                 let text = (error as? BPFInterpreterError)?.description ?? "\(error)"
                 #expect(text == message || (program.isEmpty && text == "instruction 0: \(message)"), "got \(text)")
             }
+            // The kernel's own checker (seccomp_check_filter, bpf_check_classic) agrees.
+            #expect(Self.kernelLoadErrno(program) == EINVAL, "the kernel loads what the interpreter refuses: \(message)")
+        }
+        // And loads a program the interpreter accepts.
+        #expect(Self.kernelLoadErrno([Self.load(0), Self.ret(.allow)]) == 0)
+    }
+
+    /// Loads `program` into the kernel in a forked child (a program that
+    /// loads must not filter the test process) and returns seccomp(2)'s
+    /// errno, 0 when it loaded. The child makes raw calls only.
+    static func kernelLoadErrno(_ program: [BPFInstruction]) -> Int32 {
+        let filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        return filters.withUnsafeBufferPointer { buffer -> Int32 in
+            let pid = fork()
+            if pid == 0 {
+                if ckiln_set_no_new_privs() != 0 { _exit(255) }
+                _exit(ckiln_seccomp_load(buffer.baseAddress, UInt16(buffer.count), 0) == 0 ? 0 : min(errno, 254))
+            }
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+            return status & 0x7F == 0 ? (status >> 8) & 0xFF : -1
         }
     }
 }

@@ -24,7 +24,7 @@ work=.build-fuzz/corpus/$target
 mkdir -p "$work" .build-fuzz/artifacts
 log=.build-fuzz/$target.log
 # Without ASan's report the Swift backtracer would catch a crash before
-# libFuzzer saves the input (platform notes).
+# libFuzzer saves the input (docs/platform.md, "libFuzzer").
 SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$target" "$work" "$corpus" \
   -max_total_time="$seconds" -max_len=8192 -print_final_stats=1 \
   -artifact_prefix=.build-fuzz/artifacts/ >"$log" 2>&1 || { tail -40 "$log"; exit 1; }

@@ -262,6 +262,14 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
     }
 
     if commandLine(line, contains: "noreset") { haltForever() }
+    if commandLine(line, contains: "idle") {
+        // Waits for ever with interrupts on (IRQ 1 only, the keys ignored):
+        // a guest that neither ends, halts for good nor spins, for fuzzing
+        // the post-boot API (integration/api/schemathesis.sh).
+        outb(Port.pic1Data, 0xfd)
+        put("guest: idle\n")
+        while true { waitForInterrupt() }
+    }
     if commandLine(line, contains: "ctrlaltdel") {
         // Wait on IRQ 1 for the VMM's Ctrl+Alt+Del (set-2 make codes
         // 14 11 E0 71), then reboot as Linux's atkbd would.

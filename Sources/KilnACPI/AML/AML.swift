@@ -75,13 +75,15 @@ public enum AML {
     /// most significant byte first.
     public static func eisaID(_ id: String) -> [UInt8] {
         let chars = Array(id.utf8)
-        precondition(chars.count == 7
-                     && chars[0..<3].allSatisfy { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) }
-                     && chars[3..<7].allSatisfy { hexValue($0) != nil },
-                     "an EISA id is three capital letters and four hex digits: \(id)")
+        precondition(
+            chars.count == 7
+                && chars[0..<3].allSatisfy { (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains($0) }
+                && chars[3..<7].allSatisfy { hexValue($0) != nil },
+            "an EISA id is three capital letters and four hex digits: \(id)")
         let letter = { (c: UInt8) -> UInt32 in UInt32(c - 0x40) }
         let hex = { (c: UInt8) -> UInt32 in UInt32(hexValue(c)!) }
-        let packed = letter(chars[0]) << 26 | letter(chars[1]) << 21 | letter(chars[2]) << 16
+        let packed =
+            letter(chars[0]) << 26 | letter(chars[1]) << 21 | letter(chars[2]) << 16
             | hex(chars[3]) << 12 | hex(chars[4]) << 8 | hex(chars[5]) << 4 | hex(chars[6])
         // The id's bytes are big-endian in memory; the DWord constant is read
         // little-endian, so store the byte-swapped value.
@@ -109,8 +111,10 @@ public enum AML {
 
     /// DefMethod: MethodOp PkgLength NameString MethodFlags TermList. The
     /// flags hold ArgCount in bits 0-2 and SerializeFlag in bit 3.
-    public static func method(_ path: String, argumentCount: Int = 0, serialized: Bool = false,
-                              _ terms: [UInt8]...) -> [UInt8] {
+    public static func method(
+        _ path: String, argumentCount: Int = 0, serialized: Bool = false,
+        _ terms: [UInt8]...
+    ) -> [UInt8] {
         precondition((0...7).contains(argumentCount), "an AML method takes 0 to 7 arguments")
         let flags = UInt8(argumentCount) | (serialized ? 0x08 : 0)
         return [methodOp] + packageLengthPrefixed(nameString(path) + [flags] + terms.joined())
@@ -168,8 +172,9 @@ public enum AML {
         let chars = Array(text.utf8)
         let isLead = { (c: UInt8) in (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(c) || c == UInt8(ascii: "_") }
         let isChar = { (c: UInt8) in isLead(c) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(c) }
-        precondition((1...4).contains(chars.count) && isLead(chars[0]) && chars.allSatisfy(isChar),
-                     "invalid AML name segment \"\(text)\"")
+        precondition(
+            (1...4).contains(chars.count) && isLead(chars[0]) && chars.allSatisfy(isChar),
+            "invalid AML name segment \"\(text)\"")
         return chars + Array(repeating: UInt8(ascii: "_"), count: 4 - chars.count)
     }
 

@@ -5,26 +5,32 @@ func differentiatedSystemDescriptionTable(platform: ACPIPlatform) -> [UInt8] {
     var devices: [[UInt8]] = []
     if let serial = platform.serial {
         // An ISA 16550-compatible UART (PNP0501).
-        devices.append(AML.device(
-            "COM1",
-            AML.name("_HID", AML.eisaID("PNP0501")),
-            AML.name("_UID", AML.integer(1)),
-            presentAndEnabled,
-            AML.name("_CRS", AML.resourceTemplate([
-                .ioPort(base: serial.port, length: 8),
-                .irq(serial.irq),
-            ]))))
+        devices.append(
+            AML.device(
+                "COM1",
+                AML.name("_HID", AML.eisaID("PNP0501")),
+                AML.name("_UID", AML.integer(1)),
+                presentAndEnabled,
+                AML.name(
+                    "_CRS",
+                    AML.resourceTemplate([
+                        .ioPort(base: serial.port, length: 8),
+                        .irq(serial.irq),
+                    ]))))
     }
     for (index, device) in platform.virtioDevices.enumerated() {
-        devices.append(AML.device(
-            virtioDeviceName(index),
-            AML.name("_HID", AML.string("LNRO0005")),
-            AML.name("_UID", AML.integer(UInt64(index))),
-            presentAndEnabled,
-            AML.name("_CRS", AML.resourceTemplate([
-                memoryWindow(base: device.base, size: device.size),
-                .interrupt(gsi: device.gsi, trigger: device.trigger),
-            ]))))
+        devices.append(
+            AML.device(
+                virtioDeviceName(index),
+                AML.name("_HID", AML.string("LNRO0005")),
+                AML.name("_UID", AML.integer(UInt64(index))),
+                presentAndEnabled,
+                AML.name(
+                    "_CRS",
+                    AML.resourceTemplate([
+                        memoryWindow(base: device.base, size: device.size),
+                        .interrupt(gsi: device.gsi, trigger: device.trigger),
+                    ]))))
     }
 
     // \_S5: SLP_TYPa, SLP_TYPb (§7.4.2). A hardware-reduced OS writes SLP_TYPa

@@ -16,8 +16,9 @@ func fixedACPIDescriptionTable(platform: ACPIPlatform, dsdtAddress: UInt64) -> [
     table.storeLittleEndian(dsdtAddress, at: FADTLayout.xDSDTOffset)
     store(platform.sleepControlRegister, in: &table, at: FADTLayout.sleepControlOffset)
     store(platform.sleepStatusRegister, in: &table, at: FADTLayout.sleepStatusOffset)
-    return systemDescriptionTable(signature: "FACP", revision: FADTLayout.majorVersion,
-                                  body: Array(table[SDTHeader.size...]))
+    return systemDescriptionTable(
+        signature: "FACP", revision: FADTLayout.majorVersion,
+        body: Array(table[SDTHeader.size...]))
 }
 
 /// A Generic Address Structure for a byte register (ACPI 6.4 §5.2.3.2,

@@ -5,8 +5,8 @@ import KilnACPI
 ///
 /// Debian's kernels read no MP table and ignore `virtio_mmio.device=`, so
 /// these tables are how a stock guest finds its APs, the IOAPIC, COM1, the
-/// poweroff register and every virtio-mmio device (platform notes, "Debian
-/// kernel facts").
+/// poweroff register and every virtio-mmio device (docs/platform.md,
+/// "Debian's kernels").
 public enum ACPIFirmware {
     /// The RSDP sits at the start of the reserved window (Linux also finds it
     /// there by scanning 0xE0000-0xFFFFF, ACPI 6.4 §5.2.5.1); the other tables

@@ -1,6 +1,6 @@
 /// What the firmware tables must describe, handed to the ACPI builder
 /// (module KilnACPI) at the one place the machine writes tables: see
-/// `Machine.writeFirmwareTables`. Addresses are guest-physical.
+/// `GuestBoot.writeFirmwareTables`. Addresses are guest-physical.
 public struct PlatformDescription: Equatable, Sendable {
     public struct VirtioMMIODevice: Equatable, Sendable {
         public let base: UInt64

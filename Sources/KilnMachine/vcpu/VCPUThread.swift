@@ -8,7 +8,7 @@ import KilnSystem
 /// `VCPUExit` and handed to a `VCPUExitDispatcher` (the buses, the exit
 /// reasons), which needs no KVM.
 /// Entry points live here, not in an executable's main.swift (where Swift
-/// would infer them main-actor isolated; platform notes).
+/// would infer them main-actor isolated; docs/platform.md, "Threads and Swift 6").
 final class VCPUThread: @unchecked Sendable {
     let vcpu: KVMVirtualCPU
     let dispatcher: VCPUExitDispatcher
