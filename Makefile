@@ -6,6 +6,7 @@
 #   make demo           the main job: a jailed microVM boots and prints its console
 #   make fuzz           run each libFuzzer target (Sources/fuzz-*) for FUZZ_SECONDS
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
+#   make bench-density  N services side by side: kiln, runc, QEMU microvm, runsc (DENSITY_ARGS=--quick)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 #   make bench-nested-io  block and network throughput in the nested lane, kiln beside QEMU microvm
@@ -16,8 +17,11 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build, the tests and the demo need (python3: the API
-# test's TCP shim and the benchmarks).
-DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3 pkg-config
+# test's TCP shim and the benchmarks; iproute2: the TAPs of the tests and of
+# the density benchmark's smoke test).
+DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3 pkg-config iproute2
+# What `make bench-density` adds: the systems it compares, the chart, the profilers.
+DENSITY_PACKAGES := runc runsc busybox-static qemu-system-x86 python3-matplotlib valgrind strace
 # Host packages of the nested lane (the kernels and busybox are only downloaded).
 NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4 e2fsprogs iproute2 curl
 FIRECRACKER_FILTER := policies/reference/firecracker-seccomp-x86_64.json
@@ -39,7 +43,8 @@ TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v swiftc)))
 GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
-.PHONY: all deps build test format format-check api-test-deps client-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies security-table \
+.PHONY: all deps build test format format-check api-test-deps client-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit \
+	bench-density release guest policies security-table \
 	nested-deps nested-assets nested-check bench-nested-io policy-trace clean
 
 all: build
@@ -58,11 +63,15 @@ build: deps
 
 guest: $(GUEST_ELF)
 
-$(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/guest.ld
+$(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift $(GUEST_DIR)/UDPEcho.swift \
+		$(GUEST_DIR)/entry.S $(GUEST_DIR)/device_interrupt.S $(GUEST_DIR)/guest.ld
 	@mkdir -p $(GUEST_OUT)
-	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift -o $(GUEST_OUT)/guest.o
+	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift \
+		$(GUEST_DIR)/UDPEcho.swift -o $(GUEST_OUT)/guest.o
 	$(TOOLCHAIN_BIN)clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/entry.S -o $(GUEST_OUT)/entry.o
-	$(TOOLCHAIN_BIN)ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/guest.o -o $@
+	$(TOOLCHAIN_BIN)clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/device_interrupt.S -o $(GUEST_OUT)/device_interrupt.o
+	$(TOOLCHAIN_BIN)ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/device_interrupt.o \
+		$(GUEST_OUT)/guest.o -o $@
 
 # The nested lane (NestedLaneTests) needs QEMU and its assets: installed and
 # downloaded once, cached in integration/out. If that fails (no network), the
@@ -83,6 +92,7 @@ test: build guest api-test-deps client-test-deps format-check
 	    --jailer $$($(SWIFT) build --show-bin-path)/kiln-jailer --guest $(GUEST_ELF); \
 	else echo "make test: no Python with PyYAML (api-test-deps failed); README's compatibility tables are not checked" >&2; \
 	  [ -z "$$KILN_STRICT" ]; fi
+	/usr/bin/python3 integration/bench/density/run.py --smoke --bin $$($(SWIFT) build --show-bin-path)
 	@mkdir -p $(GUEST_OUT)
 	$(SWIFT) test 2>&1 | tee $(SWIFT_TEST_LOG); exit $${PIPESTATUS[0]}
 	@integration/test-skips.sh $(SWIFT_TEST_LOG)
@@ -188,6 +198,12 @@ bench-ratelimit: deps
 # the report per role on stdout and in integration/out/policy-trace.json.
 policy-trace: build guest
 	integration/policy-trace/run.sh
+
+# Not part of `bench`: minutes, and it starts hundreds of instances
+# (integration/bench/density/README.md). DENSITY_ARGS: e.g. --quick, --json FILE.
+bench-density: release guest
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(DENSITY_PACKAGES)"
+	/usr/bin/python3 integration/bench/density/run.py $(DENSITY_ARGS)
 
 # The nested lane (integration/nested/README.md); `test` runs it with kiln.
 nested-deps:
