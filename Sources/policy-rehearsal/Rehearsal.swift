@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// The rehearsal itself (see main.swift). Thread entry points live here, not
-/// in main.swift (platform notes: top-level closures there are @MainActor).
+/// in main.swift (top-level closures there are main-actor isolated).
 enum Rehearsal {
     /// The calls Glibc's Swift module does not declare (eventfd, epoll,
     /// accept4), by number (asm/unistd_64.h) and flag (UAPI headers).
@@ -145,18 +145,6 @@ enum Rehearsal {
         }
     }
 
-    final class ThreadWork {
-        let role: String
-        let program: [BPFInstruction]
-        let work: () -> Void
-        init(role: String, program: [BPFInstruction], work: @escaping () -> Void) {
-            self.role = role
-            self.program = program
-            self.work = work
-        }
-    }
-
-    /// Starts a thread that installs `role` before doing anything else.
     /// The vCPU thread's exits plus one "done" from each of the two threads.
     static let signalsExpected: UInt64 = 1000 + 2
 
@@ -166,29 +154,18 @@ enum Rehearsal {
                       _ work: @escaping () -> Void) throws {
         guard let program = bundle.program(for: role) else { throw SeccompBundleError.missingRole(role) }
         let isForbidden = forbidden == role
-        let context = Unmanaged.passRetained(ThreadWork(role: role, program: program, work: {
-            work()
-            if isForbidden { Rehearsal.tryForbiddenCall() }
-            var one: UInt64 = 1
-            _ = write(done, &one, 8)
-        }))
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let context = Unmanaged<ThreadWork>.fromOpaque(raw!).takeRetainedValue()
+        try SystemThread.spawn(name: "rehearsal-" + role) {
             do {
-                try SeccompFilter.install(context.program, role: context.role)
+                try SeccompFilter.install(program, role: role)
             } catch {
                 fputs("policy-rehearsal: \(error)\n", stderr)
                 exit(1)
             }
-            context.work()
-            return nil
-        }, context.toOpaque())
-        guard rc == 0 else {
-            context.release()
-            throw SystemError("pthread_create", subject: role, errno: rc)
-        }
-        pthread_detach(thread)
+            work()
+            if isForbidden { Rehearsal.tryForbiddenCall() }
+            var one: UInt64 = 1
+            _ = write(done, &one, 8)
+        }.detach()
     }
 
     /// The API thread, as kiln's APIServer: wait on epoll, accept one

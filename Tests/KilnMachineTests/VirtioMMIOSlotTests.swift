@@ -28,7 +28,7 @@ import Testing
             let memory = try HeapGuestMemory(size: 1 << 20)
             irq = try EventFD()
             queue = try EventFD()
-            let interrupt = PublishingInterrupt(InterruptEventFD(fd: irq.descriptor))
+            let interrupt = PublishingInterrupt(InterruptEventFD(irq))
             let transport = VirtioMMIOTransport(device: EntropyDevice(memory: memory, source: ZeroSource()),
                                                 memory: memory, interrupt: interrupt)
             interrupt.transport = transport

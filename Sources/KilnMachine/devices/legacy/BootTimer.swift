@@ -6,8 +6,7 @@ import KilnSystem
 public final class BootTimer: BusDevice, @unchecked Sendable {
     public static let magic: UInt8 = 123
     private let report: () -> Void
-    private let lock = Lock()
-    private var reported = false
+    private let reported = Locked(false)
 
     public init(report: @escaping () -> Void) { self.report = report }
 
@@ -17,7 +16,7 @@ public final class BootTimer: BusDevice, @unchecked Sendable {
 
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
         guard offset == 0, data.first == BootTimer.magic else { return }
-        let first = lock.withLock { () -> Bool in
+        let first = reported.withLock { reported in
             defer { reported = true }
             return !reported
         }
