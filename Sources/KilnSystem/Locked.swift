@@ -21,6 +21,8 @@ import Glibc
 /// Every other `Locked` is a leaf: its owner works out under the lock what
 /// to do and does it (interrupts, console output, exit requests, log lines)
 /// after letting go. Keep it so; a new nesting goes in this list.
+///
+/// A non-Sendable state (a device model) must not be let out of `withLock`.
 public final class Locked<State>: @unchecked Sendable { // `state` is touched only with `mutex` held
     // Heap-allocated: a pthread object must not move, and a Swift stored
     // property has no fixed address.
@@ -28,7 +30,7 @@ public final class Locked<State>: @unchecked Sendable { // `state` is touched on
     private let condition: UnsafeMutablePointer<pthread_cond_t>
     private var state: State
 
-    public init(_ initial: sending State) {
+    public init(_ initial: State) {
         state = initial
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
@@ -51,7 +53,7 @@ public final class Locked<State>: @unchecked Sendable { // `state` is touched on
         mutex.deallocate()
     }
 
-    public func withLock<R>(_ body: (inout sending State) throws -> sending R) rethrows -> sending R {
+    public func withLock<R>(_ body: (inout State) throws -> R) rethrows -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body(&state)
@@ -62,7 +64,7 @@ public final class Locked<State>: @unchecked Sendable { // `state` is touched on
     /// whether `ready` held. Another thread's change wakes the waiter only
     /// when it calls `broadcast()`.
     public func withLock<R>(waitingUntil ready: (inout State) -> Bool, timeoutNanoseconds: UInt64? = nil,
-                            _ body: (inout sending State, _ ready: Bool) throws -> sending R) rethrows -> sending R {
+                            _ body: (inout State, _ ready: Bool) throws -> R) rethrows -> R {
         var deadline = timespec()
         if let timeoutNanoseconds {
             clock_gettime(CLOCK_MONOTONIC, &deadline)

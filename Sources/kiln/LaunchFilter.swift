@@ -4,6 +4,7 @@ import Glibc
 import CKiln
 import KilnBuiltinPolicies
 import KilnSeccomp
+import KilnSystem
 
 /// kiln's own seccomp filter, on the main thread from the first lines of
 /// Swift code, before any flag, config byte or API job is read: the built-in
@@ -28,7 +29,7 @@ enum LaunchFilter {
             ckiln_sigsys_set_thread_role(SeccompBundle.launchRole)
             try SeccompFilter.install(program, role: SeccompBundle.launchRole)
         } catch {
-            fputs("kiln: cannot install its launch seccomp filter: \(error)\n", stderr)
+            FileDescriptor.standardError.write(message: "kiln: cannot install its launch seccomp filter: \(error)\n")
             exit(1)
         }
     }

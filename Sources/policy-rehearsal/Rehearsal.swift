@@ -55,7 +55,7 @@ enum Rehearsal {
 
     static func run(_ arguments: [String]) -> Int32 {
         guard arguments.count >= 2, let options = parse(arguments.dropFirst(2)) else {
-            fputs(usage, stderr)
+            FileDescriptor.standardError.write(message: usage)
             return 2
         }
         let forbidden = options.forbidden
@@ -105,7 +105,7 @@ enum Rehearsal {
             print("policy-rehearsal: every thread ran under its filter")
             return 0
         } catch {
-            fputs("policy-rehearsal: \(error)\n", stderr)
+            FileDescriptor.standardError.write(message: "policy-rehearsal: \(error)\n")
             return 1
         }
     }
@@ -151,14 +151,14 @@ enum Rehearsal {
     /// Starts a thread that installs `role` before doing anything else, and
     /// signals `done` (an eventfd) when it has finished.
     static func spawn(role: String, bundle: SeccompBundle, forbidden: String?, done: Int32,
-                      _ work: @escaping () -> Void) throws {
+                      _ work: sending @escaping () -> Void) throws {
         guard let program = bundle.program(for: role) else { throw SeccompBundleError.missingRole(role) }
         let isForbidden = forbidden == role
         try SystemThread.spawn(name: "rehearsal-" + role) {
             do {
                 try SeccompFilter.install(program, role: role)
             } catch {
-                fputs("policy-rehearsal: \(error)\n", stderr)
+                FileDescriptor.standardError.write(message: "policy-rehearsal: \(error)\n")
                 exit(1)
             }
             work()
@@ -185,7 +185,7 @@ enum Rehearsal {
             _ = send(connection, response, response.count, Int32(MSG_NOSIGNAL))
             close(connection)
         } catch {
-            fputs("policy-rehearsal: api: \(error)\n", stderr)
+            FileDescriptor.standardError.write(message: "policy-rehearsal: api: \(error)\n")
             exit(3)
         }
     }

@@ -19,7 +19,7 @@ import Testing
         }
     }
 
-    struct Rig {
+    struct Rig: Sendable {
         let slot: VirtioMMIOSlot
         let irq: EventFD
         let queue: EventFD
