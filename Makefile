@@ -9,6 +9,7 @@
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 #   make bench-nested-io  block and network throughput in the nested lane, kiln beside QEMU microvm
 #   make policies       regenerate the seccomp bundle built into kiln and kiln-jailer from policies/
+#   make security-table rewrite SECURITY.md's table of seccomp roles from `kiln-policy audit`
 
 SHELL := /bin/bash
 SWIFT ?= swift
@@ -36,7 +37,7 @@ TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v swiftc)))
 GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library
 
-.PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies \
+.PHONY: all deps build test api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies security-table \
 	nested-deps nested-assets nested-check bench-nested-io clean
 
 all: build
@@ -88,7 +89,7 @@ release: deps
 	  $(SWIFT) build -c release --scratch-path $(RELEASE_SCRATCH) --product $$product | tail -1 || exit 1; \
 	done
 	@for binary in kiln kiln-jailer kiln-jail-probe; do \
-	  file $(RELEASE_BIN)/$$binary | grep -q "statically linked" || { echo "$$binary is not static" >&2; exit 1; }; \
+	  file $(RELEASE_BIN)/$$binary | grep -q "static-pie linked" || { echo "$$binary is not static-pie" >&2; exit 1; }; \
 	done
 	$(RELEASE_BIN)/kiln-policy compile --policies policies --output $(POLICY_BUNDLE)
 
@@ -98,6 +99,18 @@ BUILTIN_POLICIES := Sources/CKilnBuiltinPolicies/builtin_policies.c
 policies: deps
 	$(SWIFT) build --product kiln-policy
 	$$($(SWIFT) build --show-bin-path)/kiln-policy embed --policies policies --output $(BUILTIN_POLICIES)
+
+# SECURITY.md's table of seccomp roles, rewritten from `kiln-policy audit`
+# between its two marker lines (a test fails while it differs from the policies).
+security-table: deps
+	$(SWIFT) build --product kiln-policy
+	$$($(SWIFT) build --show-bin-path)/kiln-policy audit --policies policies --compare $(FIRECRACKER_FILTER) \
+	  --format markdown > SECURITY.md.table
+	awk 'FNR == NR { table = table $$0 "\n"; next } \
+	     /^<!-- kiln-policy audit table: end -->/ { printf "%s", table; skip = 0 } \
+	     !skip { print } \
+	     /^<!-- kiln-policy audit table: begin/ { skip = 1 }' SECURITY.md.table SECURITY.md > SECURITY.md.new
+	rm SECURITY.md.table && mv SECURITY.md.new SECURITY.md
 
 demo: release guest
 	integration/demo.sh

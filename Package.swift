@@ -8,8 +8,14 @@ import PackageDescription
 // virtio, ACPI), the KVM machine, and thin executables on top.
 
 /// `kiln` and `kiln-jailer` run in an empty jail: they are fully static, with
-/// no Foundation and no NSS look-ups (platform notes, "Static linking").
-let staticExecutable: [LinkerSetting] = [.unsafeFlags(["-static-executable"])]
+/// no Foundation and no NSS look-ups. They are static-pie, so the kernel
+/// loads them at a random address like any PIE (ASLR). They link with
+/// linker/static-pie-ld: the toolchain's lld (the system's gold does not know
+/// `--no-dynamic-linker`, which `-static-pie` passes) without the `$ORIGIN`
+/// rpath SwiftPM adds, which glibc's static-pie start-up refuses.
+let staticExecutable: [LinkerSetting] = [.unsafeFlags([
+    "-static-executable", "-ld-path=\(Context.packageDirectory)/linker/static-pie-ld", "-Xclang-linker", "-static-pie",
+])]
 
 /// `make fuzz` sets KILN_FUZZ=1, and the fuzz targets leave `main` to
 /// libFuzzer. Every other build gives them a replay `main`, so that they link

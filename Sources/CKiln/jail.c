@@ -6,6 +6,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/nsfs.h>
+#include <linux/securebits.h>
 #include <sys/ioctl.h>
 #include <sched.h>
 #include <signal.h>
@@ -196,6 +197,10 @@ int ckiln_cap_last_cap(void) {
     return cap;
 }
 
+int ckiln_lock_root_out_of_capabilities(void) {
+    return prctl(PR_SET_SECUREBITS, ckiln_root_lockout_securebits(), 0, 0, 0);
+}
+int ckiln_get_securebits(void) { return prctl(PR_GET_SECUREBITS, 0, 0, 0, 0); }
 int ckiln_capbset_drop(int capability) { return prctl(PR_CAPBSET_DROP, capability, 0, 0, 0); }
 int ckiln_cap_ambient_clear_all(void) {
     return prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);

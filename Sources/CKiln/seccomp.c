@@ -8,8 +8,42 @@
 #include <time.h>
 #include <unistd.h>
 
+int ckiln_seccomp_mode(void) { return prctl(PR_GET_SECCOMP, 0, 0, 0, 0); }
+
 int ckiln_set_no_new_privs(void) {
     return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
+// The UAPI of Landlock ABI 6 (linux/landlock.h), defined here because
+// Debian 12's headers predate scoping.
+struct ckiln_landlock_ruleset_attr {
+    uint64_t handled_access_fs;
+    uint64_t handled_access_net;
+    uint64_t scoped;
+};
+#define CKILN_LANDLOCK_CREATE_RULESET_VERSION (1U << 0)
+#define CKILN_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET (1ULL << 0)
+#define CKILN_LANDLOCK_SCOPE_SIGNAL (1ULL << 1)
+#define CKILN_LANDLOCK_SCOPING_ABI 6
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#define SYS_landlock_restrict_self 446
+#endif
+
+int ckiln_landlock_scope_signals_and_abstract_sockets(void) {
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, CKILN_LANDLOCK_CREATE_RULESET_VERSION);
+    if (abi < CKILN_LANDLOCK_SCOPING_ABI) return 0;  // ENOSYS, EOPNOTSUPP (disabled) or an older ABI
+    struct ckiln_landlock_ruleset_attr attributes = {
+        .scoped = CKILN_LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | CKILN_LANDLOCK_SCOPE_SIGNAL,
+    };
+    int ruleset = (int)syscall(SYS_landlock_create_ruleset, &attributes, sizeof attributes, 0);
+    if (ruleset < 0) return -1;
+    int result = ckiln_set_no_new_privs();
+    if (result == 0) result = (int)syscall(SYS_landlock_restrict_self, ruleset, 0);
+    int saved = errno;
+    close(ruleset);
+    errno = saved;
+    return result == 0 ? (int)abi : -1;
 }
 
 int ckiln_seccomp_load(const struct sock_filter *instructions, uint16_t count,

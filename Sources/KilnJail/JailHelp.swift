@@ -23,7 +23,9 @@ public enum JailHelp {
           --exec-file PATH        absolute path of the VMM: a static ELF executable (the jail holds no
                                   libraries). Hard-linked into the jail; copied (root's, 0755) across
                                   file systems, or when the VMM's user could write it or it is set-ID.
-          --uid N, --gid N        decimal ids the VMM runs as; 0 (root) is refused.
+          --uid N, --gid N        decimal ids the VMM runs as. 0 (root, as Kata passes) is accepted:
+                                  no capability is left in any set and securebits lock them out,
+                                  but prefer one unprivileged uid per microVM (SECURITY.md).
 
         Optional (Firecracker's jailer flags):
           --chroot-base-dir DIR   default /srv/jailer. The jail is DIR/<exec-file name>/<id>/root.

@@ -7,6 +7,10 @@ import KilnSystem
 /// Step 10 (capabilities(7), "Effect of user ID changes on capabilities").
 enum Privileges {
     static func drop(uid: UInt32, gid: UInt32) throws {
+        // Root without capabilities first: the VMM may run as uid 0 (Kata
+        // asks for it), and then an exec must not hand root its capabilities
+        // back. Setting securebits needs CAP_SETPCAP, dropped below.
+        try check("prctl(PR_SET_SECUREBITS)") { ckiln_lock_root_out_of_capabilities() }
         // The bounding set first: dropping from it needs CAP_SETPCAP, which
         // the id change below takes away.
         let lastCapability = ckiln_cap_last_cap()
@@ -34,6 +38,10 @@ enum Privileges {
         }
         for capability in 0...lastCapability where ckiln_capbset_read(capability) != 0 || ckiln_cap_ambient_is_set(capability) != 0 {
             throw JailFailure(.privileges, "capability \(capability) remains in the bounding or ambient set")
+        }
+        let securebits = ckiln_root_lockout_securebits()
+        guard ckiln_get_securebits() & securebits == securebits else {
+            throw JailFailure(.privileges, "the securebits that keep uid 0 from regaining capabilities are not set")
         }
         var realUID: uid_t = 0, effectiveUID: uid_t = 0, savedUID: uid_t = 0
         var realGID: gid_t = 0, effectiveGID: gid_t = 0, savedGID: gid_t = 0

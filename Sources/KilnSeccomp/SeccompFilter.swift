@@ -20,14 +20,16 @@ public enum SeccompFilter {
         try check("mallopt") { ckiln_prepare_libc_for_thread_filters() }
     }
 
-    /// Installs `instructions` on the calling thread only. Filters stack: the
-    /// kernel runs every installed filter and the most restrictive action wins.
+    /// Installs `instructions` on the calling thread only, with `OWN_PID`
+    /// resolved to this process's id. Filters stack: the kernel runs every
+    /// installed filter and the most restrictive action wins.
     public static func install(_ instructions: [BPFInstruction], role: String) throws {
         guard !instructions.isEmpty, instructions.count <= BPF.maximumInstructions else {
             throw SeccompBundleError.programTooLong(role: role, instructions: instructions.count)
         }
         try setNoNewPrivileges()
-        let filters = instructions.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        let resolved = OwnProcessID.resolve(instructions, pid: UInt32(getpid()))
+        let filters = resolved.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
         _ = try filters.withUnsafeBufferPointer { buffer in
             try check("seccomp(SECCOMP_SET_MODE_FILTER)", subject: "role \(role)") {
                 ckiln_seccomp_load(buffer.baseAddress, UInt16(buffer.count), 0)

@@ -8,7 +8,7 @@ enum CommandLineOptions {
     case audit(policies: String, format: AuditFormat, compare: String?)
     case check(policies: String, failOn: Severity)
 
-    enum AuditFormat: String { case text, json }
+    enum AuditFormat: String { case text, json, markdown }
 
     struct UsageError: Error { let message: String }
 
@@ -46,7 +46,7 @@ enum CommandLineOptions {
         case "audit":
             let formatName = flags["--format"] ?? "text"
             guard let format = AuditFormat(rawValue: formatName) else {
-                throw UsageError(message: "--format must be text or json, not '\(formatName)'")
+                throw UsageError(message: "--format must be text, json or markdown, not '\(formatName)'")
             }
             return .audit(policies: try required("--policies"), format: format, compare: flags["--compare"])
         default:

@@ -14,9 +14,10 @@ let usage = """
       kiln-policy embed --policies DIR --output FILE.c
           Compile as above and write the bundle as the C source built into kiln
           and kiln-jailer (`make policies` regenerates the committed one).
-      kiln-policy audit --policies DIR [--format text|json] [--compare FILE]
+      kiln-policy audit --policies DIR [--format text|json|markdown] [--compare FILE]
           Report each role's allowed system calls, conditions and findings;
-          with --compare, set each role beside a Firecracker JSON filter.
+          with --compare, set each role beside a Firecracker JSON filter;
+      markdown: one table row per role, as SECURITY.md shows them.
       kiln-policy check --policies DIR [--fail-on low|medium|high|critical]
           Exit 1 when a finding at or above the severity (default: high) exists.
       kiln-policy --help
@@ -49,7 +50,11 @@ do {
     case let .audit(policies, format, compare):
         let report = try PolicyAuditor.audit(policies: try PolicyLoader.load(directory: policies),
                                              firecracker: try compare.map(FirecrackerFilter.load))
-        print(format == .json ? report.json() : report.text(), terminator: "")
+        switch format {
+        case .text: print(report.text(), terminator: "")
+        case .json: print(report.json(), terminator: "")
+        case .markdown: print(report.markdownTable(), terminator: "")
+        }
     case let .check(policies, threshold):
         let report = try PolicyAuditor.audit(policies: try PolicyLoader.load(directory: policies), firecracker: nil)
         let failing = report.findings(atLeast: threshold)

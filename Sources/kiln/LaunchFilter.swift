@@ -12,11 +12,25 @@ import KilnSystem
 /// plus start-up, without execve. Every thread kiln creates inherits it and
 /// stacks its own role on top, so from here on no thread of kiln can exec.
 ///
-/// --no-seccomp (development only) leaves kiln unfiltered: it is looked for
-/// as one whole argument before `--`, the one flag read ahead of the filter.
+/// --no-seccomp (development only) leaves an unfiltered kiln unfiltered: it is
+/// looked for as one whole argument before `--`, the one flag read ahead of
+/// the filter. A kiln that already runs under a filter (the jailer's, which
+/// lets its callers pass --no-seccomp, as Firecracker's Go SDK does) gets the
+/// launch role all the same: stacked on the jailer's union it only takes
+/// exec away, so no caller's flag leaves kiln able to exec.
+///
+/// Landlock scoping comes first, with or without seccomp: kiln never signals
+/// another process or uses an abstract socket, so a compromised kiln sharing
+/// a uid and the host's PID or network namespace with another tenant can do
+/// neither (where the kernel has Landlock ABI 6; SECURITY.md).
 enum LaunchFilter {
     static func install(arguments: [String]) {
-        guard !arguments.prefix(while: { $0 != "--" }).contains("--no-seccomp") else { return }
+        if ckiln_landlock_scope_signals_and_abstract_sockets() < 0 {
+            FileDescriptor.standardError.write(message: "kiln: cannot confine itself with Landlock scoping: \(SystemError.current("landlock_restrict_self"))\n")
+            exit(1)
+        }
+        let noSeccomp = arguments.prefix(while: { $0 != "--" }).contains("--no-seccomp")
+        guard !noSeccomp || ckiln_seccomp_mode() == 2 else { return }
         do {
             // Before the filter: the C library's lazy start-up (malloc arenas,
             // the time zone), and the SIGSYS reporter so a trap says what it was.

@@ -13,7 +13,7 @@ enum Rehearsal {
     /// Raw calls also make the rehearsal issue exactly the call a filter sees.
     enum Raw {
         static let socket = 41, accept4 = 288, epollWait = 232, epollCtl = 233
-        static let eventfd2 = 290, epollCreate1 = 291
+        static let eventfd2 = 290, epollCreate1 = 291, tgkill = 234
         static let closeOnExec: UInt = 0o2000000, nonBlocking: UInt = 0o4000  // O_CLOEXEC, O_NONBLOCK
         static let epollAdd: UInt = 1, epollIn: UInt32 = 1
 
@@ -28,9 +28,10 @@ enum Rehearsal {
         var forbidden: String?
         var prepared = true
         var workouts: Set<String> = ["api", "vcpu", "vmm"]
+        var signalOther: pid_t?
     }
 
-    static let usage = "usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE]\n"
+    static let usage = "usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE] [--signal-other PID]\n"
 
     /// --forbidden ROLE: that role's thread then tries socket(). --unprepared:
     /// skip SeccompFilter.prepareProcess. --workout ROLE: only that role's
@@ -47,6 +48,9 @@ enum Rehearsal {
             case "--workout":
                 guard let role = rest.popFirst() else { return nil }
                 options.workouts = [role]
+            case "--signal-other":
+                guard let pid = rest.popFirst().flatMap({ pid_t($0) }), pid > 0 else { return nil }
+                options.signalOther = pid
             default: return nil
             }
         }
@@ -81,6 +85,7 @@ enum Rehearsal {
                 signalEventLoop(wakeup)
             }
 
+            let kickTarget = try options.signalOther.map { _ in try KickTarget.start(bundle: bundle) }
             // The event loop, under the vmm role, installed once every other
             // thread exists. Like kiln's, it never joins a thread.
             // Its descriptors are subscribed before the filter, as kiln's are.
@@ -101,6 +106,7 @@ enum Rehearsal {
                 try loop.runOnce(maximumMilliseconds: 1000)
             }
             if forbidden == "vmm" { tryForbiddenCall() }
+            if let other = options.signalOther, let kickTarget { try kickThenSignal(kickTarget, other) }
             unlink(arguments[1]) // kiln removes its API socket at exit
             print("policy-rehearsal: every thread ran under its filter")
             return 0
@@ -108,6 +114,28 @@ enum Rehearsal {
             FileDescriptor.standardError.write(message: "policy-rehearsal: \(error)\n")
             return 1
         }
+    }
+
+    /// --signal-other PID, on the event loop under the vmm role: first the
+    /// kick kiln gives a vCPU (tgkill of a thread of this process with
+    /// SIGUSR1, handled by a thread that waits for it), which must arrive;
+    /// then the same tgkill aimed at another process, which the role's
+    /// OWN_PID condition must stop (the process dies of SIGSYS before it
+    /// prints anything more).
+    static func kickThenSignal(_ target: pid_t, _ other: pid_t) throws {
+        _ = ckiln_syscall6(Raw.tgkill, UInt(getpid()), UInt(target), UInt(SIGUSR1), 0, 0, 0)
+        let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+        var count: UInt64 = 0
+        while read(KickTarget.kicked, &count, 8) != 8 {
+            guard MonotonicClock.nanoseconds() < deadline else {
+                throw SystemError("tgkill", subject: "the kicked thread never took SIGUSR1", errno: ETIMEDOUT)
+            }
+            sched_yield()
+        }
+        print("policy-rehearsal: kicked its own thread")
+        fflush(nil)
+        _ = ckiln_syscall6(Raw.tgkill, UInt(other), UInt(other), UInt(SIGUSR1), 0, 0, 0)
+        print("policy-rehearsal: signalled process \(other)")
     }
 
     /// socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC, 0): the jailer's filter
@@ -154,6 +182,17 @@ enum Rehearsal {
                       _ work: sending @escaping () -> Void) throws {
         guard let program = bundle.program(for: role) else { throw SeccompBundleError.missingRole(role) }
         let isForbidden = forbidden == role
+        try startFiltered(role: role, program: program) {
+            work()
+            if isForbidden { Rehearsal.tryForbiddenCall() }
+            var one: UInt64 = 1
+            _ = write(done, &one, 8)
+        }
+    }
+
+    /// A detached thread that installs `program` (the role's filter) before
+    /// anything else, then runs `work`.
+    static func startFiltered(role: String, program: [BPFInstruction], _ work: sending @escaping () -> Void) throws {
         try SystemThread.spawn(name: "rehearsal-" + role) {
             do {
                 try SeccompFilter.install(program, role: role)
@@ -162,9 +201,6 @@ enum Rehearsal {
                 exit(1)
             }
             work()
-            if isForbidden { Rehearsal.tryForbiddenCall() }
-            var one: UInt64 = 1
-            _ = write(done, &one, 8)
         }.detach()
     }
 
@@ -262,5 +298,40 @@ enum Rehearsal {
         }
         guard count > 0 else { throw SystemError("epoll_wait", subject: "fd \(fd)", errno: ETIMEDOUT) }
         _ = try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), 2 /* EPOLL_CTL_DEL */, UInt(fd), 0])
+    }
+}
+
+/// A thread that stands for a vCPU thread: under the vcpu role, it waits
+/// (a condition nobody signals) for the event loop's kick, SIGUSR1, whose
+/// handler reports it through an eventfd (write(2) is async-signal-safe).
+enum KickTarget {
+    /// Set before the handler that reads it is installed, never after.
+    nonisolated(unsafe) static var kicked: Int32 = -1
+    /// Waited on for ever: pthread_cond_wait, as a parked vCPU waits.
+    static let parked = Locked(())
+
+    /// Starts the thread; returns its tid once it is under its filter.
+    static func start(bundle: SeccompBundle) throws -> pid_t {
+        kicked = Int32(try Rehearsal.Raw.call("eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec | Rehearsal.Raw.nonBlocking]))
+        let ready = Int32(try Rehearsal.Raw.call("eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec]))
+        signal(SIGUSR1) { _ in
+            var one: UInt64 = 1
+            _ = write(KickTarget.kicked, &one, 8)
+        }
+        guard let program = bundle.program(for: "vcpu") else { throw SeccompBundleError.missingRole("vcpu") }
+        try Rehearsal.startFiltered(role: "vcpu", program: program) {
+            // A parent may have blocked SIGUSR1 (a test runner's threads do);
+            // kiln's vCPU threads unblock their kick signal the same way.
+            var kick = sigset_t()
+            sigemptyset(&kick)
+            sigaddset(&kick, SIGUSR1)
+            pthread_sigmask(SIG_UNBLOCK, &kick, nil)
+            var tid = UInt64(ckiln_gettid())
+            _ = write(ready, &tid, 8)
+            KickTarget.parked.withLock(waitingUntil: { _ in false }) { _, _ in }
+        }
+        var tid: UInt64 = 0
+        guard read(ready, &tid, 8) == 8 else { throw SystemError.current("read", subject: "kick target's tid") }
+        return pid_t(tid)
     }
 }

@@ -1,4 +1,4 @@
-// policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE]
+// policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE] [--signal-other PID]
 //
 // A static stand-in for the VMM's thread layout, run by the kernel tests
 // under the jailer's pre-exec filter: it does what the VMM does between exec
@@ -9,7 +9,9 @@
 // filter must stop (the process dies of SIGSYS). Each thread first runs an
 // allocation workout under its filter; --unprepared skips what kiln does to
 // the C library before its first thread, --workout ROLE limits the workout to
-// one role.
+// one role. With --signal-other PID, the event loop kicks a thread of its own
+// with SIGUSR1, as kiln kicks a vCPU, then aims the same tgkill at PID, which
+// the vmm role must stop (SIGSYS).
 import Glibc
 
 exit(Rehearsal.run(Array(CommandLine.arguments.dropFirst())))

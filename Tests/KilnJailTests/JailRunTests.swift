@@ -363,21 +363,55 @@ struct JailRunTests {
         #expect(sandbox.cgroupFolders.allSatisfy { $0.hasSuffix("/" + sandbox.parentCgroup) }, "\(sandbox.cgroupFolders)")
     }
 
-    @Test func daemonizesIntoANewPIDNamespace() throws {
-        let sandbox = try JailHarness.Sandbox("daemon-1")
+    /// Kata's Firecracker driver (virtcontainers/fc.go) launches the jailer
+    /// with --node 0 --uid 0 --gid 0 --daemonize: the VMM then runs as root,
+    /// as under Firecracker's jailer, but without a capability in any set,
+    /// with no_new_privs and the securebits that keep an exec as root from
+    /// regaining any (checked by the jailer before it execs).
+    @Test func runsTheVMMAsRootWithoutCapabilitiesAsKataAsks() throws {
+        let sandbox = try JailHarness.Sandbox("kata-1")
         defer { sandbox.tearDown() }
-        let finished = try JailHarness.run(sandbox.launchArguments(["--daemonize", "--new-pid-ns"], vmm: ["--pause"]))
-        #expect(finished.status == 0, "\(finished.error)")
-        let pidText = try FileSystem.readText(sandbox.paths.pidFile)
-        let pid = try #require(Int32(pidText.trimmingNewline))
+        var arguments = sandbox.launchArguments(["--node", "0", "--daemonize"], vmm: ["--pause"])
+        for flag in ["--uid", "--gid"] { arguments[arguments.firstIndex(of: flag)! + 1] = "0" }
+        let (pid, status) = try Self.launchDaemonized(arguments, sandbox)
         defer { kill(pid, SIGKILL) }
-        // The probe reports nothing (its stdio is /dev/null): inspect it from the host.
+        #expect(status["Uid"] == "0\t0\t0\t0" && status["Gid"] == "0\t0\t0\t0", "\(status)")
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] { #expect(status[set] == "0000000000000000", "\(set)") }
+        #expect(status["NoNewPrivs"] == "1" && status["Seccomp"] == "2")
+        try Self.stopAndCleanUp(pid, sandbox)
+    }
+
+    /// Launches the probe daemonized (--pause keeps it running), reads its
+    /// pid file, and waits (2 s at most) until it has exec'd: its pid and
+    /// /proc status, inspected from the host (its stdio is /dev/null).
+    static func launchDaemonized(_ arguments: [String], _ sandbox: JailHarness.Sandbox) throws -> (pid: pid_t, status: [String: String]) {
+        let finished = try JailHarness.run(arguments)
+        #expect(finished.status == 0, "\(finished.error)")
+        let pid = try #require(Int32(try FileSystem.readText(sandbox.paths.pidFile).trimmingNewline))
         var status: [String: String] = [:]
         for _ in 0..<200 {
             status = try JailHarness.status(of: pid)
             if status["Seccomp"] == "2" { break } // exec'd
             usleep(10_000)
         }
+        return (pid, status)
+    }
+
+    /// Ends the daemonized probe, waits (2 s at most) until it is gone, and
+    /// removes its jail with kiln-jailer cleanup.
+    static func stopAndCleanUp(_ pid: pid_t, _ sandbox: JailHarness.Sandbox) throws {
+        kill(pid, SIGKILL)
+        for _ in 0..<200 where FileSystem.exists("/proc/\(pid)") { usleep(10_000) }
+        let cleanup = try JailHarness.run(sandbox.cleanupArguments)
+        #expect(cleanup.status == 0, "\(cleanup.error)")
+        #expect(!FileSystem.exists(sandbox.paths.execFolder))
+    }
+
+    @Test func daemonizesIntoANewPIDNamespace() throws {
+        let sandbox = try JailHarness.Sandbox("daemon-1")
+        defer { sandbox.tearDown() }
+        let (pid, status) = try Self.launchDaemonized(sandbox.launchArguments(["--daemonize", "--new-pid-ns"], vmm: ["--pause"]), sandbox)
+        defer { kill(pid, SIGKILL) }
         #expect(status["NSpid"]?.hasSuffix("\t1") == true, "the VMM is not pid 1 of its namespace: \(status["NSpid"] ?? "-")")
         #expect(status["Uid"] == "64123\t64123\t64123\t64123" && status["CapBnd"] == "0000000000000000")
         #expect(Self.namespace("pid", of: "\(pid)") != Self.namespace("pid", of: "self"))
@@ -385,10 +419,6 @@ struct JailRunTests {
         let stat = try FileSystem.readText("/proc/\(pid)/stat")
         let fields = stat[stat.lastIndex(of: ")")!...].split(separator: " ")
         #expect(fields.count > 4 && fields[4] == "\(pid)", "not a session leader: \(stat)")
-        kill(pid, SIGKILL)
-        for _ in 0..<200 where FileSystem.exists("/proc/\(pid)") { usleep(10_000) }
-        let cleanup = try JailHarness.run(sandbox.cleanupArguments)
-        #expect(cleanup.status == 0, "\(cleanup.error)")
-        #expect(!FileSystem.exists(sandbox.paths.execFolder))
+        try Self.stopAndCleanUp(pid, sandbox)
     }
 }

@@ -34,16 +34,18 @@ enum APILane {
     static func spawnUnderJailerFilter(bundle: String, _ arguments: [String], stdout: String, stderr: String) throws -> pid_t {
         let decoded = try SeccompBundle(decoding: try FileSystem.readFile(bundle))
         guard let program = decoded.program(for: SeccompBundle.jailerRole) else { throw LaneFailure("no jailer program") }
-        let filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        var filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
         // Everything the child needs exists before fork: it only calls
-        // async-signal-safe functions.
+        // async-signal-safe functions (and resolves OWN_PID in place, as
+        // SeccompFilter.install does).
         let argv = ([Lane1.kiln] + arguments).map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
         var empty = sigset_t()
         sigemptyset(&empty)
-        return filters.withUnsafeBufferPointer { buffer in
+        return filters.withUnsafeMutableBufferPointer { buffer in
             let pid = fork()
             if pid == 0 {
+                OwnProcessID.resolve(buffer, pid: UInt32(getpid()))
                 let input = open("/dev/null", O_RDONLY)
                 let output = open(stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
                 let errors = open(stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
@@ -236,6 +238,38 @@ struct APISequenceTests {
         #expect(last.contains("\"requests\":"))
         #expect(!last.contains("\"boot_time_us\":0"), "the boot timer's figure: \(last)")
         #expect(!last.contains("\"exit_io_out\":0,"), "vCPU exits are counted: \(last)")
+    }
+
+    /// Firecracker's Go SDK passes --no-seccomp after the jailer's `--`. Under
+    /// the jailer's filter kiln still stacks its launch role, which takes
+    /// exec away, so no caller's flag leaves a kiln that can exec: its
+    /// threads show the jailer's filter and the launch role's.
+    @Test func noSeccompUnderTheJailerFilterStillGetsTheLaunchRole() throws {
+        let bundle = try APILane.bundle()
+        let scratch = "/tmp/kiln-api-lane-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-no-seccomp"
+        let socketPath = scratch + ".sock", errors = scratch + ".err"
+        defer { for path in [bundle, socketPath, errors] { unlink(path) } }
+        let pid = try APILane.spawnUnderJailerFilter(bundle: bundle, ["--api-sock", socketPath, "--no-seccomp"],
+                                                     stdout: "/dev/null", stderr: errors)
+        defer { kill(pid, SIGKILL); _ = Lane1.wait(pid) }
+        let client = try UnixHTTPClient(path: socketPath)
+        #expect(try client.request("GET", "/").status == 200, "stderr: \(Lane1.read(errors))")
+        let inherited = Int(Self.statusField("Seccomp_filters", of: getpid())) ?? 0
+        #expect(Self.statusField("Seccomp_filters", of: pid) == "\(inherited + 2)", "jailer's and launch: \(Lane1.read(errors))")
+        // And unfiltered, --no-seccomp means none.
+        let plainSocket = scratch + "-plain.sock"
+        defer { unlink(plainSocket) }
+        let plain = try Lane1.spawn(["--api-sock", plainSocket, "--no-seccomp"], stdout: "/dev/null", stderr: "/dev/null", seconds: 30)
+        defer { kill(plain, SIGTERM); _ = Lane1.wait(plain) }
+        #expect(try UnixHTTPClient(path: plainSocket).request("GET", "/").status == 200)
+        let children = Lane1.read("/proc/\(plain)/task/\(plain)/children").split(separator: " ")
+        let kiln = try #require(children.first.flatMap { Int32($0.trimmingPrefix(" ")) }, "no kiln under timeout(1)")
+        #expect(Self.statusField("Seccomp_filters", of: kiln) == "\(inherited)")
+    }
+
+    static func statusField(_ key: String, of pid: pid_t) -> String {
+        Lane1.read("/proc/\(pid)/status").split(separator: "\n").first { $0.hasPrefix(key + ":") }
+            .map { String($0.split(separator: "\t").last ?? "") } ?? "?"
     }
 
     @Test func aViolationIsReportedWithItsSyscallRoleAndExitCode() throws {

@@ -36,6 +36,31 @@ struct BuiltinFilterTests {
         #expect(settled, "thread: Seccomp/Seccomp_filters = \(seen); stderr: \(Lane1.read(errors).suffix(2000))")
         #expect(Set(seen.keys) == ["kiln", "kiln-api", "kiln-vcpu0", "kiln-vcpu1"], "\(seen)")
         #expect(!Lane1.read(errors).contains("--no-seccomp"))
+
+        // With the VM and its vCPUs made, kiln holds no /dev/kvm descriptor:
+        // KVM_CREATE_VM has nothing to act on (and no thread role allows it).
+        let links = Self.descriptorTargets(kiln)
+        #expect(links.contains("anon_inode:kvm-vm") && links.contains { $0.hasPrefix("anon_inode:kvm-vcpu") }, "\(links)")
+        #expect(!links.contains("/dev/kvm"), "kiln keeps /dev/kvm open after InstanceStart: \(links)")
+
+        // The event loop still kicks its own vCPU threads (tgkill on kiln's
+        // own pid, the vmm role's only target): a pause and a resume each
+        // interrupt both vCPUs' KVM_RUN. Had the filter refused, kiln would
+        // have died of the trap (exit 148).
+        #expect(try client.request("PATCH", "/vm", "{\"state\": \"Paused\"}").status == 204)
+        #expect(try client.request("PATCH", "/vm", "{\"state\": \"Resumed\"}").status == 204)
+        #expect(kill(kiln, 0) == 0, "kiln ended: \(Lane1.read(errors).suffix(2000))")
+    }
+
+    /// What each of the process's descriptors refers to.
+    static func descriptorTargets(_ pid: pid_t) -> Set<String> {
+        var targets: Set<String> = []
+        for fd in (try? FileSystem.listDirectory("/proc/\(pid)/fd")) ?? [] {
+            var buffer = [CChar](repeating: 0, count: 256)
+            let count = readlink("/proc/\(pid)/fd/\(fd)", &buffer, buffer.count - 1)
+            if count > 0 { targets.insert(String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
+        }
+        return targets
     }
 
     /// Each thread's name and "Seccomp/Seccomp_filters" from /proc; KVM's

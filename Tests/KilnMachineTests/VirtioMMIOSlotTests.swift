@@ -85,7 +85,7 @@ import Testing
         let answeredWhileHeld = Atomic<Bool>(false)
         // The "event loop" holds the device's lock for up to 5 s, as for a
         // slow disk write, and lets go as soon as the read has answered.
-        let holder = try SystemThread.spawn(name: "holder") {
+        let holder = try SystemThread.spawn(name: "holder") { @Sendable in
             rig.slot.withTransport { _ in
                 held.store(true, ordering: .releasing)
                 let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
@@ -94,7 +94,7 @@ import Testing
             }
         }
         while !held.load(ordering: .acquiring) { usleep(100) }
-        let reader = try SystemThread.spawn(name: "vcpu") {
+        let reader = try SystemThread.spawn(name: "vcpu") { @Sendable in
             answered.store(rig.read32(MMIORegister.interruptStatus), ordering: .releasing)
             done.store(true, ordering: .releasing)
         }

@@ -54,7 +54,7 @@ struct CommandLineTests {
         (["audit", "--policy", "policies"], "kiln-policy: unknown option '--policy' for audit (see kiln-policy --help)\n"),
         (["audit", "--policies"], "kiln-policy: --policies needs a value (see kiln-policy --help)\n"),
         (["audit", "--policies", "policies", "--format", "xml"],
-         "kiln-policy: --format must be text or json, not 'xml' (see kiln-policy --help)\n"),
+         "kiln-policy: --format must be text, json or markdown, not 'xml' (see kiln-policy --help)\n"),
         (["compile", "--policies", "policies"], "kiln-policy: compile needs --output (see kiln-policy --help)\n"),
         (["check", "--policies", "policies", "--fail-on", "info"],
          "kiln-policy: --fail-on must be low, medium, high or critical, not 'info' (see kiln-policy --help)\n"),

@@ -84,6 +84,83 @@ import Glibc
         #expect(try Self.shippedRoles().map(\.role).contains(SeccompBundle.launchRole))
     }
 
+    /// The jailer's pre-exec filter stacks under kiln's launch filter and
+    /// every thread role for kiln's whole life, so it cannot be narrower than
+    /// what kiln ever calls; it is exactly the launch role plus what runs in
+    /// between: exec itself and kiln's Landlock set-up (SECURITY.md).
+    @Test func theJailerRoleIsTheLaunchRolePlusExecAndLandlock() throws {
+        let roles = try Self.shippedRoles()
+        let jailer = roles.first { $0.role == SeccompBundle.jailerRole }!, launch = roles.first { $0.role == SeccompBundle.launchRole }!
+        #expect(Set(jailer.allowedSyscalls).subtracting(launch.allowedSyscalls) == ["execve", "landlock_create_ruleset", "landlock_restrict_self"])
+        #expect(Set(launch.allowedSyscalls).isSubset(of: jailer.allowedSyscalls))
+        for rule in launch.rules {
+            #expect(jailer.rule(for: rule.syscall)?.conditionText == rule.conditionText, "\(rule.syscall) differs between launch and jailer")
+        }
+    }
+
+    /// tgkill reaches only kiln's own threads: every role that allows it
+    /// tests the target process against OWN_PID, which the compiled bundle
+    /// holds as a placeholder no real process has (so an unresolved program
+    /// fails closed) and SeccompFilter.install sets to getpid().
+    @Test func tgkillReachesOnlyTheInstallingProcess() throws {
+        let own: UInt64 = 4242, other: UInt64 = 4243
+        func tgkill(_ program: [BPFInstruction], _ tgid: UInt64, _ signal: Int32) throws -> SeccompAction {
+            try BPFInterpreter(program).evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 234,
+                                                              arguments: [tgid, own + 7, UInt64(signal)]))
+        }
+        var roles: [String] = []
+        for policy in try Self.shippedRoles() where policy.rule(for: "tgkill") != nil {
+            roles.append(policy.role)
+            let compiled = try PolicyCompiler.compile(policy)
+            #expect(OwnProcessID.sites(in: compiled) > 0, "\(policy.role): tgkill is not conditioned on OWN_PID")
+            let resolved = OwnProcessID.resolve(compiled, pid: UInt32(own))
+            #expect(OwnProcessID.sites(in: resolved) == 0)
+            #expect(try tgkill(resolved, own, SIGABRT) == .allow, "\(policy.role): abort() at its own thread")
+            #expect(try tgkill(resolved, other, SIGABRT) == policy.defaultAction, "\(policy.role) signals another process")
+            #expect(try tgkill(resolved, UInt64(OwnProcessID.placeholder), SIGABRT) == policy.defaultAction)
+            #expect(try tgkill(compiled, own, SIGABRT) == policy.defaultAction, "\(policy.role): unresolved must fail closed")
+            // The upper half of the pid argument is ignored, as the kernel reads an int.
+            #expect(try tgkill(resolved, own | 0xFFFF_FFFF_0000_0000, SIGABRT) == .allow)
+        }
+        #expect(Set(roles).isSuperset(of: ["vmm", "api", "vcpu", SeccompBundle.launchRole, SeccompBundle.jailerRole]), "\(roles)")
+        // The event loop kicks its own vCPU threads (SIGUSR1); the API thread does not.
+        let roleNamed = { (name: String) in try Self.shippedRoles().first { $0.role == name }! }
+        let vmm = OwnProcessID.resolve(try PolicyCompiler.compile(try roleNamed("vmm")), pid: UInt32(own))
+        #expect(try tgkill(vmm, own, SIGUSR1) == .allow)
+        #expect(try tgkill(vmm, other, SIGUSR1) == .trap)
+        let api = OwnProcessID.resolve(try PolicyCompiler.compile(try roleNamed("api")), pid: UInt32(own))
+        #expect(try tgkill(api, own, SIGUSR1) == .trap)
+    }
+
+    /// The roles kiln's threads run once the machine exists cannot create a
+    /// second VM: none allows KVM_CREATE_VM (and kiln has closed /dev/kvm by
+    /// then; BuiltinFilterTests checks that on a running kiln).
+    @Test func noThreadRoleCreatesAVM() throws {
+        let request = UInt64(PolicyConstants.value(named: "KVM_CREATE_VM")!)
+        for policy in try Self.shippedRoles() where ["vmm", "api", "vcpu"].contains(policy.role) {
+            let verdict = try BPFInterpreter(try PolicyCompiler.compile(policy))
+                .evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 16, arguments: [3, request]))
+            #expect(verdict == policy.defaultAction, "\(policy.role) allows KVM_CREATE_VM: \(verdict)")
+        }
+    }
+
+    /// bind only takes a whole sockaddr_un (110 bytes), as kiln binds its API
+    /// socket: an abstract name then spans all of sun_path, so the short
+    /// abstract names of host services cannot be squatted. No thread role binds.
+    @Test func bindTakesOnlyAWholeSocketAddress() throws {
+        for policy in try Self.shippedRoles() {
+            let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
+            func bind(_ length: UInt64) -> SeccompAction {
+                interpreter.evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 49, arguments: [3, 0x1000, length]))
+            }
+            let binds = [SeccompBundle.launchRole, SeccompBundle.jailerRole].contains(policy.role)
+            #expect(bind(110) == (binds ? .allow : policy.defaultAction), "\(policy.role)")
+            for length: UInt64 in [2, 3, 20, 109, 111] {
+                #expect(bind(length) == policy.defaultAction, "\(policy.role) binds \(length) bytes")
+            }
+        }
+    }
+
     @Test func neighbouringIoctlAndAddedFlagGetTheDefault() throws {
         let roles = try Self.shippedRoles()
         let vcpu = roles.first { $0.role == "vcpu" }!

@@ -35,16 +35,20 @@ enum BuiltProducts {
 struct KernelLoadingTests {
     enum Outcome: Equatable { case exited(Int32), signalled(Int32) }
 
-    /// Forks; the child installs `program` and returns `body()` as its exit
+    /// Forks; the child installs `program` (none if empty) and returns `body()` as its exit
     /// code. The child does nothing but raw system calls between fork and
-    /// _exit (the parent may have other threads holding libc locks).
-    static func runFiltered(_ program: [BPFInstruction], _ body: () -> Int32) -> Outcome {
-        let filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
-        return filters.withUnsafeBufferPointer { buffer -> Outcome in
+    /// _exit (the parent may have other threads holding libc locks): it
+    /// resolves OWN_PID to its own pid in place, as SeccompFilter.install
+    /// does, and puts `standardOutput` on fd 1 before the filter.
+    static func runFiltered(_ program: [BPFInstruction], standardOutput: Int32? = nil, _ body: () -> Int32) -> Outcome {
+        var filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
+        return filters.withUnsafeMutableBufferPointer { buffer -> Outcome in
             let pid = fork()
             if pid == 0 {
+                OwnProcessID.resolve(buffer, pid: UInt32(getpid()))
+                if let standardOutput, dup2(standardOutput, 1) != 1 { _exit(99) }
                 if ckiln_set_no_new_privs() != 0 { _exit(100) }
-                if ckiln_seccomp_load(buffer.baseAddress, UInt16(buffer.count), 0) != 0 { _exit(101) }
+                if !buffer.isEmpty, ckiln_seccomp_load(buffer.baseAddress, UInt16(buffer.count), 0) != 0 { _exit(101) }
                 _exit(body())
             }
             var status: Int32 = 0
@@ -103,6 +107,51 @@ struct KernelLoadingTests {
         #expect(Self.runFiltered(program) { Self.syscall(Self.nr["clone3"]!, [0, 0]).errno == ENOSYS ? 0 : 3 } == .exited(0))
     }
 
+    /// kiln's first call (LaunchFilter): Landlock scoping. Inside the domain a
+    /// process can still signal itself, but neither signal a process outside
+    /// it (another tenant's kiln of the same uid) nor connect to an abstract
+    /// Unix socket bound outside it (a host service in a shared network
+    /// namespace). Needs Landlock ABI 6 (Linux 6.12).
+    @Test(.enabled(if: Self.landlockABI >= 6, "the kernel's Landlock has no scoping (ABI 6, Linux 6.12)"))
+    func landlockScopingKeepsSignalsAndAbstractSocketsInside() throws {
+        let name = "kiln-landlock-\(getpid())"
+        let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in name.utf8.enumerated() { raw[index + 1] = byte }  // sun_path[0] = 0: abstract
+        }
+        let length = socklen_t(MemoryLayout<sa_family_t>.size + 1 + name.utf8.count)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) }
+        }
+        #expect(bound == 0 && listen(listener, 4) == 0)
+        let parent = getpid()
+        let outcome = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { target in
+                Self.runFiltered([]) {
+                    guard ckiln_landlock_scope_signals_and_abstract_sockets() >= 6 else { return 1 }
+                    guard kill(getpid(), 0) == 0 else { return 2 }
+                    guard kill(parent, 0) == -1 && errno == EPERM else { return 3 }
+                    let client = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+                    guard connect(client, target, length) == -1 && errno == EPERM else { return 4 }
+                    return 0
+                }
+            }
+        }
+        #expect(outcome == .exited(0), "1: not scoped, 2: own signal refused, 3: signal left the domain, 4: abstract connect left it")
+        // Outside the domain the same connect works: the socket was there.
+        let client = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(client) }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(client, $0, length) }
+        }
+        #expect(connected == 0)
+    }
+
+    static let landlockABI = ckiln_syscall6(444, 0, 0, 1, 0, 0, 0)  // landlock_create_ruleset(NULL, 0, VERSION)
+
     /// The static rehearsal of the VMM's threads, exec'd under the jailer's
     /// filter: start-up, then the api, vcpu and vmm roles, each doing its
     /// thread's typical calls after an allocation workout (large and many
@@ -149,6 +198,46 @@ struct KernelLoadingTests {
             #expect(exec(["--workout", role]) == 0, "\(role)")
             #expect(exec(["--unprepared", "--workout", role]) == 128 + SIGSYS, "\(role)")
         }
+    }
+
+    /// tgkill under the vmm role reaches kiln's own threads and no other
+    /// process of the same uid: the rehearsal, exec'd under the jailer's
+    /// filter with its threads in their roles, kicks a thread of its own with
+    /// SIGUSR1 (which arrives), then aims tgkill at another process of this
+    /// uid, and dies of SIGSYS there; that process lives on.
+    @Test(.enabled(if: SeccompSupport.rehearsal != nil, "policy-rehearsal is not built beside the tests: run swift build first"))
+    func tgkillReachesOwnThreadsButNoOtherProcess() throws {
+        let rehearsal = SeccompSupport.rehearsal!
+        let scratch = "/tmp/kiln-rehearsal-signal-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let bundlePath = scratch + ".kbundle", socketPath = scratch + ".sock", outputPath = scratch + ".out"
+        defer { for path in [bundlePath, socketPath, outputPath] { unlink(path) } }
+        let bundle = try Self.bundle()
+        try FileSystem.writeAtomically(bundlePath, bundle.encoded())
+
+        // Another tenant's process of the same uid: it dies of SIGUSR1 if it arrives.
+        let victim = fork()
+        if victim == 0 { while true { pause() } }
+        defer { kill(victim, SIGKILL); waitpid(victim, nil, 0) }
+
+        let words: [String] = [rehearsal, bundlePath, socketPath, "--signal-other", String(victim)]
+        let argv = words.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        // The rehearsal's stdout, opened here: the jailer's filter has no open for it.
+        let output = open(outputPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        try #require(output >= 0, "open \(outputPath)")
+        defer { close(output) }
+        let client = Self.startAPIClient(socketPath: socketPath)
+        defer { pthread_join(client, nil) }
+        let outcome = Self.runFiltered(bundle.program(for: "jailer")!, standardOutput: output) {
+            execv(rehearsal, argv)
+            return 127
+        }
+        let printed = (try? FileSystem.readText(outputPath)) ?? ""
+        #expect(printed.contains("kicked its own thread"), "the kick did not arrive: \(printed)")
+        #expect(!printed.contains("signalled process"), "tgkill reached another process: \(printed)")
+        #expect(outcome == .signalled(SIGSYS))
+        var status: Int32 = 0
+        #expect(waitpid(victim, &status, WNOHANG) == 0, "the other process died: status \(status)")
     }
 
     /// Connects to the rehearsal's API socket once it exists (5 s at most),

@@ -133,6 +133,27 @@ import Testing
         #expect(Support.error(["t.policy": text]) == message)
     }
 
+    /// OWN_PID stands for the installing process's id: alone with == or in
+    /// it compiles to the placeholder; anything that would compute with it
+    /// (a mask, an ordering, |, ~) is refused, and so is the placeholder
+    /// written as a number.
+    @Test func ownProcessIDIsAWholeValueOnly() throws {
+        let policy = try Support.load(["t.policy": "@default trap\ntgkill: arg0 == OWN_PID && arg2 in {SIGABRT, SIGUSR1}\n"])
+            .first { $0.role == "t" }!
+        let tests = policy.rules[0].alternatives.flatMap { $0 }.filter { $0.argument == 0 }
+        #expect(!tests.isEmpty && tests.allSatisfy { $0.value == UInt64(OwnProcessID.placeholder) && $0.valueText == "OWN_PID" })
+        for condition in ["arg0 & OWN_PID == 1", "arg0 < OWN_PID", "arg0 == OWN_PID|1", "arg0 == ~OWN_PID",
+                          "arg0 == (OWN_PID)", "arg0 & 0xff in {OWN_PID}"] {
+            let message = Support.error(["t.policy": "@default trap\ntgkill: \(condition)\n"]) ?? ""
+            #expect(message.contains("OWN_PID is the installing process's id"), "\(condition): \(message)")
+        }
+        for value in ["0x50494421", "0x50494420|1", "~0xffffffffafb6bbde", "0x5049442100000000"] {
+            let syscall = value.count > 12 ? "mmap: arg1" : "tgkill: arg0"
+            let message = Support.error(["t.policy": "@default trap\n\(syscall) == \(value)\n"]) ?? ""
+            #expect(message.contains("is reserved"), "\(value): \(message)")
+        }
+    }
+
     @Test func loaderErrors() {
         #expect(Support.error([
             "a.policy": "@default trap\n@include \"b.policy\"\nread # r\n",

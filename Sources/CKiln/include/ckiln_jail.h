@@ -85,6 +85,17 @@ int ckiln_getresgid(gid_t *real, gid_t *effective, gid_t *saved);
 /// (/proc/sys/kernel/cap_last_cap, found by probing PR_CAPBSET_READ).
 int ckiln_cap_last_cap(void);
 /// PR_CAPBSET_DROP of one capability from the bounding set.
+/// The securebits (capabilities(7), "The securebits flags") that keep uid 0
+/// from meaning capabilities, each locked: an exec as root gains none
+/// (SECBIT_NOROOT), an ambient capability cannot be raised, and none is kept
+/// across an id change. Needs CAP_SETPCAP, so it goes before the drop.
+static inline int ckiln_root_lockout_securebits(void) {
+    return (1 << 0) | (1 << 1)     /* SECBIT_NOROOT, _LOCKED */
+         | (1 << 5)                /* SECBIT_KEEP_CAPS_LOCKED (KEEP_CAPS off) */
+         | (1 << 6) | (1 << 7);    /* SECBIT_NO_CAP_AMBIENT_RAISE, _LOCKED */
+}
+int ckiln_lock_root_out_of_capabilities(void);
+int ckiln_get_securebits(void);
 int ckiln_capbset_drop(int capability);
 /// PR_CAP_AMBIENT_CLEAR_ALL.
 int ckiln_cap_ambient_clear_all(void);

@@ -18,6 +18,9 @@ static inline uint32_t ckiln_audit_arch_x86_64(void) { return AUDIT_ARCH_X86_64;
 static inline uint32_t ckiln_audit_arch_i386(void) { return AUDIT_ARCH_I386; }
 static inline uint32_t ckiln_audit_arch_aarch64(void) { return AUDIT_ARCH_AARCH64; }
 
+/// prctl(PR_GET_SECCOMP): 2 when the calling thread runs under a filter, 0 when not.
+int ckiln_seccomp_mode(void);
+
 /// Sets PR_SET_NO_NEW_PRIVS for the calling thread (and its future children).
 int ckiln_set_no_new_privs(void);
 
@@ -34,5 +37,16 @@ int ckiln_seccomp_load(const struct sock_filter *instructions, uint16_t count,
 /// and the time zone loaded (tzset(3)); seccomp.c says why each.
 /// Returns 0, or -1 with errno set (EINVAL: mallopt refused a setting).
 int ckiln_prepare_libc_for_thread_filters(void);
+
+/// Landlock scoping (Documentation/userspace-api/landlock.rst, "Scoping",
+/// ABI 6, Linux 6.12): from now on the calling process and its threads may
+/// neither signal a process outside their Landlock domain nor connect or
+/// send to an abstract Unix socket bound outside it. Sets no_new_privs, as
+/// Landlock requires of an unprivileged caller. Handles no file or network
+/// access rights: those are the jail's and seccomp's.
+/// Returns the kernel's Landlock ABI version (>= 6) on success; 0 when the
+/// kernel's Landlock is older, disabled or absent (nothing done); or -1 with
+/// errno set when a step failed.
+int ckiln_landlock_scope_signals_and_abstract_sockets(void);
 
 #endif

@@ -6,7 +6,7 @@ import KilnSystem
 
 /// /dev/kvm: the API version check, capabilities, and the VM factory
 /// (Documentation/virt/kvm/api.rst §4.1-4.4, §4.46).
-public final class KVMSystem: @unchecked Sendable {
+public final class KVMSystem: @unchecked Sendable { // immutable: one fd, whose system ioctls any thread may make
     public static let devicePath = "/dev/kvm"
     /// The only stable KVM API version (api.rst §4.1).
     static let apiVersion: Int32 = 12
@@ -63,8 +63,12 @@ public final class KVMSystem: @unchecked Sendable {
         }
     }
 
+    /// The VM holds no reference to this object, so /dev/kvm is closed as
+    /// soon as its owner lets go of it: a machine does, once its VM and vCPUs
+    /// exist, and no second VM can be made from that descriptor.
     public func createVM() throws -> KVMVirtualMachine {
+        let mappingSize = try vcpuMappingSize()
         let vm = try check("KVM_CREATE_VM") { ckiln_ioctl_int(fd.rawValue, ckiln_kvm_create_vm(), 0) }
-        return KVMVirtualMachine(fd: FileDescriptor(rawValue: vm), system: self)
+        return KVMVirtualMachine(fd: FileDescriptor(rawValue: vm), vcpuMappingSize: mappingSize)
     }
 }

@@ -7,13 +7,15 @@ import KilnSystem
 
 /// A KVM VM file descriptor: memory slots, the in-kernel irqchip and PIT,
 /// interrupt lines, and the vCPU factory (api.rst §4.x "vm ioctl").
-public final class KVMVirtualMachine: @unchecked Sendable {
+public final class KVMVirtualMachine: Sendable {
     public let fd: FileDescriptor
-    let system: KVMSystem
+    /// KVM_GET_VCPU_MMAP_SIZE, asked once: the VM keeps no /dev/kvm descriptor
+    /// (see `KVMSystem.createVM`).
+    let vcpuMappingSize: Int
 
-    init(fd: FileDescriptor, system: KVMSystem) {
+    init(fd: FileDescriptor, vcpuMappingSize: Int) {
         self.fd = fd
-        self.system = system
+        self.vcpuMappingSize = vcpuMappingSize
     }
 
     deinit { fd.close() }
@@ -95,9 +97,9 @@ public final class KVMVirtualMachine: @unchecked Sendable {
     }
 
     public func createVCPU(index: Int) throws -> KVMVirtualCPU {
-        // The mapping size first: once the vCPU fd exists, only
-        // KVMVirtualCPU.init may fail, and it closes the fd when it does.
-        let mappingSize = try system.vcpuMappingSize()
+        // Once the vCPU fd exists, only KVMVirtualCPU.init may fail, and it
+        // closes the fd when it does.
+        let mappingSize = vcpuMappingSize
         let vcpu = try check("KVM_CREATE_VCPU", subject: "\(index)") {
             ckiln_ioctl_int(fd.rawValue, ckiln_kvm_create_vcpu(), UInt(index))
         }

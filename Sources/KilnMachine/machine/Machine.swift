@@ -47,10 +47,9 @@ public struct MachineHost {
 /// VM with its irqchip and PIT, the buses and legacy devices, and the vCPUs,
 /// ready to run. Building one reads the kernel and initrd and refuses bad
 /// input before any vCPU exists.
-public final class Machine: @unchecked Sendable {
+public final class Machine: @unchecked Sendable { // driven on the event loop's thread; others reach only Sendable parts
     public let memory: MappedGuestMemory
     public let plan: BootPlan
-    let system: KVMSystem
     let vm: KVMVirtualMachine
     let portBus = Bus(name: "port I/O")
     let memoryBus = Bus(name: "MMIO")
@@ -95,8 +94,11 @@ public final class Machine: @unchecked Sendable {
             throw BootInputError("initrd \(bootSource.initrdPath ?? ""): \(error)")
         }
 
-        // 2. The VM: system pages, irqchip, PIT, memory slots.
-        system = try KVMSystem()
+        // 2. The VM: system pages, irqchip, PIT, memory slots. /dev/kvm is
+        // this local's alone (the VM keeps no reference): it is closed by the
+        // time this initialiser returns, with the VM and vCPUs made, so that
+        // nothing later can create a second VM (KVM_CREATE_VM) with it.
+        let system = try KVMSystem()
         try system.requireCapabilities()
         vm = try system.createVM()
         try vm.setSystemAddresses(tss: X86Layout.tss, identityMap: X86Layout.identityMapPage)

@@ -32,7 +32,7 @@ public enum MachineExitReason: Equatable, Sendable, CustomStringConvertible {
 
 /// Where devices and vCPU threads report that the machine must stop; the
 /// main thread waits on it. Thread-safe; the first reason is kept.
-public final class ExitSignal: @unchecked Sendable {
+public final class ExitSignal: @unchecked Sendable { // `wake` is an eventfd write, safe from any thread
     private let recorded = Locked<MachineExitReason?>(nil)
     private let wake: () -> Void
 

@@ -7,7 +7,7 @@ import KilnSystem
 /// One vCPU's thread: the KVM_RUN loop. Each exit is decoded into a
 /// `VCPUExit` and handed to a `VCPUExitDispatcher` (the buses, the exit
 /// reasons), which needs no KVM.
-final class VCPUThread: @unchecked Sendable {
+final class VCPUThread: @unchecked Sendable { // `thread` is set by start() and read by kick(), both on the event loop
     let vcpu: KVMVirtualCPU
     let dispatcher: VCPUExitDispatcher
     let exitSignal: ExitSignal

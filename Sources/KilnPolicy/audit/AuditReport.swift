@@ -51,6 +51,23 @@ public struct AuditReport: Sendable {
         return out
     }
 
+    // MARK: Markdown
+
+    /// One row per role, as SECURITY.md shows it (`make security-table`
+    /// writes it there; a test compares the two).
+    public func markdownTable() -> String {
+        var out = "| role | default | allowed system calls | rules with argument conditions | BPF instructions | Firecracker's | findings |\n"
+        out += "|---|---|---|---|---|---|---|\n"
+        for role in roles {
+            let policy = role.policy
+            let conditioned = policy.rules.filter { $0.action != policy.defaultAction && !$0.isUnconditional }.count
+            let firecracker = role.comparison.map { String($0.theirs.count) } ?? "–"
+            out += "| `\(role.role)` | \(policy.defaultAction.policyText) | \(role.allowedSyscalls.count) | \(conditioned) | "
+            out += "\(role.program.count) | \(firecracker) | \(role.findings.isEmpty ? "none" : String(role.findings.count)) |\n"
+        }
+        return out
+    }
+
     private func comparisonText(_ c: FirecrackerComparison) -> String {
         var out = "  against Firecracker's \(c.role) filter: Kiln \(c.ours.count), Firecracker \(c.theirs.count), shared \(c.shared)\n"
         let columns: [(String, [String])] = [

@@ -215,6 +215,31 @@ public struct PolicyParser {
         var bits: UInt64
         var text: String
         var location: SourceLocation
+        /// `OWN_PID`, resolved when the filter is installed (KilnSeccomp's OwnProcessID).
+        var isOwnProcessID: Bool { text == Self.ownProcessIDName }
+
+        static let ownProcessIDName = "OWN_PID"
+
+        /// `OWN_PID` may only stand alone: its value is not known here, so
+        /// a mask, an ordering, `|` or `~` on it would test something else.
+        func refusingOwnProcessID(_ what: String) throws -> Value {
+            guard !isOwnProcessID else {
+                throw PolicyError("\(Self.ownProcessIDName) is the installing process's id, known only at run time: it can only be compared with == or in, alone, not \(what)",
+                                  at: location)
+            }
+            return self
+        }
+
+        /// Any other value whose upper or lower 32 bits are the placeholder
+        /// would compile to a comparison `SeccompFilter.install` rewrites.
+        func refusingThePlaceholder() throws -> Value {
+            let placeholder = UInt64(OwnProcessID.placeholder)
+            guard isOwnProcessID || (bits & 0xFFFF_FFFF != placeholder && bits >> 32 != placeholder) else {
+                throw PolicyError("\(text): 0x\(String(placeholder, radix: 16)) in either half of a value is reserved: it stands for \(Self.ownProcessIDName) in compiled filters",
+                                  at: location)
+            }
+            return self
+        }
     }
 
     private mutating func parseCondition(syscall: String) throws -> Condition {
@@ -282,7 +307,7 @@ public struct PolicyParser {
         if isSymbol("&") {
             index += 1
             skipLineBreaks()
-            mask = try fitted(try parseValue(), width: width, what: "mask")
+            mask = try fitted(try parseValue().refusingOwnProcessID("used as a mask"), width: width, what: "mask")
         }
         let opToken = tokens[index]
         if case .identifier("in") = opToken.token {
@@ -293,7 +318,8 @@ public struct PolicyParser {
             repeat {
                 if !values.isEmpty { index += 1 }
                 skipLineBreaks()
-                values.append(try fitted(try parseValue(), width: width, what: "value"))
+                let value = try fitted(try parseValue(), width: width, what: "value").refusingThePlaceholder()
+                values.append(mask == nil ? value : try value.refusingOwnProcessID("in a masked set"))
                 skipLineBreaks()
             } while isSymbol(",")
             try expectSymbol("}", "to close the set")
@@ -315,7 +341,8 @@ public struct PolicyParser {
                               at: opToken.location)
         }
         skipLineBreaks()
-        let value = try fitted(try parseValue(), width: width, what: "value")
+        var value = try fitted(try parseValue(), width: width, what: "value").refusingThePlaceholder()
+        if op != .equal || mask != nil { value = try value.refusingOwnProcessID("with '\(op.rawValue)' or a mask") }
         return .test(ArgumentTest(argument: argument, location: start.location, mask: mask, op: op,
                                   values: [value], isMembership: false))
     }
@@ -325,7 +352,8 @@ public struct PolicyParser {
         while isSymbol("|") {
             index += 1
             skipLineBreaks()
-            let next = try parseTerm()
+            let next = try parseTerm().refusingOwnProcessID("combined with '|'")
+            _ = try value.refusingOwnProcessID("combined with '|'")
             value = Value(bits: value.bits | next.bits, text: "\(value.text)|\(next.text)", location: value.location)
         }
         return value
@@ -339,6 +367,9 @@ public struct PolicyParser {
             let text = Int64(bitPattern: bits) < 0 ? String(Int64(bitPattern: bits))
                 : bits < 10 ? String(bits) : "0x" + String(bits, radix: 16)
             return Value(bits: bits, text: text, location: current.location)
+        case let .identifier(name) where name == Value.ownProcessIDName:
+            index += 1
+            return Value(bits: UInt64(OwnProcessID.placeholder), text: name, location: current.location)
         case let .identifier(name):
             index += 1
             guard let constant = PolicyConstants.value(named: name) else {
@@ -348,11 +379,11 @@ public struct PolicyParser {
             return Value(bits: UInt64(bitPattern: constant), text: name, location: current.location)
         case .symbol("~"):
             index += 1
-            let inner = try nested { try $0.parseTerm() }
+            let inner = try nested { try $0.parseTerm() }.refusingOwnProcessID("complemented with '~'")
             return Value(bits: ~inner.bits, text: "~\(inner.text)", location: current.location)
         case .symbol("("):
             index += 1
-            let inner = try nested { try $0.parseValue() }
+            let inner = try nested { try $0.parseValue() }.refusingOwnProcessID("in parentheses")
             try expectSymbol(")", "to close '('")
             return Value(bits: inner.bits, text: "(\(inner.text))", location: current.location)
         default:

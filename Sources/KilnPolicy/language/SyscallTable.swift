@@ -32,7 +32,7 @@ public enum SyscallTable {
         "mmap": [], "mprotect": [], "madvise": [2], "msync": [2], "memfd_create": [1],
         "futex": [1], "exit": [0], "exit_group": [0], "tkill": [0, 1], "tgkill": [0, 1, 2], "kill": [0, 1],
         "rt_sigaction": [0], "rt_sigprocmask": [0],
-        "socket": [0, 1, 2], "socketpair": [0, 1, 2], "connect": [0], "bind": [0], "listen": [0, 1],
+        "socket": [0, 1, 2], "socketpair": [0, 1, 2], "connect": [0, 2], "bind": [0, 2], "listen": [0, 1],
         "accept": [0], "accept4": [0, 3], "shutdown": [0, 1],
         "sendto": [0, 3], "recvfrom": [0, 3], "sendmsg": [0, 2], "recvmsg": [0, 2],
         "setsockopt": [0, 1, 2, 4], "getsockopt": [0, 1, 2],

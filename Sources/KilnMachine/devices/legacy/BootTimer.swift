@@ -3,7 +3,7 @@ import KilnSystem
 /// The boot-timer device: when the guest writes the magic byte (123, as
 /// Firecracker's guest tooling does) at offset 0, the VMM logs how long the
 /// boot took from its own start. One MMIO page.
-public final class BootTimer: BusDevice, @unchecked Sendable {
+public final class BootTimer: BusDevice, @unchecked Sendable { // `report` runs once (under `reported`), from any thread
     public static let magic: UInt8 = 123
     private let report: () -> Void
     private let reported = Locked(false)

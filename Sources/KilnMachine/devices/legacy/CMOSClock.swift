@@ -30,7 +30,7 @@ public struct RTCTime: Equatable, Sendable {
 /// this it reads the wall clock at once. Alarms and periodic interrupts are
 /// not offered (status B has them disabled), and the other 114 bytes of CMOS
 /// RAM are plain storage.
-public final class CMOSClock: BusDevice, @unchecked Sendable {
+public final class CMOSClock: BusDevice, @unchecked Sendable { // `clock` reads the host's wall clock, from any thread
     enum Register {
         static let seconds: UInt8 = 0x00
         static let minutes: UInt8 = 0x02

@@ -8,7 +8,7 @@ import KilnSystem
 /// keyboard: `pressCtrlAltDel()` queues the keys' scancodes and raises IRQ 1
 /// for each byte the guest has not read yet, which Linux's atkbd turns into
 /// a reboot.
-public final class I8042Controller: BusDevice, @unchecked Sendable {
+public final class I8042Controller: BusDevice, @unchecked Sendable { // its closures capture only thread-safe objects
     enum Command {
         static let readControl: UInt8 = 0x20
         static let writeControl: UInt8 = 0x60

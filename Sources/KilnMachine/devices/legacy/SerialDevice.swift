@@ -2,7 +2,7 @@ import KilnSystem
 
 /// The 8250 UART on the port bus: the pure register state machine behind a
 /// lock, with the console sink and the interrupt line wired to the VMM.
-public final class SerialDevice: BusDevice, @unchecked Sendable {
+public final class SerialDevice: BusDevice, @unchecked Sendable { // its closures capture only thread-safe objects
     private let uart = Locked(UART8250())
     private let output: ([UInt8]) -> Void
     private let interrupt: () -> Void

@@ -22,7 +22,7 @@ import KilnVirtio
 /// reads it first thing, and must not wait while the event loop holds the
 /// lock for a disk write. The transport's value is published to an atomic
 /// before every interrupt and after every locked operation.
-final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
+final class VirtioMMIOSlot: BusDevice, @unchecked Sendable { // the transport is reached only under `state`'s lock
     let name: String
     /// One eventfd per queue, signalled by KVM on a QueueNotify write of
     /// that queue's index (datamatch), or by `write` below.
@@ -117,7 +117,7 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
 /// reads, then raises the GSI through its irqfd (one eventfd write). The
 /// transport calls `trigger` with the slot's lock held, so reading its
 /// status there is safe.
-final class PublishingInterrupt: InterruptSignal, @unchecked Sendable {
+final class PublishingInterrupt: InterruptSignal, @unchecked Sendable { // `transport` is set before any thread sees it
     let line: InterruptEventFD
     private let status = Atomic<UInt32>(0)
     /// Set once, right after the transport is made (it needs this object).
