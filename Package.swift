@@ -146,5 +146,5 @@ let package = Package(
                     dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck", "KilnTestSupport",
                                    "KilnBuiltinPolicies"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -147,7 +147,7 @@ public struct CommandLineOptions: Equatable, Sendable {
             return parsed
         }
         while let flag = remaining.popFirst() {
-            guard let arity = Self.flags[flag] else {
+            guard Self.flags[flag] != nil else {
                 if flag.hasPrefix("--"), let equals = flag.firstIndex(of: "="), Self.flags[String(flag[..<equals])] != nil {
                     let name = flag[..<equals]
                     throw UsageError("\"\(flag)\": write \(name) VALUE; like Firecracker, kiln takes a flag's value as the next argument")

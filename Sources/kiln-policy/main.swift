@@ -34,7 +34,7 @@ let usage = """
     """
 
 func fail(_ message: String, status: Int32 = 2) -> Never {
-    fputs("kiln-policy: \(message)\n", stderr)
+    FileDescriptor.standardError.write(message: "kiln-policy: \(message)\n")
     exit(status)
 }
 
