@@ -1,10 +1,12 @@
 # Kiln: every entry point a user or CI needs. Each target does its own set-up.
 #
 #   make test           install what a fresh Debian 12 machine lacks, build, run every test
-#                       (and the property-based API test, integration/api/schemathesis.sh)
+#                       (and the property-based API test, integration/api/schemathesis.sh,
+#                       and the third-party Firecracker clients, integration/clients)
 #   make demo           the main job: a jailed microVM boots and prints its console
 #   make fuzz           run each libFuzzer target (Sources/fuzz-*) for FUZZ_SECONDS
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
+#   make bench-density  N services side by side: kiln, runc, QEMU microvm, runsc (DENSITY_ARGS=--quick)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 #   make bench-nested-io  block and network throughput in the nested lane, kiln beside QEMU microvm
@@ -16,8 +18,11 @@
 SHELL := /bin/bash
 SWIFT ?= swift
 # Debian packages the build, the tests and the demo need (python3: the API
-# test's TCP shim and the benchmarks).
-DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3 pkg-config
+# test's TCP shim and the benchmarks; iproute2: the TAPs of the tests and of
+# the density benchmark's smoke test).
+DEBIAN_PACKAGES := libseccomp-dev acpica-tools file python3 pkg-config iproute2
+# What `make bench-density` adds: the systems it compares, the chart, the profilers.
+DENSITY_PACKAGES := runc runsc busybox-static qemu-system-x86 python3-matplotlib valgrind strace
 # Host packages of the nested lane (the kernels and busybox are only downloaded;
 # gcc and libc6-dev build its static vsock peer, integration/nested/vsock-peer.c).
 NESTED_PACKAGES := qemu-system-x86 cpio xz-utils lz4 e2fsprogs iproute2 curl gcc libc6-dev
@@ -42,8 +47,9 @@ TOOLCHAIN_BIN := $(dir $(realpath $(shell command -v swiftc)))
 GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-experimental-feature Embedded \
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library -Xcc -mno-sse -Xcc -mno-sse2
 
-.PHONY: all deps build test format format-check api-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit release guest policies security-table \
-	nested-deps nested-assets nested-check bench-nested-io bench-vsock clean
+.PHONY: all deps build test format format-check api-test-deps client-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit \
+	bench-density release guest policies security-table \
+	nested-deps nested-assets nested-check bench-nested-io bench-vsock policy-trace clean
 
 all: build
 
@@ -61,11 +67,15 @@ build: deps
 
 guest: $(GUEST_ELF)
 
-$(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift $(GUEST_DIR)/Vsock.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/guest.ld
+$(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift $(GUEST_DIR)/UDPEcho.swift \
+		$(GUEST_DIR)/Vsock.swift $(GUEST_DIR)/entry.S $(GUEST_DIR)/device_interrupt.S $(GUEST_DIR)/guest.ld
 	@mkdir -p $(GUEST_OUT)
-	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift $(GUEST_DIR)/Vsock.swift -o $(GUEST_OUT)/guest.o
+	$(GUEST_SWIFTC) -c $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Hostile.swift \
+		$(GUEST_DIR)/UDPEcho.swift $(GUEST_DIR)/Vsock.swift -o $(GUEST_OUT)/guest.o
 	$(TOOLCHAIN_BIN)clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/entry.S -o $(GUEST_OUT)/entry.o
-	$(TOOLCHAIN_BIN)ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/guest.o -o $@
+	$(TOOLCHAIN_BIN)clang -target x86_64-unknown-none-elf -c $(GUEST_DIR)/device_interrupt.S -o $(GUEST_OUT)/device_interrupt.o
+	$(TOOLCHAIN_BIN)ld.lld -T $(GUEST_DIR)/guest.ld -nostdlib -static $(GUEST_OUT)/entry.o $(GUEST_OUT)/device_interrupt.o \
+		$(GUEST_OUT)/guest.o -o $@
 
 # The nested lane (NestedLaneTests) needs QEMU and its assets: installed and
 # downloaded once, cached in integration/out. If that fails (no network), the
@@ -75,11 +85,18 @@ $(GUEST_ELF): $(GUEST_DIR)/Guest.swift $(GUEST_DIR)/Virtio.swift $(GUEST_DIR)/Ho
 # nested assets, a skipped schemathesis run, and any test `swift test`
 # reports skipped or cancelled. Without it the skips are listed at the end.
 SWIFT_TEST_LOG := $(GUEST_OUT)/swift-test.log
-test: build guest api-test-deps format-check
+test: build guest api-test-deps client-test-deps format-check
 	@$(MAKE) --no-print-directory nested-assets || { \
 	  if [ -n "$$KILN_STRICT" ]; then echo "make test: KILN_STRICT: the nested lane could not be set up" >&2; exit 1; fi; \
 	  echo "make test: the nested lane could not be set up; NestedLaneTests will skip and say why" >&2; }
 	integration/api/schemathesis.sh $$($(SWIFT) build --show-bin-path)/kiln $$($(SWIFT) build --show-bin-path)/kiln-policy $(GUEST_ELF)
+	@python=$(API_TEST_VENV)/bin/python; [ -x $$python ] || python=python3; \
+	if $$python -c "import yaml" 2>/dev/null; then \
+	  $$python integration/api/compat_table.py --kiln $$($(SWIFT) build --show-bin-path)/kiln \
+	    --jailer $$($(SWIFT) build --show-bin-path)/kiln-jailer --guest $(GUEST_ELF); \
+	else echo "make test: no Python with PyYAML (api-test-deps failed); README's compatibility tables are not checked" >&2; \
+	  [ -z "$$KILN_STRICT" ]; fi
+	/usr/bin/python3 integration/bench/density/run.py --smoke --bin $$($(SWIFT) build --show-bin-path)
 	@mkdir -p $(GUEST_OUT)
 	$(SWIFT) test 2>&1 | tee $(SWIFT_TEST_LOG); exit $${PIPESTATUS[0]}
 	@integration/test-skips.sh $(SWIFT_TEST_LOG)
@@ -108,6 +125,28 @@ api-test-deps:
 	  || { rm -rf $(API_TEST_VENV); \
 	       echo "api-test-deps: could not install schemathesis into $(API_TEST_VENV); the property-based API test will be skipped" >&2; \
 	       [ -z "$$KILN_STRICT" ]; }
+
+# The third-party Firecracker clients (integration/clients): each from PyPI,
+# pinned, in a virtual environment of its own under integration/out. iptables
+# and sudo are what the clients themselves call to make their TAPs and NAT
+# rules (inside the suite's network namespace). A client that cannot be
+# installed (no PyPI) leaves the reason in <venv>.failed; its test skips with it.
+CLIENT_PACKAGES := python3 python3-venv iptables sudo util-linux iproute2
+CLIENT_VENVS := $(GUEST_OUT)/client-venvs
+CLIENTS := firecracker-python microheart bandsox
+client-test-deps:
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(CLIENT_PACKAGES)"
+	@mkdir -p $(CLIENT_VENVS); for client in $(CLIENTS); do \
+	  venv=$(CLIENT_VENVS)/$$client; requirements=integration/clients/requirements/$$client.txt; \
+	  if [ -x $$venv/bin/python ] && cmp -s $$requirements $$venv/requirements.txt; then continue; fi; \
+	  rm -rf $$venv $$venv.failed; \
+	  if python3 -m venv $$venv && $$venv/bin/pip install -q -r $$requirements > $$venv.log 2>&1; then \
+	    cp $$requirements $$venv/requirements.txt; rm -f $$venv.log; \
+	  else \
+	    rm -rf $$venv; { echo "pip could not install $$requirements (PyPI unreachable?):"; tail -3 $$venv.log; } > $$venv.failed; \
+	    echo "client-test-deps: $$client not installed; its test will be skipped (see $$venv.failed)" >&2; \
+	  fi; \
+	done
 
 # Static release binaries (kiln, kiln-jailer, kiln-policy, the jail probe)
 # and the compiled policy bundle beside the jailer, where it looks by default.
@@ -158,6 +197,17 @@ bench-api: release guest
 
 bench-ratelimit: deps
 	integration/bench/ratelimit-bench.sh
+
+# `kiln-policy trace` over every lane-1 workload (integration/policy-trace/run.sh):
+# the report per role on stdout and in integration/out/policy-trace.json.
+policy-trace: build guest
+	integration/policy-trace/run.sh
+
+# Not part of `bench`: minutes, and it starts hundreds of instances
+# (integration/bench/density/README.md). DENSITY_ARGS: e.g. --quick, --json FILE.
+bench-density: release guest
+	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(DENSITY_PACKAGES)"
+	/usr/bin/python3 integration/bench/density/run.py $(DENSITY_ARGS)
 
 # The nested lane (integration/nested/README.md); `test` runs it with kiln.
 nested-deps:

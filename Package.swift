@@ -50,7 +50,7 @@ let package = Package(
         // MARK: Seccomp: bundle format, BPF interpreter, loader (no libseccomp)
         .target(name: "KilnSeccomp", dependencies: ["KilnBytes", "KilnSystem", "CKiln"]),
         // MARK: Policy language, compiler (libseccomp) and audit
-        .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp"]),
+        .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp", "CKiln"]),
         // The bundle kiln and kiln-jailer use when none is named; kiln-policy
         // must not need it, so that it can regenerate a stale or broken copy.
         .target(name: "KilnBuiltinPolicies", dependencies: ["CKilnBuiltinPolicies"]),
@@ -139,12 +139,12 @@ let package = Package(
                     dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "KilnVirtio", "KilnJSON", "CKiln", "KilnTestSupport"]),
         // The two boot lanes through the real binaries: kiln jailed on this
         // machine's KVM, and stock Linux on the nested KVM (integration/nested).
-        .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport", "KilnJail", "CKiln"]),
+        .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport", "KilnJail", "CKiln", "KilnJSON"]),
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
         .testTarget(name: "KilnPolicyTests",
                     dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck", "KilnTestSupport",
                                    "KilnBuiltinPolicies"]),
     ],
-    swiftLanguageModes: [.v5]
+    swiftLanguageModes: [.v6]
 )

@@ -63,12 +63,6 @@ int ckiln_kvm_set_irqchip_routes(int vm_fd, const uint32_t *gsis, const uint32_t
     return result;
 }
 
-#include <sys/eventfd.h>
-
-int ckiln_eventfd(unsigned int initial) {
-    return eventfd(initial, EFD_CLOEXEC | EFD_NONBLOCK);
-}
-
 int ckiln_kvm_register_ioeventfd(int vm_fd, uint64_t address, uint32_t length, uint64_t datamatch, int event_fd) {
     struct kvm_ioeventfd request;
     memset(&request, 0, sizeof(request));

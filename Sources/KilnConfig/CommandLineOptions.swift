@@ -31,6 +31,12 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var parentCPUMicroseconds: UInt64?
     /// --version: print the versions and exit.
     public var version = false
+    /// --enable-pci: accepted so that clients which always pass it (microheart)
+    /// run; there is no PCI transport, so the devices stay virtio-mmio and
+    /// kiln logs that (`enablePCINotice`).
+    public var enablePCI = false
+    public static let enablePCINotice = "--enable-pci: Kiln has no PCI transport; the guest gets every device on virtio-mmio "
+        + "(announced in ACPI as LNRO0005 and by virtio_mmio.device= on its command line), as without the flag"
 
     /// Where the API listens when neither --api-sock nor --no-api is given:
     /// Firecracker's, which orchestrators find in a jail's /run.
@@ -67,13 +73,14 @@ public struct CommandLineOptions: Equatable, Sendable {
       --show-level            accepted: every log line carries its level
       --metrics-path PATH     write metrics to PATH (file or FIFO) from the start
       --boot-timer            log the guest's boot time when it writes the boot-timer device
+      --enable-pci            accepted, with a warning in the log: there is no PCI transport, so every device
+                              stays virtio-mmio (a guest without the virtio_mmio driver finds no disks)
       --version               print kiln's version and the Firecracker API version it implements
       --help, -h              this text
       Arguments after -- are ignored, as Firecracker ignores them.
     Firecracker's flags that Kiln refuses, naming the missing feature:
       --metadata, --mmds-size-limit (MMDS); --snapshot-version, --describe-snapshot (snapshots);
-      --module, --show-log-origin (log lines carry no module or origin); --enable-pci (no PCI transport:
-      every device is virtio-mmio)
+      --module, --show-log-origin (log lines carry no module or origin)
     Direct boot (instead of --config-file):
       --kernel PATH --initrd PATH --cmdline ARGS --vcpus N --mem MIB
     Other:
@@ -104,7 +111,6 @@ public struct CommandLineOptions: Equatable, Sendable {
         "--describe-snapshot": "snapshots",
         "--module": "a log filter by source module (its log lines carry none)",
         "--show-log-origin": "log lines with their source file and line",
-        "--enable-pci": "PCI: every device is virtio-mmio, so a guest that needs virtio-pci would boot without its disks",
     ]
 
     /// Parses as Firecracker's parser does: `--help` or `--version` anywhere
@@ -141,7 +147,7 @@ public struct CommandLineOptions: Equatable, Sendable {
             return parsed
         }
         while let flag = remaining.popFirst() {
-            guard let arity = Self.flags[flag] else {
+            guard Self.flags[flag] != nil else {
                 if flag.hasPrefix("--"), let equals = flag.firstIndex(of: "="), Self.flags[String(flag[..<equals])] != nil {
                     let name = flag[..<equals]
                     throw UsageError("\"\(flag)\": write \(name) VALUE; like Firecracker, kiln takes a flag's value as the next argument")
@@ -176,6 +182,7 @@ public struct CommandLineOptions: Equatable, Sendable {
             case "--show-level": break // every line carries its level
             case "--metrics-path": metricsPath = try value(flag)
             case "--boot-timer": bootTimer = true
+            case "--enable-pci": enablePCI = true
             case "--start-time-us": jailerStartMicroseconds = try microseconds(flag)
             case "--start-time-cpu-us": jailerStartCPUMicroseconds = try microseconds(flag)
             case "--parent-cpu-time-us": parentCPUMicroseconds = try microseconds(flag)

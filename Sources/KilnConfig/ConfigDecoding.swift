@@ -164,6 +164,7 @@ extension Logger {
             showLogOrigin: try reader.bool("show_log_origin") ?? false,
             module: try reader.string("module"))
         try reader.finish()
+        try refuseUnservedFields()
     }
 }
 

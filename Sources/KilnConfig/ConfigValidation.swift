@@ -125,3 +125,19 @@ extension MachineConfiguration {
         }
     }
 }
+
+extension Logger {
+    /// Firecracker's `module` filter and `show_log_origin` need log lines that
+    /// name their source module, file and line; Kiln's carry none, so both are
+    /// refused by name rather than accepted and ignored (false is the default).
+    public func refuseUnservedFields() throws {
+        if let module {
+            throw ConfigurationError(path: "logger.module",
+                                     message: "a log filter by source module is not supported (Kiln's log lines name no module), got \"\(module)\"")
+        }
+        if showLogOrigin {
+            throw ConfigurationError(path: "logger.show_log_origin",
+                                     message: "log lines with their source file and line are not supported")
+        }
+    }
+}

@@ -11,7 +11,7 @@ public protocol GuestMemory: AnyObject {
 }
 
 /// One contiguous range of guest-physical memory and its host mapping.
-public struct GuestMemoryRegion: @unchecked Sendable, Equatable {
+public struct GuestMemoryRegion: @unchecked Sendable, Equatable { // `host` is fixed while its memory lives
     public let guestAddress: UInt64
     public let size: UInt64
     /// The host address of `guestAddress`; valid for `size` bytes while the

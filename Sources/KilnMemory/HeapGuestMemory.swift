@@ -1,6 +1,6 @@
 /// Guest memory on the heap, for tests and pure tools: the same checks as
 /// the mapped form, no system calls.
-public final class HeapGuestMemory: GuestMemory, @unchecked Sendable {
+public final class HeapGuestMemory: GuestMemory, @unchecked Sendable { // bytes shared with the guest, copied in and out
     public let regions: [GuestMemoryRegion]
     private let storage: UnsafeMutableRawPointer
 

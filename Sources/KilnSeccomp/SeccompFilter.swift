@@ -30,7 +30,7 @@ public enum SeccompFilter {
         try setNoNewPrivileges()
         let resolved = OwnProcessID.resolve(instructions, pid: UInt32(getpid()))
         let filters = resolved.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
-        try filters.withUnsafeBufferPointer { buffer in
+        _ = try filters.withUnsafeBufferPointer { buffer in
             try check("seccomp(SECCOMP_SET_MODE_FILTER)", subject: "role \(role)") {
                 ckiln_seccomp_load(buffer.baseAddress, UInt16(buffer.count), 0)
             }

@@ -4,8 +4,9 @@ import Glibc
 import CKiln
 
 /// An eventfd(2) counter: wakes an event loop from another thread, and is
-/// the object KVM's irqfd and ioeventfd signal through.
-public struct EventFD {
+/// the object KVM's irqfds and ioeventfds signal through (the one way kiln
+/// makes an eventfd).
+public struct EventFD: Sendable {
     public let descriptor: FileDescriptor
 
     public init(nonBlocking: Bool = true) throws {

@@ -34,6 +34,7 @@ public struct FileDescriptor: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Runs `body` and closes the descriptor afterwards, whatever happens.
+    @discardableResult
     public func closeAfter<R>(_ body: (FileDescriptor) throws -> R) rethrows -> R {
         defer { close() }
         return try body(self)
@@ -59,6 +60,12 @@ public struct FileDescriptor: Hashable, Sendable, CustomStringConvertible {
             }
             offset += written
         }
+    }
+
+    /// A message for a person (stderr): one write(2), unbuffered, with
+    /// nothing left to do when it fails.
+    public func write(message: String) {
+        try? writeAll(message.utf8)
     }
 
     /// Reads until end of file, refusing more than `limit` bytes.

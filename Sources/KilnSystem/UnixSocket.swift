@@ -70,6 +70,7 @@ public enum UnixSocket {
         return FileDescriptor(rawValue: raw)
     }
 
+    @discardableResult
     private static func withSocketAddress<R>(
         _ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) throws -> R
     ) rethrows -> R {

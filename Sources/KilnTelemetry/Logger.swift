@@ -12,32 +12,38 @@ import KilnSystem
 /// Each line is one write(2), so lines from different threads never
 /// interleave. A FIFO reader that stops reading loses lines (the write is
 /// non-blocking) rather than stalling a vCPU.
-public final class Logger: @unchecked Sendable {
+public final class Logger: Sendable {
     public static let shared = Logger()
 
-    private let lock = Lock()
-    private var destination = FileDescriptor.standardError
-    private var ownsDestination = false
-    public private(set) var level: LogLevel = .warning
-    public private(set) var droppedLines: UInt64 = 0
+    private struct State {
+        var destination = FileDescriptor.standardError
+        var ownsDestination = false
+        var level: LogLevel = .warning
+        var droppedLines: UInt64 = 0
+    }
+    private let state = Locked(State())
+
+    public var level: LogLevel { state.withLock { $0.level } }
+    /// Lines a full FIFO or a failed write lost.
+    public var droppedLines: UInt64 { state.withLock { $0.droppedLines } }
 
     public init() {}
 
     /// Sends lines to `path` (a file, appended to, or a FIFO); nil for stderr.
     public func configure(path: String?, level: LogLevel) throws {
         let fd = try path.map { try FileDescriptor.open($0, O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK, mode: 0o600) }
-        lock.withLock {
-            if ownsDestination { destination.close() }
-            destination = fd ?? .standardError
-            ownsDestination = fd != nil
-            self.level = level
+        state.withLock { state in
+            if state.ownsDestination { state.destination.close() }
+            state.destination = fd ?? .standardError
+            state.ownsDestination = fd != nil
+            state.level = level
         }
     }
 
     /// The descriptor lines go to (for writers that cannot take the lock,
     /// such as a signal handler).
     public var descriptor: Int32 {
-        lock.withLock { destination.rawValue }
+        state.withLock { $0.destination.rawValue }
     }
 
     public func isEnabled(_ level: LogLevel) -> Bool { level != .off && level <= self.level }
@@ -53,9 +59,9 @@ public final class Logger: @unchecked Sendable {
         ]
         members += fields
         let line = Array((JSONValue.object(members).encoded() + "\n").utf8)
-        lock.withLock {
-            let written = line.withUnsafeBytes { Glibc.write(destination.rawValue, $0.baseAddress, $0.count) }
-            if written != line.count { droppedLines += 1 }
+        state.withLock { state in
+            let written = line.withUnsafeBytes { Glibc.write(state.destination.rawValue, $0.baseAddress, $0.count) }
+            if written != line.count { state.droppedLines += 1 }
         }
     }
 
@@ -75,11 +81,10 @@ public enum ThreadRole {
     }()
 
     /// The role names are static strings, so the pointer stays valid forever.
-    private static var interned: [String: UnsafeMutablePointer<CChar>] = [:]
-    private static let internLock = Lock()
+    private static let interned = Locked<[String: UnsafeMutablePointer<CChar>]>([:])
 
     public static func set(_ role: String) {
-        let pointer = internLock.withLock { () -> UnsafeMutablePointer<CChar> in
+        let pointer = interned.withLock { interned -> UnsafeMutablePointer<CChar> in
             let pointer = interned[role] ?? strdup(role)!
             interned[role] = pointer
             return pointer

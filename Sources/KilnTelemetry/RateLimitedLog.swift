@@ -7,9 +7,8 @@ import KilnSystem
 /// tracing, a device complaining about what the guest wrote): at most a
 /// burst, then a steady rate, and the next line that passes says how many
 /// were dropped. Safe from any thread.
-public final class RateLimitedLog: @unchecked Sendable {
-    private let lock = Lock()
-    private var limiter: RateLimiter
+public final class RateLimitedLog: Sendable {
+    private let limiter: Locked<RateLimiter>
     private let level: LogLevel
     private let logger: Logger
 
@@ -17,11 +16,11 @@ public final class RateLimitedLog: @unchecked Sendable {
                 now: UInt64 = MonotonicClock.nanoseconds()) {
         self.level = level
         self.logger = logger
-        limiter = RateLimiter(burst: burst, perSecond: perSecond, now: now)
+        limiter = Locked(RateLimiter(burst: burst, perSecond: perSecond, now: now))
     }
 
     public func log(_ message: String, now: UInt64 = MonotonicClock.nanoseconds()) {
-        let (allowed, suppressed) = lock.withLock { limiter.admit(now: now) }
+        let (allowed, suppressed) = limiter.withLock { $0.admit(now: now) }
         guard allowed else { return }
         logger.log(level, suppressed == 0 ? message : "\(message) (\(suppressed) similar lines suppressed)")
     }

@@ -1,12 +1,13 @@
 import KilnPolicy
 
-/// The three commands and their flags, strictly parsed: an unknown or
+/// The commands and their flags, strictly parsed: an unknown or
 /// repeated flag, a missing value or a missing required flag is an error.
 enum CommandLineOptions {
     case compile(policies: String, output: String)
     case embed(policies: String, output: String)
     case audit(policies: String, format: AuditFormat, compare: String?)
     case check(policies: String, failOn: Severity)
+    case trace(policies: String, installed: String?, json: String?, command: [String])
 
     enum AuditFormat: String { case text, json, markdown }
 
@@ -14,11 +15,23 @@ enum CommandLineOptions {
 
     static func parse(_ arguments: [String]) throws -> CommandLineOptions {
         let command = arguments[0]
+        var arguments = arguments
+        var traced: [String] = []
+        if command == "trace" {
+            // Everything after `--` is the command to trace, flags included.
+            guard let separator = arguments.firstIndex(of: "--") else {
+                throw UsageError(message: "trace needs the command after --")
+            }
+            traced = Array(arguments[(separator + 1)...])
+            arguments = Array(arguments[..<separator])
+            guard !traced.isEmpty else { throw UsageError(message: "trace needs a command after --") }
+        }
         let allowed: Set<String>
         switch command {
         case "compile", "embed": allowed = ["--policies", "--output"]
         case "audit": allowed = ["--policies", "--format", "--compare"]
         case "check": allowed = ["--policies", "--fail-on"]
+        case "trace": allowed = ["--policies", "--installed", "--json"]
         default: throw UsageError(message: "unknown command '\(command)'")
         }
         var flags: [String: String] = [:]
@@ -49,6 +62,9 @@ enum CommandLineOptions {
                 throw UsageError(message: "--format must be text, json or markdown, not '\(formatName)'")
             }
             return .audit(policies: try required("--policies"), format: format, compare: flags["--compare"])
+        case "trace":
+            return .trace(policies: flags["--policies"] ?? "policies", installed: flags["--installed"], json: flags["--json"],
+                          command: traced)
         default:
             let name = flags["--fail-on"] ?? "high"
             guard let severity = Severity(rawValue: name), severity != .info else {

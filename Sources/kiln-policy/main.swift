@@ -20,17 +20,29 @@ let usage = """
       markdown: one table row per role, as SECURITY.md shows them.
       kiln-policy check --policies DIR [--fail-on low|medium|high|critical]
           Exit 1 when a finding at or above the severity (default: high) exists.
+      kiln-policy trace [--policies DIR] [--installed DIR] [--json FILE] -- COMMAND [ARGUMENTS...]
+          Run COMMAND (kiln, kiln-jailer, or a script that runs them) with every
+          role of DIR (default: policies) it installs switched to recording
+          (SECCOMP_RET_TRACE under ptrace); report per role the rules that
+          allowed nothing, the calls the role would have refused and the
+          argument values of calls allowed without conditions; with --json,
+          write the report there too. --installed names the policies the
+          binaries were built with, when not DIR (trace a changed policy
+          before rebuilding). Exit 1 if a role would have refused a
+          call, else the command's exit status.
       kiln-policy --help
     """
 
 func fail(_ message: String, status: Int32 = 2) -> Never {
-    fputs("kiln-policy: \(message)\n", stderr)
+    FileDescriptor.standardError.write(message: "kiln-policy: \(message)\n")
     exit(status)
 }
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 if arguments.isEmpty { fail("missing command (see kiln-policy --help)") }
-if arguments.contains("--help") || arguments.contains("-h") || arguments == ["help"] {
+// A traced command's own --help is the command's.
+let ownArguments = arguments.prefix { $0 != "--" }
+if ownArguments.contains("--help") || ownArguments.contains("-h") || arguments == ["help"] {
     print(usage)
     exit(0)
 }
@@ -63,6 +75,18 @@ do {
             fail("\(failing.count) finding(s) at or above \(threshold.rawValue)", status: 1)
         }
         print("no findings at or above \(threshold.rawValue)")
+    case let .trace(policies, installed, json, traced):
+        let bundle = try RecordingBundle(policies: try PolicyLoader.load(directory: policies),
+                                         installed: try installed.map(PolicyLoader.load))
+        let outcome = try SyscallTracer(bundle: bundle).run(traced)
+        let report = TraceReport(recorder: outcome.recorder, status: outcome.status)
+        if let json { try FileSystem.writeAtomically(json, Array(report.json().utf8)) }
+        print(report.text(), terminator: "")
+        if !report.disagreements.isEmpty {
+            fail("the compiled filters and the policies disagree on \(report.disagreements.count) call(s)", status: 1)
+        }
+        if report.deniedCount > 0 { fail("\(report.deniedCount) call(s) the roles do not allow", status: 1) }
+        exit(outcome.status)
     }
 } catch let error as CommandLineOptions.UsageError {
     fail("\(error.message) (see kiln-policy --help)")

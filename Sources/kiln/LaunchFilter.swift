@@ -26,7 +26,7 @@ import KilnSystem
 enum LaunchFilter {
     static func install(arguments: [String]) {
         if ckiln_landlock_scope_signals_and_abstract_sockets() < 0 {
-            fputs("kiln: cannot confine itself with Landlock scoping: \(SystemError.current("landlock_restrict_self"))\n", stderr)
+            FileDescriptor.standardError.write(message: "kiln: cannot confine itself with Landlock scoping: \(SystemError.current("landlock_restrict_self"))\n")
             exit(1)
         }
         let noSeccomp = arguments.prefix(while: { $0 != "--" }).contains("--no-seccomp")
@@ -43,7 +43,7 @@ enum LaunchFilter {
             ckiln_sigsys_set_thread_role(SeccompBundle.launchRole)
             try SeccompFilter.install(program, role: SeccompBundle.launchRole)
         } catch {
-            fputs("kiln: cannot install its launch seccomp filter: \(error)\n", stderr)
+            FileDescriptor.standardError.write(message: "kiln: cannot install its launch seccomp filter: \(error)\n")
             exit(1)
         }
     }

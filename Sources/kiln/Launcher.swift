@@ -30,7 +30,7 @@ enum Launcher {
         do {
             options = try CommandLineOptions(arguments: arguments)
         } catch {
-            fputs("kiln: \(error)\n\(CommandLineOptions.usage)\n", stderr)
+            FileDescriptor.standardError.write(message: "kiln: \(error)\n\(CommandLineOptions.usage)\n")
             return 1
         }
         if options.help {
@@ -53,18 +53,19 @@ enum Launcher {
                                 level: options.level ?? configuration?.logger?.level ?? .info)
             if let metricsPath = options.metricsPath ?? configuration?.metrics?.metricsPath { try metrics.open(path: metricsPath) }
         } catch {
-            fputs("kiln: \(error)\n", stderr)
+            FileDescriptor.standardError.write(message: "kiln: \(error)\n")
             return 1
         }
         if let overhead = JailerOverhead(options: options, kilnStart: start) { Logger.shared.info("\(overhead)") }
+        if options.enablePCI { Logger.shared.warning(CommandLineOptions.enablePCINotice) }
         if roles.bundle == nil {
             let warning = "WARNING: --no-seccomp: every thread runs WITHOUT a seccomp filter; for development only"
             Logger.shared.warning(warning)
-            if options.logPath != nil { fputs("kiln: \(warning)\n", stderr) }
+            if options.logPath != nil { FileDescriptor.standardError.write(message: "kiln: \(warning)\n") }
         }
         // Before any filter: a trapped call is reported, never silent.
         guard ckiln_sigsys_install() == 0 else {
-            fputs("kiln: sigaction(SIGSYS): \(SystemError.current("sigaction"))\n", stderr)
+            FileDescriptor.standardError.write(message: "kiln: sigaction(SIGSYS): \(SystemError.current("sigaction"))\n")
             return 1
         }
         let terminal = ConsoleTerminal.rawIfInteractive()
@@ -93,7 +94,7 @@ enum Launcher {
     /// An error that ends kiln: logged, and always shown on stderr.
     static func fatal(_ message: String) {
         Logger.shared.error(message)
-        if Logger.shared.descriptor != 2 || !Logger.shared.isEnabled(.error) { fputs("kiln: \(message)\n", stderr) }
+        if Logger.shared.descriptor != 2 || !Logger.shared.isEnabled(.error) { FileDescriptor.standardError.write(message: "kiln: \(message)\n") }
     }
 }
 

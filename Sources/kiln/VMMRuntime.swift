@@ -12,7 +12,7 @@ import KilnTelemetry
 /// API thread (`--api-sock`), and the machine's vCPU threads. It implements
 /// `VMControl`: every call from the API thread runs as a job on the event
 /// loop (`EventLoopMailbox`), before the machine exists and while it runs.
-final class VMMRuntime: VMControl, @unchecked Sendable {
+final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only on the event loop (`mailbox`)
     let options: CommandLineOptions
     let roles: SeccompRoles
     let metrics: MetricsSink

@@ -60,7 +60,7 @@ enum Rehearsal {
 
     static func run(_ arguments: [String]) -> Int32 {
         guard arguments.count >= 2, let options = parse(arguments.dropFirst(2)) else {
-            fputs(usage, stderr)
+            FileDescriptor.standardError.write(message: usage)
             return 2
         }
         let forbidden = options.forbidden
@@ -112,7 +112,7 @@ enum Rehearsal {
             print("policy-rehearsal: every thread ran under its filter")
             return 0
         } catch {
-            fputs("policy-rehearsal: \(error)\n", stderr)
+            FileDescriptor.standardError.write(message: "policy-rehearsal: \(error)\n")
             return 1
         }
     }
@@ -174,55 +174,35 @@ enum Rehearsal {
         }
     }
 
-    final class ThreadWork {
-        let role: String
-        let program: [BPFInstruction]
-        let work: () -> Void
-        init(role: String, program: [BPFInstruction], work: @escaping () -> Void) {
-            self.role = role
-            self.program = program
-            self.work = work
-        }
-    }
-
-    /// Starts a thread that installs `role` before doing anything else.
     /// The vCPU thread's exits plus one "done" from each of the two threads.
     static let signalsExpected: UInt64 = 1000 + 2
 
     /// Starts a thread that installs `role` before doing anything else, and
     /// signals `done` (an eventfd) when it has finished.
     static func spawn(role: String, bundle: SeccompBundle, forbidden: String?, done: Int32,
-                      _ work: @escaping () -> Void) throws {
+                      _ work: sending @escaping () -> Void) throws {
         guard let program = bundle.program(for: role) else { throw SeccompBundleError.missingRole(role) }
         let isForbidden = forbidden == role
-        try startFiltered(ThreadWork(role: role, program: program, work: {
+        try startFiltered(role: role, program: program) {
             work()
             if isForbidden { Rehearsal.tryForbiddenCall() }
             var one: UInt64 = 1
             _ = write(done, &one, 8)
-        }))
+        }
     }
 
-    /// A detached thread that installs `work.program`, then runs `work.work`.
-    static func startFiltered(_ work: ThreadWork) throws {
-        let context = Unmanaged.passRetained(work)
-        var thread = pthread_t()
-        let rc = pthread_create(&thread, nil, { raw in
-            let context = Unmanaged<ThreadWork>.fromOpaque(raw!).takeRetainedValue()
+    /// A detached thread that installs `program` (the role's filter) before
+    /// anything else, then runs `work`.
+    static func startFiltered(role: String, program: [BPFInstruction], _ work: sending @escaping () -> Void) throws {
+        try SystemThread.spawn(name: "rehearsal-" + role) {
             do {
-                try SeccompFilter.install(context.program, role: context.role)
+                try SeccompFilter.install(program, role: role)
             } catch {
-                fputs("policy-rehearsal: \(error)\n", stderr)
+                FileDescriptor.standardError.write(message: "policy-rehearsal: \(error)\n")
                 exit(1)
             }
-            context.work()
-            return nil
-        }, context.toOpaque())
-        guard rc == 0 else {
-            context.release()
-            throw SystemError("pthread_create", subject: work.role, errno: rc)
-        }
-        pthread_detach(thread)
+            work()
+        }.detach()
     }
 
     /// The API thread, as kiln's APIServer: wait on epoll, accept one
@@ -242,7 +222,7 @@ enum Rehearsal {
             _ = send(connection, response, response.count, Int32(MSG_NOSIGNAL))
             close(connection)
         } catch {
-            fputs("policy-rehearsal: api: \(error)\n", stderr)
+            FileDescriptor.standardError.write(message: "policy-rehearsal: api: \(error)\n")
             exit(3)
         }
     }
@@ -326,9 +306,10 @@ enum Rehearsal {
 /// (a condition nobody signals) for the event loop's kick, SIGUSR1, whose
 /// handler reports it through an eventfd (write(2) is async-signal-safe).
 enum KickTarget {
-    static var kicked: Int32 = -1
-    static var mutex = pthread_mutex_t()
-    static var condition = pthread_cond_t()
+    /// Set before the handler that reads it is installed, never after.
+    nonisolated(unsafe) static var kicked: Int32 = -1
+    /// Waited on for ever: pthread_cond_wait, as a parked vCPU waits.
+    static let parked = Locked(())
 
     /// Starts the thread; returns its tid once it is under its filter.
     static func start(bundle: SeccompBundle) throws -> pid_t {
@@ -339,7 +320,7 @@ enum KickTarget {
             _ = write(KickTarget.kicked, &one, 8)
         }
         guard let program = bundle.program(for: "vcpu") else { throw SeccompBundleError.missingRole("vcpu") }
-        try Rehearsal.startFiltered(Rehearsal.ThreadWork(role: "vcpu", program: program, work: {
+        try Rehearsal.startFiltered(role: "vcpu", program: program) {
             // A parent may have blocked SIGUSR1 (a test runner's threads do);
             // kiln's vCPU threads unblock their kick signal the same way.
             var kick = sigset_t()
@@ -348,9 +329,8 @@ enum KickTarget {
             pthread_sigmask(SIG_UNBLOCK, &kick, nil)
             var tid = UInt64(ckiln_gettid())
             _ = write(ready, &tid, 8)
-            pthread_mutex_lock(&KickTarget.mutex)
-            while true { pthread_cond_wait(&KickTarget.condition, &KickTarget.mutex) }
-        }))
+            KickTarget.parked.withLock(waitingUntil: { _ in false }) { _, _ in }
+        }
         var tid: UInt64 = 0
         guard read(ready, &tid, 8) == 8 else { throw SystemError.current("read", subject: "kick target's tid") }
         return pid_t(tid)

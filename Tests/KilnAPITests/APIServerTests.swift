@@ -13,7 +13,7 @@ private final class ServerFixture {
 
     let directory: String
     let path: String
-    let server: APIServer
+    let server: APIServer.StopHandle
     let thread: SystemThread
 
     init(configure: (inout APIServer.Configuration) -> Void = { _ in }) throws {
@@ -26,7 +26,7 @@ private final class ServerFixture {
         configure(&configuration)
         let server = try APIServer(listener: try UnixSocket.listen(path: path), configuration: configuration,
                                    handler: Echo())
-        self.server = server
+        self.server = server.stopHandle
         thread = try SystemThread.spawn(name: "api-test") { try? server.run() }
     }
 

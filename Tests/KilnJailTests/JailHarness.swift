@@ -58,7 +58,7 @@ enum JailHarness {
     }
 
     final class Sandbox {
-        private static var counter = 0
+        private static let counter = Locked(0)
         let folder: String
         let base: String
         let bundle: String
@@ -66,8 +66,11 @@ enum JailHarness {
         let id: String
 
         init(_ name: String) throws {
-            Self.counter += 1
-            let unique = "\(getpid())-\(Self.counter)-\(MonotonicClock.nanoseconds() % 1_000_000)"
+            let count = Self.counter.withLock { counter in
+                counter += 1
+                return counter
+            }
+            let unique = "\(getpid())-\(count)-\(MonotonicClock.nanoseconds() % 1_000_000)"
             folder = "/tmp/kiln-jail-test-\(unique)"
             base = folder + "/jails"
             bundle = folder + "/test.kbundle"

@@ -92,18 +92,18 @@ struct JailWalkTests {
         try FileSystem.writeAtomically(big, [UInt8](repeating: 0x5A, count: 16 << 20), mode: 0o644)
         try check("chown", subject: big) { chown(big, JailHarness.uid, JailHarness.gid) }
 
-        final class Swap { var done = false }
         for round in 0..<5 {
             let id = "swapped-\(round)"
             let jail = JailPaths(base: sandbox.base, execFileName: "kiln-jail-probe", id: id).jailFolder
-            let swap = Swap()
+            let swapped = Locked(false), decoyFolder = decoy.folder
             let swapper = try SystemThread.spawn(name: "swapper") {
                 var info = stat()
                 let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
                 while lstat(jail + "/root/big", &info) != 0 {
                     if MonotonicClock.nanoseconds() > deadline { return }
                 }
-                swap.done = rename(jail, jail + "-moved") == 0 && symlink(decoy.folder, jail) == 0
+                let done = rename(jail, jail + "-moved") == 0 && symlink(decoyFolder, jail) == 0
+                swapped.withLock { $0 = done }
             }
             var arguments = sandbox.launchArguments(["--jail-file", big], vmm: ["--no-wait"])
             arguments[arguments.firstIndex(of: "--id")! + 1] = id
@@ -113,7 +113,7 @@ struct JailWalkTests {
             running.closeInput()
             let finished = running.wait()
             swapper.join()
-            #expect(swap.done, "round \(round): the swap did not happen, so this round proves nothing")
+            #expect(swapped.withLock { $0 }, "round \(round): the swap did not happen, so this round proves nothing")
 
             if let line {
                 let report = try JSONParser.parse(line)

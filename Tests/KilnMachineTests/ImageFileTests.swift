@@ -41,15 +41,14 @@ import Testing
         unlink(fifo)
         try #require(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }
-        let result = Lock()
-        var message: String?
+        let message = Locked<String?>(nil)
         let thread = try SystemThread.spawn(name: "fifo-kernel") {
             let error = Self.bootError(kernel: fifo)
-            result.withLock { message = error }
+            message.withLock { $0 = error }
         }
         let deadline = MonotonicClock.nanoseconds() + 2_000_000_000
-        while result.withLock({ message == nil }) && MonotonicClock.nanoseconds() < deadline { usleep(5_000) }
-        let finished = result.withLock { message }
+        while message.withLock({ $0 == nil }) && MonotonicClock.nanoseconds() < deadline { usleep(5_000) }
+        let finished = message.withLock { $0 }
         if finished == nil {
             // Release the blocked open so the test can end: a writer arrives and leaves.
             let writer = open(fifo, O_WRONLY | O_NONBLOCK)

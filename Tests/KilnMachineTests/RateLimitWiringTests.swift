@@ -27,7 +27,7 @@ import Testing
         let device = HeldBack()
         let events = [try EventFD(), try EventFD()]
         // The irqfd stand-in owns the eventfd's descriptor and closes it.
-        let interrupt = PublishingInterrupt(InterruptEventFD(fd: try EventFD().descriptor))
+        let interrupt = PublishingInterrupt(InterruptEventFD(try EventFD()))
         let transport = VirtioMMIOTransport(device: device, memory: try HeapGuestMemory(size: 4096), interrupt: interrupt)
         interrupt.transport = transport
         let slot = VirtioMMIOSlot(name: "held", transport: transport, interrupt: interrupt,

@@ -16,7 +16,7 @@ import Testing
         #expect(raw >= 0)
         let file = FileDescriptor(rawValue: raw)
         try file.writeAll(bytes)
-        return (String(cString: template), file)
+        return (String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self), file)
     }
 
     @Test func aFileBackendReadsWritesAndHidesATrailingPartialSector() throws {

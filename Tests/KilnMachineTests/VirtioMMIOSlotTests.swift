@@ -19,7 +19,7 @@ import Testing
         }
     }
 
-    struct Rig {
+    struct Rig: Sendable {
         let slot: VirtioMMIOSlot
         let irq: EventFD
         let queue: EventFD
@@ -28,7 +28,7 @@ import Testing
             let memory = try HeapGuestMemory(size: 1 << 20)
             irq = try EventFD()
             queue = try EventFD()
-            let interrupt = PublishingInterrupt(InterruptEventFD(fd: irq.descriptor))
+            let interrupt = PublishingInterrupt(InterruptEventFD(irq))
             let transport = VirtioMMIOTransport(device: EntropyDevice(memory: memory, source: ZeroSource()),
                                                 memory: memory, interrupt: interrupt)
             interrupt.transport = transport
@@ -85,7 +85,7 @@ import Testing
         let answeredWhileHeld = Atomic<Bool>(false)
         // The "event loop" holds the device's lock for up to 5 s, as for a
         // slow disk write, and lets go as soon as the read has answered.
-        let holder = try SystemThread.spawn(name: "holder") {
+        let holder = try SystemThread.spawn(name: "holder") { @Sendable in
             rig.slot.withTransport { _ in
                 held.store(true, ordering: .releasing)
                 let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
@@ -94,7 +94,7 @@ import Testing
             }
         }
         while !held.load(ordering: .acquiring) { usleep(100) }
-        let reader = try SystemThread.spawn(name: "vcpu") {
+        let reader = try SystemThread.spawn(name: "vcpu") { @Sendable in
             answered.store(rig.read32(MMIORegister.interruptStatus), ordering: .releasing)
             done.store(true, ordering: .releasing)
         }

@@ -55,11 +55,7 @@ enum PolicyTestSupport {
     static func expectedAction(_ policy: Policy, _ input: SeccompInput) -> SeccompAction {
         guard input.architecture == PolicyCompiler.architecture,
               input.syscallNumber & PolicyCompiler.x32SyscallBit == 0 else { return .killProcess }
-        guard let rule = policy.rules.first(where: { $0.number == input.syscallNumber }) else { return policy.defaultAction }
-        if rule.isUnconditional { return rule.action }
-        let matches = rule.alternatives.contains { alternative in
-            alternative.allSatisfy { $0.matches(input.arguments[$0.argument]) }
-        }
-        return matches ? rule.action : policy.defaultAction
+        // The tracer's evaluation of a policy (TraceRecorder.verdict) is the reference.
+        return TraceRecorder.verdict(of: policy, number: input.syscallNumber, arguments: input.arguments).action
     }
 }

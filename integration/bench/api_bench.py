@@ -13,6 +13,8 @@
 
 Every run uses the real configuration: kiln with every thread's seccomp filter.
 Usage: api_bench.py KILN BUNDLE GUEST RUNS
+Importable: the density benchmark (density/) takes its start-up figures from
+`start_kiln` and `instance_start_to_first_run`.
 """
 import json
 import os
@@ -22,9 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-
-kiln, bundle, guest, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-
 
 def process_cpu_ns(pid):
     # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED) from the kernel's posix-timers.h.
@@ -59,7 +58,10 @@ class Connection:
         return int(header.split(b" ")[1]), body
 
 
-def start_kiln(folder, extra=()):
+def start_kiln(kiln, bundle, folder, extra=()):
+    """kiln serving its API in `folder`; (process, socket path, (exec ->
+    accepting wall ms, its CPU ms, exec -> first GET / answered wall ms, its
+    CPU ms))."""
     path = os.path.join(folder, "api.sock")
     err = open(os.path.join(folder, "kiln.err"), "w")
     started = time.monotonic_ns()
@@ -82,9 +84,9 @@ def start_kiln(folder, extra=()):
         except OSError:
             probe.close()
             if process.poll() is not None:
-                sys.exit(f"kiln exited with {process.returncode} before accepting")
+                raise RuntimeError(f"kiln exited with {process.returncode} before accepting")
             if time.monotonic_ns() - started > 10e9:
-                sys.exit("kiln did not accept within 10 s")
+                raise RuntimeError("kiln did not accept within 10 s")
 
 
 def stop(process):
@@ -98,51 +100,65 @@ def summary(values):
     return f"median {statistics.median(ordered):7.3f}  p99 {p99:7.3f}  min {ordered[0]:7.3f}  max {ordered[-1]:7.3f}"
 
 
-startups, starts = [], []
-for _ in range(runs):
-    with tempfile.TemporaryDirectory() as folder:
-        process, _, figures = start_kiln(folder)
-        startups.append(figures)
-        stop(process)
+def instance_start_to_first_run(kiln, bundle, guest, runs):
+    """Per run, ms from just before PUT /actions InstanceStart is sent to the
+    ts_ns of kiln's "first KVM_RUN" line."""
+    starts = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as folder:
+            process, path, _ = start_kiln(kiln, bundle, folder, ["--level", "Info"])
+            connection = Connection(path)
+            assert connection.request("PUT", "/boot-source",
+                                      {"kernel_image_path": guest, "boot_args": "ctrlaltdel"})[0] == 204
+            before = time.monotonic_ns()
+            status, body = connection.request("PUT", "/actions", {"action_type": "InstanceStart"})
+            assert status == 204, body
+            first = None
+            deadline = time.monotonic() + 10
+            while first is None and time.monotonic() < deadline:
+                for line in open(os.path.join(folder, "kiln.err")):
+                    record = json.loads(line)
+                    if "first KVM_RUN" in record["msg"]:
+                        first = record["ts_ns"]
+                time.sleep(0.01)
+            stop(process)
+            if first is None:
+                raise RuntimeError("no first KVM_RUN line")
+            starts.append((first - before) / 1e6)
+    return starts
 
-with tempfile.TemporaryDirectory() as folder:
-    process, path, _ = start_kiln(folder)
-    connection = Connection(path)
-    latencies = []
-    for _ in range(10_000):
-        before = time.perf_counter_ns()
-        status, _ = connection.request("GET", "/machine-config")
-        latencies.append((time.perf_counter_ns() - before) / 1e3)
-        assert status == 200
-    stop(process)
 
-for _ in range(runs):
+def main():
+    kiln, bundle, guest, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    startups = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as folder:
+            process, _, figures = start_kiln(kiln, bundle, folder)
+            startups.append(figures)
+            stop(process)
+
     with tempfile.TemporaryDirectory() as folder:
-        process, path, _ = start_kiln(folder, ["--level", "Info"])
+        process, path, _ = start_kiln(kiln, bundle, folder)
         connection = Connection(path)
-        assert connection.request("PUT", "/boot-source",
-                                  {"kernel_image_path": guest, "boot_args": "ctrlaltdel"})[0] == 204
-        before = time.monotonic_ns()
-        status, body = connection.request("PUT", "/actions", {"action_type": "InstanceStart"})
-        assert status == 204, body
-        first = None
-        deadline = time.monotonic() + 10
-        while first is None and time.monotonic() < deadline:
-            for line in open(os.path.join(folder, "kiln.err")):
-                record = json.loads(line)
-                if "first KVM_RUN" in record["msg"]:
-                    first = record["ts_ns"]
-            time.sleep(0.01)
+        latencies = []
+        for _ in range(10_000):
+            before = time.perf_counter_ns()
+            status, _ = connection.request("GET", "/machine-config")
+            latencies.append((time.perf_counter_ns() - before) / 1e3)
+            assert status == 200
         stop(process)
-        if first is None:
-            sys.exit("no first KVM_RUN line")
-        starts.append((first - before) / 1e6)
 
-print(f"kiln API benchmarks (every thread under its seccomp filter), {runs} runs where repeated:")
-column = lambda index: [figures[index] for figures in startups]
-print(f"  exec -> API socket accepting, wall ms    {summary(column(0))}")
-print(f"  exec -> API socket accepting, CPU ms     {summary(column(1))}   (Firecracker: <= 8 CPU ms)")
-print(f"  exec -> first GET / answered, wall ms    {summary(column(2))}")
-print(f"  exec -> first GET / answered, CPU ms     {summary(column(3))}")
-print(f"  GET /machine-config latency, us (10000)  {summary(latencies)}")
-print(f"  InstanceStart -> first KVM_RUN, ms       {summary(starts)}")
+    starts = instance_start_to_first_run(kiln, bundle, guest, runs)
+
+    print(f"kiln API benchmarks (every thread under its seccomp filter), {runs} runs where repeated:")
+    column = lambda index: [figures[index] for figures in startups]
+    print(f"  exec -> API socket accepting, wall ms    {summary(column(0))}")
+    print(f"  exec -> API socket accepting, CPU ms     {summary(column(1))}   (Firecracker: <= 8 CPU ms)")
+    print(f"  exec -> first GET / answered, wall ms    {summary(column(2))}")
+    print(f"  exec -> first GET / answered, CPU ms     {summary(column(3))}")
+    print(f"  GET /machine-config latency, us (10000)  {summary(latencies)}")
+    print(f"  InstanceStart -> first KVM_RUN, ms       {summary(starts)}")
+
+
+if __name__ == "__main__":
+    main()

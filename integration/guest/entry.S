@@ -156,7 +156,8 @@ guest_install_interrupt_handlers:
     lidt    idt_descriptor(%rip)
     ret
 
-/* gate at %rdx -> handler %rax */
+/* gate at %rdx -> handler %rax (device_interrupt.S uses it too) */
+    .globl set_gate
 set_gate:
     mov     %ax, (%rdx)             /* offset 15:0 */
     movw    $0x08, 2(%rdx)          /* code selector of kiln's boot GDT */

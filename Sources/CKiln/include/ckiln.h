@@ -12,5 +12,6 @@
 #include "ckiln_kvm.h"
 #include "ckiln_jail.h"
 #include "ckiln_sigsys.h"
+#include "ckiln_trace.h"
 
 #endif

@@ -57,10 +57,6 @@ int ckiln_kvm_set_irqchip_routes(int vm_fd, const uint32_t *gsis, const uint32_t
 /// through them would point at a temporary copy.
 static inline uint8_t *ckiln_kvm_run_mmio_data(struct kvm_run *run) { return run->mmio.data; }
 
-/// eventfd(2) with EFD_CLOEXEC | EFD_NONBLOCK: the wake-up and interrupt
-/// descriptors of the machine, KVM_IRQFD's and KVM_IOEVENTFD's.
-int ckiln_eventfd(unsigned int initial);
-
 /// KVM_IOEVENTFD (api.rst 4.59): a guest write of `length` bytes equal to
 /// `datamatch` at MMIO address `address` signals `event_fd` in the kernel
 /// instead of exiting to userspace. Returns 0, or -1 with errno set.

@@ -30,11 +30,12 @@ public final class APIController: APIRequestHandler {
     public func handle(_ request: HTTPRequest) -> HTTPResponse {
         do {
             let route = try APIRoute.resolve(method: request.method, path: request.path)
+            try Self.checkBodyPresence(method: request.method, body: request.body)
             return try perform(route, body: request.body)
         } catch let error as APIError {
             return error.response
         } catch let error as JSONDecodingError {
-            return APIError.badRequest("Invalid request body: \(error)").response
+            return APIError.badRequest(Self.deserializingFailure("\(error)")).response
         } catch {
             return APIError.badRequest("\(error)").response
         }
@@ -190,12 +191,27 @@ public final class APIController: APIRequestHandler {
     private func ok(_ body: JSONValue) -> HTTPResponse { .json(.ok, body.encoded()) }
 
     private func bodyReader(_ body: [UInt8]) throws -> JSONObjectReader {
-        guard !body.isEmpty else { throw APIError.badRequest("The request needs a JSON body.") }
         let value: JSONValue
         do { value = try JSONParser.parse(body) } catch {
-            throw APIError.badRequest("Invalid JSON body: \(error)")
+            throw APIError.badRequest(Self.deserializingFailure("\(error)"))
         }
         return try JSONObjectReader(value)
+    }
+
+    /// Firecracker's wording for a body that does not decode (parsed_request.rs,
+    /// `RequestError::SerdeJson`), with Kiln's own detail naming the field.
+    static func deserializingFailure(_ detail: String) -> String {
+        "An error occurred when deserializing the json body of a request: \(detail)."
+    }
+
+    /// As Firecracker's `method_to_error`: a GET carries no body, a PUT or
+    /// PATCH must carry one; checked once the path has resolved.
+    static func checkBodyPresence(method: String, body: [UInt8]) throws {
+        switch method {
+        case "GET" where !body.isEmpty: throw APIError.badRequest("GET request cannot have a body.")
+        case "PUT" where body.isEmpty, "PATCH" where body.isEmpty: throw APIError.badRequest("Empty \(method) request.")
+        default: break
+        }
     }
 
     private func requireNotStarted() throws {
@@ -228,7 +244,8 @@ public final class APIController: APIRequestHandler {
 
     private static func requireMatchingID(path: String, body: String) throws {
         guard path == body else {
-            throw APIError.badRequest("The id from the path [\(path)] does not match the id from the body [\(body)].")
+            // Firecracker's words (request/drive.rs, net.rs).
+            throw APIError.badRequest("The id from the path does not match the id from the body!")
         }
     }
 }

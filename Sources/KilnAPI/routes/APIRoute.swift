@@ -71,13 +71,17 @@ public enum APIRoute: Equatable, Sendable {
         }
     }
 
-    /// Drive and interface ids: 1 to 64 of [A-Za-z0-9_], as Firecracker checks them.
+    /// Drive and interface ids: [A-Za-z0-9_], with Firecracker's messages
+    /// (parsed_request.rs `checked_id`), and at most 64 characters (Kiln's bound).
     static func resourceID(_ id: String?, kind: String) throws -> String {
         guard let id, !id.isEmpty else { throw APIError.badRequest("The ID cannot be empty.") }
-        guard (1...64).contains(id.utf8.count), id.utf8.allSatisfy({
+        guard id.utf8.allSatisfy({
             ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F
         }) else {
-            throw APIError.badRequest("Invalid \(kind) id: it must be 1 to 64 characters of [A-Za-z0-9_].")
+            throw APIError.badRequest("API Resource IDs can only contain alphanumeric characters and underscores.")
+        }
+        guard id.utf8.count <= 64 else {
+            throw APIError.badRequest("API Resource IDs can be at most 64 characters long (a \(kind) id of \(id.utf8.count)).")
         }
         return id
     }

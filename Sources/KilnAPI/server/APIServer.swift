@@ -89,8 +89,17 @@ public final class APIServer {
 
     /// Asks `run()` to return; safe from any thread.
     public func stop() {
-        try? stopEvent.signal()
+        stopHandle.stop()
     }
+
+    /// What another thread keeps to stop the server: the server itself
+    /// belongs to the thread in `run()`.
+    public struct StopHandle: Sendable {
+        fileprivate let event: EventFD
+        public func stop() { try? event.signal() }
+    }
+
+    public var stopHandle: StopHandle { StopHandle(event: stopEvent) }
 
     /// Serves until `stop()`. Closes every connection and the listener on return.
     public func run() throws {

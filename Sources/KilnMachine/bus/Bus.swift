@@ -9,7 +9,7 @@ public protocol BusDevice: AnyObject {
 /// An address space (port I/O or MMIO) mapping disjoint windows to devices.
 /// Built before the vCPUs start and read-only afterwards, so lookups need no
 /// lock; devices guard their own state.
-public final class Bus: @unchecked Sendable {
+public final class Bus: @unchecked Sendable { // windows are added before the vCPUs start, only read after
     public struct Window {
         public let base: UInt64
         public let size: UInt64

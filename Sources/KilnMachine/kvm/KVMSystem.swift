@@ -6,7 +6,7 @@ import KilnSystem
 
 /// /dev/kvm: the API version check, capabilities, and the VM factory
 /// (Documentation/virt/kvm/api.rst §4.1-4.4, §4.46).
-public final class KVMSystem: @unchecked Sendable {
+public final class KVMSystem: @unchecked Sendable { // immutable: one fd, whose system ioctls any thread may make
     public static let devicePath = "/dev/kvm"
     /// The only stable KVM API version (api.rst §4.1).
     static let apiVersion: Int32 = 12

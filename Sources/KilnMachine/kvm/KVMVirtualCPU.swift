@@ -7,7 +7,7 @@ import KilnSystem
 /// A KVM vCPU: its shared `kvm_run` page and typed register access
 /// (api.rst "vcpu ioctl"). Used only from the thread that runs it, except
 /// `requestImmediateExit`, which any thread may call before signalling it.
-public final class KVMVirtualCPU: @unchecked Sendable {
+public final class KVMVirtualCPU: @unchecked Sendable { // only its vCPU thread uses `run`, but for the kick's immediate_exit
     public let fd: FileDescriptor
     public let index: Int
     public let run: UnsafeMutablePointer<kvm_run>
@@ -39,11 +39,11 @@ public final class KVMVirtualCPU: @unchecked Sendable {
         throw SystemError.current("KVM_RUN", subject: "vCPU \(index)")
     }
 
-    private func get<T>(_ name: String, _ request: UInt, _ value: inout T) throws {
+    private func get<T: BitwiseCopyable>(_ name: String, _ request: UInt, _ value: inout T) throws {
         try check(name, subject: "vCPU \(index)") { ckiln_ioctl_ptr(fd.rawValue, request, &value) }
     }
 
-    private func set<T>(_ name: String, _ request: UInt, _ value: T) throws {
+    private func set<T: BitwiseCopyable>(_ name: String, _ request: UInt, _ value: T) throws {
         var copy = value
         try check(name, subject: "vCPU \(index)") { ckiln_ioctl_ptr(fd.rawValue, request, &copy) }
     }

@@ -7,7 +7,7 @@ import KilnSystem
 
 /// A KVM VM file descriptor: memory slots, the in-kernel irqchip and PIT,
 /// interrupt lines, and the vCPU factory (api.rst §4.x "vm ioctl").
-public final class KVMVirtualMachine: @unchecked Sendable {
+public final class KVMVirtualMachine: Sendable {
     public let fd: FileDescriptor
     /// KVM_GET_VCPU_MMAP_SIZE, asked once: the VM keeps no /dev/kvm descriptor
     /// (see `KVMSystem.createVM`).
@@ -73,17 +73,17 @@ public final class KVMVirtualMachine: @unchecked Sendable {
     /// (api.rst §4.75), one syscall per interrupt instead of two ioctls.
     /// The VM keeps the descriptor open for its lifetime.
     public func interruptEventFD(gsi: UInt32) throws -> InterruptEventFD {
-        let event = try check("eventfd") { ckiln_eventfd(0) }
+        let event = try EventFD()
         var request = kvm_irqfd()
-        request.fd = UInt32(event)
+        request.fd = UInt32(event.descriptor.rawValue)
         request.gsi = gsi
         do {
             try check("KVM_IRQFD", subject: "GSI \(gsi)") { ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_irqfd(), &request) }
         } catch {
-            close(event)
+            event.close()
             throw error
         }
-        return InterruptEventFD(fd: FileDescriptor(rawValue: event))
+        return InterruptEventFD(event)
     }
 
     /// KVM_IOEVENTFD (api.rst §4.59): a guest's 4-byte write of `queue` at
@@ -108,15 +108,17 @@ public final class KVMVirtualMachine: @unchecked Sendable {
 }
 
 /// An eventfd registered with KVM_IRQFD: `trigger()` raises its GSI.
-public final class InterruptEventFD: @unchecked Sendable {
-    public let fd: FileDescriptor
+/// A class so that the descriptor closes once, when the last device lets go.
+public final class InterruptEventFD: Sendable {
+    public let event: EventFD
 
-    init(fd: FileDescriptor) { self.fd = fd }
+    init(_ event: EventFD) { self.event = event }
 
-    deinit { fd.close() }
+    deinit { event.close() }
 
+    /// Cannot fail for an irqfd: the counter would have to reach 2^64 - 2
+    /// with KVM consuming nothing.
     public func trigger() {
-        var one: UInt64 = 1
-        _ = Glibc.write(fd.rawValue, &one, 8)
+        try? event.signal()
     }
 }

@@ -47,7 +47,7 @@ public struct MachineHost {
 /// VM with its irqchip and PIT, the buses and legacy devices, and the vCPUs,
 /// ready to run. Building one reads the kernel and initrd and refuses bad
 /// input before any vCPU exists.
-public final class Machine: @unchecked Sendable {
+public final class Machine: @unchecked Sendable { // driven on the event loop's thread; others reach only Sendable parts
     public let memory: MappedGuestMemory
     public let plan: BootPlan
     let vm: KVMVirtualMachine

@@ -3,7 +3,7 @@ import KilnTelemetry
 /// The machine's counters in the VMM's metrics registry: vCPU exits by
 /// reason (summed over vCPUs, as Firecracker reports them), per-device
 /// accesses, and the boot time the boot-timer device measured.
-public final class MachineMetrics: @unchecked Sendable {
+public final class MachineMetrics: @unchecked Sendable { // immutable; its counters are atomics
     public let registry: MetricsRegistry
     let exits: VCPUExitCounters
     let bootTimeMicroseconds: Gauge
@@ -25,7 +25,7 @@ public final class MachineMetrics: @unchecked Sendable {
 }
 
 /// KVM exit reasons (api.rst §5, struct kvm_run exit_reason) as counters.
-final class VCPUExitCounters: @unchecked Sendable {
+final class VCPUExitCounters: @unchecked Sendable { // immutable; its counters are atomics
     let ioIn, ioOut, mmioRead, mmioWrite, halt, shutdown, systemEvent, internalError, failEntry, interrupted, other: Counter
 
     init(_ registry: MetricsRegistry) {
@@ -45,7 +45,7 @@ final class VCPUExitCounters: @unchecked Sendable {
 }
 
 /// A bus device seen through two counters.
-final class CountedDevice: BusDevice, @unchecked Sendable {
+final class CountedDevice: BusDevice, @unchecked Sendable { // immutable; its device and counters are thread-safe
     let device: BusDevice
     let reads: Counter
     let writes: Counter

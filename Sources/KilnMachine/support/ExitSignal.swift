@@ -32,16 +32,15 @@ public enum MachineExitReason: Equatable, Sendable, CustomStringConvertible {
 
 /// Where devices and vCPU threads report that the machine must stop; the
 /// main thread waits on it. Thread-safe; the first reason is kept.
-public final class ExitSignal: @unchecked Sendable {
-    private let lock = Lock()
-    private var recorded: MachineExitReason?
+public final class ExitSignal: @unchecked Sendable { // `wake` is an eventfd write, safe from any thread
+    private let recorded = Locked<MachineExitReason?>(nil)
     private let wake: () -> Void
 
     /// `wake` nudges the waiting thread (an eventfd write).
     public init(wake: @escaping () -> Void = {}) { self.wake = wake }
 
     public func request(_ reason: MachineExitReason) {
-        let first = lock.withLock { () -> Bool in
+        let first = recorded.withLock { recorded in
             guard recorded == nil else { return false }
             recorded = reason
             return true
@@ -49,5 +48,5 @@ public final class ExitSignal: @unchecked Sendable {
         if first { wake() }
     }
 
-    public var reason: MachineExitReason? { lock.withLock { recorded } }
+    public var reason: MachineExitReason? { recorded.withLock { $0 } }
 }

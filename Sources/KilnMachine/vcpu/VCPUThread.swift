@@ -9,7 +9,7 @@ import KilnSystem
 /// reasons), which needs no KVM.
 /// Entry points live here, not in an executable's main.swift (where Swift
 /// would infer them main-actor isolated; docs/platform.md, "Threads and Swift 6").
-final class VCPUThread: @unchecked Sendable {
+final class VCPUThread: @unchecked Sendable { // `thread` is set by start() and read by kick(), both on the event loop
     let vcpu: KVMVirtualCPU
     let dispatcher: VCPUExitDispatcher
     let exitSignal: ExitSignal
@@ -22,9 +22,9 @@ final class VCPUThread: @unchecked Sendable {
     let onThreadStart: ((Int) throws -> Void)?
     let pauseGate: PauseGate
     let exits: VCPUExitCounters
-    private(set) var thread: pthread_t?
-    private let stateLock = Lock()
-    private var stuck = false
+    /// Set by `start`, read by `kick`: both on the event loop's thread.
+    private var thread: SystemThread?
+    private let stuck = Locked(false)
 
     init(vcpu: KVMVirtualCPU, portBus: Bus, memoryBus: Bus, exitSignal: ExitSignal, pauseGate: PauseGate,
          exits: VCPUExitCounters, onThreadStart: ((Int) throws -> Void)?,
@@ -41,21 +41,10 @@ final class VCPUThread: @unchecked Sendable {
 
     /// True when the last kick found this vCPU unable ever to run again by
     /// itself: halted with interrupts disabled, or an AP never started.
-    var isStuck: Bool { stateLock.withLock { stuck } }
+    var isStuck: Bool { stuck.withLock { $0 } }
 
     func start() throws {
-        let context = Unmanaged.passRetained(self).toOpaque()
-        var handle = pthread_t()
-        let result = pthread_create(&handle, nil, { raw in
-            let thread = Unmanaged<VCPUThread>.fromOpaque(raw!).takeRetainedValue()
-            thread.runLoop()
-            return nil
-        }, context)
-        guard result == 0 else {
-            Unmanaged<VCPUThread>.fromOpaque(context).release()
-            throw SystemError("pthread_create", subject: "vCPU \(vcpu.index)", errno: result)
-        }
-        thread = handle
+        thread = try SystemThread.spawn(name: "kiln-vcpu\(vcpu.index)") { [self] in runLoop() }
     }
 
     /// Makes KVM_RUN return at once (immediate_exit, api.rst §5 kvm_run)
@@ -64,7 +53,7 @@ final class VCPUThread: @unchecked Sendable {
     func kick() {
         guard let thread else { return }
         vcpu.run.pointee.immediate_exit = 1
-        pthread_kill(thread, VCPUThread.kickSignal)
+        thread.send(VCPUThread.kickSignal)
     }
 
     static let kickSignal = SIGUSR1
@@ -99,7 +88,7 @@ final class VCPUThread: @unchecked Sendable {
                     updateStuckState()
                     continue
                 }
-                stateLock.withLock { stuck = false }
+                stuck.withLock { $0 = false }
                 try handleExit()
             }
         } catch {
@@ -119,7 +108,7 @@ final class VCPUThread: @unchecked Sendable {
         default:
             value = false
         }
-        stateLock.withLock { stuck = value }
+        stuck.withLock { $0 = value }
         if let trace, let regs = try? vcpu.registers() {
             trace("vcpu\(vcpu.index): kicked, mp_state \(state), rip 0x\(String(regs.rip, radix: 16)), "
                   + "rflags 0x\(String(regs.rflags, radix: 16))")
@@ -131,7 +120,7 @@ final class VCPUThread: @unchecked Sendable {
         switch dispatcher.handle(exit, vcpu: vcpu.index, rip: { ripText }) {
         case .resume: break
         case .halted:
-            stateLock.withLock { stuck = true }
+            stuck.withLock { $0 = true }
             exitSignal.request(.allVCPUsHalted)
         case let .stop(reason):
             exitSignal.request(reason)

@@ -76,6 +76,7 @@ public enum SyscallTable {
         "seccomp": 3, "setns": 2, "personality": 1, "bpf": 3,
         "perf_event_open": 5, "io_uring_setup": 2, "io_uring_enter": 6,
         "io_uring_register": 4, "userfaultfd": 1, "rseq": 4,
+        "brk": 1, "munmap": 2, "unlink": 1, "set_tid_address": 1, "set_robust_list": 2, "readlink": 3, "sigaltstack": 2,
     ]
 
     /// The width, in bits, that a comparison of `argument` of `syscall` uses.

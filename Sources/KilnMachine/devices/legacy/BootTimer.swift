@@ -3,11 +3,10 @@ import KilnSystem
 /// The boot-timer device: when the guest writes the magic byte (123, as
 /// Firecracker's guest tooling does) at offset 0, the VMM logs how long the
 /// boot took from its own start. One MMIO page.
-public final class BootTimer: BusDevice, @unchecked Sendable {
+public final class BootTimer: BusDevice, @unchecked Sendable { // `report` runs once (under `reported`), from any thread
     public static let magic: UInt8 = 123
     private let report: () -> Void
-    private let lock = Lock()
-    private var reported = false
+    private let reported = Locked(false)
 
     public init(report: @escaping () -> Void) { self.report = report }
 
@@ -17,7 +16,7 @@ public final class BootTimer: BusDevice, @unchecked Sendable {
 
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
         guard offset == 0, data.first == BootTimer.magic else { return }
-        let first = lock.withLock { () -> Bool in
+        let first = reported.withLock { reported in
             defer { reported = true }
             return !reported
         }

@@ -30,7 +30,7 @@ public struct RTCTime: Equatable, Sendable {
 /// this it reads the wall clock at once. Alarms and periodic interrupts are
 /// not offered (status B has them disabled), and the other 114 bytes of CMOS
 /// RAM are plain storage.
-public final class CMOSClock: BusDevice, @unchecked Sendable {
+public final class CMOSClock: BusDevice, @unchecked Sendable { // `clock` reads the host's wall clock, from any thread
     enum Register {
         static let seconds: UInt8 = 0x00
         static let minutes: UInt8 = 0x02
@@ -53,9 +53,12 @@ public final class CMOSClock: BusDevice, @unchecked Sendable {
     /// Status D: the battery is good (VRT).
     static let statusDValue: UInt8 = 0x80
 
-    private let lock = Lock()
-    private var index: UInt8 = 0
-    private var storage = [UInt8](repeating: 0, count: 128)
+    /// The selected register and the CMOS RAM.
+    private struct State {
+        var index: UInt8 = 0
+        var storage = [UInt8](repeating: 0, count: 128)
+    }
+    private let state = Locked(State())
     private let clock: () -> RTCTime
 
     public init(clock: @escaping () -> RTCTime = RTCTime.now) { self.clock = clock }
@@ -83,18 +86,20 @@ public final class CMOSClock: BusDevice, @unchecked Sendable {
 
     public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
         guard data.count == 1 else { return }
-        data[0] = lock.withLock {
-            offset == 1 ? CMOSClock.register(index, at: clock(), storage: storage) : index
+        let time = offset == 1 ? clock() : nil
+        data[0] = state.withLock { state in
+            time.map { CMOSClock.register(state.index, at: $0, storage: state.storage) } ?? state.index
         }
     }
 
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
         guard data.count == 1 else { return }
-        lock.withLock {
+        let value = data[0]
+        state.withLock { state in
             if offset == 0 {
-                index = data[0] & 0x7f // bit 7 is the NMI mask, not part of the index
-            } else if index > Register.statusD && index != Register.century {
-                storage[Int(index)] = data[0]
+                state.index = value & 0x7f // bit 7 is the NMI mask, not part of the index
+            } else if state.index > Register.statusD && state.index != Register.century {
+                state.storage[Int(state.index)] = value
             }
         }
     }

@@ -8,7 +8,7 @@ import KilnSystem
 /// keyboard: `pressCtrlAltDel()` queues the keys' scancodes and raises IRQ 1
 /// for each byte the guest has not read yet, which Linux's atkbd turns into
 /// a reboot.
-public final class I8042Controller: BusDevice, @unchecked Sendable {
+public final class I8042Controller: BusDevice, @unchecked Sendable { // its closures capture only thread-safe objects
     enum Command {
         static let readControl: UInt8 = 0x20
         static let writeControl: UInt8 = 0x60
@@ -20,13 +20,23 @@ public final class I8042Controller: BusDevice, @unchecked Sendable {
     static let statusSystemFlag: UInt8 = 0x04
     static let selfTestPassed: UInt8 = 0x55
 
-    private let lock = Lock()
-    private var control: UInt8 = 0x01 // keyboard interrupt enabled
-    private var output: UInt8?
-    private var expectingControl = false
-    /// Keyboard bytes not yet in the output register; bounded, as a real
-    /// keyboard's buffer is.
-    private var keyboard: [UInt8] = []
+    private struct State {
+        var control: UInt8 = 0x01 // keyboard interrupt enabled
+        var output: UInt8?
+        var expectingControl = false
+        /// Keyboard bytes not yet in the output register; bounded, as a
+        /// real keyboard's buffer is.
+        var keyboard: [UInt8] = []
+
+        /// Moves the next keyboard byte into an empty output register.
+        /// Returns whether to raise IRQ 1.
+        mutating func loadKeyboardByte() -> Bool {
+            guard output == nil, !keyboard.isEmpty else { return false }
+            output = keyboard.removeFirst()
+            return control & I8042Controller.controlKeyboardInterrupt != 0
+        }
+    }
+    private let state = Locked(State())
     private let reset: () -> Void
     private let interrupt: () -> Void
 
@@ -47,56 +57,48 @@ public final class I8042Controller: BusDevice, @unchecked Sendable {
     /// (the guest is not reading its keyboard).
     @discardableResult
     public func pressCtrlAltDel() -> Bool {
-        let (queued, raise) = lock.withLock { () -> (Bool, Bool) in
-            guard keyboard.count + Self.ctrlAltDelScancodes.count <= Self.keyboardBufferLimit else { return (false, false) }
-            keyboard += Self.ctrlAltDelScancodes
-            return (true, loadKeyboardByte())
+        let (queued, raise) = state.withLock { state -> (Bool, Bool) in
+            guard state.keyboard.count + Self.ctrlAltDelScancodes.count <= Self.keyboardBufferLimit else {
+                return (false, false)
+            }
+            state.keyboard += Self.ctrlAltDelScancodes
+            return (true, state.loadKeyboardByte())
         }
         if raise { interrupt() }
         return queued
     }
 
-    /// Moves the next keyboard byte into an empty output register. Returns
-    /// whether to raise IRQ 1. Called with the lock held.
-    private func loadKeyboardByte() -> Bool {
-        guard output == nil, !keyboard.isEmpty else { return false }
-        output = keyboard.removeFirst()
-        return control & Self.controlKeyboardInterrupt != 0
-    }
-
     public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
         guard data.count == 1 else { return }
-        var raise = false
-        data[0] = lock.withLock {
+        let (value, raise) = state.withLock { state -> (UInt8, Bool) in
             switch offset {
             case 0:
-                defer {
-                    output = nil
-                    raise = loadKeyboardByte()
-                }
-                return output ?? 0
+                let value = state.output ?? 0
+                state.output = nil
+                return (value, state.loadKeyboardByte())
             case 4:
-                return I8042Controller.statusSystemFlag | (output == nil ? 0 : I8042Controller.statusOutputFull)
+                return (I8042Controller.statusSystemFlag | (state.output == nil ? 0 : I8042Controller.statusOutputFull), false)
             default:
-                return 0xff
+                return (0xff, false)
             }
         }
+        data[0] = value
         if raise { interrupt() }
     }
 
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
         guard data.count == 1 else { return }
         let value = data[0]
-        let resetRequested = lock.withLock { () -> Bool in
+        let resetRequested = state.withLock { state -> Bool in
             switch offset {
-            case 0 where expectingControl:
-                control = value
-                expectingControl = false
+            case 0 where state.expectingControl:
+                state.control = value
+                state.expectingControl = false
             case 4:
                 switch value {
-                case Command.readControl: output = control
-                case Command.writeControl: expectingControl = true
-                case Command.selfTest: output = I8042Controller.selfTestPassed
+                case Command.readControl: state.output = state.control
+                case Command.writeControl: state.expectingControl = true
+                case Command.selfTest: state.output = I8042Controller.selfTestPassed
                 case Command.pulseReset: return true
                 default: break // port enables/disables and tests: accepted, no effect
                 }

@@ -2,9 +2,8 @@ import KilnSystem
 
 /// The 8250 UART on the port bus: the pure register state machine behind a
 /// lock, with the console sink and the interrupt line wired to the VMM.
-public final class SerialDevice: BusDevice, @unchecked Sendable {
-    private let lock = Lock()
-    private var uart = UART8250()
+public final class SerialDevice: BusDevice, @unchecked Sendable { // its closures capture only thread-safe objects
+    private let uart = Locked(UART8250())
     private let output: ([UInt8]) -> Void
     private let interrupt: () -> Void
 
@@ -18,20 +17,20 @@ public final class SerialDevice: BusDevice, @unchecked Sendable {
 
     public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
         guard data.count == 1 else { data.initializeMemory(as: UInt8.self, repeating: 0); return }
-        data[0] = lock.withLock { uart.read(Int(offset)) }
+        data[0] = uart.withLock { $0.read(Int(offset)) }
     }
 
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
         guard data.count == 1 else { return }
-        let effects = lock.withLock { uart.write(Int(offset), data[0]) }
+        let effects = uart.withLock { $0.write(Int(offset), data[0]) }
         if !effects.output.isEmpty { output(effects.output) }
         if effects.interrupt { interrupt() }
     }
 
     /// Host input (stdin) for the guest.
     public func enqueueInput(_ bytes: [UInt8]) {
-        if lock.withLock({ uart.receive(bytes) }) { interrupt() }
+        if uart.withLock({ $0.receive(bytes) }) { interrupt() }
     }
 
-    public var canReceive: Bool { lock.withLock { uart.canReceive } }
+    public var canReceive: Bool { uart.withLock { $0.canReceive } }
 }

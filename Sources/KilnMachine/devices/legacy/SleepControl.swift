@@ -3,7 +3,7 @@
 /// type powers the machine off. The FADT's SLEEP_CONTROL_REG and the DSDT's
 /// \_S5 package (KilnACPI) point here; the status register beside it reads
 /// WAK_STS clear.
-public final class SleepControl: BusDevice, @unchecked Sendable {
+public final class SleepControl: BusDevice, @unchecked Sendable { // `poweroff` requests an exit, safe from any thread
     /// The SLP_TYP value the DSDT's \_S5 object must announce.
     public static let s5SleepType: UInt8 = 5
     static let sleepEnable: UInt8 = 1 << 5

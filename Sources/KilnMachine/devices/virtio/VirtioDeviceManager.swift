@@ -65,6 +65,12 @@ final class VirtioDeviceManager {
         // Firecracker does; the others keep their configured order.
         let drives = configuration.drives.filter(\.isRootDevice) + configuration.drives.filter { !$0.isRootDevice }
         for drive in drives {
+            // Firecracker's Async engine is io_uring, a host-side choice the
+            // guest cannot see: clients that default to it (bandsox) get the
+            // same virtio-blk device, served by the synchronous engine.
+            if drive.ioEngine == .async {
+                log("drive \(drive.driveID): io_engine Async is served by Kiln's synchronous engine (Kiln has no io_uring engine)")
+            }
             guard let path = drive.pathOnHost else {
                 throw BootInputError("drive \(drive.driveID): path_on_host is required")
             }
@@ -254,9 +260,6 @@ final class VirtioDeviceManager {
         for drive in configuration.drives {
             if drive.socket != nil {
                 throw BootInputError("drive \(drive.driveID): vhost-user block devices (socket) are not supported")
-            }
-            if drive.ioEngine == .async {
-                throw BootInputError("drive \(drive.driveID): io_engine Async is not supported; use Sync")
             }
         }
     }

@@ -13,32 +13,36 @@ import KilnVirtio
 /// QueueNotify is caught by KVM's ioeventfd, and one that reaches a vCPU
 /// anyway (another width, say) only signals that queue's eventfd.
 ///
-/// Lock order: `lock` is a leaf. Nothing else is taken while it is held
-/// except the backend's own descriptors (which are not locks); the event
-/// loop takes it per queue service, a vCPU per register access.
+/// Lock order: `state`'s lock comes before the logger's (a device failure
+/// is logged with it held) and nothing else is taken under it (the
+/// backend's descriptors are not locks); the event loop takes it per queue
+/// service, a vCPU per register access.
 ///
 /// InterruptStatus is read without the lock: a guest's interrupt handler
 /// reads it first thing, and must not wait while the event loop holds the
 /// lock for a disk write. The transport's value is published to an atomic
 /// before every interrupt and after every locked operation.
-final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
+final class VirtioMMIOSlot: BusDevice, @unchecked Sendable { // the transport is reached only under `state`'s lock
     let name: String
     /// One eventfd per queue, signalled by KVM on a QueueNotify write of
     /// that queue's index (datamatch), or by `write` below.
     let queueEvents: [EventFD]
-    private let lock = Lock()
-    private let transport: VirtioMMIOTransport
+    /// The device model and whether its current failure was logged.
+    private struct State {
+        let transport: VirtioMMIOTransport
+        var failureLogged = false
+    }
+    private let state: Locked<State>
     private let interrupt: PublishingInterrupt
     private let failures: Counter
     private let log: (String) -> Void
-    private var failureLogged = false
 
     init(name: String, transport: VirtioMMIOTransport, interrupt: PublishingInterrupt,
          queueEvents: [EventFD], failures: Counter, log: @escaping (String) -> Void) {
         self.interrupt = interrupt
         self.log = log
         self.name = name
-        self.transport = transport
+        state = Locked(State(transport: transport))
         self.queueEvents = queueEvents
         self.failures = failures
     }
@@ -48,7 +52,7 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
     /// The device model, for the event loop's backend handlers. Touch it
     /// only inside `withTransport`.
     func withTransport<R>(_ body: (VirtioMMIOTransport) throws -> R) rethrows -> R {
-        try lock.withLock { try body(transport) }
+        try state.withLock { try body($0.transport) }
     }
 
     // MARK: Register accesses (vCPU threads)
@@ -58,7 +62,7 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
         if offset == MMIORegister.interruptStatus, data.count == 4 {
             value = UInt64(interrupt.published)
         } else {
-            value = lock.withLock { transport.read(offset: offset, size: data.count) }
+            value = state.withLock { $0.transport.read(offset: offset, size: data.count) }
         }
         for index in data.indices { data[index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index))) }
     }
@@ -72,12 +76,12 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
             if data.count == 4, value < UInt64(queueEvents.count) { try? queueEvents[Int(value)].signal() }
             return
         }
-        lock.withLock {
-            transport.write(offset: offset, size: data.count, value: value)
+        state.withLock { state in
+            state.transport.write(offset: offset, size: data.count, value: value)
             interrupt.publish()  // InterruptACK and reset clear bits
             // QueueReady with a bad layout fails the device here, and a
             // reset (Status 0) ends a failure: both are seen at once.
-            noteFailure()
+            noteFailure(&state)
         }
     }
 
@@ -87,23 +91,23 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
     /// chains are still waiting (the per-call budget ran out): the caller
     /// signals the eventfd again so other work runs in between.
     func serveQueue(_ index: Int) -> Bool {
-        lock.withLock {
-            let more = transport.processQueue(index)
+        state.withLock { state in
+            let more = state.transport.processQueue(index)
             interrupt.publish()
-            noteFailure()
+            noteFailure(&state)
             return more
         }
     }
 
     /// A device that entered DEVICE_NEEDS_RESET is counted and logged once
     /// until the driver resets it; the VMM and other devices run on.
-    private func noteFailure() {
-        guard let failure = transport.failure else {
-            failureLogged = false
+    private func noteFailure(_ state: inout State) {
+        guard let failure = state.transport.failure else {
+            state.failureLogged = false
             return
         }
-        guard !failureLogged else { return }
-        failureLogged = true
+        guard !state.failureLogged else { return }
+        state.failureLogged = true
         failures.increment()
         log("\(name): device needs reset: \(failure)")
     }
@@ -113,7 +117,7 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable {
 /// reads, then raises the GSI through its irqfd (one eventfd write). The
 /// transport calls `trigger` with the slot's lock held, so reading its
 /// status there is safe.
-final class PublishingInterrupt: InterruptSignal, @unchecked Sendable {
+final class PublishingInterrupt: InterruptSignal, @unchecked Sendable { // `transport` is set before any thread sees it
     let line: InterruptEventFD
     private let status = Atomic<UInt32>(0)
     /// Set once, right after the transport is made (it needs this object).

@@ -1,0 +1,518 @@
+#!/usr/bin/python3
+"""The density benchmark: N isolated UDP echo services per system, started at
+one bounded parallelism, side by side in one invocation (kiln, runc, QEMU
+microvm, runsc), each counted ready when it answers the host; then the
+single-microVM figures and where kiln's costs go. See README.md here.
+
+    run.py [--quick] [--json FILE] [--chart FILE] [--ns 1,10,100] [--repeat R]
+           [--parallel P] [--systems kiln,runc,qemu-microvm,runsc]
+    run.py --smoke [--bin DIR]     # N=1 kiln: the echo and the clean-up, for make test
+
+Needs root, iproute2 and /dev/kvm; Debian's python3 (python3-matplotlib draws
+the chart). Every TAP, namespace, cgroup, jail and process it makes is removed
+at the end, on failure and on Ctrl-C, and it reports anything left.
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import random
+import resource
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
+sys.path.insert(0, HERE)
+
+import hostnet  # noqa: E402
+import leftovers  # noqa: E402
+import measure  # noqa: E402
+import report  # noqa: E402
+import systems  # noqa: E402
+
+stopping = threading.Event()
+# (system, instances) being run: what Ctrl-C or a failure must tear down.
+active = []
+
+
+def probe_until_ready(instance, system, seconds):
+    """Sends the instance a datagram until it echoes one back: again after
+    each 50 ms without an answer (10 ms after a send that could not go out
+    yet). Not faster: on this host a guest's echo costs it milliseconds of
+    emulated instructions, and probes sent faster than it answers keep a
+    booting guest busy answering stale ones."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    instance.socket = sock
+    payload = f"kd {instance.system} {instance.index}".encode()
+    deadline = time.monotonic() + seconds
+    while not stopping.is_set():
+        if time.monotonic() > deadline:
+            instance.failure = f"no echo within {seconds} s"
+            return
+        if not system.alive(instance):
+            code = instance.process.poll() if instance.process else None
+            instance.failure = f"exited before answering (status {code})"
+            return
+        try:
+            sock.sendto(payload, (instance.service_ip, 7))
+            wait_until = time.monotonic() + 0.05
+        except OSError:
+            wait_until = time.monotonic() + 0.01  # not resolved yet: the next send asks again
+        while time.monotonic() < wait_until and not stopping.is_set():
+            readable, _, _ = select.select([sock], [], [], max(0, wait_until - time.monotonic()))
+            if not readable:
+                continue
+            try:
+                data = sock.recv(2048)
+            except OSError:
+                continue
+            if data == payload:
+                instance.ready_ns = time.monotonic_ns()
+                return
+
+
+def echo_rtt_ms(instance, seconds=1.0):
+    """One echo on the instance's probe socket: round trip in ms, or None."""
+    if instance.socket is None:
+        return None
+    payload = f"kd again {instance.index} {random.random()}".encode()
+    start = time.monotonic()
+    while time.monotonic() - start < seconds:
+        try:
+            instance.socket.sendto(payload, (instance.service_ip, 7))
+        except OSError:
+            pass
+        readable, _, _ = select.select([instance.socket], [], [], 0.05)
+        while readable:
+            try:
+                if instance.socket.recv(2048) == payload:
+                    return (time.monotonic() - start) * 1000
+            except BlockingIOError:
+                break
+            readable, _, _ = select.select([instance.socket], [], [], 0)
+    return None
+
+
+def launch_all(system, instances, parallel, seconds, reserve_kib, cap_seconds=None):
+    """Each instance launched and probed until ready, `parallel` at a time;
+    none launched after `cap_seconds` (a time cap for hosts too busy)."""
+    cap = time.monotonic() + cap_seconds if cap_seconds else None
+
+    def one(instance):
+        if stopping.is_set():
+            instance.failure = "interrupted"
+            return
+        if cap is not None and time.monotonic() > cap:
+            instance.failure = f"not launched: the run's time cap ({cap_seconds:.0f} s) passed"
+            return
+        if measure.meminfo()["MemAvailable"] < reserve_kib:
+            instance.failure = f"host memory reserve ({reserve_kib >> 20} GiB) reached: not launched"
+            return
+        instance.launched_ns = time.monotonic_ns()
+        try:
+            system.launch(instance)
+        except Exception as error:  # noqa: BLE001 - recorded as this instance's failure
+            instance.failure = f"launch: {error}"
+        if instance.failure is None:
+            probe_until_ready(instance, system, seconds)
+
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, instances))
+
+
+def teardown(system, instances, parallel):
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(system.stop, [instance for instance in instances if instance.launched_ns is not None]))
+    for instance in instances:
+        if instance.socket is not None:
+            instance.socket.close()
+    system.teardown([instance.index for instance in instances])
+
+
+def kiln_log_figures(instances):
+    """From each kiln's log: the jailer's overhead and exec -> first KVM_RUN."""
+    jailer_wall, jailer_cpu, first_run = [], [], []
+    for instance in instances:
+        if instance.log is None or not os.path.exists(instance.log):
+            continue
+        with open(instance.log) as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                text = record.get("msg", "")
+                if text.startswith("jailer overhead:"):
+                    parts = text.split()
+                    jailer_wall.append(float(parts[2]))
+                    jailer_cpu.append(float(parts[-3]))
+                elif "first KVM_RUN" in text and instance.launched_ns is not None:
+                    first_run.append((record["ts_ns"] - instance.launched_ns) / 1e6)
+    return jailer_wall, jailer_cpu, first_run
+
+
+def api_latencies(system, instances, count):
+    """GET /machine-config on a fresh connection to `count` random instances."""
+    latencies = []
+    for instance in random.sample(instances, min(count, len(instances))):
+        start = time.monotonic()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.settimeout(2)
+                client.connect(system.api_socket(instance.index))
+                client.sendall(b"GET /machine-config HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while True:
+                    chunk = client.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+            ok = answer.startswith(b"HTTP/1.1 200")
+        except OSError:
+            ok = False
+        latencies.append({"instance": instance.index, "ms": (time.monotonic() - start) * 1000, "ok": ok})
+    return latencies
+
+
+def kill_one(system, instances):
+    """kill -9 of one kiln: the others must still answer, and kiln-jailer
+    cleanup must remove its jail and cgroups."""
+    ready = [instance for instance in instances if instance.ready_ns is not None]
+    if len(ready) < 2:
+        return {"note": "fewer than two instances ready"}
+    victim = random.choice(ready)
+    before = [instance.index for instance in ready if instance is not victim and echo_rtt_ms(instance, 2.0) is None]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.process.wait(timeout=10)
+    code, err = system.cleanup_jail(victim.index)
+    jail = os.path.dirname(os.path.dirname(system.api_socket(victim.index)))
+    cgroups_left = [controller for controller in system.controllers
+                    if os.path.isdir(f"/sys/fs/cgroup/{controller}/{system.parent_cgroup}/{system.jail_id(victim.index)}")]
+    others = [instance for instance in ready if instance is not victim]
+    unanswered = [instance.index for instance in others if echo_rtt_ms(instance, 2.0) is None]
+    victim.launched_ns = None  # torn down already
+    victim.socket.close()
+    victim.socket = None
+    return {"killed": victim.index, "cleanup_status": code, "cleanup_error": err[-300:],
+            "jail_left": os.path.exists(jail), "cgroups_left": cgroups_left,
+            "others_checked": len(others), "others_unanswered": unanswered, "unanswered_before_kill": before}
+
+
+def run_once(system, n, options, checks):
+    """One launch of N instances of one system, measured, then torn down."""
+    instances = [systems.Instance(system.name, index) for index in range(n)]
+    active.append((system, instances))
+    try:
+        result = measure_run(system, instances, options, checks)
+    finally:
+        started = time.monotonic()
+        teardown(system, instances, options.parallel)
+        active.remove((system, instances))
+    result["teardown_seconds"] = time.monotonic() - started
+    return result
+
+
+def measure_run(system, instances, options, checks):
+    n = len(instances)
+    before = measure.meminfo()
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(options.parallel) as pool:
+        system.prepare(list(range(n)), pool)
+    network_seconds = time.monotonic() - started
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start_ns = time.monotonic_ns()
+    launch_all(system, instances, options.parallel, options.timeout, options.reserve_gib << 20, options.cap_seconds)
+    if stopping.is_set():
+        raise KeyboardInterrupt
+    ready = [instance for instance in instances if instance.ready_ns is not None]
+    all_ready_ns = max([instance.ready_ns for instance in ready], default=start_ns)
+    after = measure.meminfo()
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    helper_cpu = (children_after.ru_utime + children_after.ru_stime
+                  - children_before.ru_utime - children_before.ru_stime)
+    pss, threads, private, guest = 0, {}, [], []
+    for instance in ready:
+        pss += measure.rollup(instance.pid).get("Pss", 0)
+        for name, ns in measure.thread_cpu_ns(instance.pid).items():
+            threads[name] = threads.get(name, 0) + ns
+        if system.name in ("kiln", "qemu-microvm"):
+            own, touched = measure.private_memory(instance.pid, systems.GUEST_MIB * 1024)
+            private.append(own / 1024)
+            guest.append(touched / 1024)
+    cpu = sum(threads.values()) / 1e9 + helper_cpu
+    used = (measure.host_used_kib(after) - measure.host_used_kib(before)) / 1024
+    per_ready = [(instance.ready_ns - instance.launched_ns) / 1e6 for instance in ready]
+    failures = [f"{instance.index}: {instance.failure}" for instance in instances if instance.failure]
+    result = {
+        "system": system.name, "n": n, "ready_seconds": (all_ready_ns - start_ns) / 1e9,
+        "host_memory_mib": used, "memory_per_instance_mib": used / n, "cpu_seconds": cpu,
+        "failures": len(failures), "runnable": True, "note": "",
+        "pss_mib": pss / 1024, "pss_per_instance_mib": pss / 1024 / n,
+        "page_tables_mib": (after["PageTables"] - before["PageTables"]) / 1024,
+        "slab_mib": (after["Slab"] - before["Slab"]) / 1024,
+        "kernel_stack_mib": (after["KernelStack"] - before["KernelStack"]) / 1024,
+        "instance_ready_ms": measure.spread(per_ready), "helper_cpu_seconds": helper_cpu,
+        "cpu_seconds_by_thread": {name: ns / 1e9 for name, ns in sorted(threads.items())},
+        "network_setup_seconds": network_seconds, "failure_reasons": failures[:10],
+    }
+    if private:
+        result["vmm_private_mib"] = measure.spread(private)
+        result["guest_touched_mib"] = measure.spread(guest)
+    if system.name == "kiln":
+        wall, jailer_cpu, first_run = kiln_log_figures(instances)
+        result["jailer_ms"] = measure.spread(wall)
+        result["jailer_cpu_ms"] = measure.spread(jailer_cpu)
+        result["launch_to_first_kvm_run_ms"] = measure.spread(first_run)
+    if checks and system.name == "kiln" and ready:
+        sample = api_latencies(system, ready, options.api_sample)
+        result["reliability"] = {
+            "api_sample": sample,
+            "api_within_100ms": sum(1 for entry in sample if entry["ok"] and entry["ms"] <= 100),
+            "api_sampled": len(sample),
+            "kill9": kill_one(system, instances),
+        }
+    return result
+
+
+def launch_rate(system, count, options):
+    """Launches overlapped as an orchestrator would (the same parallelism):
+    kiln-jailer start -> the guest's first instruction (kiln's "first
+    KVM_RUN" line) for `count` microVMs, per host core."""
+    instances = [systems.Instance(system.name, index) for index in range(count)]
+    active.append((system, instances))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(options.parallel) as pool:
+            system.prepare(list(range(count)), pool)
+
+        def one(instance):
+            instance.launched_ns = time.monotonic_ns()
+            system.launch(instance)
+            deadline = time.monotonic() + options.timeout
+            while time.monotonic() < deadline and not stopping.is_set() and system.alive(instance):
+                with open(instance.log) as handle:
+                    for line in handle:
+                        if "first KVM_RUN" in line:
+                            instance.ready_ns = json.loads(line)["ts_ns"]
+                            return
+                time.sleep(0.002)
+            instance.failure = "no first KVM_RUN"
+
+        start = time.monotonic_ns()
+        with concurrent.futures.ThreadPoolExecutor(options.parallel) as pool:
+            list(pool.map(one, instances))
+        done = [instance.ready_ns for instance in instances if instance.ready_ns]
+        seconds = (max(done) - start) / 1e9 if done else float("nan")
+        return {"launched": count, "reached_first_instruction": len(done), "seconds": seconds,
+                "per_second": len(done) / seconds if done else 0, "cores": os.cpu_count(),
+                "per_second_per_core": len(done) / seconds / os.cpu_count() if done else 0}
+    finally:
+        teardown(system, instances, options.parallel)
+        active.remove((system, instances))
+
+
+def aggregate(runs):
+    """One entry per (system, n): medians in the named fields, the spread of
+    each beside it (`<field>_p90`, `_min`, `_max`), every repeat in `repeats`."""
+    merged = []
+    for key in sorted({(run["system"], run["n"]) for run in runs}, key=lambda key: (key[1], key[0])):
+        group = [run for run in runs if (run["system"], run["n"]) == key]
+        entry = {"system": key[0], "n": key[1], "runnable": True, "note": group[0].get("note", "")}
+        for field in ("ready_seconds", "host_memory_mib", "memory_per_instance_mib", "cpu_seconds", "pss_mib",
+                      "pss_per_instance_mib"):
+            figures = measure.spread([run[field] for run in group])
+            entry[field] = figures["median"]
+            entry.update({f"{field}_{name}": figures[name] for name in ("p90", "min", "max")})
+        entry["failures"] = sum(run["failures"] for run in group)
+        entry["repeats"] = group
+        merged.append(entry)
+    return merged
+
+
+def emergency_cleanup():
+    for system, instances in list(active):
+        try:
+            teardown(system, instances, 8)
+        except Exception as error:  # noqa: BLE001 - keep cleaning
+            print(f"density: teardown of {system.name} failed: {error}", file=sys.stderr)
+        active.remove((system, instances))
+
+
+def interrupted(number, frame):
+    """Ctrl-C or SIGTERM: workers stop probing, the main thread unwinds to the
+    clean-up."""
+    stopping.set()
+    raise KeyboardInterrupt
+
+
+def parse_options(argv):
+    parser = argparse.ArgumentParser(description="Kiln density benchmark (see README.md beside this file)")
+    parser.add_argument("--quick", action="store_true", help="N up to 100, under 3 minutes")
+    parser.add_argument("--smoke", action="store_true", help="N=1 kiln only: the echo and the clean-up (make test)")
+    parser.add_argument("--ns", help="comma-separated N values (default 1,10,100,400,800; --quick 1,10,100)")
+    parser.add_argument("--repeat", type=int, help="runs per system and N (default 3; 2 for N >= 400)")
+    parser.add_argument("--parallel", type=int, default=8, help="launches in flight at once, every system")
+    parser.add_argument("--systems", default="kiln,runc,qemu-microvm,runsc")
+    parser.add_argument("--runsc-max-n", type=int, default=10, help="largest N for runsc (ptrace is slow)")
+    parser.add_argument("--json", help="where every raw figure goes (default integration/out/density/"
+                        "density.json; smoke.json with --smoke)")
+    parser.add_argument("--chart", help="PNG or SVG path (default: beside the JSON, .png)")
+    parser.add_argument("--bin", default=os.path.join(ROOT, ".build-release", "release"),
+                        help="folder with kiln, kiln-jailer (and kiln-policy, policies.kbundle)")
+    parser.add_argument("--guest", default=os.path.join(ROOT, "integration", "out", "kiln-test-guest.elf"))
+    parser.add_argument("--timeout", type=float, default=120, help="seconds an instance has to answer")
+    parser.add_argument("--reserve-gib", type=int, default=3, help="stop launching below this MemAvailable")
+    parser.add_argument("--cap-seconds", type=float, help="launch nothing more after this long in one run "
+                        "(the rest count as failures)")
+    parser.add_argument("--api-sample", type=int, default=20)
+    parser.add_argument("--no-single", action="store_true", help="skip the single-microVM figures")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the callgrind/strace breakdowns")
+    options = parser.parse_args(argv)
+    if options.ns:
+        try:
+            options.ns = sorted({int(value) for value in options.ns.split(",")})
+        except ValueError:
+            parser.error(f"--ns: not a list of numbers: {options.ns}")
+    else:
+        options.ns = [1] if options.smoke else [1, 10, 100] if options.quick else [1, 10, 100, 400, 800]
+    if any(n < 1 or n > 16384 for n in options.ns):
+        parser.error("--ns: each N must be 1-16384")
+    if options.parallel < 1:
+        parser.error("--parallel must be at least 1")
+    options.systems = ["kiln"] if options.smoke else options.systems.split(",")
+    unknown = [name for name in options.systems if name not in systems.SYSTEMS]
+    if unknown:
+        parser.error(f"--systems: unknown {', '.join(unknown)} (known: {', '.join(systems.SYSTEMS)})")
+    if options.json is None:
+        options.json = os.path.join(ROOT, "integration", "out", "density", "smoke.json" if options.smoke else "density.json")
+    if options.chart is None:
+        options.chart = os.path.splitext(options.json)[0] + ".png"
+    return options
+
+
+def repeats_for(options, n):
+    if options.smoke:
+        return 1
+    if options.repeat:
+        return options.repeat
+    return 2 if n >= 400 else 3
+
+
+def main(argv):
+    options = parse_options(argv)
+    if os.geteuid() != 0:
+        print("density: skipped: needs root (jails, TAPs, cgroups)")
+        return 0
+    if shutil.which("ip") is None:
+        print("density: needs iproute2 (ip)", file=sys.stderr)
+        return 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    for name in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(name, interrupted)
+
+    stale = leftovers.find()
+    if stale:
+        print(f"density: removing what an earlier run left: {len(stale)} items", file=sys.stderr)
+        leftovers.sweep(stale)
+
+    scratch = tempfile.mkdtemp(prefix="density-", dir=os.path.join(ROOT, "integration", "out"))
+    os.chmod(scratch, 0o755)
+    chosen, skipped = [], []
+    for name in options.systems:
+        system = systems.SYSTEMS[name](ROOT, scratch, options.guest)
+        if name == "kiln":
+            system.release = options.bin
+            system.kiln, system.jailer = os.path.join(options.bin, "kiln"), os.path.join(options.bin, "kiln-jailer")
+        if hasattr(system, "clang"):
+            system.clang = os.path.join(os.path.dirname(os.path.realpath(shutil.which("swiftc") or "/opt/swift/usr/bin/swiftc")), "clang")
+        ok, note = system.available()
+        (chosen if ok else skipped).append(system if ok else (name, note))
+    if options.smoke and skipped:
+        shutil.rmtree(scratch, ignore_errors=True)
+        if "/dev/kvm" in skipped[0][1]:
+            print(f"density smoke: skipped: {skipped[0][1]}")
+            return 0
+        print(f"density smoke: FAILED: {skipped[0][1]}", file=sys.stderr)
+        return 1
+
+    runs, notes, single, breakdowns, status, left, still = [], {}, {}, {}, 0, [], []
+    try:
+        for system in [system for system in chosen if system.name == "runsc"]:
+            probe = run_once(system, 1, options, checks=False)
+            if probe["failures"]:
+                chosen.remove(system)
+                skipped.append(("runsc", "does not run here: " + "; ".join(probe["failure_reasons"])[:300]))
+        for n in options.ns:
+            for repeat in range(repeats_for(options, n)):
+                order = chosen[repeat % len(chosen):] + chosen[:repeat % len(chosen)] if chosen else []
+                for system in order:
+                    if system.name == "runsc" and n > options.runsc_max_n:
+                        notes[(system.name, n)] = f"not run: N above --runsc-max-n {options.runsc_max_n}"
+                        continue
+                    last = n == max(options.ns) and repeat == repeats_for(options, n) - 1
+                    result = run_once(system, n, options, checks=last and not options.smoke)
+                    runs.append(result)
+                    print(f"density: {system.name:13} N={n:4} repeat {repeat + 1}: all ready in "
+                          f"{result['ready_seconds']:.2f} s, host +{result['host_memory_mib']:.0f} MiB, PSS "
+                          f"{result['pss_mib']:.0f} MiB, CPU {result['cpu_seconds']:.2f} s, "
+                          f"{result['failures']} failed", file=sys.stderr, flush=True)
+        kiln = next((system for system in chosen if system.name == "kiln"), None)
+        if kiln and not options.smoke and not options.no_single:
+            import single as single_figures
+            single = single_figures.figures(kiln, options, runs, lambda count: launch_rate(kiln, count, options))
+            if not options.no_breakdown:
+                import breakdown
+                breakdowns = breakdown.all_breakdowns(kiln, options, scratch)
+    except KeyboardInterrupt:
+        print("density: interrupted; cleaning up", file=sys.stderr)
+        status = 130
+    except Exception:
+        status = 1
+        raise
+    finally:
+        emergency_cleanup()
+        left = leftovers.find(scratch)
+        if left:
+            leftovers.sweep(left)
+        still = leftovers.find(scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+        if os.path.exists(scratch):
+            still.append(("folder", scratch))
+
+    results = aggregate(runs)
+    for (name, n), note in notes.items():
+        results.append({"system": name, "n": n, "runnable": True, "note": note, "failures": 0})
+    for name, note in skipped:
+        results.append({"system": name, "n": None, "runnable": False, "note": note})
+    document = {"results": results, "single": single, "breakdowns": breakdowns,
+                "leftovers": {"found_after_run": [list(item) for item in left], "left_after_sweep": [list(item) for item in still]},
+                "host": report.host_facts(options)}
+    os.makedirs(os.path.dirname(os.path.abspath(options.json)), exist_ok=True)
+    with open(options.json, "w") as handle:
+        json.dump(document, handle, indent=1, default=str)
+    print(report.markdown(document, options))
+    if not options.smoke and results:
+        print(f"\nchart: {report.chart(document, options.chart)}")
+    print(f"JSON: {options.json}")
+    if options.smoke:
+        run = runs[0] if runs else None
+        if run is None or run["failures"] or still or left:
+            print("density smoke: FAILED (no echo, or something was left)", file=sys.stderr)
+            return 1
+        print("density smoke: kiln answered the UDP echo jailed, and nothing was left")
+    if still:
+        status = status or 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
