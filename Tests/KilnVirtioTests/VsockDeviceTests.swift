@@ -215,9 +215,11 @@ final class VsockGuestRig {
     /// this test's alone).
     static func socketDescriptorCount() throws -> Int {
         try FileSystem.listDirectory("/proc/self/fd").filter { name in
-            var target = [CChar](repeating: 0, count: 256)
-            let count = readlink("/proc/self/fd/\(name)", &target, target.count - 1)
-            return count > 0 && String(cString: target).hasPrefix("socket:")
+            var target = [UInt8](repeating: 0, count: 256)
+            let count = target.withUnsafeMutableBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { readlink("/proc/self/fd/\(name)", $0.baseAddress!, buffer.count) }
+            }
+            return count > 0 && String(decoding: target.prefix(count), as: UTF8.self).hasPrefix("socket:")
         }.count
     }
 }
