@@ -314,7 +314,8 @@ enum KickTarget {
     /// Starts the thread; returns its tid once it is under its filter.
     static func start(bundle: SeccompBundle) throws -> pid_t {
         kicked = Int32(try Rehearsal.Raw.call("eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec | Rehearsal.Raw.nonBlocking]))
-        let ready = Int32(try Rehearsal.Raw.call("eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec]))
+        // Non-blocking, as every eventfd kiln makes (start-up allows no other).
+        let ready = Int32(try Rehearsal.Raw.call("eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec | Rehearsal.Raw.nonBlocking]))
         signal(SIGUSR1) { _ in
             var one: UInt64 = 1
             _ = write(KickTarget.kicked, &one, 8)
@@ -332,7 +333,13 @@ enum KickTarget {
             KickTarget.parked.withLock(waitingUntil: { _ in false }) { _, _ in }
         }
         var tid: UInt64 = 0
-        guard read(ready, &tid, 8) == 8 else { throw SystemError.current("read", subject: "kick target's tid") }
+        let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+        while read(ready, &tid, 8) != 8 {
+            guard MonotonicClock.nanoseconds() < deadline else {
+                throw SystemError("read", subject: "the kick target's tid", errno: ETIMEDOUT)
+            }
+            sched_yield()
+        }
         return pid_t(tid)
     }
 }
