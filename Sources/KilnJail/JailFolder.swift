@@ -79,11 +79,32 @@ struct JailFolder {
         }
         defer { jailFolder.close() }
 
+        // The root becomes the VMM user's, as Firecracker's jailer makes it:
+        // the VMM then creates its sockets there (a relative vsock
+        // `uds_path`, Kata's `kata.hvsock`). It is checked above while still
+        // root's; a later launch into this jail finds it the VMM's and
+        // refuses it, so nothing the VMM does here reaches a later launch.
+        var rootInfo = stat()
+        try check("stat", subject: paths.root) { fstatat(jailFolder.rawValue, "root", &rootInfo, ckiln_at_symlink_nofollow()) }
+        if rootExisted {
+            let (owner, group) = (rootInfo.st_uid, rootInfo.st_gid)
+            let restore = try HostDirectory.open(".", in: jailFolder)
+            ledger.record("owner of \(paths.root)") {
+                defer { restore.close() }
+                try check("chown \(owner):\(group)", subject: paths.root) {
+                    fchownat(restore.rawValue, "root", owner, group, ckiln_at_symlink_nofollow())
+                }
+            }
+        }
+        try check("chown \(launch.options.uid):\(launch.options.gid)", subject: paths.root) {
+            fchownat(jailFolder.rawValue, "root", launch.options.uid, launch.options.gid, ckiln_at_symlink_nofollow())
+        }
+
         // The mount point of the jail's private /dev (step 8).
         if try makeOwnDirectory("dev", in: root, subject: paths.root + "/dev") {
             try undoIn(root, "dev", paths.root + "/dev")
         }
-        // The VMM's writable folder (its API socket); the root stays root's.
+        // The VMM's own folder (its API socket, where firecracker-go-sdk looks).
         if try makeOwnDirectory(JailPaths.runFolderName, in: root, mode: 0o700, subject: paths.root + "/run") {
             try undoIn(root, JailPaths.runFolderName, paths.root + "/run")
         }

@@ -97,6 +97,11 @@ struct JailedKilnTests {
                 "the bundle handed to kiln is policies/ compiled")
         var source = stat(), placed = stat()
         #expect(stat(guest, &source) == 0 && stat(jailFolder + "/root/guest.elf", &placed) == 0)
+        // The jail root is the VMM user's, as Firecracker's jailer leaves it
+        // (the VMM makes its sockets there); what the jailer placed stays root's.
+        var root = stat()
+        #expect(stat(jailFolder + "/root", &root) == 0 && root.st_uid == uid_t(JailedLane.uid)!
+                && root.st_gid == gid_t(JailedLane.gid)!, "the jail root belongs to the VMM's uid and gid")
         if linked {
             #expect(placed.st_ino == source.st_ino, "a readable, root-owned guest is hard-linked")
         } else {
