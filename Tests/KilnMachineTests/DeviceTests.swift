@@ -174,7 +174,7 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
 
     @Test func sleepControlPowersOffOnS5Only() {
         let recorder = Recorder()
-        let register = SleepControl { recorder.events.append("off") }
+        let register = SleepControlDevice { recorder.events.append("off") }
         access(register, write: 0, 5 << 2)          // SLP_TYP without SLP_EN
         access(register, write: 0, (3 << 2) | 0x20) // S3
         #expect(recorder.events.isEmpty)

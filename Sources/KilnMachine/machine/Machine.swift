@@ -65,7 +65,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     /// What `start(on:)` put on the event loop, cancelled when `run` ends.
     private var subscriptions: [EventLoop.Token] = []
 
-    public init(configuration: VMConfiguration, host: MachineHost) throws {
+    public init(configuration: VMConfig, host: MachineHost) throws {
         try configuration.validate()
         guard let bootSource = configuration.bootSource else {
             throw BootInputError("no boot source: set boot-source.kernel_image_path")
@@ -127,7 +127,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         try portBus.insert(metrics.counted(serial, "uart"), base: UInt64(X86Layout.serialPort), size: 8)
         try portBus.insert(metrics.counted(keyboard, "i8042"), base: UInt64(X86Layout.i8042Ports), size: 5)
         try portBus.insert(metrics.counted(CMOSClock(), "cmos"), base: UInt64(X86Layout.cmosPorts), size: 2)
-        try portBus.insert(metrics.counted(SleepControl { exitSignal.request(.poweroff("ACPI S5")) }, "sleep_control"),
+        try portBus.insert(metrics.counted(SleepControlDevice { exitSignal.request(.poweroff("ACPI S5")) }, "sleep_control"),
                            base: UInt64(X86Layout.sleepControlPort), size: 2)
         let start = host.startNanoseconds, log = host.log
         if host.bootTimer {
@@ -282,10 +282,10 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     public var hostSocketPaths: [String] { virtio.hostSocketPaths }
 
     /// PATCH /drives after boot: a new file, new rate limiters. On the event loop.
-    public func updateDrive(_ drive: Drive) throws { try virtio.updateDrive(drive) }
+    public func updateDrive(_ drive: BlockDeviceConfig) throws { try virtio.updateDrive(drive) }
 
     /// PATCH /network-interfaces after boot: new rate limiters.
-    public func updateNetworkInterface(_ interface: NetworkInterface) throws {
+    public func updateNetworkInterface(_ interface: NetworkInterfaceConfig) throws {
         guard virtio.updateRateLimiters(interfaceID: interface.ifaceID, receive: interface.rxRateLimiter,
                                         transmit: interface.txRateLimiter) else {
             throw MachineControlError("network interface \(interface.ifaceID) is not attached")
