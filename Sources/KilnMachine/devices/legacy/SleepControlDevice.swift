@@ -2,7 +2,8 @@
 /// SLP_TYPx in bits 2-4 and SLP_EN in bit 5. Writing SLP_EN with the S5
 /// type powers the machine off. The FADT's SLEEP_CONTROL_REG and the DSDT's
 /// \_S5 package (KilnACPI) point here; the status register beside it reads
-/// WAK_STS clear.
+/// WAK_STS clear. `LegacyDevices.wire` says where `poweroff` goes (the
+/// machine stops with `.poweroff`).
 public final class SleepControlDevice: BusDevice, @unchecked Sendable { // `poweroff` requests an exit, safe from any thread
     /// The SLP_TYP value the DSDT's \_S5 object must announce.
     public static let s5SleepType: UInt8 = 5
