@@ -42,6 +42,12 @@ struct PolicyTraceLaneTests {
         #expect(Self.used(report, "vmm", "pread64"), "no drive read recorded for the vmm role\n\(context.rawValue)")
         #expect(Self.used(report, "vmm", "pwrite64"), "no drive write recorded for the vmm role\n\(context.rawValue)")
         #expect(Self.used(report, "launch", "openat"), "no start-up recorded for the launch role\n\(context.rawValue)")
+        // kiln's start-up before its launch filter, unjailed: glibc's TLS
+        // set-up and kiln's first line (Landlock) are there.
+        for syscall in ["arch_prctl", "landlock_restrict_self"] {
+            if case let .number(calls)? = report?["start_up"]?["unjailed"]?["used"]?[syscall] { #expect(Int(calls) ?? 0 > 0) }
+            else { Issue.record("no \(syscall) recorded in kiln's unjailed start-up\n\(context.rawValue)") }
+        }
     }
 
     @Test func aCallThePolicyLacksIsReportedAsRefused() throws {
