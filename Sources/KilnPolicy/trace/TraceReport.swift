@@ -157,7 +157,8 @@ public struct TraceReport: Sendable {
             out += "  alternatives that matched nothing:\n"
             for (syscall, alternative) in role.unusedAlternatives { out += "    \(syscall): \(alternative)\n" }
         }
-        let values = startUp ? role.usedValues : role.unconditioned
+        // Calls that read no argument (getpid, gettid) have no values to show.
+        let values = (startUp ? role.usedValues : role.unconditioned).filter { !$0.values.isEmpty }
         if !values.isEmpty {
             out += startUp ? "  argument values:\n" : "  argument values of calls allowed without conditions:\n"
             for values in values {
