@@ -14,9 +14,10 @@ driver uses the MicroVM class that create_vm drives), and its guest agent
 (the test guest has none, so the agent-based exec and file calls are not
 exercised). Its vsock bridge is off (enable_vsock=False): bandsox's
 `_setup_vsock_bridge` waits at most 5 s after PUT /vsock for `uds_path` to
-exist (it expects the VMM to make the socket on that request) and fails
-the configuration otherwise, while kiln binds `uds_path` at InstanceStart
-(the device is built then), as Firecracker's docs/vsock.md describes it. bandsox's client has no GET call; the driver describes the VM
+exist and fails the configuration otherwise. Firecracker binds it on that
+request (src/vmm/src/vmm_config/vsock.rs, VsockBuilder::insert builds the
+Unix backend, which binds); kiln binds it at InstanceStart, when it builds
+the device (as Firecracker's docs/vsock.md words it). bandsox's client has no GET call; the driver describes the VM
 with the client's own request method.
 """
 from __future__ import annotations
