@@ -22,6 +22,9 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     let loop: EventLoop
     let start: UInt64
     private(set) var machine: Machine?
+    /// vsock's `uds_path`, bound when vsock is configured (`PUT /vsock`, the
+    /// config file) and removed when kiln ends, however it ends.
+    private var vsockSocket: VsockHostSocket?
     /// A fatal error raised on another thread (the API thread failing to
     /// start); the event loop ends kiln with it.
     private var fatalError: String?
@@ -47,7 +50,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
         defer {
             // The socket files go with kiln, whatever ended it.
             if let socketPath { unlink(socketPath) }
-            for path in machine?.hostSocketPaths ?? [] { unlink(path) }
+            vsockSocket?.remove()
         }
         do {
             if let path = options.apiSocketPath {
@@ -57,7 +60,10 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
             }
             try loop.subscribe(mailbox.wake.descriptor) { [mailbox] _ in mailbox.service() }
             loop.schedule(afterMilliseconds: 1000, repeating: true) { [metrics] in metrics.flushIfDue() }
-            if let configuration { try boot(configuration) }
+            if let configuration {
+                if let vsock = configuration.vsock { try bindVsock(vsock) }
+                try boot(configuration)
+            }
             // Every round checks for a stop request itself: a signal's
             // wake-up may have been consumed by a job that ran meanwhile.
             while machine == nil {
@@ -137,6 +143,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
         host.metrics = machineMetrics
         host.vcpuThreadStarted = { index in try roles.enter(role: "vcpu", label: "vcpu\(index)") }
         host.vcpusStarted = { try roles.enter(role: "vmm", label: "vmm") }
+        host.vsockSocket = vsockSocket
         let machine: Machine
         do {
             machine = try Machine(configuration: configuration, host: host)
@@ -158,7 +165,23 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
         self.machine = machine
     }
 
+    /// Binds `uds_path` on the event loop, under the launch role (the API
+    /// thread's role has no socket or bind). The new socket is bound before
+    /// the old one goes, so a refusal keeps the earlier device as it was
+    /// (Firecracker removes the old socket first and is left with none); the
+    /// same path keeps its socket, with the new CID.
+    private func bindVsock(_ vsock: VsockDeviceConfig) throws {
+        if vsockSocket?.path == vsock.udsPath { return }
+        let socket = try VsockHostSocket(path: vsock.udsPath)
+        vsockSocket?.remove()
+        vsockSocket = socket
+    }
+
     // MARK: VMControl (called on the API thread)
+
+    func configureVsock(_ vsock: VsockDeviceConfig) throws {
+        try mailbox.perform { try self.bindVsock(vsock) }
+    }
 
     func start(_ configuration: VMConfig) throws {
         try mailbox.perform { try self.boot(configuration) }

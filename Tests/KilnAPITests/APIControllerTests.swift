@@ -7,6 +7,7 @@ import Testing
 private final class RecordingControl: VMControl {
     var calls: [String] = []
     var failStart: String?
+    var failVsock: String?
 
     struct Failure: Error, CustomStringConvertible { let description: String }
 
@@ -22,6 +23,10 @@ private final class RecordingControl: VMControl {
     func configureMetrics(_ metrics: MetricsConfig) throws { calls.append("metrics \(metrics.metricsPath)") }
     func updateDrive(_ drive: BlockDeviceConfig) throws { calls.append("drive \(drive.driveID) \(drive.pathOnHost ?? "-")") }
     func updateNetworkInterface(_ interface: NetworkInterfaceConfig) throws { calls.append("net \(interface.ifaceID)") }
+    func configureVsock(_ vsock: VsockDeviceConfig) throws {
+        if let failVsock { throw Failure(description: failVsock) }
+        calls.append("vsock \(vsock.guestCID) \(vsock.udsPath)")
+    }
 }
 
 private struct Client {
@@ -63,11 +68,34 @@ private func fault(_ text: String) -> String { JSONValue.object([("fault_message
         #expect(client.call("PATCH", "/drives/rootfs", #"{"drive_id": "rootfs", "path_on_host": "/r2"}"#).status == 204)
         #expect(client.call("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).status == 204)
         #expect(client.call("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#).status == 204)
-        #expect(client.control.calls == ["metrics /m", "start vcpus=2", "pause", "resume", "drive rootfs /r2",
+        #expect(client.control.calls == ["vsock 3 /v.sock", "metrics /m", "start vcpus=2", "pause", "resume", "drive rootfs /r2",
                                          "flush", "ctrl-alt-del"])
         let full = client.call("GET", "/vm/config")
         #expect(full.status == 200)
         #expect(full.body.contains(#""path_on_host":"/r2""#))
+    }
+
+    /// PUT /vsock binds uds_path at once (the VMM's `configureVsock`), only
+    /// for a configuration that validates; a refused bind is a 400 and
+    /// leaves the earlier vsock configured.
+    @Test func putVsockBindsAtOnceAndARefusedBindKeepsTheEarlierDevice() {
+        let client = Client()
+        #expect(client.call("PUT", "/vsock", #"{"guest_cid": 3, "uds_path": "/a.sock"}"#).status == 204)
+        #expect(client.call("PUT", "/vsock", #"{"guest_cid": 2, "uds_path": "/b.sock"}"#).status == 400)
+        #expect(client.control.calls == ["vsock 3 /a.sock"], "a CID validation refuses before any bind")
+        client.control.failVsock = "vsock: uds_path /b.sock: a file already exists there"
+        #expect(client.call("PUT", "/vsock", #"{"guest_cid": 4, "uds_path": "/b.sock"}"#)
+            == (400, fault("vsock: uds_path /b.sock: a file already exists there")))
+        #expect(client.controller.configuration.vsock?.udsPath == "/a.sock")
+        #expect(client.controller.configuration.vsock?.guestCID == 3)
+        client.control.failVsock = nil
+        #expect(client.call("PUT", "/vsock", #"{"guest_cid": 4, "uds_path": "/b.sock"}"#).status == 204)
+        #expect(client.controller.configuration.vsock?.udsPath == "/b.sock")
+        client.call("PUT", "/boot-source", #"{"kernel_image_path": "/k"}"#)
+        client.call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+        #expect(client.call("PUT", "/vsock", #"{"guest_cid": 5, "uds_path": "/c.sock"}"#)
+            == (400, fault(APIController.notSupportedAfterStart)))
+        #expect(client.control.calls == ["vsock 3 /a.sock", "vsock 4 /b.sock", "start vcpus=1"])
     }
 
     @Test func refusesConfigurationAfterStartAndUpdatesBeforeIt() {

@@ -33,7 +33,7 @@ final class VsockGuestRig {
 
     init() throws {
         path = "/tmp/kiln-vsock-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let backend = try UnixVsockBackend(path: path, counters: nil, log: { _ in })
+        let backend = try UnixVsockBackend(socket: VsockHostSocket(path: path), counters: nil, log: { _ in })
         self.backend = backend
         rig = try DeviceRig(memorySize: 4 << 20, queueSize: 64) { memory in
             VsockDevice(memory: memory, guestCID: 3, backend: backend, clock: MonotonicClock.nanoseconds)

@@ -121,7 +121,7 @@ public final class APIController: APIRequestHandler {
         case .putVsock:
             var reader = try bodyReader(body)
             let vsock = try VsockDeviceConfig(json: &reader)
-            try editBeforeStart { $0.vsock = vsock }
+            try editBeforeStart { $0.vsock = vsock } apply: { _ in try self.control.configureVsock(vsock) }
         case .putEntropy:
             var reader = try bodyReader(body)
             let entropy = try EntropyDeviceConfig(json: &reader)
@@ -219,12 +219,14 @@ public final class APIController: APIRequestHandler {
     }
 
     /// Applies `edit` to a copy and keeps it only if the whole configuration
-    /// still validates.
-    private func editBeforeStart(_ edit: (inout VMConfig) throws -> Void) throws {
+    /// still validates and `apply` (what the VMM does at once) succeeds.
+    private func editBeforeStart(_ edit: (inout VMConfig) throws -> Void,
+                                 apply: (VMConfig) throws -> Void = { _ in }) throws {
         try requireNotStarted()
         var candidate = configuration
         try edit(&candidate)
         try candidate.validate()
+        try apply(candidate)
         configuration = candidate
     }
 

@@ -21,6 +21,10 @@ public protocol VMControl: AnyObject {
     /// Applies `PUT /logger` and `PUT /metrics` at once, before start.
     func configureLogger(_ logger: LoggerConfig) throws
     func configureMetrics(_ metrics: MetricsConfig) throws
+    /// `PUT /vsock` before start: binds `uds_path` while the request is
+    /// answered, as Firecracker does, replacing an earlier one. A refusal
+    /// leaves the earlier socket as it was.
+    func configureVsock(_ vsock: VsockDeviceConfig) throws
     /// After start: a drive's new backing file or rate limiter.
     func updateDrive(_ drive: BlockDeviceConfig) throws
     /// After start: an interface's new rate limiters.

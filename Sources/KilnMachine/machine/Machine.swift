@@ -30,6 +30,9 @@ public struct MachineHost {
     /// Runs on the event loop once every vCPU thread exists (the vmm
     /// filter, which has no clone, goes on here).
     public var vcpusStarted: (() throws -> Void)?
+    /// vsock's `uds_path`, bound when the device was configured (the VMM
+    /// removes it when it ends); nil binds it when the machine is built.
+    public var vsockSocket: VsockHostSocket?
     public init(consoleOutput: FileDescriptor = .standardOutput, consoleInput: FileDescriptor? = nil,
                 log: @escaping (String) -> Void = { _ in }, startNanoseconds: UInt64 = MonotonicClock.nanoseconds(),
                 bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil, trace: ((String) -> Void)? = nil) {
@@ -81,7 +84,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
         memory = try MappedGuestMemory(ranges: ram)
         virtio = try VirtioDeviceManager(configuration: configuration, memory: memory, registry: host.metrics.registry,
-                                         log: host.log)
+                                         vsockSocket: host.vsockSocket, log: host.log)
         let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount, virtioDevices: virtio.platformDevices)
         let commandLine = Machine.commandLine(bootSource.bootArgs ?? "", adding: virtio.commandLine)
         do {
@@ -264,10 +267,6 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
 
     /// Lets parked vCPUs run again (`PATCH /vm` "Resumed").
     public func resume() { pauseGate.open() }
-
-    /// Socket files the devices made on the host (vsock's `uds_path`), for
-    /// the VMM to remove when it ends, as it removes its API socket.
-    public var hostSocketPaths: [String] { virtio.hostSocketPaths }
 
     /// PATCH /drives after boot: a new file, new rate limiters. On the event loop.
     public func updateDrive(_ drive: BlockDeviceConfig) throws { try virtio.updateDrive(drive) }

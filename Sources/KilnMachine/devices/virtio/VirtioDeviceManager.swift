@@ -48,7 +48,9 @@ final class VirtioDeviceManager {
     private let needsReset: Counter
     private let log: (String) -> Void
 
-    init(configuration: VMConfig, memory: GuestMemory, registry: MetricsRegistry,
+    /// `vsockSocket` is `uds_path` as bound when vsock was configured;
+    /// without one (or for another path) it is bound here.
+    init(configuration: VMConfig, memory: GuestMemory, registry: MetricsRegistry, vsockSocket: VsockHostSocket? = nil,
          log: @escaping (String) -> Void) throws {
         self.memory = memory
         self.registry = registry
@@ -110,16 +112,15 @@ final class VirtioDeviceManager {
             // Last, so the other devices keep the places (and guest names)
             // they have without one.
             let counters = RegistryVsockCounters(registry: registry)
-            let backend = try UnixVsockBackend(path: vsock.udsPath, counters: counters, log: log)
+            let socket = try vsockSocket.flatMap { $0.path == vsock.udsPath ? $0 : nil }
+                ?? VsockHostSocket(path: vsock.udsPath)
+            let backend = try UnixVsockBackend(socket: socket, counters: counters, log: log)
             let device = VsockDevice(memory: memory, guestCID: UInt64(vsock.guestCID), backend: backend,
                                      counters: counters, clock: MonotonicClock.nanoseconds)
             append(name: "vsock", device: device, tap: nil, drive: nil)
             entries[entries.count - 1].vsock = backend
         }
     }
-
-    /// The host socket files kiln made (vsock's `uds_path`), removed when kiln ends.
-    var hostSocketPaths: [String] { entries.compactMap { $0.vsock?.path } }
 
     private func append(name: String, device: VirtioDevice, tap: TapNetBackend?,
                         drive: (configuration: BlockDeviceConfig, backend: CountedBlockBackend)?) {

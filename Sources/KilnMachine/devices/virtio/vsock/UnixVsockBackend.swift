@@ -33,6 +33,8 @@ final class UnixVsockBackend: VsockBackend {
 
     let path: String
     let listener: FileDescriptor
+    /// Kept alive while the device serves it.
+    private let socket: VsockHostSocket
     private let counters: VsockCounterSink?
     private let log: (String) -> Void
 
@@ -64,33 +66,22 @@ final class UnixVsockBackend: VsockBackend {
     private var serialize: (() -> Void) -> Void = { $0() }
     private var serveReceive: () -> Void = {}
 
-    /// Binds `uds_path` (refused if a file is there, as Firecracker refuses
-    /// it) before the guest runs.
-    init(path: String, counters: VsockCounterSink?, log: @escaping (String) -> Void) throws {
-        self.path = path
+    /// Serves `socket`, bound when the device was configured; the socket
+    /// (and its file) stays its configurer's to remove.
+    init(socket: VsockHostSocket, counters: VsockCounterSink?, log: @escaping (String) -> Void) throws {
+        self.socket = socket
+        path = socket.path
+        listener = socket.listener
         self.counters = counters
         self.log = log
-        do {
-            listener = try UnixSocket.listen(path: path, backlog: 64)
-        } catch let error as SystemError {
-            throw BootInputError("vsock: cannot listen on uds_path \(path): \(error)")
-        }
-        do {
-            releaseEvent = try EventFD()
-        } catch {
-            listener.close()
-            unlink(path)
-            throw error
-        }
+        releaseEvent = try EventFD()
     }
 
     deinit {
         for stream in streams.values { stream.descriptor.close() }
         for stream in released { stream.descriptor.close() }
         for handshake in handshakes.values { handshake.descriptor.close() }
-        listener.close()
         releaseEvent.close()
-        unlink(path)
     }
 
     /// Connects the backend to its device and serves it on `loop`:
