@@ -8,10 +8,11 @@ import Glibc
 /// that waits until another changes the state (`withLock(waitingUntil:)`).
 ///
 /// Not Synchronization's `Mutex`: on Linux that one sleeps on a contended
-/// lock with FUTEX_LOCK_PI_PRIVATE and FUTEX_UNLOCK_PI_PRIVATE, which no
-/// seccomp role allows (and a call made only under contention would pass
-/// every test and kill kiln in production). A pthread mutex and condition
-/// use the FUTEX_WAIT/WAKE operations the roles list (policies/vcpu.policy).
+/// lock with FUTEX_LOCK_PI_PRIVATE and FUTEX_UNLOCK_PI_PRIVATE, which the
+/// roles allow only because the Swift runtime's swift_once needs them (a
+/// call made only under contention passes every quiet test and kills kiln
+/// under load). A pthread mutex and condition use the FUTEX_WAIT/WAKE
+/// operations the roles list (policies/vcpu.policy).
 ///
 /// Lock order: take an earlier lock before a later one, never the reverse.
 /// 1. A virtio slot's state (`VirtioMMIOSlot`): a device failure is logged

@@ -30,9 +30,10 @@ enum Rehearsal {
         var prepared = true
         var workouts: Set<String> = ["api", "vcpu", "vmm"]
         var signalOther: pid_t?
+        var onceRace = false
     }
 
-    static let usage = "usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE] [--signal-other PID]\n"
+    static let usage = "usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE] [--signal-other PID] [--once-race]\n"
 
     /// --forbidden ROLE: that role's thread then tries socket(). --unprepared:
     /// skip SeccompFilter.prepareProcess. --workout ROLE: only that role's
@@ -43,6 +44,7 @@ enum Rehearsal {
         while let flag = rest.popFirst() {
             switch flag {
             case "--unprepared": options.prepared = false
+            case "--once-race": options.onceRace = true
             case "--forbidden":
                 guard let role = rest.popFirst() else { return nil }
                 options.forbidden = role
@@ -77,11 +79,15 @@ enum Rehearsal {
             let apiEpoll = try Raw.call("epoll_create1", Raw.epollCreate1, [Raw.closeOnExec])
             let wakeup = Int32(try Raw.call("eventfd2", Raw.eventfd2, [0, Raw.closeOnExec | Raw.nonBlocking]))
             let workouts = options.workouts
+            let onceRace = options.onceRace
+            if onceRace { _ = OnceRace.progress }  // its own lazy global, made before any thread
             try spawn(role: "api", bundle: bundle, forbidden: forbidden, done: wakeup) {
+                if onceRace { _ = OnceRace.value }
                 if workouts.contains("api") { allocationWorkout() }
                 serveOneRequest(listener, epoll: apiEpoll)
             }
             try spawn(role: "vcpu", bundle: bundle, forbidden: forbidden, done: wakeup) {
+                if onceRace && !OnceRace.contend() { exit(7) }
                 if workouts.contains("vcpu") { allocationWorkout() }
                 signalEventLoop(wakeup)
             }
@@ -98,6 +104,7 @@ enum Rehearsal {
                 if read(wakeup, &count, 8) == 8 { total += count }
             }
             try SeccompFilter.install(role: "vmm", from: bundle)
+            if onceRace && !OnceRace.contend() { return 7 }
             if workouts.contains("vmm") { allocationWorkout() }
             let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
             while total < signalsExpected {
@@ -341,5 +348,49 @@ enum KickTarget {
             sched_yield()
         }
         return pid_t(tid)
+    }
+}
+
+/// --once-race: the API thread, a vCPU thread and the event loop, each under
+/// its role, first touch one lazy global at once, as kiln's threads can under
+/// load. Its initialiser runs on the API thread holding swift_once's lock
+/// until both others are on their way to it, so that they wait for the lock
+/// (FUTEX_LOCK_PI_PRIVATE) and the initialiser's thread wakes them
+/// (FUTEX_UNLOCK_PI_PRIVATE). A role without those calls kills the process.
+enum OnceRace {
+    struct Progress {
+        var initialiserRunning = false
+        var contenders = 0
+    }
+
+    static let progress = Locked(Progress())
+    static let value: Int = holdTheOnceLock()
+
+    /// Polls (sched_yield: no role has a monotonic-clock futex wait but the
+    /// vmm's) until both contenders said they are about to touch `value`,
+    /// then keeps the lock a while longer, for them to reach it and wait.
+    static func holdTheOnceLock() -> Int {
+        progress.withLock { $0.initialiserRunning = true }
+        guard poll({ progress.withLock { $0.contenders == 2 } }) else { exit(8) }
+        let end = MonotonicClock.nanoseconds() + 200_000_000
+        while MonotonicClock.nanoseconds() < end { sched_yield() }
+        return 42
+    }
+
+    /// Waits for the initialiser to be running, then touches `value`.
+    static func contend() -> Bool {
+        guard poll({ progress.withLock { $0.initialiserRunning } }) else { return false }
+        progress.withLock { $0.contenders += 1 }
+        return value == 42
+    }
+
+    /// Whether `condition` came true within 5 s.
+    static func poll(_ condition: () -> Bool) -> Bool {
+        let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+        while !condition() {
+            guard MonotonicClock.nanoseconds() < deadline else { return false }
+            sched_yield()
+        }
+        return true
     }
 }

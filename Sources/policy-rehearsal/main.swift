@@ -1,4 +1,4 @@
-// policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE] [--signal-other PID]
+// policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE] [--signal-other PID] [--once-race]
 //
 // A static stand-in for the VMM's thread layout, run by the kernel tests
 // under the jailer's pre-exec filter: it does what the VMM does between exec
@@ -11,7 +11,9 @@
 // the C library before its first thread, --workout ROLE limits the workout to
 // one role. With --signal-other PID, the event loop kicks a thread of its own
 // with SIGUSR1, as kiln kicks a vCPU, then aims the same tgkill at PID, which
-// the vmm role must stop (SIGSYS).
+// the vmm role must stop (SIGSYS). With --once-race, the threads first touch
+// one lazy global at once, so that swift_once's lock is contended under the
+// roles (see OnceRace).
 import Glibc
 
 exit(Rehearsal.run(Array(CommandLine.arguments.dropFirst())))
