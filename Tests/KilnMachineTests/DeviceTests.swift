@@ -244,7 +244,13 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
         #expect(bytes == [0xff, 0xff])
         let inGap = bytes.withUnsafeMutableBytes { bus.read(0x50, into: $0) }
         #expect(!inGap)
-        #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: 0x108, size: 0x10) }
-        #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: UInt64.max, size: 2) }
+        let overlap = #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: 0x108, size: 0x10) }
+        #expect(overlap?.reason == .overlaps(base: 0x108, size: 0x10, existingBase: 0x100, existingSize: 0x10))
+        #expect(overlap?.description == "test window 0x108+0x10 overlaps 0x100+0x10")
+        let wrapping = #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: UInt64.max, size: 2) }
+        #expect(wrapping?.reason == .invalidSize(base: UInt64.max))
+        #expect(throws: Bus.OverlapError(bus: "test", reason: .invalidSize(base: 0x200))) {
+            try bus.insert(Probe(), base: 0x200, size: 0)
+        }
     }
 }
