@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KilnSystem
 import Testing
 @testable import KilnMachine
 
@@ -153,23 +154,20 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
         #expect(accepted == 4)
     }
 
-    @Test func pauseGateParksUntilOpened() {
+    @Test func pauseGateParksUntilOpened() throws {
         let gate = PauseGate()
         #expect(!gate.parkWhileClosed())
         #expect(!gate.waitUntilParked(1, timeoutNanoseconds: 10_000_000))
         gate.close()
-        final class Box: @unchecked Sendable { let gate: PauseGate; var parked = false; init(_ gate: PauseGate) { self.gate = gate } }
-        let box = Box(gate)
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeUnretainedValue()
-            box.parked = box.gate.parkWhileClosed()
-            return nil
-        }, Unmanaged.passUnretained(box).toOpaque())
+        let parked = Locked(false)
+        let thread = try SystemThread.spawn(name: "parking") {
+            let result = gate.parkWhileClosed()
+            parked.withLock { $0 = result }
+        }
         #expect(gate.waitUntilParked(1, timeoutNanoseconds: 5_000_000_000))
         gate.open()
-        pthread_join(thread, nil)
-        #expect(box.parked)
+        thread.join()
+        #expect(parked.withLock { $0 })
     }
 
     @Test func sleepControlPowersOffOnS5Only() {
