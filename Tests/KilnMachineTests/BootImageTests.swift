@@ -199,8 +199,14 @@ func smallMemory() throws -> HeapGuestMemory {
         #expect(try X86Layout.ramRanges(bytes: 3 << 30) == [GuestRange(address: 0, size: 3 << 30)])
         #expect(try X86Layout.ramRanges(bytes: 4 << 30)
                 == [GuestRange(address: 0, size: 3 << 30), GuestRange(address: 4 << 30, size: 1 << 30)])
-        #expect(throws: GuestMemoryLayoutError.self) { try X86Layout.ramRanges(bytes: 1 << 20) }
-        #expect(throws: GuestMemoryLayoutError.self) { try X86Layout.ramRanges(bytes: 65 << 30) }
+        let tooSmall = #expect(throws: GuestMemoryLayoutError.belowMinimum(bytes: 16 << 20)) {
+            try X86Layout.ramRanges(bytes: 1 << 20)
+        }
+        #expect(tooSmall?.description == "guest memory must be at least 16 MiB")
+        let tooLarge = #expect(throws: GuestMemoryLayoutError.aboveMaximum(bytes: 64 << 30)) {
+            try X86Layout.ramRanges(bytes: 65 << 30)
+        }
+        #expect(tooLarge?.description == "guest memory must be at most 64 GiB")
     }
 
     @Test func fieldsLandAtTheirZeroPageOffsets() throws {
