@@ -2,7 +2,7 @@ import Testing
 @testable import KilnConfig
 
 @Test func firecrackerFlagsParse() throws {
-    let options = try CommandLineOptions(arguments: [
+    let options = try KilnCommandLineOptions(arguments: [
         "--no-api", "--no-seccomp", "--config-file", "vm.json", "--id", "vm-1", "--level", "debug",
         "--log-path", "/tmp/log", "--boot-timer",
     ])
@@ -16,7 +16,7 @@ import Testing
 /// Every flag Firecracker's VMM takes is either served or refused at once,
 /// naming the feature; none is accepted and then ignored.
 @Test func everyFirecrackerFlagIsHandled() throws {
-    let options = try CommandLineOptions(arguments: [
+    let options = try KilnCommandLineOptions(arguments: [
         "--api-sock", "/tmp/a.sock", "--id", "vm-2", "--seccomp-filter", "/f", "--start-time-us", "1",
         "--start-time-cpu-us", "2", "--parent-cpu-time-us", "3", "--config-file", "vm.json", "--log-path", "/l",
         "--level", "Warn", "--show-level", "--metrics-path", "/m", "--boot-timer", "--http-api-max-payload-size", "4096",
@@ -25,13 +25,13 @@ import Testing
     #expect(options.jailerStartMicroseconds == 1 && options.jailerStartCPUMicroseconds == 2 && options.parentCPUMicroseconds == 3)
     #expect(options.configFile == "vm.json" && options.logPath == "/l" && options.level == .warning)
     #expect(options.metricsPath == "/m" && options.bootTimer && options.httpAPIMaxPayloadSize == 4096)
-    #expect(try CommandLineOptions(arguments: ["--no-api", "--no-seccomp"]).noAPI)
+    #expect(try KilnCommandLineOptions(arguments: ["--no-api", "--no-seccomp"]).noAPI)
     // Accepted (microheart always passes it); kiln logs that the devices stay virtio-mmio.
-    #expect(try CommandLineOptions(arguments: ["--enable-pci"]).enablePCI)
-    #expect(try !CommandLineOptions(arguments: []).enablePCI)
+    #expect(try KilnCommandLineOptions(arguments: ["--enable-pci"]).enablePCI)
+    #expect(try !KilnCommandLineOptions(arguments: []).enablePCI)
     // --version and --help win wherever they stand, as in Firecracker.
-    #expect(try CommandLineOptions(arguments: ["--bogus", "--version"]).version)
-    #expect(try CommandLineOptions(arguments: ["--id", "x", "-h"]).help)
+    #expect(try KilnCommandLineOptions(arguments: ["--bogus", "--version"]).version)
+    #expect(try KilnCommandLineOptions(arguments: ["--id", "x", "-h"]).help)
     let refused: [([String], String)] = [
         (["--metadata", "m.json"], "--metadata: Kiln does not implement the microVM metadata service (MMDS) yet"),
         (["--mmds-size-limit", "100"], "--mmds-size-limit: Kiln does not implement the microVM metadata service (MMDS)"),
@@ -42,7 +42,7 @@ import Testing
     ]
     for (arguments, message) in refused {
         do {
-            _ = try CommandLineOptions(arguments: arguments)
+            _ = try KilnCommandLineOptions(arguments: arguments)
             Issue.record("\(arguments) was accepted")
         } catch {
             #expect("\(error)".hasPrefix(message), "\(arguments): \(error)")
@@ -59,7 +59,7 @@ import Testing
     expectRefusal(["--id", "a", "--id", "b"], .repeated(flag: "--id"), "--id given more than once")
     expectRefusal(["--log-path", "--boot-timer"], .missingValue(flag: "--log-path"), "--log-path needs a value")
     expectRefusal(["stray"], .unexpectedArgument("stray"), "unexpected argument \"stray\" (every value follows its flag)")
-    let extra = try CommandLineOptions(arguments: ["--no-seccomp", "--", "--bogus", "x"])
+    let extra = try KilnCommandLineOptions(arguments: ["--no-seccomp", "--", "--bogus", "x"])
     #expect(extra.noSeccomp)
 }
 
@@ -69,22 +69,22 @@ import Testing
     expectRefusal(["--id", "has space"], .badID("has space"),
                   "--id must be 1 to 64 characters of A-Z, a-z, 0-9 and -, got \"has space\"")
     expectRefusal(["--level", "loud"], .badLevel("loud"), "--level expects Off, Error, Warn, Info, Debug or Trace, got \"loud\"")
-    expectRefusal(["--vcpus", "33"], .notAnInteger(flag: "--vcpus", range: MachineConfiguration.vcpuRange, got: "33"),
+    expectRefusal(["--vcpus", "33"], .notAnInteger(flag: "--vcpus", range: MachineConfig.vcpuRange, got: "33"),
                   "--vcpus expects an integer from 1 to 32, got \"33\"")
 }
 
 /// Refuses `arguments` for `reason`, with `message` as kiln prints it.
-private func expectRefusal(_ arguments: [String], _ reason: CommandLineOptions.UsageError, _ message: String,
+private func expectRefusal(_ arguments: [String], _ reason: KilnCommandLineOptions.UsageError, _ message: String,
                            sourceLocation: SourceLocation = #_sourceLocation) {
-    let error = #expect(throws: CommandLineOptions.UsageError.self, sourceLocation: sourceLocation) {
-        try CommandLineOptions(arguments: arguments)
+    let error = #expect(throws: KilnCommandLineOptions.UsageError.self, sourceLocation: sourceLocation) {
+        try KilnCommandLineOptions(arguments: arguments)
     }
     #expect(error == reason, sourceLocation: sourceLocation)
     #expect(error?.description == message, sourceLocation: sourceLocation)
 }
 
 @Test func contradictoryOrMissingFlagsAreRefusedWithTheReason() throws {
-    let cases: [([String], CommandLineOptions.UsageError, String)] = [
+    let cases: [([String], KilnCommandLineOptions.UsageError, String)] = [
         (["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"], .contradiction("--no-api", "--api-sock"),
          "--no-api and --api-sock"),
         (["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"],
@@ -93,12 +93,12 @@ private func expectRefusal(_ arguments: [String], _ reason: CommandLineOptions.U
         (["--no-api", "--no-seccomp"], .noAPIWithoutBootSource, "--no-api needs --config-file or --kernel"),
     ]
     for (arguments, reason, message) in cases {
-        let options = try CommandLineOptions(arguments: arguments)
+        let options = try KilnCommandLineOptions(arguments: arguments)
         do {
             _ = try options.configuration(configFileBytes: nil)
             Issue.record("\(arguments) was accepted")
         } catch {
-            #expect(error as? CommandLineOptions.UsageError == reason, "\(arguments): \(error)")
+            #expect(error as? KilnCommandLineOptions.UsageError == reason, "\(arguments): \(error)")
             #expect("\(error)".contains(message), "\(arguments): \(error)")
         }
     }
@@ -106,40 +106,40 @@ private func expectRefusal(_ arguments: [String], _ reason: CommandLineOptions.U
 
 /// Neither --seccomp-filter nor --no-seccomp: kiln runs under its built-in bundle.
 @Test func noSeccompFlagIsAccepted() throws {
-    let options = try CommandLineOptions(arguments: ["--no-api", "--kernel", "k"])
+    let options = try KilnCommandLineOptions(arguments: ["--no-api", "--kernel", "k"])
     #expect(options.seccompFilter == nil && !options.noSeccomp)
     #expect(try options.configuration(configFileBytes: nil) != nil)
 }
 
 @Test func theAPIProvidesTheConfigurationUnlessNoAPI() throws {
-    let api = try CommandLineOptions(arguments: ["--api-sock", "/tmp/k.sock", "--seccomp-filter", "b"])
+    let api = try KilnCommandLineOptions(arguments: ["--api-sock", "/tmp/k.sock", "--seccomp-filter", "b"])
     #expect(try api.configuration(configFileBytes: nil) == nil)
     #expect(api.apiSocketPath == "/tmp/k.sock")
-    let implicit = try CommandLineOptions(arguments: ["--no-seccomp"])
-    #expect(implicit.apiSocketPath == CommandLineOptions.defaultAPISocket)
-    #expect(try CommandLineOptions(arguments: ["--no-api"]).apiSocketPath == nil)
-    let sized = try CommandLineOptions(arguments: ["--http-api-max-payload-size", "4096"])
+    let implicit = try KilnCommandLineOptions(arguments: ["--no-seccomp"])
+    #expect(implicit.apiSocketPath == KilnCommandLineOptions.defaultAPISocket)
+    #expect(try KilnCommandLineOptions(arguments: ["--no-api"]).apiSocketPath == nil)
+    let sized = try KilnCommandLineOptions(arguments: ["--http-api-max-payload-size", "4096"])
     #expect(sized.httpAPIMaxPayloadSize == 4096)
-    #expect(throws: CommandLineOptions.UsageError.self) {
-        try CommandLineOptions(arguments: ["--http-api-max-payload-size", "0"])
+    #expect(throws: KilnCommandLineOptions.UsageError.self) {
+        try KilnCommandLineOptions(arguments: ["--http-api-max-payload-size", "0"])
     }
 }
 
 @Test func directBootBuildsTheSameModel() throws {
-    let options = try CommandLineOptions(arguments: [
+    let options = try KilnCommandLineOptions(arguments: [
         "--no-api", "--no-seccomp", "--kernel", "vmlinux", "--initrd", "initrd", "--cmdline", "quiet", "--vcpus", "2", "--mem", "256",
     ])
     let config = try #require(try options.configuration(configFileBytes: nil))
-    #expect(config.bootSource == BootSource(kernelImagePath: "vmlinux", initrdPath: "initrd", bootArgs: "quiet"))
+    #expect(config.bootSource == BootSourceConfig(kernelImagePath: "vmlinux", initrdPath: "initrd", bootArgs: "quiet"))
     #expect(config.machine.vcpuCount == 2 && config.machine.memSizeMiB == 256)
-    let mixed = try CommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--kernel", "k"])
-    #expect(throws: CommandLineOptions.UsageError.directBootWithConfigFile) {
+    let mixed = try KilnCommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--kernel", "k"])
+    #expect(throws: KilnCommandLineOptions.UsageError.directBootWithConfigFile) {
         try mixed.configuration(configFileBytes: Array("{}".utf8))
     }
 }
 
 @Test func jailerHandoffFlags() throws {
-    let options = try CommandLineOptions(arguments: [
+    let options = try KilnCommandLineOptions(arguments: [
         "--id", "vm-7", "--seccomp-filter", "/seccomp.kbundle", "--start-time-us", "123456789",
         "--start-time-cpu-us", "4321", "--no-api", "--kernel", "k",
     ])
@@ -149,7 +149,7 @@ private func expectRefusal(_ arguments: [String], _ reason: CommandLineOptions.U
     _ = try options.configuration(configFileBytes: nil)
 
     for bad in ["-1", "", "12x", "99999999999999999999999"] {
-        #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--start-time-us", bad]) }
-        #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--start-time-cpu-us", bad]) }
+        #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--start-time-us", bad]) }
+        #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--start-time-cpu-us", bad]) }
     }
 }
