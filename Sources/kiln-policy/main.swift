@@ -92,7 +92,7 @@ do {
         exit(outcome.status)
     }
 } catch let error as CommandLineOptions.UsageError {
-    fail("\(error.message) (see kiln-policy --help)")
+    fail("\(error) (see kiln-policy --help)")
 } catch {
     fail("\(error)", status: 1)
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KilnMachine
 import KilnSystem
 import KilnTestSupport
 import Testing
@@ -24,6 +25,22 @@ struct VsockBindTests {
 
     static func scratch(_ name: String) -> String {
         "/tmp/kiln-vsock-bind-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// The socket itself: bound and listening when made, removed once; a
+    /// taken path is refused with its reason and the file kept.
+    @Test func aHostSocketIsBoundAtOnceRemovedOnceAndNeverTakesAFile() throws {
+        let path = Self.scratch("unit") + ".v"
+        defer { unlink(path) }
+        let socket = try VsockHostSocket(path: path)
+        #expect(Self.isSocket(path))
+        #expect(throws: BootInputError.vsockPathTaken(path: path)) { try VsockHostSocket(path: path) }
+        #expect(Self.isSocket(path), "a refused bind must leave the existing socket alone")
+        socket.remove()
+        #expect(!Self.exists(path))
+        ChildProcess.write("not a socket", to: path)
+        socket.remove()
+        #expect(Lane1.read(path) == "not a socket", "a second remove must not unlink what is there now")
     }
 
     @Test func putVsockBindsAtOnceAndASecondPutReplacesIt() throws {

@@ -38,8 +38,28 @@ public final class SyscallTracer {
         public var status: Int32
     }
 
-    public struct TraceError: Error, CustomStringConvertible {
-        public let description: String
+    /// Why a trace stopped: the command did not start, or one of its
+    /// threads did what the recording filters cannot follow.
+    public enum TraceError: Error, CustomStringConvertible {
+        case cannotRun(command: String, SystemError)
+        /// A SECCOMP_RET_TRACE stop whose data no recording filter returns.
+        case unknownFilterData(thread: pid_t, command: String, data: UInt16)
+        /// A filter that is none of the traced roles' programs.
+        case unknownProgram(thread: pid_t, command: String, instructions: Int)
+        case cannotPlaceRecording(thread: pid_t, command: String, role: String, SystemError)
+
+        public var description: String {
+            switch self {
+            case .cannotRun(let command, let error): "cannot run \(command): \(error.errnoName)"
+            case .unknownFilterData(let thread, let command, let data):
+                "thread \(thread) (\(command)) stopped with seccomp data 0x\(String(data, radix: 16)), from no filter of this trace"
+            case .unknownProgram(let thread, let command, let instructions):
+                "thread \(thread) (\(command)) installs a seccomp program of \(instructions) instructions "
+                    + "that is none of the traced policies' roles: was it built from other policies? (make policies, then rebuild it)"
+            case .cannotPlaceRecording(let thread, let command, let role, let error):
+                "thread \(thread) (\(command)): cannot place the recording program of role \(role): \(error.errnoName)"
+            }
+        }
     }
 
     private let bundle: RecordingBundle
@@ -122,7 +142,7 @@ public final class SyscallTracer {
         var argv: [UnsafeMutablePointer<CChar>?] = command.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         let pid = filters.withUnsafeBufferPointer { ckiln_trace_spawn(&argv, $0.baseAddress, UInt16($0.count)) }
-        guard pid > 0 else { throw TraceError(description: "cannot run \(command[0]): \(SystemError.current("exec").errnoName)") }
+        guard pid > 0 else { throw TraceError.cannotRun(command: command[0], SystemError.current("exec")) }
         return pid
     }
 
@@ -187,7 +207,7 @@ public final class SyscallTracer {
         guard ckiln_trace_read_call(tid, &call) == 0 else { resume(tid); return }
         let data = UInt16(truncatingIfNeeded: eventMessage(tid))
         guard let answer = bundle.decode(data: data) else {
-            throw TraceError(description: "thread \(tid) (\(Self.command(of: tid))) stopped with seccomp data 0x\(String(data, radix: 16)), from no filter of this trace")
+            throw TraceError.unknownFilterData(thread: tid, command: Self.command(of: tid), data: data)
         }
         var stack = stacks[tid] ?? []
         if let role = answer.role, stack.last != role {
@@ -241,8 +261,7 @@ public final class SyscallTracer {
         let processID = Self.ownProcessID(of: tid)
         guard let (role, placeholder) = bundle.role(installing: program, processID: processID),
               let recording = bundle.recordingProgram(for: role, placeholder: placeholder, processID: processID) else {
-            throw TraceError(description: "thread \(tid) (\(Self.command(of: tid))) installs a seccomp program of \(length) instructions "
-                             + "that is none of the traced policies' roles: was it built from other policies? (make policies, then rebuild it)")
+            throw TraceError.unknownProgram(thread: tid, command: Self.command(of: tid), instructions: length)
         }
         if role == SeccompBundle.launchRole, let startUp = startUps.removeValue(forKey: tid) {
             recorder.recordStartUp(startUp.calls, jailed: startUp.jailed)
@@ -257,7 +276,8 @@ public final class SyscallTracer {
         block += encoded
         guard ckiln_trace_poke(tid, place, block, block.count) == 0,
               ckiln_trace_set_argument(tid, 2, place) == 0 else {
-            throw TraceError(description: "thread \(tid) (\(Self.command(of: tid))): cannot place the recording program of role \(role): \(SystemError.current("process_vm_writev").errnoName)")
+            throw TraceError.cannotPlaceRecording(thread: tid, command: Self.command(of: tid), role: role,
+                                                  SystemError.current("process_vm_writev"))
         }
         if let placeholder {
             // Filters only accumulate: one placeholder for the whole stack.

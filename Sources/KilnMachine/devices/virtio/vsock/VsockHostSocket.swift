@@ -22,12 +22,12 @@ public final class VsockHostSocket {
     public init(path: String) throws {
         var status = stat()
         if lstat(path, &status) == 0 {
-            throw BootInputError("vsock: uds_path \(path): a file already exists there (another VMM's socket, or a stale one to remove)")
+            throw BootInputError.vsockPathTaken(path: path)
         }
         do {
             listener = try UnixSocket.listen(path: path, backlog: 64)
         } catch let error as SystemError {
-            throw BootInputError("vsock: cannot listen on uds_path \(path): \(error)")
+            throw BootInputError.vsockListen(path: path, error)
         }
         self.path = path
     }
