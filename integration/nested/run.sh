@@ -291,7 +291,7 @@ JSON
         mkdir -p "$stage$dir/policies" && install -m 444 "$policies"/*.policy "$stage$dir/policies/"
         # The report to a file, the traced command's output to the console
         # as without the tracer (fd 3: the jailer closes it before kiln).
-        tracer="$dir/bin/kiln-policy trace --policies $dir/policies --json /tmp/trace-\$id.json -- /bin/sh -c 'exec \"\$@\" >&3 2>&3' sh"
+        tracer="$dir/bin/kiln-policy trace --policies $dir/policies -- /bin/sh -c 'exec \"\$@\" >&3 2>&3' sh"
         redirect=" 3>&1 > /tmp/trace-\$id.txt 2>&1"
         report="sed 's/^/KILN-L1-TRACE /' /tmp/trace-\$id.txt"
       fi
