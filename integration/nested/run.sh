@@ -63,12 +63,13 @@
 #
 # --cgroup-v2 (kiln-jailer only): level 1 is a pure cgroup-v2 host (it
 # mounts only cgroup2). Before the first boot (l1-cgroup): a launch with a
-# bad memory.max is refused by name and leaves no cgroup and no jail, and a
-# launch with --parent-cgroup and no --cgroup joins a cgroup level 1 made.
-# Each boot's jailer gets --cgroup-version 2 --parent-cgroup kiln-vms and
-# memory.max, pids.max and cpu.max; while the guest runs, level 1 reads the
-# values back and finds the VMM alone in the cgroup's cgroup.procs; after
-# kiln-jailer cleanup the cgroup is gone.
+# bad memory.max is refused by name and leaves no cgroup and no jail, a
+# launch with --parent-cgroup and no --cgroup joins a cgroup level 1 made,
+# and a --cgroup under that busy cgroup is refused. Each boot's jailer gets
+# --cgroup-version 2 --parent-cgroup kiln-vms and memory.max, pids.max and
+# cpu.max; while the guest runs, level 1 reads the values back and finds in
+# the cgroup's cgroup.procs the VMM and only KVM's worker thread of its VM;
+# after kiln-jailer cleanup the cgroup is gone.
 #
 # --trace (kiln-jailer only): each boot's jailer runs under `kiln-policy
 # trace --policies DIR` (default: the repository's policies/), with the
@@ -140,7 +141,7 @@ boots=$(( ${#vmms[@]} * runs ))
 per_boot=60; [ $devices = 1 ] && per_boot=120 # a device boot also serves level 1
 [ $bench = 1 ] && per_boot=$(( 120 + reps * (blk_mib * 4 + net_kib / 16) )) # generous: TCG's speed varies
 [ $vsock = 1 ] && per_boot=$(( per_boot + 60 + vsock_mib * 4 + vsock_conns / 2 ))
-[ $trace = 1 ] && per_boot=$(( per_boot * 2 )) # every system call of kiln stops for the tracer
+[ $trace = 1 ] && per_boot=$(( per_boot * 3 )) # every system call of kiln stops for the tracer
 timeout_s=${timeout_s:-$(( 60 + per_boot * boots ))}
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 is missing (make nested-assets)" >&2; exit 2; }
 for vmm in "${vmms[@]}"; do
