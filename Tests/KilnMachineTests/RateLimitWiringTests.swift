@@ -66,7 +66,7 @@ import Testing
 
     @Test func aPatchKeepsAbsentBucketsAndReplacesPresentOnes() {
         #expect(IORateLimiter.Update(nil) == IORateLimiter.Update())
-        let limiter = KilnConfig.RateLimiter(
+        let limiter = RateLimiterConfig(
             bandwidth: .init(size: 1000, oneTimeBurst: 50, refillTimeMilliseconds: 100))
         let update = IORateLimiter.Update(limiter)
         #expect(update.bandwidth == .replace(.init(size: 1000, oneTimeBurst: 50, refillTimeMilliseconds: 100)))
@@ -76,7 +76,7 @@ import Testing
     @Test func aConfiguredThrottleCountsRefusals() {
         let counter = Counter()
         var throttle = IOThrottle.configured(
-            KilnConfig.RateLimiter(ops: .init(size: 1, refillTimeMilliseconds: 60_000)), counter: counter)
+            RateLimiterConfig(ops: .init(size: 1, refillTimeMilliseconds: 60_000)), counter: counter)
         let first = throttle.admit(bytes: 0), second = throttle.admit(bytes: 0)
         #expect(first && !second)
         #expect(counter.value == 1)
