@@ -236,6 +236,29 @@ struct JailRunTests {
         #expect(FileSystem.isDirectory(parent))
     }
 
+    /// As Firecracker's jailer: a --parent-cgroup that does not exist is no
+    /// error without --cgroup; the VMM stays in the jailer's cgroup, and the
+    /// jailer says so on stderr.
+    @Test(.enabled(if: v2Setting != nil, "needs a cgroup2 mount offering pids or hugetlb"))
+    func staysInItsCgroupWhenTheV2ParentIsMissing() throws {
+        let sandbox = try JailHarness.Sandbox("v2-absent")
+        defer { sandbox.tearDown() }
+        let mount = try #require(CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo")).v2Mount)
+        let own = try FileSystem.readText("/proc/self/cgroup").split(separator: "\n").first { $0.hasPrefix("0::") }
+        let running = try JailHarness.spawn(sandbox.launchArguments(["--cgroup-version", "2"]))
+        defer { running.stop() }
+        _ = try report(from: running)
+        let theirs = try FileSystem.readText("/proc/\(running.pid)/cgroup").split(separator: "\n").first { $0.hasPrefix("0::") }
+        #expect(theirs != nil && theirs == own)
+        #expect(!FileSystem.exists("\(mount)/\(sandbox.parentCgroup)"))
+        running.closeInput()
+        let finished = running.wait()
+        #expect(finished.status == 0)
+        #expect(finished.error.contains("kiln-jailer: --parent-cgroup \(sandbox.parentCgroup): \(mount)/\(sandbox.parentCgroup) does not exist"),
+                "\(finished.error)")
+        #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
+    }
+
     /// A --parent-cgroup that holds a process cannot delegate controllers to
     /// the jail's cgroup (cgroup v2's no-internal-process rule): refused
     /// before any ancestor's cgroup.subtree_control is touched.
