@@ -40,9 +40,7 @@ public struct ACPITables: Equatable, Sendable {
         let tablesEnd = next
         let rsdpEnd = platform.rsdpAddress + UInt64(RSDPLayout.size)
         if platform.rsdpAddress < tablesEnd && platform.tablesAddress < rsdpEnd {
-            throw ACPIError(
-                "the RSDP at \(hex(platform.rsdpAddress)) overlaps the tables at \(hex(platform.tablesAddress))..<\(hex(tablesEnd))"
-            )
+            throw ACPIError.rsdpOverlapsTables(rsdp: platform.rsdpAddress, tables: platform.tablesAddress..<tablesEnd)
         }
         let rsdp = Blob(
             signature: "RSD PTR ", address: platform.rsdpAddress,
@@ -52,9 +50,48 @@ public struct ACPITables: Equatable, Sendable {
     }
 }
 
-public struct ACPIError: Error, Equatable, CustomStringConvertible, Sendable {
-    public let description: String
-    init(_ description: String) { self.description = description }
+/// What the tables cannot express about a platform. `owner` names a user
+/// of interrupt lines or address space ("virtio-mmio device 1", "the IOAPIC").
+public enum ACPIError: Error, Equatable, CustomStringConvertible, Sendable {
+    case vcpuCount(Int, maximum: Int)
+    case ioapicPinCount(Int)
+    case ioapicAddress(UInt32)
+    case tooManyVirtioDevices(Int, maximum: Int)
+    case rsdpMisaligned(UInt64)
+    case tablesAboveTop
+    case rsdpOverlapsTables(rsdp: UInt64, tables: Range<UInt64>)
+    case gsiOutsideIOAPIC(owner: String, gsi: UInt32, pinCount: Int)
+    case gsiShared(owner: String, other: String, gsi: UInt32)
+    case serialIRQNotISA(UInt8)
+    case windowEmptyOrWrapping(owner: String, base: UInt64, size: UInt64)
+    case windowOverlaps(owner: String, window: Range<UInt64>, other: String)
+    /// `role` is "sleep control" or "sleep status".
+    case registerAbsent(role: String)
+    case registerPortAbove64K(role: String, address: UInt64)
+
+    public var description: String {
+        switch self {
+        case .vcpuCount(let count, let maximum): "vCPU count \(count) is outside 1...\(maximum)"
+        case .ioapicPinCount(let count): "IOAPIC pin count \(count) is outside 1...256"
+        case .ioapicAddress(let address): "IOAPIC address \(hex(address)) is not a non-zero 1 KiB-aligned address"
+        case .tooManyVirtioDevices(let count, let maximum):
+            "\(count) virtio-mmio devices exceed the maximum of \(maximum)"
+        case .rsdpMisaligned(let address): "RSDP address \(hex(address)) is not 16-byte aligned"
+        case .tablesAboveTop: "the ACPI tables do not fit below the top of the address space"
+        case .rsdpOverlapsTables(let rsdp, let tables):
+            "the RSDP at \(hex(rsdp)) overlaps the tables at \(hex(tables.lowerBound))..<\(hex(tables.upperBound))"
+        case .gsiOutsideIOAPIC(let owner, let gsi, let pinCount):
+            "\(owner) uses GSI \(gsi), but the IOAPIC has GSIs 0..<\(pinCount)"
+        case .gsiShared(let owner, let other, let gsi): "\(owner) and \(other) both use GSI \(gsi)"
+        case .serialIRQNotISA(let irq): "serial port IRQ \(irq) is not an ISA IRQ (0-15)"
+        case .windowEmptyOrWrapping(let owner, let base, let size):
+            "\(owner) has an empty or wrapping window \(hex(base)) + \(hex(size))"
+        case .windowOverlaps(let owner, let window, let other):
+            "\(owner) window \(hex(window.lowerBound))..<\(hex(window.upperBound)) overlaps \(other)"
+        case .registerAbsent(let role): "the \(role) register address is 0, which ACPI reads as \"not present\""
+        case .registerPortAbove64K(let role, let address): "the \(role) register port \(hex(address)) is above 0xffff"
+        }
+    }
 }
 
 func hex<T: BinaryInteger>(_ value: T) -> String { "0x" + String(value, radix: 16) }
@@ -70,26 +107,25 @@ extension ACPIPlatform {
     /// can represent, so that building them cannot trap or emit nonsense.
     func validate() throws {
         guard (1...Self.maximumVCPUCount).contains(vcpuCount) else {
-            throw ACPIError("vCPU count \(vcpuCount) is outside 1...\(Self.maximumVCPUCount)")
+            throw ACPIError.vcpuCount(vcpuCount, maximum: Self.maximumVCPUCount)
         }
         // The IOAPIC's maximum redirection entry is an 8-bit field.
         guard (1...256).contains(ioapic.pinCount) else {
-            throw ACPIError("IOAPIC pin count \(ioapic.pinCount) is outside 1...256")
+            throw ACPIError.ioapicPinCount(ioapic.pinCount)
         }
         guard ioapic.address != 0, ioapic.address % 0x400 == 0 else {
-            throw ACPIError("IOAPIC address \(hex(ioapic.address)) is not a non-zero 1 KiB-aligned address")
+            throw ACPIError.ioapicAddress(ioapic.address)
         }
         guard virtioDevices.count <= Self.maximumVirtioDeviceCount else {
-            throw ACPIError(
-                "\(virtioDevices.count) virtio-mmio devices exceed the maximum of \(Self.maximumVirtioDeviceCount)")
+            throw ACPIError.tooManyVirtioDevices(virtioDevices.count, maximum: Self.maximumVirtioDeviceCount)
         }
         guard rsdpAddress % 16 == 0 else {
-            throw ACPIError("RSDP address \(hex(rsdpAddress)) is not 16-byte aligned")
+            throw ACPIError.rsdpMisaligned(rsdpAddress)
         }
         guard rsdpAddress <= UInt64.max - UInt64(RSDPLayout.size),
             tablesAddress <= UInt64.max - tablesSizeBound
         else {
-            throw ACPIError("the ACPI tables do not fit below the top of the address space")
+            throw ACPIError.tablesAboveTop
         }
 
         // Interrupt lines: each has one owner (the virtio devices are declared
@@ -97,14 +133,14 @@ extension ACPIPlatform {
         var owners: [UInt32: String] = [:]
         func claim(_ gsi: UInt32, _ owner: String) throws {
             guard gsi < UInt32(ioapic.pinCount) else {
-                throw ACPIError("\(owner) uses GSI \(gsi), but the IOAPIC has GSIs 0..<\(ioapic.pinCount)")
+                throw ACPIError.gsiOutsideIOAPIC(owner: owner, gsi: gsi, pinCount: ioapic.pinCount)
             }
-            if let other = owners[gsi] { throw ACPIError("\(owner) and \(other) both use GSI \(gsi)") }
+            if let other = owners[gsi] { throw ACPIError.gsiShared(owner: owner, other: other, gsi: gsi) }
             owners[gsi] = owner
         }
         if legacy.pit { try claim(2, "the PIT (ISA IRQ 0)") }
         if let serial {
-            guard serial.irq < 16 else { throw ACPIError("serial port IRQ \(serial.irq) is not an ISA IRQ (0-15)") }
+            guard serial.irq < 16 else { throw ACPIError.serialIRQNotISA(serial.irq) }
             try claim(UInt32(serial.irq), "the serial port")
         }
 
@@ -116,12 +152,11 @@ extension ACPIPlatform {
         for (index, device) in virtioDevices.enumerated() {
             let name = "virtio-mmio device \(index)"
             guard device.size > 0, device.base <= UInt64.max - device.size else {
-                throw ACPIError("\(name) has an empty or wrapping window \(hex(device.base)) + \(hex(device.size))")
+                throw ACPIError.windowEmptyOrWrapping(owner: name, base: device.base, size: device.size)
             }
             let range = device.base..<(device.base + device.size)
             if let other = windows.first(where: { $0.range.overlaps(range) }) {
-                throw ACPIError(
-                    "\(name) window \(hex(range.lowerBound))..<\(hex(range.upperBound)) overlaps \(other.name)")
+                throw ACPIError.windowOverlaps(owner: name, window: range, other: other.name)
             }
             windows.append((range, name))
             try claim(device.gsi, name)
@@ -129,10 +164,10 @@ extension ACPIPlatform {
 
         for (register, role) in [(sleepControlRegister, "sleep control"), (sleepStatusRegister, "sleep status")] {
             guard register.address != 0 else {
-                throw ACPIError("the \(role) register address is 0, which ACPI reads as \"not present\"")
+                throw ACPIError.registerAbsent(role: role)
             }
             if register.space == .systemIO && register.address > 0xFFFF {
-                throw ACPIError("the \(role) register port \(hex(register.address)) is above 0xffff")
+                throw ACPIError.registerPortAbove64K(role: role, address: register.address)
             }
         }
     }

@@ -45,9 +45,48 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
 
     public init() {}
 
-    public struct UsageError: Error, Equatable, CustomStringConvertible, Sendable {
-        public let description: String
-        public init(_ description: String) { self.description = description }
+    /// Why the flags were refused; kiln prints the reason and its usage.
+    public enum UsageError: Error, Equatable, CustomStringConvertible, Sendable {
+        case missingValue(flag: String)
+        case notAnInteger(flag: String, range: ClosedRange<Int>, got: String)
+        case notMicroseconds(flag: String, got: String)
+        /// `--flag=value`, which Firecracker's parser does not take either.
+        case valueAfterEquals(argument: String, flag: String)
+        case unknownArgument(String)
+        /// A value with no flag before it.
+        case unexpectedArgument(String)
+        case repeated(flag: String)
+        case notImplemented(flag: String, feature: String)
+        case badID(String)
+        case badLevel(String)
+        /// `flags` lists a flag the parser's switch does not handle.
+        case unhandled(flag: String)
+        case contradiction(String, String)
+        case directBootNeedsNoAPI
+        case directBootWithConfigFile
+        case noAPIWithoutBootSource
+
+        public var description: String {
+            switch self {
+            case .missingValue(let flag): "\(flag) needs a value"
+            case .notAnInteger(let flag, let range, let got):
+                "\(flag) expects an integer from \(range.lowerBound) to \(range.upperBound), got \"\(got)\""
+            case .notMicroseconds(let flag, let got): "\(flag) expects a decimal count of microseconds, got \"\(got)\""
+            case .valueAfterEquals(let argument, let flag):
+                "\"\(argument)\": write \(flag) VALUE; like Firecracker, kiln takes a flag's value as the next argument"
+            case .unknownArgument(let argument): "unknown argument \"\(argument)\""
+            case .unexpectedArgument(let argument): "unexpected argument \"\(argument)\" (every value follows its flag)"
+            case .repeated(let flag): "\(flag) given more than once"
+            case .notImplemented(let flag, let feature): "\(flag): Kiln does not implement \(feature) yet"
+            case .badID(let id): "--id must be 1 to 64 characters of A-Z, a-z, 0-9 and -, got \"\(id)\""
+            case .badLevel(let text): "--level expects Off, Error, Warn, Info, Debug or Trace, got \"\(text)\""
+            case .unhandled(let flag): "\(flag) is listed but not handled"
+            case .contradiction(let first, let second): "\(first) and \(second) contradict each other; pass one"
+            case .directBootNeedsNoAPI: "--kernel, --initrd, --cmdline, --vcpus and --mem need --no-api"
+            case .directBootWithConfigFile: "--kernel, --initrd, --cmdline, --vcpus and --mem cannot be combined with --config-file"
+            case .noAPIWithoutBootSource: "--no-api needs --config-file or --kernel"
+            }
+        }
     }
 
     public static let usage = """
@@ -129,34 +168,33 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
         var remaining = own
         var seen: Set<String> = []
         func value(_ flag: String) throws -> String {
-            guard let next = remaining.popFirst(), !next.hasPrefix("--") else { throw UsageError("\(flag) needs a value") }
+            guard let next = remaining.popFirst(), !next.hasPrefix("--") else { throw UsageError.missingValue(flag: flag) }
             return next
         }
         func number(_ flag: String, in range: ClosedRange<Int>) throws -> Int {
             let text = try value(flag)
             guard let parsed = Int(text), range.contains(parsed) else {
-                throw UsageError("\(flag) expects an integer from \(range.lowerBound) to \(range.upperBound), got \"\(text)\"")
+                throw UsageError.notAnInteger(flag: flag, range: range, got: text)
             }
             return parsed
         }
         func microseconds(_ flag: String) throws -> UInt64 {
             let text = try value(flag)
             guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let parsed = UInt64(text) else {
-                throw UsageError("\(flag) expects a decimal count of microseconds, got \"\(text)\"")
+                throw UsageError.notMicroseconds(flag: flag, got: text)
             }
             return parsed
         }
         while let flag = remaining.popFirst() {
             guard Self.flags[flag] != nil else {
                 if flag.hasPrefix("--"), let equals = flag.firstIndex(of: "="), Self.flags[String(flag[..<equals])] != nil {
-                    let name = flag[..<equals]
-                    throw UsageError("\"\(flag)\": write \(name) VALUE; like Firecracker, kiln takes a flag's value as the next argument")
+                    throw UsageError.valueAfterEquals(argument: flag, flag: String(flag[..<equals]))
                 }
-                throw UsageError(flag.hasPrefix("-") ? "unknown argument \"\(flag)\"" : "unexpected argument \"\(flag)\" (every value follows its flag)")
+                throw flag.hasPrefix("-") ? UsageError.unknownArgument(flag) : UsageError.unexpectedArgument(flag)
             }
-            guard seen.insert(flag).inserted else { throw UsageError("\(flag) given more than once") }
+            guard seen.insert(flag).inserted else { throw UsageError.repeated(flag: flag) }
             if let feature = Self.missingFeatures[flag] {
-                throw UsageError("\(flag): Kiln does not implement \(feature) yet")
+                throw UsageError.notImplemented(flag: flag, feature: feature)
             }
             switch flag {
             case "--config-file": configFile = try value(flag)
@@ -166,7 +204,7 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
                 id = try value(flag)
                 guard (1...64).contains(id.utf8.count),
                       id.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) || $0 == 0x2d })
-                else { throw UsageError("--id must be 1 to 64 characters of A-Z, a-z, 0-9 and -, got \"\(id)\"") }
+                else { throw UsageError.badID(id) }
             case "--seccomp-filter": seccompFilter = try value(flag)
             case "--no-seccomp": noSeccomp = true
             case "--http-api-max-payload-size":
@@ -176,7 +214,7 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
                 let text = try value(flag)
                 let name = text.lowercased() == "warn" ? "warning" : text.lowercased()
                 guard let parsed = LoggerConfig.Level.allCases.first(where: { $0.rawValue.lowercased() == name }) else {
-                    throw UsageError("--level expects Off, Error, Warn, Info, Debug or Trace, got \"\(text)\"")
+                    throw UsageError.badLevel(text)
                 }
                 level = parsed
             case "--show-level": break // every line carries its level
@@ -192,7 +230,7 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
             case "--cmdline": commandLine = try value(flag)
             case "--vcpus": vcpus = try number(flag, in: MachineConfig.vcpuRange)
             case "--mem": memoryMiB = try number(flag, in: 16...(64 << 10))
-            default: throw UsageError("\(flag) is listed but not handled") // a table and switch out of step
+            default: throw UsageError.unhandled(flag: flag) // a table and switch out of step
             }
         }
     }
@@ -203,21 +241,21 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
     /// Refuses contradictory flags, with the reason, and builds the VM
     /// configuration the flags describe: nil when the API will provide it.
     public func configuration(configFileBytes: [UInt8]?) throws -> VMConfig? {
-        if noAPI && apiSocket != nil { throw UsageError("--no-api and --api-sock contradict each other; pass one") }
+        if noAPI && apiSocket != nil { throw UsageError.contradiction("--no-api", "--api-sock") }
         if seccompFilter != nil && noSeccomp {
-            throw UsageError("--seccomp-filter and --no-seccomp contradict each other; pass one")
+            throw UsageError.contradiction("--seccomp-filter", "--no-seccomp")
         }
         let directBoot = kernel != nil || initrd != nil || commandLine != nil || vcpus != nil || memoryMiB != nil
-        if directBoot && !noAPI { throw UsageError("--kernel, --initrd, --cmdline, --vcpus and --mem need --no-api") }
+        if directBoot && !noAPI { throw UsageError.directBootNeedsNoAPI }
         var config: VMConfig
         if let configFileBytes {
             guard !directBoot else {
-                throw UsageError("--kernel, --initrd, --cmdline, --vcpus and --mem cannot be combined with --config-file")
+                throw UsageError.directBootWithConfigFile
             }
             config = try VMConfig(configFile: configFileBytes)
         } else {
             guard noAPI else { return nil }
-            guard let kernel else { throw UsageError("--no-api needs --config-file or --kernel") }
+            guard let kernel else { throw UsageError.noAPIWithoutBootSource }
             config = VMConfig(bootSource: BootSourceConfig(kernelImagePath: kernel, initrdPath: initrd, bootArgs: commandLine))
             if let vcpus { config.machine.vcpuCount = vcpus }
             if let memoryMiB { config.machine.memSizeMiB = memoryMiB }

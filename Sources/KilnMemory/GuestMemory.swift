@@ -61,10 +61,38 @@ public struct GuestMemoryError: Error, Equatable, CustomStringConvertible, Senda
 }
 
 /// Layout problems found when regions are built.
-public struct GuestMemoryLayoutError: Error, Equatable, CustomStringConvertible, Sendable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+public enum GuestMemoryLayoutError: Error, Equatable, CustomStringConvertible, Sendable {
+    case noRegions
+    case emptyRegion(GuestRange)
+    case unalignedRegion(GuestRange)
+    case wrappingRegion(GuestRange)
+    /// Regions must be sorted and disjoint.
+    case regionOutOfOrder(GuestRange)
+    case tooLargeInTotal
+    /// More than one host mapping can hold.
+    case mappingTooLarge
+    /// Heap memory is for tests of a few pages, not for a guest.
+    case heapTooLarge
+    /// The machine's own bounds on its memory size.
+    case belowMinimum(bytes: UInt64)
+    case aboveMaximum(bytes: UInt64)
+    case notWholePages
+
+    public var description: String {
+        switch self {
+        case .noRegions: "no memory regions"
+        case .emptyRegion(let range): "region \(range) is empty"
+        case .unalignedRegion(let range): "region \(range) is not page aligned"
+        case .wrappingRegion(let range): "region \(range) wraps the address space"
+        case .regionOutOfOrder(let range): "region \(range) overlaps or precedes the one before it"
+        case .tooLargeInTotal: "regions are too large in total"
+        case .mappingTooLarge: "guest memory too large"
+        case .heapTooLarge: "heap guest memory is for small tests"
+        case .belowMinimum(let bytes): "guest memory must be at least \(bytes >> 20) MiB"
+        case .aboveMaximum(let bytes): "guest memory must be at most \(bytes >> 30) GiB"
+        case .notWholePages: "guest memory must be whole pages"
+        }
+    }
 }
 
 /// A requested region before it has host memory: guest address and size.
@@ -84,21 +112,21 @@ public struct GuestRange: Equatable, Sendable, CustomStringConvertible {
     /// Checks that ranges are non-empty, sorted, disjoint, page aligned and
     /// do not wrap the address space; returns their total size.
     public static func validate(_ ranges: [GuestRange], pageSize: UInt64 = 4096) throws -> UInt64 {
-        guard !ranges.isEmpty else { throw GuestMemoryLayoutError("no memory regions") }
+        guard !ranges.isEmpty else { throw GuestMemoryLayoutError.noRegions }
         var total: UInt64 = 0
         var previousEnd: UInt64 = 0
         for (index, range) in ranges.enumerated() {
-            guard range.size > 0 else { throw GuestMemoryLayoutError("region \(range) is empty") }
+            guard range.size > 0 else { throw GuestMemoryLayoutError.emptyRegion(range) }
             guard range.address % pageSize == 0, range.size % pageSize == 0 else {
-                throw GuestMemoryLayoutError("region \(range) is not page aligned")
+                throw GuestMemoryLayoutError.unalignedRegion(range)
             }
             let (end, wraps) = range.address.addingReportingOverflow(range.size)
-            guard !wraps else { throw GuestMemoryLayoutError("region \(range) wraps the address space") }
+            guard !wraps else { throw GuestMemoryLayoutError.wrappingRegion(range) }
             guard index == 0 || range.address >= previousEnd else {
-                throw GuestMemoryLayoutError("region \(range) overlaps or precedes the one before it")
+                throw GuestMemoryLayoutError.regionOutOfOrder(range)
             }
             let (sum, tooBig) = total.addingReportingOverflow(range.size)
-            guard !tooBig else { throw GuestMemoryLayoutError("regions are too large in total") }
+            guard !tooBig else { throw GuestMemoryLayoutError.tooLargeInTotal }
             total = sum
             previousEnd = end
         }

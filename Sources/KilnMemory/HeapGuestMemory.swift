@@ -6,7 +6,7 @@ public final class HeapGuestMemory: GuestMemory, @unchecked Sendable { // bytes 
 
     public init(ranges: [GuestRange]) throws {
         let total = try GuestRange.validate(ranges, pageSize: 1)
-        guard total <= 1 << 32 else { throw GuestMemoryLayoutError("heap guest memory is for small tests") }
+        guard total <= 1 << 32 else { throw GuestMemoryLayoutError.heapTooLarge }
         let base = UnsafeMutableRawPointer.allocate(byteCount: Int(total), alignment: 4096)
         base.initializeMemory(as: UInt8.self, repeating: 0, count: Int(total))
         storage = base

@@ -17,7 +17,7 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable { // byte
 
     public init(ranges: [GuestRange]) throws {
         let total = try GuestRange.validate(ranges)
-        guard total <= UInt64(Int.max) else { throw GuestMemoryLayoutError("guest memory too large") }
+        guard total <= UInt64(Int.max) else { throw GuestMemoryLayoutError.mappingTooLarge }
         let size = Int(total)
         let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         guard let address, address != MAP_FAILED else {

@@ -11,7 +11,32 @@ enum CommandLineOptions {
 
     enum AuditFormat: String { case text, json, markdown }
 
-    struct UsageError: Error { let message: String }
+    /// Why the command line was refused: exit status 2, with a pointer to --help.
+    enum UsageError: Error, Equatable, CustomStringConvertible {
+        case traceWithoutSeparator
+        case traceWithoutCommand
+        case unknownCommand(String)
+        case unknownOption(flag: String, command: String)
+        case missingValue(flag: String)
+        case repeated(flag: String)
+        case missingFlag(command: String, flag: String)
+        case badFormat(String)
+        case badSeverity(String)
+
+        var description: String {
+            switch self {
+            case .traceWithoutSeparator: "trace needs the command after --"
+            case .traceWithoutCommand: "trace needs a command after --"
+            case .unknownCommand(let command): "unknown command '\(command)'"
+            case .unknownOption(let flag, let command): "unknown option '\(flag)' for \(command)"
+            case .missingValue(let flag): "\(flag) needs a value"
+            case .repeated(let flag): "\(flag) given twice"
+            case .missingFlag(let command, let flag): "\(command) needs \(flag)"
+            case .badFormat(let name): "--format must be text, json or markdown, not '\(name)'"
+            case .badSeverity(let name): "--fail-on must be low, medium, high or critical, not '\(name)'"
+            }
+        }
+    }
 
     static func parse(_ arguments: [String]) throws -> CommandLineOptions {
         let command = arguments[0]
@@ -20,11 +45,11 @@ enum CommandLineOptions {
         if command == "trace" {
             // Everything after `--` is the command to trace, flags included.
             guard let separator = arguments.firstIndex(of: "--") else {
-                throw UsageError(message: "trace needs the command after --")
+                throw UsageError.traceWithoutSeparator
             }
             traced = Array(arguments[(separator + 1)...])
             arguments = Array(arguments[..<separator])
-            guard !traced.isEmpty else { throw UsageError(message: "trace needs a command after --") }
+            guard !traced.isEmpty else { throw UsageError.traceWithoutCommand }
         }
         let allowed: Set<String>
         switch command {
@@ -32,23 +57,23 @@ enum CommandLineOptions {
         case "audit": allowed = ["--policies", "--format", "--compare"]
         case "check": allowed = ["--policies", "--fail-on"]
         case "trace": allowed = ["--policies", "--installed", "--json"]
-        default: throw UsageError(message: "unknown command '\(command)'")
+        default: throw UsageError.unknownCommand(command)
         }
         var flags: [String: String] = [:]
         var rest = arguments.dropFirst()
         while let flag = rest.popFirst() {
             guard allowed.contains(flag) else {
-                throw UsageError(message: "unknown option '\(flag)' for \(command)")
+                throw UsageError.unknownOption(flag: flag, command: command)
             }
             guard let value = rest.popFirst(), !value.hasPrefix("--") else {
-                throw UsageError(message: "\(flag) needs a value")
+                throw UsageError.missingValue(flag: flag)
             }
             guard flags.updateValue(value, forKey: flag) == nil else {
-                throw UsageError(message: "\(flag) given twice")
+                throw UsageError.repeated(flag: flag)
             }
         }
         func required(_ flag: String) throws -> String {
-            guard let value = flags[flag] else { throw UsageError(message: "\(command) needs \(flag)") }
+            guard let value = flags[flag] else { throw UsageError.missingFlag(command: command, flag: flag) }
             return value
         }
         switch command {
@@ -59,7 +84,7 @@ enum CommandLineOptions {
         case "audit":
             let formatName = flags["--format"] ?? "text"
             guard let format = AuditFormat(rawValue: formatName) else {
-                throw UsageError(message: "--format must be text, json or markdown, not '\(formatName)'")
+                throw UsageError.badFormat(formatName)
             }
             return .audit(policies: try required("--policies"), format: format, compare: flags["--compare"])
         case "trace":
@@ -68,7 +93,7 @@ enum CommandLineOptions {
         default:
             let name = flags["--fail-on"] ?? "high"
             guard let severity = Severity(rawValue: name), severity != .info else {
-                throw UsageError(message: "--fail-on must be low, medium, high or critical, not '\(name)'")
+                throw UsageError.badSeverity(name)
             }
             return .check(policies: try required("--policies"), failOn: severity)
         }

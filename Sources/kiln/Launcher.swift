@@ -98,9 +98,31 @@ enum Launcher {
     }
 }
 
-struct LaunchError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+/// Why kiln could not start: its seccomp bundle or its API socket.
+enum LaunchError: Error, CustomStringConvertible {
+    case libraryPreparation(any Error)
+    /// `source` names the bundle: its --seccomp-filter path, or the built-in one.
+    case bundleUnreadable(source: String, any Error)
+    case bundleInvalid(source: String, any Error, firecrackerFormat: Bool)
+    case bundleArchitecture(source: String, bundle: UInt32, host: UInt32)
+    case bundleRoleMissing(source: String, role: String)
+    case apiSocketExists(path: String)
+
+    var description: String {
+        switch self {
+        case .libraryPreparation(let error): "preparing the C library for the thread filters: \(error)"
+        case .bundleUnreadable(let source, let error): "\(source): \(error)"
+        case .bundleInvalid(let source, let error, let firecrackerFormat):
+            // Firecracker's clients may hand over a filter compiled for Firecracker.
+            "\(source): \(error)"
+                + (firecrackerFormat ? " (kiln reads the bundles `kiln-policy compile` writes, not Firecracker's compiled filters)" : "")
+        case .bundleArchitecture(let source, let bundle, let host):
+            "\(source): compiled for architecture 0x\(String(bundle, radix: 16)), this host is 0x\(String(host, radix: 16))"
+        case .bundleRoleMissing(let source, let role): "\(source): the bundle has no program for the \(role) role"
+        case .apiSocketExists(let path):
+            "--api-sock \(path): a file already exists there (another kiln, or a stale socket to remove)"
+        }
+    }
 }
 
 /// An interactive console: when stdin is a terminal, keystrokes go to the

@@ -25,7 +25,7 @@ struct SeccompRoles {
         do {
             try SeccompFilter.prepareProcess()
         } catch {
-            throw LaunchError("preparing the C library for the thread filters: \(error)")
+            throw LaunchError.libraryPreparation(error)
         }
         if noSeccomp { return SeccompRoles(bundle: nil) }
         let source = path.map { "--seccomp-filter \($0)" } ?? "the built-in seccomp bundle"
@@ -34,24 +34,20 @@ struct SeccompRoles {
         do {
             bytes = try path.map { try FileSystem.readFile($0, limit: 4 << 20) } ?? BuiltinPolicies.bytes
         } catch {
-            throw LaunchError("\(source): \(error)")
+            throw LaunchError.bundleUnreadable(source: source, error)
         }
         do {
             bundle = try SeccompBundle(decoding: bytes)
         } catch {
-            // Firecracker's clients may hand over a filter compiled for Firecracker.
-            let hint = bytes.starts(with: SeccompBundle.magic) ? ""
-                : " (kiln reads the bundles `kiln-policy compile` writes, not Firecracker's compiled filters)"
-            throw LaunchError("\(source): \(error)\(hint)")
+            throw LaunchError.bundleInvalid(source: source, error, firecrackerFormat: !bytes.starts(with: SeccompBundle.magic))
         }
         // A program for another architecture reads other system call
         // numbers: its architecture check would kill kiln at its first call.
         guard bundle.architecture == SeccompBundle.hostArchitecture else {
-            throw LaunchError("\(source): compiled for architecture 0x\(String(bundle.architecture, radix: 16)), "
-                              + "this host is 0x\(String(SeccompBundle.hostArchitecture, radix: 16))")
+            throw LaunchError.bundleArchitecture(source: source, bundle: bundle.architecture, host: SeccompBundle.hostArchitecture)
         }
         for role in threadRoles where bundle.program(for: role) == nil {
-            throw LaunchError("\(source): the bundle has no program for the \(role) role")
+            throw LaunchError.bundleRoleMissing(source: source, role: role)
         }
         return SeccompRoles(bundle: bundle)
     }

@@ -34,7 +34,7 @@ final class MetricsSink {
 
     func flush() throws {
         guard let destination else {
-            throw MetricsSinkError("FlushMetrics: no metrics destination is configured; PUT /metrics first")
+            throw MetricsSinkError.noDestination
         }
         lastFlush = MonotonicClock.nanoseconds()
         seccompTraps.set(ckiln_seccomp_trap_count())
@@ -47,9 +47,15 @@ final class MetricsSink {
     }
 }
 
-struct MetricsSinkError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+enum MetricsSinkError: Error, CustomStringConvertible {
+    /// FlushMetrics before PUT /metrics (or the config file's `metrics`).
+    case noDestination
+
+    var description: String {
+        switch self {
+        case .noDestination: "FlushMetrics: no metrics destination is configured; PUT /metrics first"
+        }
+    }
 }
 
 /// Counts API requests and their outcomes around the controller, and logs

@@ -197,7 +197,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     }
 
     private func runningMachine() throws -> Machine {
-        guard let machine else { throw MachineControlError(APIController.notSupportedBeforeStart) }
+        guard let machine else { throw APIError.badRequest(APIController.notSupportedBeforeStart) }
         return machine
     }
 }
@@ -209,7 +209,7 @@ enum APISocket {
         // operator decides, kiln never removes what it did not create.
         var status = stat()
         if lstat(path, &status) == 0 {
-            throw LaunchError("--api-sock \(path): a file already exists there (another kiln, or a stale socket to remove)")
+            throw LaunchError.apiSocketExists(path: path)
         }
         return try UnixSocket.listen(path: path)
     }

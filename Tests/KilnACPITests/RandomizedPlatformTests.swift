@@ -6,6 +6,9 @@ import Testing
 /// addresses, every table keeps its checksum, length and structure.
 @Suite struct RandomizedPlatformTests {
     static let seed: UInt64 = 0x4B49_4C4E_4143_5049 // "KILNACPI"
+    /// The README's 10,000 inputs per seeded pass: about 2 ms a round in a
+    /// debug build on this 2-core machine when quiet.
+    static let rounds = 10_000
 
     /// A valid platform: 1-255 vCPUs, an IOAPIC of 24-120 pins, and devices
     /// with distinct free GSIs and disjoint windows, some above 4 GiB.
@@ -41,7 +44,7 @@ import Testing
     @Test func everyTableChecksumsAndDescribesThePlatform() throws {
         var rng = SplitMix64(seed: Self.seed)
         var checked = 0, withDevices = 0, withAPs = 0
-        for round in 0..<1_000 {
+        for round in 0..<Self.rounds {
             let platform = Self.randomPlatform(&rng)
             if !platform.virtioDevices.isEmpty { withDevices += 1 }
             if platform.vcpuCount > 1 { withAPs += 1 }
@@ -63,9 +66,8 @@ import Testing
             checked += 1
         }
         // Every round reached its last check, and the platforms vary (seed:
-        // 98% with virtio devices, 99.7% with APs). 1,000 rounds: a round
-        // costs about 60 ms in a debug build on a loaded 2-core machine.
-        #expect(checked == 1_000 && withDevices >= 900 && withAPs >= 950,
+        // 98% with virtio devices, 99.7% with APs).
+        #expect(checked == Self.rounds && withDevices >= Self.rounds * 9 / 10 && withAPs >= Self.rounds * 95 / 100,
                 "checked \(checked), with virtio devices \(withDevices), with APs \(withAPs)")
     }
 }

@@ -10,9 +10,15 @@ extension Array where Element == UInt8 {
 
     var byteSum: UInt8 { reduce(0, &+) }
 
+    /// Counts (overlapping) matches, comparing in place: a copy of each
+    /// window would cost the randomized pass most of its time.
     func occurrences(of needle: [UInt8]) -> Int {
-        guard needle.count <= count else { return 0 }
-        return (0...(count - needle.count)).filter { Array(self[$0..<($0 + needle.count)]) == needle }.count
+        guard let first = needle.first, needle.count <= count else { return 0 }
+        var found = 0
+        for start in 0...(count - needle.count) where self[start] == first {
+            if self[start..<(start + needle.count)].elementsEqual(needle) { found += 1 }
+        }
+        return found
     }
 }
 

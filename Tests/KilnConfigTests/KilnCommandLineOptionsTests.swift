@@ -54,48 +54,52 @@ import Testing
 /// flag given twice and a value that starts with `--` are refused; what
 /// follows `--` is ignored.
 @Test func valuesAreParsedAsFirecrackerParsesThem() throws {
-    #expect(throws: KilnCommandLineOptions.UsageError(#""--api-sock=/s": write --api-sock VALUE; like Firecracker, kiln takes a flag's value as the next argument"#)) {
-        try KilnCommandLineOptions(arguments: ["--api-sock=/s"])
-    }
-    #expect(throws: KilnCommandLineOptions.UsageError("--id given more than once")) {
-        try KilnCommandLineOptions(arguments: ["--id", "a", "--id", "b"])
-    }
-    #expect(throws: KilnCommandLineOptions.UsageError("--log-path needs a value")) {
-        try KilnCommandLineOptions(arguments: ["--log-path", "--boot-timer"])
-    }
-    #expect(throws: KilnCommandLineOptions.UsageError("unexpected argument \"stray\" (every value follows its flag)")) {
-        try KilnCommandLineOptions(arguments: ["stray"])
-    }
+    expectRefusal(["--api-sock=/s"], .valueAfterEquals(argument: "--api-sock=/s", flag: "--api-sock"),
+                  #""--api-sock=/s": write --api-sock VALUE; like Firecracker, kiln takes a flag's value as the next argument"#)
+    expectRefusal(["--id", "a", "--id", "b"], .repeated(flag: "--id"), "--id given more than once")
+    expectRefusal(["--log-path", "--boot-timer"], .missingValue(flag: "--log-path"), "--log-path needs a value")
+    expectRefusal(["stray"], .unexpectedArgument("stray"), "unexpected argument \"stray\" (every value follows its flag)")
     let extra = try KilnCommandLineOptions(arguments: ["--no-seccomp", "--", "--bogus", "x"])
     #expect(extra.noSeccomp)
 }
 
 @Test func badFlagsAreRefusedWithTheReason() {
-    #expect(throws: KilnCommandLineOptions.UsageError("unknown argument \"--bogus\"")) {
-        try KilnCommandLineOptions(arguments: ["--bogus"])
+    expectRefusal(["--bogus"], .unknownArgument("--bogus"), "unknown argument \"--bogus\"")
+    expectRefusal(["--config-file"], .missingValue(flag: "--config-file"), "--config-file needs a value")
+    expectRefusal(["--id", "has space"], .badID("has space"),
+                  "--id must be 1 to 64 characters of A-Z, a-z, 0-9 and -, got \"has space\"")
+    expectRefusal(["--level", "loud"], .badLevel("loud"), "--level expects Off, Error, Warn, Info, Debug or Trace, got \"loud\"")
+    expectRefusal(["--vcpus", "33"], .notAnInteger(flag: "--vcpus", range: MachineConfig.vcpuRange, got: "33"),
+                  "--vcpus expects an integer from 1 to 32, got \"33\"")
+}
+
+/// Refuses `arguments` for `reason`, with `message` as kiln prints it.
+private func expectRefusal(_ arguments: [String], _ reason: KilnCommandLineOptions.UsageError, _ message: String,
+                           sourceLocation: SourceLocation = #_sourceLocation) {
+    let error = #expect(throws: KilnCommandLineOptions.UsageError.self, sourceLocation: sourceLocation) {
+        try KilnCommandLineOptions(arguments: arguments)
     }
-    #expect(throws: KilnCommandLineOptions.UsageError("--config-file needs a value")) {
-        try KilnCommandLineOptions(arguments: ["--config-file"])
-    }
-    #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--id", "has space"]) }
-    #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--level", "loud"]) }
-    #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--vcpus", "33"]) }
+    #expect(error == reason, sourceLocation: sourceLocation)
+    #expect(error?.description == message, sourceLocation: sourceLocation)
 }
 
 @Test func contradictoryOrMissingFlagsAreRefusedWithTheReason() throws {
-    let cases: [([String], String)] = [
-        (["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"], "--no-api and --api-sock"),
-        (["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"], "--seccomp-filter and --no-seccomp"),
-        (["--no-seccomp", "--kernel", "k"], "need --no-api"),
-        (["--no-api", "--no-seccomp"], "--no-api needs --config-file or --kernel"),
+    let cases: [([String], KilnCommandLineOptions.UsageError, String)] = [
+        (["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"], .contradiction("--no-api", "--api-sock"),
+         "--no-api and --api-sock"),
+        (["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"],
+         .contradiction("--seccomp-filter", "--no-seccomp"), "--seccomp-filter and --no-seccomp"),
+        (["--no-seccomp", "--kernel", "k"], .directBootNeedsNoAPI, "need --no-api"),
+        (["--no-api", "--no-seccomp"], .noAPIWithoutBootSource, "--no-api needs --config-file or --kernel"),
     ]
-    for (arguments, reason) in cases {
+    for (arguments, reason, message) in cases {
         let options = try KilnCommandLineOptions(arguments: arguments)
         do {
             _ = try options.configuration(configFileBytes: nil)
             Issue.record("\(arguments) was accepted")
         } catch {
-            #expect("\(error)".contains(reason), "\(arguments): \(error)")
+            #expect(error as? KilnCommandLineOptions.UsageError == reason, "\(arguments): \(error)")
+            #expect("\(error)".contains(message), "\(arguments): \(error)")
         }
     }
 }
@@ -129,7 +133,9 @@ import Testing
     #expect(config.bootSource == BootSourceConfig(kernelImagePath: "vmlinux", initrdPath: "initrd", bootArgs: "quiet"))
     #expect(config.machine.vcpuCount == 2 && config.machine.memSizeMiB == 256)
     let mixed = try KilnCommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--kernel", "k"])
-    #expect(throws: KilnCommandLineOptions.UsageError.self) { try mixed.configuration(configFileBytes: Array("{}".utf8)) }
+    #expect(throws: KilnCommandLineOptions.UsageError.directBootWithConfigFile) {
+        try mixed.configuration(configFileBytes: Array("{}".utf8))
+    }
 }
 
 @Test func jailerHandoffFlags() throws {

@@ -52,6 +52,20 @@ enum VsockLane {
             "guest: vsock closed \(role) port \(port) peer \(peer) received \(payload.count) fnv1a 0x"
                 + String(VsockPeer.fnv1a(payload), radix: 16)
         }
+
+        /// Every byte came back, the guest closed after the host's
+        /// half-close and sent nothing more, and the guest's closing line
+        /// (`role`, `port`, `peer`) carries the hash of what it received.
+        func expectEchoed(_ what: String, _ role: String, port: UInt32, peer: UInt32, guestLines lines: [String],
+                          _ context: Comment, sourceLocation: SourceLocation = #_sourceLocation) {
+            let equalPrefix = echoed == Array(payload.prefix(echoed.count))
+            #expect(echoedAll, "\(what): \(echoed.count) of \(payload.count) bytes came back equal: \(equalPrefix)",
+                    sourceLocation: sourceLocation)
+            #expect(endOfFile && extraBytes == 0,
+                    "\(what): no end of file after the half-close (\(extraBytes) extra bytes)\n\(context.rawValue)",
+                    sourceLocation: sourceLocation)
+            #expect(lines.contains(guestLine(role, port: port, peer: peer)), context, sourceLocation: sourceLocation)
+        }
     }
 
     /// Echoes `size` random bytes on a connected `fd`, then half-closes and
@@ -129,11 +143,9 @@ struct VsockLaneTests {
         #expect(exchange.failure == nil, "\(exchange.failure ?? "")\n\(context.rawValue)")
         #expect(refusedReply == nil && refusedClosed, "CONNECT 5001 got '\(refusedReply ?? "")' or stayed open\n\(context.rawValue)")
         let hostPort = try #require(exchange.hostPort, "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
-        #expect(exchange.echoedAll, "\(exchange.echoed.count) of \(exchange.payload.count) bytes came back equal: \(exchange.echoed == Array(exchange.payload.prefix(exchange.echoed.count)))")
-        #expect(exchange.endOfFile && exchange.extraBytes == 0, "no end of file after the half-close (\(exchange.extraBytes) extra bytes)\n\(context.rawValue)")
         let lines = VirtioLane.guestLines(run.stdout)
+        exchange.expectEchoed("host-initiated", "accepted", port: VsockLane.listenPort, peer: hostPort, guestLines: lines, context)
         #expect(lines.contains("guest: vsock accepted port \(VsockLane.listenPort) from host port \(hostPort)"), context)
-        #expect(lines.contains(exchange.guestLine("accepted", port: VsockLane.listenPort, peer: hostPort)), context)
         #expect(lines.contains("guest: vsock done accepted 1 connected 0 refused 0 reset 0 bytes \(VsockLane.payloadSize)"), context)
         #expect(run.status == 0, context)
     }
@@ -155,11 +167,9 @@ struct VsockLaneTests {
         let run = running.wait()
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         try #require(exchange.failure == nil, "\(exchange.failure ?? "")\n\(context.rawValue)")
-        #expect(exchange.echoedAll, "\(exchange.echoed.count) of \(exchange.payload.count) bytes came back equal: \(exchange.echoed == Array(exchange.payload.prefix(exchange.echoed.count)))")
-        #expect(exchange.endOfFile && exchange.extraBytes == 0, "no end of file after the half-close\n\(context.rawValue)")
         let lines = VirtioLane.guestLines(run.stdout)
+        exchange.expectEchoed("guest-initiated", "connected", port: 50000, peer: VsockLane.connectPort, guestLines: lines, context)
         #expect(lines.contains("guest: vsock connected to host port \(VsockLane.connectPort) from port 50000"), context)
-        #expect(lines.contains(exchange.guestLine("connected", port: 50000, peer: VsockLane.connectPort)), context)
         #expect(lines.contains("guest: vsock done accepted 0 connected 1 refused 0 reset 0 bytes \(VsockLane.payloadSize)"), context)
         #expect(run.status == 0, context)
     }
@@ -216,20 +226,53 @@ extension JailedKilnTests {
         let run = launch.running.wait()
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
 
+        let lines = VirtioLane.guestLines(run.stdout)
         try #require(outbound.failure == nil, "\(outbound.failure ?? "")\n\(context.rawValue)")
-        #expect(outbound.echoedAll, "guest-initiated: \(outbound.echoed.count) of \(outbound.payload.count) bytes came back equal")
-        #expect(outbound.endOfFile, "guest-initiated: no end of file after the half-close\n\(context.rawValue)")
+        outbound.expectEchoed("guest-initiated", "connected", port: 50000, peer: VsockLane.connectPort, guestLines: lines, context)
         try #require(listening, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
         let (refusedReply, refusedClosed, exchange) = try #require(inbound)
         #expect(refusedReply == nil && refusedClosed, "CONNECT 5001 got '\(refusedReply ?? "")' or stayed open\n\(context.rawValue)")
         let hostPort = try #require(exchange.hostPort, "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
-        #expect(exchange.echoedAll, "host-initiated: \(exchange.echoed.count) of \(exchange.payload.count) bytes came back equal")
-        #expect(exchange.endOfFile, "host-initiated: no end of file after the half-close\n\(context.rawValue)")
-
-        let lines = VirtioLane.guestLines(run.stdout)
-        #expect(lines.contains(outbound.guestLine("connected", port: 50000, peer: VsockLane.connectPort)), context)
-        #expect(lines.contains(exchange.guestLine("accepted", port: VsockLane.listenPort, peer: hostPort)), context)
+        exchange.expectEchoed("host-initiated", "accepted", port: VsockLane.listenPort, peer: hostPort, guestLines: lines, context)
         #expect(lines.contains("guest: vsock done accepted 1 connected 1 refused 0 reset 0 bytes \(2 * VsockLane.payloadSize)"), context)
+        #expect(run.status == 0, context)
+        #expect(!run.stderr.contains("Bad system call"), context)
+        try launch.cleanUp()
+        #expect(!Lanes.exists(launch.jailFolder), "the jail folder is left behind")
+    }
+}
+
+/// A relative `uds_path`, as Kata gives (`kata.hvsock`): kiln in its jail
+/// resolves it from its working folder, the jail root, which the jailer
+/// leaves the VMM user's so that kiln can make the socket there. A host
+/// process reaches the guest through the socket in the jail root.
+extension JailedKilnTests {
+    @Test func aRelativeVsockPathIsMadeInTheJailRootAndReachesTheGuest() throws {
+        let folder = Lanes.scratchFolder("jailed-vsock-relative")
+        defer { Lanes.removeTree(folder) }
+        let id = "jailed-vsock-relative"
+        let config = folder + "/vm.json"
+        ChildProcess.write(VsockPeer.configText(kernel: "/guest.elf", bootArgs: "vsock.listen=\(VsockLane.listenPort) \(VsockLane.guestSeconds)",
+                                                udsPath: "kata.hvsock"), to: config)
+        let launch = try JailedLane.Launch(id: id, in: folder, jailer: ["--jail-file", config + ":vm.json"],
+                                           kiln: ["--no-api", "--config-file", "/vm.json"], seconds: VsockLane.vmmSeconds)
+        defer { VsockLane.stop(launch.running); try? launch.cleanUp() }
+        let socket = launch.jailFolder + "/root/kata.hvsock"
+        let listening = VsockPeer.waitForConsole(launch.running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
+            && Lanes.exists(socket)
+        var inbound: (refusedReply: String?, refusedClosed: Bool, exchange: VsockLane.Exchange)?
+        if listening { inbound = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001) }
+        let run = launch.running.wait()
+        let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
+
+        try #require(listening, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
+        let (_, _, exchange) = try #require(inbound)
+        #expect(exchange.failure == nil, "\(exchange.failure ?? "")\n\(context.rawValue)")
+        let hostPort = try #require(exchange.hostPort, "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
+        #expect(exchange.echoedAll, "\(exchange.echoed.count) of \(exchange.payload.count) bytes came back equal")
+        #expect(exchange.endOfFile, "no end of file after the half-close\n\(context.rawValue)")
+        let lines = VirtioLane.guestLines(run.stdout)
+        #expect(lines.contains(exchange.guestLine("accepted", port: VsockLane.listenPort, peer: hostPort)), context)
         #expect(run.status == 0, context)
         #expect(!run.stderr.contains("Bad system call"), context)
         try launch.cleanUp()

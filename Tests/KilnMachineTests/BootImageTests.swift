@@ -164,11 +164,18 @@ func smallMemory() throws -> HeapGuestMemory {
         let address = try KernelLoader.placeInitrd(size: 5000, kernel: kernel)
         #expect(address == (64 << 20) - 0x2000)
         #expect(address % 4096 == 0)
-        #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 64 << 20, kernel: kernel) }
-        #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 0, kernel: kernel) }
+        #expect(throws: InitrdPlacementError.tooLarge(bytes: 65 << 20, limit: 64 << 20)) {
+            try KernelLoader.placeInitrd(size: 65 << 20, kernel: kernel)
+        }
+        #expect(throws: InitrdPlacementError.belowKernelEnd(bytes: 64 << 20, kernelEnd: kernel.end, limit: 64 << 20)) {
+            try KernelLoader.placeInitrd(size: 64 << 20, kernel: kernel)
+        }
+        #expect(throws: InitrdPlacementError.empty) { try KernelLoader.placeInitrd(size: 0, kernel: kernel) }
         // Above the kernel: a bzImage whose init_size reaches near the top leaves no room.
         let bzImage = try KernelLoader.load(makeBzImage(initSize: 0x2f0_0000), into: try smallMemory(), lowMemoryEnd: 64 << 20)
-        #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 2 << 20, kernel: bzImage) }
+        let belowKernel = #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 2 << 20, kernel: bzImage) }
+        #expect(belowKernel == .belowKernelEnd(bytes: 2 << 20, kernelEnd: bzImage.end, limit: bzImage.initrdLimit))
+        #expect(belowKernel?.description.hasPrefix("2048 KiB do not fit between the kernel end (0x") == true)
     }
 }
 
@@ -192,8 +199,14 @@ func smallMemory() throws -> HeapGuestMemory {
         #expect(try X86Layout.ramRanges(bytes: 3 << 30) == [GuestRange(address: 0, size: 3 << 30)])
         #expect(try X86Layout.ramRanges(bytes: 4 << 30)
                 == [GuestRange(address: 0, size: 3 << 30), GuestRange(address: 4 << 30, size: 1 << 30)])
-        #expect(throws: GuestMemoryLayoutError.self) { try X86Layout.ramRanges(bytes: 1 << 20) }
-        #expect(throws: GuestMemoryLayoutError.self) { try X86Layout.ramRanges(bytes: 65 << 30) }
+        let tooSmall = #expect(throws: GuestMemoryLayoutError.belowMinimum(bytes: 16 << 20)) {
+            try X86Layout.ramRanges(bytes: 1 << 20)
+        }
+        #expect(tooSmall?.description == "guest memory must be at least 16 MiB")
+        let tooLarge = #expect(throws: GuestMemoryLayoutError.aboveMaximum(bytes: 64 << 30)) {
+            try X86Layout.ramRanges(bytes: 65 << 30)
+        }
+        #expect(tooLarge?.description == "guest memory must be at most 64 GiB")
     }
 
     @Test func fieldsLandAtTheirZeroPageOffsets() throws {
@@ -274,10 +287,11 @@ func smallMemory() throws -> HeapGuestMemory {
     }
 
     @Test func commandLineLongerThanTheKernelAllowsIsRefused() throws {
-        #expect(throws: BootInputError.self) {
+        let tooLong = #expect(throws: BootInputError.commandLineTooLong(bytes: 17, limit: 16)) {
             try prepare(makeBzImage(commandLineSize: 16), commandLine: String(repeating: "a", count: 17))
         }
-        #expect(throws: BootInputError.self) { try prepare(makeELF(), commandLine: "a\u{0}b") }
+        #expect(tooLong?.description == "the kernel command line is 17 bytes; this kernel accepts at most 16")
+        #expect(throws: BootInputError.commandLineContainsNUL) { try prepare(makeELF(), commandLine: "a\u{0}b") }
         _ = try prepare(makeBzImage(commandLineSize: 16), commandLine: String(repeating: "a", count: 16))
     }
 
@@ -346,7 +360,7 @@ func smallMemory() throws -> HeapGuestMemory {
         #expect(plan.rsdpAddress == 0xe0000)
         #expect(try memory.read(UInt64.self, at: X86Layout.zeroPage + 0x70) == 0xe0000)
         #expect(try memory.readBytes(at: 0xe0000, count: 8) == Array("RSD PTR ".utf8))
-        #expect(throws: BootInputError.self) {
+        #expect(throws: BootInputError.firmwareTableOutsideWindow(address: 0xfffff, bytes: 2)) {
             try prepare(makeELF(), firmware: { _ in
                 FirmwareTables(blobs: [FirmwareBlob(address: 0xfffff, bytes: [1, 2])], rsdpAddress: 0xe0000)
             })

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import KilnSystem
 import Testing
 @testable import KilnMachine
 import KilnTelemetry
@@ -154,23 +155,20 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
         #expect(accepted == 4)
     }
 
-    @Test func pauseGateParksUntilOpened() {
+    @Test func pauseGateParksUntilOpened() throws {
         let gate = PauseGate()
         #expect(!gate.parkWhileClosed())
         #expect(!gate.waitUntilParked(1, timeoutNanoseconds: 10_000_000))
         gate.close()
-        final class Box: @unchecked Sendable { let gate: PauseGate; var parked = false; init(_ gate: PauseGate) { self.gate = gate } }
-        let box = Box(gate)
-        var thread = pthread_t()
-        pthread_create(&thread, nil, { raw in
-            let box = Unmanaged<Box>.fromOpaque(raw!).takeUnretainedValue()
-            box.parked = box.gate.parkWhileClosed()
-            return nil
-        }, Unmanaged.passUnretained(box).toOpaque())
+        let parked = Locked(false)
+        let thread = try SystemThread.spawn(name: "parking") {
+            let result = gate.parkWhileClosed()
+            parked.withLock { $0 = result }
+        }
         #expect(gate.waitUntilParked(1, timeoutNanoseconds: 5_000_000_000))
         gate.open()
-        pthread_join(thread, nil)
-        #expect(box.parked)
+        thread.join()
+        #expect(parked.withLock { $0 })
     }
 
     @Test func sleepControlPowersOffOnS5Only() {
@@ -245,8 +243,14 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
         #expect(bytes == [0xff, 0xff])
         let inGap = bytes.withUnsafeMutableBytes { bus.read(0x50, into: $0) }
         #expect(!inGap)
-        #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: 0x108, size: 0x10) }
-        #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: UInt64.max, size: 2) }
+        let overlap = #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: 0x108, size: 0x10) }
+        #expect(overlap?.reason == .overlaps(base: 0x108, size: 0x10, existingBase: 0x100, existingSize: 0x10))
+        #expect(overlap?.description == "test window 0x108+0x10 overlaps 0x100+0x10")
+        let wrapping = #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: UInt64.max, size: 2) }
+        #expect(wrapping?.reason == .invalidSize(base: UInt64.max))
+        #expect(throws: Bus.OverlapError(bus: "test", reason: .invalidSize(base: 0x200))) {
+            try bus.insert(Probe(), base: 0x200, size: 0)
+        }
     }
 
     /// A window's counters (the device's `reads`/`writes` metrics) see the

@@ -93,12 +93,14 @@ import Testing
     }
 
     @Test func directoryAndNulPathAreRefused() throws {
-        #expect(throws: BootInputError("initrd /tmp: a directory, not a regular file; not read")) {
+        let directory = #expect(throws: BootInputError.imageNotRegularFile(image: "initrd", path: "/tmp", fileType: "a directory")) {
             try ImageFile.read("/tmp", .initrd, guestMemoryMiB: 64)
         }
-        #expect(throws: BootInputError("kernel path contains a NUL byte")) {
+        #expect(directory?.description == "initrd /tmp: a directory, not a regular file; not read")
+        let nul = #expect(throws: BootInputError.imagePathContainsNUL(image: "kernel")) {
             try ImageFile.read("/etc/hostname\u{0}/x", .kernel, guestMemoryMiB: 64)
         }
+        #expect(nul?.description == "kernel path contains a NUL byte")
     }
 }
 

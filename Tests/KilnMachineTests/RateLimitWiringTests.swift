@@ -43,10 +43,11 @@ import Testing
         let start = MonotonicClock.nanoseconds()
         device.until = [1: start + 30_000_000]
         resumer.serviceEnded()
-        // Served again before the deadline (a guest notifying), still held
+        // Served again before the loop turns (a guest notifying), still held
         // back, now for longer: no second timer. The first one's serve would
-        // find the queue held back and arm the next.
-        try loop.runOnce(maximumMilliseconds: 10)
+        // find the queue held back and arm the next. No loop turn between the
+        // two, so a descheduled test thread cannot let the first timer fire
+        // early and make this a race.
         device.until = [1: start + 60_000_000]
         resumer.serviceEnded()
         while MonotonicClock.nanoseconds() < start + 150_000_000 { try loop.runOnce(maximumMilliseconds: 10) }

@@ -59,17 +59,18 @@ private func splitMemory() throws -> HeapGuestMemory {
 }
 
 @Test func layoutValidationRejectsBadRanges() {
-    #expect(throws: GuestMemoryLayoutError.self) { try GuestRange.validate([]) }
-    #expect(throws: GuestMemoryLayoutError.self) {
+    #expect(throws: GuestMemoryLayoutError.noRegions) { try GuestRange.validate([]) }
+    #expect(throws: GuestMemoryLayoutError.emptyRegion(GuestRange(address: 0, size: 0))) {
         try GuestRange.validate([GuestRange(address: 0, size: 0)])
     }
-    #expect(throws: GuestMemoryLayoutError.self) {
+    let overlapping = #expect(throws: GuestMemoryLayoutError.regionOutOfOrder(GuestRange(address: 0x2000, size: 0x1000))) {
         try GuestRange.validate([GuestRange(address: 0x1000, size: 0x2000), GuestRange(address: 0x2000, size: 0x1000)])
     }
-    #expect(throws: GuestMemoryLayoutError.self) {
+    #expect(overlapping?.description == "region [0x2000, +0x1000) overlaps or precedes the one before it")
+    #expect(throws: GuestMemoryLayoutError.unalignedRegion(GuestRange(address: 0x800, size: 0x1000))) {
         try GuestRange.validate([GuestRange(address: 0x800, size: 0x1000)])
     }
-    #expect(throws: GuestMemoryLayoutError.self) {
+    #expect(throws: GuestMemoryLayoutError.wrappingRegion(GuestRange(address: UInt64.max - 0xfff, size: 0x2000))) {
         try GuestRange.validate([GuestRange(address: UInt64.max - 0xfff, size: 0x2000)])
     }
     #expect((try? GuestRange.validate([GuestRange(address: 0, size: 0x1000), GuestRange(address: 0x3000, size: 0x1000)])) == 0x2000)

@@ -59,6 +59,8 @@ struct CommandLineTests {
         (["check", "--policies", "policies", "--fail-on", "info"],
          "kiln-policy: --fail-on must be low, medium, high or critical, not 'info' (see kiln-policy --help)\n"),
         (["check", "--policies", "a", "--policies", "b"], "kiln-policy: --policies given twice (see kiln-policy --help)\n"),
+        (["trace", "kiln"], "kiln-policy: trace needs the command after -- (see kiln-policy --help)\n"),
+        (["trace", "--"], "kiln-policy: trace needs a command after -- (see kiln-policy --help)\n"),
     ] as [([String], String)])
     func badUsageIsAnErrorWithExitStatus2(_ arguments: [String], _ message: String) throws {
         let result = try Self.run(arguments)

@@ -67,7 +67,7 @@ public enum AML {
     /// (§20.2.5.4). NumElements is one byte, so at most 255 elements.
     public static func package(_ elements: [[UInt8]]) -> [UInt8] {
         precondition(elements.count <= 0xFF, "an AML package holds at most 255 elements")
-        return [packageOp] + packageLengthPrefixed([UInt8(elements.count)] + elements.joined())
+        return [packageOp] + packageLengthPrefixed([UInt8(elements.count)] + concatenated(elements))
     }
 
     /// A compressed EISA id such as "PNP0501", the DWord form of a _HID
@@ -101,12 +101,12 @@ public enum AML {
 
     /// DefScope: ScopeOp PkgLength NameString TermList.
     public static func scope(_ path: String, _ terms: [UInt8]...) -> [UInt8] {
-        [scopeOp] + packageLengthPrefixed(nameString(path) + terms.joined())
+        [scopeOp] + packageLengthPrefixed(nameString(path) + concatenated(terms))
     }
 
     /// DefDevice: ExtOpPrefix DeviceOp PkgLength NameString TermList.
     public static func device(_ path: String, _ terms: [UInt8]...) -> [UInt8] {
-        [extOpPrefix, deviceOp] + packageLengthPrefixed(nameString(path) + terms.joined())
+        [extOpPrefix, deviceOp] + packageLengthPrefixed(nameString(path) + concatenated(terms))
     }
 
     /// DefMethod: MethodOp PkgLength NameString MethodFlags TermList. The
@@ -117,7 +117,7 @@ public enum AML {
     ) -> [UInt8] {
         precondition((0...7).contains(argumentCount), "an AML method takes 0 to 7 arguments")
         let flags = UInt8(argumentCount) | (serialized ? 0x08 : 0)
-        return [methodOp] + packageLengthPrefixed(nameString(path) + [flags] + terms.joined())
+        return [methodOp] + packageLengthPrefixed(nameString(path) + [flags] + concatenated(terms))
     }
 
     /// DefReturn: ReturnOp ArgObject (§20.2.5.3).
@@ -126,6 +126,16 @@ public enum AML {
     }
 
     // MARK: Encoding rules
+
+    /// The parts one after another. Not `joined()`: unspecialized, as in the
+    /// debug builds the tests run, its iterator asks the runtime for generic
+    /// metadata at every byte, which made building a DSDT cost milliseconds.
+    static func concatenated(_ parts: [[UInt8]]) -> [UInt8] {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(parts.reduce(0) { $0 + $1.count })
+        for part in parts { bytes.append(contentsOf: part) }
+        return bytes
+    }
 
     /// PkgLength followed by `body` (§20.2.4). The length counts itself: one
     /// byte holds up to 63; otherwise bits 7-6 of the lead byte give how many
@@ -159,10 +169,10 @@ public enum AML {
         switch segments.count {
         case 0: return prefix + [zeroOp] // NullName, only valid after a prefix.
         case 1: return prefix + segments[0]
-        case 2: return prefix + [dualNamePrefix] + segments.joined()
+        case 2: return prefix + [dualNamePrefix] + concatenated(segments)
         default:
             precondition(segments.count <= 0xFF, "an AML name path has at most 255 segments")
-            return prefix + [multiNamePrefix, UInt8(segments.count)] + segments.joined()
+            return prefix + [multiNamePrefix, UInt8(segments.count)] + concatenated(segments)
         }
     }
 

@@ -22,7 +22,7 @@ func differentiatedSystemDescriptionTable(platform: ACPIPlatform) -> [UInt8] {
         devices.append(
             AML.device(
                 virtioDeviceName(index),
-                AML.name("_HID", AML.string("LNRO0005")),
+                virtioMMIOHID,
                 AML.name("_UID", AML.integer(UInt64(index))),
                 presentAndEnabled,
                 AML.name(
@@ -37,12 +37,15 @@ func differentiatedSystemDescriptionTable(platform: ACPIPlatform) -> [UInt8] {
     // to the sleep control register.
     let s5 = AML.name("_S5", AML.package([AML.integer(UInt64(SleepRegisters.s5SleepType)), AML.integer(0)]))
 
-    let aml = AML.scope("\\_SB", devices.flatMap { $0 }) + s5
+    let aml = AML.scope("\\_SB", AML.concatenated(devices)) + s5
     return systemDescriptionTable(signature: "DSDT", revision: 2, body: aml)
 }
 
 /// Method (_STA) { Return (0x0F) }: present, enabled, shown, functioning (§6.3.7).
 private let presentAndEnabled = AML.method("_STA", AML.return(AML.integer(0x0F)))
+
+/// Name (_HID, "LNRO0005"): Linux's virtio-mmio ACPI id, the same for every device.
+private let virtioMMIOHID = AML.name("_HID", AML.string("LNRO0005"))
 
 /// "V000" to "VFFF".
 func virtioDeviceName(_ index: Int) -> String {

@@ -44,17 +44,34 @@ public final class Bus: @unchecked Sendable { // windows are added before the vC
 
     public init(name: String) { self.name = name }
 
-    public struct OverlapError: Error, CustomStringConvertible {
-        public let description: String
+    /// A window the bus cannot take: the machine's own layout is wrong.
+    public struct OverlapError: Error, Equatable, CustomStringConvertible, Sendable {
+        public enum Reason: Equatable, Sendable {
+            /// Empty, or past the end of the address space.
+            case invalidSize(base: UInt64)
+            case overlaps(base: UInt64, size: UInt64, existingBase: UInt64, existingSize: UInt64)
+        }
+
+        public let bus: String
+        public let reason: Reason
+
+        public var description: String {
+            switch reason {
+            case .invalidSize(let base): "\(bus) window at 0x\(String(base, radix: 16)) has an invalid size"
+            case .overlaps(let base, let size, let existingBase, let existingSize):
+                "\(bus) window 0x\(String(base, radix: 16))+0x\(String(size, radix: 16)) "
+                    + "overlaps 0x\(String(existingBase, radix: 16))+0x\(String(existingSize, radix: 16))"
+            }
+        }
     }
 
     public func insert(_ device: BusDevice, base: UInt64, size: UInt64, counters: AccessCounters? = nil) throws {
         guard size > 0, !base.addingReportingOverflow(size).overflow else {
-            throw OverlapError(description: "\(name) window at 0x\(String(base, radix: 16)) has an invalid size")
+            throw OverlapError(bus: name, reason: .invalidSize(base: base))
         }
         if let clash = windows.first(where: { base < $0.end && $0.base < base + size }) {
-            throw OverlapError(description: "\(name) window 0x\(String(base, radix: 16))+0x\(String(size, radix: 16)) "
-                               + "overlaps 0x\(String(clash.base, radix: 16))+0x\(String(clash.size, radix: 16))")
+            throw OverlapError(bus: name, reason: .overlaps(base: base, size: size, existingBase: clash.base,
+                                                             existingSize: clash.size))
         }
         windows.append(Window(base: base, size: size, device: device, counters: counters))
         windows.sort { $0.base < $1.base }

@@ -33,19 +33,18 @@ enum ImageFile {
 
     static func read(_ path: String, _ kind: Kind, guestMemoryMiB: Int) throws -> [UInt8] {
         // The C string would end at the NUL and name another file.
-        guard !path.utf8.contains(0) else { throw BootInputError("\(kind.rawValue) path contains a NUL byte") }
+        guard !path.utf8.contains(0) else { throw BootInputError.imagePathContainsNUL(image: kind.rawValue) }
         let fd = try FileDescriptor.open(path, openFlags)
         return try fd.closeAfter { fd in
             var info = stat()
             try check("fstat", subject: path) { fstat(fd.rawValue, &info) }
             guard (info.st_mode & S_IFMT) == S_IFREG else {
-                throw BootInputError("\(kind.rawValue) \(path): \(fileTypeName(info.st_mode)), not a regular file; not read")
+                throw BootInputError.imageNotRegularFile(image: kind.rawValue, path: path, fileType: fileTypeName(info.st_mode))
             }
             let size = Int(info.st_size)
             let (limit, reason) = limit(kind, guestMemoryMiB: guestMemoryMiB)
             guard size <= limit else {
-                throw BootInputError(
-                    "\(kind.rawValue) \(path): \(size) bytes (\(size >> 20) MiB), larger than \(reason); not read")
+                throw BootInputError.imageTooLarge(image: kind.rawValue, path: path, bytes: size, limit: reason)
             }
             return try [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
                 count = 0

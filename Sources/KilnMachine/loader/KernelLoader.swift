@@ -92,23 +92,34 @@ public enum KernelLoader {
     /// (boot.rst: "as high as possible" below initrd_addr_max).
     public static func placeInitrd(size: Int, kernel: LoadedKernel) throws -> UInt64 {
         let length = UInt64(size)
-        guard length > 0 else { throw InitrdPlacementError("it is empty") }
+        guard length > 0 else { throw InitrdPlacementError.empty }
         guard length <= kernel.initrdLimit else {
-            throw InitrdPlacementError("\(size) bytes exceed the \(kernel.initrdLimit >> 20) MiB the kernel and RAM allow")
+            throw InitrdPlacementError.tooLarge(bytes: size, limit: kernel.initrdLimit)
         }
         let address = (kernel.initrdLimit - length) & ~(X86Layout.pageSize - 1)
         let floor = (kernel.end + X86Layout.pageSize - 1) & ~(X86Layout.pageSize - 1)
         guard address >= floor else {
-            throw InitrdPlacementError(
-                "\(size >> 10) KiB do not fit between the kernel end (0x\(String(kernel.end, radix: 16))) "
-                + "and 0x\(String(kernel.initrdLimit, radix: 16))")
+            throw InitrdPlacementError.belowKernelEnd(bytes: size, kernelEnd: kernel.end, limit: kernel.initrdLimit)
         }
         return address
     }
 }
 
 /// Why an initrd cannot be placed in guest memory.
-public struct InitrdPlacementError: Error, Equatable, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+public enum InitrdPlacementError: Error, Equatable, CustomStringConvertible, Sendable {
+    case empty
+    /// Larger than the space below the kernel's and RAM's limit.
+    case tooLarge(bytes: Int, limit: UInt64)
+    /// Placed as high as allowed, it would still overlap the kernel.
+    case belowKernelEnd(bytes: Int, kernelEnd: UInt64, limit: UInt64)
+
+    public var description: String {
+        switch self {
+        case .empty: "it is empty"
+        case .tooLarge(let bytes, let limit): "\(bytes) bytes exceed the \(limit >> 20) MiB the kernel and RAM allow"
+        case .belowKernelEnd(let bytes, let kernelEnd, let limit):
+            "\(bytes >> 10) KiB do not fit between the kernel end (0x\(String(kernelEnd, radix: 16))) "
+                + "and 0x\(String(limit, radix: 16))"
+        }
+    }
 }

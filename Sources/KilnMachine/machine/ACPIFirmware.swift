@@ -27,11 +27,11 @@ public enum ACPIFirmware {
     public static func tables(for platform: PlatformDescription) throws -> FirmwareTables {
         guard let ioapicAddress = UInt32(exactly: platform.ioapicAddress), platform.ioapicGSIBase == 0,
               let serialIRQ = UInt8(exactly: platform.serial.gsi) else {
-            throw BootInputError("the platform's IOAPIC or serial port cannot be described to KilnACPI")
+            throw BootInputError.platformNotDescribable
         }
         // The DSDT's \_S5 announces KilnACPI's SLP_TYP; the device must agree.
         guard platform.s5SleepType == SleepRegisters.s5SleepType else {
-            throw BootInputError("the sleep control device's S5 type \(platform.s5SleepType) differs from the DSDT's")
+            throw BootInputError.sleepTypeMismatch(platform.s5SleepType)
         }
         let acpi = ACPIPlatform(
             vcpuCount: platform.vcpuCount,

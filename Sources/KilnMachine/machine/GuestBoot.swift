@@ -1,4 +1,5 @@
 import KilnMemory
+import KilnSystem
 
 /// What the boot vCPU needs after the guest image is in memory.
 public struct BootPlan: Equatable, Sendable {
@@ -17,10 +18,64 @@ public struct BootPlan: Equatable, Sendable {
     }
 }
 
-/// Why the boot inputs were refused (besides kernel image errors).
-public struct BootInputError: Error, Equatable, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+/// Why the boot inputs were refused, before any vCPU runs: the boot source,
+/// the files it names, the devices' host side and the firmware tables.
+public enum BootInputError: Error, Equatable, CustomStringConvertible, Sendable {
+    case noBootSource
+    /// `image` is "kernel" or "initrd".
+    case imagePathContainsNUL(image: String)
+    case imageNotRegularFile(image: String, path: String, fileType: String)
+    case imageTooLarge(image: String, path: String, bytes: Int, limit: String)
+    case kernelImage(path: String, KernelImageError)
+    case initrdPlacement(path: String, InitrdPlacementError)
+    case commandLineContainsNUL
+    case commandLineTooLong(bytes: Int, limit: Int)
+    case pvhMemoryMapTooLarge
+    case firmwareTableOutsideWindow(address: UInt64, bytes: Int)
+    case rsdpOutsideWindow(address: UInt64)
+    case platformNotDescribable
+    case sleepTypeMismatch(UInt8)
+    case tooManyDevices(configured: Int, capacity: Int)
+    case drivePathMissing(driveID: String)
+    case driveNotFileOrBlockDevice(path: String)
+    case driveSmallerThanSector(driveID: String, path: String)
+    case driveVhostUser(driveID: String)
+    /// ENODEV from TUNSETIFF: the orchestrator has not made the TAP.
+    case tapMissing(name: String)
+    case tapUnavailable(name: String, SystemError)
+    case vsockListen(path: String, SystemError)
+
+    public var description: String {
+        switch self {
+        case .noBootSource: "no boot source: set boot-source.kernel_image_path"
+        case .imagePathContainsNUL(let image): "\(image) path contains a NUL byte"
+        case .imageNotRegularFile(let image, let path, let fileType): "\(image) \(path): \(fileType), not a regular file; not read"
+        case .imageTooLarge(let image, let path, let bytes, let limit):
+            "\(image) \(path): \(bytes) bytes (\(bytes >> 20) MiB), larger than \(limit); not read"
+        case .kernelImage(let path, let error): "kernel \(path): \(error)"
+        case .initrdPlacement(let path, let error): "initrd \(path): \(error)"
+        case .commandLineContainsNUL: "the kernel command line contains a NUL byte"
+        case .commandLineTooLong(let bytes, let limit):
+            "the kernel command line is \(bytes) bytes; this kernel accepts at most \(limit)"
+        case .pvhMemoryMapTooLarge: "the PVH memory map has too many entries"
+        case .firmwareTableOutsideWindow(let address, let bytes):
+            "firmware table at 0x\(String(address, radix: 16)) (\(bytes) bytes) is outside the ACPI window"
+        case .rsdpOutsideWindow(let address): "the RSDP address 0x\(String(address, radix: 16)) is outside the ACPI window"
+        case .platformNotDescribable: "the platform's IOAPIC or serial port cannot be described to KilnACPI"
+        case .sleepTypeMismatch(let type): "the sleep control device's S5 type \(type) differs from the DSDT's"
+        case .tooManyDevices(let configured, let capacity):
+            "\(configured) virtio devices configured; kiln has interrupt lines for \(capacity)"
+        case .drivePathMissing(let driveID): "drive \(driveID): path_on_host is required"
+        case .driveNotFileOrBlockDevice(let path): "drive \(path): not a regular file or block device"
+        case .driveSmallerThanSector(let driveID, let path): "drive \(driveID): \(path) is smaller than one 512-byte sector"
+        case .driveVhostUser(let driveID): "drive \(driveID): vhost-user block devices (socket) are not supported"
+        case .tapMissing(let name):
+            "network interface: cannot open TAP \(name): no such persistent TAP in kiln's network namespace "
+                + "(the orchestrator makes it: ip tuntap add \(name) mode tap)"
+        case .tapUnavailable(let name, let error): "network interface: cannot open TAP \(name): \(error)"
+        case .vsockListen(let path, let error): "vsock: cannot listen on uds_path \(path): \(error)"
+        }
+    }
 }
 
 /// Puts a guest's boot image into memory: kernel, initrd, command line,
@@ -37,11 +92,11 @@ public enum GuestBoot {
         // Check the command line against the kernel's own limit first: it
         // costs nothing and must not leave a half-loaded guest.
         let commandLineBytes = Array(commandLine.utf8)
-        guard !commandLineBytes.contains(0) else { throw BootInputError("the kernel command line contains a NUL byte") }
+        guard !commandLineBytes.contains(0) else { throw BootInputError.commandLineContainsNUL }
 
         let kernel = try KernelLoader.load(kernelImage, into: memory, lowMemoryEnd: lowEnd)
         guard commandLineBytes.count <= kernel.commandLineLimit else {
-            throw BootInputError("the kernel command line is \(commandLineBytes.count) bytes; this kernel accepts at most \(kernel.commandLineLimit)")
+            throw BootInputError.commandLineTooLong(bytes: commandLineBytes.count, limit: kernel.commandLineLimit)
         }
         try memory.write(commandLineBytes + [0], at: X86Layout.commandLine)
 
@@ -61,7 +116,7 @@ public enum GuestBoot {
             let startInfo = PVHStartInfo(address: X86Layout.pvhStartInfo, commandLine: X86Layout.commandLine,
                                          initrd: initrdPlacement, e820: e820, acpiRSDP: rsdp)
             guard startInfo.bytes.count <= Int(X86Layout.zeroPage - X86Layout.pvhStartInfo) else {
-                throw BootInputError("the PVH memory map has too many entries")
+                throw BootInputError.pvhMemoryMapTooLarge
             }
             try memory.write(startInfo.bytes, at: X86Layout.pvhStartInfo)
             try BootGDT.write(into: memory, mode: .pvh32)
@@ -91,12 +146,12 @@ public enum GuestBoot {
         for blob in tables.blobs {
             let (end, overflow) = blob.address.addingReportingOverflow(UInt64(blob.bytes.count))
             guard !overflow, blob.address >= platform.tableWindow.lowerBound, end <= platform.tableWindow.upperBound else {
-                throw BootInputError("firmware table at 0x\(String(blob.address, radix: 16)) (\(blob.bytes.count) bytes) is outside the ACPI window")
+                throw BootInputError.firmwareTableOutsideWindow(address: blob.address, bytes: blob.bytes.count)
             }
             try memory.write(blob.bytes, at: blob.address)
         }
         guard platform.tableWindow.contains(tables.rsdpAddress) else {
-            throw BootInputError("the RSDP address 0x\(String(tables.rsdpAddress, radix: 16)) is outside the ACPI window")
+            throw BootInputError.rsdpOutsideWindow(address: tables.rsdpAddress)
         }
         return tables.rsdpAddress
     }

@@ -68,7 +68,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     public init(configuration: VMConfig, host: MachineHost) throws {
         try configuration.validate()
         guard let bootSource = configuration.bootSource else {
-            throw BootInputError("no boot source: set boot-source.kernel_image_path")
+            throw BootInputError.noBootSource
         }
         self.host = host
         let machineConfig = configuration.machine
@@ -89,9 +89,9 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
                 memory: memory, kernelImage: kernelImage, initrd: initrd, commandLine: commandLine,
                 platform: platform, firmware: host.firmware)
         } catch let error as KernelImageError {
-            throw BootInputError("kernel \(bootSource.kernelImagePath): \(error)")
+            throw BootInputError.kernelImage(path: bootSource.kernelImagePath, error)
         } catch let error as InitrdPlacementError {
-            throw BootInputError("initrd \(bootSource.initrdPath ?? ""): \(error)")
+            throw BootInputError.initrdPlacement(path: bootSource.initrdPath ?? "", error)
         }
 
         // 2. The VM: system pages, irqchip, PIT, memory slots. /dev/kvm is
@@ -258,7 +258,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         for thread in threads { thread.kick() }
         guard pauseGate.waitUntilParked(threads.count, timeoutNanoseconds: 2_000_000_000) else {
             pauseGate.open()
-            throw MachineControlError("the vCPUs did not stop within 2 s; the microVM keeps running")
+            throw MachineControlError.vcpusDidNotStop
         }
     }
 
@@ -276,14 +276,14 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     public func updateNetworkInterface(_ interface: NetworkInterfaceConfig) throws {
         guard virtio.updateRateLimiters(interfaceID: interface.ifaceID, receive: interface.rxRateLimiter,
                                         transmit: interface.txRateLimiter) else {
-            throw MachineControlError("network interface \(interface.ifaceID) is not attached")
+            throw MachineControlError.networkInterfaceNotAttached(interface.ifaceID)
         }
     }
 
     /// Presses Ctrl+Alt+Del on the i8042 keyboard (`SendCtrlAltDel`).
     public func sendCtrlAltDel() throws {
         guard legacy.keyboard.pressCtrlAltDel() else {
-            throw MachineControlError("the guest is not reading its i8042 keyboard: its buffer is full")
+            throw MachineControlError.keyboardBufferFull
         }
         host.metrics.ctrlAltDelPresses.increment()
     }
@@ -302,7 +302,20 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
 }
 
 /// A control request (pause, Ctrl+Alt+Del) the machine could not carry out.
-public struct MachineControlError: Error, CustomStringConvertible, Sendable {
-    public let description: String
-    public init(_ description: String) { self.description = description }
+public enum MachineControlError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// Pause: some vCPU did not park within the bound.
+    case vcpusDidNotStop
+    case driveNotAttached(String)
+    case networkInterfaceNotAttached(String)
+    /// Ctrl+Alt+Del: the guest leaves its keyboard's buffer full.
+    case keyboardBufferFull
+
+    public var description: String {
+        switch self {
+        case .vcpusDidNotStop: "the vCPUs did not stop within 2 s; the microVM keeps running"
+        case .driveNotAttached(let driveID): "drive \(driveID) is not attached"
+        case .networkInterfaceNotAttached(let ifaceID): "network interface \(ifaceID) is not attached"
+        case .keyboardBufferFull: "the guest is not reading its i8042 keyboard: its buffer is full"
+        }
+    }
 }

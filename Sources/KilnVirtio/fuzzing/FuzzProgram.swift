@@ -130,6 +130,35 @@ struct FuzzRing {
     }
 }
 
+/// A device's two queues (receive, transmit) as the net and vsock harnesses
+/// lay them out: rings at 0 and 0x2000, below 0x4000, and buffers from
+/// 0x4000 up, so data written into a buffer never lands on a ring.
+struct FuzzQueuePair {
+    let rings: [FuzzRing]
+    let queues: [Virtqueue]
+
+    /// `control`: bit 0 EVENT_IDX, bit 1 INDIRECT_DESC, bits 2–4 the queue size (2^n).
+    init(control: UInt8, memory: GuestMemory) {
+        let size = UInt16(1) << UInt16((control >> 2) & 7)
+        let rings = [FuzzRing(base: 0, size: size), FuzzRing(base: 0x2000, size: size)]
+        let features = VirtioFeature.version1 | (control & 1 != 0 ? VirtioFeature.eventIndex : 0)
+            | (control & 2 != 0 ? VirtioFeature.indirectDescriptors : 0)
+        self.rings = rings
+        queues = rings.enumerated().map { try! Virtqueue(index: $0, configuration: $1.configuration, memory: memory, features: features) }
+    }
+
+    /// The guest address of a fuzzed buffer address.
+    static func address(_ value: UInt16) -> UInt64 { 0x4000 + UInt64(value) }
+
+    /// Two bytes written over queue `queue % 2`'s descriptor table or
+    /// available ring, as a guest that changes a live queue would.
+    func corrupt(queue: UInt8, offset: UInt16, value: UInt16, memory: GuestMemory) {
+        let ring = rings[Int(queue) % 2]
+        let span = ring.availableRing + 6 + 2 * UInt64(ring.size) - ring.descriptorTable
+        _ = try? memory.write(value, at: ring.descriptorTable + UInt64(offset) % (span - 1))
+    }
+}
+
 /// An `EntropySource` for fuzzing: a counter pattern, and a failure on
 /// every `failEvery`-th fill (never if 0), counted.
 public final class FuzzEntropySource: EntropySource {

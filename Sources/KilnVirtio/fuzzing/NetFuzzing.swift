@@ -60,8 +60,7 @@ public final class NetFuzzHarness: FuzzHarness {
     public let memory: HeapGuestMemory
     let backend = RecordingNetBackend()
     let device: NetDevice
-    let rings: [FuzzRing]
-    let queues: [Virtqueue]
+    let queuePair: FuzzQueuePair
     /// Receive chains as offered, by head, while the harness knows them to
     /// be plain writable buffers nobody corrupted since.
     var plainReceiveChains: [UInt16: [FuzzBuffer]] = [:]
@@ -69,21 +68,17 @@ public final class NetFuzzHarness: FuzzHarness {
     public private(set) var delivered = 0
     public private(set) var sent = 0
 
-    /// Byte 0: bit 0 EVENT_IDX, bit 1 INDIRECT_DESC, bits 2–4 the queue size
-    /// (2^n). Rings sit below 0x4000, buffers from 0x4000 up, so receive
-    /// data never lands on a ring and the used rings stay readable.
+    /// Byte 0 configures the queues (`FuzzQueuePair`): receive data never
+    /// lands on a ring, so the used rings stay readable.
     public init(control: UInt8) {
         memory = try! HeapGuestMemory(ranges: VirtioFuzzing.memoryRanges)
         device = NetDevice(memory: memory, backend: backend, mac: [0x02, 0, 0, 0, 0, 2])
-        let size = UInt16(1) << UInt16((control >> 2) & 7)
-        rings = [FuzzRing(base: 0, size: size), FuzzRing(base: 0x2000, size: size)]
-        let features = VirtioFeature.version1 | (control & 1 != 0 ? VirtioFeature.eventIndex : 0)
-            | (control & 2 != 0 ? VirtioFeature.indirectDescriptors : 0)
-        let memory = memory
-        queues = rings.enumerated().map { try! Virtqueue(index: $0, configuration: $1.configuration, memory: memory, features: features) }
+        queuePair = FuzzQueuePair(control: control, memory: memory)
     }
 
-    static func address(_ value: UInt16) -> UInt64 { 0x4000 + UInt64(value) }
+    static func address(_ value: UInt16) -> UInt64 { FuzzQueuePair.address(value) }
+    var rings: [FuzzRing] { queuePair.rings }
+    var queues: [Virtqueue] { queuePair.queues }
 
     /// Runs one step; returns false once the device failed its queue (the
     /// transport would then be in DEVICE_NEEDS_RESET and serve no more).
@@ -116,9 +111,7 @@ public final class NetFuzzHarness: FuzzHarness {
                                       address: Self.address)
             return true
         case .corrupt(let queue, let offset, let value):
-            let ring = rings[Int(queue) % 2]
-            let span = ring.availableRing + 6 + 2 * UInt64(ring.size) - ring.descriptorTable
-            _ = try? memory.write(value, at: ring.descriptorTable + UInt64(offset) % (span - 1))
+            queuePair.corrupt(queue: queue, offset: offset, value: value, memory: memory)
             plainReceiveChains = [:]
             return true
         }

@@ -166,8 +166,7 @@ public final class VsockFuzzHarness: FuzzHarness {
     public let memory: HeapGuestMemory
     let backend = FuzzVsockBackend()
     let device: VsockDevice
-    let rings: [FuzzRing]
-    let queues: [Virtqueue]
+    let queuePair: FuzzQueuePair
     /// Packets delivered to the guest and packets taken from it.
     public private(set) var delivered = 0
     public private(set) var taken = 0
@@ -183,15 +182,10 @@ public final class VsockFuzzHarness: FuzzHarness {
         return limits
     }()
 
-    /// Byte 0: bit 0 EVENT_IDX, bit 1 INDIRECT_DESC, bits 2–4 the queue size (2^n).
+    /// Byte 0 configures the queues (`FuzzQueuePair`).
     public init(control: UInt8) {
         memory = try! HeapGuestMemory(ranges: VirtioFuzzing.memoryRanges)
-        let size = UInt16(1) << UInt16((control >> 2) & 7)
-        rings = [FuzzRing(base: 0, size: size), FuzzRing(base: 0x2000, size: size)]
-        let features = VirtioFeature.version1 | (control & 1 != 0 ? VirtioFeature.eventIndex : 0)
-            | (control & 2 != 0 ? VirtioFeature.indirectDescriptors : 0)
-        let memory = memory
-        queues = rings.enumerated().map { try! Virtqueue(index: $0, configuration: $1.configuration, memory: memory, features: features) }
+        queuePair = FuzzQueuePair(control: control, memory: memory)
         let time = FuzzClock()
         self.time = time
         device = VsockDevice(memory: memory, guestCID: Self.guestCID, backend: backend, limits: Self.limits,
@@ -202,7 +196,9 @@ public final class VsockFuzzHarness: FuzzHarness {
     final class FuzzClock { var now: UInt64 = 1_000_000_000 }
     let time: FuzzClock
 
-    static func address(_ value: UInt16) -> UInt64 { 0x4000 + UInt64(value) }
+    static func address(_ value: UInt16) -> UInt64 { FuzzQueuePair.address(value) }
+    var rings: [FuzzRing] { queuePair.rings }
+    var queues: [Virtqueue] { queuePair.queues }
 
     public func run(_ operation: VsockFuzzOperation) -> Bool {
         switch operation {
@@ -236,9 +232,7 @@ public final class VsockFuzzHarness: FuzzHarness {
             precondition(backend.open.isEmpty, "a reset left host streams open")
             return true
         case .corrupt(let queue, let offset, let value):
-            let ring = rings[Int(queue) % 2]
-            let span = ring.availableRing + 6 + 2 * UInt64(ring.size) - ring.descriptorTable
-            _ = try? memory.write(value, at: ring.descriptorTable + UInt64(offset) % (span - 1))
+            queuePair.corrupt(queue: queue, offset: offset, value: value, memory: memory)
             return true
         }
     }

@@ -29,7 +29,7 @@ final class DriveFile {
             try check("fstat", subject: path) { fstat(file.rawValue, &status) }
             let type = status.st_mode & S_IFMT
             guard type == S_IFREG || type == S_IFBLK else {
-                throw BootInputError("drive \(path): not a regular file or block device")
+                throw BootInputError.driveNotFileOrBlockDevice(path: path)
             }
             // Regular files and block devices ignore O_NONBLOCK for I/O; the
             // flag only kept the open itself from waiting.
@@ -106,10 +106,8 @@ final class TapNetBackend: NetBackend {
         let fd = ckiln_tap_open(name)
         guard fd >= 0 else {
             let error = errno
-            let reason = error == ENODEV
-                ? "no such persistent TAP in kiln's network namespace (the orchestrator makes it: ip tuntap add \(name) mode tap)"
-                : "\(SystemError("TUNSETIFF", errno: error))"
-            throw BootInputError("network interface: cannot open TAP \(name): \(reason)")
+            throw error == ENODEV ? BootInputError.tapMissing(name: name)
+                : BootInputError.tapUnavailable(name: name, SystemError("TUNSETIFF", errno: error))
         }
         descriptor = FileDescriptor(rawValue: fd)
         rxBytes = registry.counter(group, "rx_bytes_count")

@@ -58,7 +58,7 @@ final class VirtioDeviceManager {
         let deviceCount = configuration.drives.count + configuration.networkInterfaces.count
             + (configuration.entropy == nil ? 0 : 1) + (configuration.vsock == nil ? 0 : 1)
         guard deviceCount <= Self.capacity else {
-            throw BootInputError("\(deviceCount) virtio devices configured; kiln has interrupt lines for \(Self.capacity)")
+            throw BootInputError.tooManyDevices(configured: deviceCount, capacity: Self.capacity)
         }
 
         // The root drive first, so that the guest names it /dev/vda, as
@@ -72,7 +72,7 @@ final class VirtioDeviceManager {
                 log("drive \(drive.driveID): io_engine Async is served by Kiln's synchronous engine (Kiln has no io_uring engine)")
             }
             guard let path = drive.pathOnHost else {
-                throw BootInputError("drive \(drive.driveID): path_on_host is required")
+                throw BootInputError.drivePathMissing(driveID: drive.driveID)
             }
             let file = try openDrive(drive, path: path)
             driveFiles[drive.driveID] = file
@@ -134,7 +134,7 @@ final class VirtioDeviceManager {
         let file = try DriveFile(path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
                                  identifier: drive.driveID)
         guard file.backend.sectorCount > 0 else {
-            throw BootInputError("drive \(drive.driveID): \(path) is smaller than one 512-byte sector")
+            throw BootInputError.driveSmallerThanSector(driveID: drive.driveID, path: path)
         }
         if file.trailingBytes > 0 {
             log("drive \(drive.driveID): \(path) is not a whole number of 512-byte sectors; "
@@ -153,7 +153,7 @@ final class VirtioDeviceManager {
     func updateDrive(_ drive: BlockDeviceConfig) throws {
         guard let index = entries.firstIndex(where: { $0.drive?.configuration.driveID == drive.driveID }),
               let current = entries[index].drive, slots.indices.contains(index) else {
-            throw MachineControlError("drive \(drive.driveID) is not attached")
+            throw MachineControlError.driveNotAttached(drive.driveID)
         }
         if let path = drive.pathOnHost, path != current.configuration.pathOnHost {
             let file = try openDrive(current.configuration, path: path)
@@ -259,7 +259,7 @@ final class VirtioDeviceManager {
     static func refuseUnsupported(_ configuration: VMConfig) throws {
         for drive in configuration.drives {
             if drive.socket != nil {
-                throw BootInputError("drive \(drive.driveID): vhost-user block devices (socket) are not supported")
+                throw BootInputError.driveVhostUser(driveID: drive.driveID)
             }
         }
     }

@@ -72,11 +72,11 @@ public enum X86Layout {
     /// Guest RAM ranges for `bytes` of memory: below the hole, then the rest
     /// from 4 GiB. Each becomes one KVM memory slot.
     public static func ramRanges(bytes: UInt64) throws -> [GuestRange] {
-        guard bytes >= 16 << 20 else { throw GuestMemoryLayoutError("guest memory must be at least 16 MiB") }
+        guard bytes >= 16 << 20 else { throw GuestMemoryLayoutError.belowMinimum(bytes: 16 << 20) }
         guard bytes <= maximumMemory else {
-            throw GuestMemoryLayoutError("guest memory must be at most \(maximumMemory >> 30) GiB")
+            throw GuestMemoryLayoutError.aboveMaximum(bytes: maximumMemory)
         }
-        guard bytes % pageSize == 0 else { throw GuestMemoryLayoutError("guest memory must be whole pages") }
+        guard bytes % pageSize == 0 else { throw GuestMemoryLayoutError.notWholePages }
         if bytes <= mmioHoleStart { return [GuestRange(address: 0, size: bytes)] }
         return [GuestRange(address: 0, size: mmioHoleStart),
                 GuestRange(address: mmioHoleEnd, size: bytes - mmioHoleStart)]

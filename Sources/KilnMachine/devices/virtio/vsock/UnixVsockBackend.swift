@@ -73,7 +73,7 @@ final class UnixVsockBackend: VsockBackend {
         do {
             listener = try UnixSocket.listen(path: path, backlog: 64)
         } catch let error as SystemError {
-            throw BootInputError("vsock: cannot listen on uds_path \(path): \(error)")
+            throw BootInputError.vsockListen(path: path, error)
         }
         do {
             releaseEvent = try EventFD()
