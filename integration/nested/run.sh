@@ -457,6 +457,10 @@ elif [ $boots -gt 0 ]; then
       # "== role R: T thread(s), C calls, U of N rules used"
       /^== role / { flush(); role = $3; sub(/:$/, "", role); entered = ($4 == "not" ? "" : "threads=" $4 " calls=" $6 " used=" $8 "/" $10)
                     refused = 0; unused = 0; names = ""; section = ""; next }
+      # "== start-up, jailed (…): P program(s), C calls, S system calls" (exec to the launch role)
+      /^== start-up/ { flush(); role = ($3 == "jailed" ? "start-up-jailed" : "start-up-unjailed")
+                       entered = ($NF == "trace" ? "" : "programs=" $(NF - 6) " calls=" $(NF - 4) " syscalls=" $(NF - 2))
+                       refused = 0; unused = 0; names = ""; section = ""; next }
       /^  calls not allowed/ { section = "refused"; next }
       /^  rules that allowed nothing/ { section = "unused"; next }
       /^  [^ ]/ { section = ""; next }
