@@ -117,10 +117,24 @@ func setUpInterruptControllers() {
     outb(Port.pic1Data, 0x04); outb(Port.pic2Data, 0x02)       // ICW3: slave on IRQ 2
     outb(Port.pic1Data, 0x01); outb(Port.pic2Data, 0x01)       // ICW4: 8086 mode
     outb(Port.pic1Data, 0xfe); outb(Port.pic2Data, 0xff)       // OCW1: unmask IRQ 0
-    // PIT channel 0, mode 2 (rate generator), 1193182 Hz / 1193 = 1 kHz.
+    startTimer()
+}
+
+/// PIT channel 0, mode 2 (rate generator), 1193182 Hz / 1193 = 1 kHz.
+func startTimer() {
     outb(Port.pitMode, 0x34)
     outb(Port.pitChannel0, UInt8(1193 & 0xff))
     outb(Port.pitChannel0, UInt8(1193 >> 8))
+}
+
+/// Stops the periodic tick: channel 0 in mode 0 (interrupt on terminal
+/// count) counts down once and stays there (Intel 8254 datasheet, mode 0),
+/// as Linux's PIT clockevent does on shutdown. A running PIT costs the host
+/// a timer wake-up per tick even while IRQ 0 is masked at the 8259.
+func stopTimer() {
+    outb(Port.pitMode, 0x30)
+    outb(Port.pitChannel0, 0)
+    outb(Port.pitChannel0, 0)
 }
 
 /// hvm_start_info (Xen public arch-x86/hvm/start_info.h, version 1): what a
@@ -242,6 +256,7 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
     while serialInterrupts() < 2 { waitForInterrupt() }
     outb(Port.serialInterruptEnable, 0x00)
     put("\nguest: serial interrupts: "); putDecimal(serialInterrupts()); put("\n")
+    stopTimer() // restarted below only by the waits that count ticks
 
     // The boot-timer device: one magic byte at the start of its MMIO page.
     UnsafeMutablePointer<UInt8>(bitPattern: UInt(0xd000_0000))!.pointee = 123
@@ -249,10 +264,11 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
 
     if hasVirtioDevices(line) {
         if virtioAreaIsRAM {
-            outb(Port.pic1Data, 0xfe) // the PIT's 1 ms ticks bound every wait
             if let address = UDPEcho.address(line) {
                 UDPEcho.serve(line, address: address, memory: UInt(VirtioArea.start))
             } else {
+                outb(Port.pic1Data, 0xfe) // the PIT's 1 ms ticks bound every wait
+                startTimer()
                 probeVirtioDevices(line)
             }
         } else {
@@ -267,6 +283,7 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
         // a guest that neither ends, halts for good nor spins, for fuzzing
         // the post-boot API (integration/api/schemathesis.sh).
         outb(Port.pic1Data, 0xfd)
+        stopTimer()
         put("guest: idle\n")
         while true { waitForInterrupt() }
     }
@@ -276,6 +293,7 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
         // With `ticks`, the timer stays on and a line goes out every 100
         // ticks (100 ms), so a test can see the guest stop while paused.
         let ticking = commandLine(line, contains: "ticks") || driveAsksToKeepRunning
+        if ticking { startTimer() } else { stopTimer() }
         outb(Port.pic1Data, ticking ? 0xfc : 0xfd) // IRQ 1, and IRQ 0 when ticking
         put("guest: waiting for ctrl-alt-del\n")
         var nextTick = timerTicks() + 100

@@ -4,7 +4,9 @@
 // virtio-net device its command line names (Virtio.swift's driver).
 //
 // Unlike the probe in Virtio.swift it waits on the device's interrupt, not
-// on the PIT, so that hundreds of idle guests cost the host nothing: the
+// on the PIT (stopped before this runs: a ticking PIT costs the host a timer
+// wake-up a millisecond even while masked), so that hundreds of idle guests
+// cost the host nothing: the
 // receive and send queues ask for used-buffer notifications (§2.7.7), the
 // device's IRQ line is the only one unmasked, and the InterruptStatus bits
 // are acknowledged (§4.2.2) before the rings are read, so a level-triggered
