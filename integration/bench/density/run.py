@@ -207,12 +207,12 @@ def kill_one(system, instances):
             "others_checked": len(others), "others_unanswered": unanswered, "unanswered_before_kill": before}
 
 
-def run_once(system, n, options, checks):
+def run_once(system, n, options, checks, idle_seconds=0):
     """One launch of N instances of one system, measured, then torn down."""
     instances = [systems.Instance(system.name, index) for index in range(n)]
     active.append((system, instances))
     try:
-        result = measure_run(system, instances, options, checks)
+        result = measure_run(system, instances, options, checks, idle_seconds)
     finally:
         started = time.monotonic()
         teardown(system, instances, options.parallel)
@@ -221,7 +221,18 @@ def run_once(system, n, options, checks):
     return result
 
 
-def measure_run(system, instances, options, checks):
+def idle_cost(instances, seconds):
+    """What the ready instances cost the host while nobody talks to them:
+    CPU ms per second per instance over `seconds` (their threads and KVM
+    kernel threads), e.g. a guest's timer ticks or a VMM's periodic work."""
+    pids = [instance.pid for instance in instances]
+    before, started = measure.instances_cpu_ns(pids), time.monotonic()
+    time.sleep(seconds)
+    spent = measure.instances_cpu_ns(pids) - before
+    return spent / 1e6 / (time.monotonic() - started) / max(1, len(pids))
+
+
+def measure_run(system, instances, options, checks, idle_seconds=0):
     n = len(instances)
     before = measure.meminfo()
     started = time.monotonic()
@@ -240,6 +251,9 @@ def measure_run(system, instances, options, checks):
     helper_cpu = (children_after.ru_utime + children_after.ru_stime
                   - children_before.ru_utime - children_before.ru_stime)
     pss, threads, private, guest = 0, {}, [], []
+    kthreads = measure.kvm_kthread_cpu_ns([instance.pid for instance in ready])
+    if kthreads:
+        threads["kvm kernel threads"] = sum(kthreads.values())
     for instance in ready:
         pss += measure.rollup(instance.pid).get("Pss", 0)
         for name, ns in measure.thread_cpu_ns(instance.pid).items():
@@ -264,6 +278,8 @@ def measure_run(system, instances, options, checks):
         "cpu_seconds_by_thread": {name: ns / 1e9 for name, ns in sorted(threads.items())},
         "network_setup_seconds": network_seconds, "failure_reasons": failures[:10],
     }
+    if idle_seconds and ready:
+        result["idle_cpu_ms_per_second_per_instance"] = idle_cost(ready, idle_seconds)
     if private:
         result["vmm_private_mib"] = measure.spread(private)
         result["guest_touched_mib"] = measure.spread(guest)
@@ -331,6 +347,10 @@ def aggregate(runs):
             figures = measure.spread([run[field] for run in group])
             entry[field] = figures["median"]
             entry.update({f"{field}_{name}": figures[name] for name in ("p90", "min", "max")})
+        idle = [run["idle_cpu_ms_per_second_per_instance"] for run in group
+                if "idle_cpu_ms_per_second_per_instance" in run]
+        if idle:
+            entry["idle_cpu_ms_per_second_per_instance"] = measure.spread(idle)["median"]
         entry["failures"] = sum(run["failures"] for run in group)
         entry["repeats"] = group
         merged.append(entry)
@@ -373,6 +393,8 @@ def parse_options(argv):
     parser.add_argument("--cap-seconds", type=float, help="launch nothing more after this long in one run "
                         "(the rest count as failures)")
     parser.add_argument("--api-sample", type=int, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=1.0,
+                        help="after the first repeat is ready, measure its idle CPU this long (0: not)")
     parser.add_argument("--no-single", action="store_true", help="skip the single-microVM figures")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the callgrind/strace breakdowns")
     options = parser.parse_args(argv)
@@ -459,11 +481,14 @@ def main(argv):
                         notes[(system.name, n)] = f"not run: N above --runsc-max-n {options.runsc_max_n}"
                         continue
                     last = n == max(options.ns) and repeat == repeats_for(options, n) - 1
-                    result = run_once(system, n, options, checks=last and not options.smoke)
+                    idle = options.idle_seconds if repeat == 0 and not options.smoke else 0
+                    result = run_once(system, n, options, checks=last and not options.smoke, idle_seconds=idle)
                     runs.append(result)
+                    idle_text = (f", idle {result['idle_cpu_ms_per_second_per_instance']:.2f} CPU-ms/s each"
+                                 if "idle_cpu_ms_per_second_per_instance" in result else "")
                     print(f"density: {system.name:13} N={n:4} repeat {repeat + 1}: all ready in "
                           f"{result['ready_seconds']:.2f} s, host +{result['host_memory_mib']:.0f} MiB, PSS "
-                          f"{result['pss_mib']:.0f} MiB, CPU {result['cpu_seconds']:.2f} s, "
+                          f"{result['pss_mib']:.0f} MiB, CPU {result['cpu_seconds']:.2f} s{idle_text}, "
                           f"{result['failures']} failed", file=sys.stderr, flush=True)
         kiln = next((system for system in chosen if system.name == "kiln"), None)
         if kiln and not options.smoke and not options.no_single:
