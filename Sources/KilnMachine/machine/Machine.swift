@@ -81,7 +81,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         let kernelImage = try ImageFile.read(bootSource.kernelImagePath, .kernel, guestMemoryMiB: machineConfig.memSizeMiB)
         let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, .initrd, guestMemoryMiB: machineConfig.memSizeMiB) }
         let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
-        memory = try MappedGuestMemory(ranges: ram)
+        memory = try MappedGuestMemory(ranges: ram, transparentHugePages: machineConfig.hugePages == .transparent)
         virtio = try VirtioDeviceManager(configuration: configuration, memory: memory, registry: host.metrics.registry,
                                          log: host.log)
         let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount, virtioDevices: virtio.platformDevices)
