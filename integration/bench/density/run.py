@@ -130,7 +130,9 @@ def launch_all(system, instances, parallel, seconds, reserve_kib, cap_seconds=No
 
 
 def teardown(system, instances, parallel):
-    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+    """Stops every launched instance; unmeasured, so wider than the launches
+    (each stop mostly waits for a process to exit)."""
+    with concurrent.futures.ThreadPoolExecutor(max(parallel, 32)) as pool:
         list(pool.map(system.stop, [instance for instance in instances if instance.launched_ns is not None]))
     for instance in instances:
         if instance.socket is not None:
