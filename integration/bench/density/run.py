@@ -14,6 +14,7 @@ at the end, on failure and on Ctrl-C, and it reports anything left.
 """
 import argparse
 import concurrent.futures
+import fcntl
 import json
 import os
 import random
@@ -38,6 +39,7 @@ import measure  # noqa: E402
 import report  # noqa: E402
 import systems  # noqa: E402
 
+LOCK_PATH = "/run/kiln-density.lock"
 stopping = threading.Event()
 # (system, instances) being run: what Ctrl-C or a failure must tear down.
 active = []
@@ -185,6 +187,15 @@ def api_latencies(system, instances, count):
     return latencies
 
 
+def unanswered_of(instances):
+    """The indices of instances that give no echo within 2 s, asked all at
+    once (each has its own socket): one by one, a run whose instances died
+    waited 2 s for each."""
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda instance: echo_rtt_ms(instance, 2.0), instances))
+    return [instance.index for instance, answer in zip(instances, answers) if answer is None]
+
+
 def kill_one(system, instances):
     """kill -9 of one kiln: the others must still answer, and kiln-jailer
     cleanup must remove its jail and cgroups."""
@@ -192,7 +203,7 @@ def kill_one(system, instances):
     if len(ready) < 2:
         return {"note": "fewer than two instances ready"}
     victim = random.choice(ready)
-    before = [instance.index for instance in ready if instance is not victim and echo_rtt_ms(instance, 2.0) is None]
+    before = unanswered_of([instance for instance in ready if instance is not victim])
     os.kill(victim.pid, signal.SIGKILL)
     victim.process.wait(timeout=10)
     code, err = system.cleanup_jail(victim.index)
@@ -200,7 +211,7 @@ def kill_one(system, instances):
     cgroups_left = [controller for controller in system.controllers
                     if os.path.isdir(f"/sys/fs/cgroup/{controller}/{system.parent_cgroup}/{system.jail_id(victim.index)}")]
     others = [instance for instance in ready if instance is not victim]
-    unanswered = [instance.index for instance in others if echo_rtt_ms(instance, 2.0) is None]
+    unanswered = unanswered_of(others)
     victim.launched_ns = None  # torn down already
     victim.socket.close()
     victim.socket = None
@@ -442,6 +453,15 @@ def main(argv):
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     for name in (signal.SIGINT, signal.SIGTERM):
         signal.signal(name, interrupted)
+    # One run at a time on a host: each run's sweep of what an earlier run
+    # left would kill another run's instances (make test's smoke run during
+    # a benchmark did). Held until this process exits.
+    lock = open(LOCK_PATH, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"density: another density run holds {LOCK_PATH}; waiting for it to end", file=sys.stderr, flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
     stale = leftovers.find()
     if stale:
