@@ -55,21 +55,32 @@ pid_t ckiln_trace_spawn(char *const argv[], const struct sock_filter *base, uint
         errno = saved;
         return -1;
     }
-    // The pipe closes at a successful exec (O_CLOEXEC); before, the child
-    // sends the errno of what failed.
+    // The base filter may trace every call, the exec's among them: resume
+    // the child through its seccomp stops until its exec event (success) or
+    // its exit, after it sent the errno of what failed.
+    for (;;) {
+        pid_t got;
+        do { got = waitpid(child, &status, __WALL); } while (got < 0 && errno == EINTR);
+        if (got != child) {
+            int saved = errno ? errno : ECHILD;
+            close(report[0]);
+            errno = saved;
+            return -1;
+        }
+        if (WIFEXITED(status) || WIFSIGNALED(status)) break;
+        if (status >> 8 == (SIGTRAP | (PTRACE_EVENT_EXEC << 8))) {
+            close(report[0]);
+            return child;
+        }
+        int signal = WSTOPSIG(status) == SIGTRAP || WSTOPSIG(status) == SIGSTOP ? 0 : WSTOPSIG(status);
+        ptrace(PTRACE_CONT, child, 0, signal);
+    }
     int failure = 0;
     ssize_t got;
     do { got = read(report[0], &failure, sizeof failure); } while (got < 0 && errno == EINTR);
     close(report[0]);
-    if (got > 0) {
-        // The child stops no more (no filter of ours traces exit_group); reap it.
-        while (waitpid(child, &status, __WALL) == child && !(WIFEXITED(status) || WIFSIGNALED(status))) {
-            ptrace(PTRACE_CONT, child, 0, 0);
-        }
-        errno = failure;
-        return -1;
-    }
-    return child;
+    errno = got > 0 && failure ? failure : ECHILD;
+    return -1;
 }
 
 pid_t ckiln_trace_wait(int *kind, int *value) {

@@ -16,7 +16,7 @@ public struct ACPIPlatform: Equatable, Sendable {
     public var legacy: LegacyHardware
     /// The hardware-reduced sleep registers (ACPI 6.4 §4.8.3.7). The VMM
     /// implements them; a guest powers off by writing SLP_TYP=5 with SLP_EN to
-    /// the control register (see `SleepControl`).
+    /// the control register (see `SleepRegisters`).
     public var sleepControlRegister: RegisterAddress
     public var sleepStatusRegister: RegisterAddress
     /// Where the XSDT, FADT, MADT and DSDT go, one after another.
@@ -147,7 +147,7 @@ public struct RegisterAddress: Equatable, Sendable {
 
 /// The hardware-reduced sleep control and status registers as the VMM sees
 /// them (ACPI 6.4 §4.8.3.7 and §4.8.3.8).
-public enum SleepControl {
+public enum SleepRegisters {
     /// The SLP_TYP value the DSDT's `\_S5` package announces.
     public static let s5SleepType: UInt8 = 5
     /// Sleep control register: SLP_EN is bit 5, SLP_TYP bits 4-2.

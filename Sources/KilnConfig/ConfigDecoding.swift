@@ -6,7 +6,7 @@ import KilnJSON
 // the API routes reuse it for their request bodies. Types and ranges are
 // checked here; cross-field rules live in `validate()`.
 
-extension VMConfiguration {
+extension VMConfig {
     /// The sections of a config file, by Firecracker's key names.
     public static let configFileSections = [
         "boot-source", "machine-config", "drives", "network-interfaces", "vsock", "entropy", "logger", "metrics",
@@ -20,16 +20,16 @@ extension VMConfiguration {
         }
         var reader = try JSONObjectReader(document)
         self.init()
-        if var section = try reader.object("boot-source") { bootSource = try BootSource(json: &section) }
-        if var section = try reader.object("machine-config") { machine = try MachineConfiguration(json: &section) }
-        drives = try VMConfiguration.decodeArray(&reader, "drives") { try Drive(json: &$0) }
-        networkInterfaces = try VMConfiguration.decodeArray(&reader, "network-interfaces") {
-            try NetworkInterface(json: &$0)
+        if var section = try reader.object("boot-source") { bootSource = try BootSourceConfig(json: &section) }
+        if var section = try reader.object("machine-config") { machine = try MachineConfig(json: &section) }
+        drives = try VMConfig.decodeArray(&reader, "drives") { try BlockDeviceConfig(json: &$0) }
+        networkInterfaces = try VMConfig.decodeArray(&reader, "network-interfaces") {
+            try NetworkInterfaceConfig(json: &$0)
         }
-        if var section = try reader.object("vsock") { vsock = try Vsock(json: &section) }
-        if var section = try reader.object("entropy") { entropy = try EntropyDevice(json: &section) }
-        if var section = try reader.object("logger") { logger = try Logger(json: &section) }
-        if var section = try reader.object("metrics") { metrics = try Metrics(json: &section) }
+        if var section = try reader.object("vsock") { vsock = try VsockDeviceConfig(json: &section) }
+        if var section = try reader.object("entropy") { entropy = try EntropyDeviceConfig(json: &section) }
+        if var section = try reader.object("logger") { logger = try LoggerConfig(json: &section) }
+        if var section = try reader.object("metrics") { metrics = try MetricsConfig(json: &section) }
         try reader.finish()
         try validate()
     }
@@ -61,23 +61,23 @@ extension JSONObjectReader {
     /// `"/ok\u0000/../x"` would open `/ok`: refused, naming the field.
     public mutating func path(_ key: String) throws -> String? {
         guard let text = try string(key) else { return nil }
-        try VMConfiguration.checkPath(text, field: fieldPath(key))
+        try VMConfig.checkPath(text, field: fieldPath(key))
         return text
     }
 
     public mutating func requiredPath(_ key: String) throws -> String {
         let text = try requiredString(key)
-        try VMConfiguration.checkPath(text, field: fieldPath(key))
+        try VMConfig.checkPath(text, field: fieldPath(key))
         return text
     }
 
-    public mutating func rateLimiter(_ key: String) throws -> RateLimiter? {
+    public mutating func rateLimiter(_ key: String) throws -> RateLimiterConfig? {
         guard var section = try object(key) else { return nil }
-        return try RateLimiter(json: &section)
+        return try RateLimiterConfig(json: &section)
     }
 }
 
-extension BootSource {
+extension BootSourceConfig {
     public init(json reader: inout JSONObjectReader) throws {
         self.init(
             kernelImagePath: try reader.requiredPath("kernel_image_path"),
@@ -87,10 +87,10 @@ extension BootSource {
     }
 }
 
-extension MachineConfiguration {
+extension MachineConfig {
     public init(json reader: inout JSONObjectReader) throws {
         self.init(
-            vcpuCount: try reader.requiredInteger("vcpu_count", in: MachineConfiguration.vcpuRange),
+            vcpuCount: try reader.requiredInteger("vcpu_count", in: MachineConfig.vcpuRange),
             memSizeMiB: try reader.requiredInteger("mem_size_mib", in: 1...(1 << 20)),
             smt: try reader.bool("smt") ?? false,
             trackDirtyPages: try reader.bool("track_dirty_pages") ?? false,
@@ -105,7 +105,7 @@ extension MachineConfiguration {
     }
 }
 
-extension Drive {
+extension BlockDeviceConfig {
     public init(json reader: inout JSONObjectReader) throws {
         self.init(
             driveID: try reader.requiredString("drive_id"),
@@ -121,7 +121,7 @@ extension Drive {
     }
 }
 
-extension NetworkInterface {
+extension NetworkInterfaceConfig {
     public init(json reader: inout JSONObjectReader) throws {
         let mac: MACAddress?
         if let text = try reader.string("guest_mac") {
@@ -144,7 +144,7 @@ extension NetworkInterface {
     }
 }
 
-extension Vsock {
+extension VsockDeviceConfig {
     public init(json reader: inout JSONObjectReader) throws {
         // CIDs 0-2 are reserved (hypervisor, local, host): virtio 1.2 §5.10.4.
         self.init(
@@ -155,7 +155,7 @@ extension Vsock {
     }
 }
 
-extension Logger {
+extension LoggerConfig {
     public init(json reader: inout JSONObjectReader) throws {
         self.init(
             logPath: try reader.path("log_path"),
@@ -168,18 +168,18 @@ extension Logger {
     }
 }
 
-extension Metrics {
+extension MetricsConfig {
     public init(json reader: inout JSONObjectReader) throws {
         self.init(metricsPath: try reader.requiredPath("metrics_path"))
         try reader.finish()
     }
 }
 
-extension RateLimiter {
+extension RateLimiterConfig {
     public init(json reader: inout JSONObjectReader) throws {
-        func bucket(_ key: String) throws -> TokenBucket? {
+        func bucket(_ key: String) throws -> TokenBucketConfig? {
             guard var section = try reader.object(key) else { return nil }
-            let value = TokenBucket(
+            let value = TokenBucketConfig(
                 size: try section.requiredInteger("size"),
                 oneTimeBurst: try section.integer("one_time_burst"),
                 refillTimeMilliseconds: try section.requiredInteger("refill_time"))

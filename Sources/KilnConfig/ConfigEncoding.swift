@@ -4,7 +4,7 @@ import KilnJSON
 // GET /vm/config): the same key names the decoders read, absent optionals
 // left out, so that what one call returns another accepts.
 
-extension VMConfiguration {
+extension VMConfig {
     /// Firecracker's `FullVmConfiguration`.
     public var json: JSONValue {
         var members: [(key: String, value: JSONValue)] = []
@@ -25,7 +25,7 @@ private func object(_ members: [(String, JSONValue?)]) -> JSONValue {
     .object(members.compactMap { key, value in value.map { (key, $0) } })
 }
 
-extension BootSource {
+extension BootSourceConfig {
     public var json: JSONValue {
         object([("kernel_image_path", .string(kernelImagePath)),
                 ("initrd_path", initrdPath.map(JSONValue.string)),
@@ -33,7 +33,7 @@ extension BootSource {
     }
 }
 
-extension MachineConfiguration {
+extension MachineConfig {
     public var json: JSONValue {
         object([("vcpu_count", .integer(vcpuCount)),
                 ("mem_size_mib", .integer(memSizeMiB)),
@@ -44,7 +44,7 @@ extension MachineConfiguration {
     }
 }
 
-extension Drive {
+extension BlockDeviceConfig {
     public var json: JSONValue {
         object([("drive_id", .string(driveID)),
                 ("is_root_device", .bool(isRootDevice)),
@@ -58,7 +58,7 @@ extension Drive {
     }
 }
 
-extension NetworkInterface {
+extension NetworkInterfaceConfig {
     public var json: JSONValue {
         object([("iface_id", .string(ifaceID)),
                 ("host_dev_name", .string(hostDevName)),
@@ -69,7 +69,7 @@ extension NetworkInterface {
     }
 }
 
-extension Vsock {
+extension VsockDeviceConfig {
     public var json: JSONValue {
         object([("guest_cid", .integer(guestCID)),
                 ("uds_path", .string(udsPath)),
@@ -77,11 +77,11 @@ extension Vsock {
     }
 }
 
-extension EntropyDevice {
+extension EntropyDeviceConfig {
     public var json: JSONValue { object([("rate_limiter", rateLimiter?.json)]) }
 }
 
-extension Logger {
+extension LoggerConfig {
     public var json: JSONValue {
         object([("log_path", logPath.map(JSONValue.string)),
                 ("level", level.map { .string($0.rawValue) }),
@@ -91,13 +91,13 @@ extension Logger {
     }
 }
 
-extension Metrics {
+extension MetricsConfig {
     public var json: JSONValue { object([("metrics_path", .string(metricsPath))]) }
 }
 
-extension RateLimiter {
+extension RateLimiterConfig {
     public var json: JSONValue {
-        func bucket(_ bucket: TokenBucket?) -> JSONValue? {
+        func bucket(_ bucket: TokenBucketConfig?) -> JSONValue? {
             bucket.map {
                 object([("size", .integer($0.size)),
                         ("one_time_burst", $0.oneTimeBurst.map { .integer($0) }),

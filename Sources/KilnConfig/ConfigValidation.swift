@@ -4,7 +4,7 @@ import KilnJSON
 /// the config file spells it.
 public typealias ConfigurationError = JSONDecodingError
 
-extension VMConfiguration {
+extension VMConfig {
     /// Linux's x86 COMMAND_LINE_SIZE; the kernel header may allow less, which
     /// the loader checks against the image itself.
     public static let maximumBootArgsLength = 2047
@@ -17,10 +17,10 @@ extension VMConfiguration {
                 throw ConfigurationError(path: "boot-source.kernel_image_path", message: "must not be empty")
             }
             if let args = bootSource.bootArgs {
-                if args.utf8.count > VMConfiguration.maximumBootArgsLength {
+                if args.utf8.count > VMConfig.maximumBootArgsLength {
                     throw ConfigurationError(
                         path: "boot-source.boot_args",
-                        message: "\(args.utf8.count) bytes is longer than \(VMConfiguration.maximumBootArgsLength)")
+                        message: "\(args.utf8.count) bytes is longer than \(VMConfig.maximumBootArgsLength)")
                 }
                 if args.utf8.contains(0) {
                     throw ConfigurationError(path: "boot-source.boot_args", message: "must not contain NUL")
@@ -102,9 +102,9 @@ extension VMConfiguration {
     }
 }
 
-extension MachineConfiguration {
+extension MachineConfig {
     public func validate() throws {
-        guard MachineConfiguration.vcpuRange.contains(vcpuCount) else {
+        guard MachineConfig.vcpuRange.contains(vcpuCount) else {
             throw ConfigurationError(path: "machine-config.vcpu_count",
                                      message: "expected an integer from 1 to 32, got \(vcpuCount)")
         }
@@ -127,7 +127,7 @@ extension MachineConfiguration {
     }
 }
 
-extension Logger {
+extension LoggerConfig {
     /// Firecracker's `module` filter and `show_log_origin` need log lines that
     /// name their source module, file and line; Kiln's carry none, so both are
     /// refused by name rather than accepted and ignored (false is the default).

@@ -63,7 +63,7 @@ public struct SeccompBundle: Equatable, Sendable {
     }
 
     public init<C: Collection>(decoding input: C) throws where C.Element == UInt8 {
-        var reader = ByteReader(Array(input))
+        var reader = SeccompBundleReader(Array(input))
         guard Array(try reader.bytes(Self.magic.count, "magic")) == Self.magic else {
             throw SeccompBundleError.malformed("not a Kiln seccomp bundle (bad magic)")
         }
@@ -136,7 +136,7 @@ public enum SeccompBundleError: Error, Equatable, CustomStringConvertible {
 }
 
 /// A bounds-checked cursor over untrusted bytes.
-struct ByteReader {
+struct SeccompBundleReader {
     private let storage: [UInt8]
     private var offset = 0
 

@@ -58,10 +58,3 @@ public enum VirtioFeature {
 public protocol InterruptSignal: AnyObject {
     func trigger()
 }
-
-/// A device on the VMM's MMIO bus: the bus hands it accesses inside its
-/// window, as offsets from the window's base.
-public protocol MMIODevice: AnyObject {
-    func read(offset: UInt64, size: Int) -> UInt64
-    func write(offset: UInt64, size: Int, value: UInt64)
-}

@@ -8,8 +8,8 @@ import KilnFuzzSupport
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzVMConfig(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
     let bytes = Array(UnsafeBufferPointer(start: data, count: size))
-    guard let configuration = try? VMConfiguration(configFile: bytes) else { return 0 }
-    guard let again = try? VMConfiguration(configFile: Array(configuration.json.encoded().utf8)),
+    guard let configuration = try? VMConfig(configFile: bytes) else { return 0 }
+    guard let again = try? VMConfig(configFile: Array(configuration.json.encoded().utf8)),
           again == configuration else {
         fatalError("a configuration did not survive GET /vm/config and back")
     }

@@ -25,7 +25,10 @@ let usage = """
           role of DIR (default: policies) it installs switched to recording
           (SECCOMP_RET_TRACE under ptrace); report per role the rules that
           allowed nothing, the calls the role would have refused and the
-          argument values of calls allowed without conditions; with --json,
+          argument values of calls allowed without conditions; and what each
+          program that installs the launch role (kiln) called between its exec
+          and that filter, jailed and unjailed, checked against the jailer
+          role (its start-up, before kiln's first line); with --json,
           write the report there too. --installed names the policies the
           binaries were built with, when not DIR (trace a changed policy
           before rebuilding). Exit 1 if a role would have refused a

@@ -26,22 +26,22 @@ enum Launcher {
         signal(SIGPIPE, SIG_IGN)
         ThreadRole.set("vmm")
         ckiln_sigsys_set_thread_role("vmm")
-        let options: CommandLineOptions
+        let options: KilnCommandLineOptions
         do {
-            options = try CommandLineOptions(arguments: arguments)
+            options = try KilnCommandLineOptions(arguments: arguments)
         } catch {
-            FileDescriptor.standardError.write(message: "kiln: \(error)\n\(CommandLineOptions.usage)\n")
+            FileDescriptor.standardError.write(message: "kiln: \(error)\n\(KilnCommandLineOptions.usage)\n")
             return 1
         }
         if options.help {
-            print(CommandLineOptions.usage)
+            print(KilnCommandLineOptions.usage)
             return 0
         }
         if options.version {
             print(KilnVersion.vmmText, terminator: "")
             return 0
         }
-        let configuration: VMConfiguration?
+        let configuration: VMConfig?
         let roles: SeccompRoles
         let metrics = MetricsSink(registry: MetricsRegistry())
         do {
@@ -57,7 +57,7 @@ enum Launcher {
             return 1
         }
         if let overhead = JailerOverhead(options: options, kilnStart: start) { Logger.shared.info("\(overhead)") }
-        if options.enablePCI { Logger.shared.warning(CommandLineOptions.enablePCINotice) }
+        if options.enablePCI { Logger.shared.warning(KilnCommandLineOptions.enablePCINotice) }
         if roles.bundle == nil {
             let warning = "WARNING: --no-seccomp: every thread runs WITHOUT a seccomp filter; for development only"
             Logger.shared.warning(warning)
@@ -85,7 +85,7 @@ enum Launcher {
 
     /// Points the logger at `path` (a file or FIFO; stderr when nil), and
     /// the SIGSYS report with it.
-    static func configureLogger(path: String?, level: KilnConfig.Logger.Level?) throws {
+    static func configureLogger(path: String?, level: LoggerConfig.Level?) throws {
         let wanted = level.flatMap { LogLevel(name: $0.rawValue) } ?? .info
         try Logger.shared.configure(path: path, level: wanted)
         ckiln_sigsys_set_log_fd(Logger.shared.descriptor)

@@ -13,7 +13,7 @@ import KilnTelemetry
 /// `VMControl`: every call from the API thread runs as a job on the event
 /// loop (`EventLoopMailbox`), before the machine exists and while it runs.
 final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only on the event loop (`mailbox`)
-    let options: CommandLineOptions
+    let options: KilnCommandLineOptions
     let roles: SeccompRoles
     let metrics: MetricsSink
     let machineMetrics: MachineMetrics
@@ -26,7 +26,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     /// start); the event loop ends kiln with it.
     private var fatalError: String?
 
-    init(options: CommandLineOptions, roles: SeccompRoles, metrics: MetricsSink, start: UInt64) throws {
+    init(options: KilnCommandLineOptions, roles: SeccompRoles, metrics: MetricsSink, start: UInt64) throws {
         self.options = options
         self.roles = roles
         self.metrics = metrics
@@ -41,7 +41,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     /// Runs kiln to the end: serves the API (if any), boots `configuration`
     /// at once when given, else waits for InstanceStart, then runs the
     /// machine. Returns the exit code; the API socket is gone by then.
-    func run(configuration: VMConfiguration?) -> Int32 {
+    func run(configuration: VMConfig?) -> Int32 {
         Termination.install(wake: mailbox.wake.descriptor.rawValue)
         var socketPath: String?
         defer {
@@ -96,9 +96,9 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
         return nil
     }
 
-    private func startAPIThread(listener: FileDescriptor, configuration: VMConfiguration?) throws {
+    private func startAPIThread(listener: FileDescriptor, configuration: VMConfig?) throws {
         let controller = APIController(instanceID: options.id, version: Launcher.version,
-                                       configuration: configuration ?? VMConfiguration(), control: self)
+                                       configuration: configuration ?? VMConfig(), control: self)
         if configuration != nil { controller.markStarted() }
         var serverConfiguration = APIServer.Configuration()
         serverConfiguration.limits.body = options.httpAPIMaxPayloadSize
@@ -123,7 +123,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
 
     /// Builds the machine, starts its vCPUs and closes the event loop in its
     /// own filter. On the event loop's thread.
-    private func boot(_ configuration: VMConfiguration) throws {
+    private func boot(_ configuration: VMConfig) throws {
         let roles = self.roles
         let trace = Logger.shared.isEnabled(.trace) ? RateLimitedLog(level: .trace, burst: 1000, perSecond: 1000) : nil
         let consoleFile = try options.consoleOutput.map {
@@ -160,7 +160,7 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
 
     // MARK: VMControl (called on the API thread)
 
-    func start(_ configuration: VMConfiguration) throws {
+    func start(_ configuration: VMConfig) throws {
         try mailbox.perform { try self.boot(configuration) }
     }
 
@@ -180,19 +180,19 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
         try mailbox.perform { try self.metrics.flush() }
     }
 
-    func configureLogger(_ logger: KilnConfig.Logger) throws {
+    func configureLogger(_ logger: LoggerConfig) throws {
         try mailbox.perform { try Launcher.configureLogger(path: logger.logPath, level: logger.level) }
     }
 
-    func configureMetrics(_ configuration: Metrics) throws {
+    func configureMetrics(_ configuration: MetricsConfig) throws {
         try mailbox.perform { try self.metrics.open(path: configuration.metricsPath) }
     }
 
-    func updateDrive(_ drive: Drive) throws {
+    func updateDrive(_ drive: BlockDeviceConfig) throws {
         try mailbox.perform { try self.runningMachine().updateDrive(drive) }
     }
 
-    func updateNetworkInterface(_ interface: NetworkInterface) throws {
+    func updateNetworkInterface(_ interface: NetworkInterfaceConfig) throws {
         try mailbox.perform { try self.runningMachine().updateNetworkInterface(interface) }
     }
 

@@ -130,10 +130,10 @@ import Testing
     }
 
     @Test func sleepControlDecodesAPowerOffRequest() {
-        #expect(SleepControl.requestsPowerOff(5 << 2 | 0x20))
-        #expect(!SleepControl.requestsPowerOff(5 << 2), "SLP_EN clear")
-        #expect(!SleepControl.requestsPowerOff(3 << 2 | 0x20), "S3, not S5")
-        #expect(SleepControl.requestsPowerOff(0xC0 | 5 << 2 | 0x20), "other bits are ignored")
+        #expect(SleepRegisters.requestsPowerOff(5 << 2 | 0x20))
+        #expect(!SleepRegisters.requestsPowerOff(5 << 2), "SLP_EN clear")
+        #expect(!SleepRegisters.requestsPowerOff(3 << 2 | 0x20), "S3, not S5")
+        #expect(SleepRegisters.requestsPowerOff(0xC0 | 5 << 2 | 0x20), "other bits are ignored")
     }
 
     struct InvalidPlatform: Sendable, CustomTestStringConvertible {

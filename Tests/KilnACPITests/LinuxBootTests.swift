@@ -71,6 +71,6 @@ struct LinuxBootTests {
         // 0x600, where isa-debug-exit made QEMU exit with (value << 1) | 1.
         let exit = try #require(lines.first { $0.hasPrefix("qemu-exit ") }.flatMap { Int($0.dropFirst(10)) })
         #expect(exit & 1 == 1, "QEMU did not exit through the sleep control register: status \(exit)")
-        #expect(SleepControl.requestsPowerOff(UInt8(truncatingIfNeeded: exit >> 1)), "wrote \(exit >> 1)")
+        #expect(SleepRegisters.requestsPowerOff(UInt8(truncatingIfNeeded: exit >> 1)), "wrote \(exit >> 1)")
     }
 }

@@ -10,7 +10,7 @@ private final class RecordingControl: VMControl {
 
     struct Failure: Error, CustomStringConvertible { let description: String }
 
-    func start(_ configuration: VMConfiguration) throws {
+    func start(_ configuration: VMConfig) throws {
         if let failStart { throw Failure(description: failStart) }
         calls.append("start vcpus=\(configuration.machine.vcpuCount)")
     }
@@ -18,10 +18,10 @@ private final class RecordingControl: VMControl {
     func resume() throws { calls.append("resume") }
     func sendCtrlAltDel() throws { calls.append("ctrl-alt-del") }
     func flushMetrics() throws { calls.append("flush") }
-    func configureLogger(_ logger: Logger) throws { calls.append("logger \(logger.logPath ?? "-")") }
-    func configureMetrics(_ metrics: Metrics) throws { calls.append("metrics \(metrics.metricsPath)") }
-    func updateDrive(_ drive: Drive) throws { calls.append("drive \(drive.driveID) \(drive.pathOnHost ?? "-")") }
-    func updateNetworkInterface(_ interface: NetworkInterface) throws { calls.append("net \(interface.ifaceID)") }
+    func configureLogger(_ logger: LoggerConfig) throws { calls.append("logger \(logger.logPath ?? "-")") }
+    func configureMetrics(_ metrics: MetricsConfig) throws { calls.append("metrics \(metrics.metricsPath)") }
+    func updateDrive(_ drive: BlockDeviceConfig) throws { calls.append("drive \(drive.driveID) \(drive.pathOnHost ?? "-")") }
+    func updateNetworkInterface(_ interface: NetworkInterfaceConfig) throws { calls.append("net \(interface.ifaceID)") }
 }
 
 private struct Client {
@@ -94,7 +94,7 @@ private func fault(_ text: String) -> String { JSONValue.object([("fault_message
         #expect(client.call("PUT", "/actions", #"{"action_type": "Reboot"}"#).status == 400)
         #expect(client.call("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
             == (400, fault("Cannot start the microVM without a boot source: PUT /boot-source first.")))
-        #expect(client.controller.configuration == VMConfiguration())
+        #expect(client.controller.configuration == VMConfig())
         #expect(client.control.calls.isEmpty)
     }
 
@@ -134,7 +134,7 @@ private func fault(_ text: String) -> String { JSONValue.object([("fault_message
             #expect(client.call("PUT", path, body)
                 == (400, fault("An error occurred when deserializing the json body of a request: \(field): must not contain a NUL byte.")), "PUT \(path)")
         }
-        #expect(client.controller.configuration == VMConfiguration())
+        #expect(client.controller.configuration == VMConfig())
         #expect(client.control.calls.isEmpty)
 
         // After start, PATCH /drives takes a new path_on_host: refused the same way.

@@ -2,8 +2,8 @@ import KilnJSON
 import Testing
 @testable import KilnConfig
 
-private func load(_ text: String) throws -> VMConfiguration {
-    try VMConfiguration(configFile: Array(text.utf8))
+private func load(_ text: String) throws -> VMConfig {
+    try VMConfig(configFile: Array(text.utf8))
 }
 
 /// The error path of a config that must be refused.
@@ -32,9 +32,9 @@ private func errorPath(_ text: String) -> String? {
       "metrics": {"metrics_path": "metrics"}
     }
     """)
-    #expect(config.bootSource == BootSource(kernelImagePath: "vmlinux", initrdPath: "initrd.cpio",
+    #expect(config.bootSource == BootSourceConfig(kernelImagePath: "vmlinux", initrdPath: "initrd.cpio",
                                            bootArgs: "console=ttyS0 reboot=k"))
-    #expect(config.machine == MachineConfiguration(vcpuCount: 2, memSizeMiB: 256, trackDirtyPages: true))
+    #expect(config.machine == MachineConfig(vcpuCount: 2, memSizeMiB: 256, trackDirtyPages: true))
     #expect(config.drives.count == 1)
     #expect(config.drives[0].cacheType == .writeback)
     #expect(config.drives[0].rateLimiter?.bandwidth?.size == 1000)
@@ -88,12 +88,12 @@ private func errorPath(_ text: String) -> String? {
     #expect(errorPath(#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "x"}, {"drive_id": "a", "is_root_device": false, "path_on_host": "y"}]}"#)
             == "drives[1].drive_id")
     #expect(errorPath(#"{"drives": [{"drive_id": "a", "is_root_device": false}]}"#) == "drives[0].path_on_host")
-    let long = String(repeating: "a", count: VMConfiguration.maximumBootArgsLength + 1)
+    let long = String(repeating: "a", count: VMConfig.maximumBootArgsLength + 1)
     #expect(errorPath(#"{"boot-source": {"kernel_image_path": "k", "boot_args": "\#(long)"}}"#) == "boot-source.boot_args")
 }
 
 @Test func validationIsPureOnTheModel() throws {
-    var config = VMConfiguration(bootSource: BootSource(kernelImagePath: "k"))
+    var config = VMConfig(bootSource: BootSourceConfig(kernelImagePath: "k"))
     try config.validate()
     config.machine.vcpuCount = 40
     #expect(throws: ConfigurationError.self) { try config.validate() }
@@ -132,9 +132,9 @@ private func errorPath(_ text: String) -> String? {
          "logger": {"log_path": "/l", "level": "Info"},
          "metrics": {"metrics_path": "/m"}}
         """#
-        let configuration = try VMConfiguration(configFile: Array(text.utf8))
-        #expect(configuration.entropy == EntropyDevice())
-        let again = try VMConfiguration(configFile: Array(configuration.json.encoded().utf8))
+        let configuration = try VMConfig(configFile: Array(text.utf8))
+        #expect(configuration.entropy == EntropyDeviceConfig())
+        let again = try VMConfig(configFile: Array(configuration.json.encoded().utf8))
         #expect(again == configuration)
         #expect(configuration.machine.json.encoded()
             == #"{"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":true,"huge_pages":"None"}"#)
@@ -170,17 +170,17 @@ private func errorPath(_ text: String) -> String? {
     /// Configurations not built by the decoders (the command line, code) are
     /// checked by validate() too.
     @Test func validateRefusesNULInAModelBuiltInCode() {
-        var config = VMConfiguration(bootSource: BootSource(kernelImagePath: "/ok\u{0}x"))
+        var config = VMConfig(bootSource: BootSourceConfig(kernelImagePath: "/ok\u{0}x"))
         #expect(throws: ConfigurationError(path: "boot-source.kernel_image_path", message: "must not contain a NUL byte")) {
             try config.validate()
         }
-        config.bootSource = BootSource(kernelImagePath: "/k")
-        config.drives = [Drive(driveID: "a", isRootDevice: false, pathOnHost: "/d\u{0}")]
+        config.bootSource = BootSourceConfig(kernelImagePath: "/k")
+        config.drives = [BlockDeviceConfig(driveID: "a", isRootDevice: false, pathOnHost: "/d\u{0}")]
         #expect(throws: ConfigurationError(path: "drives[0].path_on_host", message: "must not contain a NUL byte")) {
             try config.validate()
         }
         config.drives = []
-        config.logger = Logger(logPath: "\u{0}")
+        config.logger = LoggerConfig(logPath: "\u{0}")
         #expect(throws: ConfigurationError(path: "logger.log_path", message: "must not contain a NUL byte")) {
             try config.validate()
         }

@@ -55,8 +55,8 @@ import Testing
                 bytes[Int.random(in: 0..<bytes.count, using: &generator)] = UInt8.random(in: 0...255, using: &generator)
             }
             do {
-                let configuration = try VMConfiguration(configFile: bytes)
-                let again = try VMConfiguration(configFile: Array(configuration.json.encoded().utf8))
+                let configuration = try VMConfig(configFile: bytes)
+                let again = try VMConfig(configFile: Array(configuration.json.encoded().utf8))
                 #expect(again == configuration, "\(String(decoding: bytes, as: UTF8.self))")
                 decoded += 1
             } catch let error as JSONDecodingError {

@@ -42,6 +42,39 @@ struct PolicyTraceLaneTests {
         #expect(Self.used(report, "vmm", "pread64"), "no drive read recorded for the vmm role\n\(context.rawValue)")
         #expect(Self.used(report, "vmm", "pwrite64"), "no drive write recorded for the vmm role\n\(context.rawValue)")
         #expect(Self.used(report, "launch", "openat"), "no start-up recorded for the launch role\n\(context.rawValue)")
+        // kiln's start-up before its launch filter, unjailed: glibc's TLS
+        // set-up and kiln's first line (Landlock) are there.
+        for syscall in ["arch_prctl", "landlock_restrict_self"] {
+            if case let .number(calls)? = report?["start_up"]?["unjailed"]?["used"]?[syscall] { #expect(Int(calls) ?? 0 > 0) }
+            else { Issue.record("no \(syscall) recorded in kiln's unjailed start-up\n\(context.rawValue)") }
+        }
+    }
+
+    /// A jailed kiln's start-up, exec to its launch filter, runs under the
+    /// jailer role alone: the trace records it there (glibc's TLS set-up,
+    /// kiln's Landlock) and the jailer role refuses none of it; the launch
+    /// role, which lacks that start-up's calls, then refuses nothing either.
+    @Test(.enabled(if: getuid() == 0 && Lanes.executable(Lanes.jailer), "the jailer needs root and kiln-jailer built"))
+    func aJailedKilnsStartUpIsRecordedUnderTheJailerRole() throws {
+        let folder = Lanes.scratchFolder("policy-trace-jailed")
+        defer { Lanes.removeTree(folder) }
+        let json = folder + "/trace.json", id = "policy-trace-jailed"
+        let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", folder + "/jails"]
+        let run = try ChildProcess.run([Lanes.policyCompiler, "trace", "--policies", Lanes.packageRoot + "/policies", "--json", json, "--",
+                                        Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--", "--version"],
+                                       seconds: 60)
+        _ = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
+        let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
+        #expect(run.status == 0 && run.stdout.contains("Kiln v"), context)
+        let text = ChildProcess.read(json)
+        let report = text.isEmpty ? nil : try JSONParser.parse(text)
+        #expect(report?["denied_count"] == .integer(0), context)
+        #expect(report?["start_up"]?["jailed"]?["threads"] == .integer(1), context)
+        for syscall in ["arch_prctl", "set_tid_address", "landlock_restrict_self"] {
+            if case let .number(calls)? = report?["start_up"]?["jailed"]?["used"]?[syscall] { #expect(Int(calls) ?? 0 > 0) }
+            else { Issue.record("no \(syscall) recorded in the jailed kiln's start-up\n\(context.rawValue)") }
+        }
+        #expect(report?["roles"]?["launch"]?["threads"] == .integer(1), context)
     }
 
     @Test func aCallThePolicyLacksIsReportedAsRefused() throws {

@@ -236,3 +236,41 @@ extension JailedKilnTests {
         #expect(!Lanes.exists(launch.jailFolder), "the jail folder is left behind")
     }
 }
+
+/// A relative `uds_path`, as Kata gives (`kata.hvsock`): kiln in its jail
+/// resolves it from its working folder, the jail root, which the jailer
+/// leaves the VMM user's so that kiln can make the socket there. A host
+/// process reaches the guest through the socket in the jail root.
+extension JailedKilnTests {
+    @Test func aRelativeVsockPathIsMadeInTheJailRootAndReachesTheGuest() throws {
+        let folder = Lanes.scratchFolder("jailed-vsock-relative")
+        defer { Lanes.removeTree(folder) }
+        let id = "jailed-vsock-relative"
+        let config = folder + "/vm.json"
+        ChildProcess.write(VsockPeer.configText(kernel: "/guest.elf", bootArgs: "vsock.listen=\(VsockLane.listenPort) \(VsockLane.guestSeconds)",
+                                                udsPath: "kata.hvsock"), to: config)
+        let launch = try JailedLane.Launch(id: id, in: folder, jailer: ["--jail-file", config + ":vm.json"],
+                                           kiln: ["--no-api", "--config-file", "/vm.json"], seconds: VsockLane.vmmSeconds)
+        defer { VsockLane.stop(launch.running); try? launch.cleanUp() }
+        let socket = launch.jailFolder + "/root/kata.hvsock"
+        let listening = VsockPeer.waitForConsole(launch.running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
+            && Lanes.exists(socket)
+        var inbound: (refusedReply: String?, refusedClosed: Bool, exchange: VsockLane.Exchange)?
+        if listening { inbound = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001) }
+        let run = launch.running.wait()
+        let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
+
+        try #require(listening, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
+        let (_, _, exchange) = try #require(inbound)
+        #expect(exchange.failure == nil, "\(exchange.failure ?? "")\n\(context.rawValue)")
+        let hostPort = try #require(exchange.hostPort, "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
+        #expect(exchange.echoedAll, "\(exchange.echoed.count) of \(exchange.payload.count) bytes came back equal")
+        #expect(exchange.endOfFile, "no end of file after the half-close\n\(context.rawValue)")
+        let lines = VirtioLane.guestLines(run.stdout)
+        #expect(lines.contains(exchange.guestLine("accepted", port: VsockLane.listenPort, peer: hostPort)), context)
+        #expect(run.status == 0, context)
+        #expect(!run.stderr.contains("Bad system call"), context)
+        try launch.cleanUp()
+        #expect(!Lanes.exists(launch.jailFolder), "the jail folder is left behind")
+    }
+}

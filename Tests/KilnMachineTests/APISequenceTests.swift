@@ -302,10 +302,10 @@ struct APISequenceTests {
         let policies = "/tmp/kiln-api-lane-policies-\(getpid())"
         mkdir(policies, 0o700)
         defer {
-            for name in ["common", "vmm", "api", "vcpu", "jailer", "startup"] { unlink("\(policies)/\(name).policy") }
+            for name in ["common", "vmm", "api", "vcpu", "jailer", "launch", "startup"] { unlink("\(policies)/\(name).policy") }
             rmdir(policies)
         }
-        for name in ["common", "vmm", "api", "vcpu", "jailer", "startup"] {
+        for name in ["common", "vmm", "api", "vcpu", "jailer", "launch", "startup"] {
             var text = Lane1.read(Lane1.packageRoot + "/policies/\(name).policy")
             if name == "vcpu" {
                 let original = text

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Testing
 @testable import KilnMachine
+import KilnTelemetry
 
 @Suite struct UART8250Tests {
     typealias R = UART8250.Register
@@ -174,7 +175,7 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
 
     @Test func sleepControlPowersOffOnS5Only() {
         let recorder = Recorder()
-        let register = SleepControl { recorder.events.append("off") }
+        let register = SleepControlDevice { recorder.events.append("off") }
         access(register, write: 0, 5 << 2)          // SLP_TYP without SLP_EN
         access(register, write: 0, (3 << 2) | 0x20) // S3
         #expect(recorder.events.isEmpty)
@@ -246,5 +247,24 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
         #expect(!inGap)
         #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: 0x108, size: 0x10) }
         #expect(throws: Bus.OverlapError.self) { try bus.insert(Probe(), base: UInt64.max, size: 2) }
+    }
+
+    /// A window's counters (the device's `reads`/`writes` metrics) see the
+    /// accesses the window's device gets, and only those.
+    @Test func aWindowCountsTheAccessesItsDeviceGets() throws {
+        let bus = Bus(name: "test")
+        let counted = Bus.AccessCounters(reads: Counter(), writes: Counter())
+        let other = Bus.AccessCounters(reads: Counter(), writes: Counter())
+        try bus.insert(Probe(), base: 0x10, size: 8, counters: counted)
+        try bus.insert(Probe(), base: 0x20, size: 8, counters: other)
+        try bus.insert(Probe(), base: 0x30, size: 8)
+        var byte: [UInt8] = [0]
+        for address: UInt64 in [0x10, 0x17, 0x18, 0x30] { _ = byte.withUnsafeMutableBytes { bus.read(address, into: $0) } }
+        for address: UInt64 in [0x11, 0x40] { _ = byte.withUnsafeBytes { bus.write(address, from: $0) } }
+        var pair: [UInt8] = [0, 0]
+        _ = pair.withUnsafeMutableBytes { bus.read(0x17, into: $0) } // straddles the end: unclaimed
+        #expect(counted.reads.value == 2)
+        #expect(counted.writes.value == 1)
+        #expect(other.reads.value == 0 && other.writes.value == 0)
     }
 }

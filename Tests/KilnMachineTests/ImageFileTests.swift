@@ -24,8 +24,8 @@ import Testing
     /// Boots through the real call site: Machine reads the images before it
     /// needs KVM, so this runs on any host.
     static func bootError(kernel: String, initrd: String? = nil, memoryMiB: Int = 64) -> String {
-        let configuration = VMConfiguration(bootSource: BootSource(kernelImagePath: kernel, initrdPath: initrd),
-                                            machine: MachineConfiguration(memSizeMiB: memoryMiB))
+        let configuration = VMConfig(bootSource: BootSourceConfig(kernelImagePath: kernel, initrdPath: initrd),
+                                            machine: MachineConfig(memSizeMiB: memoryMiB))
         do {
             _ = try Machine(configuration: configuration, host: MachineHost())
             return "booted"

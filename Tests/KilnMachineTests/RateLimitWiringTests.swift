@@ -43,10 +43,11 @@ import Testing
         let start = MonotonicClock.nanoseconds()
         device.until = [1: start + 30_000_000]
         resumer.serviceEnded()
-        // Served again before the deadline (a guest notifying), still held
+        // Served again before the loop turns (a guest notifying), still held
         // back, now for longer: no second timer. The first one's serve would
-        // find the queue held back and arm the next.
-        try loop.runOnce(maximumMilliseconds: 10)
+        // find the queue held back and arm the next. No loop turn between the
+        // two, so a descheduled test thread cannot let the first timer fire
+        // early and make this a race.
         device.until = [1: start + 60_000_000]
         resumer.serviceEnded()
         while MonotonicClock.nanoseconds() < start + 150_000_000 { try loop.runOnce(maximumMilliseconds: 10) }
@@ -66,7 +67,7 @@ import Testing
 
     @Test func aPatchKeepsAbsentBucketsAndReplacesPresentOnes() {
         #expect(IORateLimiter.Update(nil) == IORateLimiter.Update())
-        let limiter = KilnConfig.RateLimiter(
+        let limiter = RateLimiterConfig(
             bandwidth: .init(size: 1000, oneTimeBurst: 50, refillTimeMilliseconds: 100))
         let update = IORateLimiter.Update(limiter)
         #expect(update.bandwidth == .replace(.init(size: 1000, oneTimeBurst: 50, refillTimeMilliseconds: 100)))
@@ -76,7 +77,7 @@ import Testing
     @Test func aConfiguredThrottleCountsRefusals() {
         let counter = Counter()
         var throttle = IOThrottle.configured(
-            KilnConfig.RateLimiter(ops: .init(size: 1, refillTimeMilliseconds: 60_000)), counter: counter)
+            RateLimiterConfig(ops: .init(size: 1, refillTimeMilliseconds: 60_000)), counter: counter)
         let first = throttle.admit(bytes: 0), second = throttle.admit(bytes: 0)
         #expect(first && !second)
         #expect(counter.value == 1)

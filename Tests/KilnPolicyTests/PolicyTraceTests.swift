@@ -52,15 +52,43 @@ struct PolicyTraceTests {
         }
     }
 
-    @Test func theBaseFilterTracesOnlyTheCallsThatInstallAFilter() throws {
-        for name in ["seccomp", "prctl"] {
+    /// The base filter stops every call with data 0 (no role): the calls
+    /// that install a filter, and a program's start-up before its first one.
+    @Test func theBaseFilterTracesEveryCallAsNoRole() throws {
+        for name in ["seccomp", "prctl", "execve", "openat", "write", "arch_prctl"] {
             let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!)
-            #expect(try BPFInterpreter.evaluate(Self.bundle.base, input) == .trace(0))
+            let action = try BPFInterpreter.evaluate(Self.bundle.base, input)
+            #expect(action == .trace(0), "\(name): \(action)")
+            if case let .trace(data) = action { #expect(Self.bundle.decode(data: data)?.role == nil) }
         }
-        for name in ["execve", "openat", "write"] {
-            let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!)
-            #expect(try BPFInterpreter.evaluate(Self.bundle.base, input) == .allow)
+    }
+
+    /// Start-up calls are checked against the pre-exec role, jailed and
+    /// unjailed apart; a call it lacks is refused and counted.
+    @Test func startUpIsRecordedAgainstThePreExecRoleAndItsRefusalsCount() throws {
+        var recorder = TraceRecorder(policies: Self.bundle.policies)
+        let archPrctl = SyscallTable.number(of: "arch_prctl")!, ptrace = SyscallTable.number(of: "ptrace")!
+        let setFS: UInt64 = 0x1002
+        recorder.recordStartUp([(archPrctl, [setFS, 0x5000, 0, 0, 0, 0])], jailed: false)
+        recorder.recordStartUp([(archPrctl, [setFS, 0x6000, 0, 0, 0, 0]), (ptrace, [16, 1, 0, 0, 0, 0])], jailed: true)
+        #expect(recorder.startUp["unjailed"]?.threads == 1 && recorder.startUp["unjailed"]?.calls[archPrctl]?.matched == 1)
+        #expect(recorder.startUp["jailed"]?.calls[ptrace]?.denied == 1)
+        // Nothing is recorded under the roles themselves.
+        #expect(recorder.roles.isEmpty)
+
+        let report = TraceReport(recorder: recorder, status: 0)
+        #expect(report.deniedCount == 1)
+        let jailed = try #require(report.startUp.first { $0.role == "jailed" })
+        #expect(jailed.denied.map(\.syscall) == ["ptrace"] && jailed.unusedRules.isEmpty)
+        #expect(report.text().contains("== start-up, unjailed"))
+        #expect(report.text().contains("arch_prctl x1: arg0 in {0x1002}; arg1 in {0x5000}"))
+        let json = try JSONParser.parse(report.json())
+        #expect(json["start_up"]?["unjailed"]?["used"]?["arch_prctl"] == .integer(1))
+        guard case let .array(denied)? = json["start_up"]?["jailed"]?["denied"] else {
+            Issue.record("no denied list for the jailed start-up")
+            return
         }
+        #expect(denied.map { $0["syscall"] } == [.string("ptrace")])
     }
 
     @Test func aRealProgramIsRecognisedByItsRoleAndAChangedOneIsNot() throws {

@@ -268,6 +268,10 @@ def check_api(readme: str, spec: Spec, options, checker: Checker, folder: Path):
                               f"wanted a 400 naming the feature, kiln answered {status} {answer}")
             else:
                 checker.check(name, False, f"unknown verdict {row!r}")
+            # A row saying `field` is "value" is checked in the answer too.
+            for field, value in re.findall(r'`([a-z_]+)` is "([^"]*)"', row):
+                shown = json.loads(answer).get(field) if status == wanted else None
+                checker.check(f"{name}: {field} is {value!r}", shown == value, f"kiln answered {status} {answer}")
             refused_fields = re.findall(r"`([a-z_]+)`", row.split("refused", 1)[0]) if "refused" in row and kind == "works" else []
             for field, example in (spec.examples(schema) if schema else []):
                 example_body = dict(body or {}, **{field: example})

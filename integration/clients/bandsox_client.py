@@ -12,8 +12,12 @@ Replaced, as they are not the VMM: the root file system BandSox builds from a
 Docker image (BandSox.create_vm; the test guest's disk stands in, so the
 driver uses the MicroVM class that create_vm drives), and its guest agent
 (the test guest has none, so the agent-based exec and file calls are not
-exercised). Its vsock bridge is off (enable_vsock=False): Kiln has no vsock
-device yet. bandsox's client has no GET call; the driver describes the VM
+exercised). Its vsock bridge is off (enable_vsock=False): bandsox's
+`_setup_vsock_bridge` waits at most 5 s after PUT /vsock for `uds_path` to
+exist and fails the configuration otherwise. Firecracker binds it on that
+request (src/vmm/src/vmm_config/vsock.rs, VsockBuilder::insert builds the
+Unix backend, which binds); kiln binds it at InstanceStart, when it builds
+the device (as Firecracker's docs/vsock.md words it). bandsox's client has no GET call; the driver describes the VM
 with the client's own request method.
 """
 from __future__ import annotations

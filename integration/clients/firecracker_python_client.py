@@ -2,9 +2,12 @@
 driving kiln through its own MicroVM lifecycle.
 
 It launches `<binary_path> --api-sock S --id X --log-path L`, checks GET /,
-configures the boot source, the root drive, the machine and a TAP it makes
-with pyroute2, starts the instance, pauses and resumes it with PATCH /vm,
-reads GET /vm/config, and deletes the VM (SIGTERM, then its files and TAP).
+configures the boot source, the root drive, the machine, a TAP it makes
+with pyroute2 and its vsock (`vsock_enabled`, `uds_path` in its data folder),
+starts the instance, pauses and resumes it with PATCH /vm, reads GET
+/vm/config, and deletes the VM (SIGTERM, then its files and TAP). The driver
+connects to the guest through the client's vsock `uds_path` and has bytes
+echoed.
 
 Replaced, as they are not the VMM: Docker (`docker.from_env()` in
 MicroVM.__init__; the client only needs it to build a root file system from
@@ -15,7 +18,8 @@ three internet services for the host's address, used only for port
 forwarding: the namespace's own address is given). Its configuration has no
 setting for its folders or binary, so the driver sets MicroVMConfig's
 defaults (data_path, snapshot_path, binary_path) to a scratch folder and the
-`firecracker` link to kiln.
+`firecracker` link to kiln. Its boot arguments have no setting for more, so
+the test guest's vsock argument is appended to the ones it makes.
 """
 from __future__ import annotations
 
@@ -94,12 +98,15 @@ from firecracker import microvm as client_microvm  # noqa: E402
 from firecracker.microvm import MicroVM  # noqa: E402
 
 client_microvm.get_public_ip = lambda timeout=5: "10.77.0.2"
+_client_boot_args = MicroVM._boot_args.fget
+MicroVM._boot_args = property(lambda self: f"{_client_boot_args(self)} {harness.GUEST_VSOCK_ARGS}")
 
 
 def lifecycle(run: harness.Lifecycle):
     disk = harness.guest_disk(scratch / "rootfs.ext4")
     vm = run.step("construct MicroVM", lambda: MicroVM(
-        name="kiln-suite", kernel_file=options.guest, base_rootfs=str(disk), vcpu=1, memory=128))
+        name="kiln-suite", kernel_file=options.guest, base_rootfs=str(disk), vcpu=1, memory=128,
+        vsock_enabled=True, vsock_guest_cid=3))
     vm_id = vm._microvm_id
     recorder.watch(vm._socket_file)
     console = scratch / "data" / vm_id / "firecracker.log"
@@ -112,6 +119,9 @@ def lifecycle(run: harness.Lifecycle):
             raise AssertionError(f"create() said: {answer}")
         return answer
     run.step("create (configure and InstanceStart)", create)
+    run.step("guest listens on vsock", lambda: harness.wait_for(
+        "the guest's vsock listening line", harness.file_contains(console, f"guest: vsock listening on port {harness.GUEST_VSOCK_PORT}")))
+    run.step("vsock echo", lambda: harness.vsock_echo(vm._vsock_uds_path))
     run.step("guest runs", lambda: harness.wait_for("the guest's ready line", harness.file_contains(console, "guest: waiting for ctrl-alt-del")))
     pid = int((scratch / "data" / vm_id / "firecracker.pid").read_text())
 
@@ -159,7 +169,7 @@ def lifecycle(run: harness.Lifecycle):
     run.step("API exchanges", lambda: run.expect_answers([
         ("GET", "/", 200), ("PUT", "/boot-source", 204), ("PUT", "/drives/rootfs", 204),
         ("PUT", "/machine-config", 204), ("PUT", "/network-interfaces/uplink0", 204),
-        ("PUT", "/actions", 204), ("GET", "/", 200), ("GET", "/vm/config", 200),
+        ("PUT", "/vsock", 204), ("PUT", "/actions", 204), ("GET", "/", 200), ("GET", "/vm/config", 200),
         ("PATCH", "/vm", 204), ("GET", "/", 200), ("PATCH", "/vm", 204), ("GET", "/", 200)]))
 
 

@@ -101,6 +101,58 @@ def guest_disk(path: Path, size: int = 1 << 20) -> Path:
     return path
 
 
+# The test guest listens on this vsock port when its command line says
+# `vsock.listen=` (integration/guest/Vsock.swift) and echoes what it gets.
+GUEST_VSOCK_PORT = 5000
+GUEST_VSOCK_ARGS = f"vsock.listen={GUEST_VSOCK_PORT} vsock.seconds=240"
+
+
+def vsock_echo(uds_path: str, size: int = 64 * 1024, seconds: float = 120.0) -> str:
+    """A host-initiated vsock connection through the client's device, as
+    Firecracker's docs/vsock.md has it: `CONNECT <port>` on `uds_path`, `OK
+    <host port>` back, then `size` bytes to the guest and every one of them
+    echoed; then a half-close and the guest's end of file."""
+    payload = os.urandom(size)
+    deadline = time.monotonic() + seconds
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as peer:
+        peer.settimeout(seconds)
+        peer.connect(uds_path)
+        peer.sendall(f"CONNECT {GUEST_VSOCK_PORT}\n".encode())
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = peer.recv(1)
+            if not chunk:
+                raise AssertionError(f"{uds_path}: closed after {reply!r}, before an OK line")
+            reply += chunk
+        if not reply.startswith(b"OK "):
+            raise AssertionError(f"{uds_path}: CONNECT {GUEST_VSOCK_PORT} answered {reply!r}")
+        echoed = bytearray()
+        sent = 0
+        peer.setblocking(False)
+        while len(echoed) < size:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(echoed)} of {size} bytes echoed in {seconds:.0f} s")
+            try:
+                if sent < size:
+                    sent += peer.send(payload[sent:sent + 16384])
+            except BlockingIOError:
+                pass
+            try:
+                chunk = peer.recv(65536)
+                if not chunk:
+                    raise AssertionError(f"the guest closed after echoing {len(echoed)} of {size} bytes")
+                echoed += chunk
+            except BlockingIOError:
+                time.sleep(0.005)
+        if bytes(echoed) != payload:
+            raise AssertionError(f"{size} bytes echoed, not the ones sent")
+        peer.setblocking(True)
+        peer.shutdown(socket.SHUT_WR)
+        if peer.recv(1) != b"":
+            raise AssertionError("bytes after the echo, or no end of file after the half-close")
+    return f"{size} bytes echoed through {reply.decode().strip()}"
+
+
 def wait_for(what: str, condition, seconds: float = 90.0, interval: float = 0.05):
     """Polls `condition` until it returns a true value; fails after `seconds`."""
     deadline = time.monotonic() + seconds

@@ -2,7 +2,9 @@
 AF_PACKET socket: wait for the guest's hello (UDP 7777), send it a datagram
 to its echo port (7), wait for the echo. Every wait has a deadline.
 
-usage: tap_echo.py TAP SECONDS   (exit 0: echoed; 1: no hello or no echo)
+usage: tap_echo.py TAP SECONDS [READY_FILE]   (exit 0: echoed; 1: no hello or no echo)
+READY_FILE is created once the socket is bound: the guest says hello once,
+so its caller starts the guest only then.
 """
 import socket
 import struct
@@ -53,6 +55,8 @@ def main():
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
     sock.bind((tap, 0))
     sock.settimeout(0.2)
+    if len(sys.argv) > 3:
+        open(sys.argv[3], "w").close()
     if not wait_for(sock, deadline, lambda ports, _: ports[1] == 7777):
         print("tap_echo: no hello from the guest", file=sys.stderr)
         return 1

@@ -32,6 +32,14 @@ trap cleanup EXIT
 
 step() { echo "workload: $*" >&2; }
 fail() { echo "workload: FAILED: $*" >&2; failed=1; }
+# start_tap_echo: the host's side of the guest's UDP echo, in the background
+# (echo_pid), bound before this returns (the guest says hello only once).
+start_tap_echo() {
+    rm -f "$scratch/tap-ready"
+    python3 "$here/tap_echo.py" "$tap" 30 "$scratch/tap-ready" & echo_pid=$!
+    for _ in $(seq 100); do [ -e "$scratch/tap-ready" ] && return; sleep 0.1; done
+    fail "tap_echo.py never bound its socket"
+}
 # expect STATUS DESCRIPTION -- COMMAND...: runs COMMAND under a deadline.
 expect() {
     local want=$1 what=$2; shift 3
@@ -72,7 +80,7 @@ JSON
 #    CMOS clock, the boot timer, log and metrics files, ACPI power-off.
 step "boot with every device, console input, power-off"
 config "console=ttyS0 echo rtc poweroff" net > "$scratch/full.json"
-[ "$have_tap" = 1 ] && { python3 "$here/tap_echo.py" "$tap" 30 & echo_pid=$!; }
+[ "$have_tap" = 1 ] && start_tap_echo
 printf 'console input for the guest\n' > "$scratch/console.in"
 expect 0 "full boot" -- "$KILN" --no-api --config-file "$scratch/full.json" --boot-timer --log-path "$scratch/full.log" \
     --level Debug --metrics-path "$scratch/full.metrics" < "$scratch/console.in" > "$scratch/full.out"
@@ -103,7 +111,7 @@ tap_arg=""
 [ "$have_tap" = 1 ] && tap_arg=$tap
 timeout -k 5 60 "$KILN" --api-sock "$scratch/api.sock" > "$scratch/api.out" 2>&1 &
 kiln_pid=$!
-[ "$have_tap" = 1 ] && { python3 "$here/tap_echo.py" "$tap" 30 & echo_pid=$!; }
+[ "$have_tap" = 1 ] && start_tap_echo
 python3 "$here/api_workload.py" "$scratch/api.sock" "$scratch/api.out" "$scratch" "$GUEST" "$scratch/ro.img" "$scratch/rw.img" \
     $tap_arg || fail "API sequence: unexpected answers"
 [ "$have_tap" = 1 ] && { wait "$echo_pid" || fail "API sequence: no hello and echo over the TAP"; }

@@ -27,8 +27,9 @@ enum ckiln_trace_stop_kind {
 /// Forks, makes the child a tracee (stopped once so that the options are set
 /// before it runs), installs `base` as its first seccomp filter and execs
 /// `argv` (PATH searched). Returns the child's pid, stopped at its exec
-/// event; or -1 with errno set (the exec's own errno when that failed, the
-/// child then reaped). The options follow every thread, fork and exec, and
+/// event, which this call has already waited for (the caller resumes it);
+/// or -1 with errno set (the exec's own errno when that failed, the child
+/// then reaped). The options follow every thread, fork and exec, and
 /// PTRACE_O_EXITKILL kills every tracee when the tracer dies.
 pid_t ckiln_trace_spawn(char *const argv[], const struct sock_filter *base, uint16_t count);
 

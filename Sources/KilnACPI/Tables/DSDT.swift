@@ -35,7 +35,7 @@ func differentiatedSystemDescriptionTable(platform: ACPIPlatform) -> [UInt8] {
 
     // \_S5: SLP_TYPa, SLP_TYPb (§7.4.2). A hardware-reduced OS writes SLP_TYPa
     // to the sleep control register.
-    let s5 = AML.name("_S5", AML.package([AML.integer(UInt64(SleepControl.s5SleepType)), AML.integer(0)]))
+    let s5 = AML.name("_S5", AML.package([AML.integer(UInt64(SleepRegisters.s5SleepType)), AML.integer(0)]))
 
     let aml = AML.scope("\\_SB", devices.flatMap { $0 }) + s5
     return systemDescriptionTable(signature: "DSDT", revision: 2, body: aml)

@@ -1,7 +1,7 @@
 import KilnConfig
 import KilnJSON
 
-/// Turns API requests into edits of the one `VMConfiguration` before start,
+/// Turns API requests into edits of the one `VMConfig` before start,
 /// and into `VMControl` calls after it, answering as Firecracker does:
 /// 204 for a change, 200 with a body for a read, 400 with
 /// `{"fault_message": …}` for anything refused. Every edit is validated on a
@@ -9,14 +9,14 @@ import KilnJSON
 public final class APIController: APIRequestHandler {
     public let instanceID: String
     public let version: String
-    public private(set) var configuration: VMConfiguration
+    public private(set) var configuration: VMConfig
     public private(set) var state: VMState = .notStarted
     private let control: VMControl
 
     public static let notSupportedAfterStart = "The requested operation is not supported after starting the microVM."
     public static let notSupportedBeforeStart = "The requested operation is not supported before starting the microVM."
 
-    public init(instanceID: String, version: String, configuration: VMConfiguration = VMConfiguration(),
+    public init(instanceID: String, version: String, configuration: VMConfig = VMConfig(),
                 control: VMControl) {
         self.instanceID = instanceID
         self.version = version
@@ -55,18 +55,18 @@ public final class APIController: APIRequestHandler {
 
         case .putBootSource:
             var reader = try bodyReader(body)
-            let bootSource = try BootSource(json: &reader)
+            let bootSource = try BootSourceConfig(json: &reader)
             try editBeforeStart { $0.bootSource = bootSource }
         case .putMachineConfig:
             var reader = try bodyReader(body)
-            let machine = try MachineConfiguration(json: &reader)
+            let machine = try MachineConfig(json: &reader)
             try editBeforeStart { $0.machine = machine }
         case .patchMachineConfig:
             var reader = try bodyReader(body)
             try editBeforeStart { try $0.machine.patch(json: &reader) }
         case let .putDrive(id):
             var reader = try bodyReader(body)
-            let drive = try Drive(json: &reader)
+            let drive = try BlockDeviceConfig(json: &reader)
             try Self.requireMatchingID(path: id, body: drive.driveID)
             try editBeforeStart { configuration in
                 if let index = configuration.drives.firstIndex(where: { $0.driveID == id }) {
@@ -93,7 +93,7 @@ public final class APIController: APIRequestHandler {
             }
         case let .putNetworkInterface(id):
             var reader = try bodyReader(body)
-            let interface = try NetworkInterface(json: &reader)
+            let interface = try NetworkInterfaceConfig(json: &reader)
             try Self.requireMatchingID(path: id, body: interface.ifaceID)
             try editBeforeStart { configuration in
                 if let index = configuration.networkInterfaces.firstIndex(where: { $0.ifaceID == id }) {
@@ -120,21 +120,21 @@ public final class APIController: APIRequestHandler {
             }
         case .putVsock:
             var reader = try bodyReader(body)
-            let vsock = try Vsock(json: &reader)
+            let vsock = try VsockDeviceConfig(json: &reader)
             try editBeforeStart { $0.vsock = vsock }
         case .putEntropy:
             var reader = try bodyReader(body)
-            let entropy = try EntropyDevice(json: &reader)
+            let entropy = try EntropyDeviceConfig(json: &reader)
             try editBeforeStart { $0.entropy = entropy }
         case .putLogger:
             var reader = try bodyReader(body)
-            let logger = try Logger(json: &reader)
+            let logger = try LoggerConfig(json: &reader)
             try requireNotStarted()
             try control.configureLogger(logger)
             configuration.logger = logger
         case .putMetrics:
             var reader = try bodyReader(body)
-            let metrics = try Metrics(json: &reader)
+            let metrics = try MetricsConfig(json: &reader)
             try requireNotStarted()
             try control.configureMetrics(metrics)
             configuration.metrics = metrics
@@ -220,7 +220,7 @@ public final class APIController: APIRequestHandler {
 
     /// Applies `edit` to a copy and keeps it only if the whole configuration
     /// still validates.
-    private func editBeforeStart(_ edit: (inout VMConfiguration) throws -> Void) throws {
+    private func editBeforeStart(_ edit: (inout VMConfig) throws -> Void) throws {
         try requireNotStarted()
         var candidate = configuration
         try edit(&candidate)
@@ -232,8 +232,8 @@ public final class APIController: APIRequestHandler {
     /// started VM: `edit` finds and changes one device and returns its index,
     /// `apply` hands the changed device to the VMM, and only then is the
     /// configuration kept.
-    private func editAfterStart(_ edit: (inout VMConfiguration) throws -> Int,
-                                apply: (VMConfiguration, Int) throws -> Void) throws {
+    private func editAfterStart(_ edit: (inout VMConfig) throws -> Int,
+                                apply: (VMConfig, Int) throws -> Void) throws {
         guard state != .notStarted else { throw APIError.badRequest(Self.notSupportedBeforeStart) }
         var candidate = configuration
         let index = try edit(&candidate)

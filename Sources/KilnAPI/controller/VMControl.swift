@@ -12,17 +12,17 @@ public enum VMState: String, Sendable {
 /// thrown here reach the caller as 400 with the error's description.
 public protocol VMControl: AnyObject {
     /// Builds the machine from a validated configuration and starts its vCPUs.
-    func start(_ configuration: VMConfiguration) throws
+    func start(_ configuration: VMConfig) throws
     func pause() throws
     func resume() throws
     /// Presses Ctrl+Alt+Del on the guest's i8042 keyboard.
     func sendCtrlAltDel() throws
     func flushMetrics() throws
     /// Applies `PUT /logger` and `PUT /metrics` at once, before start.
-    func configureLogger(_ logger: Logger) throws
-    func configureMetrics(_ metrics: Metrics) throws
+    func configureLogger(_ logger: LoggerConfig) throws
+    func configureMetrics(_ metrics: MetricsConfig) throws
     /// After start: a drive's new backing file or rate limiter.
-    func updateDrive(_ drive: Drive) throws
+    func updateDrive(_ drive: BlockDeviceConfig) throws
     /// After start: an interface's new rate limiters.
-    func updateNetworkInterface(_ interface: NetworkInterface) throws
+    func updateNetworkInterface(_ interface: NetworkInterfaceConfig) throws
 }

@@ -39,6 +39,14 @@ public final class KVMVirtualCPU: @unchecked Sendable { // only its vCPU thread 
         throw SystemError.current("KVM_RUN", subject: "vCPU \(index)")
     }
 
+    /// One KVM_RUN, its exit decoded (`VCPUExit`, next to this file); nil
+    /// when interrupted by a signal or an immediate-exit request. What the
+    /// VMM does with the exit is decided by `VCPUExitDispatcher`
+    /// (`vcpu/VCPUThread.swift`), the next hop of a guest I/O.
+    func runOnce() throws -> VCPUExit? {
+        try enter() ? VCPUExit.decode(run, pageSize: mappingSize) : nil
+    }
+
     private func get<T: BitwiseCopyable>(_ name: String, _ request: UInt, _ value: inout T) throws {
         try check(name, subject: "vCPU \(index)") { ckiln_ioctl_ptr(fd.rawValue, request, &value) }
     }

@@ -23,7 +23,7 @@ public struct ELFImage: Equatable, Sendable {
     public static func isELF(_ image: [UInt8]) -> Bool { image.starts(with: magic) }
 
     public init(image: [UInt8]) throws {
-        let reader = ByteReader(image)
+        let reader = KernelImageReader(image)
         guard ELFImage.isELF(image) else { throw KernelImageError.notAKernel("no ELF magic") }
         guard image.count >= 64 else { throw KernelImageError.truncated("ELF header needs 64 bytes, file has \(image.count)") }
         guard image[4] == 2, image[5] == 1 else {
@@ -78,7 +78,7 @@ public struct ELFImage: Equatable, Sendable {
     /// Walks one PT_NOTE segment for Xen's PHYS32_ENTRY note (Linux
     /// arch/x86/platform/pvh; note layout: System V ABI "Note Section").
     static func pvhEntry(in image: [UInt8], from start: Int, count: Int) throws -> UInt64? {
-        let reader = ByteReader(image)
+        let reader = KernelImageReader(image)
         var cursor = start
         let end = start + count
         func aligned(_ value: Int) -> Int { (value + 3) & ~3 }

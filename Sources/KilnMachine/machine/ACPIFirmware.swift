@@ -30,7 +30,7 @@ public enum ACPIFirmware {
             throw BootInputError("the platform's IOAPIC or serial port cannot be described to KilnACPI")
         }
         // The DSDT's \_S5 announces KilnACPI's SLP_TYP; the device must agree.
-        guard platform.s5SleepType == KilnACPI.SleepControl.s5SleepType else {
+        guard platform.s5SleepType == SleepRegisters.s5SleepType else {
             throw BootInputError("the sleep control device's S5 type \(platform.s5SleepType) differs from the DSDT's")
         }
         let acpi = ACPIPlatform(
@@ -40,7 +40,7 @@ public enum ACPIFirmware {
             // Edge-triggered: kiln signals virtio interrupts through irqfds
             // without a resample fd, as Firecracker does.
             virtioDevices: platform.virtioDevices.map {
-                KilnACPI.VirtioMMIODevice(base: $0.base, size: $0.size, gsi: $0.gsi, trigger: .edge)
+                VirtioMMIODevice(base: $0.base, size: $0.size, gsi: $0.gsi, trigger: .edge)
             },
             legacy: legacy,
             sleepControlRegister: .ioPort(platform.sleepControlPort),

@@ -55,8 +55,8 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     let memoryBus = Bus(name: "MMIO")
     let exitSignal: ExitSignal
     let wakeEvent: EventFD
-    let serial: SerialDevice
-    let keyboard: I8042Controller
+    /// The serial port, i8042, CMOS clock, sleep control and boot timer.
+    let legacy: LegacyDevices
     let host: MachineHost
     let pauseGate = PauseGate()
     let virtio: VirtioDeviceManager
@@ -67,7 +67,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     /// The next halted-guest check (a new timer each time, its delay growing).
     private var haltCheck: EventLoop.Token?
 
-    public init(configuration: VMConfiguration, host: MachineHost) throws {
+    public init(configuration: VMConfig, host: MachineHost) throws {
         try configuration.validate()
         guard let bootSource = configuration.bootSource else {
             throw BootInputError("no boot source: set boot-source.kernel_image_path")
@@ -111,36 +111,24 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
             try vm.setMemoryRegion(slot: UInt32(slot), region: region, logDirtyPages: machineConfig.trackDirtyPages)
         }
 
-        // 3. Devices. Their interrupt lines first: the VM owns those, while
-        // the wake eventfd below is ours until `self` is whole (deinit closes
-        // it), so nothing may throw between the two.
-        let serialInterrupt = try vm.interruptEventFD(gsi: X86Layout.serialIRQ)
-        let keyboardInterrupt = try vm.interruptEventFD(gsi: X86Layout.i8042IRQ)
+        // 3. Devices, each wired with its window, interrupt line and
+        // destinations in one function: `LegacyDevices.wire` and
+        // `VirtioDeviceManager.wire`. The wake eventfd is ours until `self`
+        // is whole (deinit closes it), so a failure before then closes it.
         // An eventfd wakes the event loop when a vCPU or device asks to stop.
         let wake = try EventFD()
         wakeEvent = wake
         exitSignal = ExitSignal { try? wake.signal() }
-        let console = host.consoleOutput
-        serial = SerialDevice(output: { bytes in try? console.writeAll(bytes) },
-                              interrupt: { serialInterrupt.trigger() })
         let exitSignal = self.exitSignal, metrics = host.metrics
-        keyboard = I8042Controller(reset: { exitSignal.request(.reset("i8042 reset")) },
-                                   interrupt: { keyboardInterrupt.trigger() })
-        try portBus.insert(metrics.counted(serial, "uart"), base: UInt64(X86Layout.serialPort), size: 8)
-        try portBus.insert(metrics.counted(keyboard, "i8042"), base: UInt64(X86Layout.i8042Ports), size: 5)
-        try portBus.insert(metrics.counted(CMOSClock(), "cmos"), base: UInt64(X86Layout.cmosPorts), size: 2)
-        try portBus.insert(metrics.counted(SleepControl { exitSignal.request(.poweroff("ACPI S5")) }, "sleep_control"),
-                           base: UInt64(X86Layout.sleepControlPort), size: 2)
         let start = host.startNanoseconds, log = host.log
-        if host.bootTimer {
-            try memoryBus.insert(metrics.counted(BootTimer {
-                let elapsed = MonotonicClock.nanoseconds() - start
-                let cpu = MonotonicClock.processCPUNanoseconds()
-                metrics.bootTimeMicroseconds.set(elapsed / 1000)
-                metrics.bootCPUMicroseconds.set(cpu / 1000)
-                log("boot-timer: guest boot time \(Machine.milliseconds(elapsed)) ms since kiln start, "
-                    + "VMM CPU \(Machine.milliseconds(cpu)) ms")
-            }, "boot_timer"), base: X86Layout.bootTimer, size: X86Layout.pageSize)
+        do {
+            legacy = try LegacyDevices.wire(
+                vm: vm, portBus: portBus, memoryBus: memoryBus,
+                to: .init(console: host.consoleOutput, exitSignal: exitSignal, metrics: metrics,
+                          bootTimer: host.bootTimer ? .init(startNanoseconds: start, log: log) : nil))
+        } catch {
+            wake.close()
+            throw error
         }
 
         try virtio.wire(vm: vm, bus: memoryBus)
@@ -239,7 +227,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     private func subscribeConsole(_ input: FileDescriptor, on loop: EventLoop) throws -> EventLoop.Token? {
         var buffer = [UInt8](repeating: 0, count: 256)
         var token: EventLoop.Token?
-        let serial = self.serial
+        let serial = legacy.serial
         let retryMilliseconds: UInt64 = 10
         /// Reads once if the UART has room; false once the input has ended.
         let pump: () -> Bool = {
@@ -288,10 +276,10 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     public var hostSocketPaths: [String] { virtio.hostSocketPaths }
 
     /// PATCH /drives after boot: a new file, new rate limiters. On the event loop.
-    public func updateDrive(_ drive: Drive) throws { try virtio.updateDrive(drive) }
+    public func updateDrive(_ drive: BlockDeviceConfig) throws { try virtio.updateDrive(drive) }
 
     /// PATCH /network-interfaces after boot: new rate limiters.
-    public func updateNetworkInterface(_ interface: NetworkInterface) throws {
+    public func updateNetworkInterface(_ interface: NetworkInterfaceConfig) throws {
         guard virtio.updateRateLimiters(interfaceID: interface.ifaceID, receive: interface.rxRateLimiter,
                                         transmit: interface.txRateLimiter) else {
             throw MachineControlError("network interface \(interface.ifaceID) is not attached")
@@ -300,7 +288,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
 
     /// Presses Ctrl+Alt+Del on the i8042 keyboard (`SendCtrlAltDel`).
     public func sendCtrlAltDel() throws {
-        guard keyboard.pressCtrlAltDel() else {
+        guard legacy.keyboard.pressCtrlAltDel() else {
             throw MachineControlError("the guest is not reading its i8042 keyboard: its buffer is full")
         }
         host.metrics.ctrlAltDelPresses.increment()

@@ -18,9 +18,9 @@ public final class MachineMetrics: @unchecked Sendable { // immutable; its count
         ctrlAltDelPresses = registry.counter("i8042", "ctrl_alt_del")
     }
 
-    /// Wraps `device` so that its reads and writes are counted under `group`.
-    func counted(_ device: BusDevice, _ group: String) -> BusDevice {
-        CountedDevice(device, reads: registry.counter(group, "reads"), writes: registry.counter(group, "writes"))
+    /// The counters of a bus window whose accesses are reported under `group`.
+    func accessCounters(_ group: String) -> Bus.AccessCounters {
+        Bus.AccessCounters(reads: registry.counter(group, "reads"), writes: registry.counter(group, "writes"))
     }
 }
 
@@ -41,28 +41,5 @@ final class VCPUExitCounters: @unchecked Sendable { // immutable; its counters a
         failEntry = counter("exit_fail_entry")
         interrupted = counter("exit_interrupted")
         other = counter("exit_other")
-    }
-}
-
-/// A bus device seen through two counters.
-final class CountedDevice: BusDevice, @unchecked Sendable { // immutable; its device and counters are thread-safe
-    let device: BusDevice
-    let reads: Counter
-    let writes: Counter
-
-    init(_ device: BusDevice, reads: Counter, writes: Counter) {
-        self.device = device
-        self.reads = reads
-        self.writes = writes
-    }
-
-    func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
-        reads.increment()
-        device.read(offset: offset, into: data)
-    }
-
-    func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
-        writes.increment()
-        device.write(offset: offset, from: data)
     }
 }

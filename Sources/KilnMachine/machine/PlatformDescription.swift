@@ -2,7 +2,7 @@
 /// (module KilnACPI) at the one place the machine writes tables: see
 /// `GuestBoot.writeFirmwareTables`. Addresses are guest-physical.
 public struct PlatformDescription: Equatable, Sendable {
-    public struct VirtioMMIODevice: Equatable, Sendable {
+    public struct VirtioMMIOPlacement: Equatable, Sendable {
         public let base: UInt64
         public let size: UInt64
         public let gsi: UInt32
@@ -19,7 +19,7 @@ public struct PlatformDescription: Equatable, Sendable {
     /// The IOAPIC's first GSI; ISA IRQs 0-15 map 1:1 except IRQ0 -> GSI 2.
     public let ioapicGSIBase: UInt32
     public let serial: (port: UInt16, gsi: UInt32)
-    public let virtioDevices: [VirtioMMIODevice]
+    public let virtioDevices: [VirtioMMIOPlacement]
     /// The hardware-reduced sleep control register (FADT SLEEP_CONTROL_REG,
     /// an I/O port, one byte) and the SLP_TYP value that means S5.
     public let sleepControlPort: UInt16
@@ -37,7 +37,7 @@ public struct PlatformDescription: Equatable, Sendable {
             && lhs.s5SleepType == rhs.s5SleepType && lhs.tableWindow == rhs.tableWindow
     }
 
-    public init(vcpuCount: Int, virtioDevices: [VirtioMMIODevice] = []) {
+    public init(vcpuCount: Int, virtioDevices: [VirtioMMIOPlacement] = []) {
         self.vcpuCount = vcpuCount
         lapicAddress = X86Layout.lapic
         ioapicAddress = X86Layout.ioapic
@@ -46,7 +46,7 @@ public struct PlatformDescription: Equatable, Sendable {
         self.virtioDevices = virtioDevices
         sleepControlPort = X86Layout.sleepControlPort
         sleepStatusPort = X86Layout.sleepControlPort + 1
-        s5SleepType = SleepControl.s5SleepType
+        s5SleepType = SleepControlDevice.s5SleepType
         tableWindow = X86Layout.acpiTables
     }
 }

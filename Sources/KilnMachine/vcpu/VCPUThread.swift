@@ -4,9 +4,11 @@ import Glibc
 import CKiln
 import KilnSystem
 
-/// One vCPU's thread: the KVM_RUN loop. Each exit is decoded into a
-/// `VCPUExit` and handed to a `VCPUExitDispatcher` (the buses, the exit
-/// reasons), which needs no KVM.
+/// One vCPU's thread: the KVM_RUN loop. `KVMVirtualCPU.runOnce` returns
+/// each exit decoded (`kvm/VCPUExit.swift`); the `VCPUExitDispatcher` below
+/// decides what it means: a port or MMIO access goes to its `Bus`
+/// (`bus/Bus.swift`, the next hop), anything else becomes the machine's exit
+/// reason. The dispatcher needs no KVM.
 /// Entry points live here, not in an executable's main.swift (where Swift
 /// would infer them main-actor isolated; docs/platform.md, "Threads and Swift 6").
 final class VCPUThread: @unchecked Sendable { // `thread` is set by start() and read by kick(), both on the event loop
@@ -79,7 +81,7 @@ final class VCPUThread: @unchecked Sendable { // `thread` is set by start() and 
             try onThreadStart?(vcpu.index)
             onFirstRun?(vcpu.index)
             while exitSignal.reason == nil {
-                guard try vcpu.enter() else {
+                guard let exit = try vcpu.runOnce() else {
                     exits.interrupted.increment()
                     vcpu.run.pointee.immediate_exit = 0
                     // A pause always kicks, so an interrupted run is where
@@ -89,7 +91,7 @@ final class VCPUThread: @unchecked Sendable { // `thread` is set by start() and 
                     continue
                 }
                 stuck.withLock { $0 = false }
-                try handleExit()
+                handle(exit)
             }
         } catch {
             exitSignal.request(.failure("vCPU \(vcpu.index): \(error)"))
@@ -115,8 +117,7 @@ final class VCPUThread: @unchecked Sendable { // `thread` is set by start() and 
         }
     }
 
-    private func handleExit() throws {
-        let exit = VCPUExit.decode(vcpu.run, pageSize: vcpu.mappingSize)
+    private func handle(_ exit: VCPUExit) {
         switch dispatcher.handle(exit, vcpu: vcpu.index, rip: { ripText }) {
         case .resume: break
         case .halted:
@@ -128,4 +129,76 @@ final class VCPUThread: @unchecked Sendable { // `thread` is set by start() and 
     }
 
     private var ripText: String { (try? String(vcpu.registers().rip, radix: 16)) ?? "?" }
+}
+
+/// What the VMM does with each exit: port and MMIO accesses go to their
+/// bus (`Bus.read`/`Bus.write`, which find the device's window), the rest
+/// become the machine's exit reason. Needs no KVM: the vCPU thread gets the
+/// decoded exit, calls `handle`, and re-enters.
+struct VCPUExitDispatcher {
+    let portBus: Bus
+    let memoryBus: Bus
+    let exits: VCPUExitCounters
+    /// One line per access when tracing.
+    let trace: ((String) -> Void)?
+
+    /// What the vCPU thread does next.
+    enum Outcome: Equatable {
+        case resume
+        /// This vCPU halted in userspace (no in-kernel LAPIC).
+        case halted
+        case stop(MachineExitReason)
+    }
+
+    /// `rip` is asked only for failure messages.
+    func handle(_ exit: VCPUExit, vcpu index: Int, rip: () -> String) -> Outcome {
+        switch exit {
+        case let .portIO(port, isWrite, size, data):
+            (isWrite ? exits.ioOut : exits.ioIn).increment()
+            for start in stride(from: 0, to: data.count, by: size) {
+                let access = UnsafeMutableRawBufferPointer(rebasing: data[start..<start + size])
+                let claimed = isWrite ? portBus.write(UInt64(port), from: UnsafeRawBufferPointer(access))
+                                      : portBus.read(UInt64(port), into: access)
+                trace?("vcpu\(index): \(isWrite ? "out" : "in") port 0x\(String(port, radix: 16)) \(Array(access))"
+                       + (claimed ? "" : " (unclaimed)"))
+            }
+            return .resume
+        case let .mmio(address, isWrite, data):
+            (isWrite ? exits.mmioWrite : exits.mmioRead).increment()
+            let claimed = isWrite ? memoryBus.write(address, from: UnsafeRawBufferPointer(data))
+                                  : memoryBus.read(address, into: data)
+            trace?("vcpu\(index): mmio \(isWrite ? "write" : "read") 0x\(String(address, radix: 16)) \(Array(data))"
+                   + (claimed ? "" : " (unclaimed)"))
+            return .resume
+        case .halt:
+            exits.halt.increment()
+            return .halted
+        case .shutdown:
+            exits.shutdown.increment()
+            // A triple fault resets a PC, and Linux's `reboot=t` relies on it
+            // (arch/x86/kernel/reboot.c, BOOT_TRIPLE). kiln has no reset in
+            // place, so it ends as for the i8042 reset, saying how.
+            return .stop(.reset("triple fault on vCPU \(index), KVM_EXIT_SHUTDOWN: a reboot=t reboot, or a guest crash; "
+                                + "on kvm-pvm check `dmesg | tail`"))
+        case let .systemEvent(type):
+            exits.systemEvent.increment()
+            switch Int32(type) {
+            case KVM_SYSTEM_EVENT_SHUTDOWN: return .stop(.poweroff("KVM_SYSTEM_EVENT_SHUTDOWN"))
+            case KVM_SYSTEM_EVENT_RESET: return .stop(.reset("KVM_SYSTEM_EVENT_RESET"))
+            default: return .stop(.failure("system event \(type)"))
+            }
+        case let .internalError(suberror):
+            exits.internalError.increment()
+            return .stop(.failure("KVM internal error, suberror \(suberror), rip 0x\(rip()); on kvm-pvm check `dmesg | tail`"))
+        case let .failEntry(reason):
+            exits.failEntry.increment()
+            return .stop(.failure("VM entry failed, reason 0x\(String(reason, radix: 16))"))
+        case .interrupted:
+            exits.interrupted.increment()
+            return .resume
+        case let .unknown(reason):
+            exits.other.increment()
+            return .stop(.failure("unexpected KVM exit \(reason) on vCPU \(index), rip 0x\(rip())"))
+        }
+    }
 }

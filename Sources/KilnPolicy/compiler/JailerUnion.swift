@@ -1,9 +1,9 @@
 import KilnSeccomp
 import KilnSystem
 
-/// The jailer's pre-exec filter: the union of every thread role, plus what
-/// exec and the VMM's start-up need before it installs its per-thread
-/// filters (the jailer role's own rules, from jailer.policy).
+/// The jailer's pre-exec filter: the union of every thread role and of the
+/// launch role, plus what exec and the VMM's start-up need before its launch
+/// filter (the jailer role's own rules, from jailer.policy).
 ///
 /// Filters stack and the kernel takes the most restrictive verdict, so this
 /// filter must let through everything any thread role lets through:
@@ -73,7 +73,12 @@ public enum PolicyBundleBuilder {
         }
         let threads = policies.filter { !unionRoles.contains($0.role) }
         let unions = policies.filter { unionRoles.contains($0.role) }
-        return threads + unions.map { JailerUnion.union(of: threads, with: $0) }
+        // The jailer's filter stays under launch's for kiln's whole life, so
+        // it takes in launch's own rules as well as the threads'.
+        let launch = policies.filter { $0.role == SeccompBundle.launchRole }
+        return threads + unions.map { role in
+            JailerUnion.union(of: role.role == SeccompBundle.jailerRole ? threads + launch : threads, with: role)
+        }
     }
 
     public static func bundle(for policies: [Policy]) throws -> SeccompBundle {

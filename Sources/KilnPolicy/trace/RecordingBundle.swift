@@ -19,9 +19,9 @@ public struct RecordingBundle: Sendable {
     public let realPrograms: [String: [BPFInstruction]]
     public let recordingPrograms: [String: [BPFInstruction]]
     /// What the tracer installs on the traced command before its exec:
-    /// SECCOMP_RET_TRACE with data 0 for `seccomp` and `prctl` (the calls
-    /// that install a filter), allow for everything else, so the tracer sees
-    /// a role's program before the kernel does.
+    /// SECCOMP_RET_TRACE with data 0 for every call, so the tracer sees a
+    /// role's program before the kernel does (`seccomp`, `prctl`) and the
+    /// calls a program makes before its first role (its start-up).
     public let base: [BPFInstruction]
 
     /// `installed`: the policies the traced binaries were built with, when
@@ -53,12 +53,7 @@ public struct RecordingBundle: Sendable {
     }
 
     static var basePolicy: Policy {
-        let rules = ["seccomp", "prctl"].map { name in
-            PolicyRule(syscall: name, number: SyscallTable.number(of: name)!, alternatives: [], action: .trace(0),
-                       justification: "the tracer swaps an installed role for its recording variant",
-                       location: SourceLocation(file: "kiln-policy trace", line: 0, column: 0), conditionText: nil)
-        }
-        return Policy(role: "trace-base", defaultAction: .allow, rules: rules)
+        Policy(role: "trace-base", defaultAction: .trace(0), rules: [])
     }
 
     /// The role whose real program is exactly `program`.

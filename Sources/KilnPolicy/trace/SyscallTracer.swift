@@ -19,11 +19,18 @@ import Glibc
 /// roles on every thread. (Documentation/userspace-api/seccomp_filter.rst.)
 ///
 /// The binaries stay as shipped: the tracer installs a small filter before
-/// the command's exec that traces `seccomp` and `prctl`, and when a traced
-/// thread installs a program that is exactly one of the policy folder's
-/// roles, writes that role's recording variant below the thread's stack
-/// pointer and points the call at it. A program it does not know ends the
-/// trace with an error (the binary was built from other policies).
+/// the command's exec that traces every call, and when a traced thread
+/// installs a program that is exactly one of the policy folder's roles,
+/// writes that role's recording variant below the thread's stack pointer
+/// and points the call at it. A program it does not know ends the trace with
+/// an error (the binary was built from other policies).
+///
+/// Start-up: from each exec until the program installs its launch role, a
+/// thread's calls are kept; a program that does install it (kiln) has them
+/// recorded as its start-up, the C library's and the Swift runtime's work
+/// before kiln's first line, which runs under the pre-exec role when jailed
+/// and under no filter when not. Programs that never install it (the shell,
+/// python, the jailer itself) have theirs dropped.
 public final class SyscallTracer {
     public struct Outcome {
         public var recorder: TraceRecorder
@@ -47,6 +54,12 @@ public final class SyscallTracer {
     /// New threads seen before their creator's clone event: held stopped
     /// until it says which filters they inherited.
     private var orphans: Set<pid_t> = []
+    /// Threads between an exec and their launch role: the calls so far, and
+    /// whether a pre-exec filter was on at the exec.
+    private var startUps: [pid_t: (calls: [(number: Int32, arguments: [UInt64])], jailed: Bool)] = [:]
+    /// Start-up calls kept per thread, at most: kiln's start-up makes about
+    /// a hundred; a program past this bound is not one whose start-up is traced.
+    static let startUpCallLimit = 20_000
 
     public init(bundle: RecordingBundle) {
         self.bundle = bundle
@@ -67,6 +80,9 @@ public final class SyscallTracer {
         let root = try spawn(command)
         stacks[root] = []
         started.insert(root)
+        // Stopped at its exec event, which the spawn consumed.
+        startUps[root] = ([], false)
+        resume(root)
         var status: Int32 = 0
         do {
             while true {
@@ -80,6 +96,7 @@ public final class SyscallTracer {
                 case Int(CKILN_TRACE_EXITED.rawValue), Int(CKILN_TRACE_KILLED.rawValue):
                     stacks[tid] = nil
                     resolutions[tid] = nil
+                    startUps[tid] = nil
                     started.remove(tid)
                     if tid == root { status = kind == Int32(CKILN_TRACE_EXITED.rawValue) ? value : 128 + value }
                 case Int(CKILN_TRACE_EVENT.rawValue):
@@ -142,6 +159,8 @@ public final class SyscallTracer {
                 stacks[tid] = stack
                 resolutions[tid] = resolutions.removeValue(forKey: former)
             }
+            startUps[former] = nil
+            startUps[tid] = ([], !(stacks[tid] ?? []).isEmpty)
             resume(tid)
         default:
             resume(tid)
@@ -178,6 +197,10 @@ public final class SyscallTracer {
         }
         let number = Int32(truncatingIfNeeded: call.number)
         let arguments = withUnsafeBytes(of: call.arguments) { Array($0.bindMemory(to: UInt64.self)) }
+        if var startUp = startUps.removeValue(forKey: tid), startUp.calls.count < Self.startUpCallLimit {
+            startUp.calls.append((number, arguments))
+            startUps[tid] = startUp
+        }
         var action = SeccompAction.allow
         if !stack.isEmpty {
             action = recorder.record(number: number, arguments: arguments, stack: stack,
@@ -220,6 +243,9 @@ public final class SyscallTracer {
               let recording = bundle.recordingProgram(for: role, placeholder: placeholder, processID: processID) else {
             throw TraceError(description: "thread \(tid) (\(Self.command(of: tid))) installs a seccomp program of \(length) instructions "
                              + "that is none of the traced policies' roles: was it built from other policies? (make policies, then rebuild it)")
+        }
+        if role == SeccompBundle.launchRole, let startUp = startUps.removeValue(forKey: tid) {
+            recorder.recordStartUp(startUp.calls, jailed: startUp.jailed)
         }
         var encoded: [UInt8] = []
         for instruction in recording { instruction.encode(into: &encoded) }

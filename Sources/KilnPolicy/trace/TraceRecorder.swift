@@ -19,6 +19,29 @@ public struct CallTrace: Sendable, Equatable {
     /// The first few denied calls' arguments.
     public var deniedSamples: [[UInt64]] = []
 
+    /// How many of a call's arguments the kernel reads (none for the calls
+    /// that take none: their registers hold whatever the caller left).
+    static func argumentCount(_ name: String, _ arguments: [UInt64]) -> Int {
+        TraceRecorder.argumentless.contains(name) ? 0 : min(SyscallTable.argumentCounts[name] ?? 6, arguments.count)
+    }
+
+    /// Counts one call as `verdict` (of `policy`) answered it.
+    mutating func note(_ call: (number: Int32, arguments: [UInt64]), verdict: RoleVerdict, policy: Policy) {
+        let count = Self.argumentCount(SyscallTable.name(of: call.number) ?? "", call.arguments)
+        if verdict.byRule {
+            matched += 1
+            if let alternative = verdict.alternative {
+                let total = policy.rules.first { $0.number == call.number }?.alternatives.count ?? 0
+                if alternativeHits.count < total { alternativeHits = Array(repeating: 0, count: total) }
+                alternativeHits[alternative] += 1
+            }
+        } else {
+            denied += 1
+            if deniedSamples.count < Self.deniedSampleLimit { deniedSamples.append(Array(call.arguments.prefix(count))) }
+        }
+        note(arguments: call.arguments, count: count)
+    }
+
     mutating func note(arguments: [UInt64], count: Int) {
         if values.isEmpty {
             values = Array(repeating: [], count: count)
@@ -94,6 +117,28 @@ public struct TraceRecorder: Sendable {
         return result
     }
 
+    /// Calls a program made between its exec and its launch filter (the C
+    /// library's and the Swift runtime's start-up, and kiln's own first
+    /// lines), for a program exec'd under a pre-exec filter ("jailed") and
+    /// one exec'd under none ("unjailed"). Each is checked against the
+    /// pre-exec role, the only filter start-up can run under.
+    public private(set) var startUp: [String: RoleTrace] = [:]
+    public static let startUpKinds = ["jailed", "unjailed"]
+
+    /// Records the start-up calls of one program, exec'd under a pre-exec
+    /// filter or not, once it installs its launch filter.
+    public mutating func recordStartUp(_ calls: [(number: Int32, arguments: [UInt64])], jailed: Bool) {
+        guard let policy = policies[SeccompBundle.jailerRole] else { return }
+        let kind = jailed ? "jailed" : "unjailed"
+        var trace = startUp[kind] ?? RoleTrace()
+        trace.threads += 1
+        for call in calls {
+            let verdict = Self.verdict(of: policy, number: call.number, arguments: call.arguments)
+            trace.calls[call.number, default: CallTrace()].note(call, verdict: verdict, policy: policy)
+        }
+        startUp[kind] = trace
+    }
+
     /// A thread entered `role` (installed its filter).
     public mutating func entered(role: String) {
         roles[role, default: RoleTrace()].threads += 1
@@ -109,26 +154,12 @@ public struct TraceRecorder: Sendable {
     public mutating func record(number: Int32, arguments: [UInt64], stack: [String], kernelSaysRule: Bool?,
                                 resolved: (placeholder: UInt64, value: UInt64)? = nil) -> SeccompAction {
         let name = SyscallTable.name(of: number) ?? "syscall \(number)"
-        let count = Self.argumentless.contains(name) ? 0 : min(SyscallTable.argumentCounts[name] ?? 6, arguments.count)
+        let count = CallTrace.argumentCount(name, arguments)
         for (position, role) in stack.enumerated() {
             guard let policy = policies[role] else { continue }
             let verdict = Self.verdict(of: policy, number: number, arguments: arguments, resolved: resolved)
-            var call = roles[role, default: RoleTrace()].calls[number] ?? CallTrace()
-            if verdict.byRule {
-                call.matched += 1
-                if let alternative = verdict.alternative {
-                    let total = policy.rules.first { $0.number == number }?.alternatives.count ?? 0
-                    if call.alternativeHits.count < total { call.alternativeHits = Array(repeating: 0, count: total) }
-                    call.alternativeHits[alternative] += 1
-                }
-            } else {
-                call.denied += 1
-                if call.deniedSamples.count < CallTrace.deniedSampleLimit {
-                    call.deniedSamples.append(Array(arguments.prefix(count)))
-                }
-            }
-            call.note(arguments: arguments, count: count)
-            roles[role, default: RoleTrace()].calls[number] = call
+            roles[role, default: RoleTrace()].calls[number, default: CallTrace()]
+                .note((number, arguments), verdict: verdict, policy: policy)
             if position == stack.count - 1, let kernelSaysRule, kernelSaysRule != verdict.byRule, disagreements.count < 32 {
                 disagreements.append("role \(role): \(name)(\(arguments.prefix(count).map { "0x" + String($0, radix: 16) }.joined(separator: ", "))): "
                                      + "the compiled filter says \(kernelSaysRule ? "a rule" : "the default"), the policy \(verdict.byRule ? "a rule" : "the default")")

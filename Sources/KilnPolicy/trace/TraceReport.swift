@@ -43,10 +43,17 @@ public struct TraceReport: Sendable {
 
     public var status: Int32
     public var roles: [RoleSummary]
+    /// Start-up, exec to the launch role, jailed and unjailed
+    /// (`TraceRecorder.startUpKinds`), checked against the pre-exec role;
+    /// its unused rules are left out (that role also covers every thread).
+    public var startUp: [RoleSummary]
     public var disagreements: [String]
 
-    /// Every denied call of every role entered during the trace.
-    public var deniedCount: Int { roles.reduce(0) { $0 + $1.denied.reduce(0) { $0 + $1.count } } }
+    /// Every denied call of every role entered during the trace, and of
+    /// start-up (a call there the pre-exec role lacks kills a jailed kiln).
+    public var deniedCount: Int {
+        (roles + startUp).reduce(0) { $0 + $1.denied.reduce(0) { $0 + $1.count } }
+    }
 
     public init(recorder: TraceRecorder, status: Int32) {
         self.status = status
@@ -54,6 +61,15 @@ public struct TraceReport: Sendable {
         roles = recorder.policies.keys.sorted().map { role in
             Self.summary(policy: recorder.policies[role]!, trace: recorder.roles[role] ?? RoleTrace())
         }
+        startUp = recorder.policies[SeccompBundle.jailerRole].map { policy in
+            TraceRecorder.startUpKinds.map { kind in
+                var summary = Self.summary(policy: policy, trace: recorder.startUp[kind] ?? RoleTrace())
+                summary.role = kind
+                summary.unusedRules = []
+                summary.unusedAlternatives = []
+                return summary
+            }
+        } ?? []
     }
 
     static func name(_ number: Int32) -> String { SyscallTable.name(of: number) ?? "syscall \(number)" }
@@ -102,21 +118,32 @@ public struct TraceReport: Sendable {
     public func text() -> String {
         var out = "command exited with status \(status)\n"
         for disagreement in disagreements { out += "DISAGREEMENT \(disagreement)\n" }
+        for summary in startUp {
+            out += "\n== start-up, \(summary.role) (exec to the launch role, checked against the \(SeccompBundle.jailerRole) role): "
+            out += summary.threads == 0 ? "no such program during the trace\n"
+                : "\(summary.threads) program(s), \(summary.calls) calls, \(summary.used.count) system calls\n" + Self.details(summary, startUp: true)
+        }
         for role in roles {
             out += "\n== role \(role.role): "
-            guard role.threads > 0 else {
-                out += "not entered during the trace\n"
-                continue
+            out += role.threads == 0 ? "not entered during the trace\n"
+                : "\(role.threads) thread(s), \(role.calls) calls, \(role.used.count) of \(role.ruleCount) rules used\n" + Self.details(role)
+        }
+        return out
+    }
+
+    /// A role's refused calls, unused rules and alternatives, argument
+    /// values and uses; for start-up, every used call's argument values and
+    /// no unused rules.
+    static func details(_ role: RoleSummary, startUp: Bool = false) -> String {
+        var out = "  calls not allowed (the workload would have died):"
+        if role.denied.isEmpty { out += " none\n" } else {
+            out += "\n"
+            for denied in role.denied {
+                let samples = denied.samples.map { "(" + $0.map(Self.valueText).joined(separator: ", ") + ")" }
+                out += "    \(denied.syscall) x\(denied.count): \(samples.joined(separator: " "))\n"
             }
-            out += "\(role.threads) thread(s), \(role.calls) calls, \(role.used.count) of \(role.ruleCount) rules used\n"
-            out += "  calls not allowed (the workload would have died):"
-            if role.denied.isEmpty { out += " none\n" } else {
-                out += "\n"
-                for denied in role.denied {
-                    let samples = denied.samples.map { "(" + $0.map(Self.valueText).joined(separator: ", ") + ")" }
-                    out += "    \(denied.syscall) x\(denied.count): \(samples.joined(separator: " "))\n"
-                }
-            }
+        }
+        if !startUp {
             out += "  rules that allowed nothing:"
             if role.unusedRules.isEmpty { out += " none\n" } else {
                 out += "\n"
@@ -125,18 +152,20 @@ public struct TraceReport: Sendable {
                     out += "      why: \(rule.justification ?? "(no justification)")\n"
                 }
             }
-            if !role.unusedAlternatives.isEmpty {
-                out += "  alternatives that matched nothing:\n"
-                for (syscall, alternative) in role.unusedAlternatives { out += "    \(syscall): \(alternative)\n" }
-            }
-            if !role.unconditioned.isEmpty {
-                out += "  argument values of calls allowed without conditions:\n"
-                for values in role.unconditioned {
-                    out += "    \(values.syscall) x\(values.calls): \(Self.valuesText(values))\n"
-                }
-            }
-            out += "  used: " + role.used.map { "\($0.syscall) x\($0.calls)" }.joined(separator: ", ") + "\n"
         }
+        if !role.unusedAlternatives.isEmpty {
+            out += "  alternatives that matched nothing:\n"
+            for (syscall, alternative) in role.unusedAlternatives { out += "    \(syscall): \(alternative)\n" }
+        }
+        // Calls that read no argument (getpid, gettid) have no values to show.
+        let values = (startUp ? role.usedValues : role.unconditioned).filter { !$0.values.isEmpty }
+        if !values.isEmpty {
+            out += startUp ? "  argument values:\n" : "  argument values of calls allowed without conditions:\n"
+            for values in values {
+                out += "    \(values.syscall) x\(values.calls): \(Self.valuesText(values))\n"
+            }
+        }
+        out += "  used: " + role.used.map { "\($0.syscall) x\($0.calls)" }.joined(separator: ", ") + "\n"
         return out
     }
 
@@ -149,7 +178,7 @@ public struct TraceReport: Sendable {
                 .object([("values", numbers(values.values[index].sorted())), ("more", .bool(values.more[index]))])
             })
         }
-        let roleMembers: [(key: String, value: JSONValue)] = roles.map { role in
+        func summary(_ role: RoleSummary) -> (key: String, value: JSONValue) {
             (role.role, .object([
                 ("threads", .integer(role.threads)),
                 ("calls", .integer(role.calls)),
@@ -178,7 +207,8 @@ public struct TraceReport: Sendable {
             ("status", .integer(status)),
             ("denied_count", .integer(deniedCount)),
             ("disagreements", .array(disagreements.map { .string($0) })),
-            ("roles", .object(roleMembers)),
+            ("start_up", .object(startUp.map(summary))),
+            ("roles", .object(roles.map(summary))),
         ]).encoded(pretty: true) + "\n"
     }
 }

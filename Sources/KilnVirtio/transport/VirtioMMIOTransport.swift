@@ -7,7 +7,7 @@ import KilnMemory
 /// interrupt goes through `InterruptSignal`). The VMM must serialize every
 /// call on one transport (register accesses from vCPU threads, queue
 /// notifications from the event loop) behind one lock.
-public final class VirtioMMIOTransport: MMIODevice {
+public final class VirtioMMIOTransport {
     /// "KILN" in little-endian ASCII; drivers do not match on it.
     public static let vendorID: UInt32 = 0x4E4C_494B
 
@@ -59,6 +59,9 @@ public final class VirtioMMIOTransport: MMIODevice {
 
     // MARK: Register reads
 
+    /// A register read at `offset` in the device's window. The machine's
+    /// MMIO bus reaches it through KilnMachine's `VirtioMMIOSlot`, the bus
+    /// device that holds this transport's lock.
     public func read(offset: UInt64, size: Int) -> UInt64 {
         if offset >= MMIORegister.config { return readConfig(offset: offset - MMIORegister.config, size: size) }
         // §4.2.2.2: control registers are read 32 bits wide and aligned.

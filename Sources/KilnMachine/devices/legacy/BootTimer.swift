@@ -2,7 +2,8 @@ import KilnSystem
 
 /// The boot-timer device: when the guest writes the magic byte (123, as
 /// Firecracker's guest tooling does) at offset 0, the VMM logs how long the
-/// boot took from its own start. One MMIO page.
+/// boot took from its own start. One MMIO page. `LegacyDevices.wire` says
+/// where `report` goes (the log and the `boot` metrics).
 public final class BootTimer: BusDevice, @unchecked Sendable { // `report` runs once (under `reported`), from any thread
     public static let magic: UInt8 = 123
     private let report: () -> Void

@@ -7,7 +7,8 @@ import KilnSystem
 /// map to offsets 0 and 4 of its window. The VMM can also type on the
 /// keyboard: `pressCtrlAltDel()` queues the keys' scancodes and raises IRQ 1
 /// for each byte the guest has not read yet, which Linux's atkbd turns into
-/// a reboot.
+/// a reboot. `LegacyDevices.wire` says where `reset` and `interrupt` go (the
+/// machine stops with `.reset`; the irqfd of GSI 1).
 public final class I8042Controller: BusDevice, @unchecked Sendable { // its closures capture only thread-safe objects
     enum Command {
         static let readControl: UInt8 = 0x20

@@ -1,7 +1,10 @@
 import KilnSystem
 
-/// The 8250 UART on the port bus: the pure register state machine behind a
-/// lock, with the console sink and the interrupt line wired to the VMM.
+/// The 8250 UART on the port bus: the pure register state machine
+/// (`UART8250`) behind a lock, with the console sink and the interrupt line
+/// wired to the VMM. The last hop of a guest port write: the bus hands the
+/// access here (`Bus.write`), and `LegacyDevices.wire` says where `output`
+/// and `interrupt` go (the console, the irqfd of GSI 4).
 public final class SerialDevice: BusDevice, @unchecked Sendable { // its closures capture only thread-safe objects
     private let uart = Locked(UART8250())
     private let output: ([UInt8]) -> Void

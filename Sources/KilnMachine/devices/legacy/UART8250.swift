@@ -1,6 +1,7 @@
 /// The register state machine of a 16550A-compatible UART, enough for
 /// Linux's 8250 driver (register set: TI PC16550D datasheet, §8). Pure: it
-/// holds no descriptors; its owner moves bytes and raises the interrupt.
+/// holds no descriptors; its owner (`SerialDevice`) moves bytes and raises
+/// the interrupt.
 ///
 /// Transmit is instantaneous: a THR write is handed out at once, so the
 /// transmitter is always empty and THRE/TEMT are always set. Interrupts

@@ -32,7 +32,7 @@ final class VirtioDeviceManager {
         /// The TAP behind a net device, watched by the event loop.
         let tap: TapNetBackend?
         /// The drive behind a block device, for PATCH /drives.
-        var drive: (configuration: Drive, backend: CountedBlockBackend)?
+        var drive: (configuration: BlockDeviceConfig, backend: CountedBlockBackend)?
         /// The Unix sockets behind the vsock device, served by the event loop.
         var vsock: UnixVsockBackend?
     }
@@ -48,7 +48,7 @@ final class VirtioDeviceManager {
     private let needsReset: Counter
     private let log: (String) -> Void
 
-    init(configuration: VMConfiguration, memory: GuestMemory, registry: MetricsRegistry,
+    init(configuration: VMConfig, memory: GuestMemory, registry: MetricsRegistry,
          log: @escaping (String) -> Void) throws {
         self.memory = memory
         self.registry = registry
@@ -122,7 +122,7 @@ final class VirtioDeviceManager {
     var hostSocketPaths: [String] { entries.compactMap { $0.vsock?.path } }
 
     private func append(name: String, device: VirtioDevice, tap: TapNetBackend?,
-                        drive: (configuration: Drive, backend: CountedBlockBackend)?) {
+                        drive: (configuration: BlockDeviceConfig, backend: CountedBlockBackend)?) {
         let index = UInt64(entries.count)
         entries.append(Entry(name: name, device: device, base: X86Layout.virtioMMIOStart + index * X86Layout.virtioMMIOSize,
                              gsi: Self.firstGSI + UInt32(index), tap: tap, drive: drive))
@@ -130,7 +130,7 @@ final class VirtioDeviceManager {
 
     /// A disk whose size is not whole sectors is served short of its tail,
     /// with a warning, as Firecracker does.
-    func openDrive(_ drive: Drive, path: String) throws -> DriveFile {
+    func openDrive(_ drive: BlockDeviceConfig, path: String) throws -> DriveFile {
         let file = try DriveFile(path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
                                  identifier: drive.driveID)
         guard file.backend.sectorCount > 0 else {
@@ -150,7 +150,7 @@ final class VirtioDeviceManager {
     /// re-reads `capacity`); requests in flight finish under the old file,
     /// since the swap takes the device's lock. A changed `rate_limiter`
     /// replaces the device's buckets (a bucket left out keeps its state).
-    func updateDrive(_ drive: Drive) throws {
+    func updateDrive(_ drive: BlockDeviceConfig) throws {
         guard let index = entries.firstIndex(where: { $0.drive?.configuration.driveID == drive.driveID }),
               let current = entries[index].drive, slots.indices.contains(index) else {
             throw MachineControlError("drive \(drive.driveID) is not attached")
@@ -172,7 +172,7 @@ final class VirtioDeviceManager {
     }
 
     /// What the firmware tables announce (DSDT `LNRO0005` devices).
-    var platformDevices: [PlatformDescription.VirtioMMIODevice] {
+    var platformDevices: [PlatformDescription.VirtioMMIOPlacement] {
         entries.map { .init(base: $0.base, size: X86Layout.virtioMMIOSize, gsi: $0.gsi) }
     }
 
@@ -256,7 +256,7 @@ final class VirtioDeviceManager {
 
     /// Settings the configuration may carry that kiln does not implement:
     /// refused by name rather than ignored.
-    static func refuseUnsupported(_ configuration: VMConfiguration) throws {
+    static func refuseUnsupported(_ configuration: VMConfig) throws {
         for drive in configuration.drives {
             if drive.socket != nil {
                 throw BootInputError("drive \(drive.driveID): vhost-user block devices (socket) are not supported")

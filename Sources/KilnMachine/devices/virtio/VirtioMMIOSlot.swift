@@ -5,7 +5,11 @@ import KilnTelemetry
 import KilnVirtio
 
 /// One virtio-mmio device on the machine's MMIO bus: KilnVirtio's pure
-/// transport behind the one lock that serializes it.
+/// transport behind the one lock that serializes it. The last hop of a
+/// guest MMIO access: the bus hands it here (`Bus.read`/`Bus.write`), and
+/// `read`/`write` below pass it to `VirtioMMIOTransport`
+/// (KilnVirtio/transport/), whose interrupt and queue eventfds
+/// `VirtioDeviceManager.wire` sets up.
 ///
 /// Two threads reach a transport. vCPU threads do register accesses (a
 /// `KVM_EXIT_MMIO` through the bus); the event loop serves queues when a

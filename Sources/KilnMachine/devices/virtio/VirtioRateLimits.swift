@@ -9,7 +9,7 @@ import KilnVirtio
 // serves a throttled queue again.
 
 extension IOTokenBucket.Settings {
-    init(_ bucket: KilnConfig.RateLimiter.TokenBucket) {
+    init(_ bucket: TokenBucketConfig) {
         self.init(size: bucket.size, oneTimeBurst: bucket.oneTimeBurst ?? 0,
                   refillTimeMilliseconds: bucket.refillTimeMilliseconds)
     }
@@ -18,8 +18,8 @@ extension IOTokenBucket.Settings {
 extension IORateLimiter.Update {
     /// A PATCH body's `rate_limiter`: an absent limiter or bucket keeps what
     /// runs; a present bucket replaces it (size 0 removes it), as Firecracker does.
-    init(_ limiter: KilnConfig.RateLimiter?) {
-        func update(_ bucket: KilnConfig.RateLimiter.TokenBucket?) -> IORateLimiter.BucketUpdate {
+    init(_ limiter: RateLimiterConfig?) {
+        func update(_ bucket: TokenBucketConfig?) -> IORateLimiter.BucketUpdate {
             bucket.map { .replace(IOTokenBucket.Settings($0)) } ?? .unchanged
         }
         self.init(bandwidth: update(limiter?.bandwidth), ops: update(limiter?.ops))
@@ -29,7 +29,7 @@ extension IORateLimiter.Update {
 extension IOThrottle {
     /// A device's throttle from its configured limiter (nil: none, but a
     /// PATCH may add one), counting refusals in `counter`.
-    static func configured(_ limiter: KilnConfig.RateLimiter?, counter: Counter) -> IOThrottle {
+    static func configured(_ limiter: RateLimiterConfig?, counter: Counter) -> IOThrottle {
         let now = MonotonicClock.nanoseconds()
         let limiter = IORateLimiter(bandwidth: limiter?.bandwidth.map(IOTokenBucket.Settings.init),
                                     ops: limiter?.ops.map(IOTokenBucket.Settings.init), now: now)
@@ -87,14 +87,14 @@ final class ThrottleResumer {
 
 extension VirtioDeviceManager {
     /// PATCH /drives/{drive_id} with a `rate_limiter`. False when no such drive.
-    func updateRateLimiters(driveID: String, _ limiter: KilnConfig.RateLimiter?) -> Bool {
+    func updateRateLimiters(driveID: String, _ limiter: RateLimiterConfig?) -> Bool {
         withDevice(named: "block \(driveID)", as: BlockDevice.self) { $0.updateRateLimiters(IORateLimiter.Update(limiter)) }
     }
 
     /// PATCH /network-interfaces/{iface_id} with `rx_rate_limiter` and
     /// `tx_rate_limiter`. False when no such interface.
-    func updateRateLimiters(interfaceID: String, receive: KilnConfig.RateLimiter?,
-                            transmit: KilnConfig.RateLimiter?) -> Bool {
+    func updateRateLimiters(interfaceID: String, receive: RateLimiterConfig?,
+                            transmit: RateLimiterConfig?) -> Bool {
         withDevice(named: "net \(interfaceID)", as: NetDevice.self) {
             $0.updateRateLimiters(receive: IORateLimiter.Update(receive), transmit: IORateLimiter.Update(transmit))
         }

@@ -51,7 +51,7 @@ public struct SetupHeader: Equatable, Sendable {
     /// Parses and checks the header of a bzImage; refuses images that are
     /// not bzImages, too old for the 64-bit entry, or truncated.
     public init(image: [UInt8]) throws {
-        let reader = ByteReader(image)
+        let reader = KernelImageReader(image)
         guard image.count >= 0x268 else {
             throw KernelImageError.truncated("bzImage of \(image.count) bytes has no complete setup header")
         }
@@ -114,7 +114,7 @@ public enum KernelImageError: Error, Equatable, CustomStringConvertible, Sendabl
 
 /// Little-endian reads from a kernel image (KilnBytes' bounds-checked
 /// decoding), reporting a short image as truncated instead of trapping.
-struct ByteReader {
+struct KernelImageReader {
     let bytes: [UInt8]
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 

@@ -2,7 +2,7 @@ import Testing
 @testable import KilnConfig
 
 @Test func firecrackerFlagsParse() throws {
-    let options = try CommandLineOptions(arguments: [
+    let options = try KilnCommandLineOptions(arguments: [
         "--no-api", "--no-seccomp", "--config-file", "vm.json", "--id", "vm-1", "--level", "debug",
         "--log-path", "/tmp/log", "--boot-timer",
     ])
@@ -16,7 +16,7 @@ import Testing
 /// Every flag Firecracker's VMM takes is either served or refused at once,
 /// naming the feature; none is accepted and then ignored.
 @Test func everyFirecrackerFlagIsHandled() throws {
-    let options = try CommandLineOptions(arguments: [
+    let options = try KilnCommandLineOptions(arguments: [
         "--api-sock", "/tmp/a.sock", "--id", "vm-2", "--seccomp-filter", "/f", "--start-time-us", "1",
         "--start-time-cpu-us", "2", "--parent-cpu-time-us", "3", "--config-file", "vm.json", "--log-path", "/l",
         "--level", "Warn", "--show-level", "--metrics-path", "/m", "--boot-timer", "--http-api-max-payload-size", "4096",
@@ -25,13 +25,13 @@ import Testing
     #expect(options.jailerStartMicroseconds == 1 && options.jailerStartCPUMicroseconds == 2 && options.parentCPUMicroseconds == 3)
     #expect(options.configFile == "vm.json" && options.logPath == "/l" && options.level == .warning)
     #expect(options.metricsPath == "/m" && options.bootTimer && options.httpAPIMaxPayloadSize == 4096)
-    #expect(try CommandLineOptions(arguments: ["--no-api", "--no-seccomp"]).noAPI)
+    #expect(try KilnCommandLineOptions(arguments: ["--no-api", "--no-seccomp"]).noAPI)
     // Accepted (microheart always passes it); kiln logs that the devices stay virtio-mmio.
-    #expect(try CommandLineOptions(arguments: ["--enable-pci"]).enablePCI)
-    #expect(try !CommandLineOptions(arguments: []).enablePCI)
+    #expect(try KilnCommandLineOptions(arguments: ["--enable-pci"]).enablePCI)
+    #expect(try !KilnCommandLineOptions(arguments: []).enablePCI)
     // --version and --help win wherever they stand, as in Firecracker.
-    #expect(try CommandLineOptions(arguments: ["--bogus", "--version"]).version)
-    #expect(try CommandLineOptions(arguments: ["--id", "x", "-h"]).help)
+    #expect(try KilnCommandLineOptions(arguments: ["--bogus", "--version"]).version)
+    #expect(try KilnCommandLineOptions(arguments: ["--id", "x", "-h"]).help)
     let refused: [([String], String)] = [
         (["--metadata", "m.json"], "--metadata: Kiln does not implement the microVM metadata service (MMDS) yet"),
         (["--mmds-size-limit", "100"], "--mmds-size-limit: Kiln does not implement the microVM metadata service (MMDS)"),
@@ -42,7 +42,7 @@ import Testing
     ]
     for (arguments, message) in refused {
         do {
-            _ = try CommandLineOptions(arguments: arguments)
+            _ = try KilnCommandLineOptions(arguments: arguments)
             Issue.record("\(arguments) was accepted")
         } catch {
             #expect("\(error)".hasPrefix(message), "\(arguments): \(error)")
@@ -54,32 +54,32 @@ import Testing
 /// flag given twice and a value that starts with `--` are refused; what
 /// follows `--` is ignored.
 @Test func valuesAreParsedAsFirecrackerParsesThem() throws {
-    #expect(throws: CommandLineOptions.UsageError(#""--api-sock=/s": write --api-sock VALUE; like Firecracker, kiln takes a flag's value as the next argument"#)) {
-        try CommandLineOptions(arguments: ["--api-sock=/s"])
+    #expect(throws: KilnCommandLineOptions.UsageError(#""--api-sock=/s": write --api-sock VALUE; like Firecracker, kiln takes a flag's value as the next argument"#)) {
+        try KilnCommandLineOptions(arguments: ["--api-sock=/s"])
     }
-    #expect(throws: CommandLineOptions.UsageError("--id given more than once")) {
-        try CommandLineOptions(arguments: ["--id", "a", "--id", "b"])
+    #expect(throws: KilnCommandLineOptions.UsageError("--id given more than once")) {
+        try KilnCommandLineOptions(arguments: ["--id", "a", "--id", "b"])
     }
-    #expect(throws: CommandLineOptions.UsageError("--log-path needs a value")) {
-        try CommandLineOptions(arguments: ["--log-path", "--boot-timer"])
+    #expect(throws: KilnCommandLineOptions.UsageError("--log-path needs a value")) {
+        try KilnCommandLineOptions(arguments: ["--log-path", "--boot-timer"])
     }
-    #expect(throws: CommandLineOptions.UsageError("unexpected argument \"stray\" (every value follows its flag)")) {
-        try CommandLineOptions(arguments: ["stray"])
+    #expect(throws: KilnCommandLineOptions.UsageError("unexpected argument \"stray\" (every value follows its flag)")) {
+        try KilnCommandLineOptions(arguments: ["stray"])
     }
-    let extra = try CommandLineOptions(arguments: ["--no-seccomp", "--", "--bogus", "x"])
+    let extra = try KilnCommandLineOptions(arguments: ["--no-seccomp", "--", "--bogus", "x"])
     #expect(extra.noSeccomp)
 }
 
 @Test func badFlagsAreRefusedWithTheReason() {
-    #expect(throws: CommandLineOptions.UsageError("unknown argument \"--bogus\"")) {
-        try CommandLineOptions(arguments: ["--bogus"])
+    #expect(throws: KilnCommandLineOptions.UsageError("unknown argument \"--bogus\"")) {
+        try KilnCommandLineOptions(arguments: ["--bogus"])
     }
-    #expect(throws: CommandLineOptions.UsageError("--config-file needs a value")) {
-        try CommandLineOptions(arguments: ["--config-file"])
+    #expect(throws: KilnCommandLineOptions.UsageError("--config-file needs a value")) {
+        try KilnCommandLineOptions(arguments: ["--config-file"])
     }
-    #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--id", "has space"]) }
-    #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--level", "loud"]) }
-    #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--vcpus", "33"]) }
+    #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--id", "has space"]) }
+    #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--level", "loud"]) }
+    #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--vcpus", "33"]) }
 }
 
 @Test func contradictoryOrMissingFlagsAreRefusedWithTheReason() throws {
@@ -90,7 +90,7 @@ import Testing
         (["--no-api", "--no-seccomp"], "--no-api needs --config-file or --kernel"),
     ]
     for (arguments, reason) in cases {
-        let options = try CommandLineOptions(arguments: arguments)
+        let options = try KilnCommandLineOptions(arguments: arguments)
         do {
             _ = try options.configuration(configFileBytes: nil)
             Issue.record("\(arguments) was accepted")
@@ -102,38 +102,38 @@ import Testing
 
 /// Neither --seccomp-filter nor --no-seccomp: kiln runs under its built-in bundle.
 @Test func noSeccompFlagIsAccepted() throws {
-    let options = try CommandLineOptions(arguments: ["--no-api", "--kernel", "k"])
+    let options = try KilnCommandLineOptions(arguments: ["--no-api", "--kernel", "k"])
     #expect(options.seccompFilter == nil && !options.noSeccomp)
     #expect(try options.configuration(configFileBytes: nil) != nil)
 }
 
 @Test func theAPIProvidesTheConfigurationUnlessNoAPI() throws {
-    let api = try CommandLineOptions(arguments: ["--api-sock", "/tmp/k.sock", "--seccomp-filter", "b"])
+    let api = try KilnCommandLineOptions(arguments: ["--api-sock", "/tmp/k.sock", "--seccomp-filter", "b"])
     #expect(try api.configuration(configFileBytes: nil) == nil)
     #expect(api.apiSocketPath == "/tmp/k.sock")
-    let implicit = try CommandLineOptions(arguments: ["--no-seccomp"])
-    #expect(implicit.apiSocketPath == CommandLineOptions.defaultAPISocket)
-    #expect(try CommandLineOptions(arguments: ["--no-api"]).apiSocketPath == nil)
-    let sized = try CommandLineOptions(arguments: ["--http-api-max-payload-size", "4096"])
+    let implicit = try KilnCommandLineOptions(arguments: ["--no-seccomp"])
+    #expect(implicit.apiSocketPath == KilnCommandLineOptions.defaultAPISocket)
+    #expect(try KilnCommandLineOptions(arguments: ["--no-api"]).apiSocketPath == nil)
+    let sized = try KilnCommandLineOptions(arguments: ["--http-api-max-payload-size", "4096"])
     #expect(sized.httpAPIMaxPayloadSize == 4096)
-    #expect(throws: CommandLineOptions.UsageError.self) {
-        try CommandLineOptions(arguments: ["--http-api-max-payload-size", "0"])
+    #expect(throws: KilnCommandLineOptions.UsageError.self) {
+        try KilnCommandLineOptions(arguments: ["--http-api-max-payload-size", "0"])
     }
 }
 
 @Test func directBootBuildsTheSameModel() throws {
-    let options = try CommandLineOptions(arguments: [
+    let options = try KilnCommandLineOptions(arguments: [
         "--no-api", "--no-seccomp", "--kernel", "vmlinux", "--initrd", "initrd", "--cmdline", "quiet", "--vcpus", "2", "--mem", "256",
     ])
     let config = try #require(try options.configuration(configFileBytes: nil))
-    #expect(config.bootSource == BootSource(kernelImagePath: "vmlinux", initrdPath: "initrd", bootArgs: "quiet"))
+    #expect(config.bootSource == BootSourceConfig(kernelImagePath: "vmlinux", initrdPath: "initrd", bootArgs: "quiet"))
     #expect(config.machine.vcpuCount == 2 && config.machine.memSizeMiB == 256)
-    let mixed = try CommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--kernel", "k"])
-    #expect(throws: CommandLineOptions.UsageError.self) { try mixed.configuration(configFileBytes: Array("{}".utf8)) }
+    let mixed = try KilnCommandLineOptions(arguments: ["--no-api", "--no-seccomp", "--kernel", "k"])
+    #expect(throws: KilnCommandLineOptions.UsageError.self) { try mixed.configuration(configFileBytes: Array("{}".utf8)) }
 }
 
 @Test func jailerHandoffFlags() throws {
-    let options = try CommandLineOptions(arguments: [
+    let options = try KilnCommandLineOptions(arguments: [
         "--id", "vm-7", "--seccomp-filter", "/seccomp.kbundle", "--start-time-us", "123456789",
         "--start-time-cpu-us", "4321", "--no-api", "--kernel", "k",
     ])
@@ -143,7 +143,7 @@ import Testing
     _ = try options.configuration(configFileBytes: nil)
 
     for bad in ["-1", "", "12x", "99999999999999999999999"] {
-        #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--start-time-us", bad]) }
-        #expect(throws: CommandLineOptions.UsageError.self) { try CommandLineOptions(arguments: ["--start-time-cpu-us", bad]) }
+        #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--start-time-us", bad]) }
+        #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--start-time-cpu-us", bad]) }
     }
 }

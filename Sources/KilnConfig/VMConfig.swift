@@ -2,20 +2,21 @@
 /// it now (`kiln --config-file`), and the API fills it the same way later:
 /// each section decodes from the JSON body of its API route, and
 /// `validate()` checks the whole before the machine is built.
-public struct VMConfiguration: Equatable, Sendable {
-    public var bootSource: BootSource?
-    public var machine: MachineConfiguration
-    public var drives: [Drive]
-    public var networkInterfaces: [NetworkInterface]
-    public var vsock: Vsock?
-    public var entropy: EntropyDevice?
-    public var logger: Logger?
-    public var metrics: Metrics?
+public struct VMConfig: Equatable, Sendable {
+    public var bootSource: BootSourceConfig?
+    public var machine: MachineConfig
+    public var drives: [BlockDeviceConfig]
+    public var networkInterfaces: [NetworkInterfaceConfig]
+    public var vsock: VsockDeviceConfig?
+    public var entropy: EntropyDeviceConfig?
+    public var logger: LoggerConfig?
+    public var metrics: MetricsConfig?
 
     public init(
-        bootSource: BootSource? = nil, machine: MachineConfiguration = MachineConfiguration(),
-        drives: [Drive] = [], networkInterfaces: [NetworkInterface] = [],
-        vsock: Vsock? = nil, entropy: EntropyDevice? = nil, logger: Logger? = nil, metrics: Metrics? = nil
+        bootSource: BootSourceConfig? = nil, machine: MachineConfig = MachineConfig(),
+        drives: [BlockDeviceConfig] = [], networkInterfaces: [NetworkInterfaceConfig] = [],
+        vsock: VsockDeviceConfig? = nil, entropy: EntropyDeviceConfig? = nil, logger: LoggerConfig? = nil,
+        metrics: MetricsConfig? = nil
     ) {
         self.bootSource = bootSource
         self.machine = machine
@@ -29,7 +30,7 @@ public struct VMConfiguration: Equatable, Sendable {
 }
 
 /// `boot-source` (API: PUT /boot-source).
-public struct BootSource: Equatable, Sendable {
+public struct BootSourceConfig: Equatable, Sendable {
     public var kernelImagePath: String
     public var initrdPath: String?
     public var bootArgs: String?
@@ -42,7 +43,7 @@ public struct BootSource: Equatable, Sendable {
 }
 
 /// `machine-config` (API: PUT /machine-config). Defaults are Firecracker's.
-public struct MachineConfiguration: Equatable, Sendable {
+public struct MachineConfig: Equatable, Sendable {
     public enum HugePages: String, Equatable, Sendable, CaseIterable {
         case none = "None", transparent = "Transparent", twoMiB = "2M"
     }
@@ -71,7 +72,7 @@ public struct MachineConfiguration: Equatable, Sendable {
 }
 
 /// One element of `drives` (API: PUT /drives/{drive_id}).
-public struct Drive: Equatable, Sendable {
+public struct BlockDeviceConfig: Equatable, Sendable {
     public enum CacheType: String, Equatable, Sendable, CaseIterable { case unsafe = "Unsafe", writeback = "Writeback" }
     public enum IOEngine: String, Equatable, Sendable, CaseIterable { case sync = "Sync", async = "Async" }
 
@@ -82,14 +83,14 @@ public struct Drive: Equatable, Sendable {
     public var partUUID: String?
     public var cacheType: CacheType
     public var ioEngine: IOEngine
-    public var rateLimiter: RateLimiter?
+    public var rateLimiter: RateLimiterConfig?
     /// vhost-user socket; Kiln does not implement vhost-user.
     public var socket: String?
 
     public init(
         driveID: String, isRootDevice: Bool, pathOnHost: String?, isReadOnly: Bool = false,
         partUUID: String? = nil, cacheType: CacheType = .unsafe, ioEngine: IOEngine = .sync,
-        rateLimiter: RateLimiter? = nil, socket: String? = nil
+        rateLimiter: RateLimiterConfig? = nil, socket: String? = nil
     ) {
         self.driveID = driveID
         self.isRootDevice = isRootDevice
@@ -104,17 +105,17 @@ public struct Drive: Equatable, Sendable {
 }
 
 /// One element of `network-interfaces` (API: PUT /network-interfaces/{iface_id}).
-public struct NetworkInterface: Equatable, Sendable {
+public struct NetworkInterfaceConfig: Equatable, Sendable {
     public var ifaceID: String
     public var hostDevName: String
     public var guestMAC: MACAddress?
     public var mtu: Int?
-    public var rxRateLimiter: RateLimiter?
-    public var txRateLimiter: RateLimiter?
+    public var rxRateLimiter: RateLimiterConfig?
+    public var txRateLimiter: RateLimiterConfig?
 
     public init(
         ifaceID: String, hostDevName: String, guestMAC: MACAddress? = nil, mtu: Int? = nil,
-        rxRateLimiter: RateLimiter? = nil, txRateLimiter: RateLimiter? = nil
+        rxRateLimiter: RateLimiterConfig? = nil, txRateLimiter: RateLimiterConfig? = nil
     ) {
         self.ifaceID = ifaceID
         self.hostDevName = hostDevName
@@ -146,7 +147,7 @@ public struct MACAddress: Equatable, Sendable, CustomStringConvertible {
 }
 
 /// `vsock` (API: PUT /vsock).
-public struct Vsock: Equatable, Sendable {
+public struct VsockDeviceConfig: Equatable, Sendable {
     public var guestCID: UInt32
     public var udsPath: String
     public var vsockID: String?
@@ -159,7 +160,7 @@ public struct Vsock: Equatable, Sendable {
 }
 
 /// `logger` (API: PUT /logger).
-public struct Logger: Equatable, Sendable {
+public struct LoggerConfig: Equatable, Sendable {
     public enum Level: String, Equatable, Sendable, CaseIterable {
         case off = "Off", error = "Error", warning = "Warning", info = "Info", debug = "Debug", trace = "Trace"
     }
@@ -181,31 +182,32 @@ public struct Logger: Equatable, Sendable {
 }
 
 /// `metrics` (API: PUT /metrics).
-public struct Metrics: Equatable, Sendable {
+public struct MetricsConfig: Equatable, Sendable {
     public var metricsPath: String
     public init(metricsPath: String) { self.metricsPath = metricsPath }
 }
 
 /// A token-bucket rate limiter: `bandwidth` in bytes, `ops` in operations.
-public struct RateLimiter: Equatable, Sendable {
-    public struct TokenBucket: Equatable, Sendable {
-        public var size: UInt64
-        public var oneTimeBurst: UInt64?
-        /// Milliseconds to refill `size` tokens.
-        public var refillTimeMilliseconds: UInt64
+public struct RateLimiterConfig: Equatable, Sendable {
+    public var bandwidth: TokenBucketConfig?
+    public var ops: TokenBucketConfig?
 
-        public init(size: UInt64, oneTimeBurst: UInt64? = nil, refillTimeMilliseconds: UInt64) {
-            self.size = size
-            self.oneTimeBurst = oneTimeBurst
-            self.refillTimeMilliseconds = refillTimeMilliseconds
-        }
-    }
-
-    public var bandwidth: TokenBucket?
-    public var ops: TokenBucket?
-
-    public init(bandwidth: TokenBucket? = nil, ops: TokenBucket? = nil) {
+    public init(bandwidth: TokenBucketConfig? = nil, ops: TokenBucketConfig? = nil) {
         self.bandwidth = bandwidth
         self.ops = ops
+    }
+}
+
+/// One bucket of a `RateLimiterConfig`.
+public struct TokenBucketConfig: Equatable, Sendable {
+    public var size: UInt64
+    public var oneTimeBurst: UInt64?
+    /// Milliseconds to refill `size` tokens.
+    public var refillTimeMilliseconds: UInt64
+
+    public init(size: UInt64, oneTimeBurst: UInt64? = nil, refillTimeMilliseconds: UInt64) {
+        self.size = size
+        self.oneTimeBurst = oneTimeBurst
+        self.refillTimeMilliseconds = refillTimeMilliseconds
     }
 }

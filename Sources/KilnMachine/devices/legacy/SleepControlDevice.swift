@@ -2,8 +2,9 @@
 /// SLP_TYPx in bits 2-4 and SLP_EN in bit 5. Writing SLP_EN with the S5
 /// type powers the machine off. The FADT's SLEEP_CONTROL_REG and the DSDT's
 /// \_S5 package (KilnACPI) point here; the status register beside it reads
-/// WAK_STS clear.
-public final class SleepControl: BusDevice, @unchecked Sendable { // `poweroff` requests an exit, safe from any thread
+/// WAK_STS clear. `LegacyDevices.wire` says where `poweroff` goes (the
+/// machine stops with `.poweroff`).
+public final class SleepControlDevice: BusDevice, @unchecked Sendable { // `poweroff` requests an exit, safe from any thread
     /// The SLP_TYP value the DSDT's \_S5 object must announce.
     public static let s5SleepType: UInt8 = 5
     static let sleepEnable: UInt8 = 1 << 5
@@ -18,7 +19,7 @@ public final class SleepControl: BusDevice, @unchecked Sendable { // `poweroff` 
 
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
         guard offset == 0, let value = data.first else { return }
-        if value & SleepControl.sleepEnable != 0 && (value >> 2) & 0x7 == SleepControl.s5SleepType {
+        if value & SleepControlDevice.sleepEnable != 0 && (value >> 2) & 0x7 == SleepControlDevice.s5SleepType {
             poweroff()
         }
     }

@@ -1,7 +1,7 @@
 /// `kiln`'s command line: Firecracker's flags, plus a direct-boot shortcut
 /// (--kernel/--initrd/--cmdline/--vcpus/--mem) for runs without a config
 /// file. Parsing is pure; the executable acts on the result.
-public struct CommandLineOptions: Equatable, Sendable {
+public struct KilnCommandLineOptions: Equatable, Sendable {
     public var configFile: String?
     public var noAPI = false
     public var apiSocket: String?
@@ -9,7 +9,7 @@ public struct CommandLineOptions: Equatable, Sendable {
     public var seccompFilter: String?
     public var noSeccomp = false
     public var logPath: String?
-    public var level: Logger.Level?
+    public var level: LoggerConfig.Level?
     /// Metrics from the start (Firecracker's --metrics-path); wins over the config file's.
     public var metricsPath: String?
     public var bootTimer = false
@@ -170,12 +170,12 @@ public struct CommandLineOptions: Equatable, Sendable {
             case "--seccomp-filter": seccompFilter = try value(flag)
             case "--no-seccomp": noSeccomp = true
             case "--http-api-max-payload-size":
-                httpAPIMaxPayloadSize = try number(flag, in: CommandLineOptions.payloadSizeRange)
+                httpAPIMaxPayloadSize = try number(flag, in: KilnCommandLineOptions.payloadSizeRange)
             case "--log-path": logPath = try value(flag)
             case "--level":
                 let text = try value(flag)
                 let name = text.lowercased() == "warn" ? "warning" : text.lowercased()
-                guard let parsed = Logger.Level.allCases.first(where: { $0.rawValue.lowercased() == name }) else {
+                guard let parsed = LoggerConfig.Level.allCases.first(where: { $0.rawValue.lowercased() == name }) else {
                     throw UsageError("--level expects Off, Error, Warn, Info, Debug or Trace, got \"\(text)\"")
                 }
                 level = parsed
@@ -190,7 +190,7 @@ public struct CommandLineOptions: Equatable, Sendable {
             case "--kernel": kernel = try value(flag)
             case "--initrd": initrd = try value(flag)
             case "--cmdline": commandLine = try value(flag)
-            case "--vcpus": vcpus = try number(flag, in: MachineConfiguration.vcpuRange)
+            case "--vcpus": vcpus = try number(flag, in: MachineConfig.vcpuRange)
             case "--mem": memoryMiB = try number(flag, in: 16...(64 << 10))
             default: throw UsageError("\(flag) is listed but not handled") // a table and switch out of step
             }
@@ -198,27 +198,27 @@ public struct CommandLineOptions: Equatable, Sendable {
     }
 
     /// The API socket to serve, or nil with --no-api.
-    public var apiSocketPath: String? { noAPI ? nil : apiSocket ?? CommandLineOptions.defaultAPISocket }
+    public var apiSocketPath: String? { noAPI ? nil : apiSocket ?? KilnCommandLineOptions.defaultAPISocket }
 
     /// Refuses contradictory flags, with the reason, and builds the VM
     /// configuration the flags describe: nil when the API will provide it.
-    public func configuration(configFileBytes: [UInt8]?) throws -> VMConfiguration? {
+    public func configuration(configFileBytes: [UInt8]?) throws -> VMConfig? {
         if noAPI && apiSocket != nil { throw UsageError("--no-api and --api-sock contradict each other; pass one") }
         if seccompFilter != nil && noSeccomp {
             throw UsageError("--seccomp-filter and --no-seccomp contradict each other; pass one")
         }
         let directBoot = kernel != nil || initrd != nil || commandLine != nil || vcpus != nil || memoryMiB != nil
         if directBoot && !noAPI { throw UsageError("--kernel, --initrd, --cmdline, --vcpus and --mem need --no-api") }
-        var config: VMConfiguration
+        var config: VMConfig
         if let configFileBytes {
             guard !directBoot else {
                 throw UsageError("--kernel, --initrd, --cmdline, --vcpus and --mem cannot be combined with --config-file")
             }
-            config = try VMConfiguration(configFile: configFileBytes)
+            config = try VMConfig(configFile: configFileBytes)
         } else {
             guard noAPI else { return nil }
             guard let kernel else { throw UsageError("--no-api needs --config-file or --kernel") }
-            config = VMConfiguration(bootSource: BootSource(kernelImagePath: kernel, initrdPath: initrd, bootArgs: commandLine))
+            config = VMConfig(bootSource: BootSourceConfig(kernelImagePath: kernel, initrdPath: initrd, bootArgs: commandLine))
             if let vcpus { config.machine.vcpuCount = vcpus }
             if let memoryMiB { config.machine.memSizeMiB = memoryMiB }
             try config.validate()
