@@ -106,7 +106,7 @@ private func errorPath(_ text: String) -> String? {
 }
 
 @Test func transparentHugePagesAreAcceptedAndHugetlbfsPagesRefusedByPath() throws {
-    var config = VMConfiguration(bootSource: BootSource(kernelImagePath: "k"))
+    var config = VMConfig(bootSource: BootSourceConfig(kernelImagePath: "k"))
     config.machine.hugePages = .transparent
     try config.validate()
     config.machine.hugePages = .twoMiB
