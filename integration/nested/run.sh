@@ -241,7 +241,7 @@ launcher() { # index path
 {
   "boot-source": {"kernel_image_path": "/l2/kernel", "initrd_path": "/l2/initrd.cpio", "boot_args": "$cmdline"},
 $devices_json
-  "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256}
+  "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256, "huge_pages": "Transparent"}
 }
 JSON
       # The policy bundle beside the binary (make release puts one there)
@@ -262,7 +262,7 @@ JSON
       # all in one curl process (--next), since each exec of a dynamic
       # curl costs level 1's emulated CPU; InstanceStart alone, after them.
       local requests=("/boot-source {\"kernel_image_path\": \"/kernel\", \"initrd_path\": \"/initrd.cpio\", \"boot_args\": \"$cmdline\"}"
-                      "/machine-config {\"vcpu_count\": $vcpus, \"mem_size_mib\": 256}")
+                      "/machine-config {\"vcpu_count\": $vcpus, \"mem_size_mib\": 256, \"huge_pages\": \"Transparent\"}")
       if [ $devices = 1 ]; then
         requests+=('/drives/rootfs {"drive_id": "rootfs", "path_on_host": "/rootfs.ext4", "is_root_device": true, "is_read_only": false}'
                    '/drives/data {"drive_id": "data", "path_on_host": "/data.img", "is_root_device": false, "is_read_only": true}'
