@@ -118,7 +118,13 @@ private func mappingFlags(at address: UnsafeMutableRawPointer) throws -> [Substr
             return line.split(separator: " ").dropFirst().map { $0 }
         }
     }
-    throw GuestMemoryLayoutError("no mapping holds 0x\(String(wanted, radix: 16)) in /proc/self/smaps")
+    throw MappingNotFound(address: wanted)
+}
+
+/// `/proc/self/smaps` has no mapping holding the address asked about.
+private struct MappingNotFound: Error, CustomStringConvertible {
+    let address: UInt
+    var description: String { "no mapping holds 0x\(String(address, radix: 16)) in /proc/self/smaps" }
 }
 
 @Test func transparentHugePagesAreAskedForOnlyWhenConfigured() throws {
