@@ -73,7 +73,10 @@ let package = Package(
         .target(name: "KilnJail", dependencies: ["KilnBytes", "KilnSeccomp", "KilnSystem", "CKiln"]),
 
         // MARK: Executables
-        .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"]),
+        // Static too, so that `kiln-policy trace` runs where kiln does (the
+        // nested lane's level 1 has no Swift runtime); libseccomp links statically.
+        .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"],
+                          linkerSettings: staticExecutable),
         .executableTarget(name: "kiln-jailer", dependencies: ["KilnJail", "KilnSystem", "KilnBuiltinPolicies", "CKilnStart"],
                           linkerSettings: staticExecutable),
         .executableTarget(name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "KilnSeccomp", "CKiln", "CKilnStart"],

@@ -120,8 +120,9 @@ extension MachineConfig {
             throw ConfigurationError(path: "machine-config.cpu_template",
                                      message: "CPU templates are not supported, got \"\(cpuTemplate)\"")
         }
-        if hugePages != .none {
-            throw ConfigurationError(path: "machine-config.huge_pages", message: "huge pages are not supported yet")
+        if hugePages == .twoMiB {
+            throw ConfigurationError(path: "machine-config.huge_pages",
+                                     message: "2M (hugetlbfs) pages are not supported yet; Transparent is")
         }
     }
 }

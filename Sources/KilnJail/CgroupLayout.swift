@@ -81,11 +81,32 @@ public struct CgroupTarget: Equatable, Sendable {
     public let controllers: [String]
     /// v1 cpuset hierarchy: new cgroups start empty and must copy their parent's CPUs and memory nodes.
     public var inheritsCpuset = false
+    /// v2 with `--parent-cgroup` and no `--cgroup`: `components` name a cgroup
+    /// the caller made, which the VMM joins; nothing is created or written.
+    public var joinsExisting = false
 
     public var path: String { ([mount] + components).joined(separator: "/") }
+
+    /// The cgroups between the hierarchy's root and the jail's, outermost first.
+    public var ancestors: [String] {
+        components.indices.dropLast().map { ([mount] + components[...$0]).joined(separator: "/") }
+    }
 }
 
 public enum CgroupPlan {
+    /// Firecracker's jailer (docs/jailer.md, `--parent-cgroup`): on cgroup v2,
+    /// with `--parent-cgroup` and no `--cgroup`, no cgroup is created; the VMM
+    /// moves into the parent if it exists, and stays where it is if not.
+    /// The cgroup to join, or nil when this case does not apply.
+    public static func existingParent(
+        settings: [CgroupSetting], version: CgroupVersion, layout: CgroupLayout, parent: String?
+    ) -> CgroupTarget? {
+        guard settings.isEmpty, version == .v2, let parent, let mount = layout.v2Mount else { return nil }
+        var target = CgroupTarget(version: .v2, mount: mount, components: JailPaths.components(parent), settings: [], controllers: [])
+        target.joinsExisting = true
+        return target
+    }
+
     /// Which cgroups to create for `settings`: on v1 one per hierarchy that a
     /// setting names, on v2 the single unified one. `v2Controllers` is the root
     /// cgroup's cgroup.controllers (what the host can delegate).

@@ -10,6 +10,15 @@ enum Cgroups {
     }
 
     static func join(_ target: CgroupTarget, ledger: CleanupLedger) throws {
+        if target.joinsExisting {
+            // The caller's own cgroup: joined as it is, and never removed.
+            let existing = try HostDirectory.open(target.path)
+            defer { existing.close() }
+            try explainingBusy(target.path) {
+                try HostDirectory.write("0", to: "cgroup.procs", in: existing, subject: target.path + "/cgroup.procs")
+            }
+            return
+        }
         let jail = try HostDirectory.retryingIfAParentVanishes { try create(target, ledger: ledger) }
         defer { jail.close() }
         let walked = target.path
@@ -23,7 +32,9 @@ enum Cgroups {
         // thread is the whole process; were it not, unshare(CLONE_NEWNS) at
         // step 6 would fail (it refuses a shared fs_struct) and roll this back.
         let membership = target.version == .v1 ? "tasks" : "cgroup.procs"
-        try HostDirectory.write("0", to: membership, in: jail, subject: walked + "/" + membership)
+        try explainingBusy(walked) {
+            try HostDirectory.write("0", to: membership, in: jail, subject: walked + "/" + membership)
+        }
     }
 
     /// Creates `<mount>/<parent>/<id>`, delegating controllers on the way
@@ -39,7 +50,9 @@ enum Cgroups {
                 // and Disabling"): a controller's files appear in a cgroup only
                 // when every ancestor delegates it through cgroup.subtree_control.
                 let enable = target.controllers.map { "+" + $0 }.joined(separator: " ")
-                try HostDirectory.write(enable, to: "cgroup.subtree_control", in: parent, subject: walked + "/cgroup.subtree_control")
+                try explainingBusy(walked) {
+                    try HostDirectory.write(enable, to: "cgroup.subtree_control", in: parent, subject: walked + "/cgroup.subtree_control")
+                }
             }
             let subject = walked + "/" + component
             let enclosing = parent
@@ -65,6 +78,20 @@ enum Cgroups {
             walked = subject
         }
         return parent
+    }
+
+    /// cgroup v2's no-internal-process rule (cgroup-v2.rst, "No Internal
+    /// Process Constraint"): a cgroup other than the root either holds
+    /// processes or delegates controllers to its children, never both, and
+    /// the kernel says only EBUSY (or EOPNOTSUPP, joining a cgroup below one
+    /// that does both).
+    static func explainingBusy(_ cgroup: String, _ body: () throws -> Void) throws {
+        do { try body() } catch let error as SystemError where error.errno == EBUSY || error.errno == EOPNOTSUPP {
+            throw JailFailure(.cgroups, "\(error): cgroup v2's no-internal-process rule: a cgroup other than the root holds"
+                              + " processes or delegates controllers to its children, not both, and \(cgroup) would do both;"
+                              + " give a --parent-cgroup that holds no process (with --cgroup) or one whose"
+                              + " cgroup.subtree_control is empty (without --cgroup)")
+        }
     }
 
     /// cgroup v1 cpuset (Documentation/admin-guide/cgroup-v1/cpusets.rst): a

@@ -42,7 +42,13 @@ public enum JailHelp {
                                   named controller's hierarchy, writes the values, moves the VMM in.
           --cgroup-version 1|2    default: 1 when the host mounts any v1 controller, 2 on a pure
                                   cgroup2 host (read from /proc/self/mountinfo); Firecracker's is always 1.
-          --parent-cgroup NAME    relative cgroup path above <id>; default: the exec file's name.
+          --parent-cgroup NAME    relative cgroup path above <id>; default: the exec file's name. On
+                                  v2 without --cgroup, as Firecracker's: no cgroup is made and the VMM
+                                  joins NAME, which must delegate no controller (cgroup.subtree_control
+                                  empty); a NAME that does not exist is ignored (a notice on stderr).
+                                  On v2 the controllers named by --cgroup are enabled in the
+                                  cgroup.subtree_control of every cgroup above <id> (the root's too),
+                                  and stay enabled after cleanup: siblings may rely on them.
           --resource-limit R=N    repeatable; R is fsize or no-file (default no-file=2048). Soft and
                                   hard limits are both set to N.
           --version               print the Firecracker jailer version implemented, then kiln-jailer's.

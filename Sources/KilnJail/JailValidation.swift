@@ -16,6 +16,8 @@ public struct ValidatedLaunch {
     public let cgroupTargets: [CgroupTarget]
     /// `--jail-file`s, each a regular file, in the order given.
     let jailFiles: [ValidatedJailFile]
+    /// What the launch does differently from what was asked, for stderr.
+    public let notices: [String]
 }
 
 public enum JailValidation {
@@ -116,6 +118,7 @@ public enum JailValidation {
 
         // cgroups: every controller mounted, and no cgroup of this id left over.
         var targets: [CgroupTarget] = []
+        var notices: [String] = []
         var settings = options.cgroups
         if let node = options.numaNode {
             let list = try readHostFile("/sys/devices/system/node/node\(node)/cpulist") { refuse("--node \(node): \($0)") }
@@ -138,13 +141,38 @@ public enum JailValidation {
             for target in targets where FileSystem.exists(target.path) {
                 throw refuse("the cgroup \(target.path) already exists: an id is never reused; run `kiln-jailer cleanup` for it")
             }
+            // cgroup v2's no-internal-process rule (cgroup-v2.rst): a cgroup
+            // other than the root that holds a process cannot also delegate
+            // controllers to the jail's cgroup below it. Checked here, so that
+            // no ancestor's cgroup.subtree_control is changed for a launch
+            // that cannot succeed.
+            for target in targets where target.version == .v2 {
+                for ancestor in target.ancestors where FileSystem.isDirectory(ancestor) {
+                    let members = try readHostFile(JailPaths.join(ancestor, "cgroup.procs"), refuse)
+                    if members.contains(where: { $0 != UInt8(ascii: "\n") }) {
+                        throw refuse("--parent-cgroup: the cgroup \(ancestor) holds processes, so cgroup v2 (its no-internal-process rule)"
+                                     + " lets it delegate no controller to the jail's cgroup below it; give a parent that holds none")
+                    }
+                }
+            }
+        } else if options.parentCgroup != nil {
+            let layout = CgroupLayout(mountInfo: try readHostFile("/proc/self/mountinfo", refuse))
+            if let target = CgroupPlan.existingParent(settings: settings, version: options.cgroupVersion ?? layout.defaultVersion,
+                                                      layout: layout, parent: options.parentCgroup) {
+                // A parent that does not exist is no error, as with Firecracker's jailer.
+                if FileSystem.isDirectory(target.path) {
+                    targets = [target]
+                } else {
+                    notices.append("--parent-cgroup \(options.parentCgroup!): \(target.path) does not exist, so the VMM stays in the jailer's cgroup (as Firecracker's jailer does)")
+                }
+            }
         }
 
         let jailFiles = try options.jailFiles.map(ValidatedJailFile.validate)
 
         return ValidatedLaunch(options: options, bundleBytes: bundleBytes, bundle: bundle,
                                execFile: ValidatedHostFile(flag: "--exec-file", path: options.execFile, info),
-                               cgroupTargets: targets, jailFiles: jailFiles)
+                               cgroupTargets: targets, jailFiles: jailFiles, notices: notices)
     }
 
     static func readHostFile(_ path: String, _ refuse: (String) -> JailFailure) throws -> [UInt8] {

@@ -18,6 +18,7 @@ public enum Jailer {
     ) throws -> Outcome {
         // 1. Validate everything before creating anything.
         let launch = try during(.validation) { try JailValidation.validate(options, builtinBundle: builtinBundle) }
+        for notice in launch.notices { FileDescriptor.standardError.write(message: "kiln-jailer: \(notice)\n") }
         let handoff = VMMHandoff(options: options, startMonotonicNanoseconds: startMonotonicNanoseconds,
                                  startCPUNanoseconds: startCPUNanoseconds)
 

@@ -5,8 +5,11 @@ import KilnSystem
 
 /// Guest RAM backed by one private anonymous `MAP_NORESERVE` mapping:
 /// untouched pages cost nothing, and the kernel may back it with
-/// transparent huge pages (asked for with MADV_HUGEPAGE), which a shared
-/// (shmem) mapping would not get under the default `shmem_enabled=never`.
+/// transparent huge pages when asked (MADV_HUGEPAGE; machine-config
+/// `huge_pages` "Transparent", as Firecracker's API defines it), which a
+/// shared (shmem) mapping would not get under the default
+/// `shmem_enabled=never`. Not by default: a small guest's first touches
+/// would each fault in and zero 2 MiB.
 /// Nothing else needs to map guest RAM (no vhost-user, no snapshots), so it
 /// need not be shared. Each guest range gets a slice of it, so the host side
 /// is contiguous even where the guest side has the MMIO hole.
@@ -15,7 +18,7 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable { // byte
     private let mapping: UnsafeMutableRawPointer
     private let mappingSize: Int
 
-    public init(ranges: [GuestRange]) throws {
+    public init(ranges: [GuestRange], transparentHugePages: Bool = false) throws {
         let total = try GuestRange.validate(ranges)
         guard total <= UInt64(Int.max) else { throw GuestMemoryLayoutError.mappingTooLarge }
         let size = Int(total)
@@ -24,7 +27,7 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable { // byte
             throw SystemError.current("mmap", subject: "\(size >> 20) MiB of guest memory")
         }
         // Advice only: a host with THP disabled still runs the guest.
-        _ = madvise(address, size, MADV_HUGEPAGE)
+        if transparentHugePages { _ = madvise(address, size, MADV_HUGEPAGE) }
         mapping = address
         mappingSize = size
         var offset = 0

@@ -105,6 +105,17 @@ private func errorPath(_ text: String) -> String? {
     }
 }
 
+@Test func transparentHugePagesAreAcceptedAndHugetlbfsPagesRefusedByPath() throws {
+    var config = VMConfig(bootSource: BootSourceConfig(kernelImagePath: "k"))
+    config.machine.hugePages = .transparent
+    try config.validate()
+    config.machine.hugePages = .twoMiB
+    #expect(throws: ConfigurationError(path: "machine-config.huge_pages",
+                                       message: "2M (hugetlbfs) pages are not supported yet; Transparent is")) {
+        try config.validate()
+    }
+}
+
 @Suite struct ConfigEncodingTests {
     /// What GET /vm/config shows must be accepted back as a config file, unchanged.
     @Test func fullConfigurationRoundTrips() throws {

@@ -59,6 +59,11 @@ import Testing
                                              v2Controllers: ["memory", "pids", "cpu"], parent: "kiln", id: "vm")
         #expect(targets == [CgroupTarget(version: .v2, mount: "/sys/fs/cgroup", components: ["kiln", "vm"],
                                          settings: settings, controllers: ["memory", "pids"])])
+        // Validation reads each one's cgroup.procs: the root may hold processes, these may not.
+        #expect(targets.first?.ancestors == ["/sys/fs/cgroup/kiln"])
+        let deep = try CgroupPlan.targets(for: settings, version: .v2, layout: CgroupLayout(mountInfo: Self.pureV2),
+                                          v2Controllers: ["memory", "pids"], parent: "a/b", id: "vm")
+        #expect(deep.first?.ancestors == ["/sys/fs/cgroup/a", "/sys/fs/cgroup/a/b"])
     }
 
     @Test func refusesControllersTheHostLacks() throws {
@@ -74,5 +79,19 @@ import Testing
             try CgroupPlan.targets(for: [CgroupSetting(file: "pids.max", value: "1")], version: .v2, layout: CgroupLayout(), v2Controllers: [], parent: "p", id: "i")
         }
         #expect(try CgroupPlan.targets(for: [], version: .v2, layout: CgroupLayout(), v2Controllers: [], parent: "p", id: "i").isEmpty)
+    }
+
+    /// Firecracker's v2 case without --cgroup: the VMM joins the parent as
+    /// it is; with a --cgroup, on v1, or with no parent named, it does not.
+    @Test func joinsTheParentOnV2OnlyWithoutSettings() {
+        let pure = CgroupLayout(mountInfo: Self.pureV2)
+        var expected = CgroupTarget(version: .v2, mount: "/sys/fs/cgroup", components: ["pool", "a"], settings: [], controllers: [])
+        expected.joinsExisting = true
+        #expect(CgroupPlan.existingParent(settings: [], version: .v2, layout: pure, parent: "pool/a") == expected)
+        #expect(CgroupPlan.existingParent(settings: [CgroupSetting(file: "pids.max", value: "9")], version: .v2, layout: pure,
+                                          parent: "pool") == nil)
+        #expect(CgroupPlan.existingParent(settings: [], version: .v1, layout: CgroupLayout(mountInfo: Self.hybrid), parent: "pool") == nil)
+        #expect(CgroupPlan.existingParent(settings: [], version: .v2, layout: pure, parent: nil) == nil)
+        #expect(CgroupPlan.existingParent(settings: [], version: .v2, layout: CgroupLayout(), parent: "pool") == nil)
     }
 }

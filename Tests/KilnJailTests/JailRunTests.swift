@@ -214,6 +214,83 @@ struct JailRunTests {
         #expect(!FileSystem.exists(folder))
     }
 
+    /// Firecracker's v2 case without --cgroup: the VMM joins the caller's
+    /// own --parent-cgroup as it is, and no cgroup of the jail's id is made.
+    @Test(.enabled(if: v2Setting != nil, "needs a cgroup2 mount offering pids or hugetlb"))
+    func joinsAnExistingV2ParentWithoutCgroupSettings() throws {
+        let sandbox = try JailHarness.Sandbox("v2-join")
+        defer { sandbox.tearDown() }
+        let mount = try #require(CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo")).v2Mount)
+        let parent = "\(mount)/\(sandbox.parentCgroup)"
+        try check("mkdir", subject: parent) { mkdir(parent, 0o755) }
+        let running = try JailHarness.spawn(sandbox.launchArguments(["--cgroup-version", "2"]))
+        defer { running.stop() }
+        _ = try report(from: running)
+        #expect(try FileSystem.readText(parent + "/cgroup.procs") == "\(running.pid)\n")
+        #expect(try FileSystem.readText("/proc/\(running.pid)/cgroup").contains("0::/\(sandbox.parentCgroup)\n"))
+        #expect(!FileSystem.exists(parent + "/" + sandbox.id))
+        running.closeInput()
+        #expect(running.wait().status == 0)
+        #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
+        // The caller's cgroup stays: it was never the jailer's.
+        #expect(FileSystem.isDirectory(parent))
+    }
+
+    /// As Firecracker's jailer: a --parent-cgroup that does not exist is no
+    /// error without --cgroup; the VMM stays in the jailer's cgroup, and the
+    /// jailer says so on stderr.
+    @Test(.enabled(if: v2Setting != nil, "needs a cgroup2 mount offering pids or hugetlb"))
+    func staysInItsCgroupWhenTheV2ParentIsMissing() throws {
+        let sandbox = try JailHarness.Sandbox("v2-absent")
+        defer { sandbox.tearDown() }
+        let mount = try #require(CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo")).v2Mount)
+        let own = try FileSystem.readText("/proc/self/cgroup").split(separator: "\n").first { $0.hasPrefix("0::") }
+        let running = try JailHarness.spawn(sandbox.launchArguments(["--cgroup-version", "2"]))
+        defer { running.stop() }
+        _ = try report(from: running)
+        let theirs = try FileSystem.readText("/proc/\(running.pid)/cgroup").split(separator: "\n").first { $0.hasPrefix("0::") }
+        #expect(theirs != nil && theirs == own)
+        #expect(!FileSystem.exists("\(mount)/\(sandbox.parentCgroup)"))
+        running.closeInput()
+        let finished = running.wait()
+        #expect(finished.status == 0)
+        #expect(finished.error.contains("kiln-jailer: --parent-cgroup \(sandbox.parentCgroup): \(mount)/\(sandbox.parentCgroup) does not exist"),
+                "\(finished.error)")
+        #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
+    }
+
+    /// A --parent-cgroup that holds a process cannot delegate controllers to
+    /// the jail's cgroup (cgroup v2's no-internal-process rule): refused
+    /// before any ancestor's cgroup.subtree_control is touched.
+    @Test(.enabled(if: v2Setting != nil, "needs a cgroup2 mount offering pids or hugetlb"))
+    func refusesAV2ParentThatHoldsAProcess() throws {
+        let setting = try #require(Self.v2Setting)
+        let sandbox = try JailHarness.Sandbox("v2-busy")
+        defer { sandbox.tearDown() }
+        let mount = try #require(CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo")).v2Mount)
+        let parent = "\(mount)/\(sandbox.parentCgroup)"
+        try check("mkdir", subject: parent) { mkdir(parent, 0o755) }
+        // The process the parent holds: a child that waits to be killed.
+        let member = fork()
+        if member == 0 {
+            pause()
+            _exit(0)
+        }
+        defer {
+            kill(member, SIGKILL)
+            var status: Int32 = 0
+            waitpid(member, &status, 0)
+        }
+        let procs = try FileDescriptor.open(parent + "/cgroup.procs", O_WRONLY)
+        try procs.closeAfter { try $0.writeAll(Array("\(member)".utf8)) }
+        let refused = try JailHarness.run(sandbox.launchArguments(["--cgroup-version", "2", "--cgroup", "\(setting.file)=\(setting.value)"]))
+        #expect(refused.status != 0)
+        #expect(refused.error.contains("the cgroup \(parent) holds processes") && refused.error.contains("no-internal-process"),
+                "\(refused.error)")
+        #expect(try FileSystem.readText(parent + "/cgroup.subtree_control").allSatisfy { $0 == "\n" })
+        #expect(!FileSystem.exists(parent + "/" + sandbox.id) && !FileSystem.exists(sandbox.paths.jailFolder))
+    }
+
     @Test func joinsTheCallersNetworkNamespaceWhenGivenOne() throws {
         let sandbox = try JailHarness.Sandbox("netns-1")
         defer { sandbox.tearDown() }

@@ -115,7 +115,9 @@ struct NestedLaneTests {
     /// drive, and checks each device; level 1 is its network peer and reads
     /// the root drive back after the guest ends. vsock: Debian's
     /// vmw_vsock_virtio_transport against kiln's device, level 1 speaking
-    /// Firecracker's protocol to the sockets in the jail. One level-1 boot.
+    /// Firecracker's protocol to the sockets in the jail. cgroup v2 on level
+    /// 1, a pure v2 host: the jailer's limits hold while the guest runs, the
+    /// refusals and the join without --cgroup (l1-cgroup). One level-1 boot.
     @Test func jailedKilnServesDebiansVirtioDrivers() throws {
         let folder = Lanes.scratchFolder("nested-devices")
         defer { Lanes.removeTree(folder) }
@@ -124,7 +126,8 @@ struct NestedLaneTests {
         symlink(Lanes.jailer, folder + "/kiln-jailer")
         symlink(Lanes.kiln, folder + "/kiln")
         // run.sh's own bound for this boot is 496 s; the test's is past it.
-        let run = try NestedLane.Output(["--vmm", folder + "/kiln-jailer", "--devices", "--vsock", "--vcpus", "2"], seconds: 600)
+        let run = try NestedLane.Output(["--vmm", folder + "/kiln-jailer", "--devices", "--vsock", "--vcpus", "2", "--cgroup-v2"],
+                                        seconds: 600)
         let lines = run.lines, context = run.context
 
         // Block: the root drive is the ext4 image, read and written.
@@ -173,7 +176,27 @@ struct NestedLaneTests {
         #expect(lines.contains { $0.contains("\"level\":\"info\",\"thread\":\"vmm\",\"msg\":\"guest reset (i8042 reset)") }, context)
         #expect(lines.contains("KILN-L1-VMM-STATUS vmm=kiln-jailer run=1 status=0"), context)
         #expect(lines.contains { $0.hasPrefix("kiln-jailer: jail l2-") && $0.hasSuffix(" cleaned up") }, context)
-        #expect(lines.contains { $0.hasPrefix("nested: PASS vcpus=2 ") && $0.hasSuffix(" devices=ok vsock=ok") }, context)
+
+        // cgroup v2: a value the kernel refuses is named and leaves nothing
+        // (no cgroup, no parent the launch made, no jail).
+        let refused = run.after("KILN-L1-CGROUP-REFUSED-OK ") ?? ""
+        #expect(refused.contains("left=nothing") && refused.contains("write \"lots\" to /sys/fs/cgroup/kiln-vms/bad-value/memory.max"),
+                context)
+        // Without --cgroup the VMM joins the cgroup level 1 made, alone; a
+        // --cgroup under it then is refused (no-internal-process rule).
+        let joined = run.after("KILN-L1-CGROUP-JOINED-OK parent=kiln-pool procs=") ?? "?"
+        #expect(joined.hasPrefix("\(joined.prefix { $0 != " " }) vmm=\(joined.prefix { $0 != " " }) pids.max=32"), context)
+        #expect(run.after("KILN-L1-CGROUP-BUSY-REFUSED-OK ")?.contains("left=nothing") == true, context)
+        // The jailed boot's limits, read back while the guest ran; kiln in
+        // its cgroup with only KVM's worker of its VM; the cgroup removed
+        // by cleanup.
+        for value in ["memory.max=536870912", "pids.max=64", "cpu.max=100000 100000"] {
+            #expect(lines.contains("KILN-L1-CGROUP-HOLDS \(value)"), context)
+        }
+        let member = run.after("KILN-L1-CGROUP-MEMBER cgroup=/sys/fs/cgroup/kiln-vms/l2-") ?? ""
+        #expect(member.contains(" comm=kiln kvm-workers="), context)
+        #expect(lines.contains { $0.hasPrefix("KILN-L1-CGROUP-GONE /sys/fs/cgroup/kiln-vms/l2-") }, context)
+        #expect(lines.contains { $0.hasPrefix("nested: PASS vcpus=2 ") && $0.hasSuffix(" devices=ok vsock=ok cgroup-v2=ok") }, context)
         #expect(run.status == 0, context)
     }
 }

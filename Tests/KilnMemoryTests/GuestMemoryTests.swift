@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Testing
 @testable import KilnMemory
 
@@ -89,4 +92,45 @@ private func splitMemory() throws -> HeapGuestMemory {
     #expect(try memory.read(UInt64.self, at: 4 << 20) == 0)
     #expect(throws: GuestMemoryError.self) { try memory.read(UInt8.self, at: 2 << 20) }
     #expect(memory.guestEnd == 6 << 20)
+}
+
+/// The VmFlags of the /proc/self/smaps entry holding `address` (the kernel
+/// may merge neighbours with the same flags into one entry).
+private func mappingFlags(at address: UnsafeMutableRawPointer) throws -> [Substring] {
+    let descriptor = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC)
+    guard descriptor >= 0 else { throw GuestMemoryLayoutError("cannot open /proc/self/smaps") }
+    defer { close(descriptor) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+        if count <= 0 { break }
+        bytes += chunk[0..<count]
+    }
+    let text = String(decoding: bytes, as: UTF8.self)
+    let wanted = UInt(bitPattern: address)
+    var inMapping = false
+    for line in text.split(separator: "\n") {
+        let bounds = line.split(separator: " ").first?.split(separator: "-").compactMap { UInt($0, radix: 16) } ?? []
+        if bounds.count == 2 {
+            inMapping = bounds[0] <= wanted && wanted < bounds[1]
+        } else if inMapping && line.hasPrefix("VmFlags:") {
+            return line.split(separator: " ").dropFirst().map { $0 }
+        }
+    }
+    throw MappingNotFound(address: wanted)
+}
+
+/// `/proc/self/smaps` has no mapping holding the address asked about.
+private struct MappingNotFound: Error, CustomStringConvertible {
+    let address: UInt
+    var description: String { "no mapping holds 0x\(String(address, radix: 16)) in /proc/self/smaps" }
+}
+
+@Test func transparentHugePagesAreAskedForOnlyWhenConfigured() throws {
+    let plain = try MappedGuestMemory(ranges: [GuestRange(address: 0, size: 4 << 20)])
+    let huge = try MappedGuestMemory(ranges: [GuestRange(address: 0, size: 4 << 20)], transparentHugePages: true)
+    // "hg": the mapping carries MADV_HUGEPAGE (proc(5), VmFlags).
+    #expect(!(try mappingFlags(at: plain.regions[0].host).contains("hg")))
+    #expect(try mappingFlags(at: huge.regions[0].host).contains("hg"))
 }

@@ -10,7 +10,9 @@
 
 @_extern(c, "guest_outb") func outb(_ port: UInt16, _ value: UInt8)
 @_extern(c, "guest_inb") func inb(_ port: UInt16) -> UInt8
-@_extern(c, "guest_install_interrupt_handlers") func installInterruptHandlers()
+/// Halts until an interrupt, or returns at once if one arrived since the
+/// last wait returned: callers test their condition first, with interrupts
+/// on, and loop.
 @_extern(c, "guest_wait_for_interrupt") func waitForInterrupt()
 @_extern(c, "guest_halt_forever") func guestHaltForever()
 
@@ -42,8 +44,7 @@ enum Port {
     static let serial: UInt16 = 0x3f8
     static let serialInterruptEnable: UInt16 = 0x3f9
     static let serialLineStatus: UInt16 = 0x3fd
-    static let pic1Command: UInt16 = 0x20, pic1Data: UInt16 = 0x21
-    static let pic2Command: UInt16 = 0xa0, pic2Data: UInt16 = 0xa1
+    static let pic1Data: UInt16 = 0x21, pic2Data: UInt16 = 0xa1
     static let pitChannel0: UInt16 = 0x40, pitMode: UInt16 = 0x43
     static let i8042Command: UInt16 = 0x64
     static let sleepControl: UInt16 = 0x600
@@ -102,8 +103,9 @@ func commandLine(_ line: UnsafePointer<UInt8>, contains word: StaticString) -> B
     return false
 }
 
-/// Remaps the 8259 pair to vectors 0x20/0x28 and unmasks only IRQ 0
-/// (Intel 8259A datasheet, ICW1-ICW4).
+/// Lets the 8259 pair's interrupts reach the CPU; entry.S remapped them to
+/// vectors 0x20/0x28, every line masked, and each wait below unmasks the
+/// lines it needs.
 func setUpInterruptControllers() {
     // Virtual-wire mode (MP spec 1.4 §3.6.2.2), as a PC BIOS leaves it: the
     // local APIC enabled, LINT0 ExtINT, so the 8259's INTR reaches the CPU.
@@ -112,15 +114,23 @@ func setUpInterruptControllers() {
     write32(localAPIC + 0xf0, read32(localAPIC + 0xf0) | 0x100) // spurious-vector: APIC enable
     write32(localAPIC + 0x350, 0x700)                           // LVT LINT0: ExtINT, unmasked
     write32(localAPIC + 0x360, 0x400)                           // LVT LINT1: NMI
-    outb(Port.pic1Command, 0x11); outb(Port.pic2Command, 0x11) // ICW1: edge, cascade, ICW4
-    outb(Port.pic1Data, 0x20); outb(Port.pic2Data, 0x28)       // ICW2: vector bases
-    outb(Port.pic1Data, 0x04); outb(Port.pic2Data, 0x02)       // ICW3: slave on IRQ 2
-    outb(Port.pic1Data, 0x01); outb(Port.pic2Data, 0x01)       // ICW4: 8086 mode
-    outb(Port.pic1Data, 0xfe); outb(Port.pic2Data, 0xff)       // OCW1: unmask IRQ 0
-    // PIT channel 0, mode 2 (rate generator), 1193182 Hz / 1193 = 1 kHz.
+}
+
+/// PIT channel 0, mode 2 (rate generator), 1193182 Hz / 1193 = 1 kHz.
+func startTimer() {
     outb(Port.pitMode, 0x34)
     outb(Port.pitChannel0, UInt8(1193 & 0xff))
     outb(Port.pitChannel0, UInt8(1193 >> 8))
+}
+
+/// Stops the periodic tick: channel 0 in mode 0 (interrupt on terminal
+/// count) counts down once and stays there (Intel 8254 datasheet, mode 0),
+/// as Linux's PIT clockevent does on shutdown. A running PIT costs the host
+/// a timer wake-up per tick even while IRQ 0 is masked at the 8259.
+func stopTimer() {
+    outb(Port.pitMode, 0x30)
+    outb(Port.pitChannel0, 0)
+    outb(Port.pitChannel0, 0)
 }
 
 /// hvm_start_info (Xen public arch-x86/hvm/start_info.h, version 1): what a
@@ -171,6 +181,8 @@ struct BootFacts {
 /// hvm_start_info (PVH entry, pvh 1).
 @_cdecl("guest_main")
 func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
+    // Ring 3 with interrupts on (entry.S).
+    setUpInterruptControllers()
     let boot = BootFacts(bootInfo, pvh: pvh != 0)
     let line = UnsafePointer<UInt8>(bitPattern: boot.commandLine)!
     quiet = commandLine(line, contains: "quiet")
@@ -228,8 +240,8 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
         haltForever()
     }
 
-    installInterruptHandlers()
-    setUpInterruptControllers()
+    outb(Port.pic1Data, 0xfe) // IRQ 0 only
+    startTimer()
     while timerTicks() < 3 { waitForInterrupt() }
     put("guest: timer interrupts: "); putDecimal(timerTicks()); put("\n")
 
@@ -242,6 +254,7 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
     while serialInterrupts() < 2 { waitForInterrupt() }
     outb(Port.serialInterruptEnable, 0x00)
     put("\nguest: serial interrupts: "); putDecimal(serialInterrupts()); put("\n")
+    stopTimer() // restarted below only by the waits that count ticks
 
     // The boot-timer device: one magic byte at the start of its MMIO page.
     UnsafeMutablePointer<UInt8>(bitPattern: UInt(0xd000_0000))!.pointee = 123
@@ -249,10 +262,11 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
 
     if hasVirtioDevices(line) {
         if virtioAreaIsRAM {
-            outb(Port.pic1Data, 0xfe) // the PIT's 1 ms ticks bound every wait
             if let address = UDPEcho.address(line) {
                 UDPEcho.serve(line, address: address, memory: UInt(VirtioArea.start))
             } else {
+                outb(Port.pic1Data, 0xfe) // the PIT's 1 ms ticks bound every wait
+                startTimer()
                 probeVirtioDevices(line)
             }
         } else {
@@ -267,6 +281,7 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
         // a guest that neither ends, halts for good nor spins, for fuzzing
         // the post-boot API (integration/api/schemathesis.sh).
         outb(Port.pic1Data, 0xfd)
+        stopTimer()
         put("guest: idle\n")
         while true { waitForInterrupt() }
     }
@@ -276,6 +291,7 @@ func guestMain(_ bootInfo: UInt, _ pvh: UInt) {
         // With `ticks`, the timer stays on and a line goes out every 100
         // ticks (100 ms), so a test can see the guest stop while paused.
         let ticking = commandLine(line, contains: "ticks") || driveAsksToKeepRunning
+        if ticking { startTimer() } else { stopTimer() }
         outb(Port.pic1Data, ticking ? 0xfc : 0xfd) // IRQ 1, and IRQ 0 when ticking
         put("guest: waiting for ctrl-alt-del\n")
         var nextTick = timerTicks() + 100

@@ -304,7 +304,8 @@ func resetDuringIO(_ base: UInt, memory: UInt) {
         write32(base + Reg.status, 0)
         while read32(base + Reg.status) != 0 {}
         let used = read16(queue.deviceArea + 2)
-        waitForInterrupt(); waitForInterrupt()
+        let waited = timerTicks()
+        while timerTicks() &- waited < 2 { waitForInterrupt() } // at least one whole tick
         if read16(queue.deviceArea + 2) != used { moved += 1 }
         round += 1
     }

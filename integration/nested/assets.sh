@@ -20,7 +20,7 @@ mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
 
 ready=$out/.ready
-inputs=("$here/assets.sh" "$here/extract-vmlinux.sh" "$here/l1-init" "$here/l2-init" "$here/l1-vsock" "$here/vsock-peer.c")
+inputs=("$here/assets.sh" "$here/extract-vmlinux.sh" "$here/l1-init" "$here/l2-init" "$here/l1-vsock" "$here/l1-cgroup" "$here/vsock-peer.c")
 if [ -e "$ready" ] && [ -z "$(find "${inputs[@]}" -newer "$ready")" ]; then
   echo "nested assets ready in $out ($(cat "$ready"))"
   exit 0
@@ -146,11 +146,12 @@ if [ ! -s "$out/l2-rootfs.ext4" ] || [ -n "$(find "$here/l2-init" "$here/assets.
 fi
 
 # Level-1 base tree (run.sh copies it, adds the VMM and level 2, and packs it).
-if [ ! -e "$out/l1-base/.done" ] || [ -n "$(find "$here/l1-init" "$here/l1-vsock" "$here/assets.sh" "$peer" -newer "$out/l1-base/.done")" ]; then
+if [ ! -e "$out/l1-base/.done" ] || [ -n "$(find "$here/l1-init" "$here/l1-vsock" "$here/l1-cgroup" "$here/assets.sh" "$peer" -newer "$out/l1-base/.done")" ]; then
   rm -rf "$out/l1-base"
   busybox_tree "$out/l1-base"
   install -m 755 "$here/l1-init" "$out/l1-base/init"
   install -m 755 "$here/l1-vsock" "$out/l1-base/l1-vsock"
+  install -m 755 "$here/l1-cgroup" "$out/l1-base/l1-cgroup"
   install -m 755 "$peer" "$out/l1-base/bin/kiln-vsock-peer"
   mkdir -p "$out/l1-base/modules"
   std_modules=$out/pkg/std/lib/modules/$std_release/kernel

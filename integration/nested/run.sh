@@ -11,6 +11,9 @@
 #                                           --devices plus the I/O benchmark (below)
 #          [--vsock [--vsock-mib M] [--vsock-conns N]]
 #                                           --devices plus a vsock device (below)
+#          [--cgroup-v2]                    kiln-jailer: cgroup v2 limits, checked (below)
+#          [--trace [--policies DIR] [--trace-out FILE]]
+#                                           kiln-jailer under kiln-policy trace (below)
 #
 # A VMM is a binary from the host; a dynamic one travels with the libraries
 # ldd finds. How it is invoked depends on its name:
@@ -58,6 +61,22 @@
 # connections, one byte echoed on each, timed (the connection rate); the
 # figures are printed after the console.
 #
+# --cgroup-v2 (kiln-jailer only): level 1 is a pure cgroup-v2 host (it
+# mounts only cgroup2). Before the first boot (l1-cgroup): a launch with a
+# bad memory.max is refused by name and leaves no cgroup and no jail, a
+# launch with --parent-cgroup and no --cgroup joins a cgroup level 1 made,
+# and a --cgroup under that busy cgroup is refused. Each boot's jailer gets
+# --cgroup-version 2 --parent-cgroup kiln-vms and memory.max, pids.max and
+# cpu.max; while the guest runs, level 1 reads the values back and finds in
+# the cgroup's cgroup.procs the VMM and only KVM's worker thread of its VM;
+# after kiln-jailer cleanup the cgroup is gone.
+#
+# --trace (kiln-jailer only): each boot's jailer runs under `kiln-policy
+# trace --policies DIR` (default: the repository's policies/), with the
+# kiln-policy beside the jailer (static, or with its libraries). The report
+# goes to FILE (default integration/out/nested/policy-trace.txt) and a line
+# per role to the output; a call a role refuses fails the run.
+#
 # Prints the console, then one line per level-2 boot with level 1's measure
 # of VMM exec to the level-2 marker, then "nested: PASS ..." or "nested: FAIL
 # ...". PASS needs every boot's marker and exit status 0 (with --check, level
@@ -69,6 +88,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${NESTED_OUT:-$here/../out/nested}
 vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage devices=0 kiln_args="" bench=0 blk_mib=64 net_kib=1024 reps=5
 vsock=0 vsock_mib=64 vsock_conns=0
+cgroup_v2=0 trace=0 policies=$here/../../policies trace_out=""
+# --cgroup-v2's limits for each jailed boot (values as the kernel reads them
+# back): far above what the guest needs, so they hold without throttling it.
+cgroup_settings=("memory.max=536870912" "pids.max=64" "cpu.max=100000 100000")
 l2_cmdline="console=ttyS0 reboot=k panic=-1 quiet initcall_blacklist=cmos_init"
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
@@ -92,6 +115,10 @@ while [ $# -gt 0 ]; do
     --vsock) vsock=1 devices=1 ;;
     --vsock-mib) positive --vsock-mib "$2"; vsock_mib=$2; shift ;;
     --vsock-conns) positive --vsock-conns "$2"; vsock_conns=$2; shift ;;
+    --cgroup-v2) cgroup_v2=1 ;;
+    --trace) trace=1 ;;
+    --policies) policies=$2; shift ;;
+    --trace-out) trace_out=$2; shift ;;
     --l2-kernel)
       case $2 in bzimage|bzImage) l2_kernel=bzImage ;; elf) l2_kernel=vmlinux ;;
         *) echo "run.sh: --l2-kernel is bzimage or elf, got '$2'" >&2; exit 2 ;; esac
@@ -114,6 +141,7 @@ boots=$(( ${#vmms[@]} * runs ))
 per_boot=60; [ $devices = 1 ] && per_boot=120 # a device boot also serves level 1
 [ $bench = 1 ] && per_boot=$(( 120 + reps * (blk_mib * 4 + net_kib / 16) )) # generous: TCG's speed varies
 [ $vsock = 1 ] && per_boot=$(( per_boot + 60 + vsock_mib * 4 + vsock_conns / 2 ))
+[ $trace = 1 ] && per_boot=$(( per_boot * 3 )) # every system call of kiln stops for the tracer
 timeout_s=${timeout_s:-$(( 60 + per_boot * boots ))}
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 is missing (make nested-assets)" >&2; exit 2; }
 for vmm in "${vmms[@]}"; do
@@ -122,6 +150,10 @@ for vmm in "${vmms[@]}"; do
     qemu-system-*) [ $vsock = 0 ] || { echo "run.sh: --vsock takes kiln and kiln-jailer only" >&2; exit 2; } ;;
     kiln) ;;
     kiln-jailer)
+      if [ $trace = 1 ]; then
+        [ -x "$(dirname "$vmm")/kiln-policy" ] || { echo "run.sh: --trace needs kiln-policy beside $vmm" >&2; exit 2; }
+        compgen -G "$policies/*.policy" >/dev/null || { echo "run.sh: --policies $policies holds no .policy file" >&2; exit 2; }
+      fi
       [ $bench = 0 ] || { echo "run.sh: --bench runs kiln unjailed (give .../kiln)" >&2; exit 2; }
       for companion in kiln policies.kbundle; do
         [ -f "$(dirname "$vmm")/$companion" ] || { echo "run.sh: $vmm needs $companion beside it" >&2; exit 2; }
@@ -132,7 +164,12 @@ for vmm in "${vmms[@]}"; do
        [ $vsock = 0 ] || { echo "run.sh: --vsock takes kiln and kiln-jailer only" >&2; exit 2; }
        [ -n "$args" ] || { echo "run.sh: give --args for VMM '$vmm'" >&2; exit 2; } ;;
   esac
+  case $(basename "$vmm") in
+    kiln-jailer) ;;
+    *) [ $cgroup_v2 = 0 ] && [ $trace = 0 ] || { echo "run.sh: --cgroup-v2 and --trace take kiln-jailer only" >&2; exit 2; } ;;
+  esac
 done
+trace_out=${trace_out:-$out/policy-trace.txt}
 
 "$here/assets.sh" >/dev/null
 out=$(cd "$out" && pwd)
@@ -204,7 +241,7 @@ launcher() { # index path
 {
   "boot-source": {"kernel_image_path": "/l2/kernel", "initrd_path": "/l2/initrd.cpio", "boot_args": "$cmdline"},
 $devices_json
-  "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256}
+  "machine-config": {"vcpu_count": $vcpus, "mem_size_mib": 256, "huge_pages": "Transparent"}
 }
 JSON
       # The policy bundle beside the binary (make release puts one there)
@@ -225,7 +262,7 @@ JSON
       # all in one curl process (--next), since each exec of a dynamic
       # curl costs level 1's emulated CPU; InstanceStart alone, after them.
       local requests=("/boot-source {\"kernel_image_path\": \"/kernel\", \"initrd_path\": \"/initrd.cpio\", \"boot_args\": \"$cmdline\"}"
-                      "/machine-config {\"vcpu_count\": $vcpus, \"mem_size_mib\": 256}")
+                      "/machine-config {\"vcpu_count\": $vcpus, \"mem_size_mib\": 256, \"huge_pages\": \"Transparent\"}")
       if [ $devices = 1 ]; then
         requests+=('/drives/rootfs {"drive_id": "rootfs", "path_on_host": "/rootfs.ext4", "is_root_device": true, "is_read_only": false}'
                    '/drives/data {"drive_id": "data", "path_on_host": "/data.img", "is_root_device": false, "is_read_only": true}'
@@ -241,12 +278,29 @@ JSON
       done
       # Level 1 has no user database: the ids are plain numbers. Each run
       # gets its own jail id; the jail is cleaned up after the guest ends.
-      local jail="--exec-file $dir/bin/kiln --chroot-base-dir /srv/jailer"
+      local jail="--exec-file $dir/bin/kiln --chroot-base-dir /srv/jailer" cgroup_args="" setting
+      local tracer="" redirect="" cgroup_checks=":" cgroup_after=":" cgroup_gone=":" report=":"
+      if [ $cgroup_v2 = 1 ]; then
+        jail="$jail --parent-cgroup kiln-vms" # cleanup removes <parent>/<id>
+        cgroup_args=" --cgroup-version 2"
+        for setting in "${cgroup_settings[@]}"; do cgroup_args+=" --cgroup '$setting'"; done
+        cgroup_checks="/l1-cgroup check \$id \$pid" cgroup_after="/l1-cgroup peak \$id" cgroup_gone="/l1-cgroup gone \$id"
+        echo "[ -e /tmp/l1-cgroup-refusals ] || { touch /tmp/l1-cgroup-refusals; /l1-cgroup refusals $dir; }"
+      fi
+      if [ $trace = 1 ]; then
+        copy_with_libraries "$(dirname "$2")/kiln-policy" "$dir/bin/kiln-policy"
+        mkdir -p "$stage$dir/policies" && install -m 444 "$policies"/*.policy "$stage$dir/policies/"
+        # The report to a file, the traced command's output to the console
+        # as without the tracer (fd 3: the jailer closes it before kiln).
+        tracer="$dir/bin/kiln-policy trace --policies $dir/policies -- /bin/sh -c 'exec \"\$@\" >&3 2>&3' sh"
+        redirect=" 3>&1 > /tmp/trace-\$id.txt 2>&1"
+        report="sed 's/^/KILN-L1-TRACE /' /tmp/trace-\$id.txt"
+      fi
       cat <<SCRIPT
 id=l2-\$\$ root=/srv/jailer/kiln/l2-\$\$/root
 sock=\$root/run/kiln.socket
-$dir/bin/kiln-jailer --id \$id $jail --uid 1000 --gid 1000 --seccomp-bundle $dir/policies.kbundle \\
-  --jail-file /l2/kernel:kernel --jail-file /l2/initrd.cpio:initrd.cpio -- --api-sock /run/kiln.socket $kiln_args &
+$tracer $dir/bin/kiln-jailer --id \$id $jail --uid 1000 --gid 1000 --seccomp-bundle $dir/policies.kbundle$cgroup_args \\
+  --jail-file /l2/kernel:kernel --jail-file /l2/initrd.cpio:initrd.cpio -- --api-sock /run/kiln.socket $kiln_args$redirect &
 pid=\$!
 # kiln serves its API once the jail is made; the drives go into the jail
 # root then (hard links of level 1's copies, so level 1 reads back what the
@@ -262,6 +316,7 @@ if [ -S \$sock ]; then
     code=\$(/usr/bin/curl -sS -o /tmp/api-reply -w '%{http_code}' --unix-socket \$sock -X PUT \\
       -H 'Content-Type: application/json' -d '{"action_type": "InstanceStart"}' http://localhost/actions)
     [ "\$code" = 204 ] || { echo "KILN-L1-FAIL API InstanceStart: HTTP \$code \$(cat /tmp/api-reply)"; kill \$pid; }
+    $cgroup_checks
   else
     echo "KILN-L1-FAIL API refused: \$refused"
     kill \$pid
@@ -272,7 +327,10 @@ else
 fi
 wait \$pid
 status=\$?
+$report
+$cgroup_after
 $dir/bin/kiln-jailer cleanup --id \$id $jail && echo "kiln-jailer: jail \$id cleaned up"
+$cgroup_gone
 exit \$status
 SCRIPT
       ;;
@@ -296,6 +354,7 @@ if [ ${#vmms[@]} -gt 0 ]; then
     [ $bench = 1 ] && echo "$blk_mib $net_kib $reps" > "$stage/vmm/bench"
     [ $vsock = 1 ] && echo "$vsock_mib $vsock_conns" > "$stage/vmm/vsock"
   fi
+  [ $cgroup_v2 = 1 ] && printf '%s\n' "${cgroup_settings[@]}" > "$stage/vmm/cgroup-v2"
   echo "$runs" > "$stage/vmm/runs"
   index=1
   for vmm in "${vmms[@]}"; do
@@ -373,6 +432,48 @@ elif [ $boots -gt 0 ]; then
     [ $vsock_conns = 0 ] || [ "$(count "KILN-L1-VSOCK-RATE .* ok unix-rate connections=$vsock_conns ")" = $boots ] \
       || verdict=FAIL vsock_verdict=failed
     summary="$summary vsock=$vsock_verdict"
+  fi
+  if [ $cgroup_v2 = 1 ]; then
+    # The refusals once, and every boot's values, membership and removal.
+    cgroup_verdict=ok
+    for check in "KILN-L1-CGROUP-REFUSED-OK:1" "KILN-L1-CGROUP-JOINED-OK:1" "KILN-L1-CGROUP-BUSY-REFUSED-OK:1" "KILN-L1-CGROUP-HOLDS:$(( boots * ${#cgroup_settings[@]} ))" \
+        "KILN-L1-CGROUP-MEMBER:$boots" "KILN-L1-CGROUP-GONE:$boots"; do
+      [ "$(count "${check%:*} ")" = "${check##*:}" ] || { verdict=FAIL cgroup_verdict=failed; summary="$summary ${check%:*}=$(count "${check%:*} ")/${check##*:}"; }
+    done
+    summary="$summary cgroup-v2=$cgroup_verdict"
+  fi
+  if [ $trace = 1 ]; then
+    # kiln-policy trace's report, and a line per role: calls refused (a
+    # workload that would have died), rules that allowed nothing.
+    mkdir -p "$(dirname "$trace_out")"
+    grep -o 'KILN-L1-TRACE .*' "$stage.times" | sed 's/^KILN-L1-TRACE //' > "$trace_out" || true
+    echo "kiln-policy trace in level 1 (report: $trace_out):"
+    awk '
+      function flush() {
+        if (role == "") return
+        if (entered == "") { printf "  trace role=%s not entered\n", role; return }
+        printf "  trace role=%s %s refused=%d unused=%d%s\n", role, entered, refused, unused, (names == "" ? "" : " (" substr(names, 2) ")")
+      }
+      # "== role R: T thread(s), C calls, U of N rules used"
+      /^== role / { flush(); role = $3; sub(/:$/, "", role); entered = ($4 == "not" ? "" : "threads=" $4 " calls=" $6 " used=" $8 "/" $10)
+                    refused = 0; unused = 0; names = ""; section = ""; next }
+      # "== start-up, jailed (…): P program(s), C calls, S system calls" (exec to the launch role)
+      /^== start-up/ { flush(); role = ($3 == "jailed" ? "start-up-jailed" : "start-up-unjailed")
+                       entered = ($NF == "trace" ? "" : "programs=" $(NF - 6) " calls=" $(NF - 4) " syscalls=" $(NF - 2))
+                       refused = 0; unused = 0; names = ""; section = ""; next }
+      /^  calls not allowed/ { section = "refused"; next }
+      /^  rules that allowed nothing/ { section = "unused"; next }
+      /^  [^ ]/ { section = ""; next }
+      section == "refused" && /^    [^ ]/ { n = $2; sub(/^x/, "", n); refused += n }
+      section == "unused" && /^    [^ ]/ { unused++; name = $1; sub(/:$/, "", name); names = names "," name }
+      END { flush() }' "$trace_out"
+    trace_verdict=ok
+    [ "$(grep -c '^command exited with status 0$' "$trace_out")" = $boots ] || trace_verdict=failed
+    grep -q '^DISAGREEMENT' "$trace_out" && trace_verdict=failed
+    awk '/^  calls not allowed/ { section = 1; next } /^  [^ ]/ || /^==/ { section = 0 } section && /^    [^ ]/ { found = 1 } END { exit !found }' \
+      "$trace_out" && trace_verdict=failed
+    [ $trace_verdict = ok ] || verdict=FAIL
+    summary="$summary trace=$trace_verdict"
   fi
 fi
 if [ $vsock = 1 ]; then

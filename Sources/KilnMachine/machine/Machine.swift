@@ -67,6 +67,8 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     private var vcpusRunning = false
     /// What `start(on:)` put on the event loop, cancelled when `run` ends.
     private var subscriptions: [EventLoop.Token] = []
+    /// The next halted-guest check (a new timer each time, its delay growing).
+    private var haltCheck: EventLoop.Token?
 
     public init(configuration: VMConfig, host: MachineHost) throws {
         try configuration.validate()
@@ -82,7 +84,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         let kernelImage = try ImageFile.read(bootSource.kernelImagePath, .kernel, guestMemoryMiB: machineConfig.memSizeMiB)
         let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, .initrd, guestMemoryMiB: machineConfig.memSizeMiB) }
         let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
-        memory = try MappedGuestMemory(ranges: ram)
+        memory = try MappedGuestMemory(ranges: ram, transparentHugePages: machineConfig.hugePages == .transparent)
         virtio = try VirtioDeviceManager(configuration: configuration, memory: memory, registry: host.metrics.registry,
                                          vsockSocket: host.vsockSocket, log: host.log)
         let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount, virtioDevices: virtio.platformDevices)
@@ -179,8 +181,12 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         MonotonicClock.millisecondsText(nanoseconds, decimals: 2)
     }
 
-    /// How often the event loop checks whether every vCPU is stuck.
+    /// How often the event loop checks whether every vCPU is stuck: 500 ms
+    /// at first, then twice as long after each check that found the guest
+    /// running, up to 8 s. Each check kicks every vCPU out of KVM_RUN, which
+    /// would otherwise cost an idle guest two wake-ups a second.
     static let haltCheckMilliseconds: Int32 = 500
+    static let haltCheckMaximumMilliseconds: Int32 = 8000
 
     /// Subscribes the machine's descriptors to `loop` (exit requests,
     /// console input, virtio queues and backends, the halted-guest check),
@@ -190,9 +196,7 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         let wake = wakeEvent
         subscriptions.append(try loop.subscribe(wake.descriptor) { _ in _ = try? wake.drain() })
         if let input = host.consoleInput, let token = try subscribeConsole(input, on: loop) { subscriptions.append(token) }
-        subscriptions.append(loop.schedule(afterMilliseconds: UInt64(Machine.haltCheckMilliseconds), repeating: true) {
-            [weak self] in self?.checkForStuckGuest()
-        })
+        scheduleHaltCheck(on: loop, afterMilliseconds: Machine.haltCheckMilliseconds)
         subscriptions += try virtio.subscribe(to: loop)
         VCPUThread.installKickHandler()
         vcpusRunning = true
@@ -209,6 +213,8 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         defer {
             for token in subscriptions { loop.cancel(token) }
             subscriptions = []
+            if let haltCheck { loop.cancel(haltCheck) }
+            haltCheck = nil
         }
         while true {
             if let reason = exitSignal.reason { return reason }
@@ -285,6 +291,14 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
             throw MachineControlError.keyboardBufferFull
         }
         host.metrics.ctrlAltDelPresses.increment()
+    }
+
+    private func scheduleHaltCheck(on loop: EventLoop, afterMilliseconds delay: Int32) {
+        haltCheck = loop.schedule(afterMilliseconds: UInt64(delay)) { [weak self, weak loop] in
+            guard let self, let loop else { return }
+            self.checkForStuckGuest()
+            self.scheduleHaltCheck(on: loop, afterMilliseconds: min(delay * 2, Machine.haltCheckMaximumMilliseconds))
+        }
     }
 
     /// Kicks every vCPU out of KVM_RUN so it re-reads its state; when all

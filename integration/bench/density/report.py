@@ -31,18 +31,21 @@ def markdown(document, options):
     lines = [f"Density: N UDP echo services, {options.parallel} launches in flight, every system in one run; "
              "median over repeats (p90, min–max). Host memory: MemTotal − MemAvailable after all are ready, "
              "minus before (other processes on this shared host move it); PSS: the instances' own processes.", "",
+             "CPU: every thread of the instances' processes and their KVM kernel threads (the in-kernel PIT's); "
+             "idle: CPU-ms per second per instance while all are ready and nobody talks to them (first repeat).", "",
              "| system | N | repeats | all ready (s) | host memory (MiB) | per instance (MiB) | PSS (MiB) "
-             "| PSS per instance (MiB) | CPU (s) | failures |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| PSS per instance (MiB) | CPU (s) | idle (CPU-ms/s each) | failures |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for entry in results:
         lines.append(f"| {entry['system']} | {entry['n']} | {len(entry.get('repeats', []))} | "
                      f"{cell(entry, 'ready_seconds')} | {cell(entry, 'host_memory_mib', 0)} | "
                      f"{cell(entry, 'memory_per_instance_mib')} | {cell(entry, 'pss_mib', 0)} | "
-                     f"{cell(entry, 'pss_per_instance_mib')} | {cell(entry, 'cpu_seconds')} | {entry['failures']} |")
+                     f"{cell(entry, 'pss_per_instance_mib')} | {cell(entry, 'cpu_seconds')} | "
+                     f"{cell(entry, 'idle_cpu_ms_per_second_per_instance', 3)} | {entry['failures']} |")
     for entry in document["results"]:
         if not entry.get("runnable", True) or (entry.get("note") and "ready_seconds" not in entry):
             lines.append(f"| {entry['system']} | {entry.get('n') or '–'} | – | not run: {entry['note']} "
-                         "| | | | | | |")
+                         "| | | | | | | |")
     by_key = {(entry["system"], entry["n"]): entry for entry in results}
     ratio_lines = []
     for n in sorted({entry["n"] for entry in results}):

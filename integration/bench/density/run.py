@@ -14,6 +14,7 @@ at the end, on failure and on Ctrl-C, and it reports anything left.
 """
 import argparse
 import concurrent.futures
+import fcntl
 import json
 import os
 import random
@@ -38,6 +39,7 @@ import measure  # noqa: E402
 import report  # noqa: E402
 import systems  # noqa: E402
 
+LOCK_PATH = "/run/kiln-density.lock"
 stopping = threading.Event()
 # (system, instances) being run: what Ctrl-C or a failure must tear down.
 active = []
@@ -130,7 +132,9 @@ def launch_all(system, instances, parallel, seconds, reserve_kib, cap_seconds=No
 
 
 def teardown(system, instances, parallel):
-    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+    """Stops every launched instance; unmeasured, so wider than the launches
+    (each stop mostly waits for a process to exit)."""
+    with concurrent.futures.ThreadPoolExecutor(max(parallel, 32)) as pool:
         list(pool.map(system.stop, [instance for instance in instances if instance.launched_ns is not None]))
     for instance in instances:
         if instance.socket is not None:
@@ -183,6 +187,15 @@ def api_latencies(system, instances, count):
     return latencies
 
 
+def unanswered_of(instances):
+    """The indices of instances that give no echo within 2 s, asked all at
+    once (each has its own socket): one by one, a run whose instances died
+    waited 2 s for each."""
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda instance: echo_rtt_ms(instance, 2.0), instances))
+    return [instance.index for instance, answer in zip(instances, answers) if answer is None]
+
+
 def kill_one(system, instances):
     """kill -9 of one kiln: the others must still answer, and kiln-jailer
     cleanup must remove its jail and cgroups."""
@@ -190,7 +203,7 @@ def kill_one(system, instances):
     if len(ready) < 2:
         return {"note": "fewer than two instances ready"}
     victim = random.choice(ready)
-    before = [instance.index for instance in ready if instance is not victim and echo_rtt_ms(instance, 2.0) is None]
+    before = unanswered_of([instance for instance in ready if instance is not victim])
     os.kill(victim.pid, signal.SIGKILL)
     victim.process.wait(timeout=10)
     code, err = system.cleanup_jail(victim.index)
@@ -198,7 +211,7 @@ def kill_one(system, instances):
     cgroups_left = [controller for controller in system.controllers
                     if os.path.isdir(f"/sys/fs/cgroup/{controller}/{system.parent_cgroup}/{system.jail_id(victim.index)}")]
     others = [instance for instance in ready if instance is not victim]
-    unanswered = [instance.index for instance in others if echo_rtt_ms(instance, 2.0) is None]
+    unanswered = unanswered_of(others)
     victim.launched_ns = None  # torn down already
     victim.socket.close()
     victim.socket = None
@@ -207,12 +220,12 @@ def kill_one(system, instances):
             "others_checked": len(others), "others_unanswered": unanswered, "unanswered_before_kill": before}
 
 
-def run_once(system, n, options, checks):
+def run_once(system, n, options, checks, idle_seconds=0):
     """One launch of N instances of one system, measured, then torn down."""
     instances = [systems.Instance(system.name, index) for index in range(n)]
     active.append((system, instances))
     try:
-        result = measure_run(system, instances, options, checks)
+        result = measure_run(system, instances, options, checks, idle_seconds)
     finally:
         started = time.monotonic()
         teardown(system, instances, options.parallel)
@@ -221,7 +234,18 @@ def run_once(system, n, options, checks):
     return result
 
 
-def measure_run(system, instances, options, checks):
+def idle_cost(instances, seconds):
+    """What the ready instances cost the host while nobody talks to them:
+    CPU ms per second per instance over `seconds` (their threads and KVM
+    kernel threads), e.g. a guest's timer ticks or a VMM's periodic work."""
+    pids = [instance.pid for instance in instances]
+    before, started = measure.instances_cpu_ns(pids), time.monotonic()
+    time.sleep(seconds)
+    spent = measure.instances_cpu_ns(pids) - before
+    return spent / 1e6 / (time.monotonic() - started) / max(1, len(pids))
+
+
+def measure_run(system, instances, options, checks, idle_seconds=0):
     n = len(instances)
     before = measure.meminfo()
     started = time.monotonic()
@@ -240,6 +264,9 @@ def measure_run(system, instances, options, checks):
     helper_cpu = (children_after.ru_utime + children_after.ru_stime
                   - children_before.ru_utime - children_before.ru_stime)
     pss, threads, private, guest = 0, {}, [], []
+    kthreads = measure.kvm_kthread_cpu_ns([instance.pid for instance in ready])
+    if kthreads:
+        threads["kvm kernel threads"] = sum(kthreads.values())
     for instance in ready:
         pss += measure.rollup(instance.pid).get("Pss", 0)
         for name, ns in measure.thread_cpu_ns(instance.pid).items():
@@ -264,6 +291,8 @@ def measure_run(system, instances, options, checks):
         "cpu_seconds_by_thread": {name: ns / 1e9 for name, ns in sorted(threads.items())},
         "network_setup_seconds": network_seconds, "failure_reasons": failures[:10],
     }
+    if idle_seconds and ready:
+        result["idle_cpu_ms_per_second_per_instance"] = idle_cost(ready, idle_seconds)
     if private:
         result["vmm_private_mib"] = measure.spread(private)
         result["guest_touched_mib"] = measure.spread(guest)
@@ -331,6 +360,10 @@ def aggregate(runs):
             figures = measure.spread([run[field] for run in group])
             entry[field] = figures["median"]
             entry.update({f"{field}_{name}": figures[name] for name in ("p90", "min", "max")})
+        idle = [run["idle_cpu_ms_per_second_per_instance"] for run in group
+                if "idle_cpu_ms_per_second_per_instance" in run]
+        if idle:
+            entry["idle_cpu_ms_per_second_per_instance"] = measure.spread(idle)["median"]
         entry["failures"] = sum(run["failures"] for run in group)
         entry["repeats"] = group
         merged.append(entry)
@@ -373,6 +406,8 @@ def parse_options(argv):
     parser.add_argument("--cap-seconds", type=float, help="launch nothing more after this long in one run "
                         "(the rest count as failures)")
     parser.add_argument("--api-sample", type=int, default=20)
+    parser.add_argument("--idle-seconds", type=float, default=1.0,
+                        help="after the first repeat is ready, measure its idle CPU this long (0: not)")
     parser.add_argument("--no-single", action="store_true", help="skip the single-microVM figures")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the callgrind/strace breakdowns")
     options = parser.parse_args(argv)
@@ -418,6 +453,15 @@ def main(argv):
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     for name in (signal.SIGINT, signal.SIGTERM):
         signal.signal(name, interrupted)
+    # One run at a time on a host: each run's sweep of what an earlier run
+    # left would kill another run's instances (make test's smoke run during
+    # a benchmark did). Held until this process exits.
+    lock = open(LOCK_PATH, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"density: another density run holds {LOCK_PATH}; waiting for it to end", file=sys.stderr, flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
     stale = leftovers.find()
     if stale:
@@ -459,11 +503,14 @@ def main(argv):
                         notes[(system.name, n)] = f"not run: N above --runsc-max-n {options.runsc_max_n}"
                         continue
                     last = n == max(options.ns) and repeat == repeats_for(options, n) - 1
-                    result = run_once(system, n, options, checks=last and not options.smoke)
+                    idle = options.idle_seconds if repeat == 0 and not options.smoke else 0
+                    result = run_once(system, n, options, checks=last and not options.smoke, idle_seconds=idle)
                     runs.append(result)
+                    idle_text = (f", idle {result['idle_cpu_ms_per_second_per_instance']:.2f} CPU-ms/s each"
+                                 if "idle_cpu_ms_per_second_per_instance" in result else "")
                     print(f"density: {system.name:13} N={n:4} repeat {repeat + 1}: all ready in "
                           f"{result['ready_seconds']:.2f} s, host +{result['host_memory_mib']:.0f} MiB, PSS "
-                          f"{result['pss_mib']:.0f} MiB, CPU {result['cpu_seconds']:.2f} s, "
+                          f"{result['pss_mib']:.0f} MiB, CPU {result['cpu_seconds']:.2f} s{idle_text}, "
                           f"{result['failures']} failed", file=sys.stderr, flush=True)
         kiln = next((system for system in chosen if system.name == "kiln"), None)
         if kiln and not options.smoke and not options.no_single:
