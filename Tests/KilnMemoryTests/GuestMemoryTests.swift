@@ -98,7 +98,7 @@ private func splitMemory() throws -> HeapGuestMemory {
 /// may merge neighbours with the same flags into one entry).
 private func mappingFlags(at address: UnsafeMutableRawPointer) throws -> [Substring] {
     let descriptor = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC)
-    guard descriptor >= 0 else { throw GuestMemoryLayoutError("cannot open /proc/self/smaps") }
+    guard descriptor >= 0 else { throw SmapsLookupError(description: "cannot open /proc/self/smaps") }
     defer { close(descriptor) }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
@@ -118,13 +118,12 @@ private func mappingFlags(at address: UnsafeMutableRawPointer) throws -> [Substr
             return line.split(separator: " ").dropFirst().map { $0 }
         }
     }
-    throw MappingNotFound(address: wanted)
+    throw SmapsLookupError(description: "no mapping holds 0x\(String(wanted, radix: 16)) in /proc/self/smaps")
 }
 
-/// `/proc/self/smaps` has no mapping holding the address asked about.
-private struct MappingNotFound: Error, CustomStringConvertible {
-    let address: UInt
-    var description: String { "no mapping holds 0x\(String(address, radix: 16)) in /proc/self/smaps" }
+/// The test could not read the flags it asked `/proc/self/smaps` for.
+private struct SmapsLookupError: Error, CustomStringConvertible {
+    let description: String
 }
 
 @Test func transparentHugePagesAreAskedForOnlyWhenConfigured() throws {
