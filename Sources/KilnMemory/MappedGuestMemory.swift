@@ -13,7 +13,8 @@ import KilnSystem
 /// Nothing else needs to map guest RAM (no vhost-user, no snapshots), so it
 /// need not be shared. Each guest range gets a slice of it, so the host side
 /// is contiguous even where the guest side has the MMIO hole.
-public final class MappedGuestMemory: GuestMemory, @unchecked Sendable { // bytes shared with the guest, copied in and out
+// @unchecked Sendable: bytes shared with the guest, copied in and out
+public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
     public let regions: [GuestMemoryRegion]
     private let mapping: UnsafeMutableRawPointer
     private let mappingSize: Int

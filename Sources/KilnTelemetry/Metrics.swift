@@ -29,7 +29,8 @@ public final class Gauge: Sendable {
 /// Named groups of counters and gauges, serialised as one JSON object per
 /// flush. Metrics are registered while the VMM starts, single-threaded;
 /// afterwards only the atomics change, so a flush takes no lock.
-public final class MetricsRegistry: @unchecked Sendable { // metrics register while one thread builds the VMM; snapshots only read
+// @unchecked Sendable: metrics register while one thread builds the VMM; snapshots only read
+public final class MetricsRegistry: @unchecked Sendable {
     public enum Metric {
         case counter(Counter)
         case gauge(Gauge)

@@ -89,7 +89,7 @@ func launch(_ index: Int) throws -> Launch {
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 1)
     let argv = launchArguments.map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
+    defer { for argument in argv { free(argument) } }
     var pid: pid_t = 0
     let spawnedAt = MonotonicClock.nanoseconds()
     let result = posix_spawn(&pid, jailer, &actions, nil, argv, nil)

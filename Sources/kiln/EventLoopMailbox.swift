@@ -35,9 +35,9 @@ final class EventLoopMailbox: Sendable {
             return state.nextNumber
         }
         try wake.signal()
-        let failure = state.withLock(waitingUntil: { $0.outcomes[number] != nil }) { state, _ in
-            state.outcomes.removeValue(forKey: number) ?? nil
-        }
+        let failure = state.withLock(
+            waitingUntil: { $0.outcomes[number] != nil },
+            { state, _ in state.outcomes.removeValue(forKey: number) ?? nil })
         if let failure { throw failure }
     }
 

@@ -16,7 +16,7 @@ enum Rehearsal {
         static let socket = 41, accept4 = 288, epollWait = 232, epollCtl = 233
         static let eventfd2 = 290, epollCreate1 = 291, tgkill = 234
         static let closeOnExec: UInt = 0o2000000, nonBlocking: UInt = 0o4000  // O_CLOEXEC, O_NONBLOCK
-        static let epollAdd: UInt = 1, epollIn: UInt32 = 1
+        static let epollAdd: UInt = 1, epollDelete: UInt = 2, epollIn: UInt32 = 1
 
         @discardableResult
         static func call(_ name: String, _ number: Int, _ a: [UInt]) throws -> Int {
@@ -248,7 +248,7 @@ enum Rehearsal {
             memset(block, 0xa5, 100_000)
             blocks.append(block)
         }
-        blocks.forEach { free($0) }
+        for block in blocks { free(block) }
         blocks.removeAll()
 
         var table: [String: [UInt64]] = [:]
@@ -305,7 +305,7 @@ enum Rehearsal {
             try Raw.call("epoll_wait", Raw.epollWait, [UInt(epoll), UInt(bitPattern: raw.baseAddress), 4, 5000])
         }
         guard count > 0 else { throw SystemError("epoll_wait", subject: "fd \(fd)", errno: ETIMEDOUT) }
-        _ = try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), 2 /* EPOLL_CTL_DEL */, UInt(fd), 0])
+        _ = try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), Raw.epollDelete, UInt(fd), 0])
     }
 }
 

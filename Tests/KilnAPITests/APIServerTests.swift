@@ -134,7 +134,7 @@ func becomesReadable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
         defer { fixture.stop() }
         #expect(APIServer.Configuration().maximumConnections == 16)
         var idle: [FileDescriptor] = []
-        defer { idle.forEach { $0.close() } }
+        defer { for connection in idle { connection.close() } }
         for index in 0..<16 {
             let client = try fixture.connect()
             idle.append(client)
@@ -162,7 +162,7 @@ func becomesReadable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
         let fixture = try ServerFixture { $0.maximumConnections = 2 }
         defer { fixture.stop() }
         let busy = try (0..<2).map { _ in try fixture.connect() }
-        defer { busy.forEach { $0.close() } }
+        defer { for connection in busy { connection.close() } }
         // No pause: the server may accept all three at once, before reading
         // the partial requests; it must still not take those two for idle.
         for client in busy { try send(client, "GET /busy HTTP/1.1\r\nHost:") }

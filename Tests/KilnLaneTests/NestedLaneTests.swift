@@ -50,7 +50,10 @@ enum NestedLane {
     }
 
     struct Boot: CustomTestStringConvertible, Sendable {
-        enum Kernel: String, Sendable { case bzImage = "bzimage", elf }
+        enum Kernel: String, Sendable {
+            case bzImage = "bzimage"
+            case elf
+        }
         /// How level 2's init ends the guest, and what kiln must log for it.
         enum End: String, Sendable {
             case i8042Reset = "reboot=k (i8042)"

@@ -40,7 +40,7 @@ enum APILane {
         // async-signal-safe functions (and resolves OWN_PID in place, as
         // SeccompFilter.install does).
         let argv = ([Lane1.kiln] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
+        defer { for argument in argv { free(argument) } }
         var empty = sigset_t()
         sigemptyset(&empty)
         return filters.withUnsafeMutableBufferPointer { buffer in
@@ -341,7 +341,7 @@ struct APISequenceTests {
 
     /// Ctrl+C: SIGINT ends kiln with 130 (128 + SIGINT), under its filters,
     /// and the API socket goes with it.
-    @Test func SIGINTEndsKilnWith130AndRemovesTheSocket() throws {
+    @Test func sigintEndsKilnWith130AndRemovesTheSocket() throws {
         let bundle = try APILane.bundle()
         let scratch = "/tmp/kiln-api-lane-int-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let socketPath = scratch + ".sock", errors = scratch + ".err"

@@ -21,7 +21,7 @@ struct CommandLineTests {
         try check("pipe") { pipe(&outputPipe) }
         try check("pipe") { pipe(&errorPipe) }
         let argv = ([binary] + arguments).map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
+        defer { for argument in argv { free(argument) } }
         let root = PolicyTestSupport.shippedPoliciesDirectory.dropLast("/policies".count)
         let pid = try String(root).withCString { directory in
             try check("fork") { () -> Int32 in

@@ -109,7 +109,8 @@ import Glibc
             }
         }
         // And the start-up alternatives the jailer adds to shared calls are not launch's.
-        let onlyBefore: [(String, Int, UInt64)] = [("openat", 2, 0), ("getrandom", 2, 1), ("lseek", 2, 1)]  // O_RDONLY, GRND_NONBLOCK, SEEK_CUR
+        // The values: O_RDONLY, GRND_NONBLOCK, SEEK_CUR.
+        let onlyBefore: [(String, Int, UInt64)] = [("openat", 2, 0), ("getrandom", 2, 1), ("lseek", 2, 1)]
         for (syscall, argument, value) in onlyBefore {
             var arguments = [UInt64](repeating: 0, count: 6)
             arguments[argument] = value
@@ -208,7 +209,8 @@ import Glibc
         for policy in try Self.shippedRoles() {
             let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
             let read = SyscallTable.number(of: "read")!
-            for architecture: UInt32 in [0x4000_0003 /* i386 */, 0xC000_00B7 /* aarch64 */, 0] {
+            // AUDIT_ARCH_I386, AUDIT_ARCH_AARCH64, and no architecture at all.
+            for architecture: UInt32 in [0x4000_0003, 0xC000_00B7, 0] {
                 #expect(interpreter.evaluate(SeccompInput(architecture: architecture, syscallNumber: read)) == .killProcess)
             }
             let x32 = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: read | PolicyCompiler.x32SyscallBit)

@@ -8,8 +8,8 @@ import Glibc
 #endif
 
 enum SeccompSupport {
-    /// PR_GET_SECCOMP fails with EINVAL on a kernel built without seccomp.
-    static var available: Bool { ckiln_prctl(21 /* PR_GET_SECCOMP */, 0, 0, 0, 0) >= 0 }
+    /// PR_GET_SECCOMP (21) fails with EINVAL on a kernel built without seccomp.
+    static var available: Bool { ckiln_prctl(21, 0, 0, 0, 0) >= 0 }
 
     /// The static policy-rehearsal program, built beside the test binary by
     /// `swift build` (make test builds before it tests).
@@ -171,7 +171,7 @@ struct KernelLoadingTests {
         func exec(_ arguments: [String]) -> Int32 {
             // argv as C strings, made before fork.
             let argv = ([rehearsal, bundlePath, socketPath] + arguments).map { strdup($0) } + [nil]
-            defer { argv.forEach { free($0) } }
+            defer { for argument in argv { free(argument) } }
             // The API client, as an orchestrator: kiln's roles have no connect.
             let client = Self.startAPIClient(socketPath: socketPath)
             defer { pthread_join(client, nil) }
@@ -226,7 +226,7 @@ struct KernelLoadingTests {
 
         let words: [String] = [rehearsal, bundlePath, socketPath, "--signal-other", String(victim)]
         let argv = words.map { strdup($0) } + [nil]
-        defer { argv.forEach { free($0) } }
+        defer { for argument in argv { free(argument) } }
         // The rehearsal's stdout, opened here: the jailer's filter has no open for it.
         let output = open(outputPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         try #require(output >= 0, "open \(outputPath)")

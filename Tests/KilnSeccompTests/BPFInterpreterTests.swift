@@ -6,6 +6,8 @@ import Glibc
 #endif
 
 @Suite struct BPFInterpreterTests {
+    // AUDIT_ARCH_X86_64, named for the architecture as the kernel spells it.
+    // swift-format-ignore: AlwaysUseLowerCamelCase
     static let x86_64: UInt32 = 0xC000_003E
 
     static func ret(_ action: SeccompAction) -> BPFInstruction { BPFInstruction(code: BPF.ret | BPF.k, k: action.rawValue) }

@@ -5,7 +5,10 @@ import Testing
 @Suite struct FileSystemTests {
     @Test func writesAtomicallyAndReadsBack() throws {
         let directory = String(cString: mkdtemp(strdup("/tmp/kiln-fs-XXXXXX")))
-        defer { _ = try? FileSystem.listDirectory(directory).forEach { unlink("\(directory)/\($0)") }; rmdir(directory) }
+        defer {
+            for name in (try? FileSystem.listDirectory(directory)) ?? [] { unlink("\(directory)/\(name)") }
+            rmdir(directory)
+        }
         let path = "\(directory)/file"
         try FileSystem.writeAtomically(path, Array("first".utf8))
         try FileSystem.writeAtomically(path, Array("second".utf8))

@@ -70,7 +70,7 @@ import Testing
         let threads = try (0..<4).map { _ in
             try SystemThread.spawn(name: "metric") { for _ in 0..<1000 { requests.increment() } }
         }
-        threads.forEach { $0.join() }
+        for thread in threads { thread.join() }
         errors.increment(by: 2)
         boot.set(1234)
         let snapshot = registry.snapshot(now: 99)

@@ -87,7 +87,7 @@ public enum ChildProcess {
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let full = ["/usr/bin/timeout", "-k", "5", String(seconds)] + argv
         var cArguments = full.map { strdup($0) } + [nil]
-        defer { cArguments.forEach { free($0) } }
+        defer { for argument in cArguments { free(argument) } }
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, full[0], &actions, &attributes, &cArguments, environ)
         guard spawned == 0 else { throw SpawnFailure(code: spawned) }

@@ -48,7 +48,8 @@ struct QueueImageMutator {
             case 0: bytes[offset] ^= UInt8(truncatingIfNeeded: 1 << (generator.next() % 8))
             case 1: put(pick(Self.words16), into: &bytes, at: offset)
             case 2: put(pick(Self.words64), into: &bytes, at: offset & ~15 | 1)  // a descriptor's address
-            case 3: put(UInt32(truncatingIfNeeded: generator.next() % 0x2_0000), into: &bytes, at: offset & ~15 | 9)  // its length
+            // a descriptor's length
+            case 3: put(UInt32(truncatingIfNeeded: generator.next() % 0x2_0000), into: &bytes, at: offset & ~15 | 9)
             case 4: bytes[offset] = UInt8(truncatingIfNeeded: generator.next())
             default: bytes.removeLast(Int(generator.next() % UInt64(bytes.count)))
             }

@@ -162,6 +162,7 @@ struct SeededFuzzTransportTests {
     @Test("net frames: 10,000 mutated transmit and receive programs")
     func netFrames() {
         let run = Self.mutatedRun(DeviceFuzzSeeds.net, as: NetFuzzOperation.self, seed: 0x6e65_7466) { VirtioFuzzing.netFrames($0) }
-        #expect(run.nonzero > Self.rounds / 4, "\(run.nonzero) of \(Self.rounds) programs moved a frame")  // about 36% do
+        // About 36% of the programs move one.
+        #expect(run.nonzero > Self.rounds / 4, "\(run.nonzero) of \(Self.rounds) programs moved a frame")
     }
 }

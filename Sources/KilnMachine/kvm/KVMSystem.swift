@@ -25,7 +25,7 @@ public final class KVMSystem: @unchecked Sendable { // immutable: one fd, whose 
     deinit { fd.close() }
 
     /// KVM_CHECK_EXTENSION: 0 when absent, otherwise a capability-specific value.
-    public func extension_(_ capability: Int32) -> Int32 {
+    public func checkExtension(_ capability: Int32) -> Int32 {
         max(0, ckiln_ioctl_int(fd.rawValue, ckiln_kvm_check_extension(), UInt(capability)))
     }
 
@@ -37,7 +37,7 @@ public final class KVMSystem: @unchecked Sendable { // immutable: one fd, whose 
             (KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"), (KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"),
             (KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"), (KVM_CAP_IRQFD, "KVM_CAP_IRQFD"),
         ]
-        for (capability, name) in required where extension_(capability) == 0 {
+        for (capability, name) in required where checkExtension(capability) == 0 {
             throw SystemError("KVM_CHECK_EXTENSION", subject: name, errno: ENOTSUP)
         }
     }

@@ -7,7 +7,8 @@ import KilnSystem
 /// A KVM vCPU: its shared `kvm_run` page and typed register access
 /// (api.rst "vcpu ioctl"). Used only from the thread that runs it, except
 /// `requestImmediateExit`, which any thread may call before signalling it.
-public final class KVMVirtualCPU: @unchecked Sendable { // only its vCPU thread uses `run`, but for the kick's immediate_exit
+// @unchecked Sendable: only its vCPU thread uses `run`, but for the kick's immediate_exit
+public final class KVMVirtualCPU: @unchecked Sendable {
     public let fd: FileDescriptor
     public let index: Int
     public let run: UnsafeMutablePointer<kvm_run>

@@ -15,6 +15,8 @@ public struct ELFImage: Equatable, Sendable {
     public let pvhEntry: UInt64?
 
     static let magic: [UInt8] = [0x7f, 0x45, 0x4c, 0x46] // "\x7fELF"
+    // EM_X86_64 (elf.h): the architecture's own spelling, kept.
+    // swift-format-ignore: AlwaysUseLowerCamelCase
     static let machineX86_64: UInt16 = 62
     static let pointLoad: UInt32 = 1
     static let pointNote: UInt32 = 4

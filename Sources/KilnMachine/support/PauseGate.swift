@@ -29,13 +29,13 @@ final class PauseGate: Sendable {
         }
         guard parking else { return false }
         state.broadcast()
-        state.withLock(waitingUntil: { !$0.closed }) { state, _ in state.parked -= 1 }
+        state.withLock(waitingUntil: { !$0.closed }, { state, _ in state.parked -= 1 })
         return true
     }
 
     /// Event-loop side: waits until `count` threads are parked, or the
     /// timeout passes (false then).
     func waitUntilParked(_ count: Int, timeoutNanoseconds: UInt64) -> Bool {
-        state.withLock(waitingUntil: { $0.parked >= count }, timeoutNanoseconds: timeoutNanoseconds) { _, ready in ready }
+        state.withLock(waitingUntil: { $0.parked >= count }, timeoutNanoseconds: timeoutNanoseconds, { _, ready in ready })
     }
 }

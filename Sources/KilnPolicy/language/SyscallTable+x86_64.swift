@@ -7,6 +7,8 @@
 //     /usr/include/x86_64-linux-gnu/asm/unistd_64.h
 
 extension SyscallTable {
+    // Named for the architecture, spelt as the kernel's headers spell it.
+    // swift-format-ignore: AlwaysUseLowerCamelCase
     static let x86_64Entries: [(name: String, number: Int32)] = [
         ("read", 0),
         ("write", 1),

@@ -4,7 +4,8 @@
 /// \_S5 package (KilnACPI) point here; the status register beside it reads
 /// WAK_STS clear. `LegacyDevices.wire` says where `poweroff` goes (the
 /// machine stops with `.poweroff`).
-public final class SleepControlDevice: BusDevice, @unchecked Sendable { // `poweroff` requests an exit, safe from any thread
+// @unchecked Sendable: `poweroff` requests an exit, safe from any thread
+public final class SleepControlDevice: BusDevice, @unchecked Sendable {
     /// The SLP_TYP value the DSDT's \_S5 object must announce.
     public static let s5SleepType: UInt8 = 5
     static let sleepEnable: UInt8 = 1 << 5

@@ -6,7 +6,9 @@
 public enum InterruptRouting {
     public enum Chip: UInt32, Sendable {
         // KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQCHIP_IOAPIC.
-        case picMaster = 0, picSlave = 1, ioapic = 2
+        case picMaster = 0
+        case picSlave = 1
+        case ioapic = 2
     }
 
     public struct Route: Equatable, Sendable {
