@@ -103,11 +103,8 @@ test: build guest api-test-deps client-test-deps format-check
 	@integration/test-skips.sh $(SWIFT_TEST_LOG)
 
 # swift format ships with the toolchain; .swift-format is the project's
-# style. The check covers FORMATTED_PATHS only, so that the branches in
-# flight need no reformatting. To extend it to the whole tree once they have
-# merged, run this one line and commit the result:
-#   sed -i 's|^FORMATTED_PATHS :=.*|FORMATTED_PATHS := Package.swift Sources Tests|' Makefile && make format
-FORMATTED_PATHS := Sources/KilnJSON Sources/KilnBytes Sources/KilnACPI Tests/KilnJSONTests Tests/KilnBytesTests
+# style. format-check lints the whole tree (the manifest, Sources, Tests).
+FORMATTED_PATHS := Package.swift Sources Tests
 format:
 	$(SWIFT) format format --in-place --parallel --recursive $(FORMATTED_PATHS)
 

@@ -14,9 +14,12 @@ import PackageDescription
 /// linker/static-pie-ld: the toolchain's lld (the system's gold does not know
 /// `--no-dynamic-linker`, which `-static-pie` passes) without the `$ORIGIN`
 /// rpath SwiftPM adds, which glibc's static-pie start-up refuses.
-let staticExecutable: [LinkerSetting] = [.unsafeFlags([
-    "-static-executable", "-ld-path=\(Context.packageDirectory)/linker/static-pie-ld", "-Xclang-linker", "-static-pie",
-])]
+let staticExecutable: [LinkerSetting] = [
+    .unsafeFlags([
+        "-static-executable", "-ld-path=\(Context.packageDirectory)/linker/static-pie-ld", "-Xclang-linker",
+        "-static-pie",
+    ])
+]
 
 /// `make fuzz` sets KILN_FUZZ=1, and the fuzz targets leave `main` to
 /// libFuzzer. Every other build gives them a replay `main`, so that they link
@@ -37,8 +40,9 @@ let package = Package(
         .target(name: "CKilnStart"),
         // The compiled policies as C bytes (generated: `make policies`)
         .target(name: "CKilnBuiltinPolicies"),
-        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp",
-                       providers: [.apt(["libseccomp-dev"])]),
+        .systemLibrary(
+            name: "CSeccomp", pkgConfig: "libseccomp",
+            providers: [.apt(["libseccomp-dev"])]),
 
         // MARK: Foundations
         .target(name: "KilnSystem", dependencies: ["CKiln"]),
@@ -58,7 +62,12 @@ let package = Package(
         // MARK: VMM: guest memory, configuration, the KVM machine
         .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
         .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
-        .target(name: "KilnMachine", dependencies: ["KilnMemory", "KilnConfig", "KilnSystem", "KilnTelemetry", "KilnACPI", "KilnBytes", "KilnVirtio", "CKiln"]),
+        .target(
+            name: "KilnMachine",
+            dependencies: [
+                "KilnMemory", "KilnConfig", "KilnSystem", "KilnTelemetry", "KilnACPI", "KilnBytes", "KilnVirtio",
+                "CKiln",
+            ]),
 
         // MARK: virtio-mmio transport, split queues and devices (pure: no KVM, no threads)
         .target(name: "KilnVirtio", dependencies: ["KilnBytes", "KilnMemory", "KilnSystem"]),
@@ -75,51 +84,73 @@ let package = Package(
         // MARK: Executables
         // Static too, so that `kiln-policy trace` runs where kiln does (the
         // nested lane's level 1 has no Swift runtime); libseccomp links statically.
-        .executableTarget(name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"],
-                          linkerSettings: staticExecutable),
-        .executableTarget(name: "kiln-jailer", dependencies: ["KilnJail", "KilnSystem", "KilnBuiltinPolicies", "CKilnStart"],
-                          linkerSettings: staticExecutable),
-        .executableTarget(name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "KilnSeccomp", "CKiln", "CKilnStart"],
-                          linkerSettings: staticExecutable),
+        .executableTarget(
+            name: "kiln-policy", dependencies: ["KilnPolicy", "KilnSystem"],
+            linkerSettings: staticExecutable),
+        .executableTarget(
+            name: "kiln-jailer", dependencies: ["KilnJail", "KilnSystem", "KilnBuiltinPolicies", "CKilnStart"],
+            linkerSettings: staticExecutable),
+        .executableTarget(
+            name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "KilnSeccomp", "CKiln", "CKilnStart"],
+            linkerSettings: staticExecutable),
         .executableTarget(name: "kiln-jailer-bench", dependencies: ["KilnJail", "KilnSystem", "KilnSeccomp", "CKiln"]),
         // A rate-limited virtio-blk device's throughput against its configured rate (`make bench-ratelimit`)
-        .executableTarget(name: "kiln-ratelimit-bench", dependencies: ["KilnVirtio", "KilnMachine", "KilnMemory", "KilnSystem"]),
+        .executableTarget(
+            name: "kiln-ratelimit-bench", dependencies: ["KilnVirtio", "KilnMachine", "KilnMemory", "KilnSystem"]),
 
         // MARK: libFuzzer targets, one per parser (`make fuzz`)
         .target(name: "KilnFuzzSupport", dependencies: ["KilnSystem"]),
-        .executableTarget(name: "fuzz-json", dependencies: ["KilnJSON", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
-        .executableTarget(name: "fuzz-http-request", dependencies: ["KilnAPI", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-json", dependencies: ["KilnJSON", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-http-request", dependencies: ["KilnAPI", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
 
-        .executableTarget(name: "kiln", dependencies: ["KilnMachine", "KilnConfig", "KilnSystem", "KilnAPI", "KilnTelemetry", "KilnSeccomp", "KilnBuiltinPolicies", "CKiln", "CKilnStart"],
-                          linkerSettings: staticExecutable),
+        .executableTarget(
+            name: "kiln",
+            dependencies: [
+                "KilnMachine", "KilnConfig", "KilnSystem", "KilnAPI", "KilnTelemetry", "KilnSeccomp",
+                "KilnBuiltinPolicies", "CKiln", "CKilnStart",
+            ],
+            linkerSettings: staticExecutable),
 
         // A static stand-in for the VMM's threads, run by the kernel tests
         // under the compiled filters.
-        .executableTarget(name: "policy-rehearsal", dependencies: ["KilnSeccomp", "KilnSystem", "CKiln"],
-                          linkerSettings: staticExecutable),
-        .executableTarget(name: "fuzz-policy-parser", dependencies: ["KilnPolicy", "KilnSystem", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "policy-rehearsal", dependencies: ["KilnSeccomp", "KilnSystem", "CKiln"],
+            linkerSettings: staticExecutable),
+        .executableTarget(
+            name: "fuzz-policy-parser", dependencies: ["KilnPolicy", "KilnSystem", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
 
-        .executableTarget(name: "fuzz-vm-config", dependencies: ["KilnConfig", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
-        .executableTarget(name: "fuzz-kernel-image", dependencies: ["KilnMachine", "KilnMemory", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
-        .executableTarget(name: "fuzz-virtqueue", dependencies: ["KilnVirtio", "KilnMemory", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
-        .executableTarget(name: "fuzz-virtio-block", dependencies: ["KilnVirtio", "KilnMemory", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
-        .executableTarget(name: "fuzz-vsock-packet", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
-        .executableTarget(name: "fuzz-virtio-mmio", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
-        .executableTarget(name: "fuzz-net-frames", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
-        .executableTarget(name: "fuzz-vsock-device", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
-        .executableTarget(name: "fuzz-legacy-devices", dependencies: ["KilnMachine", "KilnFuzzSupport"],
-                          swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-vm-config", dependencies: ["KilnConfig", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-kernel-image", dependencies: ["KilnMachine", "KilnMemory", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-virtqueue", dependencies: ["KilnVirtio", "KilnMemory", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-virtio-block", dependencies: ["KilnVirtio", "KilnMemory", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-vsock-packet", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-virtio-mmio", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-net-frames", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-vsock-device", dependencies: ["KilnVirtio", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
+        .executableTarget(
+            name: "fuzz-legacy-devices", dependencies: ["KilnMachine", "KilnFuzzSupport"],
+            swiftSettings: fuzzEntryPoint),
 
         // MARK: Tests
         .target(name: "KilnTestSupport", dependencies: ["KilnSystem"], path: "Tests/KilnTestSupport"),
@@ -132,15 +163,24 @@ let package = Package(
         .testTarget(name: "KilnMemoryTests", dependencies: ["KilnMemory"]),
         .testTarget(name: "KilnConfigTests", dependencies: ["KilnConfig", "KilnJSON", "KilnTestSupport"]),
         .testTarget(name: "KilnACPITests", dependencies: ["KilnACPI", "KilnTestSupport"]),
-        .testTarget(name: "KilnVirtioTests", dependencies: ["KilnVirtio", "KilnBytes", "KilnMemory", "KilnSystem", "KilnTestSupport",
-                                                        // vsock's device test drives the real Unix-socket backend
-                                                        "KilnMachine"]),
+        .testTarget(
+            name: "KilnVirtioTests",
+            dependencies: [
+                "KilnVirtio", "KilnBytes", "KilnMemory", "KilnSystem", "KilnTestSupport",
+                // vsock's device test drives the real Unix-socket backend
+                "KilnMachine",
+            ]),
 
-        .testTarget(name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
+        .testTarget(
+            name: "KilnJailTests", dependencies: ["KilnJail", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln"]),
 
-        .testTarget(name: "KilnMachineTests",
-                    dependencies: ["KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "KilnVirtio", "KilnJSON", "CKiln", "KilnTestSupport",
-                                   "KilnTelemetry"]),
+        .testTarget(
+            name: "KilnMachineTests",
+            dependencies: [
+                "KilnMachine", "KilnMemory", "KilnConfig", "KilnSystem", "KilnSeccomp", "KilnVirtio", "KilnJSON",
+                "CKiln", "KilnTestSupport",
+                "KilnTelemetry",
+            ]),
         // The two boot lanes through the real binaries: kiln jailed on this
         // machine's KVM, and stock Linux on the nested KVM (integration/nested).
         .testTarget(name: "KilnLaneTests", dependencies: ["KilnTestSupport", "KilnJail", "CKiln", "KilnJSON"]),
@@ -148,9 +188,13 @@ let package = Package(
         .testTarget(name: "KilnSourceTreeTests", dependencies: ["KilnTestSupport"]),
 
         .target(name: "CPolicyConstantsCheck", path: "Tests/CPolicyConstantsCheck"),
-        .testTarget(name: "KilnPolicyTests",
-                    dependencies: ["KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck", "KilnTestSupport",
-                                   "KilnBuiltinPolicies"]),
+        .testTarget(
+            name: "KilnPolicyTests",
+            dependencies: [
+                "KilnPolicy", "KilnSeccomp", "KilnSystem", "KilnJSON", "CKiln", "CSeccomp", "CPolicyConstantsCheck",
+                "KilnTestSupport",
+                "KilnBuiltinPolicies",
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -97,7 +97,8 @@ extension MachineConfig {
             hugePages: try reader.enumeration("huge_pages", as: HugePages.self) ?? .none,
             cpuTemplate: try reader.value("cpu_template").map { value in
                 guard case let .string(name) = value else {
-                    throw JSONDecodingError(path: reader.fieldPath("cpu_template"), message: "expected a string, got \(value.typeName)")
+                    throw JSONDecodingError(
+                        path: reader.fieldPath("cpu_template"), message: "expected a string, got \(value.typeName)")
                 }
                 return name
             })
@@ -126,8 +127,9 @@ extension NetworkInterfaceConfig {
         let mac: MACAddress?
         if let text = try reader.string("guest_mac") {
             guard let parsed = MACAddress(text) else {
-                throw JSONDecodingError(path: reader.fieldPath("guest_mac"),
-                                        message: "expected a MAC address like 06:00:ac:10:00:02, got \"\(text)\"")
+                throw JSONDecodingError(
+                    path: reader.fieldPath("guest_mac"),
+                    message: "expected a MAC address like 06:00:ac:10:00:02, got \"\(text)\"")
             }
             mac = parsed
         } else {

@@ -27,53 +27,63 @@ private func object(_ members: [(String, JSONValue?)]) -> JSONValue {
 
 extension BootSourceConfig {
     public var json: JSONValue {
-        object([("kernel_image_path", .string(kernelImagePath)),
-                ("initrd_path", initrdPath.map(JSONValue.string)),
-                ("boot_args", bootArgs.map(JSONValue.string))])
+        object([
+            ("kernel_image_path", .string(kernelImagePath)),
+            ("initrd_path", initrdPath.map(JSONValue.string)),
+            ("boot_args", bootArgs.map(JSONValue.string)),
+        ])
     }
 }
 
 extension MachineConfig {
     public var json: JSONValue {
-        object([("vcpu_count", .integer(vcpuCount)),
-                ("mem_size_mib", .integer(memSizeMiB)),
-                ("smt", .bool(smt)),
-                ("track_dirty_pages", .bool(trackDirtyPages)),
-                ("huge_pages", .string(hugePages.rawValue)),
-                ("cpu_template", cpuTemplate.map(JSONValue.string))])
+        object([
+            ("vcpu_count", .integer(vcpuCount)),
+            ("mem_size_mib", .integer(memSizeMiB)),
+            ("smt", .bool(smt)),
+            ("track_dirty_pages", .bool(trackDirtyPages)),
+            ("huge_pages", .string(hugePages.rawValue)),
+            ("cpu_template", cpuTemplate.map(JSONValue.string)),
+        ])
     }
 }
 
 extension BlockDeviceConfig {
     public var json: JSONValue {
-        object([("drive_id", .string(driveID)),
-                ("is_root_device", .bool(isRootDevice)),
-                ("path_on_host", pathOnHost.map(JSONValue.string)),
-                ("is_read_only", .bool(isReadOnly)),
-                ("partuuid", partUUID.map(JSONValue.string)),
-                ("cache_type", .string(cacheType.rawValue)),
-                ("io_engine", .string(ioEngine.rawValue)),
-                ("rate_limiter", rateLimiter?.json),
-                ("socket", socket.map(JSONValue.string))])
+        object([
+            ("drive_id", .string(driveID)),
+            ("is_root_device", .bool(isRootDevice)),
+            ("path_on_host", pathOnHost.map(JSONValue.string)),
+            ("is_read_only", .bool(isReadOnly)),
+            ("partuuid", partUUID.map(JSONValue.string)),
+            ("cache_type", .string(cacheType.rawValue)),
+            ("io_engine", .string(ioEngine.rawValue)),
+            ("rate_limiter", rateLimiter?.json),
+            ("socket", socket.map(JSONValue.string)),
+        ])
     }
 }
 
 extension NetworkInterfaceConfig {
     public var json: JSONValue {
-        object([("iface_id", .string(ifaceID)),
-                ("host_dev_name", .string(hostDevName)),
-                ("guest_mac", guestMAC.map { .string($0.description) }),
-                ("mtu", mtu.map { .integer($0) }),
-                ("rx_rate_limiter", rxRateLimiter?.json),
-                ("tx_rate_limiter", txRateLimiter?.json)])
+        object([
+            ("iface_id", .string(ifaceID)),
+            ("host_dev_name", .string(hostDevName)),
+            ("guest_mac", guestMAC.map { .string($0.description) }),
+            ("mtu", mtu.map { .integer($0) }),
+            ("rx_rate_limiter", rxRateLimiter?.json),
+            ("tx_rate_limiter", txRateLimiter?.json),
+        ])
     }
 }
 
 extension VsockDeviceConfig {
     public var json: JSONValue {
-        object([("guest_cid", .integer(guestCID)),
-                ("uds_path", .string(udsPath)),
-                ("vsock_id", vsockID.map(JSONValue.string))])
+        object([
+            ("guest_cid", .integer(guestCID)),
+            ("uds_path", .string(udsPath)),
+            ("vsock_id", vsockID.map(JSONValue.string)),
+        ])
     }
 }
 
@@ -83,11 +93,13 @@ extension EntropyDeviceConfig {
 
 extension LoggerConfig {
     public var json: JSONValue {
-        object([("log_path", logPath.map(JSONValue.string)),
-                ("level", level.map { .string($0.rawValue) }),
-                ("show_level", .bool(showLevel)),
-                ("show_log_origin", .bool(showLogOrigin)),
-                ("module", module.map(JSONValue.string))])
+        object([
+            ("log_path", logPath.map(JSONValue.string)),
+            ("level", level.map { .string($0.rawValue) }),
+            ("show_level", .bool(showLevel)),
+            ("show_log_origin", .bool(showLogOrigin)),
+            ("module", module.map(JSONValue.string)),
+        ])
     }
 }
 
@@ -99,9 +111,11 @@ extension RateLimiterConfig {
     public var json: JSONValue {
         func bucket(_ bucket: TokenBucketConfig?) -> JSONValue? {
             bucket.map {
-                object([("size", .integer($0.size)),
-                        ("one_time_burst", $0.oneTimeBurst.map { .integer($0) }),
-                        ("refill_time", .integer($0.refillTimeMilliseconds))])
+                object([
+                    ("size", .integer($0.size)),
+                    ("one_time_burst", $0.oneTimeBurst.map { .integer($0) }),
+                    ("refill_time", .integer($0.refillTimeMilliseconds)),
+                ])
             }
         }
         return object([("bandwidth", bucket(bandwidth)), ("ops", bucket(ops))])

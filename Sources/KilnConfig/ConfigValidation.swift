@@ -64,7 +64,8 @@ extension VMConfig {
         for (index, drive) in drives.enumerated() {
             let path = "drives[\(index)]"
             if drive.driveID.isEmpty || !seen.insert(drive.driveID).inserted {
-                throw ConfigurationError(path: "\(path).drive_id", message: "must be non-empty and unique, got \"\(drive.driveID)\"")
+                throw ConfigurationError(
+                    path: "\(path).drive_id", message: "must be non-empty and unique, got \"\(drive.driveID)\"")
             }
             if drive.socket != nil {
                 throw ConfigurationError(path: "\(path).socket", message: "vhost-user drives are not supported")
@@ -74,8 +75,9 @@ extension VMConfig {
             }
             if drive.isRootDevice {
                 if let rootIndex {
-                    throw ConfigurationError(path: "\(path).is_root_device",
-                                             message: "drives[\(rootIndex)] is already the root device")
+                    throw ConfigurationError(
+                        path: "\(path).is_root_device",
+                        message: "drives[\(rootIndex)] is already the root device")
                 }
                 rootIndex = index
             }
@@ -91,9 +93,11 @@ extension VMConfig {
             }
             // IFNAMSIZ is 16 including the NUL.
             if interface.hostDevName.isEmpty || interface.hostDevName.utf8.count > 15
-                || !devices.insert(interface.hostDevName).inserted {
-                throw ConfigurationError(path: "\(path).host_dev_name",
-                                         message: "must be a unique interface name of 1 to 15 bytes")
+                || !devices.insert(interface.hostDevName).inserted
+            {
+                throw ConfigurationError(
+                    path: "\(path).host_dev_name",
+                    message: "must be a unique interface name of 1 to 15 bytes")
             }
             if let mac = interface.guestMAC, mac.bytes[0] & 1 == 1 {
                 throw ConfigurationError(path: "\(path).guest_mac", message: "\(mac) is a multicast address")
@@ -105,24 +109,28 @@ extension VMConfig {
 extension MachineConfig {
     public func validate() throws {
         guard MachineConfig.vcpuRange.contains(vcpuCount) else {
-            throw ConfigurationError(path: "machine-config.vcpu_count",
-                                     message: "expected an integer from 1 to 32, got \(vcpuCount)")
+            throw ConfigurationError(
+                path: "machine-config.vcpu_count",
+                message: "expected an integer from 1 to 32, got \(vcpuCount)")
         }
         // With SMT each core has two threads, so the count must split evenly.
         if smt && vcpuCount > 1 && vcpuCount % 2 != 0 {
-            throw ConfigurationError(path: "machine-config.vcpu_count",
-                                     message: "must be 1 or even when smt is enabled, got \(vcpuCount)")
+            throw ConfigurationError(
+                path: "machine-config.vcpu_count",
+                message: "must be 1 or even when smt is enabled, got \(vcpuCount)")
         }
         guard memSizeMiB >= 1 else {
             throw ConfigurationError(path: "machine-config.mem_size_mib", message: "must be at least 1")
         }
         if let cpuTemplate, cpuTemplate != "None" {
-            throw ConfigurationError(path: "machine-config.cpu_template",
-                                     message: "CPU templates are not supported, got \"\(cpuTemplate)\"")
+            throw ConfigurationError(
+                path: "machine-config.cpu_template",
+                message: "CPU templates are not supported, got \"\(cpuTemplate)\"")
         }
         if hugePages == .twoMiB {
-            throw ConfigurationError(path: "machine-config.huge_pages",
-                                     message: "2M (hugetlbfs) pages are not supported yet; Transparent is")
+            throw ConfigurationError(
+                path: "machine-config.huge_pages",
+                message: "2M (hugetlbfs) pages are not supported yet; Transparent is")
         }
     }
 }
@@ -133,12 +141,16 @@ extension LoggerConfig {
     /// refused by name rather than accepted and ignored (false is the default).
     public func refuseUnservedFields() throws {
         if let module {
-            throw ConfigurationError(path: "logger.module",
-                                     message: "a log filter by source module is not supported (Kiln's log lines name no module), got \"\(module)\"")
+            throw ConfigurationError(
+                path: "logger.module",
+                message:
+                    "a log filter by source module is not supported (Kiln's log lines name no module), got \"\(module)\""
+            )
         }
         if showLogOrigin {
-            throw ConfigurationError(path: "logger.show_log_origin",
-                                     message: "log lines with their source file and line are not supported")
+            throw ConfigurationError(
+                path: "logger.show_log_origin",
+                message: "log lines with their source file and line are not supported")
         }
     }
 }

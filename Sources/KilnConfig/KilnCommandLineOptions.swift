@@ -35,7 +35,8 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
     /// run; there is no PCI transport, so the devices stay virtio-mmio and
     /// kiln logs that (`enablePCINotice`).
     public var enablePCI = false
-    public static let enablePCINotice = "--enable-pci: Kiln has no PCI transport; the guest gets every device on virtio-mmio "
+    public static let enablePCINotice =
+        "--enable-pci: Kiln has no PCI transport; the guest gets every device on virtio-mmio "
         + "(announced in ACPI as LNRO0005 and by virtio_mmio.device= on its command line), as without the flag"
 
     /// Where the API listens when neither --api-sock nor --no-api is given:
@@ -83,48 +84,49 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
             case .unhandled(let flag): "\(flag) is listed but not handled"
             case .contradiction(let first, let second): "\(first) and \(second) contradict each other; pass one"
             case .directBootNeedsNoAPI: "--kernel, --initrd, --cmdline, --vcpus and --mem need --no-api"
-            case .directBootWithConfigFile: "--kernel, --initrd, --cmdline, --vcpus and --mem cannot be combined with --config-file"
+            case .directBootWithConfigFile:
+                "--kernel, --initrd, --cmdline, --vcpus and --mem cannot be combined with --config-file"
             case .noAPIWithoutBootSource: "--no-api needs --config-file or --kernel"
             }
         }
     }
 
     public static let usage = """
-    usage: kiln [--api-sock PATH] [--config-file vm.json] [--seccomp-filter BUNDLE | --no-seccomp]
-           kiln --no-api (--config-file vm.json | --kernel PATH [options]) [--seccomp-filter BUNDLE | --no-seccomp]
+        usage: kiln [--api-sock PATH] [--config-file vm.json] [--seccomp-filter BUNDLE | --no-seccomp]
+               kiln --no-api (--config-file vm.json | --kernel PATH [options]) [--seccomp-filter BUNDLE | --no-seccomp]
 
-    Firecracker's flags (a value is the next argument: --flag VALUE, never --flag=VALUE):
-      --api-sock PATH         serve Firecracker's REST API on this Unix socket (default /run/firecracker.socket);
-                              the file must not exist, and is removed when kiln ends
-      --config-file PATH      VM configuration in Firecracker's config-file JSON; the VM starts at once
-      --no-api                no API server: the VM comes from --config-file (or --kernel)
-      --http-api-max-payload-size N  largest API request body in bytes (default 51200)
-      --id ID                 instance id, 1-64 of [A-Za-z0-9-] (default anonymous-instance)
-      --seccomp-filter PATH   a bundle from `kiln-policy compile` (not Firecracker's BPF format) replacing the
-                              built-in one; each thread installs its role's filter
-      --no-seccomp            run without seccomp filters (development only: prints a warning)
-                              (neither: the policies built into kiln)
-      --start-time-us N       the jailer's start (CLOCK_MONOTONIC, microseconds), to log its overhead
-      --start-time-cpu-us N   the jailer's process CPU time at its start (microseconds)
-      --parent-cpu-time-us N  CPU time of the parent before it forked (microseconds), added to the CPU figure
-      --log-path PATH         append log lines to PATH instead of stderr
-      --level LEVEL           Off, Error, Warn (or Warning), Info, Debug or Trace (default Info)
-      --show-level            accepted: every log line carries its level
-      --metrics-path PATH     write metrics to PATH (file or FIFO) from the start
-      --boot-timer            log the guest's boot time when it writes the boot-timer device
-      --enable-pci            accepted, with a warning in the log: there is no PCI transport, so every device
-                              stays virtio-mmio (a guest without the virtio_mmio driver finds no disks)
-      --version               print kiln's version and the Firecracker API version it implements
-      --help, -h              this text
-      Arguments after -- are ignored, as Firecracker ignores them.
-    Firecracker's flags that Kiln refuses, naming the missing feature:
-      --metadata, --mmds-size-limit (MMDS); --snapshot-version, --describe-snapshot (snapshots);
-      --module, --show-log-origin (log lines carry no module or origin)
-    Direct boot (instead of --config-file):
-      --kernel PATH --initrd PATH --cmdline ARGS --vcpus N --mem MIB
-    Other:
-      --console-output PATH   guest serial output to PATH instead of stdout
-    """
+        Firecracker's flags (a value is the next argument: --flag VALUE, never --flag=VALUE):
+          --api-sock PATH         serve Firecracker's REST API on this Unix socket (default /run/firecracker.socket);
+                                  the file must not exist, and is removed when kiln ends
+          --config-file PATH      VM configuration in Firecracker's config-file JSON; the VM starts at once
+          --no-api                no API server: the VM comes from --config-file (or --kernel)
+          --http-api-max-payload-size N  largest API request body in bytes (default 51200)
+          --id ID                 instance id, 1-64 of [A-Za-z0-9-] (default anonymous-instance)
+          --seccomp-filter PATH   a bundle from `kiln-policy compile` (not Firecracker's BPF format) replacing the
+                                  built-in one; each thread installs its role's filter
+          --no-seccomp            run without seccomp filters (development only: prints a warning)
+                                  (neither: the policies built into kiln)
+          --start-time-us N       the jailer's start (CLOCK_MONOTONIC, microseconds), to log its overhead
+          --start-time-cpu-us N   the jailer's process CPU time at its start (microseconds)
+          --parent-cpu-time-us N  CPU time of the parent before it forked (microseconds), added to the CPU figure
+          --log-path PATH         append log lines to PATH instead of stderr
+          --level LEVEL           Off, Error, Warn (or Warning), Info, Debug or Trace (default Info)
+          --show-level            accepted: every log line carries its level
+          --metrics-path PATH     write metrics to PATH (file or FIFO) from the start
+          --boot-timer            log the guest's boot time when it writes the boot-timer device
+          --enable-pci            accepted, with a warning in the log: there is no PCI transport, so every device
+                                  stays virtio-mmio (a guest without the virtio_mmio driver finds no disks)
+          --version               print kiln's version and the Firecracker API version it implements
+          --help, -h              this text
+          Arguments after -- are ignored, as Firecracker ignores them.
+        Firecracker's flags that Kiln refuses, naming the missing feature:
+          --metadata, --mmds-size-limit (MMDS); --snapshot-version, --describe-snapshot (snapshots);
+          --module, --show-log-origin (log lines carry no module or origin)
+        Direct boot (instead of --config-file):
+          --kernel PATH --initrd PATH --cmdline ARGS --vcpus N --mem MIB
+        Other:
+          --console-output PATH   guest serial output to PATH instead of stdout
+        """
 
     enum Arity { case flag, value }
 
@@ -168,7 +170,9 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
         var remaining = own
         var seen: Set<String> = []
         func value(_ flag: String) throws -> String {
-            guard let next = remaining.popFirst(), !next.hasPrefix("--") else { throw UsageError.missingValue(flag: flag) }
+            guard let next = remaining.popFirst(), !next.hasPrefix("--") else {
+                throw UsageError.missingValue(flag: flag)
+            }
             return next
         }
         func number(_ flag: String, in range: ClosedRange<Int>) throws -> Int {
@@ -187,7 +191,9 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
         }
         while let flag = remaining.popFirst() {
             guard Self.flags[flag] != nil else {
-                if flag.hasPrefix("--"), let equals = flag.firstIndex(of: "="), Self.flags[String(flag[..<equals])] != nil {
+                if flag.hasPrefix("--"), let equals = flag.firstIndex(of: "="),
+                    Self.flags[String(flag[..<equals])] != nil
+                {
                     throw UsageError.valueAfterEquals(argument: flag, flag: String(flag[..<equals]))
                 }
                 throw flag.hasPrefix("-") ? UsageError.unknownArgument(flag) : UsageError.unexpectedArgument(flag)
@@ -203,7 +209,9 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
             case "--id":
                 id = try value(flag)
                 guard (1...64).contains(id.utf8.count),
-                      id.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) || $0 == 0x2d })
+                    id.utf8.allSatisfy({
+                        ($0 >= 0x30 && $0 <= 0x39) || ($0 | 0x20 >= 0x61 && $0 | 0x20 <= 0x7a) || $0 == 0x2d
+                    })
                 else { throw UsageError.badID(id) }
             case "--seccomp-filter": seccompFilter = try value(flag)
             case "--no-seccomp": noSeccomp = true
@@ -256,7 +264,8 @@ public struct KilnCommandLineOptions: Equatable, Sendable {
         } else {
             guard noAPI else { return nil }
             guard let kernel else { throw UsageError.noAPIWithoutBootSource }
-            config = VMConfig(bootSource: BootSourceConfig(kernelImagePath: kernel, initrdPath: initrd, bootArgs: commandLine))
+            config = VMConfig(
+                bootSource: BootSourceConfig(kernelImagePath: kernel, initrdPath: initrd, bootArgs: commandLine))
             if let vcpus { config.machine.vcpuCount = vcpus }
             if let memoryMiB { config.machine.memSizeMiB = memoryMiB }
             try config.validate()

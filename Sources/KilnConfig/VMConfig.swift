@@ -45,7 +45,9 @@ public struct BootSourceConfig: Equatable, Sendable {
 /// `machine-config` (API: PUT /machine-config). Defaults are Firecracker's.
 public struct MachineConfig: Equatable, Sendable {
     public enum HugePages: String, Equatable, Sendable, CaseIterable {
-        case none = "None", transparent = "Transparent", twoMiB = "2M"
+        case none = "None"
+        case transparent = "Transparent"
+        case twoMiB = "2M"
     }
 
     public static let vcpuRange: ClosedRange<Int> = 1...32
@@ -73,8 +75,14 @@ public struct MachineConfig: Equatable, Sendable {
 
 /// One element of `drives` (API: PUT /drives/{drive_id}).
 public struct BlockDeviceConfig: Equatable, Sendable {
-    public enum CacheType: String, Equatable, Sendable, CaseIterable { case unsafe = "Unsafe", writeback = "Writeback" }
-    public enum IOEngine: String, Equatable, Sendable, CaseIterable { case sync = "Sync", async = "Async" }
+    public enum CacheType: String, Equatable, Sendable, CaseIterable {
+        case unsafe = "Unsafe"
+        case writeback = "Writeback"
+    }
+    public enum IOEngine: String, Equatable, Sendable, CaseIterable {
+        case sync = "Sync"
+        case async = "Async"
+    }
 
     public var driveID: String
     public var isRootDevice: Bool
@@ -162,7 +170,12 @@ public struct VsockDeviceConfig: Equatable, Sendable {
 /// `logger` (API: PUT /logger).
 public struct LoggerConfig: Equatable, Sendable {
     public enum Level: String, Equatable, Sendable, CaseIterable {
-        case off = "Off", error = "Error", warning = "Warning", info = "Info", debug = "Debug", trace = "Trace"
+        case off = "Off"
+        case error = "Error"
+        case warning = "Warning"
+        case info = "Info"
+        case debug = "Debug"
+        case trace = "Trace"
     }
 
     public var logPath: String?
@@ -171,8 +184,10 @@ public struct LoggerConfig: Equatable, Sendable {
     public var showLogOrigin: Bool
     public var module: String?
 
-    public init(logPath: String? = nil, level: Level? = nil, showLevel: Bool = false,
-                showLogOrigin: Bool = false, module: String? = nil) {
+    public init(
+        logPath: String? = nil, level: Level? = nil, showLevel: Bool = false,
+        showLogOrigin: Bool = false, module: String? = nil
+    ) {
         self.logPath = logPath
         self.level = level
         self.showLevel = showLevel

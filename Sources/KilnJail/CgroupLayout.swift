@@ -22,7 +22,8 @@ public struct CgroupLayout: Equatable, Sendable {
         for line in bytes.split(separator: UInt8(ascii: "\n")) {
             let fields = line.split(separator: UInt8(ascii: " "))
             guard let separator = fields.firstIndex(where: { $0.elementsEqual([UInt8(ascii: "-")]) }),
-                  separator >= 5, fields.count >= separator + 4 else { continue }
+                separator >= 5, fields.count >= separator + 4
+            else { continue }
             let fstype = fields[separator + 1]
             if fstype.elementsEqual("cgroup".utf8) {
                 let mountPoint = Self.unescape(fields[4])
@@ -39,7 +40,9 @@ public struct CgroupLayout: Equatable, Sendable {
         }
     }
 
-    static let mountFlags: Set<String> = ["rw", "ro", "noprefix", "clone_children", "xattr", "nosuid", "nodev", "noexec", "relatime", "favordynmods"]
+    static let mountFlags: Set<String> = [
+        "rw", "ro", "noprefix", "clone_children", "xattr", "nosuid", "nodev", "noexec", "relatime", "favordynmods",
+    ]
 
     /// mountinfo escapes space, tab, newline and backslash as \ooo octal.
     static func unescape(_ field: ArraySlice<UInt8>) -> String {
@@ -102,7 +105,8 @@ public enum CgroupPlan {
         settings: [CgroupSetting], version: CgroupVersion, layout: CgroupLayout, parent: String?
     ) -> CgroupTarget? {
         guard settings.isEmpty, version == .v2, let parent, let mount = layout.v2Mount else { return nil }
-        var target = CgroupTarget(version: .v2, mount: mount, components: JailPaths.components(parent), settings: [], controllers: [])
+        var target = CgroupTarget(
+            version: .v2, mount: mount, components: JailPaths.components(parent), settings: [], controllers: [])
         target.joinsExisting = true
         return target
     }
@@ -123,7 +127,10 @@ public enum CgroupPlan {
             for setting in settings {
                 guard let mount = layout.v1Mounts[setting.controller] else {
                     let known = layout.v1Mounts.keys.sorted().joined(separator: ", ")
-                    throw JailFailure(.validation, "unknown cgroup controller \"\(setting.controller)\" in --cgroup \(setting.file): this host mounts these v1 controllers: \(known.isEmpty ? "none" : known)")
+                    throw JailFailure(
+                        .validation,
+                        "unknown cgroup controller \"\(setting.controller)\" in --cgroup \(setting.file): this host mounts these v1 controllers: \(known.isEmpty ? "none" : known)"
+                    )
                 }
                 if let index = byMount.firstIndex(where: { $0.mount == mount }) {
                     byMount[index].settings.append(setting)
@@ -132,7 +139,8 @@ public enum CgroupPlan {
                 }
             }
             return byMount.map {
-                var target = CgroupTarget(version: .v1, mount: $0.mount, components: components, settings: $0.settings, controllers: [])
+                var target = CgroupTarget(
+                    version: .v1, mount: $0.mount, components: components, settings: $0.settings, controllers: [])
                 target.inheritsCpuset = layout.v1Mounts["cpuset"] == $0.mount
                 return target
             }
@@ -144,11 +152,17 @@ public enum CgroupPlan {
             for setting in settings where !controllers.contains(setting.controller) {
                 guard v2Controllers.contains(setting.controller) else {
                     let known = v2Controllers.sorted().joined(separator: ", ")
-                    throw JailFailure(.validation, "unknown cgroup controller \"\(setting.controller)\" in --cgroup \(setting.file): the cgroup2 hierarchy at \(mount) offers: \(known.isEmpty ? "none" : known)")
+                    throw JailFailure(
+                        .validation,
+                        "unknown cgroup controller \"\(setting.controller)\" in --cgroup \(setting.file): the cgroup2 hierarchy at \(mount) offers: \(known.isEmpty ? "none" : known)"
+                    )
                 }
                 controllers.append(setting.controller)
             }
-            return [CgroupTarget(version: .v2, mount: mount, components: components, settings: settings, controllers: controllers)]
+            return [
+                CgroupTarget(
+                    version: .v2, mount: mount, components: components, settings: settings, controllers: controllers)
+            ]
         }
     }
 }

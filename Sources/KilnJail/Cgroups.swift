@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Step 4: create the jail's cgroups, write the knobs, move the process in.
 enum Cgroups {
@@ -51,22 +52,28 @@ enum Cgroups {
                 // when every ancestor delegates it through cgroup.subtree_control.
                 let enable = target.controllers.map { "+" + $0 }.joined(separator: " ")
                 try explainingBusy(walked) {
-                    try HostDirectory.write(enable, to: "cgroup.subtree_control", in: parent, subject: walked + "/cgroup.subtree_control")
+                    try HostDirectory.write(
+                        enable, to: "cgroup.subtree_control", in: parent, subject: walked + "/cgroup.subtree_control")
                 }
             }
             let subject = walked + "/" + component
             let enclosing = parent
             let created = try HostDirectory.makeDirectory(component, in: enclosing, subject: subject)
             if isJail {
-                guard created else { throw JailFailure(.cgroups, "the cgroup \(subject) already exists: an id is never reused") }
+                guard created else {
+                    throw JailFailure(.cgroups, "the cgroup \(subject) already exists: an id is never reused")
+                }
                 ledger.record("cgroup \(subject)") {
                     // A cgroup with a member cannot be removed: move back to the
                     // hierarchy's root first ("0" is the writing process).
-                    try? HostDirectory.write("0", to: "cgroup.procs", in: hierarchy, subject: target.mount + "/cgroup.procs")
+                    try? HostDirectory.write(
+                        "0", to: "cgroup.procs", in: hierarchy, subject: target.mount + "/cgroup.procs")
                     try HostDirectory.removeDirectory(component, in: enclosing, subject: subject)
                 }
             } else if created {
-                ledger.record("cgroup \(subject)") { try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject) }
+                ledger.record("cgroup \(subject)") {
+                    try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject)
+                }
             }
             parent = try HostDirectory.open(component, in: enclosing)
             if created && target.inheritsCpuset {
@@ -87,10 +94,12 @@ enum Cgroups {
     /// that does both).
     static func explainingBusy(_ cgroup: String, _ body: () throws -> Void) throws {
         do { try body() } catch let error as SystemError where error.errno == EBUSY || error.errno == EOPNOTSUPP {
-            throw JailFailure(.cgroups, "\(error): cgroup v2's no-internal-process rule: a cgroup other than the root holds"
-                              + " processes or delegates controllers to its children, not both, and \(cgroup) would do both;"
-                              + " give a --parent-cgroup that holds no process (with --cgroup) or one whose"
-                              + " cgroup.subtree_control is empty (without --cgroup)")
+            throw JailFailure(
+                .cgroups,
+                "\(error): cgroup v2's no-internal-process rule: a cgroup other than the root holds"
+                    + " processes or delegates controllers to its children, not both, and \(cgroup) would do both;"
+                    + " give a --parent-cgroup that holds no process (with --cgroup) or one whose"
+                    + " cgroup.subtree_control is empty (without --cgroup)")
         }
     }
 

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Step 9: the process that will exec the VMM, and its pid file.
 ///
@@ -27,7 +28,9 @@ enum Daemon {
             // A new session without a controlling terminal; stdio goes to /dev/null.
             try check("setsid") { setsid() }
             if let devNull {
-                for target: Int32 in 0...2 { try check("dup2 /dev/null to", subject: "fd \(target)") { dup2(devNull.rawValue, target) } }
+                for target: Int32 in 0...2 {
+                    try check("dup2 /dev/null to", subject: "fd \(target)") { dup2(devNull.rawValue, target) }
+                }
             }
         }
         return .vmm

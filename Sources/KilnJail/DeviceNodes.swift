@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Step 8: only the character devices the VMM opens, owned by its user, 0600.
 /// Numbers from the kernel's Documentation/admin-guide/devices.txt. No
@@ -41,7 +42,9 @@ struct DeviceNode: Equatable, Sendable {
             try check("mkdir", subject: "/dev/net") { mkdirat(tmpfs.rawValue, "net", 0o755) }
             for node in nodes {
                 let name = String(node.path.dropFirst("/dev/".count))
-                try check("mknod", subject: node.path) { ckiln_mknodat(tmpfs.rawValue, name, UInt32(S_IFCHR) | 0o600, node.device) }
+                try check("mknod", subject: node.path) {
+                    ckiln_mknodat(tmpfs.rawValue, name, UInt32(S_IFCHR) | 0o600, node.device)
+                }
                 try check("chown \(uid):\(gid)", subject: node.path) {
                     fchownat(tmpfs.rawValue, name, uid, gid, AT_SYMLINK_NOFOLLOW)
                 }

@@ -14,9 +14,9 @@ public enum ExecutableCheck {
     static let etExec: UInt16 = 2, etDyn: UInt16 = 3
     /// e_machine of the host (ELF64 gABI: EM_X86_64 62, EM_AARCH64 183).
     #if arch(arm64)
-    public static let hostMachine: UInt16 = 183
+        public static let hostMachine: UInt16 = 183
     #else
-    public static let hostMachine: UInt16 = 62
+        public static let hostMachine: UInt16 = 62
     #endif
 
     /// Returns nil when `bytes` (the start of the file) is a static ELF64
@@ -31,7 +31,9 @@ public enum ExecutableCheck {
         let type = field(16, UInt16.self)
         guard type == etExec || type == etDyn else { return "is an ELF file but not an executable (e_type \(type))" }
         let machine = field(18, UInt16.self)
-        guard machine == hostMachine else { return "is built for another architecture (e_machine \(machine), this host is \(hostMachine))" }
+        guard machine == hostMachine else {
+            return "is built for another architecture (e_machine \(machine), this host is \(hostMachine))"
+        }
         // e_phoff is the file's to choose, up to 2^64 - 1: compared before it
         // becomes an Int, which would trap above Int.max.
         let rawOffset = field(32, UInt64.self)
@@ -47,7 +49,8 @@ public enum ExecutableCheck {
             // Inside the table, which lies inside `bytes`.
             let kind = field(programHeaderOffset + index * entrySize, UInt32.self)
             if kind == ptInterp {
-                return "is dynamically linked (it has a PT_INTERP program header); the jail holds no libraries, so build it static"
+                return
+                    "is dynamically linked (it has a PT_INTERP program header); the jail holds no libraries, so build it static"
             }
         }
         return nil

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Directory operations relative to a directory descriptor (openat(2) and
 /// friends), so that they keep working on the host's tree from inside the
@@ -30,7 +31,8 @@ enum HostDirectory {
         if info.st_uid != 0 { return "is owned by uid \(info.st_uid), not by root" }
         let writers = [(0o020, "its group"), (0o002, "others")].filter { info.st_mode & mode_t($0.0) != 0 }.map(\.1)
         if !writers.isEmpty {
-            return "is writable by \(writers.joined(separator: " and ")) (mode \(String(info.st_mode & 0o7777, radix: 8)))"
+            return
+                "is writable by \(writers.joined(separator: " and ")) (mode \(String(info.st_mode & 0o7777, radix: 8)))"
         }
         return nil
     }
@@ -38,7 +40,9 @@ enum HostDirectory {
     /// The refusal of a folder that `description` names, or nil when root
     /// owns it and only root may write to it.
     static func trustProblem(_ description: String, _ info: stat) -> String? {
-        untrustedReason(info).map { "\(description) \($0): another user could redirect the jail; make it root's, mode 0755" }
+        untrustedReason(info).map {
+            "\(description) \($0): another user could redirect the jail; make it root's, mode 0755"
+        }
     }
 
     /// `trustProblem` of the open folder `directory`: fstat(2) of the
@@ -51,15 +55,22 @@ enum HostDirectory {
 
     /// Opens the folder `name` in `parent` that the jailer may have created
     /// itself, never through a symbolic link (O_NOFOLLOW, openat(2)).
-    static func openOwnFolder(_ name: String, in parent: FileDescriptor, _ description: String, step: JailStep) throws -> FileDescriptor {
-        do { return try open(name, in: parent) } catch let error as SystemError where error.errno == ELOOP || error.errno == ENOTDIR {
-            throw JailFailure(step, "\(description) is a symbolic link or not a folder: the jailer never follows a link there")
+    static func openOwnFolder(_ name: String, in parent: FileDescriptor, _ description: String, step: JailStep) throws
+        -> FileDescriptor
+    {
+        do { return try open(name, in: parent) } catch let error as SystemError
+            where error.errno == ELOOP || error.errno == ENOTDIR
+        {
+            throw JailFailure(
+                step, "\(description) is a symbolic link or not a folder: the jailer never follows a link there")
         }
     }
 
     /// mkdir; returns false when the directory was already there.
     @discardableResult
-    static func makeDirectory(_ name: String, in parent: FileDescriptor, mode: mode_t = 0o755, subject: String) throws -> Bool {
+    static func makeDirectory(_ name: String, in parent: FileDescriptor, mode: mode_t = 0o755, subject: String) throws
+        -> Bool
+    {
         if mkdirat(parent.rawValue, name, mode) == 0 { return true }
         if errno == EEXIST {
             var info = stat()
@@ -154,6 +165,8 @@ enum HostDirectory {
         let fd = try check("open", subject: subject) {
             ckiln_openat(directory.rawValue, name, O_RDONLY | O_CLOEXEC | ckiln_o_nofollow(), 0)
         }
-        return try FileDescriptor(rawValue: fd).closeAfter { String(decoding: try $0.readAll(limit: 1 << 20), as: UTF8.self) }
+        return try FileDescriptor(rawValue: fd).closeAfter {
+            String(decoding: try $0.readAll(limit: 1 << 20), as: UTF8.self)
+        }
     }
 }

@@ -41,12 +41,18 @@ public enum JailArguments {
             if argument == "--" { vmmArguments = Array(rest); break }
             guard let arity = flags[argument] else {
                 if argument.utf8.starts(with: "--".utf8), let equals = argument.utf8.firstIndex(of: UInt8(ascii: "=")),
-                   let named = flags[String(argument[..<equals])] {
+                    let named = flags[String(argument[..<equals])]
+                {
                     let name = String(argument[..<equals])
                     if named == .flag { throw usage("\(name) takes no value") }
-                    throw usage("\"\(argument)\": write \(name) VALUE; like Firecracker's jailer, kiln-jailer takes a flag's value as the next argument")
+                    throw usage(
+                        "\"\(argument)\": write \(name) VALUE; like Firecracker's jailer, kiln-jailer takes a flag's value as the next argument"
+                    )
                 }
-                throw usage(argument.hasPrefix("-") ? "unknown flag \(argument)" : "unexpected argument \"\(argument)\" (VMM arguments go after --)")
+                throw usage(
+                    argument.hasPrefix("-")
+                        ? "unknown flag \(argument)" : "unexpected argument \"\(argument)\" (VMM arguments go after --)"
+                )
             }
             if arity == .flag {
                 values[argument, default: []].append("")
@@ -84,9 +90,10 @@ public enum JailArguments {
             return .cleanup(options)
         }
 
-        var options = JailOptions(id: id, execFile: execFile,
-                                  uid: try checkID(try required("--uid"), flag: "--uid"),
-                                  gid: try checkID(try required("--gid"), flag: "--gid"))
+        var options = JailOptions(
+            id: id, execFile: execFile,
+            uid: try checkID(try required("--uid"), flag: "--uid"),
+            gid: try checkID(try required("--gid"), flag: "--gid"))
         options.chrootBaseDir = base
         options.parentCgroup = parent
         options.netns = single("--netns")
@@ -121,13 +128,17 @@ public enum JailArguments {
         // check arguments (level 2), which serves level 1's callers too.
         if let level = single("--seccomp-level") {
             guard level == "1" || level == "2" else {
-                throw usage(level == "0" ? "--seccomp-level 0 (no filters) is not offered: kiln-jailer always installs its filters"
-                                         : "--seccomp-level must be 0, 1 or 2, not \"\(level)\"")
+                throw usage(
+                    level == "0"
+                        ? "--seccomp-level 0 (no filters) is not offered: kiln-jailer always installs its filters"
+                        : "--seccomp-level must be 0, 1 or 2, not \"\(level)\"")
             }
         }
         options.seccompBundle = single("--seccomp-bundle")
         if let bundle = options.seccompBundle { try checkAbsolute(bundle, flag: "--seccomp-bundle") }
-        options.jailFiles = try (values["--jail-file"] ?? []).map { try JailFile.parse($0, execFileName: options.execFileName) }
+        options.jailFiles = try (values["--jail-file"] ?? []).map {
+            try JailFile.parse($0, execFileName: options.execFileName)
+        }
         try JailFile.checkUnique(options.jailFiles)
         options.vmmArguments = vmmArguments
         return .launch(options)
@@ -154,11 +165,15 @@ public enum JailArguments {
         let name = JailPaths.lastComponent(execFile)
         guard !name.isEmpty else { throw usage("--exec-file \(execFile) names no file") }
         guard name != ".", name.utf8.allSatisfy({ isAlphanumeric($0) || "-_.".utf8.contains($0) }) else {
-            throw usage("--exec-file \(execFile): its name \"\(name)\" becomes a folder and a cgroup name, so it must be one file name of [A-Za-z0-9-_.]")
+            throw usage(
+                "--exec-file \(execFile): its name \"\(name)\" becomes a folder and a cgroup name, so it must be one file name of [A-Za-z0-9-_.]"
+            )
         }
         guard !JailFile.reservedNames.contains(name) else {
             let taken = JailFile.reservedNames.sorted().joined(separator: ", ")
-            throw usage("--exec-file \(execFile): the name \"\(name)\" is taken by the jail root itself (\(taken)); rename the file")
+            throw usage(
+                "--exec-file \(execFile): the name \"\(name)\" is taken by the jail root itself (\(taken)); rename the file"
+            )
         }
     }
 
@@ -169,7 +184,8 @@ public enum JailArguments {
     /// microVM is still the way to run it.
     static func checkID(_ text: String, flag: String) throws -> UInt32 {
         guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-              let value = UInt32(text), value != UInt32.max else {
+            let value = UInt32(text), value != UInt32.max
+        else {
             throw usage("\(flag) must be a decimal number below 4294967295, not \"\(text)\"")
         }
         return value
@@ -185,10 +201,12 @@ public enum JailArguments {
     /// A relative cgroup path such as `kiln` or `tenants/a`: plain components only.
     static func checkParentCgroup(_ path: String) throws {
         let components = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
-        guard !path.isEmpty, components.allSatisfy({ component in
-            !component.isEmpty && !component.elementsEqual(".".utf8) && !component.elementsEqual("..".utf8)
-                && component.allSatisfy { isAlphanumeric($0) || "-_.".utf8.contains($0) }
-        }) else {
+        guard !path.isEmpty,
+            components.allSatisfy({ component in
+                !component.isEmpty && !component.elementsEqual(".".utf8) && !component.elementsEqual("..".utf8)
+                    && component.allSatisfy { isAlphanumeric($0) || "-_.".utf8.contains($0) }
+            })
+        else {
             throw usage("invalid --parent-cgroup \"\(path)\": a relative path of [A-Za-z0-9-_.] components")
         }
     }
@@ -203,7 +221,8 @@ public enum JailArguments {
         let value = String(text[text.index(after: equals)...])
         let parts = file.utf8.split(separator: UInt8(ascii: "."), maxSplits: 1, omittingEmptySubsequences: false)
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty,
-              file.utf8.allSatisfy({ isAlphanumeric($0) || "_.".utf8.contains($0) }) else {
+            file.utf8.allSatisfy({ isAlphanumeric($0) || "_.".utf8.contains($0) })
+        else {
             throw usage("--cgroup file \"\(file)\" must be controller.name, e.g. memory.limit_in_bytes")
         }
         guard !parts[0].elementsEqual("cgroup".utf8) else {

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// `kiln-jailer cleanup`: removes a finished jail's folder and cgroups. Safe
 /// to run twice: what is already gone is not an error.
@@ -12,7 +13,8 @@ public enum JailCleanup {
         // A VMM still running in the jail would lose its files under it, with
         // or without cgroups to tell: it is found by its root directory.
         if let pid = processRooted(at: paths.root) {
-            throw JailFailure(.cleanup, "process \(pid) still runs in the jail (its root is \(paths.root)); stop it first")
+            throw JailFailure(
+                .cleanup, "process \(pid) still runs in the jail (its root is \(paths.root)); stop it first")
         }
         let mountInfo = try during(.cleanup) { try FileSystem.readFile("/proc/self/mountinfo", limit: 4 << 20) }
 
@@ -46,7 +48,9 @@ public enum JailCleanup {
             } catch { problems.append("\(error)") }
         }
         // A busy cgroup means a live VMM: its folder stays until it is gone.
-        if !problems.isEmpty { throw JailFailure(.cleanup, problems.joined(separator: "; ") + "; the jail folder was left in place") }
+        if !problems.isEmpty {
+            throw JailFailure(.cleanup, problems.joined(separator: "; ") + "; the jail folder was left in place")
+        }
 
         // The same walk as a launch's: the base as the administrator named it,
         // then only root's folders and never a link, each looked up once.
@@ -58,7 +62,8 @@ public enum JailCleanup {
                 let description = "the exec file's folder \(paths.execFolder)"
                 var info = stat()
                 if fstatat(base.rawValue, paths.execFileName, &info, ckiln_at_symlink_nofollow()) == 0 {
-                    let execFolder = try HostDirectory.openOwnFolder(paths.execFileName, in: base, description, step: .cleanup)
+                    let execFolder = try HostDirectory.openOwnFolder(
+                        paths.execFileName, in: base, description, step: .cleanup)
                     defer { execFolder.close() }
                     try HostDirectory.requireTrusted(execFolder, description, step: .cleanup)
                     try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
@@ -78,12 +83,14 @@ public enum JailCleanup {
     static func processRooted(at root: String) -> pid_t? {
         var jail = stat()
         guard lstat(root, &jail) == 0, (jail.st_mode & S_IFMT) == S_IFDIR,
-              let entries = try? FileSystem.listDirectory("/proc") else { return nil }
+            let entries = try? FileSystem.listDirectory("/proc")
+        else { return nil }
         for entry in entries {
             guard let pid = pid_t(entry), pid != getpid() else { continue }
             var processRoot = stat()
             if stat("/proc/\(pid)/root", &processRoot) == 0,
-               processRoot.st_dev == jail.st_dev, processRoot.st_ino == jail.st_ino {
+                processRoot.st_dev == jail.st_dev, processRoot.st_ino == jail.st_ino
+            {
                 return pid
             }
         }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// `--jail-file HOST_PATH[:NAME]`: a file the VMM must read inside the jail
 /// (a kernel, an initrd, a config file), placed read-only at `/NAME` in the
@@ -28,8 +29,10 @@ public struct JailFile: Equatable, Sendable {
         try JailArguments.checkAbsolute(hostPath, flag: "--jail-file")
         let fileName = name ?? JailPaths.lastComponent(hostPath)
         guard (1...255).contains(fileName.utf8.count), fileName != ".", fileName != "..",
-              fileName.utf8.allSatisfy({ JailArguments.isAlphanumeric($0) || "-_.".utf8.contains($0) }) else {
-            throw JailArguments.usage("--jail-file \"\(text)\": the name in the jail \"\(fileName)\" must be one file name of [A-Za-z0-9-_.]")
+            fileName.utf8.allSatisfy({ JailArguments.isAlphanumeric($0) || "-_.".utf8.contains($0) })
+        else {
+            throw JailArguments.usage(
+                "--jail-file \"\(text)\": the name in the jail \"\(fileName)\" must be one file name of [A-Za-z0-9-_.]")
         }
         guard !reservedNames.contains(fileName), fileName != execFileName, fileName != execFileName + ".pid" else {
             throw JailArguments.usage("--jail-file \"\(text)\": the name \"\(fileName)\" is taken by the jail itself")
@@ -56,7 +59,9 @@ struct ValidatedJailFile {
         var info = stat()
         guard stat(file.hostPath, &info) == 0 else {
             let error = SystemError.current("stat", subject: file.hostPath)
-            throw JailFailure(.validation, error.errno == ENOENT ? "--jail-file \(file.hostPath) does not exist" : "--jail-file: \(error)")
+            throw JailFailure(
+                .validation,
+                error.errno == ENOENT ? "--jail-file \(file.hostPath) does not exist" : "--jail-file: \(error)")
         }
         guard (info.st_mode & S_IFMT) == S_IFREG else {
             throw JailFailure(.validation, "--jail-file \(file.hostPath) is not a regular file")
@@ -93,8 +98,10 @@ struct ValidatedHostFile {
     /// can never change a host file through its jail. The file is opened
     /// once (following symbolic links, as step 1's stat did) and must still
     /// be the one validated.
-    func place(named name: String, mode: mode_t, in root: FileDescriptor, rootPath: String,
-               uid: UInt32, gid: UInt32) throws {
+    func place(
+        named name: String, mode: mode_t, in root: FileDescriptor, rootPath: String,
+        uid: UInt32, gid: UInt32
+    ) throws {
         let source = try FileDescriptor.open(path, O_RDONLY)
         defer { source.close() }
         var info = stat()

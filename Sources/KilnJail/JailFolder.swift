@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Step 3: `<base>/<exec-file-name>/<id>/root`, holding the exec file, the
 /// seccomp bundle and the mount point of /dev, plus, when the launch forks,
@@ -23,7 +24,8 @@ struct JailFolder {
 
     static func create(_ launch: ValidatedLaunch, ledger: CleanupLedger) throws -> JailFolder {
         let paths = launch.options.paths
-        let (execFolder, jailExisted) = try HostDirectory.retryingIfAParentVanishes { () throws -> (FileDescriptor, Bool) in
+        let (execFolder, jailExisted) = try HostDirectory.retryingIfAParentVanishes {
+            () throws -> (FileDescriptor, Bool) in
             let base = try walkToBase(paths.base, ledger: ledger)
             try HostDirectory.requireTrusted(base, "--chroot-base-dir \(paths.base)", step: .jailFolder)
             let description = "the exec file's folder \(paths.execFolder)"
@@ -34,7 +36,8 @@ struct JailFolder {
                 }
             }
             defer { if !created { base.close() } }
-            let execFolder = try HostDirectory.openOwnFolder(paths.execFileName, in: base, description, step: .jailFolder)
+            let execFolder = try HostDirectory.openOwnFolder(
+                paths.execFileName, in: base, description, step: .jailFolder)
             try HostDirectory.requireTrusted(execFolder, description, step: .jailFolder)
             // An existing jail folder is one an orchestrator prepared (Kata,
             // firecracker-containerd and the Go SDK link the kernel and drives
@@ -50,12 +53,14 @@ struct JailFolder {
                 try HostDirectory.removeTree(paths.id, in: execFolder, subject: paths.jailFolder)
             }
         }
-        let jailFolder = try HostDirectory.openOwnFolder(paths.id, in: execFolder, "the jail \(paths.jailFolder)", step: .jailFolder)
+        let jailFolder = try HostDirectory.openOwnFolder(
+            paths.id, in: execFolder, "the jail \(paths.jailFolder)", step: .jailFolder)
         let rootExisted = try !makeOwnDirectory("root", in: jailFolder, subject: paths.root)
         if jailExisted {
             try HostDirectory.requireTrusted(jailFolder, "the existing jail \(paths.jailFolder)", step: .jailFolder)
         }
-        let root = try HostDirectory.openOwnFolder("root", in: jailFolder, "the jail root \(paths.root)", step: .jailFolder)
+        let root = try HostDirectory.openOwnFolder(
+            "root", in: jailFolder, "the jail root \(paths.root)", step: .jailFolder)
         if rootExisted {
             try HostDirectory.requireTrusted(root, "the existing jail root \(paths.root)", step: .jailFolder)
         }
@@ -66,7 +71,9 @@ struct JailFolder {
         if jailExisted {
             let rollbackJail = try HostDirectory.open(".", in: jailFolder)
             if !rootExisted {
-                ledger.record("jail root \(paths.root)") { try HostDirectory.removeTree("root", in: rollbackJail, subject: paths.root) }
+                ledger.record("jail root \(paths.root)") {
+                    try HostDirectory.removeTree("root", in: rollbackJail, subject: paths.root)
+                }
             }
             let rollbackRoot = try HostDirectory.open("root", in: jailFolder)
             undoIn = { directory, name, subject in
@@ -85,7 +92,9 @@ struct JailFolder {
         // root's; a later launch into this jail finds it the VMM's and
         // refuses it, so nothing the VMM does here reaches a later launch.
         var rootInfo = stat()
-        try check("stat", subject: paths.root) { fstatat(jailFolder.rawValue, "root", &rootInfo, ckiln_at_symlink_nofollow()) }
+        try check("stat", subject: paths.root) {
+            fstatat(jailFolder.rawValue, "root", &rootInfo, ckiln_at_symlink_nofollow())
+        }
         if rootExisted {
             let (owner, group) = (rootInfo.st_uid, rootInfo.st_gid)
             let restore = try HostDirectory.open(".", in: jailFolder)
@@ -109,9 +118,12 @@ struct JailFolder {
             try undoIn(root, JailPaths.runFolderName, paths.root + "/run")
         }
         // The VMM's user's alone, also when an orchestrator made it first.
-        let run = FileDescriptor(rawValue: try check("open", subject: paths.root + "/run") {
-            ckiln_openat(root.rawValue, JailPaths.runFolderName, O_RDONLY | ckiln_o_directory() | ckiln_o_nofollow() | O_CLOEXEC, 0)
-        })
+        let run = FileDescriptor(
+            rawValue: try check("open", subject: paths.root + "/run") {
+                ckiln_openat(
+                    root.rawValue, JailPaths.runFolderName,
+                    O_RDONLY | ckiln_o_directory() | ckiln_o_nofollow() | O_CLOEXEC, 0)
+            })
         try run.closeAfter { run in
             try check("chown \(launch.options.uid):\(launch.options.gid)", subject: paths.root + "/run") {
                 fchown(run.rawValue, launch.options.uid, launch.options.gid)
@@ -119,8 +131,9 @@ struct JailFolder {
             try check("chmod 0700", subject: paths.root + "/run") { fchmod(run.rawValue, 0o700) }
         }
         try placing(paths.execFileName, in: root, paths.root, undoIn) {
-            try launch.execFile.place(named: paths.execFileName, mode: 0o755, in: root, rootPath: paths.root,
-                                      uid: launch.options.uid, gid: launch.options.gid)
+            try launch.execFile.place(
+                named: paths.execFileName, mode: 0o755, in: root, rootPath: paths.root,
+                uid: launch.options.uid, gid: launch.options.gid)
         }
         try placing(JailPaths.bundleName, in: root, paths.root, undoIn) {
             try writeFile(launch.bundleBytes, named: JailPaths.bundleName, mode: 0o444, in: root, subject: paths.root)
@@ -134,9 +147,10 @@ struct JailFolder {
         var pidFile: FileDescriptor?
         if launch.options.forks {
             try placing(paths.pidFileName, in: root, paths.root, undoIn) {
-                pidFile = FileDescriptor(rawValue: try check("create", subject: paths.pidFile) {
-                    ckiln_openat(root.rawValue, paths.pidFileName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-                })
+                pidFile = FileDescriptor(
+                    rawValue: try check("create", subject: paths.pidFile) {
+                        ckiln_openat(root.rawValue, paths.pidFileName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+                    })
             }
         }
         return JailFolder(root: root, pidFile: pidFile)
@@ -144,27 +158,35 @@ struct JailFolder {
 
     /// Creates `name` in `directory` (never over an orchestrator's file) and
     /// has the rollback remove it.
-    static func placing(_ name: String, in directory: FileDescriptor, _ directoryPath: String,
-                        _ undoIn: (FileDescriptor, String, String) throws -> Void, _ create: () throws -> Void) throws {
+    static func placing(
+        _ name: String, in directory: FileDescriptor, _ directoryPath: String,
+        _ undoIn: (FileDescriptor, String, String) throws -> Void, _ create: () throws -> Void
+    ) throws {
         let subject = JailPaths.join(directoryPath, name)
         do {
             try create()
         } catch let error as SystemError where error.errno == EEXIST {
-            throw JailFailure(.jailFolder, "\(subject) already exists: kiln-jailer puts it there itself and never replaces a file "
-                              + "(left from an earlier launch? run `kiln-jailer cleanup`)")
+            throw JailFailure(
+                .jailFolder,
+                "\(subject) already exists: kiln-jailer puts it there itself and never replaces a file "
+                    + "(left from an earlier launch? run `kiln-jailer cleanup`)")
         }
         try undoIn(directory, name, subject)
     }
 
     /// mkdir in the jail; an existing entry must be a real folder, never a
     /// symbolic link (AT_SYMLINK_NOFOLLOW). Returns whether it was created.
-    static func makeOwnDirectory(_ name: String, in parent: FileDescriptor, mode: mode_t = 0o755, subject: String) throws -> Bool {
+    static func makeOwnDirectory(_ name: String, in parent: FileDescriptor, mode: mode_t = 0o755, subject: String)
+        throws -> Bool
+    {
         if mkdirat(parent.rawValue, name, mode) == 0 { return true }
         guard errno == EEXIST else { throw SystemError.current("mkdir", subject: subject) }
         var info = stat()
         try check("stat", subject: subject) { fstatat(parent.rawValue, name, &info, ckiln_at_symlink_nofollow()) }
         guard (info.st_mode & S_IFMT) == S_IFDIR else {
-            throw JailFailure(.jailFolder, "\(subject) exists and is a symbolic link or not a folder: the jailer never follows a link there")
+            throw JailFailure(
+                .jailFolder,
+                "\(subject) exists and is a symbolic link or not a folder: the jailer never follows a link there")
         }
         return false
     }
@@ -183,7 +205,9 @@ struct JailFolder {
             let enclosing = parent
             let created = try HostDirectory.makeDirectory(component, in: enclosing, subject: subject)
             if created {
-                ledger.record("folder \(subject)") { try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject) }
+                ledger.record("folder \(subject)") {
+                    try HostDirectory.removeIfEmpty(component, in: enclosing, subject: subject)
+                }
             }
             defer { if !created { enclosing.close() } }
             parent = try HostDirectory.open(component, in: enclosing, followingLinks: true)
@@ -194,8 +218,10 @@ struct JailFolder {
 
     /// A new file `name` in `directory` (owned by the jailer, that is root)
     /// with `size` bytes of `input`.
-    static func copy(_ input: FileDescriptor, size: UInt64, named name: String, mode: mode_t,
-                     in directory: FileDescriptor, subject: String) throws {
+    static func copy(
+        _ input: FileDescriptor, size: UInt64, named name: String, mode: mode_t,
+        in directory: FileDescriptor, subject: String
+    ) throws {
         let output = try check("create", subject: subject) {
             ckiln_openat(directory.rawValue, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, UInt32(mode))
         }
@@ -203,7 +229,9 @@ struct JailFolder {
         try check("copy into", subject: subject) { ckiln_copy_file(input.rawValue, output, size) }
     }
 
-    static func writeFile(_ bytes: [UInt8], named name: String, mode: mode_t, in directory: FileDescriptor, subject: String) throws {
+    static func writeFile(
+        _ bytes: [UInt8], named name: String, mode: mode_t, in directory: FileDescriptor, subject: String
+    ) throws {
         let fd = try check("create", subject: subject + "/" + name) {
             ckiln_openat(directory.rawValue, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, UInt32(mode))
         }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The launch: the steps of `JailStep`, in order (numbered below). Every
 /// step's failure is a `JailFailure` filed under that step, and rolls back
@@ -19,8 +20,9 @@ public enum Jailer {
         // 1. Validate everything before creating anything.
         let launch = try during(.validation) { try JailValidation.validate(options, builtinBundle: builtinBundle) }
         for notice in launch.notices { FileDescriptor.standardError.write(message: "kiln-jailer: \(notice)\n") }
-        let handoff = VMMHandoff(options: options, startMonotonicNanoseconds: startMonotonicNanoseconds,
-                                 startCPUNanoseconds: startCPUNanoseconds)
+        let handoff = VMMHandoff(
+            options: options, startMonotonicNanoseconds: startMonotonicNanoseconds,
+            startCPUNanoseconds: startCPUNanoseconds)
 
         // 2. Clean the process state: nothing inherited crosses into the jail.
         try during(.processState) {
@@ -34,7 +36,8 @@ public enum Jailer {
         do {
             // 3. The jail folder, the exec file and the bundle.
             let folder = try during(.jailFolder) { try JailFolder.create(launch, ledger: ledger) }
-            let devNull = options.daemonize ? try during(.daemonize) { try FileDescriptor.open("/dev/null", O_RDWR) } : nil
+            let devNull =
+                options.daemonize ? try during(.daemonize) { try FileDescriptor.open("/dev/null", O_RDWR) } : nil
             // 4-8: cgroups, namespaces, the root, the devices.
             try during(.cgroups) { try Cgroups.join(launch.cgroupTargets, ledger: ledger) }
             try during(.namespaces) { try Namespaces.enter(options, root: folder.root, ledger: ledger) }
@@ -70,8 +73,10 @@ public enum Jailer {
     static func rollingBack(_ ledger: CleanupLedger, _ failure: JailFailure, _ options: JailOptions) -> JailFailure {
         let leftovers = ledger.rollBack()
         guard !leftovers.isEmpty else { return failure }
-        return JailFailure(failure.step, failure.message + "; left behind: " + leftovers.joined(separator: "; ")
-                           + "; run `kiln-jailer cleanup --id \(options.id) --exec-file \(options.execFile) --chroot-base-dir \(options.chrootBaseDir)"
-                           + (options.parentCgroup.map { " --parent-cgroup \($0)" } ?? "") + "`")
+        return JailFailure(
+            failure.step,
+            failure.message + "; left behind: " + leftovers.joined(separator: "; ")
+                + "; run `kiln-jailer cleanup --id \(options.id) --exec-file \(options.execFile) --chroot-base-dir \(options.chrootBaseDir)"
+                + (options.parentCgroup.map { " --parent-cgroup \($0)" } ?? "") + "`")
     }
 }

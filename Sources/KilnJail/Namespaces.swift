@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Step 6 (namespaces(7)). The network namespace is joined or created first,
 /// while the host's paths are still visible; then mount, IPC and UTS
@@ -31,7 +32,8 @@ enum Namespaces {
         var flags = ckiln_clone_newns() | ckiln_clone_newipc() | ckiln_clone_newuts()
         if options.newPIDNamespace { flags |= ckiln_clone_newpid() }
         do {
-            try check("unshare(CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS\(options.newPIDNamespace ? "|CLONE_NEWPID" : ""))") {
+            try check("unshare(CLONE_NEWNS|CLONE_NEWIPC|CLONE_NEWUTS\(options.newPIDNamespace ? "|CLONE_NEWPID" : ""))")
+            {
                 ckiln_unshare(flags)
             }
         } catch {
@@ -39,7 +41,9 @@ enum Namespaces {
             throw error
         }
         ledger.record("the jail's mount namespace") {
-            try check("setns(CLONE_NEWNS)", subject: "the host's mount namespace") { ckiln_setns(hostMounts.rawValue, ckiln_clone_newns()) }
+            try check("setns(CLONE_NEWNS)", subject: "the host's mount namespace") {
+                ckiln_setns(hostMounts.rawValue, ckiln_clone_newns())
+            }
         }
         // The host's name stays outside: the jail's UTS namespace is named after the id.
         try check("sethostname", subject: options.id) { ckiln_sethostname(options.id, options.id.utf8.count) }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Step 10 (capabilities(7), "Effect of user ID changes on capabilities").
 enum Privileges {
@@ -34,9 +35,13 @@ enum Privileges {
         var effective: UInt64 = 0, permitted: UInt64 = 0, inheritable: UInt64 = 0
         try check("capget") { ckiln_capget(&effective, &permitted, &inheritable) }
         guard effective == 0, permitted == 0, inheritable == 0 else {
-            throw JailFailure(.privileges, "capabilities remain after the drop: effective \(effective), permitted \(permitted), inheritable \(inheritable)")
+            throw JailFailure(
+                .privileges,
+                "capabilities remain after the drop: effective \(effective), permitted \(permitted), inheritable \(inheritable)"
+            )
         }
-        for capability in 0...lastCapability where ckiln_capbset_read(capability) != 0 || ckiln_cap_ambient_is_set(capability) != 0 {
+        for capability in 0...lastCapability
+        where ckiln_capbset_read(capability) != 0 || ckiln_cap_ambient_is_set(capability) != 0 {
             throw JailFailure(.privileges, "capability \(capability) remains in the bounding or ambient set")
         }
         let securebits = ckiln_root_lockout_securebits()
@@ -47,8 +52,10 @@ enum Privileges {
         var realGID: gid_t = 0, effectiveGID: gid_t = 0, savedGID: gid_t = 0
         try check("getresuid") { ckiln_getresuid(&realUID, &effectiveUID, &savedUID) }
         try check("getresgid") { ckiln_getresgid(&realGID, &effectiveGID, &savedGID) }
-        guard [realUID, effectiveUID, savedUID].allSatisfy({ $0 == uid }), [realGID, effectiveGID, savedGID].allSatisfy({ $0 == gid }),
-              getgroups(0, nil) == 0 else {
+        guard [realUID, effectiveUID, savedUID].allSatisfy({ $0 == uid }),
+            [realGID, effectiveGID, savedGID].allSatisfy({ $0 == gid }),
+            getgroups(0, nil) == 0
+        else {
             throw JailFailure(.privileges, "the ids did not change to \(uid):\(gid) everywhere")
         }
     }

@@ -15,7 +15,9 @@ enum ResourceLimits {
                 ckiln_setrlimit(resource, limit.value, limit.value)
             }
             ledger.record("resource limit \(limit.kind.rawValue)") {
-                try check("setrlimit", subject: "\(limit.kind.rawValue) back to \(soft)") { ckiln_setrlimit(resource, soft, hard) }
+                try check("setrlimit", subject: "\(limit.kind.rawValue) back to \(soft)") {
+                    ckiln_setrlimit(resource, soft, hard)
+                }
             }
         }
     }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Step 7: make the working folder, the jail root since step 6, the
 /// process's `/` (pivot_root(2), "NOTES": the `pivot_root(".", ".")` form
@@ -18,7 +19,9 @@ enum RootSwitch {
         // pivot_root needs the new root to be a mount point: bind it on itself,
         // nosuid (no set-user-ID file can raise privileges), then enter the
         // new mount, which the old working folder lies beneath.
-        let mount = try check("bind mount, nosuid (open_tree, mount_setattr, move_mount)", subject: rootPath) { ckiln_bind_cwd_nosuid() }
+        let mount = try check("bind mount, nosuid (open_tree, mount_setattr, move_mount)", subject: rootPath) {
+            ckiln_bind_cwd_nosuid()
+        }
         try FileDescriptor(rawValue: mount).closeAfter { mount in
             try check("fchdir", subject: rootPath) { fchdir(mount.rawValue) }
         }

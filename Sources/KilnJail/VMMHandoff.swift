@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSeccomp
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Steps 11 and 12: the pre-exec filter, then execve of the VMM.
 ///
@@ -24,9 +25,12 @@ public struct VMMHandoff {
         // one after `--` (the Go SDK's --no-seccomp): theirs wins, and the
         // jailer's pre-exec filter still applies.
         let chosen = options.vmmArguments.contains { $0 == "--no-seccomp" || $0 == "--seccomp-filter" }
-        arguments = [paths.execInJail, "--id", options.id] + (chosen ? [] : ["--seccomp-filter", paths.bundleInJail])
-            + ["--start-time-us", String(startMonotonicNanoseconds / 1000),
-               "--start-time-cpu-us", String(startCPUNanoseconds / 1000)] + options.vmmArguments
+        arguments =
+            [paths.execInJail, "--id", options.id] + (chosen ? [] : ["--seccomp-filter", paths.bundleInJail])
+            + [
+                "--start-time-us", String(startMonotonicNanoseconds / 1000),
+                "--start-time-cpu-us", String(startCPUNanoseconds / 1000),
+            ] + options.vmmArguments
     }
 
     /// Installs the bundle's jailer program on this thread (the only thread),

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Guest RAM backed by one private anonymous `MAP_NORESERVE` mapping:
 /// untouched pages cost nothing, and the kernel may back it with

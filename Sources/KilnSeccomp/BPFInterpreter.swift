@@ -78,13 +78,13 @@ public struct BPFInterpreter {
                 case BPF.ld | BPF.w | BPF.abs: a = input.word(at: i.k)
                 case BPF.ld | BPF.w | BPF.len: a = UInt32(SeccompData.size)
                 case BPF.ld | BPF.imm: a = i.k
-                default: a = memory[Int(i.k)]  // BPF_LD|BPF_MEM, written first (see validate)
+                default: a = memory[Int(i.k)] // BPF_LD|BPF_MEM, written first (see validate)
                 }
             case BPF.ldx:
                 switch i.code {
                 case BPF.ldx | BPF.w | BPF.len: x = UInt32(SeccompData.size)
                 case BPF.ldx | BPF.imm: x = i.k
-                default: x = memory[Int(i.k)]  // BPF_LDX|BPF_MEM
+                default: x = memory[Int(i.k)] // BPF_LDX|BPF_MEM
                 }
             case BPF.st: memory[Int(i.k)] = a
             case BPF.stx: memory[Int(i.k)] = x
@@ -102,7 +102,7 @@ public struct BPFInterpreter {
                 case BPF.xor: a ^= operand
                 case BPF.lsh: a = operand >= 32 ? 0 : a << operand
                 case BPF.rsh: a = operand >= 32 ? 0 : a >> operand
-                default: a = 0 &- a  // BPF_NEG
+                default: a = 0 &- a // BPF_NEG
                 }
             case BPF.jmp:
                 let op = i.code & 0xF0
@@ -112,13 +112,13 @@ public struct BPFInterpreter {
                 case BPF.jeq: taken = a == operand
                 case BPF.jgt: taken = a > operand
                 case BPF.jge: taken = a >= operand
-                default: taken = a & operand != 0  // BPF_JSET
+                default: taken = a & operand != 0 // BPF_JSET
                 }
                 pc += Int(taken ? i.jt : i.jf)
             case BPF.ret:
                 return i.code & 0x18 == BPF.a ? a : i.k
             default:
-                if i.code == BPF.misc | BPF.tax { x = a } else { a = x }  // BPF_TXA
+                if i.code == BPF.misc | BPF.tax { x = a } else { a = x } // BPF_TXA
             }
         }
     }
@@ -146,7 +146,8 @@ public struct BPFInterpreter {
 
     public static func validate(_ program: [BPFInstruction]) throws {
         guard !program.isEmpty, program.count <= BPF.maximumInstructions else {
-            throw BPFInterpreterError.invalidProgram(index: 0, reason: "\(program.count) instructions, expected 1...\(BPF.maximumInstructions)")
+            throw BPFInterpreterError.invalidProgram(
+                index: 0, reason: "\(program.count) instructions, expected 1...\(BPF.maximumInstructions)")
         }
         for (index, i) in program.enumerated() {
             func fail(_ reason: String) -> BPFInterpreterError { .invalidProgram(index: index, reason: reason) }
@@ -173,7 +174,8 @@ public struct BPFInterpreter {
             }
         }
         guard program.last!.code & 0x07 == BPF.ret else {
-            throw BPFInterpreterError.invalidProgram(index: program.count - 1, reason: "the last instruction must return")
+            throw BPFInterpreterError.invalidProgram(
+                index: program.count - 1, reason: "the last instruction must return")
         }
         try checkScratchMemoryIsWrittenBeforeRead(program)
     }
@@ -191,7 +193,8 @@ public struct BPFInterpreter {
                 valid |= 1 << UInt16(i.k)
             case BPF.ld | BPF.mem, BPF.ldx | BPF.mem:
                 guard valid & (1 << UInt16(i.k)) != 0 else {
-                    throw BPFInterpreterError.invalidProgram(index: pc, reason: "scratch memory \(i.k) read before it is written")
+                    throw BPFInterpreterError.invalidProgram(
+                        index: pc, reason: "scratch memory \(i.k) read before it is written")
                 }
             case BPF.jmp | BPF.ja:
                 masks[pc + 1 + Int(i.k)] &= valid

@@ -25,7 +25,9 @@ public enum OwnProcessID {
 
     /// The program with every `OWN_PID` comparison made against `pid`.
     public static func resolve(_ program: [BPFInstruction], pid: UInt32) -> [BPFInstruction] {
-        program.map { isSite(code: $0.code, k: $0.k) ? BPFInstruction(code: $0.code, jt: $0.jt, jf: $0.jf, k: pid) : $0 }
+        program.map {
+            isSite(code: $0.code, k: $0.k) ? BPFInstruction(code: $0.code, jt: $0.jt, jf: $0.jf, k: pid) : $0
+        }
     }
 
     /// The same, in place on a program ready for the kernel, allocating

@@ -11,7 +11,7 @@ extension SeccompAction {
         case .trace: return 5
         case .log: return 6
         case .allow: return 7
-        case .unknown: return 0  // the kernel treats unknown actions as kill-process
+        case .unknown: return 0 // the kernel treats unknown actions as kill-process
         }
     }
 

@@ -82,7 +82,8 @@ public struct SeccompBundle: Equatable, Sendable {
             let role = String(decoding: try reader.bytes(Int(nameLength), "role name"), as: UTF8.self)
             let count: UInt16 = try reader.integer("instruction count of role \(role)")
             guard count >= 1 && Int(count) <= BPF.maximumInstructions else {
-                throw SeccompBundleError.malformed("role \(role): \(count) instructions, expected 1...\(BPF.maximumInstructions)")
+                throw SeccompBundleError.malformed(
+                    "role \(role): \(count) instructions, expected 1...\(BPF.maximumInstructions)")
             }
             let raw = Array(try reader.bytes(Int(count) * BPFInstruction.encodedSize, "instructions of role \(role)"))
             let instructions = stride(from: 0, to: raw.count, by: BPFInstruction.encodedSize).map {
@@ -103,7 +104,8 @@ public struct SeccompBundle: Equatable, Sendable {
         var previous: String?
         for (role, instructions) in programs {
             guard (1...Self.maximumRoleNameLength).contains(role.utf8.count),
-                  role.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }) else {
+                role.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D })
+            else {
                 throw SeccompBundleError.malformed("invalid role name \"\(role)\"")
             }
             if let previous, previous >= role {

@@ -1,7 +1,8 @@
 import CKiln
 import KilnSystem
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Installs seccomp programs on the calling thread.
@@ -50,9 +51,9 @@ extension SeccompBundle {
     /// architecture check would kill the process at its first call.
     public static var hostArchitecture: UInt32 {
         #if arch(arm64)
-        return ckiln_audit_arch_aarch64()
+            return ckiln_audit_arch_aarch64()
         #else
-        return ckiln_audit_arch_x86_64()
+            return ckiln_audit_arch_x86_64()
         #endif
     }
 }

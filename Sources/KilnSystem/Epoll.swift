@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// An epoll instance: the event loop's one blocking point.
 public struct Epoll {
@@ -45,7 +46,9 @@ public struct Epoll {
         var event = epoll_event()
         event.events = events.rawValue
         event.data.u64 = token
-        try check("epoll_ctl", subject: fd.description) { epoll_ctl(descriptor.rawValue, operation, fd.rawValue, &event) }
+        try check("epoll_ctl", subject: fd.description) {
+            epoll_ctl(descriptor.rawValue, operation, fd.rawValue, &event)
+        }
     }
 
     /// Waits up to `timeoutMilliseconds` (-1: forever). An interrupted wait

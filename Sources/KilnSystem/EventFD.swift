@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// An eventfd(2) counter: wakes an event loop from another thread, and is
 /// the object KVM's irqfds and ioeventfds signal through (the one way kiln

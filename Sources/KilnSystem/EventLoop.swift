@@ -42,8 +42,10 @@ public final class EventLoop {
     /// on the loop's thread when any is reported. The descriptor stays the
     /// caller's: `unsubscribe` before closing it.
     @discardableResult
-    public func subscribe(_ descriptor: FileDescriptor, events: Epoll.Events = .readable,
-                          handler: @escaping Handler) throws -> Token {
+    public func subscribe(
+        _ descriptor: FileDescriptor, events: Epoll.Events = .readable,
+        handler: @escaping Handler
+    ) throws -> Token {
         let token = allocateToken()
         try epoll.add(descriptor, events, token: token.value)
         subscriptions[token.value] = Subscription(descriptor: descriptor, events: events, handler: handler)
@@ -71,12 +73,15 @@ public final class EventLoop {
     /// Calls `handler` after `milliseconds`, and every `milliseconds` after
     /// that when `repeating`.
     @discardableResult
-    public func schedule(afterMilliseconds milliseconds: UInt64, repeating: Bool = false,
-                         handler: @escaping () -> Void) -> Token {
+    public func schedule(
+        afterMilliseconds milliseconds: UInt64, repeating: Bool = false,
+        handler: @escaping () -> Void
+    ) -> Token {
         let token = allocateToken()
         let interval = milliseconds * 1_000_000
-        timers[token.value] = Timer(deadline: MonotonicClock.nanoseconds() + interval,
-                                    interval: repeating ? interval : nil, handler: handler)
+        timers[token.value] = Timer(
+            deadline: MonotonicClock.nanoseconds() + interval,
+            interval: repeating ? interval : nil, handler: handler)
         return token
     }
 

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// An owned-by-convention file descriptor with typed, EINTR-safe operations.
 /// It is a plain value: closing is explicit, as with swift-system's type.

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// State shared between threads, held together with the pthread mutex that
@@ -64,8 +64,10 @@ public final class Locked<State>: @unchecked Sendable { // `state` is touched on
     /// `timeoutNanoseconds` pass, then runs `body` with the lock held and
     /// whether `ready` held. Another thread's change wakes the waiter only
     /// when it calls `broadcast()`.
-    public func withLock<R>(waitingUntil ready: (inout State) -> Bool, timeoutNanoseconds: UInt64? = nil,
-                            _ body: (inout State, _ ready: Bool) throws -> R) rethrows -> R {
+    public func withLock<R>(
+        waitingUntil ready: (inout State) -> Bool, timeoutNanoseconds: UInt64? = nil,
+        _ body: (inout State, _ ready: Bool) throws -> R
+    ) rethrows -> R {
         var deadline = timespec()
         if let timeoutNanoseconds {
             clock_gettime(CLOCK_MONOTONIC, &deadline)

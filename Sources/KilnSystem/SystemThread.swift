@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A POSIX thread running a closure: the one way kiln starts a thread (the
 /// event loop's API thread, one per vCPU, the policy rehearsal's). They are
@@ -20,16 +21,19 @@ public struct SystemThread: Sendable {
     /// Starts `body` on a new thread named `name` (at most 15 bytes are
     /// kept), before any seccomp role: PR_SET_NAME is a start-up call.
     public static func spawn(name: String, _ body: sending @escaping () -> Void) throws -> SystemThread {
-        let entry = Unmanaged.passRetained(Entry {
-            _ = ckiln_set_thread_name(name)
-            body()
-        })
+        let entry = Unmanaged.passRetained(
+            Entry {
+                _ = ckiln_set_thread_name(name)
+                body()
+            })
         var handle = pthread_t()
-        let result = pthread_create(&handle, nil, { context in
-            let entry = Unmanaged<Entry>.fromOpaque(context!).takeRetainedValue()
-            entry.body()
-            return nil
-        }, entry.toOpaque())
+        let result = pthread_create(
+            &handle, nil,
+            { context in
+                let entry = Unmanaged<Entry>.fromOpaque(context!).takeRetainedValue()
+                entry.body()
+                return nil
+            }, entry.toOpaque())
         guard result == 0 else {
             entry.release()
             throw SystemError("pthread_create", subject: name, errno: result)

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Stream sockets in the AF_UNIX family, for the API and vsock's host side.
 public enum UnixSocket {
@@ -16,7 +17,8 @@ public enum UnixSocket {
             throw SystemError("bind", subject: path, errno: ENAMETOOLONG)
         }
         let raw = try check("socket(AF_UNIX)") {
-            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            socket(
+                AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         }
         let fd = FileDescriptor(rawValue: raw)
         var bound = false
@@ -44,8 +46,10 @@ public enum UnixSocket {
             throw SystemError("connect", subject: path, errno: ENAMETOOLONG)
         }
         let raw = try check("socket(AF_UNIX)") {
-            socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-                   | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0), 0)
+            socket(
+                AF_UNIX,
+                Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+                    | (nonBlocking ? Int32(SOCK_NONBLOCK.rawValue) : 0), 0)
         }
         do {
             try withSocketAddress(path) { address, length in

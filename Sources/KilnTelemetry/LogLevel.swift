@@ -1,6 +1,7 @@
 /// Firecracker's logger levels (`PUT /logger`, `--level`), most severe first.
 public enum LogLevel: Int, Comparable, CaseIterable, Sendable {
-    case off = 0, error, warning, info, debug, trace
+    case off = 0
+    case error, warning, info, debug, trace
 
     public static func < (lhs: LogLevel, rhs: LogLevel) -> Bool { lhs.rawValue < rhs.rawValue }
 

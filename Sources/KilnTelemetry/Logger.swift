@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnJSON
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The VMM's logger: one JSON object per line, with a monotonic timestamp,
 /// the level and the writing thread's role, e.g.
@@ -48,8 +49,10 @@ public final class Logger: Sendable {
 
     public func isEnabled(_ level: LogLevel) -> Bool { level != .off && level <= self.level }
 
-    public func log(_ level: LogLevel, _ message: @autoclosure () -> String,
-                    fields: [(key: String, value: JSONValue)] = []) {
+    public func log(
+        _ level: LogLevel, _ message: @autoclosure () -> String,
+        fields: [(key: String, value: JSONValue)] = []
+    ) {
         guard isEnabled(level) else { return }
         var members: [(key: String, value: JSONValue)] = [
             ("ts_ns", .integer(MonotonicClock.nanoseconds())),

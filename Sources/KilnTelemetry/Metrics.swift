@@ -52,8 +52,9 @@ public final class MetricsRegistry: @unchecked Sendable {
     /// InstanceStart keeps counting where the first attempt registered.
     public func counter(_ group: String, _ name: String) -> Counter {
         if let index = groups.firstIndex(where: { $0.name == group }),
-           let existing = groups[index].metrics.first(where: { $0.name == name }),
-           case let .counter(counter) = existing.metric {
+            let existing = groups[index].metrics.first(where: { $0.name == name }),
+            case let .counter(counter) = existing.metric
+        {
             return counter
         }
         let counter = Counter()
@@ -69,7 +70,8 @@ public final class MetricsRegistry: @unchecked Sendable {
 
     private func register(_ group: String, _ name: String, _ metric: Metric) {
         if let index = groups.firstIndex(where: { $0.name == group }) {
-            precondition(!groups[index].metrics.contains { $0.name == name }, "metric \(group).\(name) registered twice")
+            precondition(
+                !groups[index].metrics.contains { $0.name == name }, "metric \(group).\(name) registered twice")
             groups[index].metrics.append((name, metric))
         } else {
             groups.append((group, [(name, metric)]))

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Log lines the guest can cause at will (every port or MMIO exit when
 /// tracing, a device complaining about what the guest wrote): at most a
@@ -12,8 +13,10 @@ public final class RateLimitedLog: Sendable {
     private let level: LogLevel
     private let logger: Logger
 
-    public init(level: LogLevel, burst: Int, perSecond: Double, logger: Logger = .shared,
-                now: UInt64 = MonotonicClock.nanoseconds()) {
+    public init(
+        level: LogLevel, burst: Int, perSecond: Double, logger: Logger = .shared,
+        now: UInt64 = MonotonicClock.nanoseconds()
+    ) {
         self.level = level
         self.logger = logger
         limiter = Locked(RateLimiter(burst: burst, perSecond: perSecond, now: now))

@@ -19,7 +19,8 @@ public struct RateLimiter: Sendable {
 
     /// Whether one more event may be logged now. When it may, the returned
     /// count says how many were suppressed since the last one that passed.
-    public mutating func admit(now: UInt64 = MonotonicClock.nanoseconds()) -> (allowed: Bool, suppressedBefore: UInt64) {
+    public mutating func admit(now: UInt64 = MonotonicClock.nanoseconds()) -> (allowed: Bool, suppressedBefore: UInt64)
+    {
         if now > lastRefill {
             tokens = min(burst, tokens + Double(now - lastRefill) / 1e9 * perSecond)
             lastRefill = now

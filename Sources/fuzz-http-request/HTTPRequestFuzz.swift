@@ -21,8 +21,8 @@ public func fuzzHTTPRequest(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum HTTPRequestReplay {
-    static func main() throws { try FuzzReplay.run(fuzzHTTPRequest) }
-}
+    @main
+    enum HTTPRequestReplay {
+        static func main() throws { try FuzzReplay.run(fuzzHTTPRequest) }
+    }
 #endif

@@ -14,8 +14,8 @@ public func fuzzJSON(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum JSONReplay {
-    static func main() throws { try FuzzReplay.run(fuzzJSON) }
-}
+    @main
+    enum JSONReplay {
+        static func main() throws { try FuzzReplay.run(fuzzJSON) }
+    }
 #endif

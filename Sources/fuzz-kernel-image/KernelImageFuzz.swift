@@ -16,8 +16,8 @@ public func fuzzKernelImage(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum KernelImageReplay {
-    static func main() throws { try FuzzReplay.run(fuzzKernelImage) }
-}
+    @main
+    enum KernelImageReplay {
+        static func main() throws { try FuzzReplay.run(fuzzKernelImage) }
+    }
 #endif

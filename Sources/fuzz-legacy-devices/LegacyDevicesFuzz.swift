@@ -10,8 +10,8 @@ public func fuzzLegacyDevices(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum LegacyDevicesReplay {
-    static func main() throws { try FuzzReplay.run(fuzzLegacyDevices) }
-}
+    @main
+    enum LegacyDevicesReplay {
+        static func main() throws { try FuzzReplay.run(fuzzLegacyDevices) }
+    }
 #endif

@@ -10,8 +10,8 @@ public func fuzzNetFrames(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum NetFramesReplay {
-    static func main() throws { try FuzzReplay.run(fuzzNetFrames) }
-}
+    @main
+    enum NetFramesReplay {
+        static func main() throws { try FuzzReplay.run(fuzzNetFrames) }
+    }
 #endif

@@ -26,8 +26,8 @@ public func policyParserFuzz(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int3
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum PolicyParserReplay {
-    static func main() throws { try FuzzReplay.run(policyParserFuzz) }
-}
+    @main
+    enum PolicyParserReplay {
+        static func main() throws { try FuzzReplay.run(policyParserFuzz) }
+    }
 #endif

@@ -10,8 +10,8 @@ public func fuzzVirtioBlock(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum VirtioBlockReplay {
-    static func main() throws { try FuzzReplay.run(fuzzVirtioBlock) }
-}
+    @main
+    enum VirtioBlockReplay {
+        static func main() throws { try FuzzReplay.run(fuzzVirtioBlock) }
+    }
 #endif

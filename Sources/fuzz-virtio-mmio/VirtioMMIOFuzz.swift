@@ -11,8 +11,8 @@ public func fuzzVirtioMMIO(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum VirtioMMIOReplay {
-    static func main() throws { try FuzzReplay.run(fuzzVirtioMMIO) }
-}
+    @main
+    enum VirtioMMIOReplay {
+        static func main() throws { try FuzzReplay.run(fuzzVirtioMMIO) }
+    }
 #endif

@@ -10,8 +10,8 @@ public func fuzzVirtqueue(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum VirtqueueReplay {
-    static func main() throws { try FuzzReplay.run(fuzzVirtqueue) }
-}
+    @main
+    enum VirtqueueReplay {
+        static func main() throws { try FuzzReplay.run(fuzzVirtqueue) }
+    }
 #endif

@@ -11,8 +11,8 @@ public func fuzzVsockDevice(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum VsockDeviceReplay {
-    static func main() throws { try FuzzReplay.run(fuzzVsockDevice) }
-}
+    @main
+    enum VsockDeviceReplay {
+        static func main() throws { try FuzzReplay.run(fuzzVsockDevice) }
+    }
 #endif

@@ -10,8 +10,8 @@ public func fuzzVsockPacket(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32
 }
 
 #if KILN_FUZZ_REPLAY
-@main
-enum VsockPacketReplay {
-    static func main() throws { try FuzzReplay.run(fuzzVsockPacket) }
-}
+    @main
+    enum VsockPacketReplay {
+        static func main() throws { try FuzzReplay.run(fuzzVsockPacket) }
+    }
 #endif

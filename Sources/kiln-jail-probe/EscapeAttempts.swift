@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnJSON
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The ways out that the jail must close (`JailRunTests` expects each to
 /// fail). Each reports whether it succeeded and the errno that stopped it.
@@ -22,9 +23,14 @@ enum EscapeAttempts {
             ("setuid0", attempt { setuid(0) }),
             ("setgid0", attempt { setgid(0) }),
             ("mknod", attempt { ckiln_mknodat(AT_FDCWD, "/dev/mem", UInt32(S_IFCHR) | 0o600, ckiln_makedev(1, 1)) }),
-            ("unshareNamespaces", attempt {
-                ckiln_unshare(ckiln_clone_newns() | ckiln_clone_newnet() | ckiln_clone_newpid() | ckiln_clone_newipc() | ckiln_clone_newuts() | ckiln_clone_newcgroup())
-            }),
+            (
+                "unshareNamespaces",
+                attempt {
+                    ckiln_unshare(
+                        ckiln_clone_newns() | ckiln_clone_newnet() | ckiln_clone_newpid() | ckiln_clone_newipc()
+                            | ckiln_clone_newuts() | ckiln_clone_newcgroup())
+                }
+            ),
             ("unshareUser", attempt { ckiln_unshare(ckiln_clone_newuser()) }),
             ("setns", setnsOnEveryDescriptor()),
             ("writeCgroupFiles", writeCgroupFiles()),
@@ -47,7 +53,9 @@ enum EscapeAttempts {
     }
 
     static func readHostPath() -> JSONValue {
-        for path in ["/etc/passwd", "/etc/hostname", "/proc/1/environ", "/sys/kernel/notes", "../../../../etc/passwd", "/bin/sh"] {
+        for path in [
+            "/etc/passwd", "/etc/hostname", "/proc/1/environ", "/sys/kernel/notes", "../../../../etc/passwd", "/bin/sh",
+        ] {
             let fd = ckiln_open(path, O_RDONLY, 0)
             if fd >= 0 { close(fd); return outcome(true, 0, [("path", .string(path))]) }
         }
@@ -61,7 +69,8 @@ enum EscapeAttempts {
         let chrootErrno = errno
         for _ in 0..<64 { _ = chdir("..") }
         var here = stat(), root = stat()
-        let stillAtRoot = stat(".", &here) == 0 && stat("/", &root) == 0 && here.st_ino == root.st_ino && here.st_dev == root.st_dev
+        let stillAtRoot =
+            stat(".", &here) == 0 && stat("/", &root) == 0 && here.st_ino == root.st_ino && here.st_dev == root.st_dev
         return outcome(chrootResult == 0 || !stillAtRoot, chrootErrno, [("climbStayedAtRoot", .bool(stillAtRoot))])
     }
 
@@ -77,7 +86,10 @@ enum EscapeAttempts {
     }
 
     static func writeCgroupFiles() -> JSONValue {
-        for path in ["/sys/fs/cgroup/cgroup.procs", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max"] {
+        for path in [
+            "/sys/fs/cgroup/cgroup.procs", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/pids/pids.max",
+        ] {
             let fd = ckiln_open(path, O_WRONLY, 0)
             if fd >= 0 { close(fd); return outcome(true, 0, [("path", .string(path))]) }
         }
@@ -93,7 +105,9 @@ enum EscapeAttempts {
         address.sin_port = port.bigEndian
         address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         return outcome(result == 0, errno)
     }
@@ -128,7 +142,8 @@ enum EscapeAttempts {
         let child = ckiln_fork()
         if child == 0 {
             guard let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
-                  memory != MAP_FAILED else { _exit(2) }
+                memory != MAP_FAILED
+            else { _exit(2) }
             let pages = memory.assumingMemoryBound(to: UInt8.self)
             for offset in stride(from: 0, to: bytes, by: 4096) { pages[offset] = 1 }
             _exit(0)

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnJSON
 import KilnSeccomp
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// What the probe can see of its own state, from inside (there is no /proc).
 enum ProbeInside {
@@ -19,11 +20,14 @@ enum ProbeInside {
             ("gid", .integer(getgid())), ("egid", .integer(getegid())),
             ("supplementaryGroups", .integer(getgroups(0, nil))),
             ("pid", .integer(getpid())), ("ppid", .integer(getppid())),
-            ("capabilities", .object([
-                ("effective", .integer(effective)), ("permitted", .integer(permitted)),
-                ("inheritable", .integer(inheritable)), ("bounding", .integer(bounding)),
-                ("ambient", .integer(ambient)),
-            ])),
+            (
+                "capabilities",
+                .object([
+                    ("effective", .integer(effective)), ("permitted", .integer(permitted)),
+                    ("inheritable", .integer(inheritable)), ("bounding", .integer(bounding)),
+                    ("ambient", .integer(ambient)),
+                ])
+            ),
             ("noNewPrivs", .integer(ckiln_get_no_new_privs())),
             ("seccompMode", .integer(ckiln_get_seccomp())),
         ]
@@ -32,30 +36,33 @@ enum ProbeInside {
     /// Each entry with its type, mode and owner, as ls -ln would show them.
     static func listing(_ path: String) -> JSONValue {
         guard let names = try? FileSystem.listDirectory(path) else { return .null }
-        return .array(names.map { name in
-            var info = stat()
-            let full = path == "/" ? "/" + name : path + "/" + name
-            guard lstat(full, &info) == 0 else { return .object([("name", .string(name)), ("error", .string(ErrnoNames.name(of: errno) ?? "?"))]) }
-            let kind: String
-            switch info.st_mode & S_IFMT {
-            case S_IFDIR: kind = "directory"
-            case S_IFREG: kind = "file"
-            case S_IFCHR: kind = "char"
-            case S_IFBLK: kind = "block"
-            case S_IFLNK: kind = "symlink"
-            default: kind = "other"
-            }
-            var members: [(key: String, value: JSONValue)] = [
-                ("name", .string(name)), ("type", .string(kind)),
-                ("mode", .string(String(info.st_mode & 0o7777, radix: 8))),
-                ("uid", .integer(info.st_uid)), ("gid", .integer(info.st_gid)),
-            ]
-            if kind == "char" {
-                members.append(("major", .integer(ckiln_major(UInt64(info.st_rdev)))))
-                members.append(("minor", .integer(ckiln_minor(UInt64(info.st_rdev)))))
-            }
-            return .object(members)
-        })
+        return .array(
+            names.map { name in
+                var info = stat()
+                let full = path == "/" ? "/" + name : path + "/" + name
+                guard lstat(full, &info) == 0 else {
+                    return .object([("name", .string(name)), ("error", .string(ErrnoNames.name(of: errno) ?? "?"))])
+                }
+                let kind: String
+                switch info.st_mode & S_IFMT {
+                case S_IFDIR: kind = "directory"
+                case S_IFREG: kind = "file"
+                case S_IFCHR: kind = "char"
+                case S_IFBLK: kind = "block"
+                case S_IFLNK: kind = "symlink"
+                default: kind = "other"
+                }
+                var members: [(key: String, value: JSONValue)] = [
+                    ("name", .string(name)), ("type", .string(kind)),
+                    ("mode", .string(String(info.st_mode & 0o7777, radix: 8))),
+                    ("uid", .integer(info.st_uid)), ("gid", .integer(info.st_gid)),
+                ]
+                if kind == "char" {
+                    members.append(("major", .integer(ckiln_major(UInt64(info.st_rdev)))))
+                    members.append(("minor", .integer(ckiln_minor(UInt64(info.st_rdev)))))
+                }
+                return .object(members)
+            })
     }
 
     static func resourceLimits() -> JSONValue {

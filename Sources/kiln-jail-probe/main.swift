@@ -1,3 +1,7 @@
+import CKilnStart
+import KilnJSON
+import KilnSystem
+
 // kiln-jail-probe: the exec file of the jail tests and the benchmark. It
 // reports as one JSON line what it sees from inside the jail and the result
 // of each escape attempt, then waits for stdin to close so that the test can
@@ -12,11 +16,8 @@
 //   --fork-limit N         fork up to N children (each waits on a pipe)
 //   --memory-bytes N       in a child, touch N bytes of anonymous memory
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import CKilnStart
-import KilnJSON
-import KilnSystem
 
 let startedAt = MonotonicClock.nanoseconds()
 ckiln_start_anchor()
@@ -52,10 +53,15 @@ report.append(("openFds", .array(ProbeInside.openDescriptors().map { .integer($0
 report.append(("hostname", .string(ProbeInside.hostname())))
 report += ProbeInside.processState()
 report.append(("seccompMarker", ProbeInside.seccompMarker()))
-report.append(("escapes", .object(EscapeAttempts.all(
-    loopbackPort: value(after: "--loopback-port").flatMap { UInt16($0) },
-    forkLimit: value(after: "--fork-limit").flatMap { Int($0) },
-    memoryBytes: value(after: "--memory-bytes").flatMap { Int($0) }))))
+report.append(
+    (
+        "escapes",
+        .object(
+            EscapeAttempts.all(
+                loopbackPort: value(after: "--loopback-port").flatMap { UInt16($0) },
+                forkLimit: value(after: "--fork-limit").flatMap { Int($0) },
+                memoryBytes: value(after: "--memory-bytes").flatMap { Int($0) }))
+    ))
 // Last: it changes what the probe itself may call.
 report.append(("stackedFilter", ProbeInside.stackedFilter()))
 emit(JSONValue.object(report).encoded())

@@ -1,3 +1,8 @@
+import CKiln
+import KilnJail
+import KilnSeccomp
+import KilnSystem
+
 // kiln-jailer-bench: the time from jailer start to the exec'd probe's first
 // instruction of `main`, over sequential and concurrent launches.
 //
@@ -11,12 +16,8 @@
 //                           the probe's main: what the jailer's steps cost
 // Each jail is removed after its run (not timed). Needs root.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import CKiln
-import KilnJail
-import KilnSeccomp
-import KilnSystem
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 func value(_ flag: String) -> String? {
@@ -75,10 +76,15 @@ struct Launch {
 
 func launch(_ index: Int) throws -> Launch {
     let id = "bench-\(index)"
-    var launchArguments = [jailer, "--id", id, "--exec-file", probe, "--uid", "64123", "--gid", "64123",
-                           "--chroot-base-dir", base, "--seccomp-bundle", bundlePath, "--parent-cgroup", parentCgroup]
+    var launchArguments = [
+        jailer, "--id", id, "--exec-file", probe, "--uid", "64123", "--gid", "64123",
+        "--chroot-base-dir", base, "--seccomp-bundle", bundlePath, "--parent-cgroup", parentCgroup,
+    ]
     if useCgroups {
-        launchArguments += ["--cgroup", "pids.max=64", "--cgroup", "memory.limit_in_bytes=134217728", "--cgroup", "cpu.cfs_quota_us=100000"]
+        launchArguments += [
+            "--cgroup", "pids.max=64", "--cgroup", "memory.limit_in_bytes=134217728", "--cgroup",
+            "cpu.cfs_quota_us=100000",
+        ]
     }
     if newNetNamespace { launchArguments.append("--new-net-ns") }
     launchArguments += ["--", "--bench"]
@@ -100,7 +106,8 @@ func launch(_ index: Int) throws -> Launch {
 
 /// Reads the probe's line, reaps the jailer (now the probe), removes the jail.
 func finish(_ launch: Launch) throws -> (spawnToProbe: UInt64, jailerToProbe: UInt64) {
-    let text = String(decoding: try FileDescriptor(rawValue: launch.output).closeAfter { try $0.readAll(limit: 4096) }, as: UTF8.self)
+    let text = String(
+        decoding: try FileDescriptor(rawValue: launch.output).closeAfter { try $0.readAll(limit: 4096) }, as: UTF8.self)
     var status: Int32 = 0
     _ = waitpid(launch.pid, &status, 0)
     var cleanup = CleanupOptions(id: launch.id, execFile: probe)
@@ -108,7 +115,9 @@ func finish(_ launch: Launch) throws -> (spawnToProbe: UInt64, jailerToProbe: UI
     cleanup.parentCgroup = parentCgroup
     try JailCleanup.run(cleanup)
     let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
-    guard status == 0, fields.count == 4, let probeStart = UInt64(fields[1]), let jailerStartMicroseconds = UInt64(fields[3]) else {
+    guard status == 0, fields.count == 4, let probeStart = UInt64(fields[1]),
+        let jailerStartMicroseconds = UInt64(fields[3])
+    else {
         throw SystemError("launch \(launch.id) (status \(status)) printed \"\(text)\"", errno: EPROTO)
     }
     return (probeStart - launch.spawnedAt, probeStart - jailerStartMicroseconds * 1000)
@@ -132,7 +141,9 @@ func format3(_ value: Double) -> String {
 var exitCode: Int32 = 0
 do {
     print("kiln-jailer-bench: \(jailer)")
-    print("  probe \(probe); cgroups \(useCgroups ? "pids+memory+cpu (v1)" : "none"); network namespace \(newNetNamespace ? "new" : "caller's")")
+    print(
+        "  probe \(probe); cgroups \(useCgroups ? "pids+memory+cpu (v1)" : "none"); network namespace \(newNetNamespace ? "new" : "caller's")"
+    )
     var spawnToProbe: [UInt64] = [], jailerToProbe: [UInt64] = []
     for index in 0..<sequentialRuns {
         let result = try finish(try launch(index))
@@ -147,7 +158,9 @@ do {
     let launches = try (0..<concurrentRuns).map { try launch(sequentialRuns + $0) }
     let results = try launches.map(finish)
     let lastProbe = zip(launches, results).map { $0.spawnedAt + $1.spawnToProbe }.max() ?? burstStart
-    print("concurrent, \(concurrentRuns) launched at once (the last probe started \(format3(Double(lastProbe - burstStart) / 1e6)) ms after the first spawn):")
+    print(
+        "concurrent, \(concurrentRuns) launched at once (the last probe started \(format3(Double(lastProbe - burstStart) / 1e6)) ms after the first spawn):"
+    )
     summary("spawn -> probe main      ", results.map(\.spawnToProbe))
     summary("jailer main -> probe main", results.map(\.jailerToProbe))
 } catch {

@@ -1,11 +1,12 @@
-// kiln-jailer: argument parsing and wiring only; the steps live in KilnJail.
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKilnStart
 import KilnBuiltinPolicies
 import KilnJail
 import KilnSystem
+
+// kiln-jailer: argument parsing and wiring only; the steps live in KilnJail.
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // Taken first: the VMM reports the time from here to its own start.
 let startMonotonic = MonotonicClock.nanoseconds()
@@ -27,8 +28,9 @@ do {
     case let .cleanup(options):
         try JailCleanup.run(options)
     case let .launch(options):
-        _ = try Jailer.launch(options, builtinBundle: { BuiltinPolicies.bytes },
-                              startMonotonicNanoseconds: startMonotonic, startCPUNanoseconds: startCPU)
+        _ = try Jailer.launch(
+            options, builtinBundle: { BuiltinPolicies.bytes },
+            startMonotonicNanoseconds: startMonotonic, startCPUNanoseconds: startCPU)
     }
     exit(0)
 } catch let failure as JailFailure {

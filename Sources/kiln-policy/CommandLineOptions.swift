@@ -88,8 +88,9 @@ enum CommandLineOptions {
             }
             return .audit(policies: try required("--policies"), format: format, compare: flags["--compare"])
         case "trace":
-            return .trace(policies: flags["--policies"] ?? "policies", installed: flags["--installed"], json: flags["--json"],
-                          command: traced)
+            return .trace(
+                policies: flags["--policies"] ?? "policies", installed: flags["--installed"], json: flags["--json"],
+                command: traced)
         default:
             let name = flags["--fail-on"] ?? "high"
             guard let severity = Severity(rawValue: name), severity != .info else {

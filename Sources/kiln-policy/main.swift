@@ -1,7 +1,8 @@
 import KilnPolicy
 import KilnSystem
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 // kiln-policy: compile, audit and check the seccomp policies.
@@ -63,8 +64,9 @@ do {
         let bundle = try PolicyBundleBuilder.embed(directory: policies, output: output)
         print("wrote \(output) (\(bundle.encoded().count) bytes of bundle)")
     case let .audit(policies, format, compare):
-        let report = try PolicyAuditor.audit(policies: try PolicyLoader.load(directory: policies),
-                                             firecracker: try compare.map(FirecrackerFilter.load))
+        let report = try PolicyAuditor.audit(
+            policies: try PolicyLoader.load(directory: policies),
+            firecracker: try compare.map(FirecrackerFilter.load))
         switch format {
         case .text: print(report.text(), terminator: "")
         case .json: print(report.json(), terminator: "")
@@ -79,8 +81,9 @@ do {
         }
         print("no findings at or above \(threshold.rawValue)")
     case let .trace(policies, installed, json, traced):
-        let bundle = try RecordingBundle(policies: try PolicyLoader.load(directory: policies),
-                                         installed: try installed.map(PolicyLoader.load))
+        let bundle = try RecordingBundle(
+            policies: try PolicyLoader.load(directory: policies),
+            installed: try installed.map(PolicyLoader.load))
         let outcome = try SyscallTracer(bundle: bundle).run(traced)
         let report = TraceReport(recorder: outcome.recorder, status: outcome.status)
         if let json { try FileSystem.writeAtomically(json, Array(report.json().utf8)) }

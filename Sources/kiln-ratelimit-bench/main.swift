@@ -1,3 +1,8 @@
+import KilnMachine
+import KilnMemory
+import KilnSystem
+import KilnVirtio
+
 // kiln-ratelimit-bench: how close a rate-limited virtio-blk device runs to
 // its configured rate, in one run per limiter.
 //
@@ -15,25 +20,23 @@
 // its ratio to the configured rate, raw and after taking off what the full
 // bucket (and burst) allowed at once.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import KilnMemory
-import KilnSystem
-import KilnMachine
-import KilnVirtio
 
 let arguments = Array(CommandLine.arguments.dropFirst())
 func number(_ flag: String, default fallback: UInt64) -> UInt64 {
     guard let index = arguments.firstIndex(of: flag), index + 1 < arguments.count,
-          let value = UInt64(arguments[index + 1]) else { return fallback }
+        let value = UInt64(arguments[index + 1])
+    else { return fallback }
     return value
 }
 let seconds = number("--seconds", default: 3)
 let requestBytes = number("--request-kib", default: 64) * 1024
 let depth = Int(number("--depth", default: 16))
 let queueSize: UInt16 = 256
-precondition(depth * 3 <= Int(queueSize) && requestBytes > 0 && requestBytes % 512 == 0 && seconds > 0,
-             "depth × 3 descriptors must fit the queue; requests are whole sectors")
+precondition(
+    depth * 3 <= Int(queueSize) && requestBytes > 0 && requestBytes % 512 == 0 && seconds > 0,
+    "depth × 3 descriptors must fit the queue; requests are whole sectors")
 
 /// The guest side: one read request per slot, three descriptors each
 /// (header, data, status), re-offered as soon as it is used.
@@ -49,8 +52,9 @@ final class Driver {
 
     init(diskSectors: UInt64) throws {
         memory = try HeapGuestMemory(size: dataBase + UInt64(depth) * requestBytes)
-        let configuration = QueueConfiguration(size: queueSize, descriptorTable: table, availableRing: available,
-                                               usedRing: used)
+        let configuration = QueueConfiguration(
+            size: queueSize, descriptorTable: table, availableRing: available,
+            usedRing: used)
         queue = try Virtqueue(index: 0, configuration: configuration, memory: memory, features: 0)
         let sectorsPerRequest = requestBytes / 512
         for slot in 0..<depth {
@@ -87,7 +91,8 @@ final class Driver {
     func recycle() throws {
         let usedIndex: UInt16 = try memory.read(at: used + 2)
         while usedSeen != usedIndex {
-            let head = UInt16(truncatingIfNeeded: try memory.read(UInt32.self, at: used + 4 + 8 * UInt64(usedSeen % queueSize)))
+            let head = UInt16(
+                truncatingIfNeeded: try memory.read(UInt32.self, at: used + 4 + 8 * UInt64(usedSeen % queueSize)))
             let status: UInt8 = try memory.read(at: 0x8000 + UInt64(head / 3) * 32 + 16)
             precondition(status == 0, "request failed with status \(status)")
             bytes += requestBytes
@@ -110,8 +115,9 @@ struct Figures {
 /// re-signalled while work remains, a one-shot timer while throttled.
 func run(limiter: IORateLimiter?, backend: BlockBackend) throws -> Figures {
     let driver = try Driver(diskSectors: backend.sectorCount)
-    let device = BlockDevice(memory: driver.memory, backend: backend,
-                             throttle: IOThrottle(limiter: limiter, clock: MonotonicClock.nanoseconds))
+    let device = BlockDevice(
+        memory: driver.memory, backend: backend,
+        throttle: IOThrottle(limiter: limiter, clock: MonotonicClock.nanoseconds))
     let loop = try EventLoop()
     let notify = try EventFD()
     defer { notify.close() }
@@ -166,18 +172,29 @@ guard ftruncate(file.rawValue, off_t(UInt64(depth) * requestBytes * 4 + (64 << 2
 }
 let backend = try FileBlockBackend(file: file, readOnly: true, identifier: "bench")
 
-print("host: \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs; \(seconds) s per run, \(requestBytes / 1024) KiB reads, queue depth \(depth)")
+print(
+    "host: \(sysconf(Int32(_SC_NPROCESSORS_ONLN))) CPUs; \(seconds) s per run, \(requestBytes / 1024) KiB reads, queue depth \(depth)"
+)
 let free = try run(limiter: nil, backend: backend)
 print("no limiter:  \(mib(free.bytesPerSecond)) MiB/s, \(Int(free.requestsPerSecond)) requests/s (the ceiling)")
 
-let cases: [(name: String, bandwidth: IOTokenBucket.Settings?, ops: IOTokenBucket.Settings?, perSecond: Double, unit: String)] = [
-    ("bandwidth 20 MiB/s (size 2 MiB, refill 100 ms)",
-     IOTokenBucket.Settings(size: 2 << 20, refillTimeMilliseconds: 100), nil, Double(20 << 20), "bytes"),
-    ("bandwidth 8 MiB/s with a 16 MiB one_time_burst (size 8 MiB, refill 1000 ms)",
-     IOTokenBucket.Settings(size: 8 << 20, oneTimeBurst: 16 << 20, refillTimeMilliseconds: 1000), nil, Double(8 << 20), "bytes"),
-    ("ops 500/s (size 50, refill 100 ms)",
-     nil, IOTokenBucket.Settings(size: 50, refillTimeMilliseconds: 100), 500, "requests"),
-]
+let cases:
+    [(name: String, bandwidth: IOTokenBucket.Settings?, ops: IOTokenBucket.Settings?, perSecond: Double, unit: String)] =
+        [
+            (
+                "bandwidth 20 MiB/s (size 2 MiB, refill 100 ms)",
+                IOTokenBucket.Settings(size: 2 << 20, refillTimeMilliseconds: 100), nil, Double(20 << 20), "bytes"
+            ),
+            (
+                "bandwidth 8 MiB/s with a 16 MiB one_time_burst (size 8 MiB, refill 1000 ms)",
+                IOTokenBucket.Settings(size: 8 << 20, oneTimeBurst: 16 << 20, refillTimeMilliseconds: 1000), nil,
+                Double(8 << 20), "bytes"
+            ),
+            (
+                "ops 500/s (size 50, refill 100 ms)",
+                nil, IOTokenBucket.Settings(size: 50, refillTimeMilliseconds: 100), 500, "requests"
+            ),
+        ]
 for limit in cases {
     let limiter = IORateLimiter(bandwidth: limit.bandwidth, ops: limit.ops, now: MonotonicClock.nanoseconds())
     let figures = try run(limiter: limiter, backend: backend)
@@ -188,6 +205,7 @@ for limit in cases {
     let measured = moved / elapsed
     let steady = (moved - upFront) / (limit.perSecond * elapsed)
     let shown = limit.unit == "bytes" ? "\(mib(measured)) MiB/s" : "\(Int(measured.rounded())) requests/s"
-    print("\(limit.name): \(shown); ratio to configured \(ratio(measured / limit.perSecond)), "
-          + "without the initial bucket \(ratio(steady))")
+    print(
+        "\(limit.name): \(shown); ratio to configured \(ratio(measured / limit.perSecond)), "
+            + "without the initial bucket \(ratio(steady))")
 }

@@ -10,7 +10,10 @@ struct JailerOverhead: CustomStringConvertible {
     let cpuMicroseconds: UInt64?
 
     /// nil unless kiln was started by a jailer (`--start-time-us` given).
-    init?(options: KilnCommandLineOptions, kilnStart: UInt64, kilnStartCPU: UInt64 = MonotonicClock.processCPUNanoseconds()) {
+    init?(
+        options: KilnCommandLineOptions, kilnStart: UInt64,
+        kilnStartCPU: UInt64 = MonotonicClock.processCPUNanoseconds()
+    ) {
         guard let jailerStart = options.jailerStartMicroseconds else { return nil }
         // A start time from the future (a wrong flag) reads as no overhead, not a wrap.
         let kilnMicroseconds = kilnStart / 1000

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnBuiltinPolicies
 import KilnSeccomp
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// kiln's own seccomp filter, on the main thread from the first lines of
 /// Swift code, before any flag, config byte or API job is read: the built-in
@@ -26,7 +27,10 @@ import KilnSystem
 enum LaunchFilter {
     static func install(arguments: [String]) {
         if ckiln_landlock_scope_signals_and_abstract_sockets() < 0 {
-            FileDescriptor.standardError.write(message: "kiln: cannot confine itself with Landlock scoping: \(SystemError.current("landlock_restrict_self"))\n")
+            FileDescriptor.standardError.write(
+                message:
+                    "kiln: cannot confine itself with Landlock scoping: \(SystemError.current("landlock_restrict_self"))\n"
+            )
             exit(1)
         }
         let noSeccomp = arguments.prefix(while: { $0 != "--" }).contains("--no-seccomp")

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnConfig
 import KilnMachine
 import KilnSystem
 import KilnTelemetry
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Exit codes: 0 guest reset or powered off, 1 bad usage or configuration,
 /// 2 guest or KVM failure, 3 guest halted for good, 128+N stopped by signal N
@@ -49,9 +50,12 @@ enum Launcher {
             configuration = try options.configuration(configFileBytes: configBytes)
             roles = try SeccompRoles.load(path: options.seccompFilter, noSeccomp: options.noSeccomp)
             // Flags win over the config file's logger section, as in Firecracker.
-            try configureLogger(path: options.logPath ?? configuration?.logger?.logPath,
-                                level: options.level ?? configuration?.logger?.level ?? .info)
-            if let metricsPath = options.metricsPath ?? configuration?.metrics?.metricsPath { try metrics.open(path: metricsPath) }
+            try configureLogger(
+                path: options.logPath ?? configuration?.logger?.logPath,
+                level: options.level ?? configuration?.logger?.level ?? .info)
+            if let metricsPath = options.metricsPath ?? configuration?.metrics?.metricsPath {
+                try metrics.open(path: metricsPath)
+            }
         } catch {
             FileDescriptor.standardError.write(message: "kiln: \(error)\n")
             return 1
@@ -65,7 +69,8 @@ enum Launcher {
         }
         // Before any filter: a trapped call is reported, never silent.
         guard ckiln_sigsys_install() == 0 else {
-            FileDescriptor.standardError.write(message: "kiln: sigaction(SIGSYS): \(SystemError.current("sigaction"))\n")
+            FileDescriptor.standardError.write(
+                message: "kiln: sigaction(SIGSYS): \(SystemError.current("sigaction"))\n")
             return 1
         }
         let terminal = ConsoleTerminal.rawIfInteractive()
@@ -94,7 +99,9 @@ enum Launcher {
     /// An error that ends kiln: logged, and always shown on stderr.
     static func fatal(_ message: String) {
         Logger.shared.error(message)
-        if Logger.shared.descriptor != 2 || !Logger.shared.isEnabled(.error) { FileDescriptor.standardError.write(message: "kiln: \(message)\n") }
+        if Logger.shared.descriptor != 2 || !Logger.shared.isEnabled(.error) {
+            FileDescriptor.standardError.write(message: "kiln: \(message)\n")
+        }
     }
 }
 
@@ -115,7 +122,8 @@ enum LaunchError: Error, CustomStringConvertible {
         case .bundleInvalid(let source, let error, let firecrackerFormat):
             // Firecracker's clients may hand over a filter compiled for Firecracker.
             "\(source): \(error)"
-                + (firecrackerFormat ? " (kiln reads the bundles `kiln-policy compile` writes, not Firecracker's compiled filters)" : "")
+                + (firecrackerFormat
+                    ? " (kiln reads the bundles `kiln-policy compile` writes, not Firecracker's compiled filters)" : "")
         case .bundleArchitecture(let source, let bundle, let host):
             "\(source): compiled for architecture 0x\(String(bundle, radix: 16)), this host is 0x\(String(host, radix: 16))"
         case .bundleRoleMissing(let source, let role): "\(source): the bundle has no program for the \(role) role"

@@ -39,12 +39,14 @@ struct SeccompRoles {
         do {
             bundle = try SeccompBundle(decoding: bytes)
         } catch {
-            throw LaunchError.bundleInvalid(source: source, error, firecrackerFormat: !bytes.starts(with: SeccompBundle.magic))
+            throw LaunchError.bundleInvalid(
+                source: source, error, firecrackerFormat: !bytes.starts(with: SeccompBundle.magic))
         }
         // A program for another architecture reads other system call
         // numbers: its architecture check would kill kiln at its first call.
         guard bundle.architecture == SeccompBundle.hostArchitecture else {
-            throw LaunchError.bundleArchitecture(source: source, bundle: bundle.architecture, host: SeccompBundle.hostArchitecture)
+            throw LaunchError.bundleArchitecture(
+                source: source, bundle: bundle.architecture, host: SeccompBundle.hostArchitecture)
         }
         for role in threadRoles where bundle.program(for: role) == nil {
             throw LaunchError.bundleRoleMissing(source: source, role: role)

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnAPI
 import KilnJSON
 import KilnSystem
 import KilnTelemetry
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Where metrics snapshots go (`PUT /metrics`, or the config file's
 /// `metrics`): one JSON object per line, on `FlushMetrics`, every minute
@@ -42,7 +43,9 @@ final class MetricsSink {
     }
 
     func flushIfDue() {
-        guard destination != nil, MonotonicClock.nanoseconds() - lastFlush >= MetricsSink.periodNanoseconds else { return }
+        guard destination != nil, MonotonicClock.nanoseconds() - lastFlush >= MetricsSink.periodNanoseconds else {
+            return
+        }
         do { try flush() } catch { Logger.shared.warning("metrics: \(error)") }
     }
 }
@@ -70,9 +73,10 @@ final class CountingRequestHandler: APIRequestHandler {
         requests = registry.counter("api_server", "requests")
         clientErrors = registry.counter("api_server", "client_errors")
         serverErrors = registry.counter("api_server", "server_errors")
-        byMethod = Dictionary(uniqueKeysWithValues: ["GET", "PUT", "PATCH"].map {
-            ($0, registry.counter("api_server", $0.lowercased() + "_requests"))
-        })
+        byMethod = Dictionary(
+            uniqueKeysWithValues: ["GET", "PUT", "PATCH"].map {
+                ($0, registry.counter("api_server", $0.lowercased() + "_requests"))
+            })
     }
 
     func handle(_ request: HTTPRequest) -> HTTPResponse {

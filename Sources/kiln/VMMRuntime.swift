@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnAPI
 import KilnConfig
 import KilnMachine
 import KilnSystem
 import KilnTelemetry
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The VMM's threads and their life: the event loop on the main thread, the
 /// API thread (`--api-sock`), and the machine's vCPU threads. It implements
@@ -103,14 +104,16 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     }
 
     private func startAPIThread(listener: FileDescriptor, configuration: VMConfig?) throws {
-        let controller = APIController(instanceID: options.id, version: Launcher.version,
-                                       configuration: configuration ?? VMConfig(), control: self)
+        let controller = APIController(
+            instanceID: options.id, version: Launcher.version,
+            configuration: configuration ?? VMConfig(), control: self)
         if configuration != nil { controller.markStarted() }
         var serverConfiguration = APIServer.Configuration()
         serverConfiguration.limits.body = options.httpAPIMaxPayloadSize
         serverConfiguration.log = { Logger.shared.warning($0) }
-        let server = try APIServer(listener: listener, configuration: serverConfiguration,
-                                   handler: CountingRequestHandler(controller, registry: metrics.registry))
+        let server = try APIServer(
+            listener: listener, configuration: serverConfiguration,
+            handler: CountingRequestHandler(controller, registry: metrics.registry))
         let roles = self.roles
         _ = try SystemThread.spawn(name: "kiln-api") { [self] in
             do {
@@ -152,8 +155,9 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
             consoleFile?.close()
             throw error
         }
-        Logger.shared.debug("machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
-                            + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
+        Logger.shared.debug(
+            "machine ready: entry 0x\(String(machine.plan.entry, radix: 16)), "
+                + "\(configuration.machine.vcpuCount) vCPU(s), \(configuration.machine.memSizeMiB) MiB")
         do {
             try machine.start(on: loop)
         } catch {

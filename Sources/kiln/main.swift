@@ -1,12 +1,13 @@
-// kiln: the VMM. Thin: parse flags, build the machine, run it, exit with
-// the guest's outcome. Everything else lives in the modules.
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKilnStart
 import KilnConfig
 import KilnMachine
 import KilnSystem
+
+// kiln: the VMM. Thin: parse flags, build the machine, run it, exit with
+// the guest's outcome. Everything else lives in the modules.
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 ckiln_start_anchor()
 let start = MonotonicClock.nanoseconds()

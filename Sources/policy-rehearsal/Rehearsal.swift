@@ -1,8 +1,9 @@
 import CKiln
 import KilnSeccomp
 import KilnSystem
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The rehearsal itself (see main.swift). Thread entry points live here, not
@@ -15,7 +16,7 @@ enum Rehearsal {
     enum Raw {
         static let socket = 41, accept4 = 288, epollWait = 232, epollCtl = 233
         static let eventfd2 = 290, epollCreate1 = 291, tgkill = 234
-        static let closeOnExec: UInt = 0o2000000, nonBlocking: UInt = 0o4000  // O_CLOEXEC, O_NONBLOCK
+        static let closeOnExec: UInt = 0o2000000, nonBlocking: UInt = 0o4000 // O_CLOEXEC, O_NONBLOCK
         static let epollAdd: UInt = 1, epollDelete: UInt = 2, epollIn: UInt32 = 1
 
         @discardableResult
@@ -33,7 +34,8 @@ enum Rehearsal {
         var onceRace = false
     }
 
-    static let usage = "usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE] [--signal-other PID] [--once-race]\n"
+    static let usage =
+        "usage: policy-rehearsal BUNDLE SOCKET-PATH [--forbidden ROLE] [--unprepared] [--workout ROLE] [--signal-other PID] [--once-race]\n"
 
     /// --forbidden ROLE: that role's thread then tries socket(). --unprepared:
     /// skip SeccompFilter.prepareProcess. --workout ROLE: only that role's
@@ -80,7 +82,7 @@ enum Rehearsal {
             let wakeup = Int32(try Raw.call("eventfd2", Raw.eventfd2, [0, Raw.closeOnExec | Raw.nonBlocking]))
             let workouts = options.workouts
             let onceRace = options.onceRace
-            if onceRace { _ = OnceRace.progress }  // its own lazy global, made before any thread
+            if onceRace { _ = OnceRace.progress } // its own lazy global, made before any thread
             try spawn(role: "api", bundle: bundle, forbidden: forbidden, done: wakeup) {
                 if onceRace { _ = OnceRace.value }
                 if workouts.contains("api") { allocationWorkout() }
@@ -186,8 +188,10 @@ enum Rehearsal {
 
     /// Starts a thread that installs `role` before doing anything else, and
     /// signals `done` (an eventfd) when it has finished.
-    static func spawn(role: String, bundle: SeccompBundle, forbidden: String?, done: Int32,
-                      _ work: sending @escaping () -> Void) throws {
+    static func spawn(
+        role: String, bundle: SeccompBundle, forbidden: String?, done: Int32,
+        _ work: sending @escaping () -> Void
+    ) throws {
         guard let program = bundle.program(for: role) else { throw SeccompBundleError.missingRole(role) }
         let isForbidden = forbidden == role
         try startFiltered(role: role, program: program) {
@@ -218,12 +222,14 @@ enum Rehearsal {
     static func serveOneRequest(_ listener: Int32, epoll: Int) {
         do {
             try waitUntilReadable(listener, epoll: epoll)
-            let connection = Int32(try Raw.call("accept4", Raw.accept4,
-                                                [UInt(listener), 0, 0, Raw.closeOnExec | Raw.nonBlocking]))
+            let connection = Int32(
+                try Raw.call(
+                    "accept4", Raw.accept4,
+                    [UInt(listener), 0, 0, Raw.closeOnExec | Raw.nonBlocking]))
             try waitUntilReadable(connection, epoll: epoll)
             var request = [UInt8](repeating: 0, count: 256)
             _ = read(connection, &request, request.count)
-            var headers: [String: String] = [:]  // hashing and allocation, as a parser does
+            var headers: [String: String] = [:] // hashing and allocation, as a parser does
             for index in 0..<64 { headers["X-Header-\(index)"] = String(index) }
             let response = Array("HTTP/1.1 204 No Content\r\n\r\n".utf8)
             _ = send(connection, response, response.count, Int32(MSG_NOSIGNAL))
@@ -298,7 +304,8 @@ enum Rehearsal {
         withUnsafeBytes(of: Raw.epollIn.littleEndian) { event.replaceSubrange(0..<4, with: $0) }
         withUnsafeBytes(of: UInt64(fd).littleEndian) { event.replaceSubrange(4..<12, with: $0) }
         _ = try event.withUnsafeBytes { raw in
-            try Raw.call("epoll_ctl", Raw.epollCtl, [UInt(epoll), Raw.epollAdd, UInt(fd), UInt(bitPattern: raw.baseAddress)])
+            try Raw.call(
+                "epoll_ctl", Raw.epollCtl, [UInt(epoll), Raw.epollAdd, UInt(fd), UInt(bitPattern: raw.baseAddress)])
         }
         var ready = [UInt8](repeating: 0, count: 12 * 4)
         let count = try ready.withUnsafeMutableBytes { raw in
@@ -320,9 +327,13 @@ enum KickTarget {
 
     /// Starts the thread; returns its tid once it is under its filter.
     static func start(bundle: SeccompBundle) throws -> pid_t {
-        kicked = Int32(try Rehearsal.Raw.call("eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec | Rehearsal.Raw.nonBlocking]))
+        kicked = Int32(
+            try Rehearsal.Raw.call(
+                "eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec | Rehearsal.Raw.nonBlocking]))
         // Non-blocking, as every eventfd kiln makes (start-up allows no other).
-        let ready = Int32(try Rehearsal.Raw.call("eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec | Rehearsal.Raw.nonBlocking]))
+        let ready = Int32(
+            try Rehearsal.Raw.call(
+                "eventfd2", Rehearsal.Raw.eventfd2, [0, Rehearsal.Raw.closeOnExec | Rehearsal.Raw.nonBlocking]))
         signal(SIGUSR1) { _ in
             var one: UInt64 = 1
             _ = write(KickTarget.kicked, &one, 8)

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import KilnACPI
 
 @Suite struct ACPITablesTests {
@@ -115,7 +116,8 @@ import Testing
             #expect(dsdt.occurrences(of: Array("V00\(index)".utf8)) == 1)
             let window = ResourceDescriptor.memory32Fixed(base: 0xD000_0000 + UInt32(index) * 0x1000, length: 0x1000)
             #expect(dsdt.occurrences(of: window.encoded) == 1)
-            #expect(dsdt.occurrences(of: ResourceDescriptor.interrupt(gsi: UInt32(5 + index), trigger: .edge).encoded) == 1)
+            #expect(
+                dsdt.occurrences(of: ResourceDescriptor.interrupt(gsi: UInt32(5 + index), trigger: .edge).encoded) == 1)
         }
         #expect(dsdt.occurrences(of: AML.eisaID("PNP0501")) == 1)
         #expect(dsdt.occurrences(of: AML.name("_S5", AML.package([AML.integer(5), AML.integer(0)]))) == 1)
@@ -151,23 +153,56 @@ import Testing
     static let invalidPlatforms: [InvalidPlatform] = [
         InvalidPlatform("no vCPUs", "vCPU count 0 is outside 1...255") { p in p.vcpuCount = 0 },
         InvalidPlatform("too many vCPUs", "vCPU count 256 is outside 1...255") { p in p.vcpuCount = 256 },
-        InvalidPlatform("GSI past the IOAPIC", "virtio-mmio device 0 uses GSI 24, but the IOAPIC has GSIs 0..<24") { p in p.virtioDevices[0].gsi = 24 },
-        InvalidPlatform("shared GSI", "virtio-mmio device 1 and virtio-mmio device 0 both use GSI 5") { p in p.virtioDevices[1].gsi = 5 },
-        InvalidPlatform("GSI of the PIT", "virtio-mmio device 0 and the PIT (ISA IRQ 0) both use GSI 2") { p in p.virtioDevices[0].gsi = 2 },
-        InvalidPlatform("GSI of the UART", "virtio-mmio device 2 and the serial port both use GSI 4") { p in p.virtioDevices[2].gsi = 4 },
-        InvalidPlatform("overlapping windows", "virtio-mmio device 1 window 0xd0000800..<0xd0001800 overlaps virtio-mmio device 0") { p in p.virtioDevices[1].base = 0xD000_0800 },
-        InvalidPlatform("empty window", "virtio-mmio device 0 has an empty or wrapping window 0xd0000000 + 0x0") { p in p.virtioDevices[0].size = 0 },
-        InvalidPlatform("wrapping window", "virtio-mmio device 0 has an empty or wrapping window 0xfffffffffffff001 + 0x1000") { p in p.virtioDevices[0].base = UInt64.max - 0xFFF + 1 },
-        InvalidPlatform("misaligned RSDP", "RSDP address 0xe0008 is not 16-byte aligned") { p in p.rsdpAddress = 0xE0008 },
-        InvalidPlatform("RSDP inside the tables", "the RSDP at 0xe1010 overlaps the tables at 0xe1000..<") { p in p.rsdpAddress = 0xE1010 },
-        InvalidPlatform("tables at the top", "the ACPI tables do not fit below the top of the address space") { p in p.tablesAddress = UInt64.max - 100 },
-        InvalidPlatform("no sleep register", "the sleep control register address is 0, which ACPI reads as \"not present\"") { p in p.sleepControlRegister = .mmio(0) },
-        InvalidPlatform("port above 64 KiB", "the sleep status register port 0x10000 is above 0xffff") { p in p.sleepStatusRegister = RegisterAddress(space: .systemIO, address: 0x10000) },
-        InvalidPlatform("window on the IOAPIC", "virtio-mmio device 0 window 0xfec00000..<0xfec01000 overlaps the IOAPIC") { p in p.virtioDevices[0].base = 0xFEC0_0000 },
-        InvalidPlatform("window on the local APIC", "virtio-mmio device 1 window 0xfee00000..<0xfee01000 overlaps the local APIC") { p in p.virtioDevices[1].base = 0xFEE0_0000 },
-        InvalidPlatform("IOAPIC at 0", "IOAPIC address 0x0 is not a non-zero 1 KiB-aligned address") { p in p.ioapic.address = 0 },
-        InvalidPlatform("too many IOAPIC pins", "IOAPIC pin count 257 is outside 1...256") { p in p.ioapic.pinCount = 257 },
-        InvalidPlatform("serial IRQ not ISA", "serial port IRQ 16 is not an ISA IRQ (0-15)") { p in p.serial = SerialPort(port: 0x3F8, irq: 16) },
+        InvalidPlatform("GSI past the IOAPIC", "virtio-mmio device 0 uses GSI 24, but the IOAPIC has GSIs 0..<24") {
+            p in p.virtioDevices[0].gsi = 24
+        },
+        InvalidPlatform("shared GSI", "virtio-mmio device 1 and virtio-mmio device 0 both use GSI 5") { p in
+            p.virtioDevices[1].gsi = 5
+        },
+        InvalidPlatform("GSI of the PIT", "virtio-mmio device 0 and the PIT (ISA IRQ 0) both use GSI 2") { p in
+            p.virtioDevices[0].gsi = 2
+        },
+        InvalidPlatform("GSI of the UART", "virtio-mmio device 2 and the serial port both use GSI 4") { p in
+            p.virtioDevices[2].gsi = 4
+        },
+        InvalidPlatform(
+            "overlapping windows", "virtio-mmio device 1 window 0xd0000800..<0xd0001800 overlaps virtio-mmio device 0"
+        ) { p in p.virtioDevices[1].base = 0xD000_0800 },
+        InvalidPlatform("empty window", "virtio-mmio device 0 has an empty or wrapping window 0xd0000000 + 0x0") { p in
+            p.virtioDevices[0].size = 0
+        },
+        InvalidPlatform(
+            "wrapping window", "virtio-mmio device 0 has an empty or wrapping window 0xfffffffffffff001 + 0x1000"
+        ) { p in p.virtioDevices[0].base = UInt64.max - 0xFFF + 1 },
+        InvalidPlatform("misaligned RSDP", "RSDP address 0xe0008 is not 16-byte aligned") { p in p.rsdpAddress = 0xE0008
+        },
+        InvalidPlatform("RSDP inside the tables", "the RSDP at 0xe1010 overlaps the tables at 0xe1000..<") { p in
+            p.rsdpAddress = 0xE1010
+        },
+        InvalidPlatform("tables at the top", "the ACPI tables do not fit below the top of the address space") { p in
+            p.tablesAddress = UInt64.max - 100
+        },
+        InvalidPlatform(
+            "no sleep register", "the sleep control register address is 0, which ACPI reads as \"not present\""
+        ) { p in p.sleepControlRegister = .mmio(0) },
+        InvalidPlatform("port above 64 KiB", "the sleep status register port 0x10000 is above 0xffff") { p in
+            p.sleepStatusRegister = RegisterAddress(space: .systemIO, address: 0x10000)
+        },
+        InvalidPlatform(
+            "window on the IOAPIC", "virtio-mmio device 0 window 0xfec00000..<0xfec01000 overlaps the IOAPIC"
+        ) { p in p.virtioDevices[0].base = 0xFEC0_0000 },
+        InvalidPlatform(
+            "window on the local APIC", "virtio-mmio device 1 window 0xfee00000..<0xfee01000 overlaps the local APIC"
+        ) { p in p.virtioDevices[1].base = 0xFEE0_0000 },
+        InvalidPlatform("IOAPIC at 0", "IOAPIC address 0x0 is not a non-zero 1 KiB-aligned address") { p in
+            p.ioapic.address = 0
+        },
+        InvalidPlatform("too many IOAPIC pins", "IOAPIC pin count 257 is outside 1...256") { p in
+            p.ioapic.pinCount = 257
+        },
+        InvalidPlatform("serial IRQ not ISA", "serial port IRQ 16 is not an ISA IRQ (0-15)") { p in
+            p.serial = SerialPort(port: 0x3F8, irq: 16)
+        },
     ]
 
     @Test(arguments: invalidPlatforms)

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import KilnACPI
 
 @Suite struct AMLEncodingTests {
@@ -63,23 +64,31 @@ import Testing
         #expect(AML.string("LNRO0005") == [0x0D] + Array("LNRO0005".utf8) + [0x00])
         #expect(AML.name("_UID", AML.integer(7)) == [0x08] + Array("_UID".utf8) + [0x0A, 0x07])
         // Method (_STA) { Return (0x0F) }: MethodOp, PkgLength 8, name, flags 0, ReturnOp, ByteConst.
-        #expect(AML.method("_STA", AML.return(AML.integer(0x0F)))
+        #expect(
+            AML.method("_STA", AML.return(AML.integer(0x0F)))
                 == [0x14, 0x09] + Array("_STA".utf8) + [0x00, 0xA4, 0x0A, 0x0F])
         #expect(AML.method("FOO", argumentCount: 2, serialized: true)[6] == 0x0A)
         #expect(AML.device("COM1") == [0x5B, 0x82, 0x05] + Array("COM1".utf8))
-        #expect(AML.scope("\\", AML.name("X", AML.integer(0)))
+        #expect(
+            AML.scope("\\", AML.name("X", AML.integer(0)))
                 == [0x10, 0x09, 0x5C, 0x00, 0x08] + Array("X___".utf8) + [0x00])
         #expect(AML.package([AML.integer(5), AML.integer(0)]) == [0x12, 0x05, 0x02, 0x0A, 0x05, 0x00])
         #expect(AML.buffer([1, 2, 3]) == [0x11, 0x06, 0x0A, 0x03, 1, 2, 3])
     }
 
     @Test func resourceDescriptorsMatchTheSpecLayouts() {
-        #expect(ResourceDescriptor.ioPort(base: 0x3F8, length: 8).encoded == [0x47, 0x01, 0xF8, 0x03, 0xF8, 0x03, 0x01, 0x08])
+        #expect(
+            ResourceDescriptor.ioPort(base: 0x3F8, length: 8).encoded == [
+                0x47, 0x01, 0xF8, 0x03, 0xF8, 0x03, 0x01, 0x08,
+            ])
         #expect(ResourceDescriptor.irq(4).encoded == [0x22, 0x10, 0x00])
-        #expect(ResourceDescriptor.memory32Fixed(base: 0xD000_0000, length: 0x1000).encoded
+        #expect(
+            ResourceDescriptor.memory32Fixed(base: 0xD000_0000, length: 0x1000).encoded
                 == [0x86, 0x09, 0x00, 0x01, 0x00, 0x00, 0x00, 0xD0, 0x00, 0x10, 0x00, 0x00])
-        #expect(ResourceDescriptor.interrupt(gsi: 5, trigger: .edge).encoded == [0x89, 0x06, 0x00, 0x03, 0x01, 5, 0, 0, 0])
-        #expect(ResourceDescriptor.interrupt(gsi: 300, trigger: .level, activeLow: true, shared: true).encoded
+        #expect(
+            ResourceDescriptor.interrupt(gsi: 5, trigger: .edge).encoded == [0x89, 0x06, 0x00, 0x03, 0x01, 5, 0, 0, 0])
+        #expect(
+            ResourceDescriptor.interrupt(gsi: 300, trigger: .level, activeLow: true, shared: true).encoded
                 == [0x89, 0x06, 0x00, 0x0D, 0x01, 0x2C, 0x01, 0, 0])
 
         let qword = ResourceDescriptor.qwordMemory(base: 0x1_0000_0000, length: 0x1000).encoded

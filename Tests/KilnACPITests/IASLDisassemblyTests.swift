@@ -1,6 +1,7 @@
 import Foundation
 import KilnTestSupport
 import Testing
+
 @testable import KilnACPI
 
 let iaslPath = "/usr/bin/iasl"
@@ -8,8 +9,10 @@ let iaslPath = "/usr/bin/iasl"
 /// Checks the tables with an independent decoder: ACPICA's `iasl -d` (Debian
 /// package acpica-tools). A disassembly must finish without errors or
 /// warnings and show what the platform describes.
-@Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: iaslPath),
-                "iasl is not installed (Debian package acpica-tools; `make deps` installs it)"))
+@Suite(
+    .enabled(
+        if: FileManager.default.isExecutableFile(atPath: iaslPath),
+        "iasl is not installed (Debian package acpica-tools; `make deps` installs it)"))
 struct IASLDisassemblyTests {
     /// One disassembly: iasl's own messages and the text it wrote.
     struct Disassembly {
@@ -63,8 +66,9 @@ struct IASLDisassemblyTests {
 
     static func expectClean(_ disassembly: Disassembly, _ signature: String) {
         for word in ["Error", "Warning", "Invalid", "Incorrect", "invalid", "incorrect", "Unknown"] {
-            #expect(!disassembly.log.contains(word) && !disassembly.text.contains(word),
-                    "\(signature): iasl reports \"\(word)\":\n\(disassembly.log)\n\(disassembly.text)")
+            #expect(
+                !disassembly.log.contains(word) && !disassembly.text.contains(word),
+                "\(signature): iasl reports \"\(word)\":\n\(disassembly.log)\n\(disassembly.text)")
         }
         #expect(!disassembly.text.isEmpty, "\(signature): no disassembly written")
     }
@@ -82,10 +86,15 @@ struct IASLDisassemblyTests {
         #expect(dsdt.contains("Memory32Fixed (ReadWrite, 0xD0000000, // Address Base 0x00001000, // Address Length )"))
         #expect(dsdt.contains("Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000005, }"))
         #expect(dsdt.contains("Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, ) { 0x00000006, }"))
-        #expect(dsdt.contains("QWordMemory (ResourceConsumer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0x0000000000000000, // Granularity 0x0000004000000000, // Range Minimum 0x0000004000000FFF, // Range Maximum"))
+        #expect(
+            dsdt.contains(
+                "QWordMemory (ResourceConsumer, PosDecode, MinFixed, MaxFixed, NonCacheable, ReadWrite, 0x0000000000000000, // Granularity 0x0000004000000000, // Range Minimum 0x0000004000000FFF, // Range Maximum"
+            ))
         #expect(dsdt.contains("Interrupt (ResourceConsumer, Level, ActiveHigh, Exclusive, ,, ) { 0x0000000C, }"))
         #expect(dsdt.contains(#"Name (_HID, EisaId ("PNP0501")"#))
-        #expect(dsdt.contains("IO (Decode16, 0x03F8, // Range Minimum 0x03F8, // Range Maximum 0x01, // Alignment 0x08, // Length )"))
+        #expect(
+            dsdt.contains(
+                "IO (Decode16, 0x03F8, // Range Minimum 0x03F8, // Range Maximum 0x01, // Alignment 0x08, // Length )"))
         #expect(dsdt.contains("IRQNoFlags () {4}"))
         #expect(dsdt.contains("Name (_S5, Package (0x02)") && dsdt.contains("{ 0x05, Zero })"))
 
@@ -93,14 +102,19 @@ struct IASLDisassemblyTests {
         #expect(madt.components(separatedBy: "[Processor Local APIC]").count - 1 == 3)
         for id in 0..<3 { #expect(madt.contains("Local Apic ID : 0\(id)")) }
         #expect(madt.contains("[I/O APIC]") && madt.contains("Address : FEC00000"))
-        #expect(madt.contains("[Interrupt Source Override]") && madt.contains("Source : 00") && madt.contains("Interrupt : 00000002"))
+        #expect(
+            madt.contains("[Interrupt Source Override]") && madt.contains("Source : 00")
+                && madt.contains("Interrupt : 00000002"))
         #expect(madt.contains("[Local APIC NMI]") && madt.contains("Interrupt Input LINT : 01"))
 
         let fadt = try #require(disassembled["FACP"]).flat
         #expect(fadt.contains("Hardware Reduced (V5) : 1"))
-        #expect(fadt.contains("Sleep Control Register : [Generic Address Structure] [0F4h 0244 1] Space ID : 01 [SystemIO]"))
+        #expect(
+            fadt.contains("Sleep Control Register : [Generic Address Structure] [0F4h 0244 1] Space ID : 01 [SystemIO]")
+        )
         #expect(fadt.contains("[0F8h 0248 8] Address : 0000000000000600"))
-        #expect(fadt.contains("Sleep Status Register : [Generic Address Structure] [100h 0256 1] Space ID : 01 [SystemIO]"))
+        #expect(
+            fadt.contains("Sleep Status Register : [Generic Address Structure] [100h 0256 1] Space ID : 01 [SystemIO]"))
         #expect(fadt.contains("[104h 0260 8] Address : 0000000000000601"))
         #expect(fadt.contains("CMOS RTC Not Present (V5) : 1"))
 

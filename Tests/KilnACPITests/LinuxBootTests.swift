@@ -1,26 +1,32 @@
 import Foundation
 import Testing
+
 @testable import KilnACPI
 
 private let packageRoot = URL(fileURLWithPath: #filePath)
     .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 private let bootScript = packageRoot.appendingPathComponent("integration/acpi/boot-with-tables.sh")
 private let cloudKernel = packageRoot.appendingPathComponent("integration/out/nested/l2-bzImage")
-private let canBootLinux = FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
+private let canBootLinux =
+    FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
     && FileManager.default.fileExists(atPath: cloudKernel.path)
 
 /// The real judge: Debian's cloud kernel, booted under QEMU TCG on these
 /// tables alone (QEMU's own ACPI off), must find the CPUs, the IOAPIC, S5, the
 /// serial port and every virtio-mmio device with its window, then power off
 /// through the sleep control register. About 4 s.
-@Suite(.enabled(if: canBootLinux,
-                "needs qemu-system-x86_64 and the Debian cloud kernel: run `make nested-assets`"))
+@Suite(
+    .enabled(
+        if: canBootLinux,
+        "needs qemu-system-x86_64 and the Debian cloud kernel: run `make nested-assets`"))
 struct LinuxBootTests {
     @Test func debianCloudKernelParsesTheTables() throws {
         let platform = ACPIPlatform(
             vcpuCount: 2,
-            virtioDevices: [VirtioMMIODevice(base: 0xD000_0000, gsi: 5),
-                            VirtioMMIODevice(base: 0xD000_1000, gsi: 6, trigger: .level)],
+            virtioDevices: [
+                VirtioMMIODevice(base: 0xD000_0000, gsi: 5),
+                VirtioMMIODevice(base: 0xD000_1000, gsi: 6, trigger: .level),
+            ],
             sleepControlRegister: .ioPort(0x600), sleepStatusRegister: .ioPort(0x601),
             tablesAddress: 0xE1000, rsdpAddress: 0xE0000)
         let tables = try ACPITables(platform: platform)

@@ -1,5 +1,6 @@
 import KilnTestSupport
 import Testing
+
 @testable import KilnACPI
 
 /// Random platform descriptions from a fixed seed: whatever the counts and
@@ -22,11 +23,14 @@ import Testing
         for index in 0..<deviceCount {
             let size = UInt64(0x200) << UInt64.random(in: 0...4, using: &rng)
             base += UInt64.random(in: 0...3, using: &rng) * 0x1000
-            devices.append(VirtioMMIODevice(base: base, size: size, gsi: freeGSIs[index],
-                                            trigger: Bool.random(using: &rng) ? .edge : .level))
+            devices.append(
+                VirtioMMIODevice(
+                    base: base, size: size, gsi: freeGSIs[index],
+                    trigger: Bool.random(using: &rng) ? .edge : .level))
             base += size
         }
-        let sleep: RegisterAddress = Bool.random(using: &rng)
+        let sleep: RegisterAddress =
+            Bool.random(using: &rng)
             ? .ioPort(UInt16.random(in: 1...0xFFFE, using: &rng))
             : .mmio(UInt64.random(in: 0x1000...0xFFFF_F000, using: &rng))
         return ACPIPlatform(
@@ -34,8 +38,9 @@ import Testing
             ioapic: IOAPIC(id: UInt8.random(in: 0...15, using: &rng), pinCount: pins),
             serial: Bool.random(using: &rng) ? .com1 : nil,
             virtioDevices: devices,
-            legacy: LegacyHardware(pic: .random(using: &rng), i8042: .random(using: &rng),
-                                   cmosRTC: .random(using: &rng), pit: .random(using: &rng)),
+            legacy: LegacyHardware(
+                pic: .random(using: &rng), i8042: .random(using: &rng),
+                cmosRTC: .random(using: &rng), pit: .random(using: &rng)),
             sleepControlRegister: sleep, sleepStatusRegister: sleep,
             tablesAddress: 0x000E_1000 + UInt64.random(in: 0...0x100, using: &rng) * 16,
             rsdpAddress: 0x000E_0000 + UInt64.random(in: 0...0xFF, using: &rng) * 16)
@@ -52,7 +57,8 @@ import Testing
             let rsdp = try #require(tables.blob("RSD PTR ")).bytes
             #expect(Array(rsdp[0..<20]).byteSum == 0 && rsdp.byteSum == 0, "round \(round)")
             for blob in tables.blobs.dropFirst() {
-                #expect(Int(blob.bytes.read(UInt32.self, at: 4)) == blob.bytes.count, "round \(round) \(blob.signature)")
+                #expect(
+                    Int(blob.bytes.read(UInt32.self, at: 4)) == blob.bytes.count, "round \(round) \(blob.signature)")
                 #expect(blob.bytes.byteSum == 0, "round \(round) \(blob.signature)")
             }
             let madt = try #require(tables.blob("APIC")).bytes
@@ -67,7 +73,8 @@ import Testing
         }
         // Every round reached its last check, and the platforms vary (seed:
         // 98% with virtio devices, 99.7% with APs).
-        #expect(checked == Self.rounds && withDevices >= Self.rounds * 9 / 10 && withAPs >= Self.rounds * 95 / 100,
-                "checked \(checked), with virtio devices \(withDevices), with APs \(withAPs)")
+        #expect(
+            checked == Self.rounds && withDevices >= Self.rounds * 9 / 10 && withAPs >= Self.rounds * 95 / 100,
+            "checked \(checked), with virtio devices \(withDevices), with APs \(withAPs)")
     }
 }

@@ -48,7 +48,9 @@ extension ACPIPlatform {
     static func sample(vcpus: Int = 2, devices: Int = 3) -> ACPIPlatform {
         ACPIPlatform(
             vcpuCount: vcpus,
-            virtioDevices: (0..<devices).map { VirtioMMIODevice(base: 0xD000_0000 + UInt64($0) * 0x1000, gsi: UInt32(5 + $0)) },
+            virtioDevices: (0..<devices).map {
+                VirtioMMIODevice(base: 0xD000_0000 + UInt64($0) * 0x1000, gsi: UInt32(5 + $0))
+            },
             sleepControlRegister: .ioPort(0x600), sleepStatusRegister: .ioPort(0x601),
             tablesAddress: 0x000E_1000, rsdpAddress: 0x000E_0000)
     }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import KilnAPI
 
 @Suite struct APIRouteTests {
@@ -34,23 +35,32 @@ import Testing
     }
 
     @Test func refusesUnsupportedFeaturesByName() {
-        #expect(throws: APIError.badRequest(
-            "/snapshot/create is not supported by Kiln: Kiln does not implement snapshots.")) {
+        #expect(
+            throws: APIError.badRequest(
+                "/snapshot/create is not supported by Kiln: Kiln does not implement snapshots.")
+        ) {
             try APIRoute.resolve(method: "PUT", path: "/snapshot/create")
         }
         #expect(throws: APIError.self) { try APIRoute.resolve(method: "GET", path: "/balloon") }
         #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/mmds/config") }
         // The README names these three: each a 400 naming its feature.
-        for (method, path, feature) in [("PUT", "/hotplug/memory", "memory hotplug"), ("PUT", "/pmem/pmem0", "persistent-memory devices"),
-                                        ("PUT", "/cpu-config", "custom CPU templates")] {
-            #expect(throws: APIError.badRequest("\(path) is not supported by Kiln: Kiln does not implement \(feature).")) {
+        for (method, path, feature) in [
+            ("PUT", "/hotplug/memory", "memory hotplug"), ("PUT", "/pmem/pmem0", "persistent-memory devices"),
+            ("PUT", "/cpu-config", "custom CPU templates"),
+        ] {
+            #expect(
+                throws: APIError.badRequest("\(path) is not supported by Kiln: Kiln does not implement \(feature).")
+            ) {
                 try APIRoute.resolve(method: method, path: Substring(path))
             }
         }
     }
 
     @Test func refusesUnknownMethodsPathsAndIds() {
-        #expect(throws: APIError.badRequest("/drives/a is not supported by Kiln: Kiln does not implement device hot-unplug.")) {
+        #expect(
+            throws: APIError.badRequest(
+                "/drives/a is not supported by Kiln: Kiln does not implement device hot-unplug.")
+        ) {
             try APIRoute.resolve(method: "DELETE", path: "/drives/a")
         }
         #expect(throws: APIError.badRequest("Invalid request method and/or path: DELETE /vsock.")) {
@@ -66,10 +76,18 @@ import Testing
             try APIRoute.resolve(method: "GET", path: "/balloonx")
         }
         #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/a-b") }
-        #expect(throws: APIError.self) { try APIRoute.resolve(method: "PUT", path: "/drives/" + String(repeating: "a", count: 65)) }
-        #expect(throws: APIError.badRequest("The ID cannot be empty.")) { try APIRoute.resolve(method: "PUT", path: "/drives/") }
-        #expect(throws: APIError.badRequest("The ID cannot be empty.")) { try APIRoute.resolve(method: "PUT", path: "/drives//a") }
-        #expect(throws: APIError.badRequest("The ID cannot be empty.")) { try APIRoute.resolve(method: "PATCH", path: "/network-interfaces") }
+        #expect(throws: APIError.self) {
+            try APIRoute.resolve(method: "PUT", path: "/drives/" + String(repeating: "a", count: 65))
+        }
+        #expect(throws: APIError.badRequest("The ID cannot be empty.")) {
+            try APIRoute.resolve(method: "PUT", path: "/drives/")
+        }
+        #expect(throws: APIError.badRequest("The ID cannot be empty.")) {
+            try APIRoute.resolve(method: "PUT", path: "/drives//a")
+        }
+        #expect(throws: APIError.badRequest("The ID cannot be empty.")) {
+            try APIRoute.resolve(method: "PATCH", path: "/network-interfaces")
+        }
     }
 
     @Test func errorsUseFirecrackersShape() {

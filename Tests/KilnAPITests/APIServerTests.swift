@@ -1,6 +1,7 @@
 import Glibc
 import KilnSystem
 import Testing
+
 @testable import KilnAPI
 
 /// Runs a real server on a temporary Unix socket, on its own thread.
@@ -24,8 +25,9 @@ private final class ServerFixture {
         path = directory + "/api.sock"
         var configuration = APIServer.Configuration()
         configure(&configuration)
-        let server = try APIServer(listener: try UnixSocket.listen(path: path), configuration: configuration,
-                                   handler: Echo())
+        let server = try APIServer(
+            listener: try UnixSocket.listen(path: path), configuration: configuration,
+            handler: Echo())
         self.server = server.stopHandle
         thread = try SystemThread.spawn(name: "api-test") { try? server.run() }
     }
@@ -57,14 +59,16 @@ private func readResponses(_ fd: FileDescriptor, count: Int, seconds: Int32 = 10
         let now = MonotonicClock.nanoseconds()
         let left = deadline > now ? Int32((deadline - now) / 1_000_000) : 0
         guard becomesReadable(fd, within: left) else {
-            throw ResponseDeadlineExceeded(description: "\(responses.count) of \(count) responses and no end of file within \(seconds) s")
+            throw ResponseDeadlineExceeded(
+                description: "\(responses.count) of \(count) responses and no end of file within \(seconds) s")
         }
         let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0) }
         if n == 0 { break }
         received += buffer[0..<n]
         while let headerEnd = received.indices.first(where: { received[$0...].starts(with: Array("\r\n\r\n".utf8)) }) {
             let head = String(decoding: received[0..<headerEnd], as: UTF8.self)
-            let length = head.split(separator: "\r\n").first { $0.hasPrefix("Content-Length: ") }
+            let length =
+                head.split(separator: "\r\n").first { $0.hasPrefix("Content-Length: ") }
                 .map { Int($0.dropFirst(16))! } ?? 0
             guard received.count >= headerEnd + 4 + length else { break }
             responses.append(String(decoding: received[0..<headerEnd + 4 + length], as: UTF8.self))
@@ -86,7 +90,8 @@ func becomesReadable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
         defer { fixture.stop() }
         let client = try fixture.connect()
         defer { client.close() }
-        try send(client, "GET /a HTTP/1.1\r\n\r\nPUT /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n")
+        try send(
+            client, "GET /a HTTP/1.1\r\n\r\nPUT /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\n\r\n")
         let responses = try readResponses(client, count: 3)
         #expect(responses.count == 3)
         #expect(responses.map { $0.hasPrefix("HTTP/1.1 200 OK\r\n") } == [true, true, true])

@@ -9,8 +9,11 @@ import Testing
 /// process, whose other suites need their descriptors.
 private let kiln = ChildProcess.buildFolder + "/kiln"
 
-@Suite(.serialized, .enabled(if: access(kiln, X_OK) == 0 && access(PolicyBundle.compiler, X_OK) == 0,
-                             "kiln or kiln-policy is not built (swift build)"))
+@Suite(
+    .serialized,
+    .enabled(
+        if: access(kiln, X_OK) == 0 && access(PolicyBundle.compiler, X_OK) == 0,
+        "kiln or kiln-policy is not built (swift build)"))
 struct AcceptFailureTests {
     static func descriptors(of pid: pid_t) -> [Int] {
         ((try? FileSystem.listDirectory("/proc/\(pid)/fd")) ?? []).compactMap { Int($0) }
@@ -49,8 +52,9 @@ struct AcceptFailureTests {
         // Under the shipped filters: the pause and its log lines must need
         // nothing the api role lacks.
         try PolicyBundle.compile(output: bundle)
-        let parent = try ChildProcess.spawn([kiln, "--api-sock", socketPath, "--seccomp-filter", bundle],
-                                            stdout: "/dev/null", stderr: errors, seconds: 60)
+        let parent = try ChildProcess.spawn(
+            [kiln, "--api-sock", socketPath, "--seccomp-filter", bundle],
+            stdout: "/dev/null", stderr: errors, seconds: 60)
         defer { kill(parent, SIGTERM); _ = ChildProcess.wait(parent) }
         var probe: FileDescriptor?
         for _ in 0..<500 where probe == nil {

@@ -1,5 +1,6 @@
 import KilnTestSupport
 import Testing
+
 @testable import KilnAPI
 
 @Suite struct HTTPRequestParserTests {
@@ -11,14 +12,17 @@ import Testing
         return requests
     }
 
-    private func expectError(_ text: String, _ expected: HTTPParseError,
-                             limits: HTTPRequestParser.Limits = .init(), sourceLocation: SourceLocation = #_sourceLocation) {
+    private func expectError(
+        _ text: String, _ expected: HTTPParseError,
+        limits: HTTPRequestParser.Limits = .init(), sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         #expect(throws: expected, sourceLocation: sourceLocation) { _ = try parseAll(text, limits: limits) }
     }
 
     @Test func parsesRequestWithBody() throws {
-        let requests = try parseAll("PUT /boot-source HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-            + "Content-Length: 12\r\n\r\n{\"a\": \"b\"}\r\n")
+        let requests = try parseAll(
+            "PUT /boot-source HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                + "Content-Length: 12\r\n\r\n{\"a\": \"b\"}\r\n")
         #expect(requests.count == 1)
         let request = try #require(requests.first)
         #expect(request.method == "PUT")
@@ -29,9 +33,10 @@ import Testing
     }
 
     @Test func servesPipelinedRequestsInOrderWhateverTheSplit() throws {
-        let wire = Array(("GET /machine-config HTTP/1.1\r\n\r\n"
-            + "PATCH /vm HTTP/1.1\r\nContent-Length: 20\r\n\r\n{\"state\": \"Paused\"}\n"
-            + "GET /version?x=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").utf8)
+        let wire = Array(
+            ("GET /machine-config HTTP/1.1\r\n\r\n"
+                + "PATCH /vm HTTP/1.1\r\nContent-Length: 20\r\n\r\n{\"state\": \"Paused\"}\n"
+                + "GET /version?x=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").utf8)
         for split in 0...wire.count {
             var parser = HTTPRequestParser()
             var requests: [HTTPRequest] = []
@@ -64,7 +69,8 @@ import Testing
         expectError("GET / HTTP/1.1\r\nNoColon\r\n\r\n", .malformed("header field without ':'"))
         expectError("GET / HTTP/1.1\r\nX: a\u{7F}\r\n\r\n", .malformed("invalid character in header value"))
         expectError("PUT / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", .malformed("invalid Content-Length"))
-        expectError("PUT / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", .malformed("invalid Content-Length"))
+        expectError(
+            "PUT / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", .malformed("invalid Content-Length"))
         expectError("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", .unsupportedTransferEncoding)
     }
 
@@ -75,7 +81,9 @@ import Testing
         limits.headerCount = 2
         limits.body = 8
         expectError("GET /" + String(repeating: "a", count: 40), .requestLineTooLong(limit: 32), limits: limits)
-        expectError("GET / HTTP/1.1\r\nX: " + String(repeating: "b", count: 80), .headerSectionTooLarge(limit: 64), limits: limits)
+        expectError(
+            "GET / HTTP/1.1\r\nX: " + String(repeating: "b", count: 80), .headerSectionTooLarge(limit: 64),
+            limits: limits)
         expectError("GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", .tooManyHeaders(limit: 2), limits: limits)
         expectError("PUT / HTTP/1.1\r\nContent-Length: 9\r\n\r\n", .payloadTooLarge(limit: 8), limits: limits)
         #expect(HTTPParseError.payloadTooLarge(limit: 8).status.code == 413)
@@ -92,8 +100,9 @@ import Testing
 
     @Test func encodesResponses() {
         let ok = HTTPResponse.json(.ok, "{}").encoded()
-        #expect(String(decoding: ok, as: UTF8.self)
-            == "HTTP/1.1 200 OK\r\nServer: Kiln\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        #expect(
+            String(decoding: ok, as: UTF8.self)
+                == "HTTP/1.1 200 OK\r\nServer: Kiln\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
         let none = HTTPResponse(status: .noContent, body: [1, 2]).encoded()
         #expect(String(decoding: none, as: UTF8.self) == "HTTP/1.1 204 No Content\r\nServer: Kiln\r\n\r\n")
     }
@@ -103,10 +112,12 @@ import Testing
     /// Requests parsed and inputs refused are counted against a floor (seed
     /// 0x48545450: 1,761 requests, 9,302 inputs refused).
     @Test func survivesRandomAndMutatedInput() {
-        var generator = SplitMix64(seed: 0x48545450)
+        var generator = SplitMix64(seed: 0x4854_5450)
         var requests = 0, refused = 0
-        let seeds = ["PUT /drives/rootfs HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd",
-                     "GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /version HTTP/1.0\r\n\r\n"]
+        let seeds = [
+            "PUT /drives/rootfs HTTP/1.1\r\nContent-Length: 4\r\n\r\nabcd",
+            "GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /version HTTP/1.0\r\n\r\n",
+        ]
         let limits = HTTPRequestParser.Limits()
         let ceiling = limits.requestLine + limits.headerSection + limits.body + 64
         for round in 0..<10_000 {

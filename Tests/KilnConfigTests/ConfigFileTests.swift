@@ -1,5 +1,6 @@
 import KilnJSON
 import Testing
+
 @testable import KilnConfig
 
 private func load(_ text: String) throws -> VMConfig {
@@ -19,21 +20,25 @@ private func errorPath(_ text: String) -> String? {
 }
 
 @Test func fullFirecrackerConfigFileDecodes() throws {
-    let config = try load("""
-    {
-      "boot-source": {"kernel_image_path": "vmlinux", "boot_args": "console=ttyS0 reboot=k", "initrd_path": "initrd.cpio"},
-      "machine-config": {"vcpu_count": 2, "mem_size_mib": 256, "smt": false, "track_dirty_pages": true},
-      "drives": [{"drive_id": "rootfs", "path_on_host": "rootfs.ext4", "is_root_device": true, "is_read_only": false,
-                  "cache_type": "Writeback",
-                  "rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}}],
-      "network-interfaces": [{"iface_id": "eth0", "guest_mac": "06:00:AC:10:00:02", "host_dev_name": "tap0"}],
-      "vsock": {"guest_cid": 3, "uds_path": "/tmp/v.sock"},
-      "logger": {"log_path": "log", "level": "Debug"},
-      "metrics": {"metrics_path": "metrics"}
-    }
-    """)
-    #expect(config.bootSource == BootSourceConfig(kernelImagePath: "vmlinux", initrdPath: "initrd.cpio",
-                                           bootArgs: "console=ttyS0 reboot=k"))
+    let config = try load(
+        """
+        {
+          "boot-source": {"kernel_image_path": "vmlinux", "boot_args": "console=ttyS0 reboot=k", "initrd_path": "initrd.cpio"},
+          "machine-config": {"vcpu_count": 2, "mem_size_mib": 256, "smt": false, "track_dirty_pages": true},
+          "drives": [{"drive_id": "rootfs", "path_on_host": "rootfs.ext4", "is_root_device": true, "is_read_only": false,
+                      "cache_type": "Writeback",
+                      "rate_limiter": {"bandwidth": {"size": 1000, "refill_time": 100}}}],
+          "network-interfaces": [{"iface_id": "eth0", "guest_mac": "06:00:AC:10:00:02", "host_dev_name": "tap0"}],
+          "vsock": {"guest_cid": 3, "uds_path": "/tmp/v.sock"},
+          "logger": {"log_path": "log", "level": "Debug"},
+          "metrics": {"metrics_path": "metrics"}
+        }
+        """)
+    #expect(
+        config.bootSource
+            == BootSourceConfig(
+                kernelImagePath: "vmlinux", initrdPath: "initrd.cpio",
+                bootArgs: "console=ttyS0 reboot=k"))
     #expect(config.machine == MachineConfig(vcpuCount: 2, memSizeMiB: 256, trackDirtyPages: true))
     #expect(config.drives.count == 1)
     #expect(config.drives[0].cacheType == .writeback)
@@ -53,10 +58,15 @@ private func errorPath(_ text: String) -> String? {
 
 @Test func unknownFieldsAreNamedByPath() {
     #expect(errorPath(#"{"boot-sauce": {}}"#) == "boot-sauce")
-    #expect(errorPath(#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "cpus": 2}}"#) == "machine-config.cpus")
-    #expect(errorPath(#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "x", "ro": true}]}"#)
+    #expect(
+        errorPath(#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "cpus": 2}}"#) == "machine-config.cpus")
+    #expect(
+        errorPath(#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "x", "ro": true}]}"#)
             == "drives[0].ro")
-    #expect(errorPath(#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "x", "rate_limiter": {"ops": {"size": 1, "refill_time": 1, "x": 0}}}]}"#)
+    #expect(
+        errorPath(
+            #"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "x", "rate_limiter": {"ops": {"size": 1, "refill_time": 1, "x": 0}}}]}"#
+        )
             == "drives[0].rate_limiter.ops.x")
 }
 
@@ -65,13 +75,21 @@ private func errorPath(_ text: String) -> String? {
     #expect(errorPath(#"{"machine-config": {"vcpu_count": 33, "mem_size_mib": 64}}"#) == "machine-config.vcpu_count")
     #expect(errorPath(#"{"machine-config": {"vcpu_count": 1.5, "mem_size_mib": 64}}"#) == "machine-config.vcpu_count")
     #expect(errorPath(#"{"machine-config": {"vcpu_count": 1}}"#) == "machine-config.mem_size_mib")
-    #expect(errorPath(#"{"machine-config": {"vcpu_count": 3, "mem_size_mib": 64, "smt": true}}"#) == "machine-config.vcpu_count")
-    #expect(errorPath(#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "1G"}}"#) == "machine-config.huge_pages")
+    #expect(
+        errorPath(#"{"machine-config": {"vcpu_count": 3, "mem_size_mib": 64, "smt": true}}"#)
+            == "machine-config.vcpu_count")
+    #expect(
+        errorPath(#"{"machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "huge_pages": "1G"}}"#)
+            == "machine-config.huge_pages")
     #expect(errorPath(#"{"boot-source": {"kernel_image_path": 7}}"#) == "boot-source.kernel_image_path")
     #expect(errorPath(#"{"boot-source": {}}"#) == "boot-source.kernel_image_path")
-    #expect(errorPath(#"{"network-interfaces": [{"iface_id": "e", "host_dev_name": "t", "guest_mac": "zz:00:00:00:00:00"}]}"#)
+    #expect(
+        errorPath(
+            #"{"network-interfaces": [{"iface_id": "e", "host_dev_name": "t", "guest_mac": "zz:00:00:00:00:00"}]}"#)
             == "network-interfaces[0].guest_mac")
-    #expect(errorPath(#"{"network-interfaces": [{"iface_id": "e", "host_dev_name": "t", "guest_mac": "01:00:00:00:00:00"}]}"#)
+    #expect(
+        errorPath(
+            #"{"network-interfaces": [{"iface_id": "e", "host_dev_name": "t", "guest_mac": "01:00:00:00:00:00"}]}"#)
             == "network-interfaces[0].guest_mac")
     #expect(errorPath(#"{"vsock": {"guest_cid": 2, "uds_path": "v"}}"#) == "vsock.guest_cid")
     #expect(errorPath(#"{"logger": {"level": "Loud"}}"#) == "logger.level")
@@ -81,15 +99,19 @@ private func errorPath(_ text: String) -> String? {
 
 @Test func crossFieldRules() {
     let two = #"""
-    {"drives": [{"drive_id": "a", "is_root_device": true, "path_on_host": "x"},
-                {"drive_id": "b", "is_root_device": true, "path_on_host": "y"}]}
-    """#
+        {"drives": [{"drive_id": "a", "is_root_device": true, "path_on_host": "x"},
+                    {"drive_id": "b", "is_root_device": true, "path_on_host": "y"}]}
+        """#
     #expect(errorPath(two) == "drives[1].is_root_device")
-    #expect(errorPath(#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "x"}, {"drive_id": "a", "is_root_device": false, "path_on_host": "y"}]}"#)
+    #expect(
+        errorPath(
+            #"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "x"}, {"drive_id": "a", "is_root_device": false, "path_on_host": "y"}]}"#
+        )
             == "drives[1].drive_id")
     #expect(errorPath(#"{"drives": [{"drive_id": "a", "is_root_device": false}]}"#) == "drives[0].path_on_host")
     let long = String(repeating: "a", count: VMConfig.maximumBootArgsLength + 1)
-    #expect(errorPath(#"{"boot-source": {"kernel_image_path": "k", "boot_args": "\#(long)"}}"#) == "boot-source.boot_args")
+    #expect(
+        errorPath(#"{"boot-source": {"kernel_image_path": "k", "boot_args": "\#(long)"}}"#) == "boot-source.boot_args")
 }
 
 @Test func validationIsPureOnTheModel() throws {
@@ -99,8 +121,11 @@ private func errorPath(_ text: String) -> String? {
     #expect(throws: ConfigurationError.self) { try config.validate() }
     config.machine.vcpuCount = 4
     config.machine.cpuTemplate = "T2"
-    #expect(throws: ConfigurationError(path: "machine-config.cpu_template",
-                                       message: "CPU templates are not supported, got \"T2\"")) {
+    #expect(
+        throws: ConfigurationError(
+            path: "machine-config.cpu_template",
+            message: "CPU templates are not supported, got \"T2\"")
+    ) {
         try config.validate()
     }
 }
@@ -110,8 +135,11 @@ private func errorPath(_ text: String) -> String? {
     config.machine.hugePages = .transparent
     try config.validate()
     config.machine.hugePages = .twoMiB
-    #expect(throws: ConfigurationError(path: "machine-config.huge_pages",
-                                       message: "2M (hugetlbfs) pages are not supported yet; Transparent is")) {
+    #expect(
+        throws: ConfigurationError(
+            path: "machine-config.huge_pages",
+            message: "2M (hugetlbfs) pages are not supported yet; Transparent is")
+    ) {
         try config.validate()
     }
 }
@@ -120,24 +148,25 @@ private func errorPath(_ text: String) -> String? {
     /// What GET /vm/config shows must be accepted back as a config file, unchanged.
     @Test func fullConfigurationRoundTrips() throws {
         let text = #"""
-        {"boot-source": {"kernel_image_path": "/k", "initrd_path": "/i", "boot_args": "console=ttyS0"},
-         "machine-config": {"vcpu_count": 2, "mem_size_mib": 256, "smt": false, "track_dirty_pages": true,
-                            "huge_pages": "None"},
-         "drives": [{"drive_id": "rootfs", "is_root_device": true, "path_on_host": "/r", "is_read_only": true,
-                     "rate_limiter": {"bandwidth": {"size": 100, "one_time_burst": 5, "refill_time": 10}}}],
-         "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02",
-                                 "tx_rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}],
-         "vsock": {"guest_cid": 3, "uds_path": "/v.sock"},
-         "entropy": {},
-         "logger": {"log_path": "/l", "level": "Info"},
-         "metrics": {"metrics_path": "/m"}}
-        """#
+            {"boot-source": {"kernel_image_path": "/k", "initrd_path": "/i", "boot_args": "console=ttyS0"},
+             "machine-config": {"vcpu_count": 2, "mem_size_mib": 256, "smt": false, "track_dirty_pages": true,
+                                "huge_pages": "None"},
+             "drives": [{"drive_id": "rootfs", "is_root_device": true, "path_on_host": "/r", "is_read_only": true,
+                         "rate_limiter": {"bandwidth": {"size": 100, "one_time_burst": 5, "refill_time": 10}}}],
+             "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02",
+                                     "tx_rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}],
+             "vsock": {"guest_cid": 3, "uds_path": "/v.sock"},
+             "entropy": {},
+             "logger": {"log_path": "/l", "level": "Info"},
+             "metrics": {"metrics_path": "/m"}}
+            """#
         let configuration = try VMConfig(configFile: Array(text.utf8))
         #expect(configuration.entropy == EntropyDeviceConfig())
         let again = try VMConfig(configFile: Array(configuration.json.encoded().utf8))
         #expect(again == configuration)
-        #expect(configuration.machine.json.encoded()
-            == #"{"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":true,"huge_pages":"None"}"#)
+        #expect(
+            configuration.machine.json.encoded()
+                == #"{"vcpu_count":2,"mem_size_mib":256,"smt":false,"track_dirty_pages":true,"huge_pages":"None"}"#)
     }
 }
 
@@ -150,10 +179,14 @@ private func errorPath(_ text: String) -> String? {
         let cases: [(document: String, field: String)] = [
             (#"{"boot-source": {"kernel_image_path": "\#(nul)"}}"#, "boot-source.kernel_image_path"),
             (#"{"boot-source": {"kernel_image_path": "/k", "initrd_path": "\#(nul)"}}"#, "boot-source.initrd_path"),
-            (#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "\#(nul)"}]}"#,
-             "drives[0].path_on_host"),
-            (#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "/d", "socket": "\#(nul)"}]}"#,
-             "drives[0].socket"),
+            (
+                #"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "\#(nul)"}]}"#,
+                "drives[0].path_on_host"
+            ),
+            (
+                #"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": "/d", "socket": "\#(nul)"}]}"#,
+                "drives[0].socket"
+            ),
             (#"{"vsock": {"guest_cid": 3, "uds_path": "\#(nul)"}}"#, "vsock.uds_path"),
             (#"{"logger": {"log_path": "\#(nul)"}}"#, "logger.log_path"),
             (#"{"metrics": {"metrics_path": "\#(nul)"}}"#, "metrics.metrics_path"),
@@ -171,7 +204,9 @@ private func errorPath(_ text: String) -> String? {
     /// checked by validate() too.
     @Test func validateRefusesNULInAModelBuiltInCode() {
         var config = VMConfig(bootSource: BootSourceConfig(kernelImagePath: "/ok\u{0}x"))
-        #expect(throws: ConfigurationError(path: "boot-source.kernel_image_path", message: "must not contain a NUL byte")) {
+        #expect(
+            throws: ConfigurationError(path: "boot-source.kernel_image_path", message: "must not contain a NUL byte")
+        ) {
             try config.validate()
         }
         config.bootSource = BootSourceConfig(kernelImagePath: "/k")

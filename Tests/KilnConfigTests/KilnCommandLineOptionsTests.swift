@@ -1,4 +1,5 @@
 import Testing
+
 @testable import KilnConfig
 
 @Test func firecrackerFlagsParse() throws {
@@ -19,10 +20,13 @@ import Testing
     let options = try KilnCommandLineOptions(arguments: [
         "--api-sock", "/tmp/a.sock", "--id", "vm-2", "--seccomp-filter", "/f", "--start-time-us", "1",
         "--start-time-cpu-us", "2", "--parent-cpu-time-us", "3", "--config-file", "vm.json", "--log-path", "/l",
-        "--level", "Warn", "--show-level", "--metrics-path", "/m", "--boot-timer", "--http-api-max-payload-size", "4096",
+        "--level", "Warn", "--show-level", "--metrics-path", "/m", "--boot-timer", "--http-api-max-payload-size",
+        "4096",
     ])
     #expect(options.apiSocketPath == "/tmp/a.sock" && options.id == "vm-2" && options.seccompFilter == "/f")
-    #expect(options.jailerStartMicroseconds == 1 && options.jailerStartCPUMicroseconds == 2 && options.parentCPUMicroseconds == 3)
+    #expect(
+        options.jailerStartMicroseconds == 1 && options.jailerStartCPUMicroseconds == 2
+            && options.parentCPUMicroseconds == 3)
     #expect(options.configFile == "vm.json" && options.logPath == "/l" && options.level == .warning)
     #expect(options.metricsPath == "/m" && options.bootTimer && options.httpAPIMaxPayloadSize == 4096)
     #expect(try KilnCommandLineOptions(arguments: ["--no-api", "--no-seccomp"]).noAPI)
@@ -34,7 +38,10 @@ import Testing
     #expect(try KilnCommandLineOptions(arguments: ["--id", "x", "-h"]).help)
     let refused: [([String], String)] = [
         (["--metadata", "m.json"], "--metadata: Kiln does not implement the microVM metadata service (MMDS) yet"),
-        (["--mmds-size-limit", "100"], "--mmds-size-limit: Kiln does not implement the microVM metadata service (MMDS)"),
+        (
+            ["--mmds-size-limit", "100"],
+            "--mmds-size-limit: Kiln does not implement the microVM metadata service (MMDS)"
+        ),
         (["--snapshot-version"], "--snapshot-version: Kiln does not implement snapshots"),
         (["--describe-snapshot", "s"], "--describe-snapshot: Kiln does not implement snapshots"),
         (["--module", "vmm"], "--module: Kiln does not implement a log filter by source module"),
@@ -54,11 +61,13 @@ import Testing
 /// flag given twice and a value that starts with `--` are refused; what
 /// follows `--` is ignored.
 @Test func valuesAreParsedAsFirecrackerParsesThem() throws {
-    expectRefusal(["--api-sock=/s"], .valueAfterEquals(argument: "--api-sock=/s", flag: "--api-sock"),
-                  #""--api-sock=/s": write --api-sock VALUE; like Firecracker, kiln takes a flag's value as the next argument"#)
+    expectRefusal(
+        ["--api-sock=/s"], .valueAfterEquals(argument: "--api-sock=/s", flag: "--api-sock"),
+        #""--api-sock=/s": write --api-sock VALUE; like Firecracker, kiln takes a flag's value as the next argument"#)
     expectRefusal(["--id", "a", "--id", "b"], .repeated(flag: "--id"), "--id given more than once")
     expectRefusal(["--log-path", "--boot-timer"], .missingValue(flag: "--log-path"), "--log-path needs a value")
-    expectRefusal(["stray"], .unexpectedArgument("stray"), "unexpected argument \"stray\" (every value follows its flag)")
+    expectRefusal(
+        ["stray"], .unexpectedArgument("stray"), "unexpected argument \"stray\" (every value follows its flag)")
     let extra = try KilnCommandLineOptions(arguments: ["--no-seccomp", "--", "--bogus", "x"])
     #expect(extra.noSeccomp)
 }
@@ -66,16 +75,21 @@ import Testing
 @Test func badFlagsAreRefusedWithTheReason() {
     expectRefusal(["--bogus"], .unknownArgument("--bogus"), "unknown argument \"--bogus\"")
     expectRefusal(["--config-file"], .missingValue(flag: "--config-file"), "--config-file needs a value")
-    expectRefusal(["--id", "has space"], .badID("has space"),
-                  "--id must be 1 to 64 characters of A-Z, a-z, 0-9 and -, got \"has space\"")
-    expectRefusal(["--level", "loud"], .badLevel("loud"), "--level expects Off, Error, Warn, Info, Debug or Trace, got \"loud\"")
-    expectRefusal(["--vcpus", "33"], .notAnInteger(flag: "--vcpus", range: MachineConfig.vcpuRange, got: "33"),
-                  "--vcpus expects an integer from 1 to 32, got \"33\"")
+    expectRefusal(
+        ["--id", "has space"], .badID("has space"),
+        "--id must be 1 to 64 characters of A-Z, a-z, 0-9 and -, got \"has space\"")
+    expectRefusal(
+        ["--level", "loud"], .badLevel("loud"), "--level expects Off, Error, Warn, Info, Debug or Trace, got \"loud\"")
+    expectRefusal(
+        ["--vcpus", "33"], .notAnInteger(flag: "--vcpus", range: MachineConfig.vcpuRange, got: "33"),
+        "--vcpus expects an integer from 1 to 32, got \"33\"")
 }
 
 /// Refuses `arguments` for `reason`, with `message` as kiln prints it.
-private func expectRefusal(_ arguments: [String], _ reason: KilnCommandLineOptions.UsageError, _ message: String,
-                           sourceLocation: SourceLocation = #_sourceLocation) {
+private func expectRefusal(
+    _ arguments: [String], _ reason: KilnCommandLineOptions.UsageError, _ message: String,
+    sourceLocation: SourceLocation = #_sourceLocation
+) {
     let error = #expect(throws: KilnCommandLineOptions.UsageError.self, sourceLocation: sourceLocation) {
         try KilnCommandLineOptions(arguments: arguments)
     }
@@ -85,10 +99,14 @@ private func expectRefusal(_ arguments: [String], _ reason: KilnCommandLineOptio
 
 @Test func contradictoryOrMissingFlagsAreRefusedWithTheReason() throws {
     let cases: [([String], KilnCommandLineOptions.UsageError, String)] = [
-        (["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"], .contradiction("--no-api", "--api-sock"),
-         "--no-api and --api-sock"),
-        (["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"],
-         .contradiction("--seccomp-filter", "--no-seccomp"), "--seccomp-filter and --no-seccomp"),
+        (
+            ["--no-api", "--no-seccomp", "--api-sock", "s", "--kernel", "k"], .contradiction("--no-api", "--api-sock"),
+            "--no-api and --api-sock"
+        ),
+        (
+            ["--no-api", "--no-seccomp", "--seccomp-filter", "f", "--kernel", "k"],
+            .contradiction("--seccomp-filter", "--no-seccomp"), "--seccomp-filter and --no-seccomp"
+        ),
         (["--no-seccomp", "--kernel", "k"], .directBootNeedsNoAPI, "need --no-api"),
         (["--no-api", "--no-seccomp"], .noAPIWithoutBootSource, "--no-api needs --config-file or --kernel"),
     ]
@@ -127,7 +145,8 @@ private func expectRefusal(_ arguments: [String], _ reason: KilnCommandLineOptio
 
 @Test func directBootBuildsTheSameModel() throws {
     let options = try KilnCommandLineOptions(arguments: [
-        "--no-api", "--no-seccomp", "--kernel", "vmlinux", "--initrd", "initrd", "--cmdline", "quiet", "--vcpus", "2", "--mem", "256",
+        "--no-api", "--no-seccomp", "--kernel", "vmlinux", "--initrd", "initrd", "--cmdline", "quiet", "--vcpus", "2",
+        "--mem", "256",
     ])
     let config = try #require(try options.configuration(configFileBytes: nil))
     #expect(config.bootSource == BootSourceConfig(kernelImagePath: "vmlinux", initrdPath: "initrd", bootArgs: "quiet"))
@@ -149,7 +168,11 @@ private func expectRefusal(_ arguments: [String], _ reason: KilnCommandLineOptio
     _ = try options.configuration(configFileBytes: nil)
 
     for bad in ["-1", "", "12x", "99999999999999999999999"] {
-        #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--start-time-us", bad]) }
-        #expect(throws: KilnCommandLineOptions.UsageError.self) { try KilnCommandLineOptions(arguments: ["--start-time-cpu-us", bad]) }
+        #expect(throws: KilnCommandLineOptions.UsageError.self) {
+            try KilnCommandLineOptions(arguments: ["--start-time-us", bad])
+        }
+        #expect(throws: KilnCommandLineOptions.UsageError.self) {
+            try KilnCommandLineOptions(arguments: ["--start-time-cpu-us", bad])
+        }
     }
 }

@@ -12,7 +12,8 @@ import Testing
     static let leaves: [JSONValue] = [
         .null, .bool(true), .bool(false), .number("0"), .number("1"), .number("-1"), .number("1.5"),
         .number("4294967296"), .number("18446744073709551616"), .string(""), .string("/k"), .string("eth0"),
-        .string("06:00:ac:10:00:02"), .string("Info"), .string("Writeback"), .string("a\u{0}b"), .array([]), .object([]),
+        .string("06:00:ac:10:00:02"), .string("Info"), .string("Writeback"), .string("a\u{0}b"), .array([]),
+        .object([]),
     ]
 
     /// Replaces, removes or duplicates one value somewhere in `value`.
@@ -67,7 +68,8 @@ import Testing
         // Floors: both outcomes are reached, or the mutations no longer
         // explore the decoder (seed 0x564D434F: 1,007 decoded, 7,993
         // refused, and all 1,000 with a byte changed).
-        #expect(decoded >= 500 && refused >= 6000 && refusedBytes >= 900,
-                "decoded \(decoded), refused \(refused), refused after a byte change \(refusedBytes)")
+        #expect(
+            decoded >= 500 && refused >= 6000 && refusedBytes >= 900,
+            "decoded \(decoded), refused \(refused), refused after a byte change \(refusedBytes)")
     }
 }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import KilnJail
 
 @Suite struct ExecutableCheckTests {
@@ -23,9 +24,13 @@ import Testing
     }
 
     @Test func refusesWhatCannotRunInAnEmptyJail() {
-        #expect(ExecutableCheck.problem(in: Self.elf(programHeaders: [6, 3, 1]))?.contains("dynamically linked") == true)
-        #expect(ExecutableCheck.problem(in: Array("#!/bin/sh\necho hi\n".utf8) + [UInt8](repeating: 0, count: 64))?.contains("not an ELF") == true)
-        #expect(ExecutableCheck.problem(in: Self.elf(type: 1, programHeaders: []))?.contains("not an executable") == true)
+        #expect(
+            ExecutableCheck.problem(in: Self.elf(programHeaders: [6, 3, 1]))?.contains("dynamically linked") == true)
+        #expect(
+            ExecutableCheck.problem(in: Array("#!/bin/sh\necho hi\n".utf8) + [UInt8](repeating: 0, count: 64))?
+                .contains("not an ELF") == true)
+        #expect(
+            ExecutableCheck.problem(in: Self.elf(type: 1, programHeaders: []))?.contains("not an executable") == true)
         var thirtyTwoBit = Self.elf(programHeaders: [1])
         thirtyTwoBit[4] = 1
         #expect(ExecutableCheck.problem(in: thirtyTwoBit)?.contains("64-bit") == true)
@@ -44,6 +49,8 @@ import Testing
         hugeCount[56] = 0xFF
         hugeCount[57] = 0xFF
         #expect(ExecutableCheck.problem(in: hugeCount)?.contains("outside") == true)
-        for length in 0..<64 { #expect(ExecutableCheck.problem(in: Array(Self.elf(programHeaders: [1]).prefix(length))) != nil) }
+        for length in 0..<64 {
+            #expect(ExecutableCheck.problem(in: Array(Self.elf(programHeaders: [1]).prefix(length))) != nil)
+        }
     }
 }

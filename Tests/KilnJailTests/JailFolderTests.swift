@@ -1,9 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import Testing
+
 @testable import KilnJail
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// How a host file (the exec file, a --jail-file) reaches the jail root.
 @Suite(.enabled(if: getuid() == 0, "linkat(AT_EMPTY_PATH) needs CAP_DAC_READ_SEARCH: run as root"))
@@ -38,7 +40,8 @@ struct JailFolderTests {
 
         func place(_ file: ValidatedHostFile) throws {
             try FileDescriptor.open(folder + "/root", O_RDONLY | O_DIRECTORY).closeAfter { root in
-                try file.place(named: "kiln", mode: 0o755, in: root, rootPath: folder + "/root", uid: vmm.uid, gid: vmm.gid)
+                try file.place(
+                    named: "kiln", mode: 0o755, in: root, rootPath: folder + "/root", uid: vmm.uid, gid: vmm.gid)
             }
         }
 

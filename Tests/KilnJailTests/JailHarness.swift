@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSeccomp
 import KilnSystem
+
 @testable import KilnJail
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Runs the real kiln-jailer binary on the static probe, in a sandbox of its
 /// own: a unique folder under /tmp and a unique parent cgroup, both removed
@@ -42,19 +44,23 @@ enum JailHarness {
     static func testBundle() throws -> SeccompBundle {
         let load = BPF.ld | BPF.w | BPF.abs, jumpIfEqual = BPF.jmp | BPF.jeq | BPF.k, returns = BPF.ret | BPF.k
         func refuse(_ number: UInt32, _ errnoValue: UInt16) -> [BPFInstruction] {
-            [BPFInstruction(code: jumpIfEqual, jt: 0, jf: 1, k: number),
-             BPFInstruction(code: returns, k: SeccompAction.errno(errnoValue).rawValue)]
+            [
+                BPFInstruction(code: jumpIfEqual, jt: 0, jf: 1, k: number),
+                BPFInstruction(code: returns, k: SeccompAction.errno(errnoValue).rawValue),
+            ]
         }
-        let program = [
-            BPFInstruction(code: load, k: SeccompData.architectureOffset),
-            BPFInstruction(code: jumpIfEqual, jt: 1, jf: 0, k: 0xC000_003E), // AUDIT_ARCH_X86_64
-            BPFInstruction(code: returns, k: SeccompAction.killProcess.rawValue),
-            BPFInstruction(code: load, k: SeccompData.syscallNumberOffset),
-        ] + refuse(162, UInt16(EDQUOT)) + refuse(272, UInt16(EPERM)) + refuse(308, UInt16(EPERM)) + [
-            BPFInstruction(code: returns, k: SeccompAction.allow.rawValue),
-        ]
+        let program =
+            [
+                BPFInstruction(code: load, k: SeccompData.architectureOffset),
+                BPFInstruction(code: jumpIfEqual, jt: 1, jf: 0, k: 0xC000_003E), // AUDIT_ARCH_X86_64
+                BPFInstruction(code: returns, k: SeccompAction.killProcess.rawValue),
+                BPFInstruction(code: load, k: SeccompData.syscallNumberOffset),
+            ] + refuse(162, UInt16(EDQUOT)) + refuse(272, UInt16(EPERM)) + refuse(308, UInt16(EPERM)) + [
+                BPFInstruction(code: returns, k: SeccompAction.allow.rawValue)
+            ]
         let allowAll = [BPFInstruction(code: returns, k: SeccompAction.allow.rawValue)]
-        return try SeccompBundle(architecture: 0xC000_003E, programs: [SeccompBundle.jailerRole: program, "vmm": allowAll])
+        return try SeccompBundle(
+            architecture: 0xC000_003E, programs: [SeccompBundle.jailerRole: program, "vmm": allowAll])
     }
 
     final class Sandbox {
@@ -83,12 +89,18 @@ enum JailHarness {
         var paths: JailPaths { JailPaths(base: base, execFileName: "kiln-jail-probe", id: id) }
 
         func launchArguments(_ extra: [String] = [], vmm: [String] = []) -> [String] {
-            ["--id", id, "--exec-file", JailHarness.probe, "--uid", "\(JailHarness.uid)", "--gid", "\(JailHarness.gid)",
-             "--chroot-base-dir", base, "--seccomp-bundle", bundle, "--parent-cgroup", parentCgroup] + extra + ["--"] + vmm
+            [
+                "--id", id, "--exec-file", JailHarness.probe, "--uid", "\(JailHarness.uid)", "--gid",
+                "\(JailHarness.gid)",
+                "--chroot-base-dir", base, "--seccomp-bundle", bundle, "--parent-cgroup", parentCgroup,
+            ] + extra + ["--"] + vmm
         }
 
         var cleanupArguments: [String] {
-            ["cleanup", "--id", id, "--exec-file", JailHarness.probe, "--chroot-base-dir", base, "--parent-cgroup", parentCgroup]
+            [
+                "cleanup", "--id", id, "--exec-file", JailHarness.probe, "--chroot-base-dir", base, "--parent-cgroup",
+                parentCgroup,
+            ]
         }
 
         /// Every cgroup folder of this sandbox's parent that exists, in any hierarchy.
@@ -160,7 +172,9 @@ enum JailHarness {
             var status: Int32 = 0
             _ = waitpid(pid, &status, 0)
             reaped = true
-            return Finished(status: (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F), output: output, error: error)
+            return Finished(
+                status: (status & 0x7F) == 0 ? (status >> 8) & 0xFF : 128 + (status & 0x7F), output: output,
+                error: error)
         }
 
         /// Kills and reaps the child if a failing test left it running.

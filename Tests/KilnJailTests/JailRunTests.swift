@@ -1,14 +1,18 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnJSON
 import KilnSystem
 import Testing
+
 @testable import KilnJail
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The real jailer on the real probe, inspected from the host.
-@Suite(.serialized, .enabled(if: JailHarness.canJail, "needs root and the kiln-jailer and kiln-jail-probe executables (swift build)"))
+@Suite(
+    .serialized,
+    .enabled(if: JailHarness.canJail, "needs root and the kiln-jailer and kiln-jail-probe executables (swift build)"))
 struct JailRunTests {
     static let memoryLimit = 64 << 20
 
@@ -17,7 +21,9 @@ struct JailRunTests {
         let fd: Int32
         let port: UInt16
         init() throws {
-            let fd = try check("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+            let fd = try check("socket") {
+                socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            }
             self.fd = fd
             var address = sockaddr_in()
             address.sin_family = sa_family_t(AF_INET)
@@ -52,10 +58,17 @@ struct JailRunTests {
         let sandbox = try JailHarness.Sandbox("probe-1")
         defer { sandbox.tearDown() }
         let listener = try Listener()
-        let running = try JailHarness.spawn(sandbox.launchArguments(
-            ["--cgroup", "pids.max=16", "--cgroup", "memory.limit_in_bytes=\(Self.memoryLimit)", "--cgroup", "cpuset.cpus=0",
-             "--resource-limit", "fsize=1048576", "--resource-limit", "no-file=128", "--new-net-ns"],
-            vmm: ["--fork-limit", "64", "--memory-bytes", "\(2 * Self.memoryLimit)", "--loopback-port", "\(listener.port)"]),
+        let running = try JailHarness.spawn(
+            sandbox.launchArguments(
+                [
+                    "--cgroup", "pids.max=16", "--cgroup", "memory.limit_in_bytes=\(Self.memoryLimit)", "--cgroup",
+                    "cpuset.cpus=0",
+                    "--resource-limit", "fsize=1048576", "--resource-limit", "no-file=128", "--new-net-ns",
+                ],
+                vmm: [
+                    "--fork-limit", "64", "--memory-bytes", "\(2 * Self.memoryLimit)", "--loopback-port",
+                    "\(listener.port)",
+                ]),
             blocking: [SIGUSR1, SIGTERM])
         defer { running.stop() }
         let report = try report(from: running)
@@ -66,7 +79,9 @@ struct JailRunTests {
         #expect(status["Uid"] == "64123\t64123\t64123\t64123")
         #expect(status["Gid"] == "64124\t64124\t64124\t64124")
         #expect(status["Groups"] == "")
-        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] { #expect(status[set] == "0000000000000000", "\(set)") }
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            #expect(status[set] == "0000000000000000", "\(set)")
+        }
         #expect(status["NoNewPrivs"] == "1")
         #expect(status["Seccomp"] == "2")
         // The jailer's filter and the one the probe stacked on it, over any
@@ -75,33 +90,48 @@ struct JailRunTests {
         #expect(status["Seccomp_filters"] == "\(inherited + 2)")
         // Namespaces: new mount, IPC, UTS, net and cgroup; the caller's PID namespace.
         for kind in ["mnt", "ipc", "uts", "net", "cgroup"] {
-            #expect(Self.namespace(kind, of: pid) != nil && Self.namespace(kind, of: pid) != Self.namespace(kind, of: "self"), "\(kind)")
+            #expect(
+                Self.namespace(kind, of: pid) != nil
+                    && Self.namespace(kind, of: pid) != Self.namespace(kind, of: "self"), "\(kind)")
         }
         #expect(Self.namespace("pid", of: pid) == Self.namespace("pid", of: "self"))
         // cgroups: the probe sits in <parent>/<id> of both hierarchies.
         let cgroups = try FileSystem.readText("/proc/\(pid)/cgroup")
         for controller in ["pids", "memory", "cpuset"] {
-            #expect(cgroups.split(separator: "\n").contains { $0.hasSuffix(":\(controller):/\(sandbox.parentCgroup)/\(sandbox.id)") }, "\(cgroups)")
+            #expect(
+                cgroups.split(separator: "\n").contains {
+                    $0.hasSuffix(":\(controller):/\(sandbox.parentCgroup)/\(sandbox.id)")
+                }, "\(cgroups)")
         }
         // The root: only the binary, the bundle and the device nodes.
-        #expect(try FileSystem.listDirectory("/proc/\(pid)/root") == ["dev", "kiln-jail-probe", "run", "seccomp.kbundle"])
+        #expect(
+            try FileSystem.listDirectory("/proc/\(pid)/root") == ["dev", "kiln-jail-probe", "run", "seccomp.kbundle"])
         // No userfaultfd even where the host has one: kiln has no snapshots.
         let devices = ["kvm", "net", "urandom"]
         #expect(try FileSystem.listDirectory("/proc/\(pid)/root/dev") == devices)
         #expect(try FileSystem.listDirectory("/proc/\(pid)/root/dev/net") == ["tun"])
-        #expect(try FileSystem.listDirectory(sandbox.paths.root) == ["dev", "kiln-jail-probe", "run", "seccomp.kbundle"])
+        #expect(
+            try FileSystem.listDirectory(sandbox.paths.root) == ["dev", "kiln-jail-probe", "run", "seccomp.kbundle"])
         // The nodes live on the jail's private tmpfs, never on the host's disk.
         #expect(try FileSystem.listDirectory(sandbox.paths.root + "/dev").isEmpty)
 
         // From inside: what the probe saw.
         #expect(report["uid"] == .integer(64123) && report["euid"] == .integer(64123))
         #expect(report["gid"] == .integer(64124) && report["supplementaryGroups"] == .integer(0))
-        #expect(report["capabilities"] == .object([("effective", .integer(0)), ("permitted", .integer(0)),
-                                                   ("inheritable", .integer(0)), ("bounding", .integer(0)), ("ambient", .integer(0))]))
+        #expect(
+            report["capabilities"]
+                == .object([
+                    ("effective", .integer(0)), ("permitted", .integer(0)),
+                    ("inheritable", .integer(0)), ("bounding", .integer(0)), ("ambient", .integer(0)),
+                ]))
         #expect(report["noNewPrivs"] == .integer(1) && report["seccompMode"] == .integer(2))
         #expect(report["seccompMarker"] == .string("EDQUOT"), "the jailer's program is not the one in force")
         // The VMM's own filter stacks on the jailer's: both apply afterwards.
-        #expect(report["stackedFilter"] == .object([("installed", .bool(true)), ("getppid", .string("EOPNOTSUPP")), ("sync", .string("EDQUOT"))]))
+        #expect(
+            report["stackedFilter"]
+                == .object([
+                    ("installed", .bool(true)), ("getppid", .string("EOPNOTSUPP")), ("sync", .string("EDQUOT")),
+                ]))
         #expect(report["hostname"] == .string(sandbox.id))
         // The caller's blocked signals do not reach the VMM; its umask is private.
         #expect(report["blockedSignals"] == .array([]) && report["ignoredSignals"] == .array([]))
@@ -115,33 +145,59 @@ struct JailRunTests {
         #expect(report["openFds"] == .array([.integer(0), .integer(1), .integer(2)]))
         // Only what the probe's own start-up sets: the jailer passed none.
         #expect(report["environment"] == .array([.string("SWIFT_BACKTRACE=enable=no,swift-backtrace=/nonexistent")]))
-        #expect(report["rlimits"] == .object([
-            ("fsize", .object([("soft", .integer(1_048_576)), ("hard", .integer(1_048_576))])),
-            ("nofile", .object([("soft", .integer(128)), ("hard", .integer(128))])),
-        ]))
+        #expect(
+            report["rlimits"]
+                == .object([
+                    ("fsize", .object([("soft", .integer(1_048_576)), ("hard", .integer(1_048_576))])),
+                    ("nofile", .object([("soft", .integer(128)), ("hard", .integer(128))])),
+                ]))
         guard case let .array(arguments)? = report["arguments"] else { Issue.record("no arguments"); return }
-        #expect(Array(arguments.prefix(5)) == ["/kiln-jail-probe", "--id", sandbox.id, "--seccomp-filter", "/seccomp.kbundle"].map(JSONValue.string))
-        #expect(arguments.count > 8 && arguments[5] == .string("--start-time-us") && arguments[7] == .string("--start-time-cpu-us"))
+        #expect(
+            Array(arguments.prefix(5))
+                == ["/kiln-jail-probe", "--id", sandbox.id, "--seccomp-filter", "/seccomp.kbundle"].map(
+                    JSONValue.string))
+        #expect(
+            arguments.count > 8 && arguments[5] == .string("--start-time-us")
+                && arguments[7] == .string("--start-time-cpu-us"))
         let rootEntries = try #require(report["root"])
-        #expect(rootEntries == .array([
-            .object([("name", .string("dev")), ("type", .string("directory")), ("mode", .string("755")), ("uid", .integer(0)), ("gid", .integer(0))]),
-            .object([("name", .string("kiln-jail-probe")), ("type", .string("file")), ("mode", .string("755")), ("uid", .integer(0)), ("gid", .integer(0))]),
-            .object([("name", .string("run")), ("type", .string("directory")), ("mode", .string("700")), ("uid", .integer(64123)), ("gid", .integer(64124))]),
-            .object([("name", .string("seccomp.kbundle")), ("type", .string("file")), ("mode", .string("444")), ("uid", .integer(0)), ("gid", .integer(0))]),
-        ]))
+        #expect(
+            rootEntries
+                == .array([
+                    .object([
+                        ("name", .string("dev")), ("type", .string("directory")), ("mode", .string("755")),
+                        ("uid", .integer(0)), ("gid", .integer(0)),
+                    ]),
+                    .object([
+                        ("name", .string("kiln-jail-probe")), ("type", .string("file")), ("mode", .string("755")),
+                        ("uid", .integer(0)), ("gid", .integer(0)),
+                    ]),
+                    .object([
+                        ("name", .string("run")), ("type", .string("directory")), ("mode", .string("700")),
+                        ("uid", .integer(64123)), ("gid", .integer(64124)),
+                    ]),
+                    .object([
+                        ("name", .string("seccomp.kbundle")), ("type", .string("file")), ("mode", .string("444")),
+                        ("uid", .integer(0)), ("gid", .integer(0)),
+                    ]),
+                ]))
         guard case let .array(devEntries)? = report["dev"], case let .array(netEntries)? = report["devNet"] else {
             Issue.record("no /dev listing"); return
         }
         for entry in devEntries + netEntries where entry["type"] == .string("char") {
-            #expect(entry["mode"] == .string("600") && entry["uid"] == .integer(64123) && entry["gid"] == .integer(64124), "\(entry)")
+            #expect(
+                entry["mode"] == .string("600") && entry["uid"] == .integer(64123) && entry["gid"] == .integer(64124),
+                "\(entry)")
         }
         #expect(devEntries.filter { $0["type"] == .string("char") }.count + netEntries.count == devices.count)
 
         // Every escape attempt failed.
         guard case let .object(escapes)? = report["escapes"] else { Issue.record("no escapes"); return }
-        #expect(Set(escapes.map(\.key)) == ["readHostPath", "mount", "mountCgroupFS", "fsmount", "chroot", "ptrace", "setuid0", "setgid0", "mknod",
-                                             "unshareNamespaces", "unshareUser", "setns", "writeCgroupFiles", "loopback",
-                                             "forkPastPidsMax", "allocatePastMemoryLimit"])
+        #expect(
+            Set(escapes.map(\.key)) == [
+                "readHostPath", "mount", "mountCgroupFS", "fsmount", "chroot", "ptrace", "setuid0", "setgid0", "mknod",
+                "unshareNamespaces", "unshareUser", "setns", "writeCgroupFiles", "loopback",
+                "forkPastPidsMax", "allocatePastMemoryLimit",
+            ])
         for (name, result) in escapes { #expect(result["succeeded"] == .bool(false), "escape \(name): \(result)") }
         #expect(escapes.first { $0.key == "loopback" }?.value["errno"] == .string("ENETUNREACH"))
         #expect(escapes.first { $0.key == "forkPastPidsMax" }?.value["errno"] == .string("EAGAIN"))
@@ -171,10 +227,14 @@ struct JailRunTests {
     /// hybrid one, whose cgroup2 mount holds nothing else.
     static var v2Setting: (file: String, value: String)? {
         let layout = CgroupLayout(mountInfo: (try? FileSystem.readText("/proc/self/mountinfo")) ?? "")
-        guard let mount = layout.v2Mount, let text = try? FileSystem.readText(mount + "/cgroup.controllers") else { return nil }
+        guard let mount = layout.v2Mount, let text = try? FileSystem.readText(mount + "/cgroup.controllers") else {
+            return nil
+        }
         let controllers = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
         if controllers.contains("pids") { return ("pids.max", "16") }
-        if controllers.contains("hugetlb") && FileSystem.exists("/sys/kernel/mm/hugepages/hugepages-2048kB") { return ("hugetlb.2MB.max", "0") }
+        if controllers.contains("hugetlb") && FileSystem.exists("/sys/kernel/mm/hugepages/hugepages-2048kB") {
+            return ("hugetlb.2MB.max", "0")
+        }
         return nil
     }
 
@@ -184,7 +244,8 @@ struct JailRunTests {
         let controller = String(setting.file.prefix { $0 != "." })
         // The jailer enables the controller in every ancestor and leaves it so,
         // as an orchestrator would want; the test gives the host back as it was.
-        let rootControl = try #require(CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo")).v2Mount)
+        let rootControl =
+            try #require(CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo")).v2Mount)
             + "/cgroup.subtree_control"
         let enabledBefore = try FileSystem.readText(rootControl).split(whereSeparator: { $0 == " " || $0 == "\n" })
             .contains(Substring(controller))
@@ -196,7 +257,8 @@ struct JailRunTests {
         }
         let sandbox = try JailHarness.Sandbox("v2-1")
         defer { sandbox.tearDown() }
-        let running = try JailHarness.spawn(sandbox.launchArguments(["--cgroup-version", "2", "--cgroup", "\(setting.file)=\(setting.value)"]))
+        let running = try JailHarness.spawn(
+            sandbox.launchArguments(["--cgroup-version", "2", "--cgroup", "\(setting.file)=\(setting.value)"]))
         defer { running.stop() }
         _ = try report(from: running)
         let layout = CgroupLayout(mountInfo: try FileSystem.readText("/proc/self/mountinfo"))
@@ -205,9 +267,14 @@ struct JailRunTests {
         #expect(try FileSystem.readText(folder + "/" + setting.file) == setting.value + "\n")
         #expect(try FileSystem.readText(folder + "/cgroup.procs") == "\(running.pid)\n")
         for ancestor in [mount, "\(mount)/\(sandbox.parentCgroup)"] {
-            #expect(try FileSystem.readText(ancestor + "/cgroup.subtree_control").split(separator: " ").map { $0.trimmingCharacters(in: "\n") }.contains(controller), "\(ancestor)")
+            #expect(
+                try FileSystem.readText(ancestor + "/cgroup.subtree_control").split(separator: " ").map {
+                    $0.trimmingCharacters(in: "\n")
+                }.contains(controller), "\(ancestor)")
         }
-        #expect(try FileSystem.readText("/proc/\(running.pid)/cgroup").contains("0::/\(sandbox.parentCgroup)/\(sandbox.id)\n"))
+        #expect(
+            try FileSystem.readText("/proc/\(running.pid)/cgroup").contains(
+                "0::/\(sandbox.parentCgroup)/\(sandbox.id)\n"))
         running.closeInput()
         #expect(running.wait().status == 0)
         #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
@@ -248,14 +315,18 @@ struct JailRunTests {
         let running = try JailHarness.spawn(sandbox.launchArguments(["--cgroup-version", "2"]))
         defer { running.stop() }
         _ = try report(from: running)
-        let theirs = try FileSystem.readText("/proc/\(running.pid)/cgroup").split(separator: "\n").first { $0.hasPrefix("0::") }
+        let theirs = try FileSystem.readText("/proc/\(running.pid)/cgroup").split(separator: "\n").first {
+            $0.hasPrefix("0::")
+        }
         #expect(theirs != nil && theirs == own)
         #expect(!FileSystem.exists("\(mount)/\(sandbox.parentCgroup)"))
         running.closeInput()
         let finished = running.wait()
         #expect(finished.status == 0)
-        #expect(finished.error.contains("kiln-jailer: --parent-cgroup \(sandbox.parentCgroup): \(mount)/\(sandbox.parentCgroup) does not exist"),
-                "\(finished.error)")
+        #expect(
+            finished.error.contains(
+                "kiln-jailer: --parent-cgroup \(sandbox.parentCgroup): \(mount)/\(sandbox.parentCgroup) does not exist"),
+            "\(finished.error)")
         #expect(try JailHarness.run(sandbox.cleanupArguments).status == 0)
     }
 
@@ -283,10 +354,13 @@ struct JailRunTests {
         }
         let procs = try FileDescriptor.open(parent + "/cgroup.procs", O_WRONLY)
         try procs.closeAfter { try $0.writeAll(Array("\(member)".utf8)) }
-        let refused = try JailHarness.run(sandbox.launchArguments(["--cgroup-version", "2", "--cgroup", "\(setting.file)=\(setting.value)"]))
+        let refused = try JailHarness.run(
+            sandbox.launchArguments(["--cgroup-version", "2", "--cgroup", "\(setting.file)=\(setting.value)"]))
         #expect(refused.status != 0)
-        #expect(refused.error.contains("the cgroup \(parent) holds processes") && refused.error.contains("no-internal-process"),
-                "\(refused.error)")
+        #expect(
+            refused.error.contains("the cgroup \(parent) holds processes")
+                && refused.error.contains("no-internal-process"),
+            "\(refused.error)")
         #expect(try FileSystem.readText(parent + "/cgroup.subtree_control").allSatisfy { $0 == "\n" })
         #expect(!FileSystem.exists(parent + "/" + sandbox.id) && !FileSystem.exists(sandbox.paths.jailFolder))
     }
@@ -295,8 +369,10 @@ struct JailRunTests {
         let sandbox = try JailHarness.Sandbox("netns-1")
         defer { sandbox.tearDown() }
         let listener = try Listener()
-        let running = try JailHarness.spawn(sandbox.launchArguments(["--netns", "/proc/\(getpid())/ns/net"],
-                                                                    vmm: ["--loopback-port", "\(listener.port)"]))
+        let running = try JailHarness.spawn(
+            sandbox.launchArguments(
+                ["--netns", "/proc/\(getpid())/ns/net"],
+                vmm: ["--loopback-port", "\(listener.port)"]))
         defer { running.stop() }
         let report = try report(from: running)
         #expect(Self.namespace("net", of: "\(running.pid)") == Self.namespace("net", of: "self"))
@@ -316,7 +392,8 @@ struct JailRunTests {
     func rollsBackAFailureInsideTheJail() throws {
         let sandbox = try JailHarness.Sandbox("late-failure")
         defer { sandbox.tearDown() }
-        let finished = try JailHarness.run(sandbox.launchArguments(["--cgroup", "pids.max=1", "--daemonize", "--new-net-ns"]))
+        let finished = try JailHarness.run(
+            sandbox.launchArguments(["--cgroup", "pids.max=1", "--daemonize", "--new-net-ns"]))
         #expect(finished.status == JailStep.daemonize.exitCode, "\(finished.error)")
         #expect(finished.error.contains("fork: Resource temporarily unavailable (EAGAIN)"), "\(finished.error)")
         #expect(!finished.error.contains("left behind"), "\(finished.error)")
@@ -331,8 +408,9 @@ struct JailRunTests {
     func rollsBackUnderASmallDescriptorLimit(_ limit: Int) throws {
         let sandbox = try JailHarness.Sandbox("late-failure-nofile-\(limit)")
         defer { sandbox.tearDown() }
-        let finished = try JailHarness.run(sandbox.launchArguments(
-            ["--cgroup", "pids.max=1", "--daemonize", "--new-net-ns", "--resource-limit", "no-file=\(limit)"]))
+        let finished = try JailHarness.run(
+            sandbox.launchArguments(
+                ["--cgroup", "pids.max=1", "--daemonize", "--new-net-ns", "--resource-limit", "no-file=\(limit)"]))
         #expect(finished.status == JailStep.daemonize.exitCode, "\(finished.error)")
         #expect(finished.error.contains("fork: Resource temporarily unavailable (EAGAIN)"), "\(finished.error)")
         #expect(!finished.error.contains("left behind"), "\(finished.error)")
@@ -346,15 +424,18 @@ struct JailRunTests {
     @Test func launchesUnderSmallLimits() throws {
         let sandbox = try JailHarness.Sandbox("small-limits")
         defer { sandbox.tearDown() }
-        let running = try JailHarness.spawn(sandbox.launchArguments(
-            ["--new-pid-ns", "--resource-limit", "no-file=8", "--resource-limit", "fsize=1"]))
+        let running = try JailHarness.spawn(
+            sandbox.launchArguments(
+                ["--new-pid-ns", "--resource-limit", "no-file=8", "--resource-limit", "fsize=1"]))
         defer { running.stop() }
         let line = try #require(running.readLine(), "no report")
         let report = try JSONParser.parse(line)
-        #expect(report["rlimits"] == .object([
-            ("fsize", .object([("soft", .integer(1)), ("hard", .integer(1))])),
-            ("nofile", .object([("soft", .integer(8)), ("hard", .integer(8))])),
-        ]))
+        #expect(
+            report["rlimits"]
+                == .object([
+                    ("fsize", .object([("soft", .integer(1)), ("hard", .integer(1))])),
+                    ("nofile", .object([("soft", .integer(8)), ("hard", .integer(8))])),
+                ]))
         running.closeInput()
         let finished = running.wait()
         #expect(finished.status == 0, "\(finished.error)")
@@ -383,7 +464,9 @@ struct JailRunTests {
         try check("symlink") { symlink("/etc", sandbox.folder + "/real/kiln-jail-probe") }
         let planted = try JailHarness.run(arguments)
         #expect(planted.status == JailStep.validation.exitCode, "\(planted.error)")
-        #expect(planted.error.contains("the exec file's folder \(sandbox.folder)/link/kiln-jail-probe is a symbolic link"), "\(planted.error)")
+        #expect(
+            planted.error.contains("the exec file's folder \(sandbox.folder)/link/kiln-jail-probe is a symbolic link"),
+            "\(planted.error)")
         #expect(try FileSystem.listDirectory(sandbox.folder + "/real") == ["kiln-jail-probe"])
     }
 
@@ -395,13 +478,16 @@ struct JailRunTests {
         defer { sandbox.tearDown() }
         let mountPoint = sandbox.folder + "/tmpfs"
         try check("mkdir") { mkdir(mountPoint, 0o755) }
-        try check("mount tmpfs", subject: mountPoint) { ckiln_mount("kiln-test", mountPoint, "tmpfs", 0, "mode=755,size=64m") }
+        try check("mount tmpfs", subject: mountPoint) {
+            ckiln_mount("kiln-test", mountPoint, "tmpfs", 0, "mode=755,size=64m")
+        }
         defer { _ = ckiln_umount2(mountPoint, ckiln_mnt_detach()) }
         var arguments = sandbox.launchArguments(vmm: ["--no-wait"])
         arguments[arguments.firstIndex(of: "--chroot-base-dir")! + 1] = mountPoint + "/jails"
         let finished = try JailHarness.run(arguments)
         #expect(finished.status == 0, "\(finished.error)")
-        #expect(finished.output.contains("\"name\":\"kiln-jail-probe\""), "the probe did not report: \(finished.output)")
+        #expect(
+            finished.output.contains("\"name\":\"kiln-jail-probe\""), "the probe did not report: \(finished.output)")
         let copy = mountPoint + "/jails/kiln-jail-probe/\(sandbox.id)/root/kiln-jail-probe"
         #expect(try FileSystem.readFile(copy) == FileSystem.readFile(JailHarness.probe))
     }
@@ -427,7 +513,9 @@ struct JailRunTests {
         var previous: [String] = []
         for round in 0..<6 {
             let ids = (0..<5).map { "sibling-\(round)-\($0)" }
-            let running = try ids.map { try JailHarness.spawn(arguments($0)) } + previous.map { try JailHarness.spawn(cleanup($0)) }
+            let running =
+                try ids.map { try JailHarness.spawn(arguments($0)) }
+                + previous.map { try JailHarness.spawn(cleanup($0)) }
             for process in running {
                 process.closeInput()
                 let finished = process.wait()
@@ -437,7 +525,8 @@ struct JailRunTests {
         }
         for id in previous { #expect(try JailHarness.run(cleanup(id)).status == 0) }
         #expect(!FileSystem.exists(sandbox.paths.execFolder))
-        #expect(sandbox.cgroupFolders.allSatisfy { $0.hasSuffix("/" + sandbox.parentCgroup) }, "\(sandbox.cgroupFolders)")
+        #expect(
+            sandbox.cgroupFolders.allSatisfy { $0.hasSuffix("/" + sandbox.parentCgroup) }, "\(sandbox.cgroupFolders)")
     }
 
     /// Kata's Firecracker driver (virtcontainers/fc.go) launches the jailer
@@ -453,7 +542,9 @@ struct JailRunTests {
         let (pid, status) = try Self.launchDaemonized(arguments, sandbox)
         defer { kill(pid, SIGKILL) }
         #expect(status["Uid"] == "0\t0\t0\t0" && status["Gid"] == "0\t0\t0\t0", "\(status)")
-        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] { #expect(status[set] == "0000000000000000", "\(set)") }
+        for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            #expect(status[set] == "0000000000000000", "\(set)")
+        }
         #expect(status["NoNewPrivs"] == "1" && status["Seccomp"] == "2")
         try Self.stopAndCleanUp(pid, sandbox)
     }
@@ -462,7 +553,9 @@ struct JailRunTests {
     /// pid file, and waits until it has exec'd (its filter on, Seccomp 2),
     /// with a deadline that fails (30 s: a loaded machine can take seconds):
     /// its pid and /proc status, inspected from the host (its stdio is /dev/null).
-    static func launchDaemonized(_ arguments: [String], _ sandbox: JailHarness.Sandbox) throws -> (pid: pid_t, status: [String: String]) {
+    static func launchDaemonized(_ arguments: [String], _ sandbox: JailHarness.Sandbox) throws -> (
+        pid: pid_t, status: [String: String]
+    ) {
         let finished = try JailHarness.run(arguments)
         #expect(finished.status == 0, "\(finished.error)")
         let pid = try #require(Int32(try FileSystem.readText(sandbox.paths.pidFile).trimmingNewline))
@@ -492,9 +585,12 @@ struct JailRunTests {
     @Test func daemonizesIntoANewPIDNamespace() throws {
         let sandbox = try JailHarness.Sandbox("daemon-1")
         defer { sandbox.tearDown() }
-        let (pid, status) = try Self.launchDaemonized(sandbox.launchArguments(["--daemonize", "--new-pid-ns"], vmm: ["--pause"]), sandbox)
+        let (pid, status) = try Self.launchDaemonized(
+            sandbox.launchArguments(["--daemonize", "--new-pid-ns"], vmm: ["--pause"]), sandbox)
         defer { kill(pid, SIGKILL) }
-        #expect(status["NSpid"]?.hasSuffix("\t1") == true, "the VMM is not pid 1 of its namespace: \(status["NSpid"] ?? "-")")
+        #expect(
+            status["NSpid"]?.hasSuffix("\t1") == true,
+            "the VMM is not pid 1 of its namespace: \(status["NSpid"] ?? "-")")
         #expect(status["Uid"] == "64123\t64123\t64123\t64123" && status["CapBnd"] == "0000000000000000")
         #expect(Self.namespace("pid", of: "\(pid)") != Self.namespace("pid", of: "self"))
         for fd in 0...2 { #expect(JailHarness.link("/proc/\(pid)/fd/\(fd)") == "/dev/null") }

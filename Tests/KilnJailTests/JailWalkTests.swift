@@ -1,15 +1,19 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnJSON
 import KilnSystem
 import Testing
+
 @testable import KilnJail
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The jail is walked by descriptor: a symbolic link planted where the
 /// jailer creates or enters a folder, before the launch or during it, never
 /// leads it into another tree.
-@Suite(.serialized, .enabled(if: JailHarness.canJail, "needs root and the kiln-jailer and kiln-jail-probe executables (swift build)"))
+@Suite(
+    .serialized,
+    .enabled(if: JailHarness.canJail, "needs root and the kiln-jailer and kiln-jail-probe executables (swift build)"))
 struct JailWalkTests {
     /// A tree outside the base shaped like a jail folder, whose root holds
     /// the probe and a marker file: a jailer that followed a link into it
@@ -23,8 +27,10 @@ struct JailWalkTests {
             for path in [folder, folder + "/root", folder + "/root/dev", folder + "/root/run"] {
                 try check("mkdir", subject: path) { mkdir(path, 0o755) }
             }
-            try FileSystem.writeAtomically(folder + "/root/kiln-jail-probe", try FileSystem.readFile(JailHarness.probe), mode: 0o755)
-            try FileSystem.writeAtomically(folder + "/root/seccomp.kbundle", try FileSystem.readFile(sandbox.bundle), mode: 0o444)
+            try FileSystem.writeAtomically(
+                folder + "/root/kiln-jail-probe", try FileSystem.readFile(JailHarness.probe), mode: 0o755)
+            try FileSystem.writeAtomically(
+                folder + "/root/seccomp.kbundle", try FileSystem.readFile(sandbox.bundle), mode: 0o444)
             try FileSystem.writeAtomically(folder + "/root/" + Self.marker, Array("not the jail".utf8), mode: 0o644)
         }
 
@@ -35,7 +41,9 @@ struct JailWalkTests {
             func visit(_ path: String) throws {
                 var info = stat()
                 try check("lstat", subject: path) { lstat(path, &info) }
-                lines.append("\(path) \(String(info.st_mode, radix: 8)) \(info.st_uid):\(info.st_gid) \(info.st_size) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)")
+                lines.append(
+                    "\(path) \(String(info.st_mode, radix: 8)) \(info.st_uid):\(info.st_gid) \(info.st_size) \(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec)"
+                )
                 if (info.st_mode & S_IFMT) == S_IFDIR {
                     for name in try FileSystem.listDirectory(path) { try visit(path + "/" + name) }
                 }
@@ -68,12 +76,16 @@ struct JailWalkTests {
 
         let finished = try JailHarness.run(sandbox.launchArguments(vmm: ["--no-wait"]))
         #expect(finished.status == JailStep.validation.exitCode, "\(finished.error)")
-        let message = planted == .execFolder ? "the exec file's folder \(link) is a symbolic link" : "the existing jail \(link) is a symbolic link"
+        let message =
+            planted == .execFolder
+            ? "the exec file's folder \(link) is a symbolic link" : "the existing jail \(link) is a symbolic link"
         #expect(finished.error.contains(message), "\(finished.error)")
         #expect(finished.output.isEmpty, "the decoy's probe ran: \(finished.output)")
         #expect(try decoy.snapshot() == before)
         var info = stat()
-        #expect(lstat(link, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK, "the planted link is not the jailer's to remove")
+        #expect(
+            lstat(link, &info) == 0 && (info.st_mode & S_IFMT) == S_IFLNK,
+            "the planted link is not the jailer's to remove")
     }
 
     /// The attack itself: once the jail's root exists, another thread renames
@@ -117,12 +129,16 @@ struct JailWalkTests {
 
             if let line {
                 let report = try JSONParser.parse(line)
-                guard case let .array(entries)? = report["root"] else { Issue.record("no root listing: \(line)"); continue }
+                guard case let .array(entries)? = report["root"] else {
+                    Issue.record("no root listing: \(line)"); continue
+                }
                 let names = entries.compactMap { entry -> String? in
                     if case let .string(name)? = entry["name"] { return name }
                     return nil
                 }
-                #expect(names == ["big", "dev", "kiln-jail-probe", "run", "seccomp.kbundle"], "round \(round): the VMM ran in \(names)")
+                #expect(
+                    names == ["big", "dev", "kiln-jail-probe", "run", "seccomp.kbundle"],
+                    "round \(round): the VMM ran in \(names)")
                 #expect(finished.status == 0, "round \(round): \(finished.error)")
             } else {
                 #expect(finished.status == JailStep.jailFolder.exitCode, "round \(round): \(finished.error)")

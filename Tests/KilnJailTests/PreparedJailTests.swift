@@ -1,16 +1,20 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import Testing
+
 @testable import KilnJail
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A jail folder an orchestrator made before starting the jailer (Kata, the
 /// Go SDK and firecracker-containerd link the kernel and drives into it):
 /// used when it and its parents are root's and writable by root alone,
 /// never through a link, and its files are kept, by a launch, a failed
 /// launch and its rollback alike.
-@Suite(.serialized, .enabled(if: JailHarness.canJail, "needs root and the kiln-jailer and kiln-jail-probe executables (swift build)"))
+@Suite(
+    .serialized,
+    .enabled(if: JailHarness.canJail, "needs root and the kiln-jailer and kiln-jail-probe executables (swift build)"))
 struct PreparedJailTests {
     /// The orchestrator's side: the jail root with a hard-linked "kernel" and
     /// its own run folder. Returns the kernel's inode.
@@ -42,8 +46,9 @@ struct PreparedJailTests {
         let root = sandbox.paths.root
         #expect(Self.inode(root + "/kernel") == kernel, "the orchestrator's hard link is kept")
         var run = stat()
-        #expect(lstat(root + "/run", &run) == 0 && run.st_uid == JailHarness.uid && run.st_mode & 0o7777 == 0o700,
-                "the run folder is the VMM's user's, 0700")
+        #expect(
+            lstat(root + "/run", &run) == 0 && run.st_uid == JailHarness.uid && run.st_mode & 0o7777 == 0o700,
+            "the run folder is the VMM's user's, 0700")
         #expect(FileSystem.exists(root + "/seccomp.kbundle") && FileSystem.exists(root + "/kiln-jail-probe"))
     }
 
@@ -54,12 +59,17 @@ struct PreparedJailTests {
         defer { sandbox.tearDown() }
         let kernel = try Self.prepare(sandbox)
         try FileSystem.writeAtomically(sandbox.folder + "/other", Array("other".utf8), mode: 0o444)
-        let finished = try JailHarness.run(sandbox.launchArguments(["--jail-file", sandbox.folder + "/other:kernel"], vmm: ["--no-wait"]))
+        let finished = try JailHarness.run(
+            sandbox.launchArguments(["--jail-file", sandbox.folder + "/other:kernel"], vmm: ["--no-wait"]))
         #expect(finished.status == JailStep.jailFolder.exitCode, "\(finished.error)")
-        #expect(finished.error.contains("\(sandbox.paths.root)/kernel already exists: kiln-jailer puts it there itself"), "\(finished.error)")
+        #expect(
+            finished.error.contains("\(sandbox.paths.root)/kernel already exists: kiln-jailer puts it there itself"),
+            "\(finished.error)")
         #expect(!finished.error.contains("left behind"), "\(finished.error)")
         #expect(Self.inode(sandbox.paths.root + "/kernel") == kernel)
-        #expect(try FileSystem.listDirectory(sandbox.paths.root).sorted() == ["kernel", "run"], "the jailer's own files are rolled back")
+        #expect(
+            try FileSystem.listDirectory(sandbox.paths.root).sorted() == ["kernel", "run"],
+            "the jailer's own files are rolled back")
     }
 
     /// A prepared folder another user could change, or a link in it, is
@@ -73,7 +83,9 @@ struct PreparedJailTests {
         try check("chmod") { chmod(writable.paths.jailFolder, 0o777) }
         let open = try JailHarness.run(writable.launchArguments(vmm: ["--no-wait"]))
         #expect(open.status == JailStep.validation.exitCode, "\(open.error)")
-        #expect(open.error.contains("the existing jail \(writable.paths.jailFolder) is writable by its group and others"), "\(open.error)")
+        #expect(
+            open.error.contains("the existing jail \(writable.paths.jailFolder) is writable by its group and others"),
+            "\(open.error)")
         #expect(try FileSystem.listDirectory(writable.paths.jailFolder).isEmpty)
 
         let rootWritable = try JailHarness.Sandbox("prepared-root-writable")
@@ -81,7 +93,9 @@ struct PreparedJailTests {
         let kernel = try Self.prepare(rootWritable, rootMode: 0o757)
         let openRoot = try JailHarness.run(rootWritable.launchArguments(vmm: ["--no-wait"]))
         #expect(openRoot.status == JailStep.jailFolder.exitCode, "\(openRoot.error)")
-        #expect(openRoot.error.contains("the existing jail root \(rootWritable.paths.root) is writable by others"), "\(openRoot.error)")
+        #expect(
+            openRoot.error.contains("the existing jail root \(rootWritable.paths.root) is writable by others"),
+            "\(openRoot.error)")
         #expect(Self.inode(rootWritable.paths.root + "/kernel") == kernel)
 
         let linked = try JailHarness.Sandbox("prepared-linked")
@@ -90,14 +104,19 @@ struct PreparedJailTests {
         try check("symlink") { symlink("/etc", linked.paths.root + "/dev") }
         let planted = try JailHarness.run(linked.launchArguments(vmm: ["--no-wait"]))
         #expect(planted.status == JailStep.jailFolder.exitCode, "\(planted.error)")
-        #expect(planted.error.contains("\(linked.paths.root)/dev exists and is a symbolic link or not a folder"), "\(planted.error)")
+        #expect(
+            planted.error.contains("\(linked.paths.root)/dev exists and is a symbolic link or not a folder"),
+            "\(planted.error)")
         #expect(JailHarness.link(linked.paths.root + "/dev") == "/etc", "the link is left as it was")
         #expect(try FileSystem.listDirectory(linked.paths.root).sorted() == ["dev", "kernel", "run"])
     }
 
     /// Older orchestrators' --node N: the VMM's cpuset is node N's memory and CPUs.
-    @Test(.enabled(if: FileSystem.isDirectory("/sys/fs/cgroup/cpuset") && FileSystem.exists("/sys/devices/system/node/node0/cpulist"),
-                   "needs the cgroup v1 cpuset controller and NUMA node 0"))
+    @Test(
+        .enabled(
+            if: FileSystem.isDirectory("/sys/fs/cgroup/cpuset")
+                && FileSystem.exists("/sys/devices/system/node/node0/cpulist"),
+            "needs the cgroup v1 cpuset controller and NUMA node 0"))
     func nodeConfinesTheVMMToTheNodesCPUset() throws {
         let sandbox = try JailHarness.Sandbox("numa-node")
         defer { sandbox.tearDown() }
@@ -108,6 +127,8 @@ struct PreparedJailTests {
         #expect(try FileSystem.readText(cgroup + "/cpuset.mems") == "0\n")
         #expect(try FileSystem.readText(cgroup + "/cpuset.cpus") == cpus)
         let missing = try JailHarness.run(sandbox.launchArguments(["--node", "999"], vmm: ["--no-wait"]))
-        #expect(missing.status == JailStep.validation.exitCode && missing.error.contains("--node 999: "), "\(missing.error)")
+        #expect(
+            missing.status == JailStep.validation.exitCode && missing.error.contains("--node 999: "), "\(missing.error)"
+        )
     }
 }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnJail
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Lane 1 jailed: the test guest booted by `kiln` under `kiln-jailer` with the
 /// shipped policies compiled: the jailer's pre-exec filter, then kiln's own
@@ -20,7 +21,9 @@ enum JailedLane {
         if getuid() != 0 { missing.append("the jailer needs root") }
         if access("/dev/kvm", R_OK | W_OK) != 0 { missing.append("/dev/kvm is absent or not read-write") }
         if !Lanes.readable(Lanes.testGuest) { missing.append("the test guest is not built (make guest)") }
-        if !Lanes.executable(Lanes.kiln) || !Lanes.executable(Lanes.jailer) { missing.append("kiln and kiln-jailer are not built") }
+        if !Lanes.executable(Lanes.kiln) || !Lanes.executable(Lanes.jailer) {
+            missing.append("kiln and kiln-jailer are not built")
+        }
         return Comment(rawValue: "jailed lane 1 skipped: " + missing.joined(separator: "; "))
     }()
 
@@ -31,14 +34,18 @@ enum JailedLane {
         let common: [String]
         let running: ChildProcess.Running
 
-        init(id: String, in folder: String, jailer extra: [String] = [], kiln arguments: [String], seconds: Int = 30) throws {
+        init(id: String, in folder: String, jailer extra: [String] = [], kiln arguments: [String], seconds: Int = 30)
+            throws
+        {
             let bundle = try Lanes.compilePolicies(into: folder)
             let base = folder + "/jails"
             jailFolder = base + "/kiln/" + id
             common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
             running = try ChildProcess.start(
-                [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
-                                           "--jail-file", Lanes.testGuest + ":guest.elf"] + extra + ["--"] + arguments,
+                [Lanes.jailer] + common + [
+                    "--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
+                    "--jail-file", Lanes.testGuest + ":guest.elf",
+                ] + extra + ["--"] + arguments,
                 seconds: seconds)
         }
 
@@ -70,14 +77,18 @@ struct JailedKilnTests {
         // of this jail could be left (the jailer's own reading of mountinfo).
         let layout = CgroupLayout(mountInfo: ChildProcess.read("/proc/self/mountinfo"))
         let cgroupFolders = layout.allMounts.map { "\($0)/\(parent)" }
-        #expect(layout.v1Mounts["pids"] != nil || layout.v2Mount != nil, "no cgroup hierarchy found in /proc/self/mountinfo")
+        #expect(
+            layout.v1Mounts["pids"] != nil || layout.v2Mount != nil, "no cgroup hierarchy found in /proc/self/mountinfo"
+        )
         defer { for folder in cgroupFolders { rmdir(folder + "/" + id); rmdir(folder) } }
 
         let run = try ChildProcess.run(
             [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid] + bundleFlags
-                + ["--cgroup", "pids.max=32", "--jail-file", guest + ":guest.elf",
-                   "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "jailed marker=7",
-                   "--vcpus", String(vcpus), "--boot-timer"],
+                + [
+                    "--cgroup", "pids.max=32", "--jail-file", guest + ":guest.elf",
+                    "--", "--no-api", "--kernel", "/guest.elf", "--cmdline", "jailed marker=7",
+                    "--vcpus", String(vcpus), "--boot-timer",
+                ],
             seconds: 30)
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         let guestLines = run.stdout.split(separator: "\n").map(String.init).filter { $0.hasPrefix("guest: ") }
@@ -93,27 +104,32 @@ struct JailedKilnTests {
 
         // The jail held the guest as a file the VMM could read but not write.
         let jailFolder = base + "/kiln/" + id
-        #expect(ChildProcess.readBytes(jailFolder + "/root/seccomp.kbundle") == ChildProcess.readBytes(bundle),
-                "the bundle handed to kiln is policies/ compiled")
+        #expect(
+            ChildProcess.readBytes(jailFolder + "/root/seccomp.kbundle") == ChildProcess.readBytes(bundle),
+            "the bundle handed to kiln is policies/ compiled")
         var source = stat(), placed = stat()
         #expect(stat(guest, &source) == 0 && stat(jailFolder + "/root/guest.elf", &placed) == 0)
         // The jail root is the VMM user's, as Firecracker's jailer leaves it
         // (the VMM makes its sockets there); what the jailer placed stays root's.
         var root = stat()
-        #expect(stat(jailFolder + "/root", &root) == 0 && root.st_uid == uid_t(JailedLane.uid)!
+        #expect(
+            stat(jailFolder + "/root", &root) == 0 && root.st_uid == uid_t(JailedLane.uid)!
                 && root.st_gid == gid_t(JailedLane.gid)!, "the jail root belongs to the VMM's uid and gid")
         if linked {
             #expect(placed.st_ino == source.st_ino, "a readable, root-owned guest is hard-linked")
         } else {
-            #expect(placed.st_ino != source.st_ino && placed.st_mode & 0o7777 == 0o444 && placed.st_uid == 0,
-                    "a guest the VMM cannot read is copied, root's and 0444")
+            #expect(
+                placed.st_ino != source.st_ino && placed.st_mode & 0o7777 == 0o444 && placed.st_uid == 0,
+                "a guest the VMM cannot read is copied, root's and 0444")
         }
 
         let cleanup = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
         #expect(cleanup.status == 0, Comment(rawValue: cleanup.stderr))
         #expect(!Lanes.exists(jailFolder), "the jail folder is left behind")
         #expect(!Lanes.exists(base + "/kiln"), "the exec file's folder is left behind")
-        for folder in cgroupFolders { #expect(!Lanes.exists(folder + "/" + id), "cgroup \(folder)/\(id) is left behind") }
+        for folder in cgroupFolders {
+            #expect(!Lanes.exists(folder + "/" + id), "cgroup \(folder)/\(id) is left behind")
+        }
         // The host's guest image is still there (the link went with the jail).
         #expect(Lanes.readable(guest))
     }
@@ -127,8 +143,9 @@ struct JailedKilnTests {
         defer { Lanes.removeTree(folder) }
         // "echo" with no input: the guest polls the UART for ever, so kiln
         // runs until the test has looked and ends it.
-        let launch = try JailedLane.Launch(id: "jailed-threads", in: folder,
-                                           kiln: ["--no-api", "--kernel", "/guest.elf", "--cmdline", "echo", "--vcpus", "2"])
+        let launch = try JailedLane.Launch(
+            id: "jailed-threads", in: folder,
+            kiln: ["--no-api", "--kernel", "/guest.elf", "--cmdline", "echo", "--vcpus", "2"])
         let running = launch.running
         var filters: [String] = []
         var program: pid_t?
@@ -150,7 +167,8 @@ struct JailedKilnTests {
         if let program { kill(program, SIGTERM) }
         let finished = running.wait()
         try launch.cleanUp()
-        #expect(filters == ["3", "3", "3"], Comment(rawValue: "Seccomp_filters per thread: \(filters)\n\(finished.stderr)"))
+        #expect(
+            filters == ["3", "3", "3"], Comment(rawValue: "Seccomp_filters per thread: \(filters)\n\(finished.stderr)"))
         #expect(finished.status == 128 + SIGTERM, Comment(rawValue: finished.stderr))
         #expect(!Lanes.exists(launch.jailFolder))
     }
@@ -168,20 +186,26 @@ struct JailedKilnTests {
         let running = launch.running
         let socket = launch.jailFolder + "/root/run/firecracker.socket"
         func request(_ method: String, _ path: String, _ body: String) throws -> String {
-            try ChildProcess.run(["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "/dev/null",
-                                  "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", body,
-                                  "http://localhost" + path], seconds: 10).stdout
+            try ChildProcess.run(
+                [
+                    "/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-o", "/dev/null",
+                    "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d", body,
+                    "http://localhost" + path,
+                ], seconds: 10
+            ).stdout
         }
         for _ in 0..<2000 where !Lanes.exists(socket) { usleep(5_000) }
         // "ctrlaltdel": the guest waits for the keys, so kiln outlives every answer.
-        let configured = try request("PUT", "/boot-source",
-                                     "{\"kernel_image_path\": \"/guest.elf\", \"boot_args\": \"jailed api ctrlaltdel\"}")
+        let configured = try request(
+            "PUT", "/boot-source",
+            "{\"kernel_image_path\": \"/guest.elf\", \"boot_args\": \"jailed api ctrlaltdel\"}")
         let started = try request("PUT", "/actions", "{\"action_type\": \"InstanceStart\"}")
         for _ in 0..<2000 where !running.stdoutSoFar.contains("guest: waiting for ctrl-alt-del") { usleep(5_000) }
         let keys = try request("PUT", "/actions", "{\"action_type\": \"SendCtrlAltDel\"}")
         let finished = running.wait()
         try launch.cleanUp()
-        let context = Comment(rawValue: "status \(finished.status)\nstdout:\n\(finished.stdout)\nstderr:\n\(finished.stderr)")
+        let context = Comment(
+            rawValue: "status \(finished.status)\nstdout:\n\(finished.stdout)\nstderr:\n\(finished.stderr)")
         #expect(configured == "204" && started == "204" && keys == "204", context)
         #expect(finished.status == 0, context)
         #expect(finished.stdout.contains("guest: ctrl-alt-del received"), context)
@@ -202,12 +226,16 @@ struct JailedKilnTests {
         let root = base + "/kiln/" + id + "/root"
         for path in [base, base + "/kiln", base + "/kiln/" + id, root, root + "/run"] { mkdir(path, 0o755) }
         _ = try ChildProcess.run(["/usr/bin/install", "-m", "444", Lanes.testGuest, root + "/guest.elf"], seconds: 10)
-        ChildProcess.write(#"{"boot-source": {"kernel_image_path": "/guest.elf", "boot_args": "console=ttyS0 ctrlaltdel"}, "#
-                           + #""machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}"#, to: root + "/vm.json")
+        ChildProcess.write(
+            #"{"boot-source": {"kernel_image_path": "/guest.elf", "boot_args": "console=ttyS0 ctrlaltdel"}, "#
+                + #""machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}"#, to: root + "/vm.json")
         let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
-        let launched = try ChildProcess.run([Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid,
-                                                                        "--daemonize", "--", "--config-file", "/vm.json",
-                                                                        "--console-output", "/run/console"], seconds: 30)
+        let launched = try ChildProcess.run(
+            [Lanes.jailer] + common + [
+                "--uid", JailedLane.uid, "--gid", JailedLane.gid,
+                "--daemonize", "--", "--config-file", "/vm.json",
+                "--console-output", "/run/console",
+            ], seconds: 30)
         var pid: pid_t = 0
         defer {
             // Daemonized, kiln outlives a failed test unless ended here.
@@ -220,31 +248,44 @@ struct JailedKilnTests {
         pid = Int32(ChildProcess.read(root + "/kiln.pid").split(separator: "\n").first ?? "") ?? 0
         #expect(pid > 0 && kill(pid, 0) == 0, "no running VMM in \(root)/kiln.pid")
         func request(_ method: String, _ path: String, _ body: String? = nil) throws -> String {
-            try ChildProcess.run(["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-H", "Content-Type: application/json"]
-                                 + (body.map { ["-d", $0] } ?? []) + ["http://localhost" + path], seconds: 10).stdout
+            try ChildProcess.run(
+                ["/usr/bin/curl", "-sS", "--unix-socket", socket, "-X", method, "-H", "Content-Type: application/json"]
+                    + (body.map { ["-d", $0] } ?? []) + ["http://localhost" + path], seconds: 10
+            ).stdout
         }
         #expect(try request("GET", "/").contains("\"state\":\"Running\""))
         // Daemonized, kiln is no child of this test: ended means gone or a zombie.
-        func ended() -> Bool { !(ChildProcess.read("/proc/\(pid)/stat").split(separator: " ").dropFirst(2).first.map { $0 != "Z" } ?? false) }
-        for _ in 0..<2000 where !ChildProcess.read(root + "/run/console").contains("guest: waiting for ctrl-alt-del") { usleep(5_000) }
+        func ended() -> Bool {
+            !(ChildProcess.read("/proc/\(pid)/stat").split(separator: " ").dropFirst(2).first.map { $0 != "Z" } ?? false)
+        }
+        for _ in 0..<2000 where !ChildProcess.read(root + "/run/console").contains("guest: waiting for ctrl-alt-del") {
+            usleep(5_000)
+        }
         let keys = try request("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#)
         for _ in 0..<2000 where pid > 0 && !ended() { usleep(5_000) }
         #expect(pid > 0 && ended(), "the guest's reset ended kiln: \(keys) \(ChildProcess.read(root + "/run/console"))")
-        #expect(Lanes.exists(root + "/guest.elf") && Lanes.exists(root + "/vm.json"), "the orchestrator's files are kept")
+        #expect(
+            Lanes.exists(root + "/guest.elf") && Lanes.exists(root + "/vm.json"), "the orchestrator's files are kept")
     }
 
     @Test func aMissingOrMalformedBundleIsRefusedBeforeAnyVCPURuns() throws {
         let folder = Lanes.scratchFolder("bundle")
         defer { Lanes.removeTree(folder) }
-        let missing = try ChildProcess.run([Lanes.kiln, "--no-api", "--seccomp-filter", folder + "/absent.kbundle",
-                                            "--kernel", Lanes.testGuest], seconds: 20)
+        let missing = try ChildProcess.run(
+            [
+                Lanes.kiln, "--no-api", "--seccomp-filter", folder + "/absent.kbundle",
+                "--kernel", Lanes.testGuest,
+            ], seconds: 20)
         #expect(missing.status == 1)
         #expect(missing.stderr.contains(folder + "/absent.kbundle"), Comment(rawValue: missing.stderr))
         #expect(missing.stdout.isEmpty)
 
         ChildProcess.write("KILNSECC garbage", to: folder + "/bad.kbundle")
-        let malformed = try ChildProcess.run([Lanes.kiln, "--no-api", "--seccomp-filter", folder + "/bad.kbundle",
-                                              "--kernel", Lanes.testGuest], seconds: 20)
+        let malformed = try ChildProcess.run(
+            [
+                Lanes.kiln, "--no-api", "--seccomp-filter", folder + "/bad.kbundle",
+                "--kernel", Lanes.testGuest,
+            ], seconds: 20)
         #expect(malformed.status == 1)
         #expect(malformed.stderr.contains("malformed seccomp bundle"), Comment(rawValue: malformed.stderr))
         #expect(malformed.stdout.isEmpty)

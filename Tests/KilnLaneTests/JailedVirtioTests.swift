@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Lane 1 jailed, with virtio devices: kiln-jailer → kiln (non-root, the
 /// built-in or shipped filters) boots the test guest from a config file
@@ -27,18 +28,23 @@ extension JailedKilnTests {
         let readWrite = VirtioLane.makeDrive(at: folder + "/rw.img")
         let original = ChildProcess.readBytes(readOnly)
         // Hard-linked, so the host file is the one the guest writes.
-        let placed = chown(readWrite, uid_t(JailedLane.uid)!, gid_t(JailedLane.gid)!) == 0
+        let placed =
+            chown(readWrite, uid_t(JailedLane.uid)!, gid_t(JailedLane.gid)!) == 0
             && chmod(readWrite, 0o600) == 0 && link(readWrite, root + "/rw.img") == 0
         try #require(placed, "placing the read-write drive: errno \(errno)")
         let config = folder + "/vm.json"
-        ChildProcess.write(VirtioLane.configText(kernel: "/guest.elf",
-                                                 drives: [.init(path: "/ro.img", readOnly: true), .init(path: "/rw.img", readOnly: false)],
-                                                 entropy: true), to: config)
+        ChildProcess.write(
+            VirtioLane.configText(
+                kernel: "/guest.elf",
+                drives: [.init(path: "/ro.img", readOnly: true), .init(path: "/rw.img", readOnly: false)],
+                entropy: true), to: config)
 
         let run = try ChildProcess.run(
-            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid,
-                                       "--jail-file", Lanes.testGuest + ":guest.elf", "--jail-file", readOnly + ":ro.img",
-                                       "--jail-file", config + ":vm.json", "--", "--no-api", "--config-file", "/vm.json"],
+            [Lanes.jailer] + common + [
+                "--uid", JailedLane.uid, "--gid", JailedLane.gid,
+                "--jail-file", Lanes.testGuest + ":guest.elf", "--jail-file", readOnly + ":ro.img",
+                "--jail-file", config + ":vm.json", "--", "--no-api", "--config-file", "/vm.json",
+            ],
             seconds: 30)
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         let lines = VirtioLane.guestLines(run.stdout)
@@ -73,8 +79,10 @@ extension JailedKilnTests {
     /// A TAP owned by the VMM's uid in a network namespace the jailer joins
     /// with --netns; the shipped filters. The test reads and writes the TAP
     /// through a packet socket opened in that namespace.
-    @Test(.enabled(if: access(TapLane.ip, X_OK) == 0 && access("/dev/net/tun", R_OK | W_OK) == 0,
-                   "the jailed net test needs iproute2 and /dev/net/tun"))
+    @Test(
+        .enabled(
+            if: access(TapLane.ip, X_OK) == 0 && access("/dev/net/tun", R_OK | W_OK) == 0,
+            "the jailed net test needs iproute2 and /dev/net/tun"))
     func aTapInTheJoinedNamespaceCarriesTheGuestsFrames() throws {
         let folder = Lanes.scratchFolder("jailed-net")
         defer { Lanes.removeTree(folder) }
@@ -89,31 +97,39 @@ extension JailedKilnTests {
         // No address: the test speaks raw Ethernet, and the namespace's stack stays out.
         _ = try TapLane.ipTool(["-n", name, "link", "set", tap, "up"])
         let namespace = "/var/run/netns/" + name
-        let fd = try #require(Self.inNetworkNamespace(namespace) { TapLane.packetSocket(tap) } ?? nil,
-                              "AF_PACKET socket on \(tap) in \(namespace): errno \(errno)")
+        let fd = try #require(
+            Self.inNetworkNamespace(namespace) { TapLane.packetSocket(tap) } ?? nil,
+            "AF_PACKET socket on \(tap) in \(namespace): errno \(errno)")
         defer { close(fd) }
 
         let bundle = try Lanes.compilePolicies(into: folder)
         let config = folder + "/vm.json"
-        ChildProcess.write(VirtioLane.configText(kernel: "/guest.elf", tap: tap, mac: TapLane.macText(TapLane.guestMAC)),
-                           to: config)
+        ChildProcess.write(
+            VirtioLane.configText(kernel: "/guest.elf", tap: tap, mac: TapLane.macText(TapLane.guestMAC)),
+            to: config)
         let base = folder + "/jails", id = "jailed-net"
         let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base]
         defer { _ = try? ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30) }
         let jailer = try ChildProcess.start(
-            [Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
-                                       "--netns", namespace, "--jail-file", Lanes.testGuest + ":guest.elf",
-                                       "--jail-file", config + ":vm.json", "--", "--no-api", "--config-file", "/vm.json"],
+            [Lanes.jailer] + common + [
+                "--uid", JailedLane.uid, "--gid", JailedLane.gid, "--seccomp-bundle", bundle,
+                "--netns", namespace, "--jail-file", Lanes.testGuest + ":guest.elf",
+                "--jail-file", config + ":vm.json", "--", "--no-api", "--config-file", "/vm.json",
+            ],
             seconds: 30)
 
-        let exchange = TapLane.helloAndEcho(fd, while: jailer.pid,
-                                            payload: Array("echo this, jailed kiln guest: \(getpid())".utf8))
+        let exchange = TapLane.helloAndEcho(
+            fd, while: jailer.pid,
+            payload: Array("echo this, jailed kiln guest: \(getpid())".utf8))
         let run = jailer.wait()
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
-        #expect(exchange.hello?.payload == Array("kiln-guest-hello".utf8), "no hello frame from the guest\n\(context.rawValue)")
+        #expect(
+            exchange.hello?.payload == Array("kiln-guest-hello".utf8),
+            "no hello frame from the guest\n\(context.rawValue)")
         #expect(exchange.hello == nil || exchange.sent > 0, "send: errno \(exchange.sendErrno)")
-        #expect(exchange.echo?.payload == exchange.payload && exchange.echo?.destinationPort == 40007,
-                "no echo from the guest\n\(context.rawValue)")
+        #expect(
+            exchange.echo?.payload == exchange.payload && exchange.echo?.destinationPort == 40007,
+            "no echo from the guest\n\(context.rawValue)")
         #expect(run.status == 0, context)
         #expect(!run.stderr.contains("Bad system call"), context)
         let lines = VirtioLane.guestLines(run.stdout)

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Lane 2: Debian's stock cloud kernel booted by `kiln` on a real KVM, the
 /// kvm_amd of a Debian level-1 guest under QEMU TCG (integration/nested).
@@ -19,7 +20,9 @@ enum NestedLane {
     }
     static let skipReason: Comment = {
         var missing: [String] = []
-        if !Lanes.executable(qemu) { missing.append("QEMU (\(qemu)) is not installed, so there is no TCG level 1: make nested-deps") }
+        if !Lanes.executable(qemu) {
+            missing.append("QEMU (\(qemu)) is not installed, so there is no TCG level 1: make nested-deps")
+        }
         if !Lanes.readable(Lanes.nestedReady) { missing.append("the nested assets are not built: make nested-assets") }
         if !Lanes.executable(Lanes.kiln) || !Lanes.executable(Lanes.jailer) || !Lanes.executable(Lanes.policyCompiler) {
             missing.append("kiln, kiln-jailer and kiln-policy are not built")
@@ -40,7 +43,8 @@ enum NestedLane {
             // on bytes, since Swift reads "\r\n" as one Character.
             lines = run.stdout.utf8.split(separator: UInt8(ascii: "\n"))
                 .map { String(decoding: $0.filter { $0 != UInt8(ascii: "\r") }, as: UTF8.self) }
-            context = Comment(rawValue: "run.sh status \(run.status)\n\(run.stdout.suffix(5000))\n\(run.stderr.suffix(2000))")
+            context = Comment(
+                rawValue: "run.sh status \(run.status)\n\(run.stdout.suffix(5000))\n\(run.stderr.suffix(2000))")
         }
 
         /// What follows `prefix` on the first line that starts with it.
@@ -98,15 +102,20 @@ struct NestedLaneTests {
         _ = try Lanes.compilePolicies(into: folder)
         symlink(Lanes.kiln, folder + "/kiln")
 
-        let run = try NestedLane.Output(["--vmm", folder + "/kiln", "--vcpus", String(boot.vcpus),
-                                         "--l2-kernel", boot.kernel.rawValue] + boot.end.kernelArguments)
+        let run = try NestedLane.Output(
+            [
+                "--vmm", folder + "/kiln", "--vcpus", String(boot.vcpus),
+                "--l2-kernel", boot.kernel.rawValue,
+            ] + boot.end.kernelArguments)
         let lines = run.lines, context = run.context
 
         let marker = lines.first { $0.hasPrefix("KILN-L2-USERSPACE-MARKER") }
         #expect(marker?.hasSuffix(" cpus=\(boot.vcpus)") == true, context)
         #expect(lines.contains("KILN-L1-VMM-STATUS vmm=kiln run=1 status=0"), context)
         // kiln's JSON log line for the outcome, from the event loop.
-        #expect(lines.contains { $0.contains("\"level\":\"info\",\"thread\":\"vmm\",\"msg\":\"\(boot.end.logged)") }, context)
+        #expect(
+            lines.contains { $0.contains("\"level\":\"info\",\"thread\":\"vmm\",\"msg\":\"\(boot.end.logged)") },
+            context)
         #expect(lines.contains { $0.hasPrefix("nested: PASS vcpus=\(boot.vcpus) ") }, context)
         #expect(run.status == 0, context)
     }
@@ -129,16 +138,21 @@ struct NestedLaneTests {
         symlink(Lanes.jailer, folder + "/kiln-jailer")
         symlink(Lanes.kiln, folder + "/kiln")
         // run.sh's own bound for this boot is 496 s; the test's is past it.
-        let run = try NestedLane.Output(["--vmm", folder + "/kiln-jailer", "--devices", "--vsock", "--vcpus", "2", "--cgroup-v2"],
-                                        seconds: 600)
+        let run = try NestedLane.Output(
+            ["--vmm", folder + "/kiln-jailer", "--devices", "--vsock", "--vcpus", "2", "--cgroup-v2"],
+            seconds: 600)
         let lines = run.lines, context = run.context
 
         // Block: the root drive is the ext4 image, read and written.
         #expect(lines.contains("KILN-L2-ROOT /dev/vda ext4 rw"), context)
-        #expect(run.after("KILN-L2-BLOCK-OK read: ") == "KILN-HOST-FILE written by the host into the root drive image", context)
+        #expect(
+            run.after("KILN-L2-BLOCK-OK read: ") == "KILN-HOST-FILE written by the host into the root drive image",
+            context)
         let token = run.after("KILN-L2-WRITE token=")
         #expect(token?.count == 36, context)
-        #expect(run.after("KILN-L1-WRITEBACK-OK vmm=kiln-jailer run=1 file: ") == "written by level 2, token \(token ?? "?")", context)
+        #expect(
+            run.after("KILN-L1-WRITEBACK-OK vmm=kiln-jailer run=1 file: ")
+                == "written by level 2, token \(token ?? "?")", context)
         // The read-only data disk: its signature and checksum read as the
         // host wrote them, a write is refused and the file is unchanged.
         #expect(run.after("KILN-L2-DATA read: ") == "KILN-DATA-DISK written by the host", context)
@@ -151,7 +165,9 @@ struct NestedLaneTests {
         #expect(rng.count == 32 && rng.allSatisfy(\.isHexDigit) && rng != String(repeating: "0", count: 32), context)
         // Network: level 1 fetched level 2's page and pinged it.
         #expect(run.after("KILN-L1-HTTP-OK vmm=kiln-jailer run=1 bytes=") != nil, context)
-        #expect(run.after("KILN-L1-GOT KILN-L2-PAGE hello from level 2: Linux ")?.hasSuffix("root /dev/vda ext4") == true, context)
+        #expect(
+            run.after("KILN-L1-GOT KILN-L2-PAGE hello from level 2: Linux ")?.hasSuffix("root /dev/vda ext4") == true,
+            context)
         #expect(run.after("KILN-L1-GOT KILN-L2-PAGE eth0 06:00:ac:10:00:02, hwrng virtio_rng.0: ") == rng, context)
         // The data disk's 256 KiB, through the block device and back over the
         // net device, equal to the host's image (level 1 compares them).
@@ -162,12 +178,16 @@ struct NestedLaneTests {
         // by level 1 and counted by level 2.
         let echo = run.after("KILN-L1-VSOCK-ECHO vmm=kiln-jailer run=1 handshake OK ") ?? ""
         #expect(echo.contains(" ok unix-connect bytes=67108864 seconds="), context)
-        #expect(run.after("KILN-L2-VSOCK-LISTENER ok vsock-listen connections=1 bytes=")?.hasPrefix("67108864 ") == true, context)
+        #expect(
+            run.after("KILN-L2-VSOCK-LISTENER ok vsock-listen connections=1 bytes=")?.hasPrefix("67108864 ") == true,
+            context)
         // Guest → host: level 2 connected to CID 2 port 5001, level 1's
         // listener on <uds_path>_5001 echoed 1 MiB, and level 2 checked it.
         #expect(run.after("KILN-L2-VSOCK-CONNECT ok vsock-connect bytes=")?.hasPrefix("1048576 ") == true, context)
-        #expect(run.after("KILN-L1-VSOCK-LISTENER vmm=kiln-jailer run=1 ok unix-listen connections=1 bytes=")?.hasPrefix("1048576 ") == true,
-                context)
+        #expect(
+            run.after("KILN-L1-VSOCK-LISTENER vmm=kiln-jailer run=1 ok unix-listen connections=1 bytes=")?.hasPrefix(
+                "1048576 ") == true,
+            context)
         // This line, level 2's last before its reset, has arrived without
         // its first bytes (one, and once eight: "END asked…"), somewhere
         // between level 2's console and level 1's output; until that is
@@ -176,19 +196,24 @@ struct NestedLaneTests {
         #expect(lines.contains { $0.hasSuffix("END asked by level 1") }, context)
 
         #expect(!lines.contains { $0.contains("KILN-L2-FAIL") || $0.contains("KILN-L1-FAIL") }, context)
-        #expect(lines.contains { $0.contains("\"level\":\"info\",\"thread\":\"vmm\",\"msg\":\"guest reset (i8042 reset)") }, context)
+        #expect(
+            lines.contains { $0.contains("\"level\":\"info\",\"thread\":\"vmm\",\"msg\":\"guest reset (i8042 reset)") },
+            context)
         #expect(lines.contains("KILN-L1-VMM-STATUS vmm=kiln-jailer run=1 status=0"), context)
         #expect(lines.contains { $0.hasPrefix("kiln-jailer: jail l2-") && $0.hasSuffix(" cleaned up") }, context)
 
         // cgroup v2: a value the kernel refuses is named and leaves nothing
         // (no cgroup, no parent the launch made, no jail).
         let refused = run.after("KILN-L1-CGROUP-REFUSED-OK ") ?? ""
-        #expect(refused.contains("left=nothing") && refused.contains("write \"lots\" to /sys/fs/cgroup/kiln-vms/bad-value/memory.max"),
-                context)
+        #expect(
+            refused.contains("left=nothing")
+                && refused.contains("write \"lots\" to /sys/fs/cgroup/kiln-vms/bad-value/memory.max"),
+            context)
         // Without --cgroup the VMM joins the cgroup level 1 made, alone; a
         // --cgroup under it then is refused (no-internal-process rule).
         let joined = run.after("KILN-L1-CGROUP-JOINED-OK parent=kiln-pool procs=") ?? "?"
-        #expect(joined.hasPrefix("\(joined.prefix { $0 != " " }) vmm=\(joined.prefix { $0 != " " }) pids.max=32"), context)
+        #expect(
+            joined.hasPrefix("\(joined.prefix { $0 != " " }) vmm=\(joined.prefix { $0 != " " }) pids.max=32"), context)
         #expect(run.after("KILN-L1-CGROUP-BUSY-REFUSED-OK ")?.contains("left=nothing") == true, context)
         // The jailed boot's limits, read back while the guest ran; kiln in
         // its cgroup with only KVM's worker of its VM; the cgroup removed
@@ -199,7 +224,10 @@ struct NestedLaneTests {
         let member = run.after("KILN-L1-CGROUP-MEMBER cgroup=/sys/fs/cgroup/kiln-vms/l2-") ?? ""
         #expect(member.contains(" comm=kiln kvm-workers="), context)
         #expect(lines.contains { $0.hasPrefix("KILN-L1-CGROUP-GONE /sys/fs/cgroup/kiln-vms/l2-") }, context)
-        #expect(lines.contains { $0.hasPrefix("nested: PASS vcpus=2 ") && $0.hasSuffix(" devices=ok vsock=ok cgroup-v2=ok") }, context)
+        #expect(
+            lines.contains {
+                $0.hasPrefix("nested: PASS vcpus=2 ") && $0.hasSuffix(" devices=ok vsock=ok cgroup-v2=ok")
+            }, context)
         #expect(run.status == 0, context)
     }
 }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnJSON
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// `kiln-policy trace` on a short lane-1 workload (integration/policy-trace/
 /// workload.sh --short: a boot with a read-only and a read-write drive and
@@ -13,11 +14,15 @@ import Testing
 /// trace must report the console writes it would have refused.
 @Suite(.serialized, .enabled(if: PolicyTraceLane.ready, PolicyTraceLane.skipReason))
 struct PolicyTraceLaneTests {
-    static func trace(extraArguments: [String], folder: String) throws -> (run: ChildProcess.Finished, report: JSONValue?) {
+    static func trace(extraArguments: [String], folder: String) throws -> (
+        run: ChildProcess.Finished, report: JSONValue?
+    ) {
         let json = folder + "/trace.json"
         let run = try ChildProcess.run(
             ["/usr/bin/env", "KILN=" + Lanes.kiln, "GUEST=" + Lanes.testGuest, Lanes.policyCompiler, "trace"]
-                + extraArguments + ["--json", json, "--", Lanes.packageRoot + "/integration/policy-trace/workload.sh", "--short"],
+                + extraArguments + [
+                    "--json", json, "--", Lanes.packageRoot + "/integration/policy-trace/workload.sh", "--short",
+                ],
             seconds: 120)
         let text = ChildProcess.read(json)
         return (run, text.isEmpty ? nil : try JSONParser.parse(text))
@@ -31,7 +36,8 @@ struct PolicyTraceLaneTests {
     @Test func theShortWorkloadMakesNoCallItsRolesRefuse() throws {
         let folder = Lanes.scratchFolder("policy-trace")
         defer { Lanes.removeTree(folder) }
-        let (run, report) = try Self.trace(extraArguments: ["--policies", Lanes.packageRoot + "/policies"], folder: folder)
+        let (run, report) = try Self.trace(
+            extraArguments: ["--policies", Lanes.packageRoot + "/policies"], folder: folder)
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         #expect(run.status == 0, context)
         #expect(report?["status"] == .integer(0), context)
@@ -45,8 +51,11 @@ struct PolicyTraceLaneTests {
         // kiln's start-up before its launch filter, unjailed: glibc's TLS
         // set-up and kiln's first line (Landlock) are there.
         for syscall in ["arch_prctl", "landlock_restrict_self"] {
-            if case let .number(calls)? = report?["start_up"]?["unjailed"]?["used"]?[syscall] { #expect(Int(calls) ?? 0 > 0) }
-            else { Issue.record("no \(syscall) recorded in kiln's unjailed start-up\n\(context.rawValue)") }
+            if case let .number(calls)? = report?["start_up"]?["unjailed"]?["used"]?[syscall] {
+                #expect(Int(calls) ?? 0 > 0)
+            } else {
+                Issue.record("no \(syscall) recorded in kiln's unjailed start-up\n\(context.rawValue)")
+            }
         }
     }
 
@@ -60,9 +69,12 @@ struct PolicyTraceLaneTests {
         defer { Lanes.removeTree(folder) }
         let json = folder + "/trace.json", id = "policy-trace-jailed"
         let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", folder + "/jails"]
-        let run = try ChildProcess.run([Lanes.policyCompiler, "trace", "--policies", Lanes.packageRoot + "/policies", "--json", json, "--",
-                                        Lanes.jailer] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--", "--version"],
-                                       seconds: 60)
+        let run = try ChildProcess.run(
+            [
+                Lanes.policyCompiler, "trace", "--policies", Lanes.packageRoot + "/policies", "--json", json, "--",
+                Lanes.jailer,
+            ] + common + ["--uid", JailedLane.uid, "--gid", JailedLane.gid, "--", "--version"],
+            seconds: 60)
         _ = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         #expect(run.status == 0 && run.stdout.contains("Kiln v"), context)
@@ -71,8 +83,11 @@ struct PolicyTraceLaneTests {
         #expect(report?["denied_count"] == .integer(0), context)
         #expect(report?["start_up"]?["jailed"]?["threads"] == .integer(1), context)
         for syscall in ["arch_prctl", "set_tid_address", "landlock_restrict_self"] {
-            if case let .number(calls)? = report?["start_up"]?["jailed"]?["used"]?[syscall] { #expect(Int(calls) ?? 0 > 0) }
-            else { Issue.record("no \(syscall) recorded in the jailed kiln's start-up\n\(context.rawValue)") }
+            if case let .number(calls)? = report?["start_up"]?["jailed"]?["used"]?[syscall] {
+                #expect(Int(calls) ?? 0 > 0)
+            } else {
+                Issue.record("no \(syscall) recorded in the jailed kiln's start-up\n\(context.rawValue)")
+            }
         }
         #expect(report?["roles"]?["launch"]?["threads"] == .integer(1), context)
     }
@@ -91,8 +106,9 @@ struct PolicyTraceLaneTests {
             }
             ChildProcess.write(text, to: policies + "/" + name)
         }
-        let (run, report) = try Self.trace(extraArguments: ["--policies", policies, "--installed", Lanes.packageRoot + "/policies"],
-                                           folder: folder)
+        let (run, report) = try Self.trace(
+            extraArguments: ["--policies", policies, "--installed", Lanes.packageRoot + "/policies"],
+            folder: folder)
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         #expect(run.status == 1, context)
         #expect(run.stderr.contains("call(s) the roles do not allow"), context)
@@ -116,7 +132,9 @@ enum PolicyTraceLane {
         var missing: [String] = []
         if access("/dev/kvm", R_OK | W_OK) != 0 { missing.append("/dev/kvm is absent or not read-write") }
         if !Lanes.readable(Lanes.testGuest) { missing.append("the test guest is not built (make guest)") }
-        if !Lanes.executable(Lanes.kiln) || !Lanes.executable(Lanes.policyCompiler) { missing.append("kiln and kiln-policy are not built") }
+        if !Lanes.executable(Lanes.kiln) || !Lanes.executable(Lanes.policyCompiler) {
+            missing.append("kiln and kiln-policy are not built")
+        }
         return Comment(rawValue: "policy trace lane skipped: " + missing.joined(separator: "; "))
     }()
 }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Third-party Python clients from PyPI run their own VM lifecycles against
 /// `kiln` installed as `firecracker` (integration/clients/README.md). Each
@@ -41,7 +42,9 @@ enum ThirdPartyClients {
     static func skipReason(_ client: String) -> Comment {
         if !laneReady { return laneSkipReason }
         let reason = ChildProcess.read(venvs + "/" + client + ".failed")
-        return Comment(rawValue: "\(client) skipped: " + (reason.isEmpty ? "its virtual environment is not installed (make client-test-deps)" : reason))
+        return Comment(
+            rawValue: "\(client) skipped: "
+                + (reason.isEmpty ? "its virtual environment is not installed (make client-test-deps)" : reason))
     }
 
     /// Runs the client's driver and checks the record it keeps.
@@ -56,18 +59,24 @@ enum ThirdPartyClients {
             Lanes.removeTree(scratch)
         }
         let run = try ChildProcess.run(
-            [python(client), folder + "/" + driver, "--kiln", Lanes.kiln, "--jailer", Lanes.jailer,
-             "--guest", Lanes.testGuest, "--out", out, "--scratch", scratch],
+            [
+                python(client), folder + "/" + driver, "--kiln", Lanes.kiln, "--jailer", Lanes.jailer,
+                "--guest", Lanes.testGuest, "--out", out, "--scratch", scratch,
+            ],
             seconds: 300)
         #expect(run.status == 0, "\(client) driver failed:\n\(run.stdout)\n\(run.stderr)")
         let steps = ChildProcess.read(out + "/steps.txt")
-        #expect(steps.contains("stop") && steps.contains("API exchanges: ok") && !steps.contains("FAILED"), "steps: \(steps)")
+        #expect(
+            steps.contains("stop") && steps.contains("API exchanges: ok") && !steps.contains("FAILED"),
+            "steps: \(steps)")
         let transcript = ChildProcess.read(out + "/transcript.txt")
         #expect(transcript.contains("PATCH /vm {\"state\": \"Paused\"}\n  -> 204"), "transcript: \(transcript)")
         #expect(transcript.contains("PATCH /vm {\"state\": \"Resumed\"}\n  -> 204"), "transcript: \(transcript)")
         if vsockClients.contains(client) {
             // The client's own vsock set-up, and bytes both ways through it.
-            #expect(transcript.contains("PUT /vsock") && steps.contains("vsock echo: ok"), "steps: \(steps)\ntranscript: \(transcript)")
+            #expect(
+                transcript.contains("PUT /vsock") && steps.contains("vsock echo: ok"),
+                "steps: \(steps)\ntranscript: \(transcript)")
         }
     }
 
@@ -88,7 +97,9 @@ func endProcesses(mentioning folder: String) {
 /// One test per client, each skipped alone (saying why) when its install is missing.
 @Suite(.serialized)
 struct ThirdPartyClientTests {
-    @Test(.enabled(if: ThirdPartyClients.installed("firecracker-python"), ThirdPartyClients.skipReason("firecracker-python")))
+    @Test(
+        .enabled(
+            if: ThirdPartyClients.installed("firecracker-python"), ThirdPartyClients.skipReason("firecracker-python")))
     func firecrackerPythonLifecycle() throws { try ThirdPartyClients.runLifecycle("firecracker-python") }
 
     @Test(.enabled(if: ThirdPartyClients.installed("microheart"), ThirdPartyClients.skipReason("microheart")))

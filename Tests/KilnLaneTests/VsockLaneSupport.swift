@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The host's side of the test guest's vsock echo (integration/guest/Vsock.swift),
 /// spoken as Firecracker's clients speak it: `CONNECT <port>\n` on
@@ -57,7 +58,9 @@ enum VsockPeer {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return .failure(LaneFailure("socket: errno \(errno)")) }
         let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         if result != 0 {
             let code = errno
@@ -73,7 +76,9 @@ enum VsockPeer {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return .failure(LaneFailure("socket: errno \(errno)")) }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         if bound != 0 || Glibc.listen(fd, 16) != 0 || (uid != nil && chown(path, uid!, gid ?? 0) != 0) {
             let code = errno
@@ -139,13 +144,18 @@ enum VsockPeer {
             var entry = pollfd(fd: fd, events: Int16(POLLIN) | (sent < payload.count ? Int16(POLLOUT) : 0), revents: 0)
             guard poll(&entry, 1, 100) >= 0 else { break }
             if entry.revents & Int16(POLLOUT) != 0 && sent < payload.count {
-                let count = payload.withUnsafeBytes { write(fd, $0.baseAddress! + sent, min(65536, payload.count - sent)) }
+                let count = payload.withUnsafeBytes {
+                    write(fd, $0.baseAddress! + sent, min(65536, payload.count - sent))
+                }
                 if count > 0 { sent += count }
             }
             if entry.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
                 let count = read(fd, &buffer, buffer.count)
-                if count > 0 { received.append(contentsOf: buffer[0..<count]) }
-                else if count == 0 || (errno != EAGAIN && errno != EINTR) { break }
+                if count > 0 {
+                    received.append(contentsOf: buffer[0..<count])
+                } else if count == 0 || (errno != EAGAIN && errno != EINTR) {
+                    break
+                }
             }
         }
         return received

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Lane 1 with a vsock device: the test guest echoes over virtio-vsock, and
 /// the host side is a plain Unix-socket client and listener speaking
@@ -56,14 +57,18 @@ enum VsockLane {
         /// Every byte came back, the guest closed after the host's
         /// half-close and sent nothing more, and the guest's closing line
         /// (`role`, `port`, `peer`) carries the hash of what it received.
-        func expectEchoed(_ what: String, _ role: String, port: UInt32, peer: UInt32, guestLines lines: [String],
-                          _ context: Comment, sourceLocation: SourceLocation = #_sourceLocation) {
+        func expectEchoed(
+            _ what: String, _ role: String, port: UInt32, peer: UInt32, guestLines lines: [String],
+            _ context: Comment, sourceLocation: SourceLocation = #_sourceLocation
+        ) {
             let equalPrefix = echoed == Array(payload.prefix(echoed.count))
-            #expect(echoedAll, "\(what): \(echoed.count) of \(payload.count) bytes came back equal: \(equalPrefix)",
-                    sourceLocation: sourceLocation)
-            #expect(endOfFile && extraBytes == 0,
-                    "\(what): no end of file after the half-close (\(extraBytes) extra bytes)\n\(context.rawValue)",
-                    sourceLocation: sourceLocation)
+            #expect(
+                echoedAll, "\(what): \(echoed.count) of \(payload.count) bytes came back equal: \(equalPrefix)",
+                sourceLocation: sourceLocation)
+            #expect(
+                endOfFile && extraBytes == 0,
+                "\(what): no end of file after the half-close (\(extraBytes) extra bytes)\n\(context.rawValue)",
+                sourceLocation: sourceLocation)
             #expect(lines.contains(guestLine(role, port: port, peer: peer)), context, sourceLocation: sourceLocation)
         }
     }
@@ -80,7 +85,9 @@ enum VsockLane {
 
     /// Host-initiated: a CONNECT to a port nobody listens on is closed
     /// without an OK; then `CONNECT port`, the OK, and the echo.
-    static func hostInitiated(socket: String, port: UInt32, refusedPort: UInt32) -> (refusedReply: String?, refusedClosed: Bool, Exchange) {
+    static func hostInitiated(socket: String, port: UInt32, refusedPort: UInt32) -> (
+        refusedReply: String?, refusedClosed: Bool, Exchange
+    ) {
         var exchange = Exchange()
         var refusedReply: String?, refusedClosed = false
         switch VsockPeer.connect(socket) {
@@ -128,11 +135,15 @@ struct VsockLaneTests {
         let folder = Lanes.scratchFolder("vsock-host")
         defer { Lanes.removeTree(folder) }
         let socket = folder + "/v.sock", config = folder + "/vm.json"
-        ChildProcess.write(VsockPeer.configText(kernel: Lanes.testGuest, bootArgs: "vsock.listen=\(VsockLane.listenPort) \(VsockLane.guestSeconds)",
-                                                udsPath: socket), to: config)
-        let running = try ChildProcess.start([Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
+        ChildProcess.write(
+            VsockPeer.configText(
+                kernel: Lanes.testGuest, bootArgs: "vsock.listen=\(VsockLane.listenPort) \(VsockLane.guestSeconds)",
+                udsPath: socket), to: config)
+        let running = try ChildProcess.start(
+            [Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
         defer { VsockLane.stop(running) }
-        let listening = VsockPeer.waitForConsole(running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
+        let listening =
+            VsockPeer.waitForConsole(running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
             && Lanes.exists(socket)
         var result: (refusedReply: String?, refusedClosed: Bool, exchange: VsockLane.Exchange)?
         if listening { result = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001) }
@@ -141,12 +152,20 @@ struct VsockLaneTests {
         try #require(listening, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
         let (refusedReply, refusedClosed, exchange) = try #require(result)
         #expect(exchange.failure == nil, "\(exchange.failure ?? "")\n\(context.rawValue)")
-        #expect(refusedReply == nil && refusedClosed, "CONNECT 5001 got '\(refusedReply ?? "")' or stayed open\n\(context.rawValue)")
-        let hostPort = try #require(exchange.hostPort, "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
+        #expect(
+            refusedReply == nil && refusedClosed,
+            "CONNECT 5001 got '\(refusedReply ?? "")' or stayed open\n\(context.rawValue)")
+        let hostPort = try #require(
+            exchange.hostPort,
+            "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
         let lines = VirtioLane.guestLines(run.stdout)
-        exchange.expectEchoed("host-initiated", "accepted", port: VsockLane.listenPort, peer: hostPort, guestLines: lines, context)
-        #expect(lines.contains("guest: vsock accepted port \(VsockLane.listenPort) from host port \(hostPort)"), context)
-        #expect(lines.contains("guest: vsock done accepted 1 connected 0 refused 0 reset 0 bytes \(VsockLane.payloadSize)"), context)
+        exchange.expectEchoed(
+            "host-initiated", "accepted", port: VsockLane.listenPort, peer: hostPort, guestLines: lines, context)
+        #expect(
+            lines.contains("guest: vsock accepted port \(VsockLane.listenPort) from host port \(hostPort)"), context)
+        #expect(
+            lines.contains("guest: vsock done accepted 1 connected 0 refused 0 reset 0 bytes \(VsockLane.payloadSize)"),
+            context)
         #expect(run.status == 0, context)
     }
 
@@ -159,18 +178,24 @@ struct VsockLaneTests {
         let socket = folder + "/v.sock", config = folder + "/vm.json"
         let listener = try VsockPeer.listen(socket + "_\(VsockLane.connectPort)").get()
         defer { close(listener) }
-        ChildProcess.write(VsockPeer.configText(kernel: Lanes.testGuest, bootArgs: "vsock.connect=\(VsockLane.connectPort) \(VsockLane.guestSeconds)",
-                                                udsPath: socket), to: config)
-        let running = try ChildProcess.start([Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
+        ChildProcess.write(
+            VsockPeer.configText(
+                kernel: Lanes.testGuest, bootArgs: "vsock.connect=\(VsockLane.connectPort) \(VsockLane.guestSeconds)",
+                udsPath: socket), to: config)
+        let running = try ChildProcess.start(
+            [Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
         defer { VsockLane.stop(running) }
         let exchange = VsockLane.guestInitiated(listener: listener, while: running)
         let run = running.wait()
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         try #require(exchange.failure == nil, "\(exchange.failure ?? "")\n\(context.rawValue)")
         let lines = VirtioLane.guestLines(run.stdout)
-        exchange.expectEchoed("guest-initiated", "connected", port: 50000, peer: VsockLane.connectPort, guestLines: lines, context)
+        exchange.expectEchoed(
+            "guest-initiated", "connected", port: 50000, peer: VsockLane.connectPort, guestLines: lines, context)
         #expect(lines.contains("guest: vsock connected to host port \(VsockLane.connectPort) from port 50000"), context)
-        #expect(lines.contains("guest: vsock done accepted 0 connected 1 refused 0 reset 0 bytes \(VsockLane.payloadSize)"), context)
+        #expect(
+            lines.contains("guest: vsock done accepted 0 connected 1 refused 0 reset 0 bytes \(VsockLane.payloadSize)"),
+            context)
         #expect(run.status == 0, context)
     }
 
@@ -180,9 +205,12 @@ struct VsockLaneTests {
         let folder = Lanes.scratchFolder("vsock-refused")
         defer { Lanes.removeTree(folder) }
         let socket = folder + "/v.sock", config = folder + "/vm.json"
-        ChildProcess.write(VsockPeer.configText(kernel: Lanes.testGuest, bootArgs: "vsock.connect=6001 vsock.seconds=10",
-                                                udsPath: socket), to: config)
-        let run = try ChildProcess.run([Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
+        ChildProcess.write(
+            VsockPeer.configText(
+                kernel: Lanes.testGuest, bootArgs: "vsock.connect=6001 vsock.seconds=10",
+                udsPath: socket), to: config)
+        let run = try ChildProcess.run(
+            [Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
         let lines = VirtioLane.guestLines(run.stdout)
         #expect(lines.contains("guest: vsock connect to host port 6001 refused"), context)
@@ -205,36 +233,55 @@ extension JailedKilnTests {
         for path in [folder + "/jails", folder + "/jails/kiln", folder + "/jails/kiln/" + id, root, root + "/run"] {
             mkdir(path, 0o755)
         }
-        let listener = try VsockPeer.listen(root + "/run/v.sock_\(VsockLane.connectPort)",
-                                            owner: uid_t(JailedLane.uid)!, gid: gid_t(JailedLane.gid)!).get()
+        let listener = try VsockPeer.listen(
+            root + "/run/v.sock_\(VsockLane.connectPort)",
+            owner: uid_t(JailedLane.uid)!, gid: gid_t(JailedLane.gid)!
+        ).get()
         defer { close(listener) }
         let config = folder + "/vm.json"
-        ChildProcess.write(VsockPeer.configText(kernel: "/guest.elf",
-                                                bootArgs: "vsock.listen=\(VsockLane.listenPort) vsock.connect=\(VsockLane.connectPort) \(VsockLane.guestSeconds)",
-                                                udsPath: "/run/v.sock"), to: config)
-        let launch = try JailedLane.Launch(id: id, in: folder, jailer: ["--jail-file", config + ":vm.json"],
-                                           kiln: ["--no-api", "--config-file", "/vm.json"], seconds: VsockLane.vmmSeconds)
+        ChildProcess.write(
+            VsockPeer.configText(
+                kernel: "/guest.elf",
+                bootArgs:
+                    "vsock.listen=\(VsockLane.listenPort) vsock.connect=\(VsockLane.connectPort) \(VsockLane.guestSeconds)",
+                udsPath: "/run/v.sock"), to: config)
+        let launch = try JailedLane.Launch(
+            id: id, in: folder, jailer: ["--jail-file", config + ":vm.json"],
+            kiln: ["--no-api", "--config-file", "/vm.json"], seconds: VsockLane.vmmSeconds)
         defer { VsockLane.stop(launch.running); try? launch.cleanUp() }
 
         // The guest's connection first (it makes it at once), then the host's.
         let outbound = VsockLane.guestInitiated(listener: listener, while: launch.running)
         let socket = root + "/run/v.sock"
-        let listening = VsockPeer.waitForConsole(launch.running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
+        let listening =
+            VsockPeer.waitForConsole(
+                launch.running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
             && Lanes.exists(socket)
         var inbound: (refusedReply: String?, refusedClosed: Bool, exchange: VsockLane.Exchange)?
-        if listening { inbound = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001) }
+        if listening {
+            inbound = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001)
+        }
         let run = launch.running.wait()
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
 
         let lines = VirtioLane.guestLines(run.stdout)
         try #require(outbound.failure == nil, "\(outbound.failure ?? "")\n\(context.rawValue)")
-        outbound.expectEchoed("guest-initiated", "connected", port: 50000, peer: VsockLane.connectPort, guestLines: lines, context)
+        outbound.expectEchoed(
+            "guest-initiated", "connected", port: 50000, peer: VsockLane.connectPort, guestLines: lines, context)
         try #require(listening, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
         let (refusedReply, refusedClosed, exchange) = try #require(inbound)
-        #expect(refusedReply == nil && refusedClosed, "CONNECT 5001 got '\(refusedReply ?? "")' or stayed open\n\(context.rawValue)")
-        let hostPort = try #require(exchange.hostPort, "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
-        exchange.expectEchoed("host-initiated", "accepted", port: VsockLane.listenPort, peer: hostPort, guestLines: lines, context)
-        #expect(lines.contains("guest: vsock done accepted 1 connected 1 refused 0 reset 0 bytes \(2 * VsockLane.payloadSize)"), context)
+        #expect(
+            refusedReply == nil && refusedClosed,
+            "CONNECT 5001 got '\(refusedReply ?? "")' or stayed open\n\(context.rawValue)")
+        let hostPort = try #require(
+            exchange.hostPort,
+            "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
+        exchange.expectEchoed(
+            "host-initiated", "accepted", port: VsockLane.listenPort, peer: hostPort, guestLines: lines, context)
+        #expect(
+            lines.contains(
+                "guest: vsock done accepted 1 connected 1 refused 0 reset 0 bytes \(2 * VsockLane.payloadSize)"),
+            context)
         #expect(run.status == 0, context)
         #expect(!run.stderr.contains("Bad system call"), context)
         try launch.cleanUp()
@@ -252,23 +299,32 @@ extension JailedKilnTests {
         defer { Lanes.removeTree(folder) }
         let id = "jailed-vsock-relative"
         let config = folder + "/vm.json"
-        ChildProcess.write(VsockPeer.configText(kernel: "/guest.elf", bootArgs: "vsock.listen=\(VsockLane.listenPort) \(VsockLane.guestSeconds)",
-                                                udsPath: "kata.hvsock"), to: config)
-        let launch = try JailedLane.Launch(id: id, in: folder, jailer: ["--jail-file", config + ":vm.json"],
-                                           kiln: ["--no-api", "--config-file", "/vm.json"], seconds: VsockLane.vmmSeconds)
+        ChildProcess.write(
+            VsockPeer.configText(
+                kernel: "/guest.elf", bootArgs: "vsock.listen=\(VsockLane.listenPort) \(VsockLane.guestSeconds)",
+                udsPath: "kata.hvsock"), to: config)
+        let launch = try JailedLane.Launch(
+            id: id, in: folder, jailer: ["--jail-file", config + ":vm.json"],
+            kiln: ["--no-api", "--config-file", "/vm.json"], seconds: VsockLane.vmmSeconds)
         defer { VsockLane.stop(launch.running); try? launch.cleanUp() }
         let socket = launch.jailFolder + "/root/kata.hvsock"
-        let listening = VsockPeer.waitForConsole(launch.running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
+        let listening =
+            VsockPeer.waitForConsole(
+                launch.running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
             && Lanes.exists(socket)
         var inbound: (refusedReply: String?, refusedClosed: Bool, exchange: VsockLane.Exchange)?
-        if listening { inbound = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001) }
+        if listening {
+            inbound = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001)
+        }
         let run = launch.running.wait()
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
 
         try #require(listening, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
         let (_, _, exchange) = try #require(inbound)
         #expect(exchange.failure == nil, "\(exchange.failure ?? "")\n\(context.rawValue)")
-        let hostPort = try #require(exchange.hostPort, "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
+        let hostPort = try #require(
+            exchange.hostPort,
+            "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
         #expect(exchange.echoedAll, "\(exchange.echoed.count) of \(exchange.payload.count) bytes came back equal")
         #expect(exchange.endOfFile, "no end of file after the half-close\n\(context.rawValue)")
         let lines = VirtioLane.guestLines(run.stdout)

@@ -1,12 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnJSON
 import KilnSeccomp
 import KilnSystem
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// kiln driven through its API socket with every thread's seccomp filter on,
 /// as Firecracker's clients drive Firecracker: configure, start, inspect,
@@ -32,9 +33,13 @@ enum APILane {
     /// Starts kiln as kiln-jailer leaves it: exec'd under the bundle's
     /// `jailer` program (kill-process by default), so that a start-up call
     /// the jailer's filter lacks kills kiln (exit 128 + SIGSYS).
-    static func spawnUnderJailerFilter(bundle: String, _ arguments: [String], stdout: String, stderr: String) throws -> pid_t {
+    static func spawnUnderJailerFilter(bundle: String, _ arguments: [String], stdout: String, stderr: String) throws
+        -> pid_t
+    {
         let decoded = try SeccompBundle(decoding: try FileSystem.readFile(bundle))
-        guard let program = decoded.program(for: SeccompBundle.jailerRole) else { throw LaneFailure("no jailer program") }
+        guard let program = decoded.program(for: SeccompBundle.jailerRole) else {
+            throw LaneFailure("no jailer program")
+        }
         var filters = program.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) }
         // Everything the child needs exists before fork: it only calls
         // async-signal-safe functions (and resolves OWN_PID in place, as
@@ -51,7 +56,8 @@ enum APILane {
                 let output = open(stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
                 let errors = open(stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
                 guard input >= 0, output >= 0, errors >= 0,
-                      dup2(input, 0) == 0, dup2(output, 1) == 1, dup2(errors, 2) == 2 else { _exit(120) }
+                    dup2(input, 0) == 0, dup2(output, 1) == 1, dup2(errors, 2) == 2
+                else { _exit(120) }
                 sigprocmask(SIG_SETMASK, &empty, nil)
                 if ckiln_set_no_new_privs() != 0 { _exit(121) }
                 if ckiln_seccomp_load(buffer.baseAddress, UInt16(buffer.count), 0) != 0 { _exit(122) }
@@ -86,7 +92,9 @@ final class UnixHTTPClient {
 
     init(path: String) throws {
         var connected: FileDescriptor?
-        _ = APILane.eventually { connected = try? UnixSocket.connect(path: path); return connected != nil }
+        _ = APILane.eventually {
+            connected = try? UnixSocket.connect(path: path); return connected != nil
+        }
         guard let connected else { throw APILane.LaneFailure("no API socket at \(path)") }
         socket = connected
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
@@ -105,14 +113,16 @@ final class UnixHTTPClient {
         let head = try readUntilBlankLine()
         let lines = head.split(separator: "\r\n")
         guard let statusLine = lines.first, statusLine.hasPrefix("HTTP/1.1 "),
-              let status = Int(statusLine.dropFirst(9).prefix(3)) else {
+            let status = Int(statusLine.dropFirst(9).prefix(3))
+        else {
             throw APILane.LaneFailure("bad status line in \(head)")
         }
-        let length = lines.dropFirst().compactMap { line -> Int? in
-            let parts = line.split(separator: ":", maxSplits: 1)
-            guard parts.count == 2, parts[0].lowercased() == "content-length" else { return nil }
-            return Int(parts[1].trimmingPrefix(" "))
-        }.first ?? 0
+        let length =
+            lines.dropFirst().compactMap { line -> Int? in
+                let parts = line.split(separator: ":", maxSplits: 1)
+                guard parts.count == 2, parts[0].lowercased() == "content-length" else { return nil }
+                return Int(parts[1].trimmingPrefix(" "))
+            }.first ?? 0
         try fill(length)
         let bodyBytes = Array(buffer.prefix(length))
         buffer.removeFirst(length)
@@ -128,7 +138,9 @@ final class UnixHTTPClient {
         let bytes = Array((text + "\r\n" + (body ?? "")).utf8)
         var offset = 0
         while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { Glibc.send(socket.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let sent = bytes[offset...].withUnsafeBytes {
+                Glibc.send(socket.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+            }
             if sent < 0 && errno == EINTR { continue }
             guard sent > 0 else { throw APILane.LaneFailure("sending \(method) \(path) failed: errno \(errno)") }
             offset += sent
@@ -171,7 +183,8 @@ struct APISequenceTests {
         let logPath = scratch + ".log", metricsPath = scratch + ".metrics"
         defer { for path in [bundle, socketPath, console, errors, logPath, metricsPath] { unlink(path) } }
         let arguments = ["--api-sock", socketPath, "--seccomp-filter", bundle, "--boot-timer"]
-        let pid = underJailerFilter
+        let pid =
+            underJailerFilter
             ? try APILane.spawnUnderJailerFilter(bundle: bundle, arguments, stdout: console, stderr: errors)
             : try Lane1.spawn(arguments, stdout: console, stderr: errors)
         var status: Int32?
@@ -182,7 +195,8 @@ struct APISequenceTests {
         } catch {
             kill(pid, SIGKILL)
             status = Lane1.wait(pid)
-            Issue.record("\(error); kiln ended with \(status!) (159: killed by a seccomp filter), stderr: \(Lane1.read(errors))")
+            Issue.record(
+                "\(error); kiln ended with \(status!) (159: killed by a seccomp filter), stderr: \(Lane1.read(errors))")
             return
         }
 
@@ -190,12 +204,15 @@ struct APISequenceTests {
         let described = try client.request("GET", "/")
         #expect(described.status == 200 && described.body.contains("\"state\":\"Not started\""), "\(described)")
         #expect(try client.request("GET", "/version").status == 200)
-        #expect(try client.request("PUT", "/logger", "{\"log_path\": \"\(logPath)\", \"level\": \"Debug\"}").status == 204)
+        #expect(
+            try client.request("PUT", "/logger", "{\"log_path\": \"\(logPath)\", \"level\": \"Debug\"}").status == 204)
         #expect(try client.request("PUT", "/metrics", "{\"metrics_path\": \"\(metricsPath)\"}").status == 204)
-        #expect(try client.request("PUT", "/machine-config", "{\"vcpu_count\": 2, \"mem_size_mib\": 128}").status == 204)
+        #expect(
+            try client.request("PUT", "/machine-config", "{\"vcpu_count\": 2, \"mem_size_mib\": 128}").status == 204)
         #expect(try client.request("PATCH", "/machine-config", "{\"mem_size_mib\": 96}").status == 204)
         #expect(try client.request("GET", "/machine-config").body.contains("\"mem_size_mib\":96"))
-        let bootSource = "{\"kernel_image_path\": \"\(Lane1.guest)\", \"boot_args\": \"console=ttyS0 ctrlaltdel ticks\"}"
+        let bootSource =
+            "{\"kernel_image_path\": \"\(Lane1.guest)\", \"boot_args\": \"console=ttyS0 ctrlaltdel ticks\"}"
         #expect(try client.request("PUT", "/boot-source", bootSource).status == 204)
         #expect(try client.request("GET", "/vm/config").body.contains("ctrlaltdel"))
         let premature = try client.request("PATCH", "/vm", "{\"state\": \"Paused\"}")
@@ -204,8 +221,9 @@ struct APISequenceTests {
         // Boot.
         let started = try client.request("PUT", "/actions", "{\"action_type\": \"InstanceStart\"}")
         #expect(started.status == 204, "\(started.body)")
-        #expect(APILane.eventually { Lane1.read(console).contains("guest: waiting for ctrl-alt-del") },
-                "console: \(Lane1.read(console))")
+        #expect(
+            APILane.eventually { Lane1.read(console).contains("guest: waiting for ctrl-alt-del") },
+            "console: \(Lane1.read(console))")
 
         // Post-boot: state, refused changes, pause and resume across a halt
         // check (500 ms), metrics, unsupported features, Ctrl+Alt+Del.
@@ -226,7 +244,8 @@ struct APISequenceTests {
         #expect(try client.request("PATCH", "/vm", "{\"state\": \"Resumed\"}").status == 204)
         #expect(APILane.eventually(seconds: 5) { ticks() >= whilePaused + 2 }, "the guest runs again after Resumed")
         #expect(try client.request("PUT", "/actions", "{\"action_type\": \"FlushMetrics\"}").status == 204)
-        let snapshot = try client.request("PUT", "/snapshot/create", "{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\"}")
+        let snapshot = try client.request(
+            "PUT", "/snapshot/create", "{\"snapshot_path\": \"s\", \"mem_file_path\": \"m\"}")
         #expect(snapshot.status == 400 && snapshot.body.contains("not supported by Kiln"))
         #expect(try client.request("PUT", "/actions", "{\"action_type\": \"SendCtrlAltDel\"}").status == 204)
 
@@ -273,17 +292,21 @@ struct APISequenceTests {
         let scratch = "/tmp/kiln-api-lane-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-no-seccomp"
         let socketPath = scratch + ".sock", errors = scratch + ".err"
         defer { for path in [bundle, socketPath, errors] { unlink(path) } }
-        let pid = try APILane.spawnUnderJailerFilter(bundle: bundle, ["--api-sock", socketPath, "--no-seccomp"],
-                                                     stdout: "/dev/null", stderr: errors)
+        let pid = try APILane.spawnUnderJailerFilter(
+            bundle: bundle, ["--api-sock", socketPath, "--no-seccomp"],
+            stdout: "/dev/null", stderr: errors)
         defer { kill(pid, SIGKILL); _ = Lane1.wait(pid) }
         let client = try UnixHTTPClient(path: socketPath)
         #expect(try client.request("GET", "/").status == 200, "stderr: \(Lane1.read(errors))")
         let inherited = Int(Self.statusField("Seccomp_filters", of: getpid())) ?? 0
-        #expect(Self.statusField("Seccomp_filters", of: pid) == "\(inherited + 2)", "jailer's and launch: \(Lane1.read(errors))")
+        #expect(
+            Self.statusField("Seccomp_filters", of: pid) == "\(inherited + 2)",
+            "jailer's and launch: \(Lane1.read(errors))")
         // And unfiltered, --no-seccomp means none.
         let plainSocket = scratch + "-plain.sock"
         defer { unlink(plainSocket) }
-        let plain = try Lane1.spawn(["--api-sock", plainSocket, "--no-seccomp"], stdout: "/dev/null", stderr: "/dev/null", seconds: 30)
+        let plain = try Lane1.spawn(
+            ["--api-sock", plainSocket, "--no-seccomp"], stdout: "/dev/null", stderr: "/dev/null", seconds: 30)
         defer { kill(plain, SIGTERM); _ = Lane1.wait(plain) }
         #expect(try UnixHTTPClient(path: plainSocket).request("GET", "/").status == 200)
         let children = Lane1.read("/proc/\(plain)/task/\(plain)/children").split(separator: " ")
@@ -302,7 +325,9 @@ struct APISequenceTests {
         let policies = "/tmp/kiln-api-lane-policies-\(getpid())"
         mkdir(policies, 0o700)
         defer {
-            for name in ["common", "vmm", "api", "vcpu", "jailer", "launch", "startup"] { unlink("\(policies)/\(name).policy") }
+            for name in ["common", "vmm", "api", "vcpu", "jailer", "launch", "startup"] {
+                unlink("\(policies)/\(name).policy")
+            }
             rmdir(policies)
         }
         for name in ["common", "vmm", "api", "vcpu", "jailer", "launch", "startup"] {
@@ -332,8 +357,10 @@ struct APISequenceTests {
         defer { unlink(bundle); unlink(logPath) }
         // Two vCPUs kicked every 500 ms (KVM_GET_MP_STATE, KVM_GET_REGS), then
         // the fatal line on stderr as well as in the log file.
-        let run = try Lane1.run(["--no-api", "--seccomp-filter", bundle, "--kernel", Lane1.guest, "--cmdline", "halt",
-                                 "--vcpus", "2", "--log-path", logPath])
+        let run = try Lane1.run([
+            "--no-api", "--seccomp-filter", bundle, "--kernel", Lane1.guest, "--cmdline", "halt",
+            "--vcpus", "2", "--log-path", logPath,
+        ])
         #expect(run.status == 3, "stderr: \(run.stderr)")
         #expect(run.stderr.contains("all vCPUs halted"))
         #expect(Lane1.read(logPath).contains("all vCPUs halted"))
@@ -346,7 +373,8 @@ struct APISequenceTests {
         let scratch = "/tmp/kiln-api-lane-int-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let socketPath = scratch + ".sock", errors = scratch + ".err"
         defer { unlink(bundle); unlink(socketPath); unlink(errors) }
-        let pid = try Lane1.spawn(["--api-sock", socketPath, "--seccomp-filter", bundle], stdout: "/dev/null", stderr: errors)
+        let pid = try Lane1.spawn(
+            ["--api-sock", socketPath, "--seccomp-filter", bundle], stdout: "/dev/null", stderr: errors)
         var status: Int32?
         defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
         // Serving: the API thread runs under its filter.
@@ -362,8 +390,9 @@ struct APISequenceTests {
         let scratch = "/tmp/kiln-api-lane-term-\(getpid())"
         let socketPath = scratch + ".sock", errors = scratch + ".err"
         defer { unlink(socketPath); unlink(errors) }
-        let pid = try Lane1.spawn(["--api-sock", socketPath, "--no-seccomp", "--http-api-max-payload-size", "64"],
-                                  stdout: "/dev/null", stderr: errors)
+        let pid = try Lane1.spawn(
+            ["--api-sock", socketPath, "--no-seccomp", "--http-api-max-payload-size", "64"],
+            stdout: "/dev/null", stderr: errors)
         var status: Int32?
         defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
         let client = try UnixHTTPClient(path: socketPath)
@@ -395,8 +424,9 @@ struct FailedStartTests {
         let scratch = "/tmp/kiln-failed-start-\(getpid())"
         let socketPath = scratch + ".sock", errors = scratch + ".err", console = scratch + ".console"
         defer { unlink(socketPath); unlink(errors); unlink(console) }
-        let pid = try Lane1.spawn(["--api-sock", socketPath, "--no-seccomp", "--console-output", console],
-                                  stdout: "/dev/null", stderr: errors)
+        let pid = try Lane1.spawn(
+            ["--api-sock", socketPath, "--no-seccomp", "--console-output", console],
+            stdout: "/dev/null", stderr: errors)
         defer { kill(pid, SIGTERM); _ = Lane1.wait(pid) }
         let client = try UnixHTTPClient(path: socketPath)
         // A readable file that is no kernel: refused while the image is read,

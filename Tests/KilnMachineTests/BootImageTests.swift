@@ -1,12 +1,15 @@
 import KilnMemory
 import Testing
+
 @testable import KilnMachine
 
 /// A minimal bzImage: setup sectors, the setup header fields the loader
 /// reads, and a protected-mode payload.
-func makeBzImage(version: UInt16 = 0x020f, setupSectors: UInt8 = 4, payload: Int = 0x3000,
-                 initSize: UInt32 = 0x10000, prefAddress: UInt64 = 0x100_0000, relocatable: Bool = true,
-                 xloadFlags: UInt16 = 0x7f, commandLineSize: UInt32 = 2047) -> [UInt8] {
+func makeBzImage(
+    version: UInt16 = 0x020f, setupSectors: UInt8 = 4, payload: Int = 0x3000,
+    initSize: UInt32 = 0x10000, prefAddress: UInt64 = 0x100_0000, relocatable: Bool = true,
+    xloadFlags: UInt16 = 0x7f, commandLineSize: UInt32 = 2047
+) -> [UInt8] {
     var image = [UInt8](repeating: 0, count: (Int(setupSectors) + 1) * 512 + payload)
     func put<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
         withUnsafeBytes(of: value.littleEndian) { image.replaceSubrange(offset..<offset + $0.count, with: $0) }
@@ -31,8 +34,10 @@ func makeBzImage(version: UInt16 = 0x020f, setupSectors: UInt8 = 4, payload: Int
 }
 
 /// A minimal ELF64 executable with one PT_LOAD and optionally a Xen PVH note.
-func makeELF(entry: UInt64 = 0x100000, address: UInt64 = 0x100000, code: [UInt8] = [0xf4, 0xeb, 0xfd],
-             bss: UInt64 = 0x100, pvhEntry: UInt32? = nil) -> [UInt8] {
+func makeELF(
+    entry: UInt64 = 0x100000, address: UInt64 = 0x100000, code: [UInt8] = [0xf4, 0xeb, 0xfd],
+    bss: UInt64 = 0x100, pvhEntry: UInt32? = nil
+) -> [UInt8] {
     var image = [UInt8](repeating: 0, count: 0x200)
     func put<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
         withUnsafeBytes(of: value.littleEndian) { image.replaceSubrange(offset..<offset + $0.count, with: $0) }
@@ -107,7 +112,8 @@ func smallMemory() throws -> HeapGuestMemory {
     }
 
     @Test func nonRelocatableBzImageGoesTo1MiB() throws {
-        let kernel = try KernelLoader.load(makeBzImage(relocatable: false), into: try smallMemory(), lowMemoryEnd: 64 << 20)
+        let kernel = try KernelLoader.load(
+            makeBzImage(relocatable: false), into: try smallMemory(), lowMemoryEnd: 64 << 20)
         #expect(kernel.entry == 0x10_0200)
     }
 
@@ -121,8 +127,9 @@ func smallMemory() throws -> HeapGuestMemory {
     /// the loader must refuse it, not trap (found by fuzz-kernel-image).
     @Test func bzImageWhosePrefAddressWrapsIsRefused() throws {
         #expect(throws: KernelImageError.self) {
-            try KernelLoader.load(makeBzImage(initSize: 0xffff_ffff, prefAddress: 0xffff_ffff_ff00_0000),
-                                  into: try smallMemory(), lowMemoryEnd: 64 << 20)
+            try KernelLoader.load(
+                makeBzImage(initSize: 0xffff_ffff, prefAddress: 0xffff_ffff_ff00_0000),
+                into: try smallMemory(), lowMemoryEnd: 64 << 20)
         }
     }
 
@@ -147,10 +154,15 @@ func smallMemory() throws -> HeapGuestMemory {
     @Test func badELFsAreRefused() throws {
         let memory = try smallMemory()
         // Entry outside every segment; segment below 1 MiB; past RAM; truncated.
-        #expect(throws: KernelImageError.self) { try KernelLoader.load(makeELF(entry: 0x200000), into: memory, lowMemoryEnd: 64 << 20) }
-        #expect(throws: KernelImageError.self) { try KernelLoader.load(makeELF(entry: 0x8000, address: 0x8000), into: memory, lowMemoryEnd: 64 << 20) }
         #expect(throws: KernelImageError.self) {
-            try KernelLoader.load(makeELF(entry: 0x3ff_ff00, address: 0x3ff_ff00, bss: 0x1000), into: memory, lowMemoryEnd: 64 << 20)
+            try KernelLoader.load(makeELF(entry: 0x200000), into: memory, lowMemoryEnd: 64 << 20)
+        }
+        #expect(throws: KernelImageError.self) {
+            try KernelLoader.load(makeELF(entry: 0x8000, address: 0x8000), into: memory, lowMemoryEnd: 64 << 20)
+        }
+        #expect(throws: KernelImageError.self) {
+            try KernelLoader.load(
+                makeELF(entry: 0x3ff_ff00, address: 0x3ff_ff00, bss: 0x1000), into: memory, lowMemoryEnd: 64 << 20)
         }
         #expect(throws: KernelImageError.self) { try ELFImage(image: Array(makeELF().prefix(0x40))) }
         #expect(throws: KernelImageError.self) { try ELFImage(image: Array(makeELF().prefix(0x101))) }
@@ -172,8 +184,11 @@ func smallMemory() throws -> HeapGuestMemory {
         }
         #expect(throws: InitrdPlacementError.empty) { try KernelLoader.placeInitrd(size: 0, kernel: kernel) }
         // Above the kernel: a bzImage whose init_size reaches near the top leaves no room.
-        let bzImage = try KernelLoader.load(makeBzImage(initSize: 0x2f0_0000), into: try smallMemory(), lowMemoryEnd: 64 << 20)
-        let belowKernel = #expect(throws: InitrdPlacementError.self) { try KernelLoader.placeInitrd(size: 2 << 20, kernel: bzImage) }
+        let bzImage = try KernelLoader.load(
+            makeBzImage(initSize: 0x2f0_0000), into: try smallMemory(), lowMemoryEnd: 64 << 20)
+        let belowKernel = #expect(throws: InitrdPlacementError.self) {
+            try KernelLoader.placeInitrd(size: 2 << 20, kernel: bzImage)
+        }
         #expect(belowKernel == .belowKernelEnd(bytes: 2 << 20, kernelEnd: bzImage.end, limit: bzImage.initrdLimit))
         #expect(belowKernel?.description.hasPrefix("2048 KiB do not fit between the kernel end (0x") == true)
     }
@@ -182,22 +197,25 @@ func smallMemory() throws -> HeapGuestMemory {
 @Suite struct ZeroPageTests {
     @Test func e820MapCoversRAMReservedAreasAndTheHole() throws {
         let small = X86Layout.e820Map(ram: try X86Layout.ramRanges(bytes: 128 << 20))
-        #expect(small == [
-            E820Entry(address: 0, size: 0x9fc00, kind: .ram),
-            E820Entry(address: 0x9fc00, size: 0x60400, kind: .reserved),
-            E820Entry(address: 0x100000, size: (128 << 20) - 0x100000, kind: .ram),
-            E820Entry(address: 0xc000_0000, size: 0x4000_0000, kind: .reserved),
-        ])
+        #expect(
+            small == [
+                E820Entry(address: 0, size: 0x9fc00, kind: .ram),
+                E820Entry(address: 0x9fc00, size: 0x60400, kind: .reserved),
+                E820Entry(address: 0x100000, size: (128 << 20) - 0x100000, kind: .ram),
+                E820Entry(address: 0xc000_0000, size: 0x4000_0000, kind: .reserved),
+            ])
         let large = X86Layout.e820Map(ram: try X86Layout.ramRanges(bytes: 5 << 30))
         #expect(large.last == E820Entry(address: 1 << 32, size: 2 << 30, kind: .ram))
         #expect(large[2] == E820Entry(address: 0x100000, size: 0xc000_0000 - 0x100000, kind: .ram))
-        #expect(E820Entry(address: 0x1122, size: 0x33, kind: .reserved).encoded
+        #expect(
+            E820Entry(address: 0x1122, size: 0x33, kind: .reserved).encoded
                 == [0x22, 0x11, 0, 0, 0, 0, 0, 0, 0x33, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0])
     }
 
     @Test func ramRangesSplitAroundTheHole() throws {
         #expect(try X86Layout.ramRanges(bytes: 3 << 30) == [GuestRange(address: 0, size: 3 << 30)])
-        #expect(try X86Layout.ramRanges(bytes: 4 << 30)
+        #expect(
+            try X86Layout.ramRanges(bytes: 4 << 30)
                 == [GuestRange(address: 0, size: 3 << 30), GuestRange(address: 4 << 30, size: 1 << 30)])
         let tooSmall = #expect(throws: GuestMemoryLayoutError.belowMinimum(bytes: 16 << 20)) {
             try X86Layout.ramRanges(bytes: 1 << 20)
@@ -211,8 +229,9 @@ func smallMemory() throws -> HeapGuestMemory {
 
     @Test func fieldsLandAtTheirZeroPageOffsets() throws {
         let header = try SetupHeader(image: makeBzImage())
-        let page = try ZeroPage(header: header, commandLine: 0x20000, initrd: (0x300_0000, 0x1234),
-                                e820: [E820Entry(address: 0, size: 0x9fc00, kind: .ram)], acpiRSDP: 0xe0000)
+        let page = try ZeroPage(
+            header: header, commandLine: 0x20000, initrd: (0x300_0000, 0x1234),
+            e820: [E820Entry(address: 0, size: 0x9fc00, kind: .ram)], acpiRSDP: 0xe0000)
         let memory = try HeapGuestMemory(size: 4096)
         try memory.write(page.bytes, at: 0)
         #expect(try memory.read(UInt16.self, at: 0x1fe) == 0xaa55)
@@ -239,11 +258,14 @@ func smallMemory() throws -> HeapGuestMemory {
 }
 
 @Suite struct GuestBootTests {
-    func prepare(_ image: [UInt8], initrd: [UInt8]? = nil, commandLine: String = "console=ttyS0",
-                 firmware: FirmwareTableBuilder? = nil) throws -> (HeapGuestMemory, BootPlan) {
+    func prepare(
+        _ image: [UInt8], initrd: [UInt8]? = nil, commandLine: String = "console=ttyS0",
+        firmware: FirmwareTableBuilder? = nil
+    ) throws -> (HeapGuestMemory, BootPlan) {
         let memory = try HeapGuestMemory(ranges: [GuestRange(address: 0, size: 64 << 20)])
-        let plan = try GuestBoot.prepare(memory: memory, kernelImage: image, initrd: initrd, commandLine: commandLine,
-                                         platform: PlatformDescription(vcpuCount: 2), firmware: firmware)
+        let plan = try GuestBoot.prepare(
+            memory: memory, kernelImage: image, initrd: initrd, commandLine: commandLine,
+            platform: PlatformDescription(vcpuCount: 2), firmware: firmware)
         return (memory, plan)
     }
 
@@ -271,15 +293,15 @@ func smallMemory() throws -> HeapGuestMemory {
         let info = X86Layout.pvhStartInfo
         #expect(try memory.read(UInt32.self, at: info) == PVHStartInfo.magic)
         #expect(try memory.read(UInt32.self, at: info + 4) == 1)
-        #expect(try memory.read(UInt32.self, at: info + 12) == 1)             // nr_modules
+        #expect(try memory.read(UInt32.self, at: info + 12) == 1) // nr_modules
         #expect(try memory.read(UInt64.self, at: info + 24) == X86Layout.commandLine)
         let modules = try memory.read(UInt64.self, at: info + 16)
         #expect(try memory.read(UInt64.self, at: modules) == plan.initrd?.address)
         #expect(try memory.read(UInt64.self, at: modules + 8) == 2)
         let map = try memory.read(UInt64.self, at: info + 40)
         #expect(try memory.read(UInt32.self, at: info + 48) == 4)
-        #expect(try memory.read(UInt64.self, at: map + 24) == 0x9fc00)          // second entry's address
-        #expect(try memory.read(UInt32.self, at: map + 24 + 16) == 2)           // reserved
+        #expect(try memory.read(UInt64.self, at: map + 24) == 0x9fc00) // second entry's address
+        #expect(try memory.read(UInt32.self, at: map + 24 + 16) == 2) // reserved
         // The GDT's code segment is 32-bit for this entry.
         #expect(try memory.read(UInt64.self, at: X86Layout.gdt + 8) == BootGDT.code32.encoded)
         // A PVH entry outside the image is refused.
@@ -351,19 +373,24 @@ func smallMemory() throws -> HeapGuestMemory {
 
     @Test func firmwareTablesAreWrittenOnlyInsideTheirWindow() throws {
         var described: PlatformDescription?
-        let (memory, plan) = try prepare(makeELF(), firmware: { platform in
-            described = platform
-            return FirmwareTables(blobs: [FirmwareBlob(address: 0xe0000, bytes: Array("RSD PTR ".utf8))], rsdpAddress: 0xe0000)
-        })
+        let (memory, plan) = try prepare(
+            makeELF(),
+            firmware: { platform in
+                described = platform
+                return FirmwareTables(
+                    blobs: [FirmwareBlob(address: 0xe0000, bytes: Array("RSD PTR ".utf8))], rsdpAddress: 0xe0000)
+            })
         #expect(described?.vcpuCount == 2)
         #expect(described?.sleepControlPort == 0x600)
         #expect(plan.rsdpAddress == 0xe0000)
         #expect(try memory.read(UInt64.self, at: X86Layout.zeroPage + 0x70) == 0xe0000)
         #expect(try memory.readBytes(at: 0xe0000, count: 8) == Array("RSD PTR ".utf8))
         #expect(throws: BootInputError.firmwareTableOutsideWindow(address: 0xfffff, bytes: 2)) {
-            try prepare(makeELF(), firmware: { _ in
-                FirmwareTables(blobs: [FirmwareBlob(address: 0xfffff, bytes: [1, 2])], rsdpAddress: 0xe0000)
-            })
+            try prepare(
+                makeELF(),
+                firmware: { _ in
+                    FirmwareTables(blobs: [FirmwareBlob(address: 0xfffff, bytes: [1, 2])], rsdpAddress: 0xe0000)
+                })
         }
     }
 }

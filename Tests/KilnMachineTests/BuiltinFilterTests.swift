@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// kiln started as Firecracker's clients start it, with no seccomp flag,
 /// runs under the policies built into it.
@@ -16,8 +17,9 @@ struct BuiltinFilterTests {
         let scratch = "/tmp/kiln-builtin-filter-\(getpid())"
         let socketPath = scratch + ".sock", console = scratch + ".console", errors = scratch + ".err"
         defer { for path in [socketPath, console, errors] { unlink(path) } }
-        let parent = try Lane1.spawn(["--api-sock", socketPath, "--console-output", console],
-                                     stdout: "/dev/null", stderr: errors, seconds: 60)
+        let parent = try Lane1.spawn(
+            ["--api-sock", socketPath, "--console-output", console],
+            stdout: "/dev/null", stderr: errors, seconds: 60)
         defer { kill(parent, SIGTERM); _ = Lane1.wait(parent) }
         let client = try UnixHTTPClient(path: socketPath)
         // "echo": the guest polls its UART for ever, so kiln runs until the test ends it.
@@ -40,7 +42,8 @@ struct BuiltinFilterTests {
         // With the VM and its vCPUs made, kiln holds no /dev/kvm descriptor:
         // KVM_CREATE_VM has nothing to act on (and no thread role allows it).
         let links = Self.descriptorTargets(kiln)
-        #expect(links.contains("anon_inode:kvm-vm") && links.contains { $0.hasPrefix("anon_inode:kvm-vcpu") }, "\(links)")
+        #expect(
+            links.contains("anon_inode:kvm-vm") && links.contains { $0.hasPrefix("anon_inode:kvm-vcpu") }, "\(links)")
         #expect(!links.contains("/dev/kvm"), "kiln keeps /dev/kvm open after InstanceStart: \(links)")
 
         // The event loop still kicks its own vCPU threads (tgkill on kiln's
@@ -58,7 +61,9 @@ struct BuiltinFilterTests {
         for fd in (try? FileSystem.listDirectory("/proc/\(pid)/fd")) ?? [] {
             var buffer = [CChar](repeating: 0, count: 256)
             let count = readlink("/proc/\(pid)/fd/\(fd)", &buffer, buffer.count - 1)
-            if count > 0 { targets.insert(String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
+            if count > 0 {
+                targets.insert(String(decoding: buffer.prefix(count).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            }
         }
         return targets
     }

@@ -1,5 +1,6 @@
 import KilnMemory
 import Testing
+
 @testable import KilnMachine
 
 @Suite struct CPUIDTests {
@@ -40,14 +41,15 @@ import Testing
         #expect(core.eax == 2 && core.ebx == 4 && core.ecx == 0x201)
         let l1 = entries.first { $0.function == 4 && $0.index == 0 }!
         let l3 = entries.first { $0.function == 4 && $0.index == 3 }!
-        #expect((l1.eax >> 14) & 0xfff == 1)  // shared by the 2 threads of a core
-        #expect((l3.eax >> 14) & 0xfff == 3)  // shared by all 4
-        #expect(l1.eax >> 26 == 1)            // 2 cores
-        #expect(l1.eax & 0x3fff == 0x0121)    // cache description kept
+        #expect((l1.eax >> 14) & 0xfff == 1) // shared by the 2 threads of a core
+        #expect((l3.eax >> 14) & 0xfff == 3) // shared by all 4
+        #expect(l1.eax >> 26 == 1) // 2 cores
+        #expect(l1.eax & 0x3fff == 0x0121) // cache description kept
     }
 
     @Test func pmuIsHiddenAndKVMLeavesKept() {
-        let entries = CPUIDNormalizer.normalize(supported, vcpuIndex: 0, topology: CPUTopology(vcpuCount: 1, smt: false))
+        let entries = CPUIDNormalizer.normalize(
+            supported, vcpuIndex: 0, topology: CPUTopology(vcpuCount: 1, smt: false))
         #expect(entries.first { $0.function == 0xa } == CPUIDEntry(function: 0xa))
         #expect(entries.first { $0.function == 0x4000_0000 }?.ebx == 0x4b4d_564b)
         #expect(entries.count == supported.count)
@@ -93,13 +95,17 @@ import Testing
         #expect(sregs.cr3 == X86Layout.pml4 && sregs.gdt.base == X86Layout.gdt)
         let pvhSregs = BootCPUState.specialRegisters(for: .pvh32, from: .init())
         #expect(pvhSregs.cr0 & 0x8000_0001 == 1 && pvhSregs.cr4 == 0 && pvhSregs.efer == 0)
-        #expect(pvhSregs.cs.l == 0 && pvhSregs.cs.db == 1 && pvhSregs.cs.selector == 8 && pvhSregs.cs.limit == 0xffff_ffff)
+        #expect(
+            pvhSregs.cs.l == 0 && pvhSregs.cs.db == 1 && pvhSregs.cs.selector == 8 && pvhSregs.cs.limit == 0xffff_ffff)
     }
 
     @Test func lapicLintsAreExtINTAndNMI() {
         var state = BootCPUState.lapic(from: .init())
         let (lint0, lint1) = withUnsafeBytes(of: &state.regs) {
-            ($0.loadUnaligned(fromByteOffset: 0x350, as: UInt32.self), $0.loadUnaligned(fromByteOffset: 0x360, as: UInt32.self))
+            (
+                $0.loadUnaligned(fromByteOffset: 0x350, as: UInt32.self),
+                $0.loadUnaligned(fromByteOffset: 0x360, as: UInt32.self)
+            )
         }
         #expect(lint0 == 0x700)
         #expect(lint1 == 0x400)

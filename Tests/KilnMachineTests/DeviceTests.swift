@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
-import Testing
-@testable import KilnMachine
 import KilnTelemetry
+import Testing
+
+@testable import KilnMachine
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @Suite struct UART8250Tests {
     typealias R = UART8250.Register
@@ -130,8 +132,9 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
 
     @Test func ctrlAltDelIsTypedOneByteAndOneIRQ1PerRead() {
         let recorder = Recorder()
-        let controller = I8042Controller(reset: { recorder.events.append("reset") },
-                                         interrupt: { recorder.events.append("irq1") })
+        let controller = I8042Controller(
+            reset: { recorder.events.append("reset") },
+            interrupt: { recorder.events.append("irq1") })
         #expect(controller.pressCtrlAltDel())
         #expect(recorder.events == ["irq1"]) // the first byte is in the output register
         var typed: [UInt8] = []
@@ -174,7 +177,7 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
     @Test func sleepControlPowersOffOnS5Only() {
         let recorder = Recorder()
         let register = SleepControlDevice { recorder.events.append("off") }
-        access(register, write: 0, 5 << 2)          // SLP_TYP without SLP_EN
+        access(register, write: 0, 5 << 2) // SLP_TYP without SLP_EN
         access(register, write: 0, (3 << 2) | 0x20) // S3
         #expect(recorder.events.isEmpty)
         access(register, write: 0, (5 << 2) | 0x20)
@@ -206,13 +209,13 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
         #expect(register(0x09) == 0x26)
         #expect(register(0x32) == 0x20)
         #expect(register(0x0a) & 0x80 == 0) // never mid-update
-        #expect(register(0x0b) == 0x02)     // 24-hour, BCD
-        #expect(register(0x0d) == 0x80)     // valid
+        #expect(register(0x0b) == 0x02) // 24-hour, BCD
+        #expect(register(0x0d) == 0x80) // valid
         access(cmos, write: 0, 0x40)
         access(cmos, write: 1, 0x99)
         #expect(register(0x40) == 0x99)
         access(cmos, write: 0, 0x00)
-        access(cmos, write: 1, 0x99)        // the clock is read-only
+        access(cmos, write: 1, 0x99) // the clock is read-only
         #expect(register(0x00) == 0x03)
     }
 }
@@ -263,7 +266,9 @@ func access(_ device: BusDevice, read offset: UInt64) -> UInt8 {
         try bus.insert(Probe(), base: 0x20, size: 8, counters: other)
         try bus.insert(Probe(), base: 0x30, size: 8)
         var byte: [UInt8] = [0]
-        for address: UInt64 in [0x10, 0x17, 0x18, 0x30] { _ = byte.withUnsafeMutableBytes { bus.read(address, into: $0) } }
+        for address: UInt64 in [0x10, 0x17, 0x18, 0x30] {
+            _ = byte.withUnsafeMutableBytes { bus.read(address, into: $0) }
+        }
         for address: UInt64 in [0x11, 0x40] { _ = byte.withUnsafeBytes { bus.write(address, from: $0) } }
         var pair: [UInt8] = [0, 0]
         _ = pair.withUnsafeMutableBytes { bus.read(0x17, into: $0) } // straddles the end: unclaimed

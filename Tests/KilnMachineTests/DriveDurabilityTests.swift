@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A write the guest saw acknowledged, flushed under cache_type Writeback,
 /// is in the drive file even when kiln is killed with SIGKILL right after:
@@ -15,15 +16,18 @@ struct DriveDurabilityTests {
         let drive = VirtioLane.makeDrive("durable")
         let scratch = "/tmp/kiln-durable-\(getpid())"
         let console = scratch + ".console", errors = scratch + ".err"
-        let config = Lane1.scratchFile("durable.json", """
-        {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "console=ttyS0 ctrlaltdel"},
-         "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
-         "drives": [{"drive_id": "d0", "path_on_host": "\(drive)", "is_root_device": false,
-                     "cache_type": "Writeback"}]}
-        """)
+        let config = Lane1.scratchFile(
+            "durable.json",
+            """
+            {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "console=ttyS0 ctrlaltdel"},
+             "machine-config": {"vcpu_count": 1, "mem_size_mib": 128},
+             "drives": [{"drive_id": "d0", "path_on_host": "\(drive)", "is_root_device": false,
+                         "cache_type": "Writeback"}]}
+            """)
         defer { for path in [bundle, drive, console, errors, config] { unlink(path) } }
-        let pid = try Lane1.spawn(["--no-api", "--seccomp-filter", bundle, "--config-file", config],
-                                  stdout: console, stderr: errors, seconds: 30)
+        let pid = try Lane1.spawn(
+            ["--no-api", "--seccomp-filter", bundle, "--config-file", config],
+            stdout: console, stderr: errors, seconds: 30)
         // The guest reports the write only after its flush completed, then
         // waits for Ctrl+Alt+Del: kiln is still running when it is killed.
         let acknowledged = APILane.eventually { Lane1.read(console).contains("guest: waiting for ctrl-alt-del") }
@@ -36,7 +40,9 @@ struct DriveDurabilityTests {
         #expect(acknowledged, "console: \(Lane1.read(console)) stderr: \(Lane1.read(errors))")
         #expect(Lane1.read(console).contains("guest: blk write ok"))
         let bytes = ChildProcess.readBytes(drive)
-        let written = VirtioLane.patternRange.allSatisfy { bytes.count > $0 && bytes[$0] == VirtioLane.pattern($0 - 512) }
+        let written = VirtioLane.patternRange.allSatisfy {
+            bytes.count > $0 && bytes[$0] == VirtioLane.pattern($0 - 512)
+        }
         #expect(written, "sectors 1-8 do not hold what the guest wrote and flushed")
     }
 

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// PATCH /drives after boot, as Firecracker's clients use it (a new
 /// `path_on_host` for a running guest), with every thread's filter on.
@@ -21,8 +22,9 @@ struct DrivePatchTests {
         }
         mkfifo(fifo, 0o600)
         defer { for path in [bundle, socketPath, console, errors, first, second, fifo] { unlink(path) } }
-        let pid = try Lane1.spawn(["--api-sock", socketPath, "--seccomp-filter", bundle, "--level", "Info"],
-                                  stdout: console, stderr: errors, seconds: 60)
+        let pid = try Lane1.spawn(
+            ["--api-sock", socketPath, "--seccomp-filter", bundle, "--level", "Info"],
+            stdout: console, stderr: errors, seconds: 60)
         var status: Int32?
         defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
         let client = try UnixHTTPClient(path: socketPath)
@@ -31,13 +33,15 @@ struct DrivePatchTests {
         let drive = "{\"drive_id\": \"data\", \"path_on_host\": \"\(first)\", \"is_root_device\": false}"
         #expect(try client.request("PUT", "/drives/data", drive).status == 204)
         #expect(try client.request("PUT", "/actions", "{\"action_type\": \"InstanceStart\"}").status == 204)
-        #expect(APILane.eventually { Lane1.read(console).contains("guest: waiting for ctrl-alt-del") },
-                "console: \(Lane1.read(console))")
+        #expect(
+            APILane.eventually { Lane1.read(console).contains("guest: waiting for ctrl-alt-del") },
+            "console: \(Lane1.read(console))")
         let before = try #require(FailedStartTests.descriptorCount(underParent: pid))
 
         for _ in 0..<3 {
             for path in [second, first] {
-                let patched = try client.request("PATCH", "/drives/data", "{\"drive_id\": \"data\", \"path_on_host\": \"\(path)\"}")
+                let patched = try client.request(
+                    "PATCH", "/drives/data", "{\"drive_id\": \"data\", \"path_on_host\": \"\(path)\"}")
                 #expect(patched.status == 204, "\(patched)")
             }
         }
@@ -45,16 +49,20 @@ struct DrivePatchTests {
         #expect(try client.request("GET", "/vm/config").body.contains(first))
 
         // Refused, naming the problem, and the drive keeps its file.
-        let notAFile = try client.request("PATCH", "/drives/data", "{\"drive_id\": \"data\", \"path_on_host\": \"\(fifo)\"}")
+        let notAFile = try client.request(
+            "PATCH", "/drives/data", "{\"drive_id\": \"data\", \"path_on_host\": \"\(fifo)\"}")
         #expect(notAFile.status == 400 && notAFile.body.contains("not a regular file or block device"), "\(notAFile)")
-        let unknown = try client.request("PATCH", "/drives/other", "{\"drive_id\": \"other\", \"path_on_host\": \"\(second)\"}")
+        let unknown = try client.request(
+            "PATCH", "/drives/other", "{\"drive_id\": \"other\", \"path_on_host\": \"\(second)\"}")
         #expect(unknown.status == 400, "\(unknown)")
         #expect(try client.request("GET", "/vm/config").body.contains(first))
 
         // A rate limiter set on the running drive, kept by the configuration.
-        let limited = try client.request("PATCH", "/drives/data", """
-        {"drive_id": "data", "rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 100}}}
-        """)
+        let limited = try client.request(
+            "PATCH", "/drives/data",
+            """
+            {"drive_id": "data", "rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 100}}}
+            """)
         #expect(limited.status == 204, "\(limited)")
         let shown = try client.request("GET", "/vm/config").body
         #expect(shown.contains("1048576") && shown.contains(first), "\(shown)")

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The real kiln and kiln-jailer answer as Firecracker's binaries do where
 /// clients read the answers: the version output Kata parses, and the API's
@@ -41,37 +42,47 @@ struct DropInTests {
         defer { kill(pid, SIGTERM); _ = Lane1.wait(pid) }
         let client = try UnixHTTPClient(path: socketPath)
         let version = try client.request("GET", "/version")
-        #expect(version.status == 200 && version.body == "{\"firecracker_version\":\"\(Self.specVersion)\"}", "\(version)")
+        #expect(
+            version.status == 200 && version.body == "{\"firecracker_version\":\"\(Self.specVersion)\"}", "\(version)")
         let described = try client.request("GET", "/")
         #expect(described.body.contains("\"vmm_version\":\"\(Self.specVersion)\""), "\(described)")
     }
 
     /// Flags for features Kiln lacks end it at once, naming the feature.
     @Test func aMissingFeatureFlagFailsAtOnce() throws {
-        let origin = try ChildProcess.run([Lane1.kiln, "--no-api", "--show-log-origin", "--kernel", Lane1.guest], seconds: 10)
+        let origin = try ChildProcess.run(
+            [Lane1.kiln, "--no-api", "--show-log-origin", "--kernel", Lane1.guest], seconds: 10)
         #expect(origin.status == 1)
-        #expect(origin.stderr.hasPrefix("kiln: --show-log-origin: Kiln does not implement log lines with their source file"),
-                "\(origin.stderr)")
+        #expect(
+            origin.stderr.hasPrefix(
+                "kiln: --show-log-origin: Kiln does not implement log lines with their source file"),
+            "\(origin.stderr)")
         #expect(origin.stdout.isEmpty)
     }
 
     /// --enable-pci (microheart passes it always) boots the guest on virtio-mmio and says so in the log.
     @Test(.enabled(if: Lane1.ready, Lane1.skipReason))
     func enablePCIBootsOnVirtioMMIOAndSaysSo() throws {
-        let run = try Lane1.run(["--no-api", "--enable-pci", "--level", "Info", "--kernel", Lane1.guest,
-                                 "--cmdline", "console=ttyS0 lane1"])
+        let run = try Lane1.run([
+            "--no-api", "--enable-pci", "--level", "Info", "--kernel", Lane1.guest,
+            "--cmdline", "console=ttyS0 lane1",
+        ])
         #expect(run.status == 0, "\(run.stderr)")
-        #expect(run.stderr.contains("--enable-pci: Kiln has no PCI transport; the guest gets every device on virtio-mmio"),
-                "\(run.stderr)")
+        #expect(
+            run.stderr.contains("--enable-pci: Kiln has no PCI transport; the guest gets every device on virtio-mmio"),
+            "\(run.stderr)")
     }
 
     /// A filter file in another format (such as Firecracker's) is refused, saying which kiln reads.
     @Test func aForeignFilterFileIsRefusedByName() throws {
         let filter = Lane1.scratchFile("foreign-filter", "{\"vmm\": {}}")
         defer { unlink(filter) }
-        let run = try ChildProcess.run([Lane1.kiln, "--no-api", "--seccomp-filter", filter, "--kernel", Lane1.guest], seconds: 10)
+        let run = try ChildProcess.run(
+            [Lane1.kiln, "--no-api", "--seccomp-filter", filter, "--kernel", Lane1.guest], seconds: 10)
         #expect(run.status == 1)
-        #expect(run.stderr.contains("--seccomp-filter \(filter): ") && run.stderr.contains("not Firecracker's compiled filters"), "\(run.stderr)")
+        #expect(
+            run.stderr.contains("--seccomp-filter \(filter): ")
+                && run.stderr.contains("not Firecracker's compiled filters"), "\(run.stderr)")
     }
 
     /// --metrics-path: metrics from the start, flushed at exit.
@@ -79,7 +90,9 @@ struct DropInTests {
     func metricsPathWritesMetrics() throws {
         let metrics = Lane1.scratchFile("metrics", "")
         defer { unlink(metrics) }
-        let run = try Lane1.run(["--no-api", "--metrics-path", metrics, "--kernel", Lane1.guest, "--cmdline", "console=ttyS0 lane1"])
+        let run = try Lane1.run([
+            "--no-api", "--metrics-path", metrics, "--kernel", Lane1.guest, "--cmdline", "console=ttyS0 lane1",
+        ])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(Lane1.read(metrics).contains("\"vcpu\""), "metrics: \(Lane1.read(metrics))")
     }

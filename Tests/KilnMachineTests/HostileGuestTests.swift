@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Lane 1 with a hostile driver: the test guest breaks one virtio rule on
 /// the first of two drives (`hostile=<case>`, integration/guest/Hostile.swift),
@@ -66,7 +67,7 @@ enum HostileCase: String, CaseIterable, CustomTestStringConvertible {
     var evidence: String {
         switch self {
         case .loop, .outsideRAM, .mmioHole, .wrap, .zeroLength, .availAhead, .nestedIndirect:
-            return "guest: hostile \(rawValue) used 0"  // the broken chain was never used
+            return "guest: hostile \(rawValue) used 0" // the broken chain was never used
         case .overlap: return "guest: hostile overlap queue ready 0"
         case .notifyStorm: return "guest: hostile notify-storm read status 0"
         case .garbageRegisters: return "guest: hostile garbage-registers read status 0"
@@ -121,15 +122,17 @@ enum HostileLane {
         let expected = attack.expected
         #expect(lines.contains("guest: hostile \(attack.rawValue) on virtio-blk@0xd0001000"), "\(context)")
         #expect(lines.contains("guest: hostile \(attack.rawValue) status \(expected.status)"), "\(context)")
-        #expect(lines.contains("guest: hostile \(attack.rawValue) interrupt status \(expected.interruptStatus)"),
-                "\(context)")
+        #expect(
+            lines.contains("guest: hostile \(attack.rawValue) interrupt status \(expected.interruptStatus)"),
+            "\(context)")
         #expect(lines.contains(attack.evidence), "\(context)")
 
         // Logged once for the attacked device, and for no other.
         let failures = stderr.split(separator: "\n").filter { $0.contains("device needs reset") }
         if let reason = expected.failure {
             #expect(failures.count == 1, "\(context)")
-            #expect(failures.first?.contains("block d0: device needs reset: virtqueue 0: \(reason)") == true, "\(context)")
+            #expect(
+                failures.first?.contains("block d0: device needs reset: virtqueue 0: \(reason)") == true, "\(context)")
         } else {
             #expect(failures.isEmpty, "\(context)")
         }
@@ -137,8 +140,9 @@ enum HostileLane {
         // The second drive and the entropy device, driven after the attack.
         let second = lines.drop { $0 != "guest: virtio-mmio 0xd0002000 size 4096 irq 6" }
             .prefix { $0 != "guest: virtio-mmio 0xd0003000 size 4096 irq 7" }
-        #expect(second.contains("guest: virtio-blk@0xd0002000 capacity \(VirtioLane.driveSectors) sectors ro=0"),
-                "\(context)")
+        #expect(
+            second.contains("guest: virtio-blk@0xd0002000 capacity \(VirtioLane.driveSectors) sectors ro=0"),
+            "\(context)")
         #expect(second.contains("guest: blk sector0 \(VirtioLane.sectorZeroHex)"), "\(context)")
         #expect(second.contains("guest: blk write ok"), "\(context)")
         let entropy = lines.drop { $0 != "guest: virtio-mmio 0xd0003000 size 4096 irq 7" }
@@ -147,15 +151,18 @@ enum HostileLane {
         // §2.1.2: reset and initialised again, the attacked drive works.
         let again = lines.drop { $0 != "guest: hostile \(attack.rawValue) again virtio@0xd0001000" }
             .prefix { $0 != "guest: virtio done" }
-        #expect(again.contains("guest: virtio-blk@0xd0001000 capacity \(VirtioLane.driveSectors) sectors ro=0"),
-                "\(context)")
+        #expect(
+            again.contains("guest: virtio-blk@0xd0001000 capacity \(VirtioLane.driveSectors) sectors ro=0"),
+            "\(context)")
         #expect(again.contains("guest: blk write ok"), "\(context)")
         #expect(lines.last == "guest: virtio done", "\(context)")
 
         // The host sees both drives' writes.
         for drive in drives {
             let bytes = ChildProcess.readBytes(drive)
-            let written = VirtioLane.patternRange.allSatisfy { bytes.count > $0 && bytes[$0] == VirtioLane.pattern($0 - 512) }
+            let written = VirtioLane.patternRange.allSatisfy {
+                bytes.count > $0 && bytes[$0] == VirtioLane.pattern($0 - 512)
+            }
             #expect(written, "\(drive) does not hold the guest's pattern")
         }
     }
@@ -182,12 +189,15 @@ struct HostileGuestTests {
         let base = "/tmp/kiln-hostile-api-\(getpid())"
         let socketPath = base + ".sock", console = base + ".console", errors = base + ".err"
         defer { scratch.remove(); for path in [bundle, socketPath, console, errors] { unlink(path) } }
-        let pid = try Lane1.spawn(["--api-sock", socketPath, "--seccomp-filter", bundle, "--config-file", scratch.config],
-                                  stdout: console, stderr: errors, seconds: 60)
+        let pid = try Lane1.spawn(
+            ["--api-sock", socketPath, "--seccomp-filter", bundle, "--config-file", scratch.config],
+            stdout: console, stderr: errors, seconds: 60)
         var status: Int32?
         defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
         let client = try UnixHTTPClient(path: socketPath)
-        let storming = APILane.eventually(seconds: 20) { Lane1.read(console).contains("guest: hostile notify-storm storming") }
+        let storming = APILane.eventually(seconds: 20) {
+            Lane1.read(console).contains("guest: hostile notify-storm storming")
+        }
         #expect(storming, "console: \(Lane1.read(console))")
         var answeredDuringStorm = 0
         for _ in 0..<5 {
@@ -197,8 +207,9 @@ struct HostileGuestTests {
         }
         #expect(answeredDuringStorm >= 1, "no answer came while the storm ran; console: \(Lane1.read(console))")
         status = Lane1.wait(pid)
-        HostileLane.check(attack, status: status!, console: Lane1.read(console), stderr: Lane1.read(errors),
-                          drives: scratch.drives)
+        HostileLane.check(
+            attack, status: status!, console: Lane1.read(console), stderr: Lane1.read(errors),
+            drives: scratch.drives)
     }
 
     /// The failure is counted: `virtio.device_needs_reset` is 1 in the

@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnConfig
 import KilnSystem
 import Testing
+
 @testable import KilnMachine
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Boot files are checked before a byte of them is read: a FIFO must not
 /// block the event loop, and an image the guest cannot hold must not be
@@ -24,8 +26,9 @@ import Testing
     /// Boots through the real call site: Machine reads the images before it
     /// needs KVM, so this runs on any host.
     static func bootError(kernel: String, initrd: String? = nil, memoryMiB: Int = 64) -> String {
-        let configuration = VMConfig(bootSource: BootSourceConfig(kernelImagePath: kernel, initrdPath: initrd),
-                                            machine: MachineConfig(memSizeMiB: memoryMiB))
+        let configuration = VMConfig(
+            bootSource: BootSourceConfig(kernelImagePath: kernel, initrdPath: initrd),
+            machine: MachineConfig(memSizeMiB: memoryMiB))
         do {
             _ = try Machine(configuration: configuration, host: MachineHost())
             return "booted"
@@ -78,8 +81,10 @@ import Testing
         let elapsed = MonotonicClock.nanoseconds() - start
         getrusage(RUSAGE_SELF.rawValue, &after)
 
-        #expect(message.contains("initrd \(initrd): \(size) bytes (2048 MiB), larger than the guest's memory (64 MiB); not read"),
-                "\(message)")
+        #expect(
+            message.contains(
+                "initrd \(initrd): \(size) bytes (2048 MiB), larger than the guest's memory (64 MiB); not read"),
+            "\(message)")
         #expect(elapsed < 500_000_000, "took \(elapsed / 1_000_000) ms")
         let grownKiB = after.ru_maxrss - before.ru_maxrss
         #expect(grownKiB < 256 << 10, "peak RSS grew by \(grownKiB >> 10) MiB")
@@ -93,7 +98,9 @@ import Testing
     }
 
     @Test func directoryAndNulPathAreRefused() throws {
-        let directory = #expect(throws: BootInputError.imageNotRegularFile(image: "initrd", path: "/tmp", fileType: "a directory")) {
+        let directory = #expect(
+            throws: BootInputError.imageNotRegularFile(image: "initrd", path: "/tmp", fileType: "a directory")
+        ) {
             try ImageFile.read("/tmp", .initrd, guestMemoryMiB: 64)
         }
         #expect(directory?.description == "initrd /tmp: a directory, not a regular file; not read")
@@ -108,7 +115,9 @@ import Testing
 /// kiln-jailer leaves it (so the image's open flags must be allowed there):
 /// InstanceStart used to hang the event loop, GET / with it, and SIGTERM was
 /// ignored until SIGKILL, which left the socket file behind.
-@Suite(.enabled(if: Lane1.kilnBuilt && access(APILane.kilnPolicy, X_OK) == 0, "kiln or kiln-policy is not built (swift build)"))
+@Suite(
+    .enabled(
+        if: Lane1.kilnBuilt && access(APILane.kilnPolicy, X_OK) == 0, "kiln or kiln-policy is not built (swift build)"))
 struct FIFOKernelAPITests {
     /// Reaps `pid` within `seconds`, else kills it and returns nil.
     static func reap(_ pid: pid_t, within seconds: Double) -> Int32? {
@@ -127,8 +136,9 @@ struct FIFOKernelAPITests {
         try #require(mkfifo(fifo, 0o600) == 0)
         let bundle = try APILane.bundle()
         defer { unlink(socketPath); unlink(errors); unlink(fifo); unlink(bundle) }
-        let pid = try APILane.spawnUnderJailerFilter(bundle: bundle, ["--api-sock", socketPath, "--seccomp-filter", bundle],
-                                                     stdout: "/dev/null", stderr: errors)
+        let pid = try APILane.spawnUnderJailerFilter(
+            bundle: bundle, ["--api-sock", socketPath, "--seccomp-filter", bundle],
+            stdout: "/dev/null", stderr: errors)
         var status: Int32?
         defer { if status == nil { _ = Self.reap(pid, within: 0) } }
         let client = try UnixHTTPClient(path: socketPath)
@@ -136,8 +146,9 @@ struct FIFOKernelAPITests {
         let start = MonotonicClock.nanoseconds()
         let refused = try client.request("PUT", "/actions", "{\"action_type\": \"InstanceStart\"}")
         let elapsed = MonotonicClock.nanoseconds() - start
-        #expect(refused.status == 400 && refused.body.contains("kernel \(fifo): a FIFO, not a regular file"),
-                "\(refused); stderr: \(Lane1.read(errors))")
+        #expect(
+            refused.status == 400 && refused.body.contains("kernel \(fifo): a FIFO, not a regular file"),
+            "\(refused); stderr: \(Lane1.read(errors))")
         #expect(elapsed < 1_000_000_000, "InstanceStart took \(elapsed / 1_000_000) ms")
         #expect(try client.request("GET", "/").status == 200)
         kill(pid, SIGTERM)

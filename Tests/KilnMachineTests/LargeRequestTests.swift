@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Valid requests with large bodies, sent to a real kiln under the shipped
 /// filters. Parsing them makes the API thread allocate and free far more
@@ -21,8 +22,9 @@ struct LargeRequestTests {
         let socketPath = scratch + ".sock", console = scratch + ".console", errors = scratch + ".err"
         defer { for path in [bundle, socketPath, console, errors] { unlink(path) } }
         // Trace logging: every vCPU exit formats a log line on its vCPU thread.
-        let pid = try Lane1.spawn(["--api-sock", socketPath, "--seccomp-filter", bundle, "--level", "Trace"],
-                                  stdout: console, stderr: errors, seconds: 60)
+        let pid = try Lane1.spawn(
+            ["--api-sock", socketPath, "--seccomp-filter", bundle, "--level", "Trace"],
+            stdout: console, stderr: errors, seconds: 60)
         var status: Int32?
         defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
         do {
@@ -44,7 +46,8 @@ struct LargeRequestTests {
 
         let machineConfig = "{\"vcpu_count\": 2," + String(repeating: " ", count: 40_000) + "\"mem_size_mib\": 128}"
         #expect(machineConfig.utf8.count > 40_000 && machineConfig.utf8.count < 51_200)
-        let longArguments = "{\"kernel_image_path\": \"\(Lane1.guest)\", \"boot_args\": \"\(String(repeating: "a", count: 16_000))\"}"
+        let longArguments =
+            "{\"kernel_image_path\": \"\(Lane1.guest)\", \"boot_args\": \"\(String(repeating: "a", count: 16_000))\"}"
         for round in 0..<20 {
             let configured = try client.request("PUT", "/machine-config", machineConfig)
             #expect(configured.status == 204, "round \(round): \(configured)")
@@ -56,11 +59,13 @@ struct LargeRequestTests {
 
         // rtc: the guest reads the CMOS clock, which converts the host's time
         // on the vCPU thread (gmtime_r), under the vcpu filter.
-        let bootSource = "{\"kernel_image_path\": \"\(Lane1.guest)\", \"boot_args\": \"console=ttyS0 rtc ctrlaltdel ticks\"}"
+        let bootSource =
+            "{\"kernel_image_path\": \"\(Lane1.guest)\", \"boot_args\": \"console=ttyS0 rtc ctrlaltdel ticks\"}"
         #expect(try client.request("PUT", "/boot-source", bootSource).status == 204)
         #expect(try client.request("PUT", "/actions", "{\"action_type\": \"InstanceStart\"}").status == 204)
-        #expect(APILane.eventually { Lane1.read(console).contains("guest: waiting for ctrl-alt-del") },
-                "console: \(Lane1.read(console)) stderr: \(Lane1.read(errors).suffix(2000))")
+        #expect(
+            APILane.eventually { Lane1.read(console).contains("guest: waiting for ctrl-alt-del") },
+            "console: \(Lane1.read(console)) stderr: \(Lane1.read(errors).suffix(2000))")
         #expect(Lane1.read(console).contains("guest: rtc: century 0x20"))
         // Large bodies again while the guest runs: refused after start, parsed all the same.
         for _ in 0..<5 {

@@ -1,6 +1,7 @@
 import KilnMemory
 import KilnTestSupport
 import Testing
+
 @testable import KilnMachine
 
 /// Corrupted and truncated kernel images must be refused with an error,

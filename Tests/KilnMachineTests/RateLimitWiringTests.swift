@@ -4,6 +4,7 @@ import KilnSystem
 import KilnTelemetry
 import KilnVirtio
 import Testing
+
 @testable import KilnMachine
 
 /// The VMM's side of the rate limiters, without a guest: configuration in,
@@ -28,10 +29,12 @@ import Testing
         let events = [try EventFD(), try EventFD()]
         // The irqfd stand-in owns the eventfd's descriptor and closes it.
         let interrupt = PublishingInterrupt(InterruptEventFD(try EventFD()))
-        let transport = VirtioMMIOTransport(device: device, memory: try HeapGuestMemory(size: 4096), interrupt: interrupt)
+        let transport = VirtioMMIOTransport(
+            device: device, memory: try HeapGuestMemory(size: 4096), interrupt: interrupt)
         interrupt.transport = transport
-        let slot = VirtioMMIOSlot(name: "held", transport: transport, interrupt: interrupt,
-                                  queueEvents: events, failures: Counter(), log: { _ in })
+        let slot = VirtioMMIOSlot(
+            name: "held", transport: transport, interrupt: interrupt,
+            queueEvents: events, failures: Counter(), log: { _ in })
         let resumer = ThrottleResumer(slot: slot, loop: loop)
         var fired: [UInt64] = []
         for event in events {

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// kiln is static-pie (Package.swift, linker/static-pie-ld): an ELF of type
 /// ET_DYN with no interpreter, which the kernel loads at a new random
@@ -12,8 +13,11 @@ import Testing
 struct StaticPIETests {
     @Test func kilnHasNoInterpreterAndMovesEveryRun() throws {
         let image = ChildProcess.readBytes(Lane1.kiln)
-        try #require(image.count > 64 && image.starts(with: [0x7F, 0x45, 0x4C, 0x46]), "\(Lane1.kiln) is not an ELF file")
-        func integer(_ offset: Int, _ size: Int) -> Int { (0..<size).reduce(0) { $0 | Int(image[offset + $1]) << (8 * $1) } }
+        try #require(
+            image.count > 64 && image.starts(with: [0x7F, 0x45, 0x4C, 0x46]), "\(Lane1.kiln) is not an ELF file")
+        func integer(_ offset: Int, _ size: Int) -> Int {
+            (0..<size).reduce(0) { $0 | Int(image[offset + $1]) << (8 * $1) }
+        }
         #expect(integer(16, 2) == 3, "e_type is not ET_DYN: kiln is not position-independent")
         let programHeaders = integer(32, 8), entrySize = integer(54, 2), count = integer(56, 2)
         let types = (0..<count).map { integer(programHeaders + $0 * entrySize, 4) }
@@ -24,11 +28,13 @@ struct StaticPIETests {
         for run in 0..<2 {
             let socketPath = "/tmp/kiln-static-pie-\(getpid())-\(UInt32.random(in: 0...UInt32.max))-\(run).sock"
             defer { unlink(socketPath) }
-            let parent = try Lane1.spawn(["--api-sock", socketPath], stdout: "/dev/null", stderr: "/dev/null", seconds: 30)
+            let parent = try Lane1.spawn(
+                ["--api-sock", socketPath], stdout: "/dev/null", stderr: "/dev/null", seconds: 30)
             defer { kill(parent, SIGTERM); _ = Lane1.wait(parent) }
-            _ = try UnixHTTPClient(path: socketPath)  // kiln is up
+            _ = try UnixHTTPClient(path: socketPath) // kiln is up
             let children = Lane1.read("/proc/\(parent)/task/\(parent)/children").split(separator: " ")
-            let kiln = try #require(children.first.flatMap { Int32($0.trimmingPrefix(" ")) }, "no kiln under timeout(1)")
+            let kiln = try #require(
+                children.first.flatMap { Int32($0.trimmingPrefix(" ")) }, "no kiln under timeout(1)")
             let maps = Lane1.read("/proc/\(kiln)/maps").split(separator: "\n")
             bases.append(String(maps.first { $0.hasSuffix("/kiln") }?.split(separator: "-").first ?? ""))
         }

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A signal that asks kiln to stop stops it, whatever the event loop was
 /// doing when it arrived: here, with an InstanceStart queued and not yet run.
@@ -16,8 +17,9 @@ struct StopSignalTests {
             let scratch = "/tmp/kiln-stop-\(getpid())-\(attempt)"
             let socketPath = scratch + ".sock", console = scratch + ".console", errors = scratch + ".err"
             defer { for path in [socketPath, console, errors] { unlink(path) } }
-            let pid = try Lane1.spawn(["--api-sock", socketPath, "--seccomp-filter", bundle],
-                                      stdout: console, stderr: errors, seconds: 30)
+            let pid = try Lane1.spawn(
+                ["--api-sock", socketPath, "--seccomp-filter", bundle],
+                stdout: console, stderr: errors, seconds: 30)
             let client = try UnixHTTPClient(path: socketPath)
             // The guest waits for Ctrl+Alt+Del: it never ends by itself.
             let bootSource = "{\"kernel_image_path\": \"\(Lane1.guest)\", \"boot_args\": \"console=ttyS0 ctrlaltdel\"}"

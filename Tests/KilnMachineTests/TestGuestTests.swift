@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Lane 1: the Embedded Swift test guest (integration/guest) booted by the
 /// real `kiln` binary on this machine's KVM. Asserts on the guest's serial
@@ -42,8 +43,10 @@ enum Lane1 {
     }
 
     /// Starts kiln under timeout(1) with its standard streams on files.
-    static func spawn(_ arguments: [String], stdin: String? = nil, stdout: String, stderr: String,
-                      seconds: Int = 20) throws -> pid_t {
+    static func spawn(
+        _ arguments: [String], stdin: String? = nil, stdout: String, stderr: String,
+        seconds: Int = 20
+    ) throws -> pid_t {
         try ChildProcess.spawn([kiln] + arguments, stdin: stdin, stdout: stdout, stderr: stderr, seconds: seconds)
     }
 
@@ -68,9 +71,10 @@ enum Lane1 {
 @Suite(.enabled(if: Lane1.ready, Lane1.skipReason))
 struct TestGuestTests {
     @Test func guestPrintsBootParamsTakesTimerInterruptsAndResets() throws {
-        let run = try Lane1.run(Lane1.baseFlags + [
-            "--kernel", Lane1.guest, "--cmdline", "console=ttyS0 lane1 marker=42", "--mem", "128", "--boot-timer",
-        ])
+        let run = try Lane1.run(
+            Lane1.baseFlags + [
+                "--kernel", Lane1.guest, "--cmdline", "console=ttyS0 lane1 marker=42", "--mem", "128", "--boot-timer",
+            ])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
         let lines = run.guestLines
         #expect(lines.first == "guest: hello from the kiln test guest")
@@ -93,8 +97,9 @@ struct TestGuestTests {
     }
 
     @Test func stdinReachesTheGuestThroughTheUART() throws {
-        let run = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", "echo"],
-                                input: "typed into kiln\nrest")
+        let run = try Lane1.run(
+            Lane1.baseFlags + ["--kernel", Lane1.guest, "--cmdline", "echo"],
+            input: "typed into kiln\nrest")
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
         #expect(run.guestLines.contains("guest: echo: typed into kiln"))
         #expect(run.guestLines.last == "guest: ready")
@@ -148,8 +153,9 @@ struct TestGuestTests {
     @Test func theGuestBootsThroughThe64BitProtocolWithoutItsPVHNote() throws {
         var image = ChildProcess.readBytes(Lane1.guest)
         let note: [UInt8] = [4, 0, 0, 0, 8, 0, 0, 0, 18, 0, 0, 0] + Array("Xen\0".utf8)
-        let start = try #require((0...(image.count - note.count)).first { image[$0..<$0 + note.count].elementsEqual(note) },
-                                 "no PVH note in \(Lane1.guest)")
+        let start = try #require(
+            (0...(image.count - note.count)).first { image[$0..<$0 + note.count].elementsEqual(note) },
+            "no PVH note in \(Lane1.guest)")
         image[start + 8] = 19 // any type but XEN_ELFNOTE_PHYS32_ENTRY
         let kernel = "/tmp/kiln-lane1-no-pvh-\(getpid()).elf"
         let file = try #require(fopen(kernel, "w"))
@@ -178,10 +184,12 @@ struct TestGuestTests {
     @Test func aVsockDeviceIsAnnouncedAndItsSocketRemovedAtExit() throws {
         let socket = Lane1.scratchFile("vsock.sock", "")
         unlink(socket)
-        let path = Lane1.scratchFile("vsock.json", """
-        {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "vsock-test"},
-         "vsock": {"guest_cid": 3, "uds_path": "\(socket)"}}
-        """)
+        let path = Lane1.scratchFile(
+            "vsock.json",
+            """
+            {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "vsock-test"},
+             "vsock": {"guest_cid": 3, "uds_path": "\(socket)"}}
+            """)
         defer { unlink(path); unlink(socket) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
@@ -192,10 +200,12 @@ struct TestGuestTests {
 
     @Test func aVsockPathAlreadyTakenIsRefusedAndKept() throws {
         let socket = Lane1.scratchFile("vsock-taken", "not a socket")
-        let path = Lane1.scratchFile("vsock.json", """
-        {"boot-source": {"kernel_image_path": "\(Lane1.guest)"},
-         "vsock": {"guest_cid": 3, "uds_path": "\(socket)"}}
-        """)
+        let path = Lane1.scratchFile(
+            "vsock.json",
+            """
+            {"boot-source": {"kernel_image_path": "\(Lane1.guest)"},
+             "vsock": {"guest_cid": 3, "uds_path": "\(socket)"}}
+            """)
         defer { unlink(path); unlink(socket) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 1)
@@ -205,10 +215,12 @@ struct TestGuestTests {
     }
 
     @Test func configFileBootsTheGuest() throws {
-        let path = Lane1.scratchFile("config.json", """
-        {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "from-config-file"},
-         "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}
-        """)
+        let path = Lane1.scratchFile(
+            "config.json",
+            """
+            {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "from-config-file"},
+             "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}}
+            """)
         defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
@@ -240,7 +252,8 @@ struct TestGuestTests {
         #expect(tooBig.stderr.contains("initrd \(bigPath): "))
         #expect(tooBig.stdout.isEmpty)
 
-        let missingInitrd = try Lane1.run(Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", "/nonexistent/initrd"])
+        let missingInitrd = try Lane1.run(
+            Lane1.baseFlags + ["--kernel", Lane1.guest, "--initrd", "/nonexistent/initrd"])
         #expect(missingInitrd.status == 1)
         #expect(missingInitrd.stderr.contains("/nonexistent/initrd"))
         #expect(missingInitrd.stdout.isEmpty)
@@ -251,7 +264,9 @@ struct TestGuestTests {
         let builtin = try Lane1.run(["--no-api", "--kernel", Lane1.guest, "--cmdline", "console=ttyS0 lane1"])
         #expect(builtin.status == 0, "\(builtin.stderr)")
         #expect(!builtin.stderr.contains("--no-seccomp"))
-        let noBundle = try Lane1.run(["--no-api", "--seccomp-filter", "/nonexistent/f.kbundle", "--kernel", Lane1.guest])
+        let noBundle = try Lane1.run([
+            "--no-api", "--seccomp-filter", "/nonexistent/f.kbundle", "--kernel", Lane1.guest,
+        ])
         #expect(noBundle.status == 1)
         #expect(noBundle.stderr.contains("--seccomp-filter /nonexistent/f.kbundle"))
         #expect(noBundle.stdout.isEmpty)

@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnTelemetry
 import Testing
+
 @testable import KilnMachine
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Exit decoding and dispatch with no KVM: a `kvm_run` page in ordinary
 /// memory, filled as KVM would fill it.
@@ -45,8 +47,9 @@ import Testing
         init() throws {
             try ports.insert(device, base: 0x3f8, size: 8)
             try memory.insert(device, base: 0xd000_1000, size: 0x1000)
-            dispatcher = VCPUExitDispatcher(portBus: ports, memoryBus: memory, exits: VCPUExitCounters(registry),
-                                            trace: nil)
+            dispatcher = VCPUExitDispatcher(
+                portBus: ports, memoryBus: memory, exits: VCPUExitCounters(registry),
+                trace: nil)
         }
         func handle(_ page: Page) -> VCPUExitDispatcher.Outcome {
             dispatcher.handle(VCPUExit.decode(page.run, pageSize: VCPUExitTests.pageSize), vcpu: 0, rip: { "1234" })
@@ -63,7 +66,7 @@ import Testing
             return reason.exitCode
         }
         #expect(code(.internalError(suberror: 1)) == 2)
-        #expect(code(.failEntry(reason: 0x80000021)) == 2)
+        #expect(code(.failEntry(reason: 0x8000_0021)) == 2)
         #expect(code(.unknown(reason: 9999)) == 2)
         #expect(code(.shutdown) == 0)
         #expect(code(.systemEvent(type: UInt32(KVM_SYSTEM_EVENT_SHUTDOWN))) == 0)
@@ -122,9 +125,12 @@ import Testing
         #expect(rig.handle(page) == .resume)
         page.run.pointee.exit_reason = UInt32(KVM_EXIT_INTERNAL_ERROR)
         page.run.pointee.internal.suberror = 3
-        guard case let .stop(.failure(message)) = rig.handle(page) else { Issue.record("an internal error fails"); return }
+        guard case let .stop(.failure(message)) = rig.handle(page) else {
+            Issue.record("an internal error fails"); return
+        }
         #expect(message.contains("suberror 3") && message.contains("rip 0x1234"))
         let snapshot = rig.registry.snapshot(now: 0).encoded()
-        #expect(snapshot.contains("\"exit_shutdown\":1") && snapshot.contains("\"exit_internal_error\":1"), "\(snapshot)")
+        #expect(
+            snapshot.contains("\"exit_shutdown\":1") && snapshot.contains("\"exit_internal_error\":1"), "\(snapshot)")
     }
 }

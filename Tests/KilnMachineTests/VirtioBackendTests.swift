@@ -1,11 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import KilnTelemetry
 import KilnVirtio
 import Testing
+
 @testable import KilnMachine
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The host side of the virtio devices, which KilnVirtio reaches only through
 /// its backend protocols.
@@ -53,7 +55,9 @@ import Testing
         let backend = try FileBlockBackend(file: file, readOnly: false, identifier: "shrunk")
         #expect(ftruncate(file.rawValue, 512) == 0)
         var sector = [UInt8](repeating: 0, count: 512)
-        #expect(throws: SystemError.self) { try sector.withUnsafeMutableBytes { try backend.read(into: $0, at: 3 * 512) } }
+        #expect(throws: SystemError.self) {
+            try sector.withUnsafeMutableBytes { try backend.read(into: $0, at: 3 * 512) }
+        }
     }
 
     @Test func theRandomSourceFillsAndCounts() throws {

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Lane 1 with virtio-mmio devices: kiln boots the test guest, whose driver
 /// (integration/guest/Virtio.swift) finds each device from the command line
@@ -13,7 +14,8 @@ extension VirtioLane {
     static func config(drives: [Drive] = [], entropy: Bool = false, tap: String? = nil, mac: String? = nil) -> String {
         // A name of its own: the suite's tests run in parallel and each unlinks its file.
         let name = "virtio-config-\(UInt32.random(in: 0...UInt32.max)).json"
-        return Lane1.scratchFile(name, configText(kernel: Lane1.guest, drives: drives, entropy: entropy, tap: tap, mac: mac))
+        return Lane1.scratchFile(
+            name, configText(kernel: Lane1.guest, drives: drives, entropy: entropy, tap: tap, mac: mac))
     }
 
     static func runWithConfig(_ path: String, seconds: Int = 20) throws -> Lane1.Run {
@@ -27,10 +29,11 @@ struct VirtioGuestTests {
         // No device at these addresses: kiln reads unclaimed MMIO as all ones,
         // so each well-formed argument ends in "bad magic"; the malformed one
         // is reported, and the guest still resets.
-        let run = try Lane1.run(Lane1.baseFlags + [
-            "--kernel", Lane1.guest, "--cmdline",
-            "virtio_mmio.device=4K@0xd0001000:5 virtio_mmio.device=0x200@0xd0002000:6 virtio_mmio.device=4K@:7",
-        ])
+        let run = try Lane1.run(
+            Lane1.baseFlags + [
+                "--kernel", Lane1.guest, "--cmdline",
+                "virtio_mmio.device=4K@0xd0001000:5 virtio_mmio.device=0x200@0xd0002000:6 virtio_mmio.device=4K@:7",
+            ])
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
         let lines = run.guestLines
         #expect(lines.contains("guest: virtio-mmio 0xd0001000 size 4096 irq 5"))
@@ -50,10 +53,12 @@ struct VirtioGuestTests {
         try #require(run.status == 0, "kiln stderr: \(run.stderr)")
         let lines = run.guestLines
         // kiln announces the device on the command line it writes.
-        #expect(lines.contains { $0.hasPrefix("guest: cmdline: ") && $0.contains("virtio_mmio.device=4K@0xd0001000:5") })
+        #expect(
+            lines.contains { $0.hasPrefix("guest: cmdline: ") && $0.contains("virtio_mmio.device=4K@0xd0001000:5") })
         let block = VirtioLane.section(lines, containing: "guest: virtio-blk@")
-        #expect(block.contains("guest: virtio-blk@0xd0001000 capacity \(VirtioLane.driveSectors) sectors ro=0"),
-                "guest lines: \(lines)")
+        #expect(
+            block.contains("guest: virtio-blk@0xd0001000 capacity \(VirtioLane.driveSectors) sectors ro=0"),
+            "guest lines: \(lines)")
         #expect(block.contains { $0.hasPrefix("guest: blk id ") })
         #expect(block.contains("guest: blk sector0 \(VirtioLane.sectorZeroHex)"))
         #expect(block.contains("guest: blk write ok"), "guest lines: \(lines)")
@@ -61,7 +66,9 @@ struct VirtioGuestTests {
 
         let bytes = ChildProcess.readBytes(drive)
         #expect(bytes.count == VirtioLane.sectorSize * VirtioLane.driveSectors)
-        let written = VirtioLane.patternRange.allSatisfy { bytes.count > $0 && bytes[$0] == VirtioLane.pattern($0 - 512) }
+        let written = VirtioLane.patternRange.allSatisfy {
+            bytes.count > $0 && bytes[$0] == VirtioLane.pattern($0 - 512)
+        }
         #expect(written, "sectors 1-8 do not hold the guest's pattern")
         #expect(Array(bytes.prefix(16)) == VirtioLane.sectorZero)
         #expect(bytes.count > 4608 && bytes[4608] == 0xee, "the guest wrote past sector 8")
@@ -76,8 +83,9 @@ struct VirtioGuestTests {
         let run = try VirtioLane.runWithConfig(config)
         try #require(run.status == 0, "kiln stderr: \(run.stderr)")
         let block = VirtioLane.section(run.guestLines, containing: "guest: virtio-blk@")
-        #expect(block.contains { $0.hasPrefix("guest: virtio-blk@") && $0.hasSuffix(" ro=1") },
-                "guest lines: \(run.guestLines)")
+        #expect(
+            block.contains { $0.hasPrefix("guest: virtio-blk@") && $0.hasSuffix(" ro=1") },
+            "guest lines: \(run.guestLines)")
         #expect(block.contains("guest: blk sector0 \(VirtioLane.sectorZeroHex)"))
         #expect(block.contains("guest: blk write refused status 1"), "guest lines: \(run.guestLines)")
         #expect(ChildProcess.readBytes(drive) == before, "the read-only drive file changed")
@@ -105,8 +113,9 @@ struct VirtioGuestTests {
         let readWrite = VirtioLane.makeDrive("multi-rw")
         let readOnly = VirtioLane.makeDrive("multi-ro")
         defer { unlink(readWrite); unlink(readOnly) }
-        let config = VirtioLane.config(drives: [.init(path: readOnly, readOnly: true), .init(path: readWrite, readOnly: false)],
-                                       entropy: true)
+        let config = VirtioLane.config(
+            drives: [.init(path: readOnly, readOnly: true), .init(path: readWrite, readOnly: false)],
+            entropy: true)
         defer { unlink(config) }
         let run = try VirtioLane.runWithConfig(config)
         try #require(run.status == 0, "kiln stderr: \(run.stderr)")
@@ -114,12 +123,18 @@ struct VirtioGuestTests {
         #expect(sections.count == 3, "guest lines: \(run.guestLines)")
         // Consecutive pages from 0xd0001000, GSIs from 5, whatever the order.
         let bases = sections.compactMap { $0.first }.sorted()
-        #expect(bases == ["guest: virtio-mmio 0xd0001000 size 4096 irq 5",
-                          "guest: virtio-mmio 0xd0002000 size 4096 irq 6",
-                          "guest: virtio-mmio 0xd0003000 size 4096 irq 7"])
+        #expect(
+            bases == [
+                "guest: virtio-mmio 0xd0001000 size 4096 irq 5",
+                "guest: virtio-mmio 0xd0002000 size 4096 irq 6",
+                "guest: virtio-mmio 0xd0003000 size 4096 irq 7",
+            ])
         #expect(VirtioLane.section(run.guestLines, containing: " ro=1").contains("guest: blk write refused status 1"))
         #expect(VirtioLane.section(run.guestLines, containing: " ro=0").contains("guest: blk write ok"))
-        #expect(VirtioLane.section(run.guestLines, containing: "guest: virtio-rng@").contains { $0.hasPrefix("guest: rng ") })
+        #expect(
+            VirtioLane.section(run.guestLines, containing: "guest: virtio-rng@").contains {
+                $0.hasPrefix("guest: rng ")
+            })
     }
 }
 
@@ -157,9 +172,12 @@ struct VirtioNetGuestTests {
         // The socket is open before kiln starts: the hello comes right after boot.
         let kiln = try ChildProcess.start([Lane1.kiln] + Lane1.baseFlags + ["--config-file", config], seconds: 30)
 
-        let exchange = TapLane.helloAndEcho(fd, while: kiln.pid, payload: Array("echo this, kiln guest: \(getpid())".utf8))
+        let exchange = TapLane.helloAndEcho(
+            fd, while: kiln.pid, payload: Array("echo this, kiln guest: \(getpid())".utf8))
         let run = kiln.wait()
-        #expect(exchange.hello != nil, "no hello frame from the guest; guest lines: \(run.stdout)\nkiln stderr: \(run.stderr)")
+        #expect(
+            exchange.hello != nil,
+            "no hello frame from the guest; guest lines: \(run.stdout)\nkiln stderr: \(run.stderr)")
         if let datagram = exchange.hello {
             #expect(datagram.destinationMAC == [0xff, 0xff, 0xff, 0xff, 0xff, 0xff])
             #expect(datagram.sourceIP == TapLane.guestIP && datagram.destinationIP == TapLane.hostIP)
@@ -178,7 +196,9 @@ struct VirtioNetGuestTests {
         }
         #expect(run.status == 0, "kiln stderr: \(run.stderr)")
         let lines = run.stdout.split(separator: "\n").map(String.init)
-        #expect(lines.contains("guest: virtio-net@0xd0001000 mac \(TapLane.macText(TapLane.guestMAC))"), "guest lines: \(lines)")
+        #expect(
+            lines.contains("guest: virtio-net@0xd0001000 mac \(TapLane.macText(TapLane.guestMAC))"),
+            "guest lines: \(lines)")
         #expect(lines.contains("guest: net sent hello"))
         #expect(lines.contains("guest: net echoed \(exchange.payload.count) bytes"))
     }

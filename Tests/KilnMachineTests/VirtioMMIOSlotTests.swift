@@ -1,13 +1,15 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnMemory
 import KilnSystem
 import KilnTelemetry
 import KilnVirtio
 import Synchronization
 import Testing
+
 @testable import KilnMachine
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The machine's side of one virtio-mmio device: register accesses as the
 /// bus hands them over, QueueNotify turned into an eventfd signal, and
@@ -29,11 +31,13 @@ import Testing
             irq = try EventFD()
             queue = try EventFD()
             let interrupt = PublishingInterrupt(InterruptEventFD(irq))
-            let transport = VirtioMMIOTransport(device: EntropyDevice(memory: memory, source: ZeroSource()),
-                                                memory: memory, interrupt: interrupt)
+            let transport = VirtioMMIOTransport(
+                device: EntropyDevice(memory: memory, source: ZeroSource()),
+                memory: memory, interrupt: interrupt)
             interrupt.transport = transport
-            slot = VirtioMMIOSlot(name: "entropy", transport: transport,
-                                  interrupt: interrupt, queueEvents: [queue], failures: failures, log: log)
+            slot = VirtioMMIOSlot(
+                name: "entropy", transport: transport,
+                interrupt: interrupt, queueEvents: [queue], failures: failures, log: log)
         }
 
         func write32(_ offset: UInt64, _ value: UInt32) {
@@ -59,7 +63,7 @@ import Testing
 
     @Test func queueNotifySignalsThatQueuesEventfdAndNothingElse() throws {
         let rig = try Rig()
-        rig.write32(MMIORegister.queueNotify, 7)   // no such queue: ignored
+        rig.write32(MMIORegister.queueNotify, 7) // no such queue: ignored
         #expect(try rig.queue.drain() == 0)
         rig.write32(MMIORegister.queueNotify, 0)
         #expect(try rig.queue.drain() == 1)
@@ -123,7 +127,7 @@ import Testing
             rig.write32(MMIORegister.driverFeatures, 1)
             rig.write32(MMIORegister.status, 11)
             rig.write32(MMIORegister.queueSelect, 0)
-            rig.write32(MMIORegister.queueSize, 3)  // not a power of two (§2.7)
+            rig.write32(MMIORegister.queueSize, 3) // not a power of two (§2.7)
             rig.write32(MMIORegister.queueReady, 1)
             rig.write32(MMIORegister.queueReady, 1)
             #expect(rig.read32(MMIORegister.status) & 0x40 != 0, "DEVICE_NEEDS_RESET")

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The machine's virtio devices as a guest and an operator see them before
 /// any queue runs: where they are announced, and what is refused by name.
@@ -17,29 +18,32 @@ struct VirtioWiringTests {
     }
 
     static func config(drives: String = "[]", extra: String = "", bootArgs: String = "console=ttyS0") -> String {
-        Lane1.scratchFile("wiring.json", """
-        {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "\(bootArgs)"},
-         "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
-         "drives": \(drives)\(extra)}
-        """)
+        Lane1.scratchFile(
+            "wiring.json",
+            """
+            {"boot-source": {"kernel_image_path": "\(Lane1.guest)", "boot_args": "\(bootArgs)"},
+             "machine-config": {"vcpu_count": 1, "mem_size_mib": 64},
+             "drives": \(drives)\(extra)}
+            """)
     }
 
     @Test func devicesAreAnnouncedOnTheCommandLineWithTheRootDriveFirst() throws {
         let data = Self.disk("data", bytes: 1 << 20), root = Self.disk("root", bytes: 1 << 20)
         defer { unlink(data); unlink(root) }
         let drives = """
-        [{"drive_id": "data", "path_on_host": "\(data)", "is_root_device": false, "is_read_only": true},
-         {"drive_id": "root", "path_on_host": "\(root)", "is_root_device": true, "is_read_only": true}]
-        """
+            [{"drive_id": "data", "path_on_host": "\(data)", "is_root_device": false, "is_read_only": true},
+             {"drive_id": "root", "path_on_host": "\(root)", "is_root_device": true, "is_read_only": true}]
+            """
         let path = Self.config(drives: drives, extra: ", \"entropy\": {}", bootArgs: "console=ttyS0 -- init-arg")
         defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 0, "\(run.stderr)")
         // Three devices in three 4 KiB windows on GSIs 5-7, the root drive
         // (read-only) first; init's arguments stay after "--".
-        #expect(run.guestLines.contains(
-            "guest: cmdline: console=ttyS0 virtio_mmio.device=4K@0xd0001000:5 virtio_mmio.device=4K@0xd0002000:6 "
-                + "virtio_mmio.device=4K@0xd0003000:7 root=/dev/vda ro -- init-arg"), "\(run.guestLines)")
+        #expect(
+            run.guestLines.contains(
+                "guest: cmdline: console=ttyS0 virtio_mmio.device=4K@0xd0001000:5 virtio_mmio.device=4K@0xd0002000:6 "
+                    + "virtio_mmio.device=4K@0xd0003000:7 root=/dev/vda ro -- init-arg"), "\(run.guestLines)")
     }
 
     /// Firecracker's io_uring engine is a host-side choice: a drive asking
@@ -47,9 +51,10 @@ struct VirtioWiringTests {
     @Test func anAsyncDriveIsServedSynchronouslyAndLogged() throws {
         let disk = Self.disk("async", bytes: 1 << 20)
         defer { unlink(disk) }
-        let path = Self.config(drives: """
-        [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false, "io_engine": "Async"}]
-        """)
+        let path = Self.config(
+            drives: """
+                [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false, "io_engine": "Async"}]
+                """)
         defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path, "--level", "Info"])
         #expect(run.status == 0, "\(run.stderr)")
@@ -65,9 +70,10 @@ struct VirtioWiringTests {
     func drivesAndEntropyWithRateLimitersBoot(limiter: String) throws {
         let disk = Self.disk("limited", bytes: 1 << 20)
         defer { unlink(disk) }
-        let path = Self.config(drives: """
-        [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false, "rate_limiter": \(limiter)}]
-        """, extra: ", \"entropy\": {\"rate_limiter\": \(limiter)}")
+        let path = Self.config(
+            drives: """
+                [{"drive_id": "d", "path_on_host": "\(disk)", "is_root_device": false, "rate_limiter": \(limiter)}]
+                """, extra: ", \"entropy\": {\"rate_limiter\": \(limiter)}")
         defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path])
         #expect(run.status == 0, "\(run.stderr)")
@@ -78,7 +84,8 @@ struct VirtioWiringTests {
         unlink(fifo)
         #expect(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }
-        let path = Self.config(drives: "[{\"drive_id\": \"d\", \"path_on_host\": \"\(fifo)\", \"is_root_device\": false}]")
+        let path = Self.config(
+            drives: "[{\"drive_id\": \"d\", \"path_on_host\": \"\(fifo)\", \"is_root_device\": false}]")
         defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path], seconds: 10)
         #expect(run.status == 1, "timeout(1) gives 124 when kiln hangs: \(run.status)")
@@ -86,17 +93,19 @@ struct VirtioWiringTests {
     }
 
     @Test func aMissingDriveFileOrTapIsNamed() throws {
-        let missing = Self.config(drives: """
-        [{"drive_id": "d", "path_on_host": "/nonexistent/disk.img", "is_root_device": false}]
-        """)
+        let missing = Self.config(
+            drives: """
+                [{"drive_id": "d", "path_on_host": "/nonexistent/disk.img", "is_root_device": false}]
+                """)
         defer { unlink(missing) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", missing])
         #expect(run.status == 1)
         #expect(run.stderr.contains("/nonexistent/disk.img"), "\(run.stderr)")
 
-        let noTap = Self.config(extra: """
-        , "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "kiln-notap0"}]
-        """)
+        let noTap = Self.config(
+            extra: """
+                , "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "kiln-notap0"}]
+                """)
         defer { unlink(noTap) }
         let tapRun = try Lane1.run(Lane1.baseFlags + ["--config-file", noTap])
         #expect(tapRun.status == 1)
@@ -106,13 +115,14 @@ struct VirtioWiringTests {
     @Test func metricsCountTheGuestsIOAndATrailingPartialSectorIsReported() throws {
         let drive = VirtioLane.makeDrive("metrics")
         let handle = open(drive, O_WRONLY | O_APPEND)
-        _ = write(handle, [UInt8](repeating: 0xee, count: 100), 100)  // 100 bytes past the last whole sector
+        _ = write(handle, [UInt8](repeating: 0xee, count: 100), 100) // 100 bytes past the last whole sector
         close(handle)
         let metrics = "/tmp/kiln-wiring-\(getpid())-metrics.json"
         defer { unlink(drive); unlink(metrics) }
-        let path = Self.config(drives: """
-        [{"drive_id": "d0", "path_on_host": "\(drive)", "is_root_device": false, "cache_type": "Writeback"}]
-        """, extra: ", \"entropy\": {}, \"metrics\": {\"metrics_path\": \"\(metrics)\"}")
+        let path = Self.config(
+            drives: """
+                [{"drive_id": "d0", "path_on_host": "\(drive)", "is_root_device": false, "cache_type": "Writeback"}]
+                """, extra: ", \"entropy\": {}, \"metrics\": {\"metrics_path\": \"\(metrics)\"}")
         defer { unlink(path) }
         let run = try Lane1.run(Lane1.baseFlags + ["--config-file", path, "--level", "Info"])
         #expect(run.status == 0, "\(run.stderr)")

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnMachine
 import KilnSystem
 import KilnTestSupport
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// vsock's `uds_path` exists from the moment `PUT /vsock` is answered, as
 /// Firecracker's `VsockBuilder::insert` makes it (clients such as bandsox wait
@@ -72,7 +73,8 @@ struct VsockBindTests {
         // a path that cannot be bound leaves nothing. Either way the device
         // configured before stays, socket and all.
         let taken = try client.request("PUT", "/vsock", #"{"guest_cid": 6, "uds_path": "\#(occupied)"}"#)
-        #expect(taken.status == 400 && taken.body.contains(occupied) && taken.body.contains("already exists"), "\(taken)")
+        #expect(
+            taken.status == 400 && taken.body.contains(occupied) && taken.body.contains("already exists"), "\(taken)")
         #expect(Lane1.read(occupied) == "not a socket")
         let missingFolder = base + ".nofolder/v.sock"
         let unbindable = try client.request("PUT", "/vsock", #"{"guest_cid": 6, "uds_path": "\#(missingFolder)"}"#)
@@ -115,8 +117,10 @@ struct VsockBindTests {
     /// else's file holds: `TestGuestTests.aVsockPathAlreadyTakenIsRefusedAndKept`).
     @Test func aConfigFileStartThatFailsRemovesTheSocket() throws {
         let uds = Self.scratch("config") + ".v"
-        let config = Lane1.scratchFile("vsock-bind", #"{"boot-source": {"kernel_image_path": "/etc/hostname"},"#
-            + #" "vsock": {"guest_cid": 3, "uds_path": "\#(uds)"}}"#)
+        let config = Lane1.scratchFile(
+            "vsock-bind",
+            #"{"boot-source": {"kernel_image_path": "/etc/hostname"},"#
+                + #" "vsock": {"guest_cid": 3, "uds_path": "\#(uds)"}}"#)
         defer { unlink(config); unlink(uds) }
         let failed = try Lane1.run(["--no-api", "--config-file", config])
         #expect(failed.status != 0 && failed.stderr.contains("/etc/hostname"), "stderr: \(failed.stderr)")

@@ -1,8 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Testing
+
 @testable import KilnMemory
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Two regions around a hole, as the machine lays out RAM around the MMIO gap.
 private func splitMemory() throws -> HeapGuestMemory {
@@ -66,7 +68,9 @@ private func splitMemory() throws -> HeapGuestMemory {
     #expect(throws: GuestMemoryLayoutError.emptyRegion(GuestRange(address: 0, size: 0))) {
         try GuestRange.validate([GuestRange(address: 0, size: 0)])
     }
-    let overlapping = #expect(throws: GuestMemoryLayoutError.regionOutOfOrder(GuestRange(address: 0x2000, size: 0x1000))) {
+    let overlapping = #expect(
+        throws: GuestMemoryLayoutError.regionOutOfOrder(GuestRange(address: 0x2000, size: 0x1000))
+    ) {
         try GuestRange.validate([GuestRange(address: 0x1000, size: 0x2000), GuestRange(address: 0x2000, size: 0x1000)])
     }
     #expect(overlapping?.description == "region [0x2000, +0x1000) overlaps or precedes the one before it")
@@ -76,7 +80,9 @@ private func splitMemory() throws -> HeapGuestMemory {
     #expect(throws: GuestMemoryLayoutError.wrappingRegion(GuestRange(address: UInt64.max - 0xfff, size: 0x2000))) {
         try GuestRange.validate([GuestRange(address: UInt64.max - 0xfff, size: 0x2000)])
     }
-    #expect((try? GuestRange.validate([GuestRange(address: 0, size: 0x1000), GuestRange(address: 0x3000, size: 0x1000)])) == 0x2000)
+    #expect(
+        (try? GuestRange.validate([GuestRange(address: 0, size: 0x1000), GuestRange(address: 0x3000, size: 0x1000)]))
+            == 0x2000)
 }
 
 @Test func mappedMemorySlicesOneMappingAcrossTheHole() throws {

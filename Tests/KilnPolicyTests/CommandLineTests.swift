@@ -1,12 +1,16 @@
 import KilnSeccomp
 import KilnSystem
 import Testing
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The kiln-policy executable: exit codes and messages for good and bad use.
-@Suite(.enabled(if: BuiltProducts.path(of: "kiln-policy") != nil, "kiln-policy is not built beside the tests: run swift build first"))
+@Suite(
+    .enabled(
+        if: BuiltProducts.path(of: "kiln-policy") != nil,
+        "kiln-policy is not built beside the tests: run swift build first"))
 struct CommandLineTests {
     struct Result {
         var status: Int32
@@ -44,24 +48,36 @@ struct CommandLineTests {
         close(errorPipe[0])
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-        return Result(status: (status >> 8) & 0xFF, output: String(decoding: output, as: UTF8.self),
-                      errors: String(decoding: errors, as: UTF8.self))
+        return Result(
+            status: (status >> 8) & 0xFF, output: String(decoding: output, as: UTF8.self),
+            errors: String(decoding: errors, as: UTF8.self))
     }
 
-    @Test(arguments: [
-        ([], "kiln-policy: missing command (see kiln-policy --help)\n"),
-        (["frob"], "kiln-policy: unknown command 'frob' (see kiln-policy --help)\n"),
-        (["audit", "--policy", "policies"], "kiln-policy: unknown option '--policy' for audit (see kiln-policy --help)\n"),
-        (["audit", "--policies"], "kiln-policy: --policies needs a value (see kiln-policy --help)\n"),
-        (["audit", "--policies", "policies", "--format", "xml"],
-         "kiln-policy: --format must be text, json or markdown, not 'xml' (see kiln-policy --help)\n"),
-        (["compile", "--policies", "policies"], "kiln-policy: compile needs --output (see kiln-policy --help)\n"),
-        (["check", "--policies", "policies", "--fail-on", "info"],
-         "kiln-policy: --fail-on must be low, medium, high or critical, not 'info' (see kiln-policy --help)\n"),
-        (["check", "--policies", "a", "--policies", "b"], "kiln-policy: --policies given twice (see kiln-policy --help)\n"),
-        (["trace", "kiln"], "kiln-policy: trace needs the command after -- (see kiln-policy --help)\n"),
-        (["trace", "--"], "kiln-policy: trace needs a command after -- (see kiln-policy --help)\n"),
-    ] as [([String], String)])
+    @Test(
+        arguments: [
+            ([], "kiln-policy: missing command (see kiln-policy --help)\n"),
+            (["frob"], "kiln-policy: unknown command 'frob' (see kiln-policy --help)\n"),
+            (
+                ["audit", "--policy", "policies"],
+                "kiln-policy: unknown option '--policy' for audit (see kiln-policy --help)\n"
+            ),
+            (["audit", "--policies"], "kiln-policy: --policies needs a value (see kiln-policy --help)\n"),
+            (
+                ["audit", "--policies", "policies", "--format", "xml"],
+                "kiln-policy: --format must be text, json or markdown, not 'xml' (see kiln-policy --help)\n"
+            ),
+            (["compile", "--policies", "policies"], "kiln-policy: compile needs --output (see kiln-policy --help)\n"),
+            (
+                ["check", "--policies", "policies", "--fail-on", "info"],
+                "kiln-policy: --fail-on must be low, medium, high or critical, not 'info' (see kiln-policy --help)\n"
+            ),
+            (
+                ["check", "--policies", "a", "--policies", "b"],
+                "kiln-policy: --policies given twice (see kiln-policy --help)\n"
+            ),
+            (["trace", "kiln"], "kiln-policy: trace needs the command after -- (see kiln-policy --help)\n"),
+            (["trace", "--"], "kiln-policy: trace needs a command after -- (see kiln-policy --help)\n"),
+        ] as [([String], String)])
     func badUsageIsAnErrorWithExitStatus2(_ arguments: [String], _ message: String) throws {
         let result = try Self.run(arguments)
         #expect(result.status == 2)
@@ -78,7 +94,7 @@ struct CommandLineTests {
             let high = try Self.run(["check", "--policies", directory, "--fail-on", "high"])
             #expect(high.status == 1)
             #expect(high.output.contains("vmm: [high] ioctl: allowed with no argument conditions (vmm.policy:2:1)"))
-            #expect(high.errors == "kiln-policy: 2 finding(s) at or above high\n")  // vmm and the jailer's union
+            #expect(high.errors == "kiln-policy: 2 finding(s) at or above high\n") // vmm and the jailer's union
             let critical = try Self.run(["check", "--policies", directory, "--fail-on", "critical"])
             #expect(critical.status == 0)
         }
@@ -96,8 +112,13 @@ struct CommandLineTests {
         defer { unlink(bundlePath) }
         let compile = try Self.run(["compile", "--policies", "policies", "--output", bundlePath])
         #expect(compile.status == 0 && compile.output.hasSuffix("wrote \(bundlePath)\n"))
-        #expect(try SeccompBundle(decoding: try FileSystem.readFile(bundlePath)).roles == ["api", "jailer", "launch", "vcpu", "vmm"])
-        let compared = try Self.run(["audit", "--policies", "policies", "--compare", "policies/reference/firecracker-seccomp-x86_64.json"])
+        #expect(
+            try SeccompBundle(decoding: try FileSystem.readFile(bundlePath)).roles == [
+                "api", "jailer", "launch", "vcpu", "vmm",
+            ])
+        let compared = try Self.run([
+            "audit", "--policies", "policies", "--compare", "policies/reference/firecracker-seccomp-x86_64.json",
+        ])
         #expect(compared.status == 0, "\(compared.errors)")
         #expect(compared.output.contains("against Firecracker's vcpu filter: Kiln "), "\(compared.output)")
         let missing = try Self.run(["audit", "--policies", "/nonexistent"])
@@ -108,22 +129,35 @@ struct CommandLineTests {
     /// The README's figure for system calls allowed per role (vmm / api /
     /// vcpu, and Firecracker's) is what `audit --compare` counts today.
     @Test func theReadmesPerRoleCountsAreTheAuditsCounts() throws {
-        let compared = try Self.run(["audit", "--policies", "policies", "--compare", "policies/reference/firecracker-seccomp-x86_64.json"])
+        let compared = try Self.run([
+            "audit", "--policies", "policies", "--compare", "policies/reference/firecracker-seccomp-x86_64.json",
+        ])
         #expect(compared.status == 0, "\(compared.errors)")
         func counts(_ role: String) -> (kiln: Substring, firecracker: Substring)? {
-            guard let line = compared.output.split(separator: "\n").first(where: { $0.contains("against Firecracker's \(role) filter: ") }) else {
+            guard
+                let line = compared.output.split(separator: "\n").first(where: {
+                    $0.contains("against Firecracker's \(role) filter: ")
+                })
+            else {
                 return nil
             }
             let words = line.split(separator: " ")
-            guard let kiln = words.firstIndex(of: "Kiln"), let firecracker = words.firstIndex(of: "Firecracker") else { return nil }
+            guard let kiln = words.firstIndex(of: "Kiln"), let firecracker = words.firstIndex(of: "Firecracker") else {
+                return nil
+            }
             return (words[kiln + 1].filter(\.isNumber), words[firecracker + 1].filter(\.isNumber))
         }
         let roles = ["vmm", "api", "vcpu"].compactMap(counts)
         try #require(roles.count == 3, "\(compared.output)")
-        let readme = try FileSystem.readText(PolicyTestSupport.shippedPoliciesDirectory.dropLast("policies".count) + "README.md")
-        let row = readme.split(separator: "\n").first { $0.contains("system calls allowed per role (vmm / api / vcpu)") } ?? ""
-        let kiln = roles.map(\.kiln).joined(separator: " / "), firecracker = roles.map(\.firecracker).joined(separator: " / ")
-        #expect(row.contains("| \(kiln) with") && row.contains("Firecracker: \(firecracker) |"),
-                "README.md's row should read \(kiln) and Firecracker: \(firecracker): \(row)")
+        let readme = try FileSystem.readText(
+            PolicyTestSupport.shippedPoliciesDirectory.dropLast("policies".count) + "README.md")
+        let row =
+            readme.split(separator: "\n").first { $0.contains("system calls allowed per role (vmm / api / vcpu)") }
+            ?? ""
+        let kiln = roles.map(\.kiln).joined(separator: " / "),
+            firecracker = roles.map(\.firecracker).joined(separator: " / ")
+        #expect(
+            row.contains("| \(kiln) with") && row.contains("Firecracker: \(firecracker) |"),
+            "README.md's row should read \(kiln) and Firecracker: \(firecracker): \(row)")
     }
 }

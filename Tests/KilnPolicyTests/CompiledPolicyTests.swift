@@ -2,9 +2,11 @@ import KilnSeccomp
 import KilnSystem
 import KilnTestSupport
 import Testing
+
 @testable import KilnPolicy
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Every rule of every shipped role, proven against its compiled BPF with
@@ -29,7 +31,8 @@ import Glibc
                 let v = base[test.argument]
                 let mask: UInt64 = test.mask ?? .max
                 var freeBit: UInt64 = 0
-                for shift in 0..<UInt64(test.width) where (UInt64(1) << shift) & v == 0 && (UInt64(1) << shift) & mask != 0 {
+                for shift in 0..<UInt64(test.width)
+                where (UInt64(1) << shift) & v == 0 && (UInt64(1) << shift) & mask != 0 {
                     freeBit = UInt64(1) << shift
                     break
                 }
@@ -48,9 +51,11 @@ import Glibc
         for policy in try Self.shippedRoles() {
             let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
             for rule in policy.rules {
-                let probes = rule.isUnconditional ? [([UInt64](repeating: 0x1234, count: 6), true)] : Self.probes(for: rule)
+                let probes =
+                    rule.isUnconditional ? [([UInt64](repeating: 0x1234, count: 6), true)] : Self.probes(for: rule)
                 for (arguments, satisfying) in probes {
-                    let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: arguments)
+                    let input = SeccompInput(
+                        architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: arguments)
                     let expected = Support.expectedAction(policy, input)
                     if satisfying { #expect(expected == rule.action, "\(policy.role) \(rule.syscall) \(arguments)") }
                     if !satisfying && expected == policy.defaultAction { nearMissesDenied += 1 }
@@ -60,7 +65,8 @@ import Glibc
             }
             // Calls the role does not name get the default action.
             for name in ["ptrace", "execveat", "bpf", "mount", "socketpair"] where policy.rule(for: name) == nil {
-                let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!)
+                let input = SeccompInput(
+                    architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!)
                 #expect(interpreter.evaluate(input) == policy.defaultAction, "\(policy.role) \(name)")
             }
         }
@@ -74,7 +80,8 @@ import Glibc
     @Test func onlyTheJailerAllowsExecve() throws {
         for policy in try Self.shippedRoles() {
             let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
-            let verdict = interpreter.evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 59))
+            let verdict = interpreter.evaluate(
+                SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 59))
             if policy.role == SeccompBundle.jailerRole {
                 #expect(verdict == .allow)
             } else {
@@ -92,10 +99,14 @@ import Glibc
     /// goes on after them, and an unjailed kiln runs them under no filter.
     @Test func theJailerRoleIsTheLaunchRolePlusExecAndStartUp() throws {
         let roles = try Self.shippedRoles()
-        let jailer = roles.first { $0.role == SeccompBundle.jailerRole }!, launch = roles.first { $0.role == SeccompBundle.launchRole }!
-        #expect(Set(jailer.allowedSyscalls).subtracting(launch.allowedSyscalls)
-                == ["execve", "landlock_create_ruleset", "landlock_restrict_self",
-                    "arch_prctl", "set_tid_address", "prlimit64", "readlink"])
+        let jailer = roles.first { $0.role == SeccompBundle.jailerRole }!,
+            launch = roles.first { $0.role == SeccompBundle.launchRole }!
+        #expect(
+            Set(jailer.allowedSyscalls).subtracting(launch.allowedSyscalls)
+                == [
+                    "execve", "landlock_create_ruleset", "landlock_restrict_self",
+                    "arch_prctl", "set_tid_address", "prlimit64", "readlink",
+                ])
         #expect(Set(launch.allowedSyscalls).isSubset(of: jailer.allowedSyscalls))
         // Every launch rule's alternatives are among the jailer's (or its rule has no condition).
         for rule in launch.rules {
@@ -104,8 +115,10 @@ import Glibc
             guard !wider.isUnconditional else { continue }
             #expect(!rule.isUnconditional, "\(rule.syscall): unconditional in launch, conditioned in jailer")
             for alternative in rule.alternatives {
-                #expect(wider.alternatives.contains { JailerUnion.same($0, alternative) },
-                        "\(rule.syscall): launch's \(alternative.map(\.description).joined(separator: " && ")) is not the jailer's")
+                #expect(
+                    wider.alternatives.contains { JailerUnion.same($0, alternative) },
+                    "\(rule.syscall): launch's \(alternative.map(\.description).joined(separator: " && ")) is not the jailer's"
+                )
             }
         }
         // And the start-up alternatives the jailer adds to shared calls are not launch's.
@@ -115,8 +128,12 @@ import Glibc
             var arguments = [UInt64](repeating: 0, count: 6)
             arguments[argument] = value
             let number = SyscallTable.number(of: syscall)!
-            #expect(TraceRecorder.verdict(of: jailer, number: number, arguments: arguments).byRule, "\(syscall) \(value) in jailer")
-            #expect(!TraceRecorder.verdict(of: launch, number: number, arguments: arguments).byRule, "\(syscall) \(value) in launch")
+            #expect(
+                TraceRecorder.verdict(of: jailer, number: number, arguments: arguments).byRule,
+                "\(syscall) \(value) in jailer")
+            #expect(
+                !TraceRecorder.verdict(of: launch, number: number, arguments: arguments).byRule,
+                "\(syscall) \(value) in launch")
         }
     }
 
@@ -127,8 +144,10 @@ import Glibc
     @Test func tgkillReachesOnlyTheInstallingProcess() throws {
         let own: UInt64 = 4242, other: UInt64 = 4243
         func tgkill(_ program: [BPFInstruction], _ tgid: UInt64, _ signal: Int32) throws -> SeccompAction {
-            try BPFInterpreter(program).evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 234,
-                                                              arguments: [tgid, own + 7, UInt64(signal)]))
+            try BPFInterpreter(program).evaluate(
+                SeccompInput(
+                    architecture: PolicyCompiler.architecture, syscallNumber: 234,
+                    arguments: [tgid, own + 7, UInt64(signal)]))
         }
         var roles: [String] = []
         for policy in try Self.shippedRoles() where policy.rule(for: "tgkill") != nil {
@@ -138,13 +157,18 @@ import Glibc
             let resolved = OwnProcessID.resolve(compiled, pid: UInt32(own))
             #expect(OwnProcessID.sites(in: resolved) == 0)
             #expect(try tgkill(resolved, own, SIGABRT) == .allow, "\(policy.role): abort() at its own thread")
-            #expect(try tgkill(resolved, other, SIGABRT) == policy.defaultAction, "\(policy.role) signals another process")
+            #expect(
+                try tgkill(resolved, other, SIGABRT) == policy.defaultAction, "\(policy.role) signals another process")
             #expect(try tgkill(resolved, UInt64(OwnProcessID.placeholder), SIGABRT) == policy.defaultAction)
-            #expect(try tgkill(compiled, own, SIGABRT) == policy.defaultAction, "\(policy.role): unresolved must fail closed")
+            #expect(
+                try tgkill(compiled, own, SIGABRT) == policy.defaultAction,
+                "\(policy.role): unresolved must fail closed")
             // The upper half of the pid argument is ignored, as the kernel reads an int.
             #expect(try tgkill(resolved, own | 0xFFFF_FFFF_0000_0000, SIGABRT) == .allow)
         }
-        #expect(Set(roles).isSuperset(of: ["vmm", "api", "vcpu", SeccompBundle.launchRole, SeccompBundle.jailerRole]), "\(roles)")
+        #expect(
+            Set(roles).isSuperset(of: ["vmm", "api", "vcpu", SeccompBundle.launchRole, SeccompBundle.jailerRole]),
+            "\(roles)")
         // The event loop kicks its own vCPU threads (SIGUSR1); the API thread does not.
         let roleNamed = { (name: String) in try Self.shippedRoles().first { $0.role == name }! }
         let vmm = OwnProcessID.resolve(try PolicyCompiler.compile(try roleNamed("vmm")), pid: UInt32(own))
@@ -161,7 +185,8 @@ import Glibc
         let request = UInt64(PolicyConstants.value(named: "KVM_CREATE_VM")!)
         for policy in try Self.shippedRoles() where ["vmm", "api", "vcpu"].contains(policy.role) {
             let verdict = try BPFInterpreter(try PolicyCompiler.compile(policy))
-                .evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 16, arguments: [3, request]))
+                .evaluate(
+                    SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 16, arguments: [3, request]))
             #expect(verdict == policy.defaultAction, "\(policy.role) allows KVM_CREATE_VM: \(verdict)")
         }
     }
@@ -173,7 +198,9 @@ import Glibc
         for policy in try Self.shippedRoles() {
             let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
             func bind(_ length: UInt64) -> SeccompAction {
-                interpreter.evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 49, arguments: [3, 0x1000, length]))
+                interpreter.evaluate(
+                    SeccompInput(
+                        architecture: PolicyCompiler.architecture, syscallNumber: 49, arguments: [3, 0x1000, length]))
             }
             let binds = [SeccompBundle.launchRole, SeccompBundle.jailerRole].contains(policy.role)
             #expect(bind(110) == (binds ? .allow : policy.defaultAction), "\(policy.role)")
@@ -188,21 +215,24 @@ import Glibc
         let vcpu = roles.first { $0.role == "vcpu" }!
         let interpreter = try BPFInterpreter(try PolicyCompiler.compile(vcpu))
         func ioctl(_ request: UInt64) -> SeccompAction {
-            interpreter.evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 16, arguments: [5, request]))
+            interpreter.evaluate(
+                SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 16, arguments: [5, request]))
         }
-        #expect(ioctl(0xAE80) == .allow)                       // KVM_RUN
-        #expect(ioctl(0xFFFF_FFFF_0000_AE80) == .allow)        // upper half ignored, as the kernel does
-        #expect(ioctl(0xAE81) == .trap)                        // KVM_GET_REGS without its size: a different request
+        #expect(ioctl(0xAE80) == .allow) // KVM_RUN
+        #expect(ioctl(0xFFFF_FFFF_0000_AE80) == .allow) // upper half ignored, as the kernel does
+        #expect(ioctl(0xAE81) == .trap) // KVM_GET_REGS without its size: a different request
         #expect(ioctl(0xAE7F) == .trap)
         #expect(ioctl(UInt64(PolicyConstants.value(named: "KVM_SET_USER_MEMORY_REGION")!)) == .trap)
         func mmap(_ prot: UInt64, _ flags: UInt64) -> SeccompAction {
-            interpreter.evaluate(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: 9,
-                                              arguments: [0, 4096, prot, flags, UInt64.max, 0]))
+            interpreter.evaluate(
+                SeccompInput(
+                    architecture: PolicyCompiler.architecture, syscallNumber: 9,
+                    arguments: [0, 4096, prot, flags, UInt64.max, 0]))
         }
-        #expect(mmap(0x3, 0x22) == .allow)      // PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
-        #expect(mmap(0x7, 0x22) == .trap)       // + PROT_EXEC
-        #expect(mmap(0x3, 0x32) == .trap)       // + MAP_FIXED
-        #expect(mmap(0x3, 0x1_0000_0022) == .trap)  // mmap's flags are 64 bits wide in the kernel
+        #expect(mmap(0x3, 0x22) == .allow) // PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
+        #expect(mmap(0x7, 0x22) == .trap) // + PROT_EXEC
+        #expect(mmap(0x3, 0x32) == .trap) // + MAP_FIXED
+        #expect(mmap(0x3, 0x1_0000_0022) == .trap) // mmap's flags are 64 bits wide in the kernel
     }
 
     @Test func otherArchitecturesAndX32AreKilled() throws {
@@ -211,9 +241,11 @@ import Glibc
             let read = SyscallTable.number(of: "read")!
             // AUDIT_ARCH_I386, AUDIT_ARCH_AARCH64, and no architecture at all.
             for architecture: UInt32 in [0x4000_0003, 0xC000_00B7, 0] {
-                #expect(interpreter.evaluate(SeccompInput(architecture: architecture, syscallNumber: read)) == .killProcess)
+                #expect(
+                    interpreter.evaluate(SeccompInput(architecture: architecture, syscallNumber: read)) == .killProcess)
             }
-            let x32 = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: read | PolicyCompiler.x32SyscallBit)
+            let x32 = SeccompInput(
+                architecture: PolicyCompiler.architecture, syscallNumber: read | PolicyCompiler.x32SyscallBit)
             #expect(interpreter.evaluate(x32) == .killProcess, "\(policy.role)")
         }
     }
@@ -232,13 +264,16 @@ import Glibc
         return (0..<count).map { _ in
             var number: Int32
             repeat {
-                number = Bool.random(using: &generator) ? numbers.randomElement(using: &generator)! : Int32.random(in: 0...460, using: &generator)
+                number =
+                    Bool.random(using: &generator)
+                    ? numbers.randomElement(using: &generator)! : Int32.random(in: 0...460, using: &generator)
             } while reserved.contains(number)
             let arguments = (0..<6).map { _ -> UInt64 in
                 let constant = constants.randomElement(using: &generator) ?? 0
                 switch Int.random(in: 0..<3, using: &generator) {
                 case 0: return constant
-                case 1: return constant & 0xFFFF_FFFF | UInt64.random(in: 0...UInt64(UInt32.max), using: &generator) << 32
+                case 1:
+                    return constant & 0xFFFF_FFFF | UInt64.random(in: 0...UInt64(UInt32.max), using: &generator) << 32
                 default: return UInt64.random(in: 0...UInt64.max, using: &generator)
                 }
             }
@@ -253,7 +288,9 @@ import Glibc
         for policy in try Self.shippedRoles() {
             let interpreter = try BPFInterpreter(try PolicyCompiler.compile(policy))
             for input in Self.randomInputs(for: policy, count: 3000, using: &generator) {
-                #expect(interpreter.evaluate(input) == Support.expectedAction(policy, input), "\(policy.role) \(input.syscallNumber) \(input.arguments)")
+                #expect(
+                    interpreter.evaluate(input) == Support.expectedAction(policy, input),
+                    "\(policy.role) \(input.syscallNumber) \(input.arguments)")
             }
         }
     }
@@ -261,7 +298,9 @@ import Glibc
     @Test func outputIsDeterministicAndDecodes() throws {
         let policies = try PolicyLoader.load(directory: Support.shippedPoliciesDirectory)
         let first = try PolicyBundleBuilder.bundle(for: policies).encoded()
-        let second = try PolicyBundleBuilder.bundle(for: try PolicyLoader.load(directory: Support.shippedPoliciesDirectory)).encoded()
+        let second = try PolicyBundleBuilder.bundle(
+            for: try PolicyLoader.load(directory: Support.shippedPoliciesDirectory)
+        ).encoded()
         #expect(first == second)
         let decoded = try SeccompBundle(decoding: first)
         #expect(decoded.roles == ["api", "jailer", "launch", "vcpu", "vmm"])
@@ -275,8 +314,11 @@ import Glibc
         var generator = SplitMix64(seed: 42)
         for thread in roles where thread.role != "jailer" {
             for rule in thread.rules where rule.action.letsCallThrough {
-                for (arguments, _) in rule.isUnconditional ? [([UInt64](repeating: 7, count: 6), true)] : Self.probes(for: rule) {
-                    let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: arguments)
+                for (arguments, _) in rule.isUnconditional
+                    ? [([UInt64](repeating: 7, count: 6), true)] : Self.probes(for: rule)
+                {
+                    let input = SeccompInput(
+                        architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: arguments)
                     if Support.expectedAction(thread, input).letsCallThrough {
                         #expect(union.evaluate(input).letsCallThrough, "\(thread.role) \(rule.syscall) \(arguments)")
                     }
@@ -291,7 +333,8 @@ import Glibc
             "c.policy": "@default trap\nwrite: arg0 == 2 # c\n",
             "jailer.policy": "@default kill-process\nexecve # exec\n",
         ])
-        let merged = JailerUnion.union(of: roleSet.filter { $0.role != "jailer" }, with: roleSet.first { $0.role == "jailer" }!)
+        let merged = JailerUnion.union(
+            of: roleSet.filter { $0.role != "jailer" }, with: roleSet.first { $0.role == "jailer" }!)
         #expect(merged.rule(for: "read")!.isUnconditional)
         #expect(merged.rule(for: "write")!.alternatives.map { $0[0].value } == [1, 2])
         #expect(merged.rule(for: "execve")!.isUnconditional)
@@ -312,7 +355,8 @@ import Glibc
         } catch {
             let message = "\(error)"
             #expect(message.hasPrefix("role big: the compiled filter has "))
-            #expect(message.hasSuffix(" BPF instructions, over the kernel's limit of 4096; remove rules or alternatives"))
+            #expect(
+                message.hasSuffix(" BPF instructions, over the kernel's limit of 4096; remove rules or alternatives"))
         }
     }
 

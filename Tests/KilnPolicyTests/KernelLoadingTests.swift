@@ -2,9 +2,11 @@ import CKiln
 import KilnSeccomp
 import KilnSystem
 import Testing
+
 @testable import KilnPolicy
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 enum SeccompSupport {
@@ -33,7 +35,10 @@ enum BuiltProducts {
 /// shows that allowed calls run and denied ones get their action.
 @Suite(.enabled(if: SeccompSupport.available, "the kernel has no seccomp filter mode (CONFIG_SECCOMP_FILTER)"))
 struct KernelLoadingTests {
-    enum Outcome: Equatable { case exited(Int32), signalled(Int32) }
+    enum Outcome: Equatable {
+        case exited(Int32)
+        case signalled(Int32)
+    }
 
     /// Forks; the child installs `program` (none if empty) and returns `body()` as its exit
     /// code. The child does nothing but raw system calls between fork and
@@ -59,12 +64,14 @@ struct KernelLoadingTests {
 
     static func syscall(_ number: Int32, _ a: [UInt64] = []) -> (result: Int, errno: Int32) {
         let args = a + Array(repeating: 0, count: 6 - a.count)
-        let result = ckiln_syscall6(Int(number), UInt(args[0]), UInt(args[1]), UInt(args[2]), UInt(args[3]), UInt(args[4]), UInt(args[5]))
+        let result = ckiln_syscall6(
+            Int(number), UInt(args[0]), UInt(args[1]), UInt(args[2]), UInt(args[3]), UInt(args[4]), UInt(args[5]))
         return (result, result == -1 ? errno : 0)
     }
 
     static func bundle() throws -> SeccompBundle {
-        try PolicyBundleBuilder.bundle(for: try PolicyLoader.load(directory: PolicyTestSupport.shippedPoliciesDirectory))
+        try PolicyBundleBuilder.bundle(
+            for: try PolicyLoader.load(directory: PolicyTestSupport.shippedPoliciesDirectory))
     }
 
     static let nr = SyscallTable.byName
@@ -81,10 +88,19 @@ struct KernelLoadingTests {
         }
         #expect(allowed == .exited(0))
         // Denied: socket() and the neighbouring ioctl number trap (SIGSYS).
-        #expect(Self.runFiltered(program) { _ = Self.syscall(Self.nr["socket"]!, [1, 1, 0]); return 3 } == .signalled(SIGSYS))
-        #expect(Self.runFiltered(program) { _ = Self.syscall(Self.nr["ioctl"]!, [UInt64.max, Self.kvmRun + 1]); return 4 } == .signalled(SIGSYS))
+        #expect(
+            Self.runFiltered(program) {
+                _ = Self.syscall(Self.nr["socket"]!, [1, 1, 0]); return 3
+            } == .signalled(SIGSYS))
+        #expect(
+            Self.runFiltered(program) {
+                _ = Self.syscall(Self.nr["ioctl"]!, [UInt64.max, Self.kvmRun + 1]); return 4
+            } == .signalled(SIGSYS))
         // x32 ABI numbers are killed.
-        #expect(Self.runFiltered(program) { _ = Self.syscall(Self.nr["getpid"]! | PolicyCompiler.x32SyscallBit); return 5 } == .signalled(SIGSYS))
+        #expect(
+            Self.runFiltered(program) {
+                _ = Self.syscall(Self.nr["getpid"]! | PolicyCompiler.x32SyscallBit); return 5
+            } == .signalled(SIGSYS))
     }
 
     @Test func apiRoleAnswersTCGETSWithAnErrno() throws {
@@ -102,9 +118,14 @@ struct KernelLoadingTests {
     @Test func jailerRoleKillsTheProcessOnADeniedCall() throws {
         let program = try Self.bundle().program(for: "jailer")!
         #expect(Self.runFiltered(program) { Self.syscall(Self.nr["getpid"]!).result > 0 ? 0 : 1 } == .exited(0))
-        #expect(Self.runFiltered(program) { _ = Self.syscall(Self.nr["ptrace"]!, [0]); return 2 } == .signalled(SIGSYS))
+        #expect(
+            Self.runFiltered(program) {
+                _ = Self.syscall(Self.nr["ptrace"]!, [0]); return 2
+            } == .signalled(SIGSYS))
         // clone3 gets ENOSYS so that glibc falls back to clone.
-        #expect(Self.runFiltered(program) { Self.syscall(Self.nr["clone3"]!, [0, 0]).errno == ENOSYS ? 0 : 3 } == .exited(0))
+        #expect(
+            Self.runFiltered(program) { Self.syscall(Self.nr["clone3"]!, [0, 0]).errno == ENOSYS ? 0 : 3 } == .exited(0)
+        )
     }
 
     /// kiln's first call (LaunchFilter): Landlock scoping. Inside the domain a
@@ -120,7 +141,7 @@ struct KernelLoadingTests {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in name.utf8.enumerated() { raw[index + 1] = byte }  // sun_path[0] = 0: abstract
+            for (index, byte) in name.utf8.enumerated() { raw[index + 1] = byte } // sun_path[0] = 0: abstract
         }
         let length = socklen_t(MemoryLayout<sa_family_t>.size + 1 + name.utf8.count)
         let bound = withUnsafePointer(to: &address) {
@@ -140,7 +161,9 @@ struct KernelLoadingTests {
                 }
             }
         }
-        #expect(outcome == .exited(0), "1: not scoped, 2: own signal refused, 3: signal left the domain, 4: abstract connect left it")
+        #expect(
+            outcome == .exited(0),
+            "1: not scoped, 2: own signal refused, 3: signal left the domain, 4: abstract connect left it")
         // Outside the domain the same connect works: the socket was there.
         let client = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(client) }
@@ -150,7 +173,7 @@ struct KernelLoadingTests {
         #expect(connected == 0)
     }
 
-    static let landlockABI = ckiln_syscall6(444, 0, 0, 1, 0, 0, 0)  // landlock_create_ruleset(NULL, 0, VERSION)
+    static let landlockABI = ckiln_syscall6(444, 0, 0, 1, 0, 0, 0) // landlock_create_ruleset(NULL, 0, VERSION)
 
     /// The static rehearsal of the VMM's threads, exec'd under the jailer's
     /// filter: start-up, then the api, vcpu and vmm roles, each doing its
@@ -158,7 +181,10 @@ struct KernelLoadingTests {
     /// blocks, heap growth and trimming, realloc, aligned blocks, the first
     /// gmtime_r), and once with a contended lazy global. A call that is not
     /// allowed kills it (SIGSYS).
-    @Test(.enabled(if: SeccompSupport.rehearsal != nil, "policy-rehearsal is not built beside the tests: run swift build first"))
+    @Test(
+        .enabled(
+            if: SeccompSupport.rehearsal != nil, "policy-rehearsal is not built beside the tests: run swift build first"
+        ))
     func aStaticProgramRunsUnderTheJailerAndThreadFilters() throws {
         let rehearsal = SeccompSupport.rehearsal!
         let bundlePath = "/tmp/kiln-rehearsal-\(getpid()).kbundle"
@@ -210,7 +236,10 @@ struct KernelLoadingTests {
     /// filter with its threads in their roles, kicks a thread of its own with
     /// SIGUSR1 (which arrives), then aims tgkill at another process of this
     /// uid, and dies of SIGSYS there; that process lives on.
-    @Test(.enabled(if: SeccompSupport.rehearsal != nil, "policy-rehearsal is not built beside the tests: run swift build first"))
+    @Test(
+        .enabled(
+            if: SeccompSupport.rehearsal != nil, "policy-rehearsal is not built beside the tests: run swift build first"
+        ))
     func tgkillReachesOwnThreadsButNoOtherProcess() throws {
         let rehearsal = SeccompSupport.rehearsal!
         let scratch = "/tmp/kiln-rehearsal-signal-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -250,43 +279,50 @@ struct KernelLoadingTests {
     static func startAPIClient(socketPath: String) -> pthread_t {
         final class Path { let value: String; init(_ value: String) { self.value = value } }
         var thread = pthread_t()
-        pthread_create(&thread, nil, { raw in
-            let path = Unmanaged<Path>.fromOpaque(raw!).takeRetainedValue().value
-            for _ in 0..<500 {
-                let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-                var address = sockaddr_un()
-                address.sun_family = sa_family_t(AF_UNIX)
-                withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                    for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-                }
-                let connected = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        pthread_create(
+            &thread, nil,
+            { raw in
+                let path = Unmanaged<Path>.fromOpaque(raw!).takeRetainedValue().value
+                for _ in 0..<500 {
+                    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+                    var address = sockaddr_un()
+                    address.sun_family = sa_family_t(AF_UNIX)
+                    withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                        for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
                     }
-                }
-                if connected == 0 {
-                    let request = Array("PUT /actions HTTP/1.1\r\nContent-Length: 0\r\n\r\n".utf8)
-                    _ = write(fd, request, request.count)
-                    var response = [UInt8](repeating: 0, count: 64)
-                    _ = read(fd, &response, response.count)
+                    let connected = withUnsafePointer(to: &address) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                        }
+                    }
+                    if connected == 0 {
+                        let request = Array("PUT /actions HTTP/1.1\r\nContent-Length: 0\r\n\r\n".utf8)
+                        _ = write(fd, request, request.count)
+                        var response = [UInt8](repeating: 0, count: 64)
+                        _ = read(fd, &response, response.count)
+                        close(fd)
+                        return nil
+                    }
                     close(fd)
-                    return nil
+                    usleep(10_000)
                 }
-                close(fd)
-                usleep(10_000)
-            }
-            return nil
-        }, Unmanaged.passRetained(Path(socketPath)).toOpaque())
+                return nil
+            }, Unmanaged.passRetained(Path(socketPath)).toOpaque())
         return thread
     }
 
     @Test func errnoAndKillThreadDefaultsFromAPolicy() throws {
-        let policy = try PolicyTestSupport.role("@default errno(EPERM)\ngetpid # probe\nexit_group # the child's _exit\n")
+        let policy = try PolicyTestSupport.role(
+            "@default errno(EPERM)\ngetpid # probe\nexit_group # the child's _exit\n")
         let program = try PolicyCompiler.compile(policy)
-        #expect(Self.runFiltered(program) {
-            Self.syscall(Self.nr["getppid"]!).errno == EPERM && Self.syscall(Self.nr["getpid"]!).result > 0 ? 0 : 1
-        } == .exited(0))
+        #expect(
+            Self.runFiltered(program) {
+                Self.syscall(Self.nr["getppid"]!).errno == EPERM && Self.syscall(Self.nr["getpid"]!).result > 0 ? 0 : 1
+            } == .exited(0))
         let killer = try PolicyCompiler.compile(try PolicyTestSupport.role("@default kill-thread\nexit_group # end\n"))
-        #expect(Self.runFiltered(killer) { _ = Self.syscall(Self.nr["getppid"]!); return 1 } == .signalled(SIGSYS))
+        #expect(
+            Self.runFiltered(killer) {
+                _ = Self.syscall(Self.nr["getppid"]!); return 1
+            } == .signalled(SIGSYS))
     }
 }

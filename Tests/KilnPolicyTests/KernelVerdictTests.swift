@@ -2,9 +2,11 @@ import CKiln
 import KilnSeccomp
 import KilnTestSupport
 import Testing
+
 @testable import KilnPolicy
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The kernel as the judge: random inputs, each made as a real system call
@@ -21,7 +23,9 @@ import Glibc
 /// log) leaves the catch-all's errno 4095. A trap's SIGSYS handler makes the
 /// call return errno 4094; a kill ends the child, which the parent sees.
 enum KernelVerdict: Equatable, CustomStringConvertible {
-    case letThrough, errno(Int32), trap, killed
+    case letThrough
+    case errno(Int32)
+    case trap, killed
     /// The call ran: the catch-all failed to stop it.
     case ran(Int64)
 
@@ -30,7 +34,7 @@ enum KernelVerdict: Equatable, CustomStringConvertible {
     /// What the kernel should answer for a policy's action.
     init(expected action: SeccompAction) {
         switch action {
-        case .allow, .log, .trace: self = .letThrough  // trace and log rank below the catch-all's errno
+        case .allow, .log, .trace: self = .letThrough // trace and log rank below the catch-all's errno
         case let .errno(code): self = .errno(Int32(code))
         case .trap: self = .trap
         case .killThread, .killProcess, .unknown: self = .killed
@@ -66,7 +70,8 @@ enum KernelVerdict: Equatable, CustomStringConvertible {
         var program = [BPFInstruction(code: BPF.ld | BPF.w | BPF.abs, k: SeccompData.syscallNumberOffset)]
         for (index, number) in passed.enumerated() {
             // Jump to the final allow, past the remaining comparisons and the errno.
-            program.append(BPFInstruction(code: BPF.jmp | BPF.jeq | BPF.k, jt: UInt8(passed.count - index), jf: 0, k: number))
+            program.append(
+                BPFInstruction(code: BPF.jmp | BPF.jeq | BPF.k, jt: UInt8(passed.count - index), jf: 0, k: number))
         }
         program.append(BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.errno(UInt16(letThroughErrno)).rawValue))
         program.append(BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.allow.rawValue))
@@ -78,10 +83,14 @@ enum KernelVerdict: Equatable, CustomStringConvertible {
     /// input's verdict, or throws when a child ends any other way.
     static func replay(_ inputs: [SeccompInput], under program: [BPFInstruction]) throws -> [KernelVerdict] {
         let filters = [catchAll(), program].map { $0.map { sock_filter(code: $0.code, jt: $0.jt, jf: $0.jf, k: $0.k) } }
-        let calls = inputs.flatMap { [UInt64(UInt32(bitPattern: $0.syscallNumber))] + $0.arguments + [UInt64](repeating: 0, count: 6 - $0.arguments.count) }
+        let calls = inputs.flatMap {
+            [UInt64(UInt32(bitPattern: $0.syscallNumber))] + $0.arguments
+                + [UInt64](repeating: 0, count: 6 - $0.arguments.count)
+        }
         // Shared with the children: [0] the input being made, then one result each.
         let size = (inputs.count + 1) * MemoryLayout<Int64>.stride
-        guard let raw = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
+        guard let raw = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED
+        else {
             throw KernelVerdictFailure("mmap of the shared results failed: errno \(Glibc.errno)")
         }
         defer { munmap(raw, size) }
@@ -99,7 +108,7 @@ enum KernelVerdict: Equatable, CustomStringConvertible {
                         let pid = fork()
                         guard pid == 0 else { return pid }
                         // The child: raw calls only (the parent's other threads may hold libc locks).
-                        alarm(30)  // a child stuck in a call fails the test rather than hanging it
+                        alarm(30) // a child stuck in a call fails the test rather than hanging it
                         if sigaction(SIGSYS, &action, nil) != 0 { _exit(100) }
                         if ckiln_set_no_new_privs() != 0 { _exit(101) }
                         if ckiln_seccomp_load(catchAll.baseAddress, UInt16(catchAll.count), 0) != 0 { _exit(102) }
@@ -108,7 +117,8 @@ enum KernelVerdict: Equatable, CustomStringConvertible {
                         while index < inputs.count {
                             shared[0] = Int64(index)
                             let a = calls.baseAddress! + index * 7
-                            let result = ckiln_syscall6(Int(a[0]), UInt(a[1]), UInt(a[2]), UInt(a[3]), UInt(a[4]), UInt(a[5]), UInt(a[6]))
+                            let result = ckiln_syscall6(
+                                Int(a[0]), UInt(a[1]), UInt(a[2]), UInt(a[3]), UInt(a[4]), UInt(a[5]), UInt(a[6]))
                             shared[1 + index] = result == -1 ? -Int64(Glibc.errno) : Int64(result)
                             index += 1
                         }
@@ -125,7 +135,8 @@ enum KernelVerdict: Equatable, CustomStringConvertible {
             verdicts += (next..<reached).map { KernelVerdict(result: shared[1 + $0]) }
             if reached == inputs.count { break }
             guard signal == SIGSYS else {
-                throw KernelVerdictFailure("the child ended with status \(status) at input \(reached): \(inputs[reached])")
+                throw KernelVerdictFailure(
+                    "the child ended with status \(status) at input \(reached): \(inputs[reached])")
             }
             verdicts.append(.killed)
             next = reached + 1
@@ -142,7 +153,9 @@ struct KernelVerdictFailure: Error, CustomStringConvertible {
 /// The trapped call returns -4094: the SIGSYS handler rewrites the saved
 /// RAX (x86_64 <sys/ucontext.h>: gregs[REG_RAX], REG_RAX = 13), which
 /// rt_sigreturn restores as the call's return value.
-private func returnTrapErrno(_ signal: Int32, _ info: UnsafeMutablePointer<siginfo_t>?, _ context: UnsafeMutableRawPointer?) {
+private func returnTrapErrno(
+    _ signal: Int32, _ info: UnsafeMutablePointer<siginfo_t>?, _ context: UnsafeMutableRawPointer?
+) {
     guard let context else { return }
     let userContext = context.assumingMemoryBound(to: ucontext_t.self)
     withUnsafeMutableBytes(of: &userContext.pointee.uc_mcontext.gregs) {
@@ -155,7 +168,7 @@ struct KernelVerdictTests {
     /// Every shipped role, 2,000 random inputs each, all 64 bits of every
     /// argument random (`CompiledPolicyTests.randomInputs`).
     @Test func randomInputsGetThePolicysVerdictFromTheKernel() throws {
-        var generator = SplitMix64(seed: 0x6B65726E)
+        var generator = SplitMix64(seed: 0x6B65_726E)
         var seen: [String: Int] = [:]
         for policy in try CompiledPolicyTests.shippedRoles() {
             let program = try PolicyCompiler.compile(policy)
@@ -167,7 +180,9 @@ struct KernelVerdictTests {
             for (input, verdict) in zip(inputs, verdicts) {
                 let expected = KernelVerdict(expected: PolicyTestSupport.expectedAction(policy, input))
                 if verdict != expected && mismatches < 10 {
-                    Issue.record("\(policy.role): syscall \(input.syscallNumber) \(input.arguments.map { "0x" + String($0, radix: 16) }): kernel \(verdict), policy \(expected), interpreter \(interpreter.evaluate(input))")
+                    Issue.record(
+                        "\(policy.role): syscall \(input.syscallNumber) \(input.arguments.map { "0x" + String($0, radix: 16) }): kernel \(verdict), policy \(expected), interpreter \(interpreter.evaluate(input))"
+                    )
                 }
                 if verdict != expected { mismatches += 1 }
                 seen[String(describing: verdict).split(separator: " ").first.map(String.init) ?? "", default: 0] += 1
@@ -176,7 +191,9 @@ struct KernelVerdictTests {
         }
         // The pass reaches every outcome the roles use: calls let through,
         // trapped (thread roles) and killed (the jailer's pre-exec filter).
-        #expect(seen["let", default: 0] >= 1000 && seen["trap", default: 0] >= 1000 && seen["killed", default: 0] >= 100, "\(seen)")
+        #expect(
+            seen["let", default: 0] >= 1000 && seen["trap", default: 0] >= 1000 && seen["killed", default: 0] >= 100,
+            "\(seen)")
         #expect(seen["ran"] == nil, "\(seen)")
     }
 
@@ -186,10 +203,13 @@ struct KernelVerdictTests {
         let getpid = SyscallTable.number(of: "getpid")!
         let allowAll = [BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.allow.rawValue)]
         // Trap all but rt_sigreturn, which the SIGSYS handler returns through.
-        let trapAll = [BPFInstruction(code: BPF.ld | BPF.w | BPF.abs, k: SeccompData.syscallNumberOffset),
-                       BPFInstruction(code: BPF.jmp | BPF.jeq | BPF.k, jt: 0, jf: 1, k: UInt32(SyscallTable.number(of: "rt_sigreturn")!)),
-                       BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.allow.rawValue),
-                       BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.trap.rawValue)]
+        let trapAll = [
+            BPFInstruction(code: BPF.ld | BPF.w | BPF.abs, k: SeccompData.syscallNumberOffset),
+            BPFInstruction(
+                code: BPF.jmp | BPF.jeq | BPF.k, jt: 0, jf: 1, k: UInt32(SyscallTable.number(of: "rt_sigreturn")!)),
+            BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.allow.rawValue),
+            BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.trap.rawValue),
+        ]
         let killAll = [BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.killProcess.rawValue)]
         let errnoAll = [BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.errno(UInt16(EPERM)).rawValue)]
         let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: getpid)

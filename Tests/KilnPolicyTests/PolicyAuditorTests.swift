@@ -1,38 +1,51 @@
 import KilnJSON
 import KilnSeccomp
 import Testing
+
 @testable import KilnPolicy
 
 @Suite struct PolicyAuditorTests {
     typealias Support = PolicyTestSupport
 
     /// The minimal other roles a bundle needs, around a role under test.
-    static func audit(vmm: String, jailer: String = "@default kill-process\nexecve # exec the VMM\n") throws -> AuditReport {
-        try PolicyAuditor.audit(policies: try Support.load([
-            "vmm.policy": vmm,
-            "api.policy": "@default trap\nread # requests\n",
-            "vcpu.policy": "@default trap\nwrite # console\n",
-            "jailer.policy": jailer,
-        ]), firecracker: nil)
+    static func audit(vmm: String, jailer: String = "@default kill-process\nexecve # exec the VMM\n") throws
+        -> AuditReport
+    {
+        try PolicyAuditor.audit(
+            policies: try Support.load([
+                "vmm.policy": vmm,
+                "api.policy": "@default trap\nread # requests\n",
+                "vcpu.policy": "@default trap\nwrite # console\n",
+                "jailer.policy": jailer,
+            ]), firecracker: nil)
     }
 
     static func findings(_ report: AuditReport, role: String = "vmm") -> [String] {
-        report.roles.first { $0.role == role }!.findings.map { "\($0.severity.rawValue) \($0.syscall ?? "-"): \($0.message)" }
+        report.roles.first { $0.role == role }!.findings.map {
+            "\($0.severity.rawValue) \($0.syscall ?? "-"): \($0.message)"
+        }
     }
 
     @Test func flagsDangerousAndUnconditionedCalls() throws {
-        let report = try Self.audit(vmm: """
-            @default trap
-            ptrace          # no good reason
-            ioctl           # any request at all
-            socket          # any family
-            clone           # any flags
-            execve          # a thread role must never exec
-            read
-            """)
+        let report = try Self.audit(
+            vmm: """
+                @default trap
+                ptrace          # no good reason
+                ioctl           # any request at all
+                socket          # any family
+                clone           # any flags
+                execve          # a thread role must never exec
+                read
+                """)
         let findings = Self.findings(report)
-        #expect(findings.contains("critical ptrace: dangerous system call allowed: controls other processes: reads and writes their memory and registers"))
-        #expect(findings.contains("critical execve: dangerous system call allowed: runs a new program, shedding the VMM's own restrictions on its code"))
+        #expect(
+            findings.contains(
+                "critical ptrace: dangerous system call allowed: controls other processes: reads and writes their memory and registers"
+            ))
+        #expect(
+            findings.contains(
+                "critical execve: dangerous system call allowed: runs a new program, shedding the VMM's own restrictions on its code"
+            ))
         #expect(findings.contains("high ioctl: allowed with no argument conditions"))
         #expect(findings.contains("medium socket: allowed with no argument conditions"))
         #expect(findings.contains("high clone: allowed with no argument conditions"))
@@ -40,27 +53,35 @@ import Testing
         // Sorted most severe first.
         #expect(report.roles.first { $0.role == "vmm" }!.findings.first!.severity == .critical)
         // The jailer's execve is by design: info, explained.
-        #expect(Self.findings(report, role: "jailer").contains(
-            "info execve: allowed by design: the jailer execs the VMM under this filter; each thread's own filter, stacked on top, must deny it"))
+        #expect(
+            Self.findings(report, role: "jailer").contains(
+                "info execve: allowed by design: the jailer execs the VMM under this filter; each thread's own filter, stacked on top, must deny it"
+            ))
     }
 
     @Test func judgesTheJailersOwnRulesNotTheUnion() throws {
         // The jailer's own brk has no justification: the vmm role's does not cover it.
-        let report = try Self.audit(vmm: "@default trap\nbrk # malloc\n", jailer: "@default kill-process\nexecve # exec\nbrk\n")
+        let report = try Self.audit(
+            vmm: "@default trap\nbrk # malloc\n", jailer: "@default kill-process\nexecve # exec\nbrk\n")
         #expect(Self.findings(report, role: "jailer").contains("low brk: rule has no justification comment"))
         #expect(!Self.findings(report, role: "vmm").contains { $0.hasPrefix("low brk") })
     }
 
     @Test func flagsAPermissiveDefault() throws {
         let report = try Self.audit(vmm: "@default log\nread # r\n")
-        #expect(Self.findings(report).first == "critical -: the default action log lets every unlisted system call through")
+        #expect(
+            Self.findings(report).first == "critical -: the default action log lets every unlisted system call through")
     }
 
     @Test func provesExecutableMappingsWithTheInterpreter() throws {
         // Looks like a guard, but PROT_READ|PROT_EXEC is not PROT_EXEC.
-        let leaky = try Self.audit(vmm: "@default trap\nmmap: arg2 != PROT_EXEC # malloc\nmprotect: arg2 == PROT_READ # read-only\n")
+        let leaky = try Self.audit(
+            vmm: "@default trap\nmmap: arg2 != PROT_EXEC # malloc\nmprotect: arg2 == PROT_READ # read-only\n")
         let findings = Self.findings(leaky)
-        #expect(findings.contains("critical mmap: can map executable memory: the compiled filter allows mmap(arg0=0x0, arg1=0x0, arg2=0x5, arg3=0x0, arg4=0x0, arg5=0x0)"))
+        #expect(
+            findings.contains(
+                "critical mmap: can map executable memory: the compiled filter allows mmap(arg0=0x0, arg1=0x0, arg2=0x5, arg3=0x0, arg4=0x0, arg5=0x0)"
+            ))
         #expect(!findings.contains { $0.hasPrefix("critical mprotect") })
         let tight = try Self.audit(vmm: "@default trap\nmmap: arg2 & PROT_EXEC == 0 # malloc\n")
         #expect(!Self.findings(tight).contains { $0.contains("executable") })
@@ -69,15 +90,17 @@ import Testing
     }
 
     @Test func flagsShadowedDuplicatedAndIneffectiveRules() throws {
-        let report = try Self.audit(vmm: """
-            @default trap
-            futex: arg1 in {FUTEX_WAKE, FUTEX_WAKE} # twice
-            fcntl: arg1 == F_GETFD || arg1 == F_GETFD && arg2 == 0 # the second is covered by the first
-            getpid -> trap # same as the default
-            """)
+        let report = try Self.audit(
+            vmm: """
+                @default trap
+                futex: arg1 in {FUTEX_WAKE, FUTEX_WAKE} # twice
+                fcntl: arg1 == F_GETFD || arg1 == F_GETFD && arg2 == 0 # the second is covered by the first
+                getpid -> trap # same as the default
+                """)
         let findings = Self.findings(report)
         #expect(findings.contains("low futex: alternative 'arg1 == FUTEX_WAKE' is duplicated"))
-        #expect(findings.contains("low fcntl: alternative 'arg1 == F_GETFD && arg2 == 0' is shadowed by 'arg1 == F_GETFD'"))
+        #expect(
+            findings.contains("low fcntl: alternative 'arg1 == F_GETFD && arg2 == 0' is shadowed by 'arg1 == F_GETFD'"))
         #expect(findings.contains("low getpid: rule has the default action (trap) and changes nothing"))
     }
 
@@ -85,13 +108,17 @@ import Testing
         let report = try Self.audit(vmm: "@default trap\nioctl # anything\nread\n")
         #expect(report.findings(atLeast: .critical).isEmpty)
         // The jailer's union inherits the unconditioned ioctl.
-        #expect(report.findings(atLeast: .high).map { "\($0.role) \($0.finding.syscall!)" } == ["jailer ioctl", "vmm ioctl"])
-        #expect(report.findings(atLeast: .low).count == 3)   // + read without a justification
-        #expect(report.findings(atLeast: .info).count == 4)  // + the jailer's execve
+        #expect(
+            report.findings(atLeast: .high).map { "\($0.role) \($0.finding.syscall!)" } == [
+                "jailer ioctl", "vmm ioctl",
+            ])
+        #expect(report.findings(atLeast: .low).count == 3) // + read without a justification
+        #expect(report.findings(atLeast: .info).count == 4) // + the jailer's execve
     }
 
     @Test func shippedPoliciesHaveNoFindingsAboveInfo() throws {
-        let report = try PolicyAuditor.audit(policies: try PolicyLoader.load(directory: Support.shippedPoliciesDirectory), firecracker: nil)
+        let report = try PolicyAuditor.audit(
+            policies: try PolicyLoader.load(directory: Support.shippedPoliciesDirectory), firecracker: nil)
         #expect(report.findings(atLeast: .low).map { "\($0.role): \($0.finding)" } == [])
         #expect(report.roles.map(\.role) == ["api", "jailer", "launch", "vcpu", "vmm"])
     }
@@ -112,16 +139,19 @@ import Testing
     }
 
     @Test func comparesWithFirecrackerJSON() throws {
-        let firecracker = try FirecrackerFilter.parse(Array("""
-            {"vmm": {"default_action": "trap", "filter_action": "allow", "filter": [
-                {"syscall": "read"},
-                {"syscall": "ioctl", "args": [{"index": 1, "type": "dword", "op": "eq", "val": 44672, "comment": "KVM_RUN"}]},
-                {"syscall": "mmap", "args": [{"index": 2, "type": "dword", "op": {"masked_eq": 4}, "val": 0}]},
-                {"syscall": "socket", "comment": "vsock"}
-            ]}}
-            """.utf8))
+        let firecracker = try FirecrackerFilter.parse(
+            Array(
+                """
+                {"vmm": {"default_action": "trap", "filter_action": "allow", "filter": [
+                    {"syscall": "read"},
+                    {"syscall": "ioctl", "args": [{"index": 1, "type": "dword", "op": "eq", "val": 44672, "comment": "KVM_RUN"}]},
+                    {"syscall": "mmap", "args": [{"index": 2, "type": "dword", "op": {"masked_eq": 4}, "val": 0}]},
+                    {"syscall": "socket", "comment": "vsock"}
+                ]}}
+                """.utf8))
         let policies = try Support.load([
-            "vmm.policy": "@default trap\nread: arg0 == 3 # r\nioctl # any\nmmap: arg2 & PROT_EXEC == 0 # m\nwrite # w\n",
+            "vmm.policy":
+                "@default trap\nread: arg0 == 3 # r\nioctl # any\nmmap: arg2 & PROT_EXEC == 0 # m\nwrite # w\n",
             "api.policy": "@default trap\nread # r\n", "vcpu.policy": "@default trap\nread # r\n",
             "jailer.policy": "@default kill-process\nexecve # e\n",
         ])
@@ -135,18 +165,24 @@ import Testing
         #expect(c.conditionedOnlyByThem == ["ioctl"])
         #expect(report.roles.first { $0.role == "api" }!.comparison == nil)
         #expect(report.text().contains("only Firecracker allows:                 socket"))
-        #expect(c.sideBySide.map { "\($0.syscall) \($0.kiln.rawValue) | \($0.firecracker.rawValue)" } == [
-            "ioctl allowed | allowed if args", "mmap allowed if args | allowed if args", "read allowed if args | allowed",
-            "socket - | allowed", "write allowed | -",
-        ])
+        #expect(
+            c.sideBySide.map { "\($0.syscall) \($0.kiln.rawValue) | \($0.firecracker.rawValue)" } == [
+                "ioctl allowed | allowed if args", "mmap allowed if args | allowed if args",
+                "read allowed if args | allowed",
+                "socket - | allowed", "write allowed | -",
+            ])
     }
 
     @Test func firecrackerParserIsStrict() {
         #expect(throws: JSONDecodingError.self) {
-            try FirecrackerFilter.parse(Array(#"{"vmm": {"default_action": "trap", "filter_action": "allow", "filter": [], "extra": 1}}"#.utf8))
+            try FirecrackerFilter.parse(
+                Array(#"{"vmm": {"default_action": "trap", "filter_action": "allow", "filter": [], "extra": 1}}"#.utf8))
         }
         #expect(throws: JSONDecodingError.self) {
-            try FirecrackerFilter.parse(Array(#"{"vmm": {"default_action": "trap", "filter_action": "allow", "filter": [{"syscall": "read", "args": [{"index": 9, "type": "dword", "op": "eq", "val": 1}]}]}}"#.utf8))
+            try FirecrackerFilter.parse(
+                Array(
+                    #"{"vmm": {"default_action": "trap", "filter_action": "allow", "filter": [{"syscall": "read", "args": [{"index": 9, "type": "dword", "op": "eq", "val": 1}]}]}}"#
+                        .utf8))
         }
     }
 

@@ -1,6 +1,7 @@
 import CPolicyConstantsCheck
 import CSeccomp
 import Testing
+
 @testable import KilnPolicy
 
 @Suite struct PolicyConstantsTests {
@@ -15,7 +16,10 @@ import Testing
         let ours = PolicyConstants.headerChecked
         #expect(ours.count == fromC.count, "the C check must list every constant of the Swift table")
         for (name, value) in ours {
-            #expect(fromC[name] == value, "\(name): Kiln has 0x\(String(UInt64(bitPattern: value), radix: 16)), C has \(fromC[name].map { "0x" + String(UInt64(bitPattern: $0), radix: 16) } ?? "nothing")")
+            #expect(
+                fromC[name] == value,
+                "\(name): Kiln has 0x\(String(UInt64(bitPattern: value), radix: 16)), C has \(fromC[name].map { "0x" + String(UInt64(bitPattern: $0), radix: 16) } ?? "nothing")"
+            )
         }
     }
 

@@ -2,6 +2,7 @@ import KilnSeccomp
 import KilnSystem
 import KilnTestSupport
 import Testing
+
 @testable import KilnPolicy
 
 /// A seeded fuzz-style run in the normal test suite: random and mutated
@@ -9,10 +10,14 @@ import Testing
 /// libFuzzer target fuzz-policy-parser explores further.)
 @Suite struct PolicyParserFuzzTests {
     static let vocabulary = [
-        "@default", "@include", "\"common.policy\"", "\"a.policy\"", "trap", "allow", "kill-process", "kill-thread", "log",
-        "errno(EPERM)", "errno(", ")", "(", "ioctl", "read", "mmap", "futex", "arg0", "arg1", "arg2", "arg5", "arg6", "arg99999999999999999999",
-        ":", "->", "==", "!=", "<", "<=", ">", ">=", "&", "&&", "|", "||", "~", "in", "{", "}", ",", "KVM_RUN", "PROT_EXEC",
-        "MAP_SHARED", "0", "1", "-1", "0x", "0xFFFFFFFFFFFFFFFF", "0b102", "0o7", "# why", "\n", "\n\n", " ", "\t", "=", "$", "\u{0}", "é",
+        "@default", "@include", "\"common.policy\"", "\"a.policy\"", "trap", "allow", "kill-process", "kill-thread",
+        "log",
+        "errno(EPERM)", "errno(", ")", "(", "ioctl", "read", "mmap", "futex", "arg0", "arg1", "arg2", "arg5", "arg6",
+        "arg99999999999999999999",
+        ":", "->", "==", "!=", "<", "<=", ">", ">=", "&", "&&", "|", "||", "~", "in", "{", "}", ",", "KVM_RUN",
+        "PROT_EXEC",
+        "MAP_SHARED", "0", "1", "-1", "0x", "0xFFFFFFFFFFFFFFFF", "0b102", "0o7", "# why", "\n", "\n\n", " ", "\t", "=",
+        "$", "\u{0}", "é",
     ]
 
     static func shippedTexts() throws -> [String] {
@@ -46,8 +51,10 @@ import Testing
         // The files the shipped roles include, loaded beside every input,
         // each included by a role of its own (a shared file no role includes
         // is refused).
-        var shipped = ["y.policy": "@default trap\n@include \"common.policy\"\n",
-                       "z.policy": "@default trap\n@include \"startup.policy\"\n"]
+        var shipped = [
+            "y.policy": "@default trap\n@include \"common.policy\"\n",
+            "z.policy": "@default trap\n@include \"startup.policy\"\n",
+        ]
         for name in ["common.policy", "startup.policy"] {
             shipped[name] = try FileSystem.readText(PolicyTestSupport.shippedPoliciesDirectory + "/" + name)
         }
@@ -63,7 +70,9 @@ import Testing
                 text = (0..<Int.random(in: 0...40, using: &generator))
                     .map { _ in Self.vocabulary.randomElement(using: &generator)! }.joined(separator: " ")
             default:
-                let bytes = (0..<Int.random(in: 0...200, using: &generator)).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                let bytes = (0..<Int.random(in: 0...200, using: &generator)).map { _ in
+                    UInt8.random(in: 0...255, using: &generator)
+                }
                 text = String(decoding: bytes, as: UTF8.self)
             }
             // The shipped files a.policy may include (most inputs then load),
@@ -91,7 +100,9 @@ import Testing
                 let interpreter = try BPFInterpreter(try PolicyCompiler.compile(role))
                 for rule in role.rules {
                     let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: rule.number)
-                    #expect(interpreter.evaluate(input) == PolicyTestSupport.expectedAction(role, input), "\(rule.syscall) in\n\(text)")
+                    #expect(
+                        interpreter.evaluate(input) == PolicyTestSupport.expectedAction(role, input),
+                        "\(rule.syscall) in\n\(text)")
                     rulesChecked += 1
                 }
                 compiled += 1
@@ -103,7 +114,8 @@ import Testing
         // Floors (seed 0xF0221 gives parsed [800, 0, 0], rejected [2534, 3333,
         // 3333], 50 compiled, 1,333 rules checked): below them the pass has
         // stopped exploring, say because mutated policies no longer load.
-        let counts = "parsed \(parsed), rejected \(rejected), compiled \(compiled), refused by the compiler \(refusedByCompiler), rules checked \(rulesChecked)"
+        let counts =
+            "parsed \(parsed), rejected \(rejected), compiled \(compiled), refused by the compiler \(refusedByCompiler), rules checked \(rulesChecked)"
         #expect(parsed[0] >= 400, "\(counts)")
         #expect(rejected[0] >= 1000 && rejected[1] >= 3000 && rejected[2] >= 3000, "\(counts)")
         #expect(compiled + refusedByCompiler == 50 && compiled >= 40 && rulesChecked >= 500, "\(counts)")

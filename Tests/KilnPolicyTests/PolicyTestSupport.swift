@@ -1,8 +1,10 @@
 import KilnSeccomp
 import KilnSystem
+
 @testable import KilnPolicy
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Helpers shared by the policy tests.
@@ -10,7 +12,7 @@ enum PolicyTestSupport {
     /// The repository's policies/ folder, found from this file's path.
     static let shippedPoliciesDirectory: String = {
         var parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
-        parts.removeLast(3)  // Tests/KilnPolicyTests/PolicyTestSupport.swift
+        parts.removeLast(3) // Tests/KilnPolicyTests/PolicyTestSupport.swift
         return parts.joined(separator: "/") + "/policies"
     }()
 
@@ -54,7 +56,8 @@ enum PolicyTestSupport {
     /// the reference the compiled BPF is checked against.
     static func expectedAction(_ policy: Policy, _ input: SeccompInput) -> SeccompAction {
         guard input.architecture == PolicyCompiler.architecture,
-              input.syscallNumber & PolicyCompiler.x32SyscallBit == 0 else { return .killProcess }
+            input.syscallNumber & PolicyCompiler.x32SyscallBit == 0
+        else { return .killProcess }
         // The tracer's evaluation of a policy (TraceRecorder.verdict) is the reference.
         return TraceRecorder.verdict(of: policy, number: input.syscallNumber, arguments: input.arguments).action
     }

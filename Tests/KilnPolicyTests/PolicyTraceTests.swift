@@ -1,6 +1,7 @@
 import KilnJSON
 import KilnSeccomp
 import Testing
+
 @testable import KilnPolicy
 
 /// `kiln-policy trace`'s pure parts: the recording variants of the roles,
@@ -19,15 +20,19 @@ struct PolicyTraceTests {
             for comparison in rule.alternatives.first ?? [] where comparison.op == .equal {
                 arguments[comparison.argument] = comparison.value
             }
-            inputs.append(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: arguments))
+            inputs.append(
+                SeccompInput(
+                    architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: arguments))
             if let first = rule.alternatives.first?.first {
                 var off = arguments
                 off[first.argument] &+= 1
-                inputs.append(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: off))
+                inputs.append(
+                    SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: rule.number, arguments: off))
             }
         }
         for name in ["execve", "ptrace", "openat2", "kexec_load"] {
-            inputs.append(SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!))
+            inputs.append(
+                SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!))
         }
         return inputs
     }
@@ -36,7 +41,8 @@ struct PolicyTraceTests {
         for policy in Self.bundle.policies {
             let program = try #require(Self.bundle.recordingPrograms[policy.role])
             for input in Self.probes(policy) {
-                let expected = TraceRecorder.verdict(of: policy, number: input.syscallNumber, arguments: input.arguments)
+                let expected = TraceRecorder.verdict(
+                    of: policy, number: input.syscallNumber, arguments: input.arguments)
                 let action = try BPFInterpreter.evaluate(program, input)
                 guard case let .trace(data) = action else {
                     Issue.record("role \(policy.role), call \(input.syscallNumber): \(action), not a trace")
@@ -44,7 +50,9 @@ struct PolicyTraceTests {
                 }
                 let decoded = Self.bundle.decode(data: data)
                 #expect(decoded?.role == policy.role, "call \(input.syscallNumber) \(input.arguments)")
-                #expect(decoded?.byRule == expected.byRule, "role \(policy.role), call \(input.syscallNumber) \(input.arguments)")
+                #expect(
+                    decoded?.byRule == expected.byRule,
+                    "role \(policy.role), call \(input.syscallNumber) \(input.arguments)")
             }
             // Another architecture is still killed, as by the real program.
             let foreign = SeccompInput(architecture: 0x4000_0003, syscallNumber: 1)
@@ -56,7 +64,8 @@ struct PolicyTraceTests {
     /// that install a filter, and a program's start-up before its first one.
     @Test func theBaseFilterTracesEveryCallAsNoRole() throws {
         for name in ["seccomp", "prctl", "execve", "openat", "write", "arch_prctl"] {
-            let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!)
+            let input = SeccompInput(
+                architecture: PolicyCompiler.architecture, syscallNumber: SyscallTable.number(of: name)!)
             let action = try BPFInterpreter.evaluate(Self.bundle.base, input)
             #expect(action == .trace(0), "\(name): \(action)")
             if case let .trace(data) = action { #expect(Self.bundle.decode(data: data)?.role == nil) }
@@ -70,8 +79,10 @@ struct PolicyTraceTests {
         let archPrctl = SyscallTable.number(of: "arch_prctl")!, ptrace = SyscallTable.number(of: "ptrace")!
         let setFS: UInt64 = 0x1002
         recorder.recordStartUp([(archPrctl, [setFS, 0x5000, 0, 0, 0, 0])], jailed: false)
-        recorder.recordStartUp([(archPrctl, [setFS, 0x6000, 0, 0, 0, 0]), (ptrace, [16, 1, 0, 0, 0, 0])], jailed: true)
-        #expect(recorder.startUp["unjailed"]?.threads == 1 && recorder.startUp["unjailed"]?.calls[archPrctl]?.matched == 1)
+        recorder.recordStartUp(
+            [(archPrctl, [setFS, 0x6000, 0, 0, 0, 0]), (ptrace, [16, 1, 0, 0, 0, 0])], jailed: true)
+        #expect(
+            recorder.startUp["unjailed"]?.threads == 1 && recorder.startUp["unjailed"]?.calls[archPrctl]?.matched == 1)
         #expect(recorder.startUp["jailed"]?.calls[ptrace]?.denied == 1)
         // Nothing is recorded under the roles themselves.
         #expect(recorder.roles.isEmpty)
@@ -101,7 +112,8 @@ struct PolicyTraceTests {
     }
 
     @Test func programsFromOtherInstalledPoliciesAreRecognisedByRoleName() throws {
-        let edited = try PolicyLoader.load(directory: PolicyTestSupport.shippedPoliciesDirectory).map { policy -> Policy in
+        let edited = try PolicyLoader.load(directory: PolicyTestSupport.shippedPoliciesDirectory).map {
+            policy -> Policy in
             var policy = policy
             if policy.role == "vcpu" { policy.rules.removeAll { $0.syscall == "write" } }
             return policy
@@ -119,11 +131,14 @@ struct PolicyTraceTests {
         let placeholder: UInt32 = 0x7777_0001, pid: UInt32 = 4242
         let tgkill = SyscallTable.number(of: "tgkill")!
         let policies = Self.shipped.map { policy -> Policy in
-            guard policy.role == "vcpu", let index = policy.rules.firstIndex(where: { $0.syscall == "tgkill" }) else { return policy }
+            guard policy.role == "vcpu", let index = policy.rules.firstIndex(where: { $0.syscall == "tgkill" }) else {
+                return policy
+            }
             var policy = policy
             func equal(_ argument: Int, _ value: UInt64) -> ArgumentComparison {
-                ArgumentComparison(argument: argument, width: 32, mask: nil, op: .equal, value: value,
-                                   valueText: String(value), maskText: nil)
+                ArgumentComparison(
+                    argument: argument, width: 32, mask: nil, op: .equal, value: value,
+                    valueText: String(value), maskText: nil)
             }
             policy.rules[index].alternatives = [[equal(0, UInt64(placeholder)), equal(2, 6)]]
             return policy
@@ -144,17 +159,22 @@ struct PolicyTraceTests {
         let recording = try #require(bundle.recordingProgram(for: "vcpu", placeholder: placeholder, processID: pid))
         let policy = try #require(bundle.policies.first { $0.role == "vcpu" })
         for (target, byRule) in [(UInt64(pid), true), (UInt64(placeholder), false), (1, false)] {
-            let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: tgkill, arguments: [target, 7, 6])
+            let input = SeccompInput(
+                architecture: PolicyCompiler.architecture, syscallNumber: tgkill, arguments: [target, 7, 6])
             let code = UInt16(bundle.policies.firstIndex { $0.role == "vcpu" }! + 1)
-            #expect(try BPFInterpreter.evaluate(recording, input) == .trace(code << 8 | (byRule ? 1 : 0)), "tgkill(\(target))")
-            let verdict = TraceRecorder.verdict(of: policy, number: tgkill, arguments: input.arguments,
-                                                resolved: (UInt64(placeholder), UInt64(pid)))
+            #expect(
+                try BPFInterpreter.evaluate(recording, input) == .trace(code << 8 | (byRule ? 1 : 0)),
+                "tgkill(\(target))")
+            let verdict = TraceRecorder.verdict(
+                of: policy, number: tgkill, arguments: input.arguments,
+                resolved: (UInt64(placeholder), UInt64(pid)))
             #expect(verdict.byRule == byRule, "tgkill(\(target))")
         }
     }
 
     static let roles = try! PolicyTestSupport.load([
-        "outer.policy": "@default kill-process\nwrite  # out\nclone3 -> errno(ENOSYS)  # fall back\nioctl: arg1 in {1, 2}  # two requests\n",
+        "outer.policy":
+            "@default kill-process\nwrite  # out\nclone3 -> errno(ENOSYS)  # fall back\nioctl: arg1 in {1, 2}  # two requests\n",
         "inner.policy": "@default trap\nwrite: arg0 == 1  # stdout\nread  # in\n",
     ])
 
@@ -163,11 +183,17 @@ struct PolicyTraceTests {
         let write = SyscallTable.number(of: "write")!, read = SyscallTable.number(of: "read")!
         let clone3 = SyscallTable.number(of: "clone3")!, ioctl = SyscallTable.number(of: "ioctl")!
         let stack = ["outer", "inner"]
-        #expect(recorder.record(number: write, arguments: [1, 0, 5, 0, 0, 0], stack: stack, kernelSaysRule: true) == .allow)
-        #expect(recorder.record(number: write, arguments: [2, 0, 5, 0, 0, 0], stack: stack, kernelSaysRule: false) == .trap)
+        #expect(
+            recorder.record(number: write, arguments: [1, 0, 5, 0, 0, 0], stack: stack, kernelSaysRule: true) == .allow)
+        #expect(
+            recorder.record(number: write, arguments: [2, 0, 5, 0, 0, 0], stack: stack, kernelSaysRule: false) == .trap)
         // Allowed by the inner role, which the outer one kills: the outer wins.
-        #expect(recorder.record(number: read, arguments: [0, 0, 0, 0, 0, 0], stack: stack, kernelSaysRule: true) == .killProcess)
-        #expect(recorder.record(number: clone3, arguments: [0, 0, 0, 0, 0, 0], stack: ["outer"], kernelSaysRule: true) == .errno(38))
+        #expect(
+            recorder.record(number: read, arguments: [0, 0, 0, 0, 0, 0], stack: stack, kernelSaysRule: true)
+                == .killProcess)
+        #expect(
+            recorder.record(number: clone3, arguments: [0, 0, 0, 0, 0, 0], stack: ["outer"], kernelSaysRule: true)
+                == .errno(38))
         recorder.record(number: ioctl, arguments: [3, 2, 0, 0, 0, 0], stack: ["outer"], kernelSaysRule: true)
         // A recording filter that disagrees with the policy is reported.
         recorder.record(number: read, arguments: [0, 0, 0, 0, 0, 0], stack: stack, kernelSaysRule: false)
@@ -186,7 +212,8 @@ struct PolicyTraceTests {
         recorder.entered(role: "outer")
         recorder.entered(role: "inner")
         let write = SyscallTable.number(of: "write")!, ioctl = SyscallTable.number(of: "ioctl")!
-        recorder.record(number: write, arguments: [7, 0, 5, 0, 0, 0], stack: ["outer", "inner"], kernelSaysRule: false)
+        recorder.record(
+            number: write, arguments: [7, 0, 5, 0, 0, 0], stack: ["outer", "inner"], kernelSaysRule: false)
         recorder.record(number: ioctl, arguments: [3, 2, 0, 0, 0, 0], stack: ["outer"], kernelSaysRule: true)
         let report = TraceReport(recorder: recorder, status: 0)
         #expect(report.deniedCount == 1)
@@ -201,9 +228,13 @@ struct PolicyTraceTests {
 
         let json = try JSONParser.parse(report.json())
         #expect(json["denied_count"] == .integer(1))
-        #expect(json["roles"]?["inner"]?["denied"] == .array([.object([
-            ("syscall", .string("write")), ("count", .integer(1)),
-            ("samples", .array([.array([.integer(7), .integer(0), .integer(5)])])),
-        ])]))
+        #expect(
+            json["roles"]?["inner"]?["denied"]
+                == .array([
+                    .object([
+                        ("syscall", .string("write")), ("count", .integer(1)),
+                        ("samples", .array([.array([.integer(7), .integer(0), .integer(5)])])),
+                    ])
+                ]))
     }
 }

@@ -1,8 +1,10 @@
 import CKiln
 import Testing
+
 @testable import KilnSeccomp
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite struct BPFInterpreterTests {
@@ -10,16 +12,19 @@ import Glibc
     // swift-format-ignore: AlwaysUseLowerCamelCase
     static let x86_64: UInt32 = 0xC000_003E
 
-    static func ret(_ action: SeccompAction) -> BPFInstruction { BPFInstruction(code: BPF.ret | BPF.k, k: action.rawValue) }
+    static func ret(_ action: SeccompAction) -> BPFInstruction {
+        BPFInstruction(code: BPF.ret | BPF.k, k: action.rawValue)
+    }
     static func load(_ offset: UInt32) -> BPFInstruction { BPFInstruction(code: BPF.ld | BPF.w | BPF.abs, k: offset) }
     static func jeq(_ k: UInt32, _ jt: UInt8, _ jf: UInt8) -> BPFInstruction {
         BPFInstruction(code: BPF.jmp | BPF.jeq | BPF.k, jt: jt, jf: jf, k: k)
     }
 
     @Test func readsEveryFieldOfSeccompData() throws {
-        let input = SeccompInput(architecture: Self.x86_64, syscallNumber: 16,
-                                 arguments: [1, 0xAE80, 0x1_0000_0002, 3, 4, 0xFFFF_FFFF_0000_0005],
-                                 instructionPointer: 0x1234_5678_9ABC_DEF0)
+        let input = SeccompInput(
+            architecture: Self.x86_64, syscallNumber: 16,
+            arguments: [1, 0xAE80, 0x1_0000_0002, 3, 4, 0xFFFF_FFFF_0000_0005],
+            instructionPointer: 0x1234_5678_9ABC_DEF0)
         let expected: [(UInt32, UInt32)] = [
             (0, 16), (4, Self.x86_64), (8, 0x9ABC_DEF0), (12, 0x1234_5678),
             (16, 1), (20, 0), (24, 0xAE80), (32, 2), (36, 1), (56, 5), (60, 0xFFFF_FFFF),
@@ -44,7 +49,9 @@ import Glibc
             Self.ret(.killProcess),
         ]
         let interpreter = try BPFInterpreter(program)
-        func run(_ nr: Int32) -> SeccompAction { interpreter.evaluate(SeccompInput(architecture: Self.x86_64, syscallNumber: nr)) }
+        func run(_ nr: Int32) -> SeccompAction {
+            interpreter.evaluate(SeccompInput(architecture: Self.x86_64, syscallNumber: nr))
+        }
         #expect(run(-1) == .killProcess)
         #expect(run(2) == .errno(1))
         #expect(run(12) == .trap)
@@ -78,7 +85,8 @@ import Glibc
         let x = a
         a ^= 0xF; a <<= 1; a >>= 2; a |= 0x100; a &= 0x1FF
         a /= x
-        let result = try BPFInterpreter(program).returnValue(for: SeccompInput(architecture: Self.x86_64, syscallNumber: Int32(nr)))
+        let result = try BPFInterpreter(program).returnValue(
+            for: SeccompInput(architecture: Self.x86_64, syscallNumber: Int32(nr)))
         #expect(result == a)
     }
 
@@ -89,7 +97,9 @@ import Glibc
             BPFInstruction(code: BPF.alu | BPF.div | BPF.x),
             Self.ret(.allow),
         ]
-        #expect(try BPFInterpreter.evaluate(program, SeccompInput(architecture: Self.x86_64, syscallNumber: 0)) == .killThread)
+        #expect(
+            try BPFInterpreter.evaluate(program, SeccompInput(architecture: Self.x86_64, syscallNumber: 0))
+                == .killThread)
     }
 
     @Test func lengthLoadsGiveTheSizeOfSeccompData() throws {
@@ -100,23 +110,46 @@ import Glibc
     @Test func refusesWhatTheKernelRefuses() {
         let cases: [([BPFInstruction], String)] = [
             ([], "0 instructions, expected 1...4096"),
-            ([BPFInstruction(code: BPF.alu | BPF.mod | BPF.k, k: 3), Self.ret(.allow)],
-             "instruction 0: opcode 0x94 is not permitted in a seccomp filter"),
-            ([BPFInstruction(code: BPF.ld | BPF.h | BPF.abs, k: 0), Self.ret(.allow)],
-             "instruction 0: opcode 0x28 is not permitted in a seccomp filter"),
-            ([Self.load(2), Self.ret(.allow)], "instruction 0: load from offset 2 outside struct seccomp_data or unaligned"),
-            ([Self.load(64), Self.ret(.allow)], "instruction 0: load from offset 64 outside struct seccomp_data or unaligned"),
-            ([BPFInstruction(code: BPF.st, k: 16), Self.ret(.allow)], "instruction 0: scratch memory index 16 out of range 0...15"),
-            ([BPFInstruction(code: BPF.alu | BPF.div | BPF.k, k: 0), Self.ret(.allow)], "instruction 0: division by constant zero"),
+            (
+                [BPFInstruction(code: BPF.alu | BPF.mod | BPF.k, k: 3), Self.ret(.allow)],
+                "instruction 0: opcode 0x94 is not permitted in a seccomp filter"
+            ),
+            (
+                [BPFInstruction(code: BPF.ld | BPF.h | BPF.abs, k: 0), Self.ret(.allow)],
+                "instruction 0: opcode 0x28 is not permitted in a seccomp filter"
+            ),
+            (
+                [Self.load(2), Self.ret(.allow)],
+                "instruction 0: load from offset 2 outside struct seccomp_data or unaligned"
+            ),
+            (
+                [Self.load(64), Self.ret(.allow)],
+                "instruction 0: load from offset 64 outside struct seccomp_data or unaligned"
+            ),
+            (
+                [BPFInstruction(code: BPF.st, k: 16), Self.ret(.allow)],
+                "instruction 0: scratch memory index 16 out of range 0...15"
+            ),
+            (
+                [BPFInstruction(code: BPF.alu | BPF.div | BPF.k, k: 0), Self.ret(.allow)],
+                "instruction 0: division by constant zero"
+            ),
             ([BPFInstruction(code: BPF.alu | BPF.lsh | BPF.k, k: 32), Self.ret(.allow)], "instruction 0: shift by 32"),
             ([Self.jeq(0, 1, 0), Self.ret(.allow)], "instruction 0: jump past the end"),
             ([BPFInstruction(code: BPF.jmp | BPF.ja, k: 1), Self.ret(.allow)], "instruction 0: jump past the end"),
             ([Self.load(0)], "instruction 0: the last instruction must return"),
-            ([BPFInstruction(code: BPF.ld | BPF.mem, k: 3), Self.ret(.allow)], "instruction 0: scratch memory 3 read before it is written"),
+            (
+                [BPFInstruction(code: BPF.ld | BPF.mem, k: 3), Self.ret(.allow)],
+                "instruction 0: scratch memory 3 read before it is written"
+            ),
             // Written on one path only: the jump's target sees it unwritten.
-            ([Self.load(0), Self.jeq(1, 0, 1), BPFInstruction(code: BPF.st, k: 2),
-              BPFInstruction(code: BPF.ldx | BPF.mem, k: 2), Self.ret(.allow)],
-             "instruction 3: scratch memory 2 read before it is written"),
+            (
+                [
+                    Self.load(0), Self.jeq(1, 0, 1), BPFInstruction(code: BPF.st, k: 2),
+                    BPFInstruction(code: BPF.ldx | BPF.mem, k: 2), Self.ret(.allow),
+                ],
+                "instruction 3: scratch memory 2 read before it is written"
+            ),
             (Array(repeating: Self.ret(.allow), count: 4097), "instruction 0: 4097 instructions, expected 1...4096"),
         ]
         for (program, message) in cases {
@@ -128,7 +161,8 @@ import Glibc
                 #expect(text == message || (program.isEmpty && text == "instruction 0: \(message)"), "got \(text)")
             }
             // The kernel's own checker (seccomp_check_filter, bpf_check_classic) agrees.
-            #expect(Self.kernelLoadErrno(program) == EINVAL, "the kernel loads what the interpreter refuses: \(message)")
+            #expect(
+                Self.kernelLoadErrno(program) == EINVAL, "the kernel loads what the interpreter refuses: \(message)")
         }
         // And loads a program the interpreter accepts.
         #expect(Self.kernelLoadErrno([Self.load(0), Self.ret(.allow)]) == 0)
@@ -169,7 +203,8 @@ import Glibc
                         BPFInstruction(code: BPF.alu | op | source, k: k),
                         BPFInstruction(code: BPF.ret | BPF.a),
                     ]
-                    let result = try BPFInterpreter(program).returnValue(for: SeccompInput(architecture: 0, syscallNumber: 0))
+                    let result = try BPFInterpreter(program).returnValue(
+                        for: SeccompInput(architecture: 0, syscallNumber: 0))
                     #expect(result == reference(a, k), "op 0x\(String(op, radix: 16)) source \(source) \(a) \(k)")
                 }
             }
@@ -192,7 +227,9 @@ import Glibc
                         BPFInstruction(code: BPF.ret | BPF.k, k: SeccompAction.allow.rawValue),
                     ]
                     let result = try BPFInterpreter.evaluate(program, SeccompInput(architecture: 0, syscallNumber: 0))
-                    #expect(result == (reference(a, k) ? .allow : .trap), "jump 0x\(String(op, radix: 16)) source \(source) \(a) \(k)")
+                    #expect(
+                        result == (reference(a, k) ? .allow : .trap),
+                        "jump 0x\(String(op, radix: 16)) source \(source) \(a) \(k)")
                 }
             }
         }

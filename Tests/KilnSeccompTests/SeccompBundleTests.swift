@@ -1,4 +1,5 @@
 import Testing
+
 @testable import KilnSeccomp
 
 @Suite struct SeccompBundleTests {
@@ -32,7 +33,9 @@ import Testing
         #expect(throws: SeccompBundleError.malformed("unsupported bundle version 2, expected 1")) {
             try SeccompBundle(decoding: bytes)
         }
-        #expect(throws: SeccompBundleError.self) { try SeccompBundle(architecture: 1, programs: ["VMM": Self.allowAll]) }
+        #expect(throws: SeccompBundleError.self) {
+            try SeccompBundle(architecture: 1, programs: ["VMM": Self.allowAll])
+        }
         #expect(throws: SeccompBundleError.self) { try SeccompBundle(architecture: 1, programs: [:]) }
         #expect(throws: SeccompBundleError.programTooLong(role: "vmm", instructions: 4097)) {
             try SeccompBundle(architecture: 1, programs: ["vmm": Array(repeating: Self.allowAll[0], count: 4097)])

@@ -14,8 +14,10 @@ enum TopLevelTypeNames {
     /// Nested types are indented and so not counted.
     static func declared(in source: String) -> [String] {
         let kinds: Set<Substring> = ["struct", "class", "enum", "protocol", "actor", "typealias"]
-        let modifiers: Set<Substring> = ["public", "internal", "package", "fileprivate", "private", "final", "open",
-                                         "indirect", "nonisolated"]
+        let modifiers: Set<Substring> = [
+            "public", "internal", "package", "fileprivate", "private", "final", "open",
+            "indirect", "nonisolated",
+        ]
         var names: [String] = []
         for line in source.split(separator: "\n", omittingEmptySubsequences: false) {
             guard let first = line.first, first.isLetter || first == "@" else { continue }
@@ -59,19 +61,19 @@ enum TopLevelTypeNames {
 
 @Test func topLevelDeclarationsAreFoundAndNestedOnesAreNot() {
     let source = """
-    import KilnSystem
-    public final class SerialDevice: BusDevice, @unchecked Sendable {
-        struct Nested {}
-    }
-    @usableFromInline struct Plain<T> {}
-    public protocol Port: AnyObject {}
-    indirect enum Tree {}
-    public typealias Builder = (Int) -> Int
-    actor Worker {}
-    // struct InAComment {}
-    extension SerialDevice {}
-    let structure = 1
-    """
+        import KilnSystem
+        public final class SerialDevice: BusDevice, @unchecked Sendable {
+            struct Nested {}
+        }
+        @usableFromInline struct Plain<T> {}
+        public protocol Port: AnyObject {}
+        indirect enum Tree {}
+        public typealias Builder = (Int) -> Int
+        actor Worker {}
+        // struct InAComment {}
+        extension SerialDevice {}
+        let structure = 1
+        """
     #expect(TopLevelTypeNames.declared(in: source) == ["SerialDevice", "Plain", "Port", "Tree", "Builder", "Worker"])
 }
 
@@ -87,7 +89,9 @@ enum TopLevelTypeNames {
     #expect(declarations.values.map(\.count).reduce(0, +) > 200, "found \(declarations.count) modules")
     #expect(declarations["KilnMachine"]?.contains("Machine") == true)
     let reused = TopLevelTypeNames.reused(in: declarations)
-    #expect(reused.isEmpty, """
+    #expect(
+        reused.isEmpty,
+        """
         type names declared in more than one module under Sources/ (rename one; docs/architecture.md, "Code map"):
         \(reused.map { "\($0.name): \($0.modules.joined(separator: ", "))" }.joined(separator: "\n"))
         """)

@@ -7,7 +7,9 @@ import Testing
         let ready = try EventFD(), quiet = try EventFD()
         defer { ready.close(); quiet.close() }
         var readyCalls = 0, quietCalls = 0
-        try loop.subscribe(ready.descriptor) { _ in readyCalls += 1; _ = try? ready.drain() }
+        try loop.subscribe(ready.descriptor) { _ in
+            readyCalls += 1; _ = try? ready.drain()
+        }
         try loop.subscribe(quiet.descriptor) { _ in quietCalls += 1 }
         try ready.signal()
         try loop.runOnce(maximumMilliseconds: 100)
@@ -63,7 +65,9 @@ import Testing
         loop.cancel(token)
         // Until the repeating timer has run three times (2 s at most, for a loaded machine).
         let start = MonotonicClock.nanoseconds()
-        while repeated < 3, MonotonicClock.nanoseconds() - start < 2_000_000_000 { try loop.runOnce(maximumMilliseconds: 100) }
+        while repeated < 3, MonotonicClock.nanoseconds() - start < 2_000_000_000 {
+            try loop.runOnce(maximumMilliseconds: 100)
+        }
         #expect(once == 1)
         #expect(repeated >= 3, "a 5 ms repeating timer ran \(repeated) times in 2 s")
         #expect(cancelled == 0)

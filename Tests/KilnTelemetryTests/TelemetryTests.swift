@@ -2,6 +2,7 @@ import Glibc
 import KilnJSON
 import KilnSystem
 import Testing
+
 @testable import KilnTelemetry
 
 @Suite(.serialized) struct TelemetryTests {
@@ -48,8 +49,11 @@ import Testing
         let messages = try FileSystem.readText(path).split(separator: "\n").map {
             try JSONParser.parse(String($0))["msg"]
         }
-        #expect(messages == [.string("exit 0"), .string("exit 1"), .string("exit 2"),
-                             .string("later (7 similar lines suppressed)")])
+        #expect(
+            messages == [
+                .string("exit 0"), .string("exit 1"), .string("exit 2"),
+                .string("later (7 similar lines suppressed)"),
+            ])
     }
 
     @Test func rateLimiterCapsBurstsAndCountsWhatItSuppressed() {
@@ -86,7 +90,11 @@ import Testing
         let again = registry.counter("block_rootfs", "read_bytes")
         again.increment(by: 2)
         #expect(first.value == 7 && again.value == 7)
-        #expect(registry.snapshot(now: 1) == .object([("ts_ns", .integer(1)),
-                                                      ("block_rootfs", .object([("read_bytes", .integer(7))]))]))
+        #expect(
+            registry.snapshot(now: 1)
+                == .object([
+                    ("ts_ns", .integer(1)),
+                    ("block_rootfs", .object([("read_bytes", .integer(7))])),
+                ]))
     }
 }

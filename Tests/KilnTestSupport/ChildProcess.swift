@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Runs a program to completion under timeout(1), so that a hang fails one
@@ -56,7 +56,8 @@ public enum ChildProcess {
         let outPath = scratch + ".out", errPath = scratch + ".err", inPath = scratch + ".in"
         if let input { write(input, to: inPath) }
         do {
-            let pid = try spawn(argv, stdin: input == nil ? nil : inPath, stdout: outPath, stderr: errPath, seconds: seconds)
+            let pid = try spawn(
+                argv, stdin: input == nil ? nil : inPath, stdout: outPath, stderr: errPath, seconds: seconds)
             return Running(pid: pid, outPath: outPath, errPath: errPath, inPath: inPath)
         } catch {
             unlink(inPath)
@@ -67,8 +68,10 @@ public enum ChildProcess {
     /// Starts `argv` under timeout(1) with its standard streams on the given
     /// files (stdin /dev/null when nil), for a caller that reads them while
     /// it runs. Returns timeout(1)'s pid, for `wait`.
-    public static func spawn(_ argv: [String], stdin: String? = nil, stdout: String, stderr: String,
-                             seconds: Int) throws -> pid_t {
+    public static func spawn(
+        _ argv: [String], stdin: String? = nil, stdout: String, stderr: String,
+        seconds: Int
+    ) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

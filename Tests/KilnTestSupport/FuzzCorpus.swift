@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The committed libFuzzer seeds (fuzz/corpus/<name>/), so the seeded tests
 /// and the fuzzers start from the same valid inputs.
@@ -22,7 +23,8 @@ public enum FuzzCorpus {
         }
         let committed = try FileSystem.listDirectory(folder(name))
         return programs.filter { program in
-            !committed.contains(program.name) || (try? FileSystem.readFile(folder(name) + "/" + program.name)) != program.bytes
+            !committed.contains(program.name)
+                || (try? FileSystem.readFile(folder(name) + "/" + program.name)) != program.bytes
         }.map(\.name)
     }
 }

@@ -10,7 +10,8 @@ public enum PolicyBundle {
 
     /// Compiles `policies` into the bundle file `output`.
     public static func compile(policies: String = shippedPolicies, output: String) throws {
-        let compiled = try ChildProcess.run([compiler, "compile", "--policies", policies, "--output", output], seconds: 60)
+        let compiled = try ChildProcess.run(
+            [compiler, "compile", "--policies", policies, "--output", output], seconds: 60)
         guard compiled.status == 0 else {
             throw CompileFailure(description: "kiln-policy compile --policies \(policies): \(compiled.stderr)")
         }

@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What the lane-1 test guest's virtio driver (integration/guest/Virtio.swift)
@@ -48,8 +48,10 @@ public enum VirtioLane {
     }
 
     /// A Firecracker-format config for the guest at `kernel` and these devices.
-    public static func configText(kernel: String, drives: [Drive] = [], entropy: Bool = false,
-                                  tap: String? = nil, mac: String? = nil) -> String {
+    public static func configText(
+        kernel: String, drives: [Drive] = [], entropy: Bool = false,
+        tap: String? = nil, mac: String? = nil
+    ) -> String {
         var sections = [
             #""boot-source": {"kernel_image_path": "\#(kernel)", "boot_args": "console=ttyS0"}"#,
             #""machine-config": {"vcpu_count": 1, "mem_size_mib": 128}"#,
@@ -62,7 +64,8 @@ public enum VirtioLane {
         }
         if entropy { sections.append(#""entropy": {}"#) }
         if let tap, let mac {
-            sections.append(#""network-interfaces": [{"iface_id": "n0", "host_dev_name": "\#(tap)", "guest_mac": "\#(mac)"}]"#)
+            sections.append(
+                #""network-interfaces": [{"iface_id": "n0", "host_dev_name": "\#(tap)", "guest_mac": "\#(mac)"}]"#)
         }
         return "{" + sections.joined(separator: ",\n") + "}"
     }
@@ -77,9 +80,13 @@ public enum VirtioLane {
     public static func deviceSections(_ lines: [String]) -> [[String]] {
         var sections: [[String]] = []
         for line in lines {
-            if line.hasPrefix("guest: virtio-mmio ") { sections.append([line]) }
-            else if line == "guest: virtio done" { break }
-            else if !sections.isEmpty { sections[sections.count - 1].append(line) }
+            if line.hasPrefix("guest: virtio-mmio ") {
+                sections.append([line])
+            } else if line == "guest: virtio done" {
+                break
+            } else if !sections.isEmpty {
+                sections[sections.count - 1].append(line)
+            }
         }
         return sections
     }
@@ -143,8 +150,10 @@ public enum TapLane {
 
     /// The next frame for which `accept` holds, within `seconds` and while
     /// `child` runs.
-    public static func receive(_ fd: Int32, seconds: Double, while child: pid_t,
-                        where accept: ([UInt8]) -> Bool) -> [UInt8]? {
+    public static func receive(
+        _ fd: Int32, seconds: Double, while child: pid_t,
+        where accept: ([UInt8]) -> Bool
+    ) -> [UInt8]? {
         var start = timespec()
         clock_gettime(CLOCK_MONOTONIC, &start)
         var buffer = [UInt8](repeating: 0, count: 2048)
@@ -176,10 +185,13 @@ public enum TapLane {
     }
 
     /// An IPv4/UDP frame (20-byte IP header, no UDP checksum).
-    public static func udpFrame(from source: [UInt8], to destination: [UInt8], sourceIP: [UInt8], destinationIP: [UInt8],
-                         sourcePort: UInt16, destinationPort: UInt16, payload: [UInt8]) -> [UInt8] {
+    public static func udpFrame(
+        from source: [UInt8], to destination: [UInt8], sourceIP: [UInt8], destinationIP: [UInt8],
+        sourcePort: UInt16, destinationPort: UInt16, payload: [UInt8]
+    ) -> [UInt8] {
         func be(_ value: Int) -> [UInt8] { [UInt8(value >> 8 & 0xff), UInt8(value & 0xff)] }
-        var ip: [UInt8] = [0x45, 0] + be(20 + 8 + payload.count) + [0, 1, 0, 0, 64, 17, 0, 0] + sourceIP + destinationIP
+        var ip: [UInt8] =
+            [0x45, 0] + be(20 + 8 + payload.count) + [0, 1, 0, 0, 64, 17, 0, 0] + sourceIP + destinationIP
         let sum = checksum(ip[...])
         ip[10] = UInt8(sum >> 8); ip[11] = UInt8(sum & 0xff)
         let udp = be(Int(sourcePort)) + be(Int(destinationPort)) + be(8 + payload.count) + [0, 0]
@@ -202,11 +214,12 @@ public enum TapLane {
         let udp = 14 + headerLength
         let udpLength = be16(frame, udp + 4)
         guard udpLength >= 8, udp + udpLength <= frame.count else { return nil }
-        return Datagram(sourceMAC: Array(frame[6..<12]), destinationMAC: Array(frame[0..<6]),
-                        sourceIP: Array(frame[26..<30]), destinationIP: Array(frame[30..<34]),
-                        sourcePort: be16(frame, udp), destinationPort: be16(frame, udp + 2),
-                        payload: Array(frame[(udp + 8)..<(udp + udpLength)]),
-                        headerChecksumValid: checksum(frame[14..<udp]) == 0)
+        return Datagram(
+            sourceMAC: Array(frame[6..<12]), destinationMAC: Array(frame[0..<6]),
+            sourceIP: Array(frame[26..<30]), destinationIP: Array(frame[30..<34]),
+            sourcePort: be16(frame, udp), destinationPort: be16(frame, udp + 2),
+            payload: Array(frame[(udp + 8)..<(udp + udpLength)]),
+            headerChecksumValid: checksum(frame[14..<udp]) == 0)
     }
 
     /// What the host saw of the guest's net test: its hello, the request
@@ -226,13 +239,15 @@ public enum TapLane {
             datagram(frame).map { $0.sourceMAC == guestMAC && $0.destinationPort == 7777 } ?? false
         }.flatMap(datagram)
         guard let hello else { return Exchange(hello: nil, payload: payload, sent: 0, sendErrno: 0, echo: nil) }
-        let request = udpFrame(from: hostMAC, to: guestMAC, sourceIP: hostIP, destinationIP: guestIP,
-                               sourcePort: 40007, destinationPort: 7, payload: payload)
+        let request = udpFrame(
+            from: hostMAC, to: guestMAC, sourceIP: hostIP, destinationIP: guestIP,
+            sourcePort: 40007, destinationPort: 7, payload: payload)
         let sent = send(fd, request, request.count, 0), sendErrno = errno
         let echo = receive(fd, seconds: 6, while: child) { frame in
             datagram(frame).map { $0.sourceMAC == guestMAC && $0.sourcePort == 7 } ?? false
         }.flatMap(datagram)
-        return Exchange(hello: hello, payload: payload, sent: sent == request.count ? request.count : -1,
-                        sendErrno: sendErrno, echo: echo)
+        return Exchange(
+            hello: hello, payload: payload, sent: sent == request.count ? request.count : -1,
+            sendErrno: sendErrno, echo: echo)
     }
 }

@@ -1,11 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnBytes
 import KilnMemory
 import KilnSystem
 import Testing
+
 @testable import KilnVirtio
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A 16-byte virtio_blk_req header (virtio 1.2 §5.2.6).
 func blockHeader(type: UInt32, sector: UInt64) -> [UInt8] {
@@ -24,7 +26,8 @@ func patternedDisk(sectors: Int) -> [UInt8] {
 typealias BlockRig = DeviceRig<BlockDevice>
 
 func blockRig(sectors: Int = 64, readOnly: Bool = false) throws -> (BlockRig, MemoryBlockBackend) {
-    let backend = MemoryBlockBackend(bytes: patternedDisk(sectors: sectors), readOnly: readOnly, identifier: "kiln-test-disk")
+    let backend = MemoryBlockBackend(
+        bytes: patternedDisk(sectors: sectors), readOnly: readOnly, identifier: "kiln-test-disk")
     let rig = try BlockRig { BlockDevice(memory: $0, backend: backend) }
     return (rig, backend)
 }
@@ -32,7 +35,9 @@ func blockRig(sectors: Int = 64, readOnly: Bool = false) throws -> (BlockRig, Me
 extension DeviceRig where Device == BlockDevice {
     /// Sends one request with `data` readable (OUT) or `readLength` writable
     /// (IN) and returns the status byte and the data buffer's address.
-    func request(type: UInt32, sector: UInt64, data: [UInt8] = [], readLength: Int = 0) throws -> (status: UInt8, data: UInt64) {
+    func request(type: UInt32, sector: UInt64, data: [UInt8] = [], readLength: Int = 0) throws -> (
+        status: UInt8, data: UInt64
+    ) {
         let header = try buffer(blockHeader(type: type, sector: sector))
         let status = try buffer([0xAA])
         var chain = [readable(header, 16)]
@@ -71,7 +76,8 @@ struct BlockDeviceTests {
         let (rig, backend) = try blockRig()
         let read = try rig.request(type: BlockRequest.Kind.read, sector: 3, readLength: 1024)
         #expect(read.status == 0)
-        #expect(try rig.memory.readBytes(at: read.data, count: 1024) == patternedDisk(sectors: 5).suffix(1024).map { $0 })
+        #expect(
+            try rig.memory.readBytes(at: read.data, count: 1024) == patternedDisk(sectors: 5).suffix(1024).map { $0 })
         #expect(try rig.lastUsed(0).length == 1025)
 
         let payload = (0..<1536).map { UInt8(truncatingIfNeeded: $0 * 7) }
@@ -98,7 +104,8 @@ struct BlockDeviceTests {
         let second = try rig.buffer(header)
         let data = try rig.buffer(zeros: 512)
         let dataAndStatus = try rig.buffer(zeros: 513)
-        try rig.submit(0, [readable(first, 5), readable(second, 11), writable(data, 512), writable(dataAndStatus, 513)])
+        try rig.submit(
+            0, [readable(first, 5), readable(second, 11), writable(data, 512), writable(dataAndStatus, 513)])
         #expect(try rig.memory.readBytes(at: data, count: 512) == [UInt8](repeating: 2, count: 512))
         #expect(try rig.memory.readBytes(at: dataAndStatus, count: 513) == [UInt8](repeating: 3, count: 512) + [0])
     }
@@ -109,7 +116,9 @@ struct BlockDeviceTests {
         let disk = backend.bytes
         // Past the end, straddling the end, and a sector number that overflows.
         #expect(try rig.request(type: BlockRequest.Kind.read, sector: 64, readLength: 512).status == 1)
-        #expect(try rig.request(type: BlockRequest.Kind.write, sector: 63, data: [UInt8](repeating: 1, count: 1024)).status == 1)
+        #expect(
+            try rig.request(type: BlockRequest.Kind.write, sector: 63, data: [UInt8](repeating: 1, count: 1024)).status
+                == 1)
         #expect(try rig.request(type: BlockRequest.Kind.read, sector: UInt64.max, readLength: 512).status == 1)
         // Not whole sectors.
         #expect(try rig.request(type: BlockRequest.Kind.write, sector: 0, data: [1, 2, 3]).status == 1)
@@ -141,7 +150,9 @@ struct BlockDeviceTests {
     func readOnly() throws {
         let (rig, backend) = try blockRig(readOnly: true)
         let disk = backend.bytes
-        #expect(try rig.request(type: BlockRequest.Kind.write, sector: 0, data: [UInt8](repeating: 1, count: 512)).status == 1)
+        #expect(
+            try rig.request(type: BlockRequest.Kind.write, sector: 0, data: [UInt8](repeating: 1, count: 512)).status
+                == 1)
         #expect(backend.bytes == disk)
         #expect(try rig.request(type: BlockRequest.Kind.read, sector: 1, readLength: 512).status == 0)
     }

@@ -1,4 +1,5 @@
 import KilnMemory
+
 @testable import KilnVirtio
 
 /// One guest with one device on a transport, driven to DRIVER_OK, with a
@@ -11,8 +12,10 @@ final class DeviceRig<Device: VirtioDevice> {
     var rings: [TestRing]
     private var nextBuffer: UInt64 = 0x40000
 
-    init(memorySize: UInt64 = 1 << 20, features: UInt64 = standardFeatures, queueSize: UInt16 = 16,
-         _ makeDevice: (GuestMemory) throws -> Device) throws {
+    init(
+        memorySize: UInt64 = 1 << 20, features: UInt64 = standardFeatures, queueSize: UInt16 = 16,
+        _ makeDevice: (GuestMemory) throws -> Device
+    ) throws {
         let memory = try HeapGuestMemory(size: memorySize)
         self.memory = memory
         device = try makeDevice(memory)

@@ -1,11 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnMemory
 import KilnSystem
 import KilnTestSupport
 import Testing
+
 @testable import KilnVirtio
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Deterministic entropy, or a failing source.
 final class CountingEntropy: EntropySource {
@@ -67,7 +69,8 @@ extension DeviceRig where Device == NetDevice {
     func transmit(_ frame: [UInt8], header: NetHeader = NetHeader()) throws {
         let headerAddress = try buffer(header.bytes)
         let frameAddress = try buffer(frame)
-        try submit(NetDevice.Queue.transmit, [readable(headerAddress, NetHeader.size), readable(frameAddress, frame.count)])
+        try submit(
+            NetDevice.Queue.transmit, [readable(headerAddress, NetHeader.size), readable(frameAddress, frame.count)])
     }
 
     func offerReceiveBuffer(_ length: Int) throws -> UInt64 {
@@ -139,8 +142,9 @@ struct NetDeviceTests {
 
     @Test("net header encodes and decodes every field")
     func header() {
-        let header = NetHeader(flags: 1, gsoType: 4, headerLength: 0x1234, gsoSize: 0x5678, checksumStart: 9,
-                               checksumOffset: 10, bufferCount: 0xABCD)
+        let header = NetHeader(
+            flags: 1, gsoType: 4, headerLength: 0x1234, gsoSize: 0x5678, checksumStart: 9,
+            checksumOffset: 10, bufferCount: 0xABCD)
         #expect(header.bytes.count == 12)
         #expect(NetHeader(bytes: header.bytes) == header)
         #expect(NetHeader(bytes: [0, 1]) == nil)
@@ -152,8 +156,9 @@ struct VsockPacketTests {
     let rules = VsockPacketRules(guestCID: 3)
 
     func packet(_ change: (inout VsockPacketHeader) -> Void = { _ in }) -> [UInt8] {
-        var header = VsockPacketHeader(sourceCID: 3, destinationCID: 2, sourcePort: 1024, destinationPort: 52,
-                                       length: 0, type: .stream, operation: .request, bufferAllocation: 65536)
+        var header = VsockPacketHeader(
+            sourceCID: 3, destinationCID: 2, sourcePort: 1024, destinationPort: 52,
+            length: 0, type: .stream, operation: .request, bufferAllocation: 65536)
         change(&header)
         return header.bytes
     }
@@ -163,10 +168,19 @@ struct VsockPacketTests {
         let header = try rules.validate(packet(), payloadBytes: 0)
         #expect(header.destinationPort == 52 && header.bufferAllocation == 65536)
         #expect(header.bytes.count == VsockPacketHeader.size)
-        _ = try rules.validate(packet { $0.operation = 5; $0.length = 100 }, payloadBytes: 100)
-        _ = try rules.validate(packet { $0.operation = 4; $0.flags = 3 }, payloadBytes: 0)
+        _ = try rules.validate(
+            packet {
+                $0.operation = 5; $0.length = 100
+            }, payloadBytes: 100)
+        _ = try rules.validate(
+            packet {
+                $0.operation = 4; $0.flags = 3
+            }, payloadBytes: 0)
         let seq = VsockPacketRules(guestCID: 3, seqpacket: true)
-        _ = try seq.validate(packet { $0.type = 2; $0.operation = 5; $0.flags = 1; $0.length = 1 }, payloadBytes: 1)
+        _ = try seq.validate(
+            packet {
+                $0.type = 2; $0.operation = 5; $0.flags = 1; $0.length = 1
+            }, payloadBytes: 1)
     }
 
     @Test("every rule refuses its violation")
@@ -180,11 +194,27 @@ struct VsockPacketTests {
             (packet { $0.type = 2 }, 0, .seqpacketNotNegotiated),
             (packet { $0.operation = 0 }, 0, .unknownOperation(0)),
             (packet { $0.operation = 8 }, 0, .unknownOperation(8)),
-            (packet { $0.operation = 5; $0.length = 70000 }, 70000, .payloadTooLarge(70000)),
+            (
+                packet {
+                    $0.operation = 5; $0.length = 70000
+                }, 70000, .payloadTooLarge(70000)
+            ),
             (packet { $0.length = 4 }, 4, .payloadOnControlPacket(operation: 1, length: 4)),
-            (packet { $0.operation = 5; $0.length = 4 }, 3, .payloadLengthMismatch(header: 4, buffers: 3)),
-            (packet { $0.operation = 5; $0.length = 1; $0.flags = 1 }, 1, .badFlags(operation: 5, flags: 1)),
-            (packet { $0.operation = 4; $0.flags = 4 }, 0, .badFlags(operation: 4, flags: 4)),
+            (
+                packet {
+                    $0.operation = 5; $0.length = 4
+                }, 3, .payloadLengthMismatch(header: 4, buffers: 3)
+            ),
+            (
+                packet {
+                    $0.operation = 5; $0.length = 1; $0.flags = 1
+                }, 1, .badFlags(operation: 5, flags: 1)
+            ),
+            (
+                packet {
+                    $0.operation = 4; $0.flags = 4
+                }, 0, .badFlags(operation: 4, flags: 4)
+            ),
         ]
         for (bytes, payload, expected) in cases {
             #expect(throws: expected) { try rules.validate(bytes, payloadBytes: payload) }

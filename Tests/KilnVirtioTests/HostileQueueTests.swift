@@ -1,5 +1,6 @@
 import KilnMemory
 import Testing
+
 @testable import KilnVirtio
 
 /// Guest memory as the driver left it, to prove a failing device wrote nothing.
@@ -27,8 +28,9 @@ enum HostileChain: String, CaseIterable, CustomTestStringConvertible {
             try ring.publish(head: 0)
         case .longCycle:
             for index in 0..<ring.size {
-                try ring.writeDescriptor(table: table, index: index, address: 0x9000, length: 4, flags: 1,
-                                         next: (index + 1) % ring.size)
+                try ring.writeDescriptor(
+                    table: table, index: index, address: 0x9000, length: 4, flags: 1,
+                    next: (index + 1) % ring.size)
             }
             try ring.publish(head: 3)
         case .bufferOutsideMemory:
@@ -45,8 +47,10 @@ enum HostileChain: String, CaseIterable, CustomTestStringConvertible {
         case .availableIndexJump:
             try ring.setAvailableIndex(ring.size + 1)
         case .readableAfterWritable:
-            try ring.addChain([TestBuffer(address: 0x9000, length: 4, writable: true),
-                               TestBuffer(address: 0x9100, length: 4, writable: false)])
+            try ring.addChain([
+                TestBuffer(address: 0x9000, length: 4, writable: true),
+                TestBuffer(address: 0x9100, length: 4, writable: false),
+            ])
         case .indirectInsideIndirect:
             try ring.writeDescriptor(table: 0x20000, index: 0, address: 0x21000, length: 16, flags: 4, next: 0)
             try ring.writeDescriptor(table: 0x21000, index: 0, address: 0x9000, length: 4, flags: 2, next: 0)
@@ -80,13 +84,13 @@ enum HostileChain: String, CaseIterable, CustomTestStringConvertible {
     func matches(_ reason: VirtqueueError.Reason) -> Bool {
         switch (self, reason) {
         case (.descriptorLoop, .chainTooLong), (.longCycle, .chainTooLong), (.indirectLoop, .chainTooLong),
-             (.bufferOutsideMemory, .memory), (.lengthOverflowsAddressSpace, .memory), (.bufferSpansEnd, .memory),
-             (.indirectTableOutsideMemory, .memory),
-             (.nextOutOfRange, .descriptorIndexOutOfRange), (.headOutOfRange, .descriptorIndexOutOfRange),
-             (.availableIndexJump, .availableIndexJump), (.readableAfterWritable, .readableAfterWritable),
-             (.indirectInsideIndirect, .indirectNotAllowed), (.indirectWithNext, .indirectNotAllowed),
-             (.indirectTableEmpty, .badIndirectTable), (.indirectTableRagged, .badIndirectTable),
-             (.indirectTableTooLarge, .badIndirectTable):
+            (.bufferOutsideMemory, .memory), (.lengthOverflowsAddressSpace, .memory), (.bufferSpansEnd, .memory),
+            (.indirectTableOutsideMemory, .memory),
+            (.nextOutOfRange, .descriptorIndexOutOfRange), (.headOutOfRange, .descriptorIndexOutOfRange),
+            (.availableIndexJump, .availableIndexJump), (.readableAfterWritable, .readableAfterWritable),
+            (.indirectInsideIndirect, .indirectNotAllowed), (.indirectWithNext, .indirectNotAllowed),
+            (.indirectTableEmpty, .badIndirectTable), (.indirectTableRagged, .badIndirectTable),
+            (.indirectTableTooLarge, .badIndirectTable):
             return true
         default:
             return false
@@ -120,7 +124,8 @@ enum HostileLayout: String, CaseIterable, CustomTestStringConvertible {
 
 @Suite("hostile drivers")
 struct HostileQueueTests {
-    @Test("a broken chain: DEVICE_NEEDS_RESET, nothing written, neighbours unaffected", arguments: HostileChain.allCases)
+    @Test(
+        "a broken chain: DEVICE_NEEDS_RESET, nothing written, neighbours unaffected", arguments: HostileChain.allCases)
     func brokenChain(_ hostile: HostileChain) throws {
         var rig = try EchoRig()
         let neighbour = try EchoRig()
@@ -146,8 +151,10 @@ struct HostileQueueTests {
         // The other device still works.
         var neighbourRing = neighbour.ring
         try neighbour.memory.write([1, 2], at: 0x8000)
-        try neighbourRing.addChain([TestBuffer(address: 0x8000, length: 2, writable: false),
-                                    TestBuffer(address: 0x9000, length: 2, writable: true)])
+        try neighbourRing.addChain([
+            TestBuffer(address: 0x8000, length: 2, writable: false),
+            TestBuffer(address: 0x9000, length: 2, writable: true),
+        ])
         neighbour.driver.notify(0)
         #expect(try neighbour.memory.readBytes(at: 0x9000, count: 2) == [2, 1])
         #expect(!neighbour.driver.status.contains(.needsReset))

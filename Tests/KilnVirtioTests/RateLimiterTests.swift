@@ -1,5 +1,6 @@
 import KilnTestSupport
 import Testing
+
 @testable import KilnVirtio
 
 private let millisecond: UInt64 = 1_000_000
@@ -34,8 +35,10 @@ struct IORateLimiterTests {
     func unlimited() {
         #expect(IOTokenBucket(bucket(0, refillMilliseconds: 100), now: 0) == nil)
         #expect(IOTokenBucket(bucket(100, refillMilliseconds: 0), now: 0) == nil)
-        let limiter = Box(IORateLimiter(bandwidth: bucket(0, burst: 5, refillMilliseconds: 10),
-                                        ops: bucket(7, refillMilliseconds: 0), now: start))
+        let limiter = Box(
+            IORateLimiter(
+                bandwidth: bucket(0, burst: 5, refillMilliseconds: 10),
+                ops: bucket(7, refillMilliseconds: 0), now: start))
         #expect(limiter.isUnlimited)
         for _ in 0..<1000 { #expect(limiter.consume(bytes: .max, now: start)) }
         #expect(limiter.waitNanoseconds(bytes: .max, now: start) == 0)
@@ -70,7 +73,8 @@ struct IORateLimiterTests {
         // 3 tokens a millisecond: one every 333,333.3 ns.
         let limiter = Box(IORateLimiter(ops: bucket(3, refillMilliseconds: 1), now: start))
         var granted = 0
-        for step in stride(from: UInt64(0), through: 10 * millisecond, by: 997) where limiter.consume(bytes: 0, now: start + step) {
+        for step in stride(from: UInt64(0), through: 10 * millisecond, by: 997)
+        where limiter.consume(bytes: 0, now: start + step) {
             granted += 1
         }
         // 3 at the start, then exactly 3 per millisecond; the last poll is
@@ -89,8 +93,10 @@ struct IORateLimiterTests {
 
     @Test("ops and bytes are taken together or not at all")
     func bothBuckets() {
-        let limiter = Box(IORateLimiter(bandwidth: bucket(1000, refillMilliseconds: 1000),
-                                        ops: bucket(2, refillMilliseconds: 100), now: start))
+        let limiter = Box(
+            IORateLimiter(
+                bandwidth: bucket(1000, refillMilliseconds: 1000),
+                ops: bucket(2, refillMilliseconds: 100), now: start))
         #expect(limiter.consume(bytes: 100, now: start))
         #expect(limiter.consume(bytes: 100, now: start))
         // Bytes remain, ops do not: nothing is taken.
@@ -123,8 +129,10 @@ struct IORateLimiterTests {
 
     @Test("a refused request does not spend the burst")
     func burstKeptOnRefusal() {
-        let limiter = Box(IORateLimiter(bandwidth: bucket(100, burst: 50, refillMilliseconds: 1000),
-                                        ops: bucket(1, refillMilliseconds: 1000), now: start))
+        let limiter = Box(
+            IORateLimiter(
+                bandwidth: bucket(100, burst: 50, refillMilliseconds: 1000),
+                ops: bucket(1, refillMilliseconds: 1000), now: start))
         #expect(limiter.consume(bytes: 10, now: start))
         // The op is short, so the bytes, burst included, stay.
         #expect(!limiter.consume(bytes: 40, now: start))
@@ -204,8 +212,10 @@ struct IORateLimiterTests {
 
     @Test("PATCH: a replaced bucket starts full, an unchanged one keeps its state, size 0 removes it")
     func update() {
-        let limiter = Box(IORateLimiter(bandwidth: bucket(100, refillMilliseconds: 1000),
-                                        ops: bucket(1, refillMilliseconds: 1000), now: start))
+        let limiter = Box(
+            IORateLimiter(
+                bandwidth: bucket(100, refillMilliseconds: 1000),
+                ops: bucket(1, refillMilliseconds: 1000), now: start))
         #expect(limiter.consume(bytes: 100, now: start))
         limiter.apply(.init(bandwidth: .replace(bucket(500, refillMilliseconds: 1000))), now: start)
         #expect(limiter.bandwidth?.budget == 500)
@@ -225,9 +235,12 @@ struct IORateLimiterTests {
             let size = 1 + random.next() % (1 << 20)
             let refillMilliseconds = 1 + random.next() % 2000
             let burst = random.next() % 3 == 0 ? random.next() % (1 << 20) : 0
-            let ops = random.next() % 2 == 0 ? bucket(1 + random.next() % 100, refillMilliseconds: 1 + random.next() % 500) : nil
-            var limiter = IORateLimiter(bandwidth: bucket(size, burst: burst, refillMilliseconds: refillMilliseconds),
-                                        ops: ops, now: start)
+            let ops =
+                random.next() % 2 == 0
+                ? bucket(1 + random.next() % 100, refillMilliseconds: 1 + random.next() % 500) : nil
+            var limiter = IORateLimiter(
+                bandwidth: bucket(size, burst: burst, refillMilliseconds: refillMilliseconds),
+                ops: ops, now: start)
             var now = start
             var granted: UInt64 = 0
             for _ in 0..<50 {

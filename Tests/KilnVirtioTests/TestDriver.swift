@@ -1,4 +1,5 @@
 import KilnMemory
+
 @testable import KilnVirtio
 
 /// Counts interrupts instead of writing an irqfd.
@@ -35,11 +36,14 @@ struct TestRing {
     }
 
     var configuration: QueueConfiguration {
-        QueueConfiguration(size: size, descriptorTable: descriptorTable, availableRing: availableRing, usedRing: usedRing)
+        QueueConfiguration(
+            size: size, descriptorTable: descriptorTable, availableRing: availableRing, usedRing: usedRing)
     }
 
     /// Writes one raw descriptor (§2.7.5).
-    func writeDescriptor(table: UInt64, index: UInt16, address: UInt64, length: UInt32, flags: UInt16, next: UInt16) throws {
+    func writeDescriptor(table: UInt64, index: UInt16, address: UInt64, length: UInt32, flags: UInt16, next: UInt16)
+        throws
+    {
         let entry = table + 16 * UInt64(index)
         try memory.write(address, at: entry)
         try memory.write(length, at: entry + 8)
@@ -56,8 +60,9 @@ struct TestRing {
             let index = (head &+ UInt16(position)) % size
             let last = position == buffers.count - 1
             let flags: UInt16 = (last ? 0 : 1) | (buffer.writable ? 2 : 0)
-            try writeDescriptor(table: descriptorTable, index: index, address: buffer.address,
-                                length: buffer.length, flags: flags, next: (index &+ 1) % size)
+            try writeDescriptor(
+                table: descriptorTable, index: index, address: buffer.address,
+                length: buffer.length, flags: flags, next: (index &+ 1) % size)
         }
         nextDescriptor = (head &+ UInt16(buffers.count)) % size
         try publish(head: head)
@@ -71,12 +76,14 @@ struct TestRing {
         for (position, buffer) in buffers.enumerated() {
             let last = position == buffers.count - 1
             let flags: UInt16 = (last ? 0 : 1) | (buffer.writable ? 2 : 0)
-            try writeDescriptor(table: table, index: UInt16(position), address: buffer.address,
-                                length: buffer.length, flags: flags, next: UInt16(position + 1))
+            try writeDescriptor(
+                table: table, index: UInt16(position), address: buffer.address,
+                length: buffer.length, flags: flags, next: UInt16(position + 1))
         }
         let head = nextDescriptor
-        try writeDescriptor(table: descriptorTable, index: head, address: table,
-                            length: UInt32(16 * buffers.count), flags: 4, next: 0)
+        try writeDescriptor(
+            table: descriptorTable, index: head, address: table,
+            length: UInt32(16 * buffers.count), flags: 4, next: 0)
         nextDescriptor = (head &+ 1) % size
         try publish(head: head)
         return head

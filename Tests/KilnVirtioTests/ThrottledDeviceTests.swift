@@ -1,5 +1,6 @@
 import KilnMemory
 import Testing
+
 @testable import KilnVirtio
 
 /// Time the test moves by hand.
@@ -10,14 +11,18 @@ final class ManualClock {
 
 private let millisecond: UInt64 = 1_000_000
 
-private func throttle(_ clock: ManualClock, bytes: IOTokenBucket.Settings? = nil,
-                      ops: IOTokenBucket.Settings? = nil) -> IOThrottle {
+private func throttle(
+    _ clock: ManualClock, bytes: IOTokenBucket.Settings? = nil,
+    ops: IOTokenBucket.Settings? = nil
+) -> IOThrottle {
     IOThrottle(limiter: IORateLimiter(bandwidth: bytes, ops: ops, now: clock.now), clock: clock.read)
 }
 
 /// A block device over a 64-sector patterned memory disk, limited.
-private func limitedBlockRig(_ clock: ManualClock, bytes: IOTokenBucket.Settings? = nil,
-                             ops: IOTokenBucket.Settings? = nil) throws -> (BlockRig, MemoryBlockBackend) {
+private func limitedBlockRig(
+    _ clock: ManualClock, bytes: IOTokenBucket.Settings? = nil,
+    ops: IOTokenBucket.Settings? = nil
+) throws -> (BlockRig, MemoryBlockBackend) {
     let backend = MemoryBlockBackend(bytes: patternedDisk(sectors: 64))
     let limits = throttle(clock, bytes: bytes, ops: ops)
     return (try BlockRig { BlockDevice(memory: $0, backend: backend, throttle: limits) }, backend)
@@ -59,8 +64,10 @@ struct ThrottledDeviceTests {
         let clock = ManualClock()
         let (rig, _) = try limitedBlockRig(clock, ops: twoOpsPer100ms)
         for _ in 0..<5 {
-            try rig.rings[0].addChain([readable(try rig.buffer(blockHeader(type: BlockRequest.Kind.flush, sector: 0)), 16),
-                                       writable(try rig.buffer([0xAA]), 1)])
+            try rig.rings[0].addChain([
+                readable(try rig.buffer(blockHeader(type: BlockRequest.Kind.flush, sector: 0)), 16),
+                writable(try rig.buffer([0xAA]), 1),
+            ])
         }
         rig.driver.notify(0)
         #expect(try rig.rings[0].usedIndex() == 2)
@@ -79,7 +86,9 @@ struct ThrottledDeviceTests {
         let bytes = IOTokenBucket.Settings(size: 1024, refillTimeMilliseconds: 1000)
         let (rig, backend) = try limitedBlockRig(clock, bytes: bytes)
         #expect(try rig.request(type: BlockRequest.Kind.read, sector: 0, readLength: 1024).status == 0)
-        #expect(try rig.request(type: BlockRequest.Kind.write, sector: 5, data: [UInt8](repeating: 7, count: 512)).status == 0xAA)
+        #expect(
+            try rig.request(type: BlockRequest.Kind.write, sector: 5, data: [UInt8](repeating: 7, count: 512)).status
+                == 0xAA)
         #expect(backend.writeCalls == 0)
         // The write waits at the head of the ring: the flush behind it waits too.
         #expect(try rig.request(type: BlockRequest.Kind.flush, sector: 0).status == 0xAA)
@@ -98,12 +107,17 @@ struct ThrottledDeviceTests {
         let (rig, _) = try limitedBlockRig(clock, ops: ops)
         #expect(try rig.request(type: BlockRequest.Kind.flush, sector: 0).status == 0)
         let status = try rig.buffer([0xAA])
-        let head = try rig.submit(0, [readable(try rig.buffer(blockHeader(type: BlockRequest.Kind.flush, sector: 0)), 16),
-                                      writable(status, 1)])
+        let head = try rig.submit(
+            0,
+            [
+                readable(try rig.buffer(blockHeader(type: BlockRequest.Kind.flush, sector: 0)), 16),
+                writable(status, 1),
+            ])
         #expect(try rig.memory.read(UInt8.self, at: status) == 0xAA)
         // The waiting chain's head descriptor now points outside guest memory.
-        try rig.rings[0].writeDescriptor(table: rig.rings[0].descriptorTable, index: head, address: 1 << 40,
-                                         length: 16, flags: 1, next: head + 1)
+        try rig.rings[0].writeDescriptor(
+            table: rig.rings[0].descriptorTable, index: head, address: 1 << 40,
+            length: 16, flags: 1, next: head + 1)
         // Notified before the deadline the device does not look at the ring.
         rig.driver.notify(0)
         #expect(!rig.failed)

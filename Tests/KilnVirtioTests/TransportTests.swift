@@ -1,5 +1,6 @@
 import KilnMemory
 import Testing
+
 @testable import KilnVirtio
 
 /// A minimal device for transport and queue tests: it writes each chain's
@@ -123,7 +124,7 @@ struct TransportTests {
         rig.driver.write(MMIORegister.status, DeviceStatus([.acknowledge, .driverOK]).rawValue)
         #expect(rig.driver.status == .acknowledge)
         rig.driver.addStatus(.driver)
-        rig.driver.write(MMIORegister.status, DeviceStatus.driver.rawValue)  // clears ACKNOWLEDGE
+        rig.driver.write(MMIORegister.status, DeviceStatus.driver.rawValue) // clears ACKNOWLEDGE
         #expect(rig.driver.status == [.acknowledge, .driver])
         rig.driver.write(MMIORegister.status, DeviceStatus([.acknowledge, .driver, .needsReset]).rawValue)
         #expect(rig.driver.status == [.acknowledge, .driver])
@@ -142,8 +143,10 @@ struct TransportTests {
     func reset() throws {
         var rig = try EchoRig()
         #expect(rig.start().contains(.driverOK))
-        try rig.ring.addChain([TestBuffer(address: 0x8000, length: 4, writable: false),
-                               TestBuffer(address: 0x9000, length: 4, writable: true)])
+        try rig.ring.addChain([
+            TestBuffer(address: 0x8000, length: 4, writable: false),
+            TestBuffer(address: 0x9000, length: 4, writable: true),
+        ])
         rig.driver.notify(0)
         #expect(rig.driver.read(MMIORegister.interruptStatus) == MMIOInterrupt.usedBuffer)
         rig.driver.write(MMIORegister.status, 0)
@@ -176,8 +179,8 @@ struct TransportTests {
         #expect(rig.transport.read(offset: base + 2, size: 2) == 0x4433)
         #expect(rig.transport.read(offset: base + 4, size: 2) == 0x6655)
         #expect(rig.transport.read(offset: base, size: 4) == 0x4433_2211)
-        #expect(rig.transport.read(offset: base + 4, size: 4) == 0)  // runs past the 6 bytes
-        #expect(rig.transport.read(offset: base + 1, size: 2) == 0)  // unaligned
+        #expect(rig.transport.read(offset: base + 4, size: 4) == 0) // runs past the 6 bytes
+        #expect(rig.transport.read(offset: base + 1, size: 2) == 0) // unaligned
         #expect(rig.transport.read(offset: base + 0xeff, size: 1) == 0)
         rig.transport.write(offset: base + 4, size: 2, value: 0xBEEF)
         #expect(rig.device.configSpace == [0x11, 0x22, 0x33, 0x44, 0xEF, 0xBE])
@@ -202,7 +205,7 @@ struct TransportTests {
     @Test("queue registers are frozen once ready and outside FEATURES_OK..DRIVER_OK")
     func queueRegisterWindow() throws {
         let rig = try EchoRig()
-        rig.driver.write(MMIORegister.queueSize, 8)  // before FEATURES_OK
+        rig.driver.write(MMIORegister.queueSize, 8) // before FEATURES_OK
         #expect(rig.transport.ignoredAccesses == 1)
         _ = rig.start()
         rig.driver.write(MMIORegister.queueSelect, 0)
@@ -232,7 +235,7 @@ struct QueueTests {
         #expect(try rig.memory.readBytes(at: 0x9000, count: 1) == [5])
         #expect(try rig.memory.readBytes(at: 0x9100, count: 4) == [4, 3, 2, 1])
         #expect(rig.interrupt.count == 1)
-        #expect(!rig.transport.processQueue(0))  // an empty ring: nothing left over
+        #expect(!rig.transport.processQueue(0)) // an empty ring: nothing left over
         #expect(rig.driver.read(MMIORegister.interruptStatus) == MMIOInterrupt.usedBuffer)
         rig.driver.write(MMIORegister.interruptAcknowledge, MMIOInterrupt.usedBuffer)
         #expect(rig.driver.read(MMIORegister.interruptStatus) == 0)
@@ -243,10 +246,11 @@ struct QueueTests {
         var rig = try EchoRig()
         _ = rig.start()
         try rig.memory.write([9, 8, 7], at: 0x8000)
-        try rig.ring.addIndirectChain([
-            TestBuffer(address: 0x8000, length: 3, writable: false),
-            TestBuffer(address: 0x9000, length: 3, writable: true),
-        ], table: 0x20000)
+        try rig.ring.addIndirectChain(
+            [
+                TestBuffer(address: 0x8000, length: 3, writable: false),
+                TestBuffer(address: 0x9000, length: 3, writable: true),
+            ], table: 0x20000)
         rig.driver.notify(0)
         #expect(try rig.memory.readBytes(at: 0x9000, count: 3) == [7, 8, 9])
         #expect(try rig.ring.usedElement(0).length == 3)
@@ -326,7 +330,7 @@ struct QueueTests {
         #expect(try rig.ring.availableEvent() == 2)
         try rig.ring.addChain([TestBuffer(address: 0x9000, length: 3, writable: true)])
         rig.driver.notify(0)
-        #expect(rig.interrupt.count == 1)  // used_event still 1: already passed
+        #expect(rig.interrupt.count == 1) // used_event still 1: already passed
     }
 
     @Test("the used index wraps at 65536 with the ring (§2.7.8)")

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import KilnVirtio
 
 /// Credit arithmetic both ways (virtio 1.2 §5.10.6.3), wrapping included.
@@ -20,9 +21,17 @@ import Testing
         do { let accepted = credit.updatePeer(bufferAllocation: 4096, forwardCount: 0); #expect(accepted) }
         credit.sent(500)
         do { let accepted = credit.updatePeer(bufferAllocation: 4096, forwardCount: 200); #expect(accepted) }
-        do { let accepted = credit.updatePeer(bufferAllocation: 4096, forwardCount: 100); #expect(!accepted, "backwards") }
-        do { let accepted = credit.updatePeer(bufferAllocation: 4096, forwardCount: 501); #expect(!accepted, "ahead of tx_cnt") }
-        do { let accepted = credit.updatePeer(bufferAllocation: UInt32.max, forwardCount: UInt32.max); #expect(!accepted, "wraps to a huge credit") }
+        do {
+            let accepted = credit.updatePeer(bufferAllocation: 4096, forwardCount: 100); #expect(!accepted, "backwards")
+        }
+        do {
+            let accepted = credit.updatePeer(bufferAllocation: 4096, forwardCount: 501);
+            #expect(!accepted, "ahead of tx_cnt")
+        }
+        do {
+            let accepted = credit.updatePeer(bufferAllocation: UInt32.max, forwardCount: UInt32.max);
+            #expect(!accepted, "wraps to a huge credit")
+        }
         #expect(credit.peerForwardCount == 200 && credit.peerCredit == 3796, "a refused update changes nothing")
     }
 
@@ -33,7 +42,10 @@ import Testing
         credit.sent(0x300)
         #expect(credit.sentCount == 0x200)
         #expect(credit.inFlightToGuest == 0x300)
-        do { let accepted = credit.updatePeer(bufferAllocation: 0x1000, forwardCount: 0x100); #expect(accepted, "a forward count past the wrap") }
+        do {
+            let accepted = credit.updatePeer(bufferAllocation: 0x1000, forwardCount: 0x100);
+            #expect(accepted, "a forward count past the wrap")
+        }
         #expect(credit.peerCredit == 0x1000 - 0x100)
         do { let accepted = credit.receive(0x400); #expect(accepted) }
         credit.forwarded(0x380)
@@ -83,7 +95,9 @@ import Testing
     }
 
     @Test func badLinesAreRefused() {
-        for line in ["CONNECT\n", "CONNECT 4294967296\n", "CONNECT -1\n", "CONNECT 5 6\n", "OPEN 5\n", "CONNECT 0x10\n", "\n"] {
+        for line in [
+            "CONNECT\n", "CONNECT 4294967296\n", "CONNECT -1\n", "CONNECT 5 6\n", "OPEN 5\n", "CONNECT 0x10\n", "\n",
+        ] {
             guard case .invalid? = feed(line) else {
                 Issue.record("accepted \(line.debugDescription)")
                 continue
@@ -118,12 +132,15 @@ import Testing
         table = VsockConnectionTable(guestCID: Self.guestCID, limits: limits) { counts.record($0, $1) }
     }
 
-    static func packet(_ operation: VsockPacketHeader.Operation, guestPort: UInt32 = 1024, hostPort: UInt32 = 52,
-                       length: UInt32 = 0, flags: UInt32 = 0, bufferAllocation: UInt32 = 4096,
-                       forwardCount: UInt32 = 0) -> VsockPacketHeader {
-        VsockPacketHeader(sourceCID: guestCID, destinationCID: 2, sourcePort: guestPort, destinationPort: hostPort,
-                          length: length, type: .stream, operation: operation, flags: flags,
-                          bufferAllocation: bufferAllocation, forwardCount: forwardCount)
+    static func packet(
+        _ operation: VsockPacketHeader.Operation, guestPort: UInt32 = 1024, hostPort: UInt32 = 52,
+        length: UInt32 = 0, flags: UInt32 = 0, bufferAllocation: UInt32 = 4096,
+        forwardCount: UInt32 = 0
+    ) -> VsockPacketHeader {
+        VsockPacketHeader(
+            sourceCID: guestCID, destinationCID: 2, sourcePort: guestPort, destinationPort: hostPort,
+            length: length, type: .stream, operation: operation, flags: flags,
+            bufferAllocation: bufferAllocation, forwardCount: forwardCount)
     }
 
     func send(_ header: VsockPacketHeader, _ payload: [UInt8] = [], now: UInt64 = 0) -> [VsockHostAction] {

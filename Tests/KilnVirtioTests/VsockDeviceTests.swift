@@ -1,11 +1,13 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnMemory
 import KilnSystem
 import Testing
+
 @testable import KilnMachine
 @testable import KilnVirtio
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A guest driving the real vsock device on plain memory, and the real Unix
 /// socket backend on a real event loop: no KVM. The guest side is this
@@ -41,8 +43,9 @@ final class VsockGuestRig {
         loop = try EventLoop()
         headerArea = try rig.buffer(zeros: VsockPacketHeader.size)
         payloadArea = try rig.buffer(zeros: 64 << 10)
-        _ = try backend.attach(device: rig.device, loop: loop, serialize: { $0() },
-                               serveReceive: { [weak rig] in rig?.transport.processQueue(VsockDevice.Queue.receive) })
+        _ = try backend.attach(
+            device: rig.device, loop: loop, serialize: { $0() },
+            serveReceive: { [weak rig] in rig?.transport.processQueue(VsockDevice.Queue.receive) })
         for _ in 0..<32 { try post(try rig.buffer(zeros: Self.receiveBufferSize)) }
         rig.driver.notify(UInt32(VsockDevice.Queue.receive))
     }
@@ -81,12 +84,15 @@ final class VsockGuestRig {
 
     /// The guest sends one packet on the transmit queue (header and payload
     /// in two descriptors, as Linux lays them out).
-    func send(_ operation: VsockPacketHeader.Operation, _ key: VsockConnectionKey, _ payload: [UInt8] = [],
-              flags: UInt32 = 0) throws {
-        let header = VsockPacketHeader(sourceCID: 3, destinationCID: 2, sourcePort: key.guestPort,
-                                       destinationPort: key.hostPort, length: UInt32(payload.count), type: .stream,
-                                       operation: operation, flags: flags, bufferAllocation: Self.guestBufferAllocation,
-                                       forwardCount: guestForward[key] ?? 0)
+    func send(
+        _ operation: VsockPacketHeader.Operation, _ key: VsockConnectionKey, _ payload: [UInt8] = [],
+        flags: UInt32 = 0
+    ) throws {
+        let header = VsockPacketHeader(
+            sourceCID: 3, destinationCID: 2, sourcePort: key.guestPort,
+            destinationPort: key.hostPort, length: UInt32(payload.count), type: .stream,
+            operation: operation, flags: flags, bufferAllocation: Self.guestBufferAllocation,
+            forwardCount: guestForward[key] ?? 0)
         try rig.memory.write(header.bytes, at: headerArea)
         var chain = [readable(headerArea, VsockPacketHeader.size)]
         if !payload.isEmpty {
@@ -120,7 +126,9 @@ final class VsockGuestRig {
     }
 
     /// The first inbox packet `matching`, taken out of the inbox.
-    func take(_ what: String, _ matching: (VsockPacketHeader) -> Bool) throws -> (header: VsockPacketHeader, payload: [UInt8])? {
+    func take(_ what: String, _ matching: (VsockPacketHeader) -> Bool) throws -> (
+        header: VsockPacketHeader, payload: [UInt8]
+    )? {
         var found: (header: VsockPacketHeader, payload: [UInt8])?
         try pump(what) {
             guard let index = inbox.firstIndex(where: { matching($0.header) }) else { return false }
@@ -130,7 +138,9 @@ final class VsockGuestRig {
         return found
     }
 
-    func take(_ operation: VsockPacketHeader.Operation, _ key: VsockConnectionKey) throws -> (header: VsockPacketHeader, payload: [UInt8])? {
+    func take(_ operation: VsockPacketHeader.Operation, _ key: VsockConnectionKey) throws -> (
+        header: VsockPacketHeader, payload: [UInt8]
+    )? {
         try take("\(operation) on \(key)") {
             $0.operation == operation.rawValue && $0.destinationPort == key.guestPort && $0.sourcePort == key.hostPort
         }
@@ -186,7 +196,9 @@ final class VsockGuestRig {
     }
 
     /// A guest-initiated stream to `port`, accepted by the host on `listener`.
-    func openFromGuest(guestPort: UInt32, port: UInt32, listener: FileDescriptor) throws -> (VsockConnectionKey, FileDescriptor)? {
+    func openFromGuest(guestPort: UInt32, port: UInt32, listener: FileDescriptor) throws -> (
+        VsockConnectionKey, FileDescriptor
+    )? {
         let key = VsockConnectionKey(guestPort: guestPort, hostPort: port)
         try send(.request, key)
         guard try take(.response, key) != nil, let host = try accept(listener) else { return nil }
@@ -197,9 +209,13 @@ final class VsockGuestRig {
     func openFromHost(port: UInt32) throws -> (VsockConnectionKey, FileDescriptor)? {
         let client = try UnixSocket.connect(path: path, nonBlocking: true)
         try client.writeAll(Array("CONNECT \(port)\n".utf8))
-        guard let request = try take("REQUEST for port \(port)", {
-            $0.operation == VsockPacketHeader.Operation.request.rawValue && $0.destinationPort == port
-        }) else {
+        guard
+            let request = try take(
+                "REQUEST for port \(port)",
+                {
+                    $0.operation == VsockPacketHeader.Operation.request.rawValue && $0.destinationPort == port
+                })
+        else {
             client.close()
             return nil
         }
@@ -217,7 +233,9 @@ final class VsockGuestRig {
         try FileSystem.listDirectory("/proc/self/fd").filter { name in
             var target = [UInt8](repeating: 0, count: 256)
             let count = target.withUnsafeMutableBufferPointer { buffer in
-                buffer.withMemoryRebound(to: CChar.self) { readlink("/proc/self/fd/\(name)", $0.baseAddress!, buffer.count) }
+                buffer.withMemoryRebound(to: CChar.self) {
+                    readlink("/proc/self/fd/\(name)", $0.baseAddress!, buffer.count)
+                }
             }
             return count > 0 && String(decoding: target.prefix(count), as: UTF8.self).hasPrefix("socket:")
         }.count
@@ -280,7 +298,9 @@ final class VsockGuestRig {
 
         // The guest stops sending first: the host reads end of file and can
         // still answer; its own end then finishes the stream (RST).
-        guard let (first, firstHost) = try guest.openFromGuest(guestPort: 6000, port: 80, listener: listener) else { return }
+        guard let (first, firstHost) = try guest.openFromGuest(guestPort: 6000, port: 80, listener: listener) else {
+            return
+        }
         defer { firstHost.close() }
         try guest.send(.readWrite, first, Array("request".utf8))
         try guest.send(.shutdown, first, flags: VsockPacketHeader.shutdownSend)
@@ -294,7 +314,9 @@ final class VsockGuestRig {
 
         // The host stops sending first: the guest hears SHUTDOWN(SEND) and
         // can still answer; its full SHUTDOWN then ends the stream.
-        guard let (second, secondHost) = try guest.openFromGuest(guestPort: 6001, port: 80, listener: listener) else { return }
+        guard let (second, secondHost) = try guest.openFromGuest(guestPort: 6001, port: 80, listener: listener) else {
+            return
+        }
         defer { secondHost.close() }
         try secondHost.writeAll(Array("question".utf8))
         #expect(shutdown(secondHost.rawValue, Int32(SHUT_WR)) == 0)
@@ -313,7 +335,8 @@ final class VsockGuestRig {
         let listener = try UnixSocket.listen(path: "\(guest.path)_81")
         defer { listener.close(); unlink("\(guest.path)_81") }
         guard let (stalled, stalledHost) = try guest.openFromGuest(guestPort: 7000, port: 81, listener: listener),
-              let (other, otherHost) = try guest.openFromGuest(guestPort: 7001, port: 81, listener: listener) else { return }
+            let (other, otherHost) = try guest.openFromGuest(guestPort: 7001, port: 81, listener: listener)
+        else { return }
         defer { stalledHost.close(); otherHost.close() }
 
         // The guest sends while the device gives credit; the host peer reads nothing.
@@ -350,14 +373,18 @@ final class VsockGuestRig {
         let before = try VsockGuestRig.socketDescriptorCount()
         for round in 0..<500 {
             // Guest-initiated: the host peer closes, the guest hears it and resets.
-            guard let (key, host) = try guest.openFromGuest(guestPort: UInt32(10_000 + round), port: 90,
-                                                           listener: listener) else { return }
+            guard
+                let (key, host) = try guest.openFromGuest(
+                    guestPort: UInt32(10_000 + round), port: 90,
+                    listener: listener)
+            else { return }
             host.close()
             guard try guest.take(.shutdown, key) != nil else { return }
             try guest.send(.reset, key)
             // Host-initiated: the guest accepts, then closes it with a full SHUTDOWN.
             guard let (hostKey, client) = try guest.openFromHost(port: UInt32(20_000 + round)) else { return }
-            try guest.send(.shutdown, hostKey, flags: VsockPacketHeader.shutdownSend | VsockPacketHeader.shutdownReceive)
+            try guest.send(
+                .shutdown, hostKey, flags: VsockPacketHeader.shutdownSend | VsockPacketHeader.shutdownReceive)
             guard try guest.take(.reset, hostKey) != nil, try guest.hostSeesEndOfFile(client) else { return }
             client.close()
             guest.inbox.removeAll()

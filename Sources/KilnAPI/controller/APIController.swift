@@ -16,8 +16,10 @@ public final class APIController: APIRequestHandler {
     public static let notSupportedAfterStart = "The requested operation is not supported after starting the microVM."
     public static let notSupportedBeforeStart = "The requested operation is not supported before starting the microVM."
 
-    public init(instanceID: String, version: String, configuration: VMConfig = VMConfig(),
-                control: VMControl) {
+    public init(
+        instanceID: String, version: String, configuration: VMConfig = VMConfig(),
+        control: VMControl
+    ) {
         self.instanceID = instanceID
         self.version = version
         self.configuration = configuration
@@ -44,8 +46,11 @@ public final class APIController: APIRequestHandler {
     private func perform(_ route: APIRoute, body: [UInt8]) throws -> HTTPResponse {
         switch route {
         case .describeInstance:
-            return ok(.object([("id", .string(instanceID)), ("state", .string(state.rawValue)),
-                               ("vmm_version", .string(version)), ("app_name", .string("Kiln"))]))
+            return ok(
+                .object([
+                    ("id", .string(instanceID)), ("state", .string(state.rawValue)),
+                    ("vmm_version", .string(version)), ("app_name", .string("Kiln")),
+                ]))
         case .version:
             return ok(.object([("firecracker_version", .string(version))]))
         case .vmConfig:
@@ -121,7 +126,11 @@ public final class APIController: APIRequestHandler {
         case .putVsock:
             var reader = try bodyReader(body)
             let vsock = try VsockDeviceConfig(json: &reader)
-            try editBeforeStart { $0.vsock = vsock } apply: { _ in try self.control.configureVsock(vsock) }
+            try editBeforeStart {
+                $0.vsock = vsock
+            } apply: { _ in
+                try self.control.configureVsock(vsock)
+            }
         case .putEntropy:
             var reader = try bodyReader(body)
             let entropy = try EntropyDeviceConfig(json: &reader)
@@ -170,7 +179,7 @@ public final class APIController: APIRequestHandler {
         default:
             throw APIError.badRequest(
                 "Invalid request body: action_type: expected one of \"InstanceStart\", \"SendCtrlAltDel\", "
-                + "\"FlushMetrics\", got \"\(action)\"")
+                    + "\"FlushMetrics\", got \"\(action)\"")
         }
     }
 
@@ -220,8 +229,10 @@ public final class APIController: APIRequestHandler {
 
     /// Applies `edit` to a copy and keeps it only if the whole configuration
     /// still validates and `apply` (what the VMM does at once) succeeds.
-    private func editBeforeStart(_ edit: (inout VMConfig) throws -> Void,
-                                 apply: (VMConfig) throws -> Void = { _ in }) throws {
+    private func editBeforeStart(
+        _ edit: (inout VMConfig) throws -> Void,
+        apply: (VMConfig) throws -> Void = { _ in }
+    ) throws {
         try requireNotStarted()
         var candidate = configuration
         try edit(&candidate)
@@ -234,8 +245,10 @@ public final class APIController: APIRequestHandler {
     /// started VM: `edit` finds and changes one device and returns its index,
     /// `apply` hands the changed device to the VMM, and only then is the
     /// configuration kept.
-    private func editAfterStart(_ edit: (inout VMConfig) throws -> Int,
-                                apply: (VMConfig, Int) throws -> Void) throws {
+    private func editAfterStart(
+        _ edit: (inout VMConfig) throws -> Int,
+        apply: (VMConfig, Int) throws -> Void
+    ) throws {
         guard state != .notStarted else { throw APIError.badRequest(Self.notSupportedBeforeStart) }
         var candidate = configuration
         let index = try edit(&candidate)

@@ -87,8 +87,9 @@ public struct HTTPRequestParser {
         var bodyLength = 0
         if let first = lengths.first {
             guard lengths.allSatisfy({ $0 == first }),
-                  !first.isEmpty, first.utf8.count <= 10, first.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-                  let length = Int(first) else {
+                !first.isEmpty, first.utf8.count <= 10, first.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+                let length = Int(first)
+            else {
                 throw HTTPParseError.malformed("invalid Content-Length")
             }
             guard length <= limits.body else { throw HTTPParseError.payloadTooLarge(limit: limits.body) }
@@ -163,7 +164,7 @@ public struct HTTPRequestParser {
 private func isTokenCharacter(_ byte: UInt8) -> Bool {
     switch byte {
     case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
-         UInt8(ascii: "0")...UInt8(ascii: "9"):
+        UInt8(ascii: "0")...UInt8(ascii: "9"):
         return true
     default:
         return Array("!#$%&'*+-.^_`|~".utf8).contains(byte)

@@ -2,23 +2,23 @@
 /// that Kiln serves, decoded from a method and a path. Pure: the controller
 /// decides what each route does to the VM.
 public enum APIRoute: Equatable, Sendable {
-    case describeInstance            // GET /
-    case version                     // GET /version
-    case vmConfig                    // GET /vm/config
-    case putAction                   // PUT /actions
-    case putBootSource               // PUT /boot-source
-    case getMachineConfig            // GET /machine-config
-    case putMachineConfig            // PUT /machine-config
-    case patchMachineConfig          // PATCH /machine-config
-    case putDrive(id: String)        // PUT /drives/{drive_id}
-    case patchDrive(id: String)      // PATCH /drives/{drive_id}
-    case putNetworkInterface(id: String)   // PUT /network-interfaces/{iface_id}
+    case describeInstance // GET /
+    case version // GET /version
+    case vmConfig // GET /vm/config
+    case putAction // PUT /actions
+    case putBootSource // PUT /boot-source
+    case getMachineConfig // GET /machine-config
+    case putMachineConfig // PUT /machine-config
+    case patchMachineConfig // PATCH /machine-config
+    case putDrive(id: String) // PUT /drives/{drive_id}
+    case patchDrive(id: String) // PATCH /drives/{drive_id}
+    case putNetworkInterface(id: String) // PUT /network-interfaces/{iface_id}
     case patchNetworkInterface(id: String) // PATCH /network-interfaces/{iface_id}
-    case putVsock                    // PUT /vsock
-    case putEntropy                  // PUT /entropy
-    case putLogger                   // PUT /logger
-    case putMetrics                  // PUT /metrics
-    case patchVM                     // PATCH /vm
+    case putVsock // PUT /vsock
+    case putEntropy // PUT /entropy
+    case putLogger // PUT /logger
+    case putMetrics // PUT /metrics
+    case patchVM // PATCH /vm
 
     /// Firecracker resources that Kiln deliberately does not implement: they
     /// get a 400 that says so rather than a confusing 404.
@@ -54,8 +54,10 @@ public enum APIRoute: Equatable, Sendable {
         case ("PATCH", "machine-config"): return .patchMachineConfig
         case ("PUT", "drives"): return .putDrive(id: try resourceID(next, kind: "drive"))
         case ("PATCH", "drives"): return .patchDrive(id: try resourceID(next, kind: "drive"))
-        case ("PUT", "network-interfaces"): return .putNetworkInterface(id: try resourceID(next, kind: "network interface"))
-        case ("PATCH", "network-interfaces"): return .patchNetworkInterface(id: try resourceID(next, kind: "network interface"))
+        case ("PUT", "network-interfaces"):
+            return .putNetworkInterface(id: try resourceID(next, kind: "network interface"))
+        case ("PATCH", "network-interfaces"):
+            return .patchNetworkInterface(id: try resourceID(next, kind: "network interface"))
         case ("PUT", "vsock"): return .putVsock
         case ("PUT", "entropy"): return .putEntropy
         case ("PUT", "logger"): return .putLogger
@@ -65,7 +67,8 @@ public enum APIRoute: Equatable, Sendable {
             throw APIError.badRequest("\(path) is not supported by Kiln: Kiln does not implement device hot-unplug.")
         default:
             if let unsupported = unsupportedResources.first(where: { $0.resource == resource }) {
-                throw APIError.badRequest("\(path) is not supported by Kiln: Kiln does not implement \(unsupported.feature).")
+                throw APIError.badRequest(
+                    "\(path) is not supported by Kiln: Kiln does not implement \(unsupported.feature).")
             }
             throw APIError.badRequest("Invalid request method and/or path: \(method) \(path).")
         }
@@ -75,13 +78,16 @@ public enum APIRoute: Equatable, Sendable {
     /// (parsed_request.rs `checked_id`), and at most 64 characters (Kiln's bound).
     static func resourceID(_ id: String?, kind: String) throws -> String {
         guard let id, !id.isEmpty else { throw APIError.badRequest("The ID cannot be empty.") }
-        guard id.utf8.allSatisfy({
-            ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F
-        }) else {
+        guard
+            id.utf8.allSatisfy({
+                ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x5F
+            })
+        else {
             throw APIError.badRequest("API Resource IDs can only contain alphanumeric characters and underscores.")
         }
         guard id.utf8.count <= 64 else {
-            throw APIError.badRequest("API Resource IDs can be at most 64 characters long (a \(kind) id of \(id.utf8.count)).")
+            throw APIError.badRequest(
+                "API Resource IDs can be at most 64 characters long (a \(kind) id of \(id.utf8.count)).")
         }
         return id
     }

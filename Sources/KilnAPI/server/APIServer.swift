@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Answers one parsed request. The VMM's controller implements it; the
 /// server never looks inside a request beyond HTTP.
@@ -71,8 +72,10 @@ public final class APIServer {
     private static let stopToken: UInt64 = 1 << 33
 
     /// Takes ownership of `listener`, a listening non-blocking socket.
-    public init(listener: FileDescriptor, configuration: Configuration = Configuration(),
-                handler: APIRequestHandler) throws {
+    public init(
+        listener: FileDescriptor, configuration: Configuration = Configuration(),
+        handler: APIRequestHandler
+    ) throws {
         self.listener = listener
         self.configuration = configuration
         self.handler = handler
@@ -165,8 +168,9 @@ public final class APIServer {
         let pause = configuration.acceptPauseMilliseconds
         if acceptFailures == 1 || code != lastAcceptErrno {
             lastAcceptErrno = code
-            configuration.log?("API: \(error); not accepting connections for \(pause) ms "
-                               + "(\(connections.count) open), retrying after that")
+            configuration.log?(
+                "API: \(error); not accepting connections for \(pause) ms "
+                    + "(\(connections.count) open), retrying after that")
         }
         acceptPausedUntil = MonotonicClock.nanoseconds() + pause * 1_000_000
         // DEL rather than MOD to no events: EPOLLHUP and EPOLLERR are
@@ -209,9 +213,11 @@ public final class APIServer {
     /// the last wake-up (or before it was ever read) mean it is not idle.
     private func evictIdleConnection() -> Bool {
         var checked = Set<Int32>()
-        while let (raw, candidate) = connections
+        while let (raw, candidate) =
+            connections
             .filter({ !checked.contains($0.key) && Self.isIdle($0.value) })
-            .min(by: { $0.value.lastActivity < $1.value.lastActivity }) {
+            .min(by: { $0.value.lastActivity < $1.value.lastActivity })
+        {
             checked.insert(raw)
             service(raw, .readable)
             guard let connection = connections[raw] else { return true } // it had hung up
@@ -248,7 +254,8 @@ public final class APIServer {
             open = flush(&connection)
         }
         if open && connection.pending.isEmpty && !connection.closeAfterFlush
-            && !events.isDisjoint(with: [.readable, .peerClosed, .hangUp, .error]) {
+            && !events.isDisjoint(with: [.readable, .peerClosed, .hangUp, .error])
+        {
             open = receive(&connection)
         }
         if open && connection.pending.isEmpty && connection.closeAfterFlush { open = false }
@@ -267,7 +274,9 @@ public final class APIServer {
     /// false when the connection should close.
     private func receive(_ connection: inout Connection) -> Bool {
         var chunk = [UInt8](repeating: 0, count: 16 << 10)
-        let count = chunk.withUnsafeMutableBytes { Glibc.read(connection.descriptor.rawValue, $0.baseAddress, $0.count) }
+        let count = chunk.withUnsafeMutableBytes {
+            Glibc.read(connection.descriptor.rawValue, $0.baseAddress, $0.count)
+        }
         if count == 0 { return false }
         if count < 0 { return errno == EAGAIN || errno == EINTR }
         // Reading alone does not count as activity: a client that dribbles a

@@ -70,8 +70,11 @@ public final class Bus: @unchecked Sendable { // windows are added before the vC
             throw OverlapError(bus: name, reason: .invalidSize(base: base))
         }
         if let clash = windows.first(where: { base < $0.end && $0.base < base + size }) {
-            throw OverlapError(bus: name, reason: .overlaps(base: base, size: size, existingBase: clash.base,
-                                                             existingSize: clash.size))
+            throw OverlapError(
+                bus: name,
+                reason: .overlaps(
+                    base: base, size: size, existingBase: clash.base,
+                    existingSize: clash.size))
         }
         windows.append(Window(base: base, size: size, device: device, counters: counters))
         windows.sort { $0.base < $1.base }

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// /dev/kvm: the API version check, capabilities, and the VM factory
 /// (Documentation/virt/kvm/api.rst §4.1-4.4, §4.46).
@@ -54,8 +55,9 @@ public final class KVMSystem: @unchecked Sendable { // immutable: one fd, whose 
             let count = ckiln_kvm_get_supported_cpuid(fd.rawValue, &raw, capacity)
             if count >= 0 {
                 return raw.prefix(Int(count)).map {
-                    CPUIDEntry(function: $0.function, index: $0.index, flags: $0.flags,
-                               eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
+                    CPUIDEntry(
+                        function: $0.function, index: $0.index, flags: $0.flags,
+                        eax: $0.eax, ebx: $0.ebx, ecx: $0.ecx, edx: $0.edx)
                 }
             }
             guard errno == E2BIG, capacity < 4096 else { throw SystemError.current("KVM_GET_SUPPORTED_CPUID") }

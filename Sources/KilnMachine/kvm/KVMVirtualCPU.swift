@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A KVM vCPU: its shared `kvm_run` page and typed register access
 /// (api.rst "vcpu ioctl"). Used only from the thread that runs it, except
@@ -16,7 +17,7 @@ public final class KVMVirtualCPU: @unchecked Sendable {
 
     init(fd: FileDescriptor, index: Int, mappingSize: Int) throws {
         guard let mapping = mmap(nil, mappingSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0),
-              mapping != MAP_FAILED
+            mapping != MAP_FAILED
         else {
             fd.close()
             throw SystemError.current("mmap", subject: "kvm_run of vCPU \(index)")
@@ -71,7 +72,9 @@ public final class KVMVirtualCPU: @unchecked Sendable {
         return value
     }
 
-    public func setSpecialRegisters(_ value: kvm_sregs) throws { try set("KVM_SET_SREGS", ckiln_kvm_set_sregs(), value) }
+    public func setSpecialRegisters(_ value: kvm_sregs) throws {
+        try set("KVM_SET_SREGS", ckiln_kvm_set_sregs(), value)
+    }
 
     public func setFPU(_ value: kvm_fpu) throws { try set("KVM_SET_FPU", ckiln_kvm_set_fpu(), value) }
 
@@ -101,7 +104,9 @@ public final class KVMVirtualCPU: @unchecked Sendable {
             value.edx = entry.edx
             return value
         }
-        try check("KVM_SET_CPUID2", subject: "vCPU \(index)") { ckiln_kvm_set_cpuid2(fd.rawValue, raw, UInt32(raw.count)) }
+        try check("KVM_SET_CPUID2", subject: "vCPU \(index)") {
+            ckiln_kvm_set_cpuid2(fd.rawValue, raw, UInt32(raw.count))
+        }
     }
 
     public func setMSRs(_ values: [(index: UInt32, value: UInt64)]) throws {
@@ -111,7 +116,8 @@ public final class KVMVirtualCPU: @unchecked Sendable {
         }
         guard written == raw.count else {
             let refused = values[Int(written)].index
-            throw SystemError("KVM_SET_MSRS", subject: "vCPU \(index) MSR 0x\(String(refused, radix: 16))", errno: EINVAL)
+            throw SystemError(
+                "KVM_SET_MSRS", subject: "vCPU \(index) MSR 0x\(String(refused, radix: 16))", errno: EINVAL)
         }
     }
 }

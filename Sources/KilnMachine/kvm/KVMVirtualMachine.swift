@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnMemory
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A KVM VM file descriptor: memory slots, the in-kernel irqchip and PIT,
 /// interrupt lines, and the vCPU factory (api.rst §4.x "vm ioctl").
@@ -25,7 +26,9 @@ public final class KVMVirtualMachine: Sendable {
     public func setSystemAddresses(tss: UInt64, identityMap: UInt64) throws {
         try check("KVM_SET_TSS_ADDR") { ckiln_ioctl_int(fd.rawValue, ckiln_kvm_set_tss_addr(), UInt(tss)) }
         var address = identityMap
-        try check("KVM_SET_IDENTITY_MAP_ADDR") { ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_set_identity_map_addr(), &address) }
+        try check("KVM_SET_IDENTITY_MAP_ADDR") {
+            ckiln_ioctl_ptr(fd.rawValue, ckiln_kvm_set_identity_map_addr(), &address)
+        }
     }
 
     /// KVM_CREATE_IRQCHIP: PIC, IOAPIC and per-vCPU LAPICs in the kernel;

@@ -27,21 +27,27 @@ public struct ELFImage: Equatable, Sendable {
     public init(image: [UInt8]) throws {
         let reader = KernelImageReader(image)
         guard ELFImage.isELF(image) else { throw KernelImageError.notAKernel("no ELF magic") }
-        guard image.count >= 64 else { throw KernelImageError.truncated("ELF header needs 64 bytes, file has \(image.count)") }
+        guard image.count >= 64 else {
+            throw KernelImageError.truncated("ELF header needs 64 bytes, file has \(image.count)")
+        }
         guard image[4] == 2, image[5] == 1 else {
             throw KernelImageError.unsupported("only 64-bit little-endian ELF is supported")
         }
         let type = try reader.u16(16)
         guard type == 2 else { throw KernelImageError.unsupported("ELF type \(type) is not an executable (ET_EXEC)") }
-        guard try reader.u16(18) == ELFImage.machineX86_64 else { throw KernelImageError.unsupported("ELF machine is not x86_64") }
+        guard try reader.u16(18) == ELFImage.machineX86_64 else {
+            throw KernelImageError.unsupported("ELF machine is not x86_64")
+        }
         entry = try reader.u64(24)
         let headerOffset = try reader.u64(32)
         let headerSize = Int(try reader.u16(54))
         let headerCount = Int(try reader.u16(56))
-        guard headerSize >= 56 else { throw KernelImageError.malformed("program header size \(headerSize) is below 56") }
+        guard headerSize >= 56 else {
+            throw KernelImageError.malformed("program header size \(headerSize) is below 56")
+        }
         guard headerCount > 0 else { throw KernelImageError.malformed("no program headers") }
         guard headerOffset <= UInt64(image.count),
-              UInt64(headerCount * headerSize) <= UInt64(image.count) - headerOffset
+            UInt64(headerCount * headerSize) <= UInt64(image.count) - headerOffset
         else { throw KernelImageError.truncated("program headers run past the end of the file") }
 
         var segments: [Segment] = []
@@ -64,8 +70,10 @@ public struct ELFImage: Equatable, Sendable {
                 guard !physical.addingReportingOverflow(memorySize).overflow else {
                     throw KernelImageError.malformed("segment \(index): address overflows")
                 }
-                segments.append(Segment(fileOffset: Int(offset), fileSize: Int(fileSize),
-                                        physicalAddress: physical, memorySize: memorySize))
+                segments.append(
+                    Segment(
+                        fileOffset: Int(offset), fileSize: Int(fileSize),
+                        physicalAddress: physical, memorySize: memorySize))
             case ELFImage.pointNote:
                 pvhEntry = try ELFImage.pvhEntry(in: image, from: Int(offset), count: Int(fileSize)) ?? pvhEntry
             default:

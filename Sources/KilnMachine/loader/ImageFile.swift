@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Reads a kernel or initrd image whole, sized once from fstat: images are
 /// tens of MiB, and growing a buffer chunk by chunk costs more than the read.
@@ -39,7 +40,8 @@ enum ImageFile {
             var info = stat()
             try check("fstat", subject: path) { fstat(fd.rawValue, &info) }
             guard (info.st_mode & S_IFMT) == S_IFREG else {
-                throw BootInputError.imageNotRegularFile(image: kind.rawValue, path: path, fileType: fileTypeName(info.st_mode))
+                throw BootInputError.imageNotRegularFile(
+                    image: kind.rawValue, path: path, fileType: fileTypeName(info.st_mode))
             }
             let size = Int(info.st_size)
             let (limit, reason) = limit(kind, guestMemoryMiB: guestMemoryMiB)
@@ -49,7 +51,8 @@ enum ImageFile {
             return try [UInt8](unsafeUninitializedCapacity: size) { buffer, count in
                 count = 0
                 while count < size {
-                    let got = try fd.read(into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[count...]))
+                    let got = try fd.read(
+                        into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[count...]))
                     guard got > 0 else { break } // the file shrank under us: use what is there
                     count += got
                 }

@@ -32,33 +32,43 @@ public enum KernelLoader {
         return try loadBzImage(try SetupHeader(image: image), image: image, into: memory, lowMemoryEnd: lowMemoryEnd)
     }
 
-    static func loadELF(_ elf: ELFImage, image: [UInt8], into memory: GuestMemory, lowMemoryEnd: UInt64) throws -> LoadedKernel {
+    static func loadELF(_ elf: ELFImage, image: [UInt8], into memory: GuestMemory, lowMemoryEnd: UInt64) throws
+        -> LoadedKernel
+    {
         var end: UInt64 = 0
         for (index, segment) in elf.segments.enumerated() {
             let segmentEnd = segment.physicalAddress + segment.memorySize
             guard segment.physicalAddress >= X86Layout.highMemory, segmentEnd <= lowMemoryEnd else {
                 throw KernelImageError.doesNotFit(
                     "segment \(index) at 0x\(String(segment.physicalAddress, radix: 16)) + 0x\(String(segment.memorySize, radix: 16)) "
-                    + "is outside RAM 0x100000..0x\(String(lowMemoryEnd, radix: 16))")
+                        + "is outside RAM 0x100000..0x\(String(lowMemoryEnd, radix: 16))")
             }
             end = max(end, segmentEnd)
         }
         for (name, address) in [("entry", elf.entry), ("PVH entry", elf.pvhEntry)] {
             guard let address else { continue }
-            guard elf.segments.contains(where: { address >= $0.physicalAddress && address < $0.physicalAddress + $0.memorySize }) else {
+            guard
+                elf.segments.contains(where: {
+                    address >= $0.physicalAddress && address < $0.physicalAddress + $0.memorySize
+                })
+            else {
                 throw KernelImageError.malformed("\(name) 0x\(String(address, radix: 16)) is in no PT_LOAD segment")
             }
         }
         for segment in elf.segments {
-            try memory.write(image[segment.fileOffset..<segment.fileOffset + segment.fileSize], at: segment.physicalAddress)
+            try memory.write(
+                image[segment.fileOffset..<segment.fileOffset + segment.fileSize], at: segment.physicalAddress)
             let bss = Int(segment.memorySize) - segment.fileSize
             if bss > 0 { try memory.fill(0, at: segment.physicalAddress + UInt64(segment.fileSize), count: bss) }
         }
-        return LoadedKernel(entry: elf.entry, setupHeader: nil, end: end, commandLineLimit: defaultCommandLineLimit,
-                            initrdLimit: lowMemoryEnd, pvhEntry: elf.pvhEntry)
+        return LoadedKernel(
+            entry: elf.entry, setupHeader: nil, end: end, commandLineLimit: defaultCommandLineLimit,
+            initrdLimit: lowMemoryEnd, pvhEntry: elf.pvhEntry)
     }
 
-    static func loadBzImage(_ header: SetupHeader, image: [UInt8], into memory: GuestMemory, lowMemoryEnd: UInt64) throws -> LoadedKernel {
+    static func loadBzImage(_ header: SetupHeader, image: [UInt8], into memory: GuestMemory, lowMemoryEnd: UInt64)
+        throws -> LoadedKernel
+    {
         let offset = header.protectedModeOffset
         guard offset < image.count else {
             throw KernelImageError.truncated("setup_sects \(header.setupSectors) points past the end of the image")
@@ -76,16 +86,19 @@ public enum KernelLoader {
         let (end, wrapped) = address.addingReportingOverflow(footprint)
         guard !wrapped, end <= lowMemoryEnd else {
             throw KernelImageError.doesNotFit(
-                "needs 0x\(String(address, radix: 16)) + \(footprint >> 20) MiB (init_size), RAM ends at \(lowMemoryEnd >> 20) MiB")
+                "needs 0x\(String(address, radix: 16)) + \(footprint >> 20) MiB (init_size), RAM ends at \(lowMemoryEnd >> 20) MiB"
+            )
         }
         try memory.write(payload, at: address)
-        let commandLineLimit = header.version >= 0x0206 && header.commandLineSize > 0
+        let commandLineLimit =
+            header.version >= 0x0206 && header.commandLineSize > 0
             ? Int(min(header.commandLineSize, UInt32(X86Layout.commandLineLimit - 1)))
             : 255
         // initrd_addr_max is the highest byte the initrd may occupy.
         let initrdLimit = min(UInt64(header.initrdAddressMax) + 1, lowMemoryEnd)
-        return LoadedKernel(entry: address + entry64Offset, setupHeader: header, end: end,
-                            commandLineLimit: commandLineLimit, initrdLimit: initrdLimit, pvhEntry: nil)
+        return LoadedKernel(
+            entry: address + entry64Offset, setupHeader: header, end: end,
+            commandLineLimit: commandLineLimit, initrdLimit: initrdLimit, pvhEntry: nil)
     }
 
     /// Places the initrd as high as allowed, page aligned, above the kernel

@@ -26,7 +26,8 @@ public enum ACPIFirmware {
 
     public static func tables(for platform: PlatformDescription) throws -> FirmwareTables {
         guard let ioapicAddress = UInt32(exactly: platform.ioapicAddress), platform.ioapicGSIBase == 0,
-              let serialIRQ = UInt8(exactly: platform.serial.gsi) else {
+            let serialIRQ = UInt8(exactly: platform.serial.gsi)
+        else {
             throw BootInputError.platformNotDescribable
         }
         // The DSDT's \_S5 announces KilnACPI's SLP_TYP; the device must agree.
@@ -48,7 +49,8 @@ public enum ACPIFirmware {
             tablesAddress: platform.tableWindow.lowerBound + tablesOffset,
             rsdpAddress: platform.tableWindow.lowerBound)
         let tables = try ACPITables(platform: acpi)
-        return FirmwareTables(blobs: tables.blobs.map { FirmwareBlob(address: $0.address, bytes: $0.bytes) },
-                              rsdpAddress: tables.rsdpAddress)
+        return FirmwareTables(
+            blobs: tables.blobs.map { FirmwareBlob(address: $0.address, bytes: $0.bytes) },
+            rsdpAddress: tables.rsdpAddress)
     }
 }

@@ -50,7 +50,8 @@ public enum BootInputError: Error, Equatable, CustomStringConvertible, Sendable 
         switch self {
         case .noBootSource: "no boot source: set boot-source.kernel_image_path"
         case .imagePathContainsNUL(let image): "\(image) path contains a NUL byte"
-        case .imageNotRegularFile(let image, let path, let fileType): "\(image) \(path): \(fileType), not a regular file; not read"
+        case .imageNotRegularFile(let image, let path, let fileType):
+            "\(image) \(path): \(fileType), not a regular file; not read"
         case .imageTooLarge(let image, let path, let bytes, let limit):
             "\(image) \(path): \(bytes) bytes (\(bytes >> 20) MiB), larger than \(limit); not read"
         case .kernelImage(let path, let error): "kernel \(path): \(error)"
@@ -61,14 +62,16 @@ public enum BootInputError: Error, Equatable, CustomStringConvertible, Sendable 
         case .pvhMemoryMapTooLarge: "the PVH memory map has too many entries"
         case .firmwareTableOutsideWindow(let address, let bytes):
             "firmware table at 0x\(String(address, radix: 16)) (\(bytes) bytes) is outside the ACPI window"
-        case .rsdpOutsideWindow(let address): "the RSDP address 0x\(String(address, radix: 16)) is outside the ACPI window"
+        case .rsdpOutsideWindow(let address):
+            "the RSDP address 0x\(String(address, radix: 16)) is outside the ACPI window"
         case .platformNotDescribable: "the platform's IOAPIC or serial port cannot be described to KilnACPI"
         case .sleepTypeMismatch(let type): "the sleep control device's S5 type \(type) differs from the DSDT's"
         case .tooManyDevices(let configured, let capacity):
             "\(configured) virtio devices configured; kiln has interrupt lines for \(capacity)"
         case .drivePathMissing(let driveID): "drive \(driveID): path_on_host is required"
         case .driveNotFileOrBlockDevice(let path): "drive \(path): not a regular file or block device"
-        case .driveSmallerThanSector(let driveID, let path): "drive \(driveID): \(path) is smaller than one 512-byte sector"
+        case .driveSmallerThanSector(let driveID, let path):
+            "drive \(driveID): \(path) is smaller than one 512-byte sector"
         case .driveVhostUser(let driveID): "drive \(driveID): vhost-user block devices (socket) are not supported"
         case .tapMissing(let name):
             "network interface: cannot open TAP \(name): no such persistent TAP in kiln's network namespace "
@@ -116,15 +119,17 @@ public enum GuestBoot {
         // An ELF kernel with a PVH note is entered there (Linux's own
         // preference as a guest); every other image through the 64-bit protocol.
         if let pvhEntry = kernel.pvhEntry {
-            let startInfo = PVHStartInfo(address: X86Layout.pvhStartInfo, commandLine: X86Layout.commandLine,
-                                         initrd: initrdPlacement, e820: e820, acpiRSDP: rsdp)
+            let startInfo = PVHStartInfo(
+                address: X86Layout.pvhStartInfo, commandLine: X86Layout.commandLine,
+                initrd: initrdPlacement, e820: e820, acpiRSDP: rsdp)
             guard startInfo.bytes.count <= Int(X86Layout.zeroPage - X86Layout.pvhStartInfo) else {
                 throw BootInputError.pvhMemoryMapTooLarge
             }
             try memory.write(startInfo.bytes, at: X86Layout.pvhStartInfo)
             try BootGDT.write(into: memory, mode: .pvh32)
-            return BootPlan(entry: pvhEntry, mode: .pvh32, bootInfo: X86Layout.pvhStartInfo, kernel: kernel,
-                            initrd: initrdPlacement, rsdpAddress: rsdp)
+            return BootPlan(
+                entry: pvhEntry, mode: .pvh32, bootInfo: X86Layout.pvhStartInfo, kernel: kernel,
+                initrd: initrdPlacement, rsdpAddress: rsdp)
         }
         let zeroPage = try ZeroPage(
             header: kernel.setupHeader, commandLine: X86Layout.commandLine, initrd: initrdPlacement,
@@ -132,8 +137,9 @@ public enum GuestBoot {
         try memory.write(zeroPage.bytes, at: X86Layout.zeroPage)
         try IdentityPageTables.write(into: memory)
         try BootGDT.write(into: memory)
-        return BootPlan(entry: kernel.entry, mode: .long64, bootInfo: X86Layout.zeroPage, kernel: kernel,
-                        initrd: initrdPlacement, rsdpAddress: rsdp)
+        return BootPlan(
+            entry: kernel.entry, mode: .long64, bootInfo: X86Layout.zeroPage, kernel: kernel,
+            initrd: initrdPlacement, rsdpAddress: rsdp)
     }
 
     // MARK: - ACPI tables: the one place the machine writes them.
@@ -142,13 +148,16 @@ public enum GuestBoot {
     // the machine only checks that each blob lies in the reserved window and
     // copies it in. Without a builder the guest boots without ACPI (the test
     // guest, or `acpi=off` kernels).
-    static func writeFirmwareTables(into memory: GuestMemory, platform: PlatformDescription,
-                                    builder: FirmwareTableBuilder?) throws -> UInt64? {
+    static func writeFirmwareTables(
+        into memory: GuestMemory, platform: PlatformDescription,
+        builder: FirmwareTableBuilder?
+    ) throws -> UInt64? {
         guard let builder else { return nil }
         let tables = try builder(platform)
         for blob in tables.blobs {
             let (end, overflow) = blob.address.addingReportingOverflow(UInt64(blob.bytes.count))
-            guard !overflow, blob.address >= platform.tableWindow.lowerBound, end <= platform.tableWindow.upperBound else {
+            guard !overflow, blob.address >= platform.tableWindow.lowerBound, end <= platform.tableWindow.upperBound
+            else {
                 throw BootInputError.firmwareTableOutsideWindow(address: blob.address, bytes: blob.bytes.count)
             }
             try memory.write(blob.bytes, at: blob.address)

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnConfig
 import KilnMemory
 import KilnSystem
 import KilnVirtio
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// How the machine talks to the host: the console and the log.
 public struct MachineHost {
@@ -33,9 +34,11 @@ public struct MachineHost {
     /// vsock's `uds_path`, bound when the device was configured (the VMM
     /// removes it when it ends); nil binds it when the machine is built.
     public var vsockSocket: VsockHostSocket?
-    public init(consoleOutput: FileDescriptor = .standardOutput, consoleInput: FileDescriptor? = nil,
-                log: @escaping (String) -> Void = { _ in }, startNanoseconds: UInt64 = MonotonicClock.nanoseconds(),
-                bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil, trace: ((String) -> Void)? = nil) {
+    public init(
+        consoleOutput: FileDescriptor = .standardOutput, consoleInput: FileDescriptor? = nil,
+        log: @escaping (String) -> Void = { _ in }, startNanoseconds: UInt64 = MonotonicClock.nanoseconds(),
+        bootTimer: Bool = false, firmware: FirmwareTableBuilder? = nil, trace: ((String) -> Void)? = nil
+    ) {
         self.trace = trace
         self.bootTimer = bootTimer
         self.consoleOutput = consoleOutput
@@ -81,12 +84,16 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
 
         // 1. Guest memory, the devices' backends and the boot image: no KVM
         // involved yet.
-        let kernelImage = try ImageFile.read(bootSource.kernelImagePath, .kernel, guestMemoryMiB: machineConfig.memSizeMiB)
-        let initrd = try bootSource.initrdPath.map { try ImageFile.read($0, .initrd, guestMemoryMiB: machineConfig.memSizeMiB) }
+        let kernelImage = try ImageFile.read(
+            bootSource.kernelImagePath, .kernel, guestMemoryMiB: machineConfig.memSizeMiB)
+        let initrd = try bootSource.initrdPath.map {
+            try ImageFile.read($0, .initrd, guestMemoryMiB: machineConfig.memSizeMiB)
+        }
         let ram = try X86Layout.ramRanges(bytes: UInt64(machineConfig.memSizeMiB) << 20)
         memory = try MappedGuestMemory(ranges: ram, transparentHugePages: machineConfig.hugePages == .transparent)
-        virtio = try VirtioDeviceManager(configuration: configuration, memory: memory, registry: host.metrics.registry,
-                                         vsockSocket: host.vsockSocket, log: host.log)
+        virtio = try VirtioDeviceManager(
+            configuration: configuration, memory: memory, registry: host.metrics.registry,
+            vsockSocket: host.vsockSocket, log: host.log)
         let platform = PlatformDescription(vcpuCount: machineConfig.vcpuCount, virtioDevices: virtio.platformDevices)
         let commandLine = Machine.commandLine(bootSource.bootArgs ?? "", adding: virtio.commandLine)
         do {
@@ -127,8 +134,9 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         do {
             legacy = try LegacyDevices.wire(
                 vm: vm, portBus: portBus, memoryBus: memoryBus,
-                to: .init(console: host.consoleOutput, exitSignal: exitSignal, metrics: metrics,
-                          bootTimer: host.bootTimer ? .init(startNanoseconds: start, log: log) : nil))
+                to: .init(
+                    console: host.consoleOutput, exitSignal: exitSignal, metrics: metrics,
+                    bootTimer: host.bootTimer ? .init(startNanoseconds: start, log: log) : nil))
         } catch {
             wake.close()
             throw error
@@ -141,15 +149,21 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         let topology = CPUTopology(vcpuCount: machineConfig.vcpuCount, smt: machineConfig.smt)
         for index in 0..<machineConfig.vcpuCount {
             let vcpu = try vm.createVCPU(index: index)
-            try Machine.configure(vcpu, cpuid: CPUIDNormalizer.normalize(supported, vcpuIndex: index, topology: topology),
-                                  plan: plan)
-            let firstRun: ((Int) -> Void)? = index == 0 ? { _ in
-                log("vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start, "
-                    + "VMM CPU \(Machine.milliseconds(MonotonicClock.processCPUNanoseconds())) ms")
-            } : nil
-            threads.append(VCPUThread(vcpu: vcpu, portBus: portBus, memoryBus: memoryBus, exitSignal: exitSignal,
-                                      pauseGate: pauseGate, exits: metrics.exits, onThreadStart: host.vcpuThreadStarted,
-                                      onFirstRun: firstRun, trace: host.trace))
+            try Machine.configure(
+                vcpu, cpuid: CPUIDNormalizer.normalize(supported, vcpuIndex: index, topology: topology),
+                plan: plan)
+            let firstRun: ((Int) -> Void)? =
+                index == 0
+                ? { _ in
+                    log(
+                        "vcpu0: first KVM_RUN \(Machine.milliseconds(MonotonicClock.nanoseconds() - start)) ms since kiln start, "
+                            + "VMM CPU \(Machine.milliseconds(MonotonicClock.processCPUNanoseconds())) ms")
+                } : nil
+            threads.append(
+                VCPUThread(
+                    vcpu: vcpu, portBus: portBus, memoryBus: memoryBus, exitSignal: exitSignal,
+                    pauseGate: pauseGate, exits: metrics.exits, onThreadStart: host.vcpuThreadStarted,
+                    onFirstRun: firstRun, trace: host.trace))
         }
     }
 
@@ -195,7 +209,9 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     public func start(on loop: EventLoop) throws {
         let wake = wakeEvent
         subscriptions.append(try loop.subscribe(wake.descriptor) { _ in _ = try? wake.drain() })
-        if let input = host.consoleInput, let token = try subscribeConsole(input, on: loop) { subscriptions.append(token) }
+        if let input = host.consoleInput, let token = try subscribeConsole(input, on: loop) {
+            subscriptions.append(token)
+        }
         scheduleHaltCheck(on: loop, afterMilliseconds: Machine.haltCheckMilliseconds)
         subscriptions += try virtio.subscribe(to: loop)
         VCPUThread.installKickHandler()
@@ -279,8 +295,11 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
 
     /// PATCH /network-interfaces after boot: new rate limiters.
     public func updateNetworkInterface(_ interface: NetworkInterfaceConfig) throws {
-        guard virtio.updateRateLimiters(interfaceID: interface.ifaceID, receive: interface.rxRateLimiter,
-                                        transmit: interface.txRateLimiter) else {
+        guard
+            virtio.updateRateLimiters(
+                interfaceID: interface.ifaceID, receive: interface.rxRateLimiter,
+                transmit: interface.txRateLimiter)
+        else {
             throw MachineControlError.networkInterfaceNotAttached(interface.ifaceID)
         }
     }

@@ -26,7 +26,8 @@ public final class MachineMetrics: @unchecked Sendable { // immutable; its count
 
 /// KVM exit reasons (api.rst §5, struct kvm_run exit_reason) as counters.
 final class VCPUExitCounters: @unchecked Sendable { // immutable; its counters are atomics
-    let ioIn, ioOut, mmioRead, mmioWrite, halt, shutdown, systemEvent, internalError, failEntry, interrupted, other: Counter
+    let ioIn, ioOut, mmioRead, mmioWrite, halt, shutdown, systemEvent, internalError, failEntry, interrupted,
+        other: Counter
 
     init(_ registry: MetricsRegistry) {
         func counter(_ name: String) -> Counter { registry.counter("vcpu", name) }

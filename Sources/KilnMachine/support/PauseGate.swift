@@ -36,6 +36,7 @@ final class PauseGate: Sendable {
     /// Event-loop side: waits until `count` threads are parked, or the
     /// timeout passes (false then).
     func waitUntilParked(_ count: Int, timeoutNanoseconds: UInt64) -> Bool {
-        state.withLock(waitingUntil: { $0.parked >= count }, timeoutNanoseconds: timeoutNanoseconds, { _, ready in ready })
+        state.withLock(
+            waitingUntil: { $0.parked >= count }, timeoutNanoseconds: timeoutNanoseconds, { _, ready in ready })
     }
 }

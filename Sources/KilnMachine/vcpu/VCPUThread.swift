@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// One vCPU's thread: the KVM_RUN loop. `KVMVirtualCPU.runOnce` returns
 /// each exit decoded (`kvm/VCPUExit.swift`); the `VCPUExitDispatcher` below
@@ -28,9 +29,11 @@ final class VCPUThread: @unchecked Sendable { // `thread` is set by start() and 
     private var thread: SystemThread?
     private let stuck = Locked(false)
 
-    init(vcpu: KVMVirtualCPU, portBus: Bus, memoryBus: Bus, exitSignal: ExitSignal, pauseGate: PauseGate,
-         exits: VCPUExitCounters, onThreadStart: ((Int) throws -> Void)?,
-         onFirstRun: ((Int) -> Void)?, trace: ((String) -> Void)?) {
+    init(
+        vcpu: KVMVirtualCPU, portBus: Bus, memoryBus: Bus, exitSignal: ExitSignal, pauseGate: PauseGate,
+        exits: VCPUExitCounters, onThreadStart: ((Int) throws -> Void)?,
+        onFirstRun: ((Int) -> Void)?, trace: ((String) -> Void)?
+    ) {
         self.trace = trace
         self.pauseGate = pauseGate
         self.exits = exits
@@ -112,8 +115,9 @@ final class VCPUThread: @unchecked Sendable { // `thread` is set by start() and 
         }
         stuck.withLock { $0 = value }
         if let trace, let regs = try? vcpu.registers() {
-            trace("vcpu\(vcpu.index): kicked, mp_state \(state), rip 0x\(String(regs.rip, radix: 16)), "
-                  + "rflags 0x\(String(regs.rflags, radix: 16))")
+            trace(
+                "vcpu\(vcpu.index): kicked, mp_state \(state), rip 0x\(String(regs.rip, radix: 16)), "
+                    + "rflags 0x\(String(regs.rflags, radix: 16))")
         }
     }
 
@@ -157,18 +161,24 @@ struct VCPUExitDispatcher {
             (isWrite ? exits.ioOut : exits.ioIn).increment()
             for start in stride(from: 0, to: data.count, by: size) {
                 let access = UnsafeMutableRawBufferPointer(rebasing: data[start..<start + size])
-                let claimed = isWrite ? portBus.write(UInt64(port), from: UnsafeRawBufferPointer(access))
-                                      : portBus.read(UInt64(port), into: access)
-                trace?("vcpu\(index): \(isWrite ? "out" : "in") port 0x\(String(port, radix: 16)) \(Array(access))"
-                       + (claimed ? "" : " (unclaimed)"))
+                let claimed =
+                    isWrite
+                    ? portBus.write(UInt64(port), from: UnsafeRawBufferPointer(access))
+                    : portBus.read(UInt64(port), into: access)
+                trace?(
+                    "vcpu\(index): \(isWrite ? "out" : "in") port 0x\(String(port, radix: 16)) \(Array(access))"
+                        + (claimed ? "" : " (unclaimed)"))
             }
             return .resume
         case let .mmio(address, isWrite, data):
             (isWrite ? exits.mmioWrite : exits.mmioRead).increment()
-            let claimed = isWrite ? memoryBus.write(address, from: UnsafeRawBufferPointer(data))
-                                  : memoryBus.read(address, into: data)
-            trace?("vcpu\(index): mmio \(isWrite ? "write" : "read") 0x\(String(address, radix: 16)) \(Array(data))"
-                   + (claimed ? "" : " (unclaimed)"))
+            let claimed =
+                isWrite
+                ? memoryBus.write(address, from: UnsafeRawBufferPointer(data))
+                : memoryBus.read(address, into: data)
+            trace?(
+                "vcpu\(index): mmio \(isWrite ? "write" : "read") 0x\(String(address, radix: 16)) \(Array(data))"
+                    + (claimed ? "" : " (unclaimed)"))
             return .resume
         case .halt:
             exits.halt.increment()
@@ -178,8 +188,10 @@ struct VCPUExitDispatcher {
             // A triple fault resets a PC, and Linux's `reboot=t` relies on it
             // (arch/x86/kernel/reboot.c, BOOT_TRIPLE). kiln has no reset in
             // place, so it ends as for the i8042 reset, saying how.
-            return .stop(.reset("triple fault on vCPU \(index), KVM_EXIT_SHUTDOWN: a reboot=t reboot, or a guest crash; "
-                                + "on kvm-pvm check `dmesg | tail`"))
+            return .stop(
+                .reset(
+                    "triple fault on vCPU \(index), KVM_EXIT_SHUTDOWN: a reboot=t reboot, or a guest crash; "
+                        + "on kvm-pvm check `dmesg | tail`"))
         case let .systemEvent(type):
             exits.systemEvent.increment()
             switch Int32(type) {
@@ -189,7 +201,8 @@ struct VCPUExitDispatcher {
             }
         case let .internalError(suberror):
             exits.internalError.increment()
-            return .stop(.failure("KVM internal error, suberror \(suberror), rip 0x\(rip()); on kvm-pvm check `dmesg | tail`"))
+            return .stop(
+                .failure("KVM internal error, suberror \(suberror), rip 0x\(rip()); on kvm-pvm check `dmesg | tail`"))
         case let .failEntry(reason):
             exits.failEntry.increment()
             return .stop(.failure("VM entry failed, reason 0x\(String(reason, radix: 16))"))

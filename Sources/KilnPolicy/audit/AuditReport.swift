@@ -37,15 +37,19 @@ public struct AuditReport: Sendable {
         let compared = roles.compactMap(\.comparison)
         if !compared.isEmpty {
             out += "== summary against Firecracker (unique system calls allowed)\n"
-            out += "  role    Kiln  Firecracker  shared  only Kiln  only Firecracker  conditioned only by Kiln  only by Firecracker\n"
+            out +=
+                "  role    Kiln  Firecracker  shared  only Kiln  only Firecracker  conditioned only by Kiln  only by Firecracker\n"
             for c in compared {
-                out += "  \(c.role.padding(to: 6))  \(String(c.ours.count).padding(to: 4))  \(String(c.theirs.count).padding(to: 11))  "
+                out +=
+                    "  \(c.role.padding(to: 6))  \(String(c.ours.count).padding(to: 4))  \(String(c.theirs.count).padding(to: 11))  "
                 out += "\(String(c.shared).padding(to: 6))  \(String(c.onlyOurs.count).padding(to: 9))  "
-                out += "\(String(c.onlyTheirs.count).padding(to: 16))  \(String(c.conditionedOnlyByUs.count).padding(to: 24))  "
+                out +=
+                    "\(String(c.onlyTheirs.count).padding(to: 16))  \(String(c.conditionedOnlyByUs.count).padding(to: 24))  "
                 out += "\(c.conditionedOnlyByThem.count)\n"
             }
             for role in roles where role.comparison == nil {
-                out += "  \(role.role.padding(to: 6))  \(String(role.allowedSyscalls.count).padding(to: 4))  (no Firecracker filter for this role)\n"
+                out +=
+                    "  \(role.role.padding(to: 6))  \(String(role.allowedSyscalls.count).padding(to: 4))  (no Firecracker filter for this role)\n"
             }
         }
         return out
@@ -56,20 +60,24 @@ public struct AuditReport: Sendable {
     /// One row per role, as SECURITY.md shows it (`make security-table`
     /// writes it there; a test compares the two).
     public func markdownTable() -> String {
-        var out = "| role | default | allowed system calls | rules with argument conditions | BPF instructions | Firecracker's | findings |\n"
+        var out =
+            "| role | default | allowed system calls | rules with argument conditions | BPF instructions | Firecracker's | findings |\n"
         out += "|---|---|---|---|---|---|---|\n"
         for role in roles {
             let policy = role.policy
             let conditioned = policy.rules.filter { $0.action != policy.defaultAction && !$0.isUnconditional }.count
             let firecracker = role.comparison.map { String($0.theirs.count) } ?? "–"
-            out += "| `\(role.role)` | \(policy.defaultAction.policyText) | \(role.allowedSyscalls.count) | \(conditioned) | "
-            out += "\(role.program.count) | \(firecracker) | \(role.findings.isEmpty ? "none" : String(role.findings.count)) |\n"
+            out +=
+                "| `\(role.role)` | \(policy.defaultAction.policyText) | \(role.allowedSyscalls.count) | \(conditioned) | "
+            out +=
+                "\(role.program.count) | \(firecracker) | \(role.findings.isEmpty ? "none" : String(role.findings.count)) |\n"
         }
         return out
     }
 
     private func comparisonText(_ c: FirecrackerComparison) -> String {
-        var out = "  against Firecracker's \(c.role) filter: Kiln \(c.ours.count), Firecracker \(c.theirs.count), shared \(c.shared)\n"
+        var out =
+            "  against Firecracker's \(c.role) filter: Kiln \(c.ours.count), Firecracker \(c.theirs.count), shared \(c.shared)\n"
         let columns: [(String, [String])] = [
             ("only Kiln allows", c.onlyOurs), ("only Firecracker allows", c.onlyTheirs),
             ("Kiln tests arguments, Firecracker not", c.conditionedOnlyByUs),
@@ -80,7 +88,8 @@ public struct AuditReport: Sendable {
         }
         out += "    \("system call".padding(to: 20)) \("Kiln".padding(to: 16)) Firecracker\n"
         for row in c.sideBySide {
-            out += "    \(row.syscall.padding(to: 20)) \(row.kiln.rawValue.padding(to: 16)) \(row.firecracker.rawValue)\n"
+            out +=
+                "    \(row.syscall.padding(to: 20)) \(row.kiln.rawValue.padding(to: 16)) \(row.firecracker.rawValue)\n"
         }
         return out
     }
@@ -99,14 +108,18 @@ public struct AuditReport: Sendable {
                 ("findings", .array(role.findings.map(findingJSON))),
             ]
             if let c = role.comparison {
-                object.append(("firecracker", .object([
-                    ("kiln_count", .integer(c.ours.count)), ("firecracker_count", .integer(c.theirs.count)),
-                    ("shared_count", .integer(c.shared)),
-                    ("only_kiln", .array(c.onlyOurs.map { .string($0) })),
-                    ("only_firecracker", .array(c.onlyTheirs.map { .string($0) })),
-                    ("conditioned_only_by_kiln", .array(c.conditionedOnlyByUs.map { .string($0) })),
-                    ("conditioned_only_by_firecracker", .array(c.conditionedOnlyByThem.map { .string($0) })),
-                ])))
+                object.append(
+                    (
+                        "firecracker",
+                        .object([
+                            ("kiln_count", .integer(c.ours.count)), ("firecracker_count", .integer(c.theirs.count)),
+                            ("shared_count", .integer(c.shared)),
+                            ("only_kiln", .array(c.onlyOurs.map { .string($0) })),
+                            ("only_firecracker", .array(c.onlyTheirs.map { .string($0) })),
+                            ("conditioned_only_by_kiln", .array(c.conditionedOnlyByUs.map { .string($0) })),
+                            ("conditioned_only_by_firecracker", .array(c.conditionedOnlyByThem.map { .string($0) })),
+                        ])
+                    ))
             }
             members.append((role.role, .object(object)))
         }

@@ -32,7 +32,9 @@ public struct FirecrackerComparison: Sendable {
 
     /// How one side treats a system call in the side-by-side table.
     public enum Treatment: String, Sendable {
-        case absent = "-", unconditional = "allowed", conditional = "allowed if args"
+        case absent = "-"
+        case unconditional = "allowed"
+        case conditional = "allowed if args"
     }
 
     /// Every system call either side allows, with how each side allows it.
@@ -42,9 +44,11 @@ public struct FirecrackerComparison: Sendable {
             func treatment(_ allowed: Bool, conditional: Bool) -> Treatment {
                 allowed ? (conditional ? .conditional : .unconditional) : .absent
             }
-            return (name,
-                    treatment(ourSet.contains(name), conditional: oursConditional.contains(name)),
-                    treatment(theirSet.contains(name), conditional: theirsConditional.contains(name)))
+            return (
+                name,
+                treatment(ourSet.contains(name), conditional: oursConditional.contains(name)),
+                treatment(theirSet.contains(name), conditional: theirsConditional.contains(name))
+            )
         }
     }
 }

@@ -74,7 +74,8 @@ public struct FirecrackerFilter: Sendable {
                     let index: Int = try reader.requiredInteger("index", in: 0...5)
                     let type = try reader.requiredString("type")
                     guard type == "dword" || type == "qword" else {
-                        throw JSONDecodingError(path: reader.fieldPath("type"), message: "expected dword or qword, got \(type)")
+                        throw JSONDecodingError(
+                            path: reader.fieldPath("type"), message: "expected dword or qword, got \(type)")
                     }
                     let opValue = try reader.required("op")
                     let op: String
@@ -92,7 +93,8 @@ public struct FirecrackerFilter: Sendable {
                     let value: UInt64 = try reader.requiredInteger("val")
                     let argComment = try reader.string("comment")
                     try reader.finish()
-                    conditions.append(Condition(index: index, isDword: type == "dword", op: op, value: value, comment: argComment))
+                    conditions.append(
+                        Condition(index: index, isDword: type == "dword", op: op, value: value, comment: argComment))
                 }
                 _ = try rule.string("action")
                 try rule.finish()

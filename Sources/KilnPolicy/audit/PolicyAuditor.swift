@@ -37,18 +37,25 @@ public enum PolicyAuditor {
         var findings: [AuditFinding] = []
         let isJailer = policy.role == SeccompBundle.jailerRole
         if policy.defaultAction.letsCallThrough {
-            findings.append(AuditFinding(severity: .critical, syscall: nil,
-                                         message: "the default action \(policy.defaultAction.policyText) lets every unlisted system call through",
-                                         location: nil))
+            findings.append(
+                AuditFinding(
+                    severity: .critical, syscall: nil,
+                    message:
+                        "the default action \(policy.defaultAction.policyText) lets every unlisted system call through",
+                    location: nil))
         }
         for rule in policy.rules {
             func add(_ severity: Severity, _ message: String) {
-                findings.append(AuditFinding(severity: severity, syscall: rule.syscall, message: message, location: rule.location))
+                findings.append(
+                    AuditFinding(severity: severity, syscall: rule.syscall, message: message, location: rule.location))
             }
             let passes = rule.action.letsCallThrough
             if passes, let (severity, reason) = DangerousSyscalls.table[rule.syscall] {
                 if isJailer && rule.syscall == "execve" {
-                    add(.info, "allowed by design: the jailer execs the VMM under this filter; each thread's own filter, stacked on top, must deny it")
+                    add(
+                        .info,
+                        "allowed by design: the jailer execs the VMM under this filter; each thread's own filter, stacked on top, must deny it"
+                    )
                 } else {
                     add(severity, "dangerous system call allowed: \(reason)")
                 }
@@ -58,11 +65,16 @@ public enum PolicyAuditor {
             }
         }
         for (syscall, argument) in DangerousSyscalls.mappingCalls {
-            guard let rule = policy.rule(for: syscall), let witness = executableWitness(rule, protectionArgument: argument, interpreter: interpreter) else { continue }
-            let shown = witness.enumerated().map { "arg\($0.offset)=0x\(String($0.element, radix: 16))" }.joined(separator: ", ")
-            findings.append(AuditFinding(severity: .critical, syscall: syscall,
-                                         message: "can map executable memory: the compiled filter allows \(syscall)(\(shown))",
-                                         location: rule.location))
+            guard let rule = policy.rule(for: syscall),
+                let witness = executableWitness(rule, protectionArgument: argument, interpreter: interpreter)
+            else { continue }
+            let shown = witness.enumerated().map { "arg\($0.offset)=0x\(String($0.element, radix: 16))" }.joined(
+                separator: ", ")
+            findings.append(
+                AuditFinding(
+                    severity: .critical, syscall: syscall,
+                    message: "can map executable memory: the compiled filter allows \(syscall)(\(shown))",
+                    location: rule.location))
         }
         return findings
     }
@@ -73,7 +85,8 @@ public enum PolicyAuditor {
         var findings: [AuditFinding] = []
         for rule in policy.rules {
             func add(_ severity: Severity, _ message: String) {
-                findings.append(AuditFinding(severity: severity, syscall: rule.syscall, message: message, location: rule.location))
+                findings.append(
+                    AuditFinding(severity: severity, syscall: rule.syscall, message: message, location: rule.location))
             }
             if rule.justification == nil {
                 add(.low, "rule has no justification comment")
@@ -86,7 +99,8 @@ public enum PolicyAuditor {
                 if earlier.contains(where: { JailerUnion.same($0, alternative) }) {
                     add(.low, "alternative '\(describe(alternative))' is duplicated")
                 } else if let wider = rule.alternatives.enumerated().first(where: { other in
-                    other.offset != position && !JailerUnion.same(other.element, alternative) && implies(alternative, other.element)
+                    other.offset != position && !JailerUnion.same(other.element, alternative)
+                        && implies(alternative, other.element)
                 }) {
                     add(.low, "alternative '\(describe(alternative))' is shadowed by '\(describe(wider.element))'")
                 }
@@ -116,7 +130,8 @@ public enum PolicyAuditor {
     /// protection; the interpreter on the compiled BPF decides. A witness is
     /// proof that the filter allows executable memory; finding none among
     /// these candidates is strong evidence, not a proof for all 2^64 values.
-    static func executableWitness(_ rule: PolicyRule, protectionArgument: Int, interpreter: BPFInterpreter) -> [UInt64]? {
+    static func executableWitness(_ rule: PolicyRule, protectionArgument: Int, interpreter: BPFInterpreter) -> [UInt64]?
+    {
         guard let number = SyscallTable.number(of: rule.syscall) else { return nil }
         func constant(_ name: String) -> UInt64 { UInt64(bitPattern: PolicyConstants.value(named: name)!) }
         let exec = constant("PROT_EXEC"), read = constant("PROT_READ"), write = constant("PROT_WRITE")
@@ -132,7 +147,8 @@ public enum PolicyAuditor {
                 for existing in [0, base[protectionArgument]] {
                     var arguments = base
                     arguments[protectionArgument] = existing | protection
-                    let input = SeccompInput(architecture: PolicyCompiler.architecture, syscallNumber: number, arguments: arguments)
+                    let input = SeccompInput(
+                        architecture: PolicyCompiler.architecture, syscallNumber: number, arguments: arguments)
                     if interpreter.evaluate(input).letsCallThrough { return arguments }
                 }
             }

@@ -32,17 +32,20 @@ public enum JailerUnion {
                     merged.alternatives = []
                     merged.conditionText = nil
                 } else {
-                    for alternative in rule.alternatives where !merged.alternatives.contains(where: { same($0, alternative) }) {
+                    for alternative in rule.alternatives
+                    where !merged.alternatives.contains(where: { same($0, alternative) }) {
                         merged.alternatives.append(alternative)
                     }
                     if let text = rule.conditionText, !conditionTexts[rule.syscall, default: []].contains(text) {
                         conditionTexts[rule.syscall, default: []].append(text)
                     }
                     let texts = conditionTexts[rule.syscall]!
-                    merged.conditionText = texts.count == 1 ? texts[0] : texts.map { "(\($0))" }.joined(separator: " || ")
+                    merged.conditionText =
+                        texts.count == 1 ? texts[0] : texts.map { "(\($0))" }.joined(separator: " || ")
                 }
                 if let reason = rule.justification {
-                    merged.justification = [merged.justification, "[\(policy.role)] \(reason)"].compactMap { $0 }.joined(separator: " ")
+                    merged.justification = [merged.justification, "[\(policy.role)] \(reason)"].compactMap { $0 }
+                        .joined(separator: " ")
                 }
                 rules[rule.syscall] = merged
             }
@@ -69,16 +72,18 @@ public enum PolicyBundleBuilder {
     public static func resolvedRoles(_ policies: [Policy]) throws -> [Policy] {
         let names = policies.map(\.role)
         for role in requiredRoles where !names.contains(role) {
-            throw PolicyError("no \(role).policy: the bundle needs the roles \(requiredRoles.joined(separator: ", "))", at: nil)
+            throw PolicyError(
+                "no \(role).policy: the bundle needs the roles \(requiredRoles.joined(separator: ", "))", at: nil)
         }
         let threads = policies.filter { !unionRoles.contains($0.role) }
         let unions = policies.filter { unionRoles.contains($0.role) }
         // The jailer's filter stays under launch's for kiln's whole life, so
         // it takes in launch's own rules as well as the threads'.
         let launch = policies.filter { $0.role == SeccompBundle.launchRole }
-        return threads + unions.map { role in
-            JailerUnion.union(of: role.role == SeccompBundle.jailerRole ? threads + launch : threads, with: role)
-        }
+        return threads
+            + unions.map { role in
+                JailerUnion.union(of: role.role == SeccompBundle.jailerRole ? threads + launch : threads, with: role)
+            }
     }
 
     public static func bundle(for policies: [Policy]) throws -> SeccompBundle {

@@ -1,8 +1,9 @@
 import CSeccomp
 import KilnSeccomp
 import KilnSystem
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Compiles roles into seccomp BPF with libseccomp, for x86_64 only.
@@ -28,7 +29,10 @@ public enum PolicyCompiler {
         var comparisons: [ArgumentComparison]
         var action: SeccompAction
 
-        var key: String { comparisons.map { "\($0.argument):\($0.width):\($0.mask ?? 0):\($0.op.rawValue):\($0.value)" }.joined(separator: ",") }
+        var key: String {
+            comparisons.map { "\($0.argument):\($0.width):\($0.mask ?? 0):\($0.op.rawValue):\($0.value)" }.joined(
+                separator: ",")
+        }
 
         static func < (lhs: Entry, rhs: Entry) -> Bool {
             (lhs.number, lhs.key, lhs.action.rawValue) < (rhs.number, rhs.key, rhs.action.rawValue)
@@ -47,7 +51,8 @@ public enum PolicyCompiler {
         var seen: Set<String> = []
         for rule in policy.rules where rule.action != policy.defaultAction {
             for alternative in rule.alternatives.isEmpty ? [[]] : rule.alternatives {
-                let entry = Entry(number: rule.number, syscall: rule.syscall, comparisons: alternative, action: rule.action)
+                let entry = Entry(
+                    number: rule.number, syscall: rule.syscall, comparisons: alternative, action: rule.action)
                 if seen.insert("\(entry.number)/\(entry.key)").inserted { entries.append(entry) }
             }
         }
@@ -60,21 +65,24 @@ public enum PolicyCompiler {
             throw PolicyError("role \(policy.role): seccomp_init failed", at: nil)
         }
         defer { seccomp_release(context) }
-        try libseccomp(seccomp_attr_set(context, SCMP_FLTATR_ACT_BADARCH, SeccompAction.killProcess.rawValue),
-                       "set the bad-architecture action", policy)
+        try libseccomp(
+            seccomp_attr_set(context, SCMP_FLTATR_ACT_BADARCH, SeccompAction.killProcess.rawValue),
+            "set the bad-architecture action", policy)
         try libseccomp(seccomp_attr_set(context, SCMP_FLTATR_CTL_OPTIMIZE, 2), "select the binary-tree layout", policy)
         for entry in entries(of: policy) {
             let comparisons = entry.comparisons.map(libseccompComparison)
             let rc = comparisons.withUnsafeBufferPointer { buffer in
-                seccomp_rule_add_exact_array(context, entry.action.rawValue, entry.number,
-                                             UInt32(buffer.count), buffer.baseAddress)
+                seccomp_rule_add_exact_array(
+                    context, entry.action.rawValue, entry.number,
+                    UInt32(buffer.count), buffer.baseAddress)
             }
             try libseccomp(rc, "add the rule for \(entry.syscall) \(entry.comparisons)", policy)
         }
         let program = try export(context, policy)
         guard program.count <= BPF.maximumInstructions else {
-            throw PolicyError("role \(policy.role): the compiled filter has \(program.count) BPF instructions, over the kernel's limit of \(BPF.maximumInstructions); remove rules or alternatives",
-                              at: nil)
+            throw PolicyError(
+                "role \(policy.role): the compiled filter has \(program.count) BPF instructions, over the kernel's limit of \(BPF.maximumInstructions); remove rules or alternatives",
+                at: nil)
         }
         return program
     }
@@ -116,9 +124,11 @@ public enum PolicyCompiler {
         let fd = fileno(file)
         try libseccomp(seccomp_export_bpf(context, fd), "export the BPF", policy)
         try check("lseek", subject: "BPF export") { lseek(fd, 0, SEEK_SET) }
-        let bytes = try FileDescriptor(rawValue: fd).readAll(limit: (BPF.maximumInstructions * 4) * BPFInstruction.encodedSize)
+        let bytes = try FileDescriptor(rawValue: fd).readAll(
+            limit: (BPF.maximumInstructions * 4) * BPFInstruction.encodedSize)
         guard bytes.count % BPFInstruction.encodedSize == 0, !bytes.isEmpty else {
-            throw PolicyError("role \(policy.role): libseccomp exported \(bytes.count) bytes, not whole instructions", at: nil)
+            throw PolicyError(
+                "role \(policy.role): libseccomp exported \(bytes.count) bytes, not whole instructions", at: nil)
         }
         return stride(from: 0, to: bytes.count, by: BPFInstruction.encodedSize).map {
             BPFInstruction(decoding: bytes[$0..<$0 + BPFInstruction.encodedSize])

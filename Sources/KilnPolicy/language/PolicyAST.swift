@@ -3,7 +3,12 @@ import KilnSystem
 
 /// `==`, `!=`, `<`, `<=`, `>`, `>=`: seccomp compares unsigned.
 public enum ComparisonOperator: String, Hashable, Sendable, CaseIterable {
-    case equal = "==", notEqual = "!=", less = "<", lessOrEqual = "<=", greater = ">", greaterOrEqual = ">="
+    case equal = "=="
+    case notEqual = "!="
+    case less = "<"
+    case lessOrEqual = "<="
+    case greater = ">"
+    case greaterOrEqual = ">="
 
     func holds(_ lhs: UInt64, _ rhs: UInt64) -> Bool {
         switch self {
@@ -51,7 +56,8 @@ public struct ArgumentComparison: Hashable, Sendable, CustomStringConvertible {
 
     /// Equality modulo spelling.
     func sameTest(as other: ArgumentComparison) -> Bool {
-        argument == other.argument && width == other.width && mask == other.mask && op == other.op && value == other.value
+        argument == other.argument && width == other.width && mask == other.mask && op == other.op
+            && value == other.value
     }
 }
 

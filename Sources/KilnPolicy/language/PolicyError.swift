@@ -44,8 +44,10 @@ enum Suggestion {
         var best: (name: String, distance: Int)?
         for candidate in candidates where abs(candidate.count - name.count) <= limit {
             let distance = editDistance(name.uppercased(), candidate.uppercased())
-            if distance <= limit, best == nil || distance < best!.distance
-                || (distance == best!.distance && candidate < best!.name) {
+            if distance <= limit,
+                best == nil || distance < best!.distance
+                    || (distance == best!.distance && candidate < best!.name)
+            {
                 best = (candidate, distance)
             }
         }

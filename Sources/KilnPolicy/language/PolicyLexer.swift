@@ -1,11 +1,11 @@
 /// The tokens of the policy language.
 enum PolicyToken: Equatable {
-    case identifier(String)      // syscall, constant, action, argN
-    case directive(String)       // @default, @include (without the @)
-    case number(UInt64)          // 42, 0x2a, 0o52, 0b101010, -100 (two's complement)
-    case string(String)          // "common.policy"
-    case comment(String)         // text after '#', trimmed
-    case symbol(String)          // : , { } ( ) & && | || ~ == != < <= > >= ->
+    case identifier(String) // syscall, constant, action, argN
+    case directive(String) // @default, @include (without the @)
+    case number(UInt64) // 42, 0x2a, 0o52, 0b101010, -100 (two's complement)
+    case string(String) // "common.policy"
+    case comment(String) // text after '#', trimmed
+    case symbol(String) // : , { } ( ) & && | || ~ == != < <= > >= ->
     case newline
     case end
 }
@@ -37,7 +37,8 @@ struct PolicyLexer {
     static func tokenize(_ text: String, file: String) throws -> [LocatedToken] {
         var lexer = PolicyLexer(text: text, file: file)
         guard lexer.bytes.count <= maximumSize else {
-            throw PolicyError("file is larger than \(maximumSize) bytes", at: SourceLocation(file: file, line: 1, column: 1))
+            throw PolicyError(
+                "file is larger than \(maximumSize) bytes", at: SourceLocation(file: file, line: 1, column: 1))
         }
         var tokens: [LocatedToken] = []
         while true {
@@ -48,7 +49,9 @@ struct PolicyLexer {
     }
 
     private mutating func next() throws -> LocatedToken {
-        while offset < bytes.count, bytes[offset] == 0x20 || bytes[offset] == 0x09 || bytes[offset] == 0x0D { offset += 1 }
+        while offset < bytes.count, bytes[offset] == 0x20 || bytes[offset] == 0x09 || bytes[offset] == 0x0D {
+            offset += 1
+        }
         let start = location
         guard offset < bytes.count else { return LocatedToken(token: .end, location: start) }
         let byte = bytes[offset]
@@ -87,9 +90,13 @@ struct PolicyLexer {
         case _ where isIdentifierStart(byte):
             return LocatedToken(token: .identifier(word()), location: start)
         default:
-            for symbol in ["&&", "||", "==", "!=", "<=", ">=", "->", ":", ",", "{", "}", "(", ")", "&", "|", "~", "<", ">"] {
+            for symbol in [
+                "&&", "||", "==", "!=", "<=", ">=", "->", ":", ",", "{", "}", "(", ")", "&", "|", "~", "<", ">",
+            ] {
                 let symbolBytes = Array(symbol.utf8)
-                if bytes.count - offset >= symbolBytes.count, Array(bytes[offset..<offset + symbolBytes.count]) == symbolBytes {
+                if bytes.count - offset >= symbolBytes.count,
+                    Array(bytes[offset..<offset + symbolBytes.count]) == symbolBytes
+                {
                     offset += symbolBytes.count
                     return LocatedToken(token: .symbol(symbol), location: start)
                 }
@@ -97,7 +104,9 @@ struct PolicyLexer {
             if byte == UInt8(ascii: "=") {
                 throw PolicyError("unexpected '='; comparisons use '=='", at: start)
             }
-            let shown = byte >= 0x21 && byte < 0x7F ? "'\(Character(UnicodeScalar(byte)))'" : "byte 0x\(String(byte, radix: 16))"
+            let shown =
+                byte >= 0x21 && byte < 0x7F
+                ? "'\(Character(UnicodeScalar(byte)))'" : "byte 0x\(String(byte, radix: 16))"
             throw PolicyError("unexpected \(shown)", at: start)
         }
     }
@@ -109,7 +118,9 @@ struct PolicyLexer {
             let byte = bytes[offset]
             if isIdentifierStart(byte) || isDigit(byte) {
                 offset += 1
-            } else if byte == UInt8(ascii: "-"), offset + 1 < bytes.count, isIdentifierStart(bytes[offset + 1]), offset > begin {
+            } else if byte == UInt8(ascii: "-"), offset + 1 < bytes.count, isIdentifierStart(bytes[offset + 1]),
+                offset > begin
+            {
                 offset += 1
             } else {
                 break
@@ -136,7 +147,8 @@ struct PolicyLexer {
             offset += 1
             if byte == UInt8(ascii: "_") { continue }
             guard let digit = digitValue(byte), digit < radix else {
-                throw PolicyError("invalid digit '\(Character(UnicodeScalar(byte)))' in a base-\(radix) number", at: start)
+                throw PolicyError(
+                    "invalid digit '\(Character(UnicodeScalar(byte)))' in a base-\(radix) number", at: start)
             }
             let (shifted, overflow1) = value.multipliedReportingOverflow(by: radix)
             let (sum, overflow2) = shifted.addingReportingOverflow(digit)

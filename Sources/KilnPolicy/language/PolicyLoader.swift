@@ -41,12 +41,15 @@ public struct PolicyLoader {
             var role = RoleRules()
             try collect(name, chain: [], into: &role)
             included.formUnion(role.files)
-            roles.append(Policy(role: String(name.dropLast(".policy".count)), defaultAction: defaultAction, rules: role.rules))
+            roles.append(
+                Policy(role: String(name.dropLast(".policy".count)), defaultAction: defaultAction, rules: role.rules))
         }
         for name in names.sorted() where !included.contains(name) {
             let file = try parse(name)
             if file.defaultAction == nil {
-                throw PolicyError("\(name) has no @default and no role includes it", at: SourceLocation(file: name, line: 1, column: 1))
+                throw PolicyError(
+                    "\(name) has no @default and no role includes it",
+                    at: SourceLocation(file: name, line: 1, column: 1))
             }
         }
         guard !roles.isEmpty else { throw PolicyError("no role file (a .policy file with @default) found", at: nil) }
@@ -74,8 +77,9 @@ public struct PolicyLoader {
         role.files.insert(name)
         for rule in file.rules {
             if let first = role.firstRule[rule.syscall] {
-                throw PolicyError("duplicate rule for '\(rule.syscall)' (first at \(first)); a role has one rule per system call: join the conditions with ||",
-                                  at: rule.location)
+                throw PolicyError(
+                    "duplicate rule for '\(rule.syscall)' (first at \(first)); a role has one rule per system call: join the conditions with ||",
+                    at: rule.location)
             }
             role.firstRule[rule.syscall] = rule.location
             role.rules.append(rule)
@@ -86,9 +90,10 @@ public struct PolicyLoader {
                 throw PolicyError("include cycle: \(cycle.joined(separator: " -> "))", at: location)
             }
             if let location = try parse(target).defaultLocation {
-                throw PolicyError("\(target) sets @default, so it is a role of its own and cannot be included", at: location)
+                throw PolicyError(
+                    "\(target) sets @default, so it is a role of its own and cannot be included", at: location)
             }
-            if role.files.contains(target) { continue }  // already in this role
+            if role.files.contains(target) { continue } // already in this role
             try collect(target, chain: chain + [name], into: &role)
         }
     }

@@ -76,12 +76,15 @@ public struct PolicyParser {
                 result.rules.append(rule)
                 commentBlock = []
             default:
-                throw PolicyError("expected a rule or a directive, found \(describe(current.token))", at: current.location)
+                throw PolicyError(
+                    "expected a rule or a directive, found \(describe(current.token))", at: current.location)
             }
         }
     }
 
-    private mutating func parseDirective(_ name: String, at location: SourceLocation, into file: inout PolicyFile) throws {
+    private mutating func parseDirective(_ name: String, at location: SourceLocation, into file: inout PolicyFile)
+        throws
+    {
         switch name {
         case "default":
             if let previous = file.defaultLocation {
@@ -90,12 +93,15 @@ public struct PolicyParser {
             file.defaultAction = try parseAction()
             file.defaultLocation = location
             if file.defaultAction == .allow {
-                throw PolicyError("@default allow lets every unlisted system call through; choose trap, errno(...), kill-thread or kill-process", at: location)
+                throw PolicyError(
+                    "@default allow lets every unlisted system call through; choose trap, errno(...), kill-thread or kill-process",
+                    at: location)
             }
         case "include":
             let target = tokens[index]
             guard case let .string(path) = target.token else {
-                throw PolicyError("@include expects a quoted file name, found \(describe(target.token))", at: target.location)
+                throw PolicyError(
+                    "@include expects a quoted file name, found \(describe(target.token))", at: target.location)
             }
             guard !path.isEmpty, !path.contains("/"), path.hasSuffix(".policy") else {
                 throw PolicyError("@include \"\(path)\": name a .policy file in the same folder", at: target.location)
@@ -103,7 +109,8 @@ public struct PolicyParser {
             index += 1
             file.includes.append((path, target.location))
         default:
-            let hint = Suggestion.closest(to: name, in: ["default", "include"]).map { "; did you mean '@\($0)'?" } ?? ""
+            let hint =
+                Suggestion.closest(to: name, in: ["default", "include"]).map { "; did you mean '@\($0)'?" } ?? ""
             throw PolicyError("unknown directive '@\(name)'\(hint)", at: location)
         }
     }
@@ -113,7 +120,9 @@ public struct PolicyParser {
         guard case let .identifier(name) = start.token else { preconditionFailure("parseRule at a non-identifier") }
         index += 1
         guard let number = SyscallTable.number(of: name) else {
-            throw PolicyError("unknown system call '\(name)'\(Suggestion.phrase(for: name, in: SyscallTable.names))", at: start.location)
+            throw PolicyError(
+                "unknown system call '\(name)'\(Suggestion.phrase(for: name, in: SyscallTable.names))",
+                at: start.location)
         }
         var alternatives: [RuleAlternative] = []
         var conditionText: String?
@@ -132,8 +141,9 @@ public struct PolicyParser {
         }
         skipTrailingComment()
         try expectEndOfLine()
-        return PolicyRule(syscall: name, number: number, alternatives: alternatives, action: action,
-                          justification: nil, location: start.location, conditionText: conditionText)
+        return PolicyRule(
+            syscall: name, number: number, alternatives: alternatives, action: action,
+            justification: nil, location: start.location, conditionText: conditionText)
     }
 
     private mutating func parseAction() throws -> SeccompAction {
@@ -157,12 +167,15 @@ public struct PolicyParser {
             case let .number(number): value = number
             case let .identifier(errnoName):
                 guard let known = ErrnoNames.value(named: errnoName) else {
-                    throw PolicyError("unknown errno name '\(errnoName)'\(Suggestion.phrase(for: errnoName, in: ErrnoNames.all.map(\.name)))",
-                                      at: argument.location)
+                    throw PolicyError(
+                        "unknown errno name '\(errnoName)'\(Suggestion.phrase(for: errnoName, in: ErrnoNames.all.map(\.name)))",
+                        at: argument.location)
                 }
                 value = UInt64(known)
             default:
-                throw PolicyError("errno(...) expects an errno name or a number, found \(describe(argument.token))", at: argument.location)
+                throw PolicyError(
+                    "errno(...) expects an errno name or a number, found \(describe(argument.token))",
+                    at: argument.location)
             }
             // The kernel caps SECCOMP_RET_ERRNO data at MAX_ERRNO (4095).
             guard value >= 1 && value <= 4095 else {
@@ -172,7 +185,8 @@ public struct PolicyParser {
             return .errno(UInt16(value))
         default:
             let actions = ["allow", "log", "trap", "kill-thread", "kill-process", "errno"]
-            throw PolicyError("unknown action '\(name)'\(Suggestion.phrase(for: name, in: actions))", at: current.location)
+            throw PolicyError(
+                "unknown action '\(name)'\(Suggestion.phrase(for: name, in: actions))", at: current.location)
         }
     }
 
@@ -224,8 +238,9 @@ public struct PolicyParser {
         /// a mask, an ordering, `|` or `~` on it would test something else.
         func refusingOwnProcessID(_ what: String) throws -> Value {
             guard !isOwnProcessID else {
-                throw PolicyError("\(Self.ownProcessIDName) is the installing process's id, known only at run time: it can only be compared with == or in, alone, not \(what)",
-                                  at: location)
+                throw PolicyError(
+                    "\(Self.ownProcessIDName) is the installing process's id, known only at run time: it can only be compared with == or in, alone, not \(what)",
+                    at: location)
             }
             return self
         }
@@ -235,8 +250,9 @@ public struct PolicyParser {
         func refusingThePlaceholder() throws -> Value {
             let placeholder = UInt64(OwnProcessID.placeholder)
             guard isOwnProcessID || (bits & 0xFFFF_FFFF != placeholder && bits >> 32 != placeholder) else {
-                throw PolicyError("\(text): 0x\(String(placeholder, radix: 16)) in either half of a value is reserved: it stands for \(Self.ownProcessIDName) in compiled filters",
-                                  at: location)
+                throw PolicyError(
+                    "\(text): 0x\(String(placeholder, radix: 16)) in either half of a value is reserved: it stands for \(Self.ownProcessIDName) in compiled filters",
+                    at: location)
             }
             return self
         }
@@ -281,7 +297,7 @@ public struct PolicyParser {
 
     private mutating func parseParenthesised(syscall: String) throws -> Condition {
         index += 1
-            skipLineBreaks()
+        skipLineBreaks()
         let inner = try parseCondition(syscall: syscall)
         skipLineBreaks()
         try expectSymbol(")", "to close '('")
@@ -291,15 +307,18 @@ public struct PolicyParser {
     private mutating func parseComparison(syscall: String) throws -> Condition {
         let start = tokens[index]
         guard case let .identifier(name) = start.token, name.hasPrefix("arg"),
-              let argument = Int(name.dropFirst(3)), name.count > 3, name.dropFirst(3).allSatisfy(\.isASCII) else {
+            let argument = Int(name.dropFirst(3)), name.count > 3, name.dropFirst(3).allSatisfy(\.isASCII)
+        else {
             throw PolicyError("expected an argument (arg0...arg5), found \(describe(start.token))", at: start.location)
         }
         guard (0...5).contains(argument) else {
-            throw PolicyError("argument index \(argument) is out of range: system calls have arg0...arg5", at: start.location)
+            throw PolicyError(
+                "argument index \(argument) is out of range: system calls have arg0...arg5", at: start.location)
         }
         if let count = SyscallTable.argumentCounts[syscall], argument >= count {
-            throw PolicyError("\(syscall) takes \(count) argument\(count == 1 ? "" : "s") (arg0...arg\(count - 1)): arg\(argument) is a register the kernel ignores and the caller fills, so testing it restricts nothing",
-                              at: start.location)
+            throw PolicyError(
+                "\(syscall) takes \(count) argument\(count == 1 ? "" : "s") (arg0...arg\(count - 1)): arg\(argument) is a register the kernel ignores and the caller fills, so testing it restricts nothing",
+                at: start.location)
         }
         index += 1
         let width = SyscallTable.argumentWidth(syscall, argument)
@@ -323,28 +342,35 @@ public struct PolicyParser {
                 skipLineBreaks()
             } while isSymbol(",")
             try expectSymbol("}", "to close the set")
-            return .test(ArgumentTest(argument: argument, location: start.location, mask: mask, op: .equal,
-                                      values: values, isMembership: true))
+            return .test(
+                ArgumentTest(
+                    argument: argument, location: start.location, mask: mask, op: .equal,
+                    values: values, isMembership: true))
         }
         guard case let .symbol(symbol) = opToken.token, let op = ComparisonOperator(rawValue: symbol) else {
-            throw PolicyError("expected a comparison (==, !=, <, <=, >, >=, in) after arg\(argument), found \(describe(opToken.token))",
-                              at: opToken.location)
+            throw PolicyError(
+                "expected a comparison (==, !=, <, <=, >, >=, in) after arg\(argument), found \(describe(opToken.token))",
+                at: opToken.location)
         }
         index += 1
         if mask != nil && op != .equal {
-            throw PolicyError("a masked test supports only == and in (seccomp has no masked '\(op.rawValue)')", at: opToken.location)
+            throw PolicyError(
+                "a masked test supports only == and in (seccomp has no masked '\(op.rawValue)')", at: opToken.location)
         }
         // A 32-bit argument's upper half is the caller's to fill: tests that
         // an arbitrary upper half could satisfy cannot be enforced.
         if width == 32 && (op == .notEqual || op == .greater || op == .greaterOrEqual) {
-            throw PolicyError("'\(op.rawValue)' cannot be enforced on arg\(argument) of \(syscall): the kernel reads only its low 32 bits and the caller controls the rest; use ==, in, a mask, < or <=",
-                              at: opToken.location)
+            throw PolicyError(
+                "'\(op.rawValue)' cannot be enforced on arg\(argument) of \(syscall): the kernel reads only its low 32 bits and the caller controls the rest; use ==, in, a mask, < or <=",
+                at: opToken.location)
         }
         skipLineBreaks()
         var value = try fitted(try parseValue(), width: width, what: "value").refusingThePlaceholder()
         if op != .equal || mask != nil { value = try value.refusingOwnProcessID("with '\(op.rawValue)' or a mask") }
-        return .test(ArgumentTest(argument: argument, location: start.location, mask: mask, op: op,
-                                  values: [value], isMembership: false))
+        return .test(
+            ArgumentTest(
+                argument: argument, location: start.location, mask: mask, op: op,
+                values: [value], isMembership: false))
     }
 
     private mutating func parseValue() throws -> Value {
@@ -364,7 +390,9 @@ public struct PolicyParser {
         switch current.token {
         case let .number(bits):
             index += 1
-            let text = Int64(bitPattern: bits) < 0 ? String(Int64(bitPattern: bits))
+            let text =
+                Int64(bitPattern: bits) < 0
+                ? String(Int64(bitPattern: bits))
                 : bits < 10 ? String(bits) : "0x" + String(bits, radix: 16)
             return Value(bits: bits, text: text, location: current.location)
         case let .identifier(name) where name == Value.ownProcessIDName:
@@ -427,7 +455,11 @@ public struct PolicyParser {
                     argument: test.argument, width: 64, mask: test.mask?.bits, op: test.op, value: value.bits,
                     valueText: value.text, maskText: test.mask?.text)
                 let text = test.mask.map { "arg\(test.argument) & \($0.text)" } ?? "arg\(test.argument)"
-                return [LocatedComparison(comparison: comparison, location: test.location, text: "\(text) \(test.op.rawValue) \(value.text)")]
+                return [
+                    LocatedComparison(
+                        comparison: comparison, location: test.location,
+                        text: "\(text) \(test.op.rawValue) \(value.text)")
+                ]
             }
         case let .any(parts):
             var result: [[LocatedComparison]] = []
@@ -449,7 +481,9 @@ public struct PolicyParser {
 
     private static func checkSize(_ count: Int, at condition: Condition) throws {
         guard count <= maximumAlternatives else {
-            throw PolicyError("the condition multiplies out to more than \(maximumAlternatives) alternatives", at: firstLocation(condition))
+            throw PolicyError(
+                "the condition multiplies out to more than \(maximumAlternatives) alternatives",
+                at: firstLocation(condition))
         }
     }
 
@@ -469,10 +503,12 @@ public struct PolicyParser {
             item.comparison.width = SyscallTable.argumentWidth(syscall, item.comparison.argument)
             let c = item.comparison
             if let mask = c.mask, c.value & ~mask & c.widthMask != 0 {
-                throw PolicyError("'\(item.text)' can never hold: the value has bits outside the mask", at: item.location)
+                throw PolicyError(
+                    "'\(item.text)' can never hold: the value has bits outside the mask", at: item.location)
             }
             if c.mask == nil, c.value & ~c.widthMask != 0 {
-                throw PolicyError("'\(item.text)' compares a \(c.width)-bit argument with a wider value", at: item.location)
+                throw PolicyError(
+                    "'\(item.text)' compares a \(c.width)-bit argument with a wider value", at: item.location)
             }
             byArgument[c.argument, default: []].append(item)
         }
@@ -512,8 +548,9 @@ public struct PolicyParser {
             for item in others {
                 // An exact value decides every other test of the argument.
                 guard result.mask == nil else {
-                    throw PolicyError("'\(item.text)' cannot be combined with a masked test of the same argument; seccomp compares each argument once per alternative",
-                                      at: item.location)
+                    throw PolicyError(
+                        "'\(item.text)' cannot be combined with a masked test of the same argument; seccomp compares each argument once per alternative",
+                        at: item.location)
                 }
                 guard item.comparison.op.holds(result.value, item.comparison.value) else {
                     throw contradiction(mergedFrom!, item)
@@ -543,11 +580,14 @@ public struct PolicyParser {
             }
         }
         if low > high { throw contradiction(lowFrom, highFrom) }
-        if low == high, let excluded = others.first(where: { $0.comparison.op == .notEqual && $0.comparison.value == low }) {
+        if low == high,
+            let excluded = others.first(where: { $0.comparison.op == .notEqual && $0.comparison.value == low })
+        {
             throw contradiction(lowFrom, excluded)
         }
-        throw PolicyError("'\(others[0].text)' and '\(others[1].text)' test the same argument; seccomp (libseccomp) compares each argument once per alternative: split them with ||",
-                          at: others[1].location)
+        throw PolicyError(
+            "'\(others[0].text)' and '\(others[1].text)' test the same argument; seccomp (libseccomp) compares each argument once per alternative: split them with ||",
+            at: others[1].location)
     }
 
     // MARK: Tokens
@@ -597,13 +637,15 @@ public struct PolicyParser {
         case .newline: index += 1
         case .end: break
         default:
-            throw PolicyError("expected the end of the line, found \(describe(tokens[index].token))", at: tokens[index].location)
+            throw PolicyError(
+                "expected the end of the line, found \(describe(tokens[index].token))", at: tokens[index].location)
         }
     }
 
     private mutating func expectSymbol(_ symbol: String, _ context: String) throws {
         guard isSymbol(symbol) else {
-            throw PolicyError("expected '\(symbol)' \(context), found \(describe(tokens[index].token))", at: tokens[index].location)
+            throw PolicyError(
+                "expected '\(symbol)' \(context), found \(describe(tokens[index].token))", at: tokens[index].location)
         }
         index += 1
     }

@@ -1,7 +1,9 @@
 /// System call names, numbers and argument widths for x86_64.
 public enum SyscallTable {
-    public static let byName: [String: Int32] = Dictionary(uniqueKeysWithValues: x86_64Entries.map { ($0.name, $0.number) })
-    public static let byNumber: [Int32: String] = Dictionary(uniqueKeysWithValues: x86_64Entries.map { ($0.number, $0.name) })
+    public static let byName: [String: Int32] = Dictionary(
+        uniqueKeysWithValues: x86_64Entries.map { ($0.name, $0.number) })
+    public static let byNumber: [Int32: String] = Dictionary(
+        uniqueKeysWithValues: x86_64Entries.map { ($0.number, $0.name) })
     public static var names: [String] { x86_64Entries.map(\.name) }
 
     public static func number(of name: String) -> Int32? { byName[name] }

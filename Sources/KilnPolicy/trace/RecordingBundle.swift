@@ -32,9 +32,11 @@ public struct RecordingBundle: Sendable {
         let resolved = try PolicyBundleBuilder.resolvedRoles(folder).sorted { $0.role < $1.role }
         var real: [String: [BPFInstruction]] = [:], recording: [String: [BPFInstruction]] = [:]
         for (index, policy) in resolved.enumerated() {
-            recording[policy.role] = try PolicyCompiler.compile(Self.recordingVariant(of: policy, code: UInt16(index + 1)))
+            recording[policy.role] = try PolicyCompiler.compile(
+                Self.recordingVariant(of: policy, code: UInt16(index + 1)))
         }
-        for policy in try installed.map(PolicyBundleBuilder.resolvedRoles) ?? resolved where recording[policy.role] != nil {
+        for policy in try installed.map(PolicyBundleBuilder.resolvedRoles) ?? resolved
+        where recording[policy.role] != nil {
             real[policy.role] = try PolicyCompiler.compile(policy)
         }
         policies = resolved
@@ -73,7 +75,8 @@ public struct RecordingBundle: Sendable {
             let resolved = zip(real, program).allSatisfy { known, installed in
                 if known == installed { return true }
                 guard known.code == Self.equalityJump, installed.code == known.code, installed.jt == known.jt,
-                      installed.jf == known.jf, installed.k == processID, placeholder ?? known.k == known.k else { return false }
+                    installed.jf == known.jf, installed.k == processID, placeholder ?? known.k == known.k
+                else { return false }
                 placeholder = known.k
                 return true
             }

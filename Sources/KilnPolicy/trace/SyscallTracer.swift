@@ -1,8 +1,9 @@
 import CKiln
 import KilnSeccomp
 import KilnSystem
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Runs a command under ptrace with every seccomp role it installs switched
@@ -88,9 +89,9 @@ public final class SyscallTracer {
 
     private static let seccompNumber = SyscallTable.number(of: "seccomp")!
     private static let prctlNumber = SyscallTable.number(of: "prctl")!
-    private static let setModeFilter: UInt64 = 1   // SECCOMP_SET_MODE_FILTER
-    private static let prSetSeccomp: UInt64 = 22   // PR_SET_SECCOMP
-    private static let modeFilter: UInt64 = 2      // SECCOMP_MODE_FILTER
+    private static let setModeFilter: UInt64 = 1 // SECCOMP_SET_MODE_FILTER
+    private static let prSetSeccomp: UInt64 = 22 // PR_SET_SECCOMP
+    private static let modeFilter: UInt64 = 2 // SECCOMP_MODE_FILTER
     // PTRACE_EVENT_* (linux/ptrace.h)
     private static let forkEvent: Int32 = 1, vforkEvent: Int32 = 2, cloneEvent: Int32 = 3
     private static let execEvent: Int32 = 4, seccompEvent: Int32 = 7
@@ -223,8 +224,9 @@ public final class SyscallTracer {
         }
         var action = SeccompAction.allow
         if !stack.isEmpty {
-            action = recorder.record(number: number, arguments: arguments, stack: stack,
-                                     kernelSaysRule: answer.role == nil ? nil : answer.byRule, resolved: resolutions[tid])
+            action = recorder.record(
+                number: number, arguments: arguments, stack: stack,
+                kernelSaysRule: answer.role == nil ? nil : answer.byRule, resolved: resolutions[tid])
         }
         if case let .errno(value) = action {
             // The rule's answer, as the real filter gives it (clone3's ENOSYS,
@@ -249,7 +251,7 @@ public final class SyscallTracer {
     /// points the call's program argument there.
     private func swapProgram(_ tid: pid_t, address: UInt64, stackPointer: UInt64) throws {
         var header = [UInt8](repeating: 0, count: 16)
-        guard ckiln_trace_peek(tid, address, &header, 16) == 0 else { return }  // the kernel will say EFAULT
+        guard ckiln_trace_peek(tid, address, &header, 16) == 0 else { return } // the kernel will say EFAULT
         let length = Int(header[0]) | Int(header[1]) << 8
         let pointer = header[8..<16].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         guard length > 0, length <= BPF.maximumInstructions else { return }
@@ -260,7 +262,8 @@ public final class SyscallTracer {
         }
         let processID = Self.ownProcessID(of: tid)
         guard let (role, placeholder) = bundle.role(installing: program, processID: processID),
-              let recording = bundle.recordingProgram(for: role, placeholder: placeholder, processID: processID) else {
+            let recording = bundle.recordingProgram(for: role, placeholder: placeholder, processID: processID)
+        else {
             throw TraceError.unknownProgram(thread: tid, command: Self.command(of: tid), instructions: length)
         }
         if role == SeccompBundle.launchRole, let startUp = startUps.removeValue(forKey: tid) {
@@ -275,9 +278,11 @@ public final class SyscallTracer {
         withUnsafeBytes(of: (place + 16).littleEndian) { block.replaceSubrange(8..<16, with: $0) }
         block += encoded
         guard ckiln_trace_poke(tid, place, block, block.count) == 0,
-              ckiln_trace_set_argument(tid, 2, place) == 0 else {
-            throw TraceError.cannotPlaceRecording(thread: tid, command: Self.command(of: tid), role: role,
-                                                  SystemError.current("process_vm_writev"))
+            ckiln_trace_set_argument(tid, 2, place) == 0
+        else {
+            throw TraceError.cannotPlaceRecording(
+                thread: tid, command: Self.command(of: tid), role: role,
+                SystemError.current("process_vm_writev"))
         }
         if let placeholder {
             // Filters only accumulate: one placeholder for the whole stack.
@@ -288,13 +293,19 @@ public final class SyscallTracer {
     /// The thread's process id as the thread itself sees it (its own pid
     /// namespace): the last field of NStgid in /proc/TID/status.
     static func ownProcessID(of tid: pid_t) -> UInt32 {
-        let text = (try? FileSystem.readFile("/proc/\(tid)/status", limit: 1 << 16)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let text =
+            (try? FileSystem.readFile("/proc/\(tid)/status", limit: 1 << 16)).map {
+                String(decoding: $0, as: UTF8.self)
+            } ?? ""
         let line = text.split(separator: "\n").first { $0.hasPrefix("NStgid:") }
-        return line.flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" }).last }.flatMap { UInt32($0) } ?? UInt32(tid)
+        return line.flatMap { $0.split(whereSeparator: { $0 == " " || $0 == "\t" }).last }.flatMap { UInt32($0) }
+            ?? UInt32(tid)
     }
 
     static func command(of tid: pid_t) -> String {
-        let text = (try? FileSystem.readFile("/proc/\(tid)/comm", limit: 64)).map { String(decoding: $0, as: UTF8.self) } ?? "?"
+        let text =
+            (try? FileSystem.readFile("/proc/\(tid)/comm", limit: 64)).map { String(decoding: $0, as: UTF8.self) }
+            ?? "?"
         return text.hasSuffix("\n") ? String(text.dropLast()) : text
     }
 }

@@ -37,7 +37,9 @@ public struct CallTrace: Sendable, Equatable {
             }
         } else {
             denied += 1
-            if deniedSamples.count < Self.deniedSampleLimit { deniedSamples.append(Array(call.arguments.prefix(count))) }
+            if deniedSamples.count < Self.deniedSampleLimit {
+                deniedSamples.append(Array(call.arguments.prefix(count)))
+            }
         }
         note(arguments: call.arguments, count: count)
     }
@@ -48,8 +50,11 @@ public struct CallTrace: Sendable, Equatable {
             moreValues = Array(repeating: false, count: count)
         }
         for index in 0..<count where !values[index].contains(arguments[index]) {
-            if values[index].count < Self.distinctValueLimit { values[index].append(arguments[index]) }
-            else { moreValues[index] = true }
+            if values[index].count < Self.distinctValueLimit {
+                values[index].append(arguments[index])
+            } else {
+                moreValues[index] = true
+            }
         }
     }
 }
@@ -86,15 +91,19 @@ public struct TraceRecorder: Sendable {
     /// How `policy` answers `number(arguments)`, as its compiled filter does;
     /// a comparison with `resolved.placeholder` compares with
     /// `resolved.value`, as the installed program does.
-    public static func verdict(of policy: Policy, number: Int32, arguments: [UInt64],
-                               resolved: (placeholder: UInt64, value: UInt64)? = nil) -> RoleVerdict {
+    public static func verdict(
+        of policy: Policy, number: Int32, arguments: [UInt64],
+        resolved: (placeholder: UInt64, value: UInt64)? = nil
+    ) -> RoleVerdict {
         guard let rule = policy.rules.first(where: { $0.number == number }) else {
             return RoleVerdict(action: policy.defaultAction, byRule: false, alternative: nil)
         }
         if rule.isUnconditional { return RoleVerdict(action: rule.action, byRule: true, alternative: nil) }
         let held = rule.alternatives.firstIndex { alternative in
             alternative.allSatisfy { comparison in
-                guard let resolved, comparison.value == resolved.placeholder else { return comparison.matches(arguments[comparison.argument]) }
+                guard let resolved, comparison.value == resolved.placeholder else {
+                    return comparison.matches(arguments[comparison.argument])
+                }
                 var substituted = comparison
                 substituted.value = resolved.value
                 return substituted.matches(arguments[comparison.argument])
@@ -106,8 +115,10 @@ public struct TraceRecorder: Sendable {
 
     /// What the kernel decides for a thread with `stack` (outermost first):
     /// the least permissive verdict, the newest filter's among equals.
-    public func combinedAction(number: Int32, arguments: [UInt64], stack: [String],
-                               resolved: (placeholder: UInt64, value: UInt64)? = nil) -> SeccompAction {
+    public func combinedAction(
+        number: Int32, arguments: [UInt64], stack: [String],
+        resolved: (placeholder: UInt64, value: UInt64)? = nil
+    ) -> SeccompAction {
         var result = SeccompAction.allow
         for role in stack.reversed() {
             guard let policy = policies[role] else { continue }
@@ -151,8 +162,10 @@ public struct TraceRecorder: Sendable {
     /// real filters would have done. `kernelSaysRule` is the innermost
     /// role's recording filter's answer, checked against the policy.
     @discardableResult
-    public mutating func record(number: Int32, arguments: [UInt64], stack: [String], kernelSaysRule: Bool?,
-                                resolved: (placeholder: UInt64, value: UInt64)? = nil) -> SeccompAction {
+    public mutating func record(
+        number: Int32, arguments: [UInt64], stack: [String], kernelSaysRule: Bool?,
+        resolved: (placeholder: UInt64, value: UInt64)? = nil
+    ) -> SeccompAction {
         let name = SyscallTable.name(of: number) ?? "syscall \(number)"
         let count = CallTrace.argumentCount(name, arguments)
         for (position, role) in stack.enumerated() {
@@ -160,9 +173,13 @@ public struct TraceRecorder: Sendable {
             let verdict = Self.verdict(of: policy, number: number, arguments: arguments, resolved: resolved)
             roles[role, default: RoleTrace()].calls[number, default: CallTrace()]
                 .note((number, arguments), verdict: verdict, policy: policy)
-            if position == stack.count - 1, let kernelSaysRule, kernelSaysRule != verdict.byRule, disagreements.count < 32 {
-                disagreements.append("role \(role): \(name)(\(arguments.prefix(count).map { "0x" + String($0, radix: 16) }.joined(separator: ", "))): "
-                                     + "the compiled filter says \(kernelSaysRule ? "a rule" : "the default"), the policy \(verdict.byRule ? "a rule" : "the default")")
+            if position == stack.count - 1, let kernelSaysRule, kernelSaysRule != verdict.byRule,
+                disagreements.count < 32
+            {
+                disagreements.append(
+                    "role \(role): \(name)(\(arguments.prefix(count).map { "0x" + String($0, radix: 16) }.joined(separator: ", "))): "
+                        + "the compiled filter says \(kernelSaysRule ? "a rule" : "the default"), the policy \(verdict.byRule ? "a rule" : "the default")"
+                )
             }
         }
         return combinedAction(number: number, arguments: arguments, stack: stack, resolved: resolved)

@@ -61,38 +61,44 @@ public struct TraceReport: Sendable {
         roles = recorder.policies.keys.sorted().map { role in
             Self.summary(policy: recorder.policies[role]!, trace: recorder.roles[role] ?? RoleTrace())
         }
-        startUp = recorder.policies[SeccompBundle.jailerRole].map { policy in
-            TraceRecorder.startUpKinds.map { kind in
-                var summary = Self.summary(policy: policy, trace: recorder.startUp[kind] ?? RoleTrace())
-                summary.role = kind
-                summary.unusedRules = []
-                summary.unusedAlternatives = []
-                return summary
-            }
-        } ?? []
+        startUp =
+            recorder.policies[SeccompBundle.jailerRole].map { policy in
+                TraceRecorder.startUpKinds.map { kind in
+                    var summary = Self.summary(policy: policy, trace: recorder.startUp[kind] ?? RoleTrace())
+                    summary.role = kind
+                    summary.unusedRules = []
+                    summary.unusedAlternatives = []
+                    return summary
+                }
+            } ?? []
     }
 
     static func name(_ number: Int32) -> String { SyscallTable.name(of: number) ?? "syscall \(number)" }
 
     static func summary(policy: Policy, trace: RoleTrace) -> RoleSummary {
-        var summary = RoleSummary(role: policy.role, threads: trace.threads,
-                                  calls: trace.calls.values.reduce(0) { $0 + $1.matched + $1.denied },
-                                  ruleCount: policy.rules.count, used: [], usedValues: [], unusedRules: [], unusedAlternatives: [],
-                                  denied: [], unconditioned: [])
+        var summary = RoleSummary(
+            role: policy.role, threads: trace.threads,
+            calls: trace.calls.values.reduce(0) { $0 + $1.matched + $1.denied },
+            ruleCount: policy.rules.count, used: [], usedValues: [], unusedRules: [], unusedAlternatives: [],
+            denied: [], unconditioned: [])
         for rule in policy.rules.sorted(by: { $0.syscall < $1.syscall }) {
             let call = trace.calls[rule.number]
             guard let call, call.matched > 0 else {
-                summary.unusedRules.append(UnusedRule(syscall: rule.syscall, condition: rule.conditionText,
-                                                      justification: rule.justification))
+                summary.unusedRules.append(
+                    UnusedRule(
+                        syscall: rule.syscall, condition: rule.conditionText,
+                        justification: rule.justification))
                 continue
             }
             summary.used.append((rule.syscall, call.matched))
-            let values = ArgumentValues(syscall: rule.syscall, calls: call.matched, values: call.values, more: call.moreValues)
+            let values = ArgumentValues(
+                syscall: rule.syscall, calls: call.matched, values: call.values, more: call.moreValues)
             summary.usedValues.append(values)
             if rule.isUnconditional { summary.unconditioned.append(values) }
             for (index, alternative) in rule.alternatives.enumerated()
             where index >= call.alternativeHits.count || call.alternativeHits[index] == 0 {
-                summary.unusedAlternatives.append((rule.syscall, alternative.map(\.description).joined(separator: " && ")))
+                summary.unusedAlternatives.append(
+                    (rule.syscall, alternative.map(\.description).joined(separator: " && ")))
             }
         }
         for (number, call) in trace.calls.sorted(by: { name($0.key) < name($1.key) }) where call.denied > 0 {
@@ -108,7 +114,8 @@ public struct TraceReport: Sendable {
     static func valuesText(_ values: ArgumentValues) -> String {
         values.values.enumerated().map { index, seen in
             let list = seen.sorted().map(valueText).joined(separator: ", ")
-            return values.more[index] ? "arg\(index): over \(CallTrace.distinctValueLimit) values"
+            return values.more[index]
+                ? "arg\(index): over \(CallTrace.distinctValueLimit) values"
                 : "arg\(index) in {\(list)}"
         }.joined(separator: "; ")
     }
@@ -119,14 +126,21 @@ public struct TraceReport: Sendable {
         var out = "command exited with status \(status)\n"
         for disagreement in disagreements { out += "DISAGREEMENT \(disagreement)\n" }
         for summary in startUp {
-            out += "\n== start-up, \(summary.role) (exec to the launch role, checked against the \(SeccompBundle.jailerRole) role): "
-            out += summary.threads == 0 ? "no such program during the trace\n"
-                : "\(summary.threads) program(s), \(summary.calls) calls, \(summary.used.count) system calls\n" + Self.details(summary, startUp: true)
+            out +=
+                "\n== start-up, \(summary.role) (exec to the launch role, checked against the \(SeccompBundle.jailerRole) role): "
+            out +=
+                summary.threads == 0
+                ? "no such program during the trace\n"
+                : "\(summary.threads) program(s), \(summary.calls) calls, \(summary.used.count) system calls\n"
+                    + Self.details(summary, startUp: true)
         }
         for role in roles {
             out += "\n== role \(role.role): "
-            out += role.threads == 0 ? "not entered during the trace\n"
-                : "\(role.threads) thread(s), \(role.calls) calls, \(role.used.count) of \(role.ruleCount) rules used\n" + Self.details(role)
+            out +=
+                role.threads == 0
+                ? "not entered during the trace\n"
+                : "\(role.threads) thread(s), \(role.calls) calls, \(role.used.count) of \(role.ruleCount) rules used\n"
+                    + Self.details(role)
         }
         return out
     }
@@ -136,7 +150,9 @@ public struct TraceReport: Sendable {
     /// no unused rules.
     static func details(_ role: RoleSummary, startUp: Bool = false) -> String {
         var out = "  calls not allowed (the workload would have died):"
-        if role.denied.isEmpty { out += " none\n" } else {
+        if role.denied.isEmpty {
+            out += " none\n"
+        } else {
             out += "\n"
             for denied in role.denied {
                 let samples = denied.samples.map { "(" + $0.map(Self.valueText).joined(separator: ", ") + ")" }
@@ -145,7 +161,9 @@ public struct TraceReport: Sendable {
         }
         if !startUp {
             out += "  rules that allowed nothing:"
-            if role.unusedRules.isEmpty { out += " none\n" } else {
+            if role.unusedRules.isEmpty {
+                out += " none\n"
+            } else {
                 out += "\n"
                 for rule in role.unusedRules {
                     out += "    \(rule.syscall)\(rule.condition.map { ": " + $0 } ?? "")\n"
@@ -174,34 +192,60 @@ public struct TraceReport: Sendable {
     public func json() -> String {
         func numbers(_ values: [UInt64]) -> JSONValue { .array(values.map { .integer($0) }) }
         func arguments(_ values: ArgumentValues) -> JSONValue {
-            .array(values.values.indices.map { index in
-                .object([("values", numbers(values.values[index].sorted())), ("more", .bool(values.more[index]))])
-            })
+            .array(
+                values.values.indices.map { index in
+                    .object([("values", numbers(values.values[index].sorted())), ("more", .bool(values.more[index]))])
+                })
         }
         func summary(_ role: RoleSummary) -> (key: String, value: JSONValue) {
-            (role.role, .object([
-                ("threads", .integer(role.threads)),
-                ("calls", .integer(role.calls)),
-                ("rule_count", .integer(role.ruleCount)),
-                ("used", .object(role.used.map { ($0.syscall, .integer($0.calls)) })),
-                ("used_arguments", .object(role.usedValues.map { ($0.syscall, arguments($0)) })),
-                ("unused_rules", .array(role.unusedRules.map { rule in
-                    .object([("syscall", .string(rule.syscall)),
-                             ("condition", rule.condition.map { .string($0) } ?? .null),
-                             ("justification", rule.justification.map { .string($0) } ?? .null)])
-                })),
-                ("unused_alternatives", .array(role.unusedAlternatives.map {
-                    .object([("syscall", .string($0.syscall)), ("alternative", .string($0.alternative))])
-                })),
-                ("denied", .array(role.denied.map { denied in
-                    .object([("syscall", .string(denied.syscall)), ("count", .integer(denied.count)),
-                             ("samples", .array(denied.samples.map(numbers)))])
-                })),
-                ("unconditioned", .array(role.unconditioned.map { values in
-                    .object([("syscall", .string(values.syscall)), ("calls", .integer(values.calls)),
-                             ("arguments", arguments(values))])
-                })),
-            ]))
+            (
+                role.role,
+                .object([
+                    ("threads", .integer(role.threads)),
+                    ("calls", .integer(role.calls)),
+                    ("rule_count", .integer(role.ruleCount)),
+                    ("used", .object(role.used.map { ($0.syscall, .integer($0.calls)) })),
+                    ("used_arguments", .object(role.usedValues.map { ($0.syscall, arguments($0)) })),
+                    (
+                        "unused_rules",
+                        .array(
+                            role.unusedRules.map { rule in
+                                .object([
+                                    ("syscall", .string(rule.syscall)),
+                                    ("condition", rule.condition.map { .string($0) } ?? .null),
+                                    ("justification", rule.justification.map { .string($0) } ?? .null),
+                                ])
+                            })
+                    ),
+                    (
+                        "unused_alternatives",
+                        .array(
+                            role.unusedAlternatives.map {
+                                .object([("syscall", .string($0.syscall)), ("alternative", .string($0.alternative))])
+                            })
+                    ),
+                    (
+                        "denied",
+                        .array(
+                            role.denied.map { denied in
+                                .object([
+                                    ("syscall", .string(denied.syscall)), ("count", .integer(denied.count)),
+                                    ("samples", .array(denied.samples.map(numbers))),
+                                ])
+                            })
+                    ),
+                    (
+                        "unconditioned",
+                        .array(
+                            role.unconditioned.map { values in
+                                .object([
+                                    ("syscall", .string(values.syscall)), ("calls", .integer(values.calls)),
+                                    ("arguments", arguments(values)),
+                                ])
+                            })
+                    ),
+                ])
+            )
         }
         return JSONValue.object([
             ("status", .integer(status)),

@@ -83,7 +83,8 @@ struct FuzzRing {
     }
 
     var configuration: QueueConfiguration {
-        QueueConfiguration(size: size, descriptorTable: descriptorTable, availableRing: availableRing, usedRing: usedRing)
+        QueueConfiguration(
+            size: size, descriptorTable: descriptorTable, availableRing: availableRing, usedRing: usedRing)
     }
 
     /// Writes `buffers` as one chain and publishes it in the available ring
@@ -96,7 +97,8 @@ struct FuzzRing {
     func offer(_ buffers: [FuzzBuffer], memory: GuestMemory, address: (UInt16) -> UInt64) -> UInt16? {
         guard let index: UInt16 = try? memory.read(at: availableRing + 2) else { return nil }
         let head = UInt16((UInt32(index) &* 4) % UInt32(size))
-        Self.writeDescriptors(buffers, table: descriptorTable, entries: size, first: head, memory: memory, address: address)
+        Self.writeDescriptors(
+            buffers, table: descriptorTable, entries: size, first: head, memory: memory, address: address)
         _ = try? memory.write(head, at: availableRing + 4 + 2 * UInt64(index % size))
         _ = try? memory.write(index &+ 1, at: availableRing + 2)
         return head
@@ -104,13 +106,16 @@ struct FuzzRing {
 
     /// Lays `buffers` out as linked descriptors from `first` in a table of
     /// `entries` (§2.7.5), hostile where their flags say so.
-    static func writeDescriptors(_ buffers: [FuzzBuffer], table: UInt64, entries: UInt16, first: UInt16,
-                                 memory: GuestMemory, address: (UInt16) -> UInt64) {
+    static func writeDescriptors(
+        _ buffers: [FuzzBuffer], table: UInt64, entries: UInt16, first: UInt16,
+        memory: GuestMemory, address: (UInt16) -> UInt64
+    ) {
         for (position, buffer) in buffers.enumerated() {
             let slot = (first &+ UInt16(position)) % entries
             let last = position == buffers.count - 1 || buffer.flags & FuzzBuffer.end != 0
             let next = buffer.flags & FuzzBuffer.loop != 0 ? first : (slot &+ 1) % entries
-            let flags: UInt16 = (last ? 0 : 1) | (buffer.flags & FuzzBuffer.writable != 0 ? 2 : 0)
+            let flags: UInt16 =
+                (last ? 0 : 1) | (buffer.flags & FuzzBuffer.writable != 0 ? 2 : 0)
                 | (buffer.flags & FuzzBuffer.indirect != 0 ? 4 : 0)
             let entry = table + 16 * UInt64(slot)
             _ = try? memory.write(address(buffer.address), at: entry)
@@ -123,7 +128,8 @@ struct FuzzRing {
     /// The used element in slot `slot`: (id, len) (§2.7.8).
     func usedElement(_ slot: UInt16, memory: GuestMemory) -> (id: UInt32, length: UInt32)? {
         let address = usedRing + 4 + 8 * UInt64(slot % size)
-        guard let id: UInt32 = try? memory.read(at: address), let length: UInt32 = try? memory.read(at: address + 4) else {
+        guard let id: UInt32 = try? memory.read(at: address), let length: UInt32 = try? memory.read(at: address + 4)
+        else {
             return nil
         }
         return (id, length)
@@ -141,10 +147,13 @@ struct FuzzQueuePair {
     init(control: UInt8, memory: GuestMemory) {
         let size = UInt16(1) << UInt16((control >> 2) & 7)
         let rings = [FuzzRing(base: 0, size: size), FuzzRing(base: 0x2000, size: size)]
-        let features = VirtioFeature.version1 | (control & 1 != 0 ? VirtioFeature.eventIndex : 0)
+        let features =
+            VirtioFeature.version1 | (control & 1 != 0 ? VirtioFeature.eventIndex : 0)
             | (control & 2 != 0 ? VirtioFeature.indirectDescriptors : 0)
         self.rings = rings
-        queues = rings.enumerated().map { try! Virtqueue(index: $0, configuration: $1.configuration, memory: memory, features: features) }
+        queues = rings.enumerated().map {
+            try! Virtqueue(index: $0, configuration: $1.configuration, memory: memory, features: features)
+        }
     }
 
     /// The guest address of a fuzzed buffer address.
@@ -235,7 +244,9 @@ public enum FuzzProgram {
     /// Decodes and runs `bytes` on a new harness, at most `limit` steps,
     /// so one long input cannot stall the fuzzer. Returns the harness for
     /// its counts.
-    public static func run<Harness: FuzzHarness>(_ bytes: UnsafeRawBufferPointer, on _: Harness.Type, limit: Int) -> Harness {
+    public static func run<Harness: FuzzHarness>(_ bytes: UnsafeRawBufferPointer, on _: Harness.Type, limit: Int)
+        -> Harness
+    {
         var cursor = FuzzCursor(bytes)
         let harness = Harness(control: cursor.byte())
         var steps = 0
@@ -249,7 +260,9 @@ public enum FuzzProgram {
         [control] + operations.flatMap(\.bytes)
     }
 
-    public static func decode<Operation: FuzzOperation>(_ bytes: [UInt8], as _: Operation.Type) -> (control: UInt8, operations: [Operation]) {
+    public static func decode<Operation: FuzzOperation>(_ bytes: [UInt8], as _: Operation.Type) -> (
+        control: UInt8, operations: [Operation]
+    ) {
         bytes.withUnsafeBytes { raw in
             var cursor = FuzzCursor(raw)
             let control = cursor.byte()

@@ -29,8 +29,10 @@ public enum MMIOFuzzOperation: FuzzOperation, Equatable, Sendable {
     public static func decode(_ cursor: inout FuzzCursor) -> MMIOFuzzOperation {
         switch cursor.byte() % 9 {
         case 0: return .read(offset: cursor.integer(UInt16.self) & 0x1FF, size: sizes[Int(cursor.byte() % 8)])
-        case 1: return .write(offset: cursor.integer(UInt16.self) & 0x1FF, size: sizes[Int(cursor.byte() % 8)],
-                              value: cursor.integer())
+        case 1:
+            return .write(
+                offset: cursor.integer(UInt16.self) & 0x1FF, size: sizes[Int(cursor.byte() % 8)],
+                value: cursor.integer())
         case 2: return .notify(queue: cursor.integer())
         case 3: return .poke(address: cursor.integer(), bytes: cursor.bytes(Int(cursor.byte() % 32)))
         case 4: return .backendEvent(queue: cursor.byte())
@@ -170,20 +172,22 @@ public final class MMIOFuzzHarness: FuzzHarness {
     }
 
     func snapshot() -> Snapshot {
-        Snapshot(status: transport.status, interrupts: interrupt.count, configGeneration: transport.configGeneration,
-                 ignoredAccesses: transport.ignoredAccesses,
-                 queues: (0..<queueCount).map { index in
-                     transport.queue(index).map {
-                         Snapshot.Queue(queue: $0, size: $0.configuration.size,
-                                        lastAvailable: $0.lastAvailable, nextUsed: $0.nextUsed)
-                     }
-                 },
-                 droppedTransmits: net?.droppedTransmits ?? 0, droppedReceives: net?.droppedReceives ?? 0,
-                 driverAreas: (0..<queueCount).map { index in
-                     transport.queue(index).flatMap {
-                         try? memory.readBytes(at: $0.configuration.availableRing, count: 6 + 2 * Int($0.configuration.size))
-                     }
-                 })
+        Snapshot(
+            status: transport.status, interrupts: interrupt.count, configGeneration: transport.configGeneration,
+            ignoredAccesses: transport.ignoredAccesses,
+            queues: (0..<queueCount).map { index in
+                transport.queue(index).map {
+                    Snapshot.Queue(
+                        queue: $0, size: $0.configuration.size,
+                        lastAvailable: $0.lastAvailable, nextUsed: $0.nextUsed)
+                }
+            },
+            droppedTransmits: net?.droppedTransmits ?? 0, droppedReceives: net?.droppedReceives ?? 0,
+            driverAreas: (0..<queueCount).map { index in
+                transport.queue(index).flatMap {
+                    try? memory.readBytes(at: $0.configuration.availableRing, count: 6 + 2 * Int($0.configuration.size))
+                }
+            })
     }
 
     /// Runs one step and checks what the transport promises. Traps on a
@@ -242,12 +246,16 @@ public final class MMIOFuzzHarness: FuzzHarness {
         ringSize = UInt16(1) << (UInt16(queueSize) % 9)
         for index in 0..<queueCount {
             let layout = ring(index)
-            _ = try? memory.fill(0, at: layout.descriptorTable, count: Int(layout.usedRing - layout.descriptorTable) + 6 + 8 * Int(ringSize))
+            _ = try? memory.fill(
+                0, at: layout.descriptorTable,
+                count: Int(layout.usedRing - layout.descriptorTable) + 6 + 8 * Int(ringSize))
             write(MMIORegister.queueSelect, UInt32(index))
             write(MMIORegister.queueSize, UInt32(ringSize))
-            for (register, address) in [(MMIORegister.queueDescriptorLow, layout.descriptorTable),
-                                        (MMIORegister.queueDriverLow, layout.availableRing),
-                                        (MMIORegister.queueDeviceLow, layout.usedRing)] {
+            for (register, address) in [
+                (MMIORegister.queueDescriptorLow, layout.descriptorTable),
+                (MMIORegister.queueDriverLow, layout.availableRing),
+                (MMIORegister.queueDeviceLow, layout.usedRing),
+            ] {
                 write(register, UInt32(truncatingIfNeeded: address))
                 write(register + 4, UInt32(truncatingIfNeeded: address >> 32))
             }
@@ -263,12 +271,14 @@ public final class MMIOFuzzHarness: FuzzHarness {
         precondition(known.isSuperset(of: status), "unknown status bits \(status.rawValue)")
         let features = transport.driverFeatures
         if status.contains(.featuresOK) {
-            precondition(features & ~transport.offeredFeatures == 0 && features & VirtioFeature.version1 != 0,
-                         "FEATURES_OK with features 0x\(String(features, radix: 16))")
+            precondition(
+                features & ~transport.offeredFeatures == 0 && features & VirtioFeature.version1 != 0,
+                "FEATURES_OK with features 0x\(String(features, radix: 16))")
             precondition(status.isSuperset(of: [.acknowledge, .driver]), "FEATURES_OK without DRIVER")
         }
         precondition(!status.contains(.driverOK) || status.contains(.featuresOK), "DRIVER_OK without FEATURES_OK")
-        precondition(transport.interruptStatus & ~3 == 0, "interrupt status 0x\(String(transport.interruptStatus, radix: 16))")
+        precondition(
+            transport.interruptStatus & ~3 == 0, "interrupt status 0x\(String(transport.interruptStatus, radix: 16))")
 
         // §2.1.2: DEVICE_NEEDS_RESET, with its reason, until the driver resets.
         precondition((transport.failure != nil) == status.contains(.needsReset), "failure reason and status disagree")
@@ -318,7 +328,8 @@ public final class MMIOFuzzHarness: FuzzHarness {
             let pushed = Int(new.nextUsed &- old.nextUsed)
             usedElements += pushed
             if serves && live {
-                precondition(popped <= VirtioMMIOTransport.serviceRounds * Int(old.size), "\(popped) chains in one service")
+                precondition(
+                    popped <= VirtioMMIOTransport.serviceRounds * Int(old.size), "\(popped) chains in one service")
                 precondition(pushed <= popped, "\(pushed) used elements for \(popped) chains")
             } else {
                 precondition(popped == 0 && pushed == 0, "queue moved outside a live service: \(operation)")
@@ -327,7 +338,9 @@ public final class MMIOFuzzHarness: FuzzHarness {
 
         for queue in (0..<queueCount).compactMap({ transport.queue($0) }) {
             let configuration = queue.configuration
-            precondition(memory.contains(configuration.usedRing, length: 6 + 8 * Int(configuration.size)), "a live used ring outside memory")
+            precondition(
+                memory.contains(configuration.usedRing, length: 6 + 8 * Int(configuration.size)),
+                "a live used ring outside memory")
         }
         precondition(transport.device.configSpace == initialConfigSpace, "the configuration space changed")
         if let readValue, case .read(let offset, let size) = operation {
@@ -340,8 +353,9 @@ public final class MMIOFuzzHarness: FuzzHarness {
         if let entropy {
             precondition(entropy.sourceFailures == entropySource.failures, "entropy failures miscounted")
         }
-        precondition(after.droppedTransmits >= before.droppedTransmits && after.droppedReceives >= before.droppedReceives,
-                     "net drop counters went back")
+        precondition(
+            after.droppedTransmits >= before.droppedTransmits && after.droppedReceives >= before.droppedReceives,
+            "net drop counters went back")
     }
 
     /// After a service that ended normally (no DEVICE_NEEDS_RESET), with
@@ -355,24 +369,28 @@ public final class MMIOFuzzHarness: FuzzHarness {
     ///   driver asked for one (§2.7.7: NO_INTERRUPT, or used_event).
     func checkService(_ index: Int, before: Snapshot, after: Snapshot) {
         let live = before.status.contains(.driverOK) && before.status.isDisjoint(with: [.needsReset, .failed])
-        guard live, after.status.isDisjoint(with: [.needsReset, .failed]), before.driverAreas == after.driverAreas else { return }
+        guard live, after.status.isDisjoint(with: [.needsReset, .failed]), before.driverAreas == after.driverAreas
+        else { return }
         let queues = (0..<queueCount).map { transport.queue($0) }
         // Only a notification of a live queue runs the device.
         guard transport.queue(index) != nil else { return }
         if let queue = queues[index], net == nil || index == NetDevice.Queue.transmit {
-            precondition(queue.budgetExhausted || (try? queue.hasAvailable()) == false,
-                         "queue \(index) left chains after its notification with budget to spare")
+            precondition(
+                queue.budgetExhausted || (try? queue.hasAvailable()) == false,
+                "queue \(index) left chains after its notification with budget to spare")
         }
         if net != nil, let receive = queues[NetDevice.Queue.receive], netBackend.peekFrame() != nil {
-            precondition(receive.budgetExhausted || (try? receive.hasAvailable()) == false,
-                         "a frame waits beside a free receive buffer")
+            precondition(
+                receive.budgetExhausted || (try? receive.hasAvailable()) == false,
+                "a frame waits beside a free receive buffer")
         }
         var wanted = false
         for (old, queue) in zip(before.queues, queues) {
             guard let old, let queue, old.queue === queue, queue.nextUsed != old.nextUsed else { continue }
             let ring = queue.configuration.availableRing
             if queue.eventIndex {
-                guard let usedEvent: UInt16 = try? memory.read(at: ring + 4 + 2 * UInt64(queue.configuration.size)) else { continue }
+                guard let usedEvent: UInt16 = try? memory.read(at: ring + 4 + 2 * UInt64(queue.configuration.size))
+                else { continue }
                 // vring_need_event: did used idx pass used_event in this service?
                 if queue.nextUsed &- usedEvent &- 1 < queue.nextUsed &- old.nextUsed { wanted = true }
             } else if let flags: UInt16 = try? memory.read(at: ring), flags & 1 == 0 {
@@ -392,7 +410,9 @@ public final class MMIOFuzzHarness: FuzzHarness {
             let start = Int(offset - MMIORegister.config)
             if [1, 2, 4].contains(size), start % size == 0, start + size <= space.count {
                 let expected = space[start..<start + size].reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-                precondition(value == expected, "config read at 0x\(String(offset, radix: 16)) gave 0x\(String(value, radix: 16))")
+                precondition(
+                    value == expected,
+                    "config read at 0x\(String(offset, radix: 16)) gave 0x\(String(value, radix: 16))")
             } else {
                 precondition(value == 0, "refused config read gave 0x\(String(value, radix: 16))")
             }

@@ -86,19 +86,29 @@ public final class NetFuzzHarness: FuzzHarness {
         switch operation {
         case .transmit(let kind, let buffers):
             if let first = buffers.first, kind != NetFuzzOperation.Header.untouched {
-                let header = NetHeader(flags: kind == NetFuzzOperation.Header.needsChecksum ? NetHeader.Flag.needsChecksum : 0,
-                                       gsoType: kind == NetFuzzOperation.Header.gso ? 1 : NetHeader.gsoNone)
+                let header = NetHeader(
+                    flags: kind == NetFuzzOperation.Header.needsChecksum ? NetHeader.Flag.needsChecksum : 0,
+                    gsoType: kind == NetFuzzOperation.Header.gso ? 1 : NetHeader.gsoNone)
                 _ = try? memory.write(header.bytes, at: Self.address(first.address))
             }
             rings[NetDevice.Queue.transmit].offer(buffers, memory: memory, address: Self.address)
             return serve(NetDevice.Queue.transmit)
         case .receiveBuffers(let buffers):
-            guard let head = rings[NetDevice.Queue.receive].offer(buffers, memory: memory, address: Self.address) else { return true }
+            guard let head = rings[NetDevice.Queue.receive].offer(buffers, memory: memory, address: Self.address) else {
+                return true
+            }
             // Overlapping buffers are the guest's own business: the later
             // bytes win, so only disjoint ones can be checked byte for byte.
-            let ranges = buffers.map { Int($0.address)..<Int($0.address) + Int($0.length) }.sorted { $0.lowerBound < $1.lowerBound }
-            let plain = buffers.count <= Int(rings[0].size) && zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound <= $1.lowerBound }
-                && buffers.allSatisfy { $0.flags & (FuzzBuffer.indirect | FuzzBuffer.end | FuzzBuffer.loop) == 0 && $0.flags & FuzzBuffer.writable != 0 }
+            let ranges = buffers.map { Int($0.address)..<Int($0.address) + Int($0.length) }.sorted {
+                $0.lowerBound < $1.lowerBound
+            }
+            let plain =
+                buffers.count <= Int(rings[0].size)
+                && zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound <= $1.lowerBound }
+                && buffers.allSatisfy {
+                    $0.flags & (FuzzBuffer.indirect | FuzzBuffer.end | FuzzBuffer.loop) == 0
+                        && $0.flags & FuzzBuffer.writable != 0
+                }
             plainReceiveChains[head] = plain ? buffers : nil
             return true
         case .hostFrame(let length):
@@ -107,8 +117,9 @@ public final class NetFuzzHarness: FuzzHarness {
         case .receiveNotify:
             return serve(NetDevice.Queue.receive)
         case .table(let address, let buffers):
-            FuzzRing.writeDescriptors(buffers, table: Self.address(address), entries: 4, first: 0, memory: memory,
-                                      address: Self.address)
+            FuzzRing.writeDescriptors(
+                buffers, table: Self.address(address), entries: 4, first: 0, memory: memory,
+                address: Self.address)
             return true
         case .corrupt(let queue, let offset, let value):
             queuePair.corrupt(queue: queue, offset: offset, value: value, memory: memory)
@@ -135,14 +146,16 @@ public final class NetFuzzHarness: FuzzHarness {
         if index == NetDevice.Queue.transmit {
             precondition((try? transmit.hasAvailable()) == false, "transmit chains left after a notification")
         }
-        precondition(backend.peekFrame() == nil || (try? receive.hasAvailable()) == false,
-                     "a frame waits beside a free receive buffer")
+        precondition(
+            backend.peekFrame() == nil || (try? receive.hasAvailable()) == false,
+            "a frame waits beside a free receive buffer")
         // Transmit: every used chain was sent or counted dropped, and the
         // device wrote nothing into it (§5.1.6.2).
         let transmitted = Int(transmit.nextUsed &- transmittedBefore)
         let newlySent = backend.sent.count - sentBefore
-        precondition(newlySent + device.droppedTransmits - droppedTransmits == transmitted,
-                     "\(transmitted) transmit chains, \(newlySent) sent, \(device.droppedTransmits - droppedTransmits) dropped")
+        precondition(
+            newlySent + device.droppedTransmits - droppedTransmits == transmitted,
+            "\(transmitted) transmit chains, \(newlySent) sent, \(device.droppedTransmits - droppedTransmits) dropped")
         for slot in 0..<transmitted {
             let element = rings[1].usedElement(transmittedBefore &+ UInt16(slot), memory: memory)
             precondition(element?.length == 0, "a transmit chain came back with data")
@@ -164,8 +177,9 @@ public final class NetFuzzHarness: FuzzHarness {
             if element.length == 0 {
                 drops += 1
             } else {
-                precondition(Int(element.length) == NetHeader.size + frame.count,
-                             "a \(frame.count)-byte frame delivered as \(element.length) bytes")
+                precondition(
+                    Int(element.length) == NetHeader.size + frame.count,
+                    "a \(frame.count)-byte frame delivered as \(element.length) bytes")
                 last = (UInt16(element.id), frame, Int(element.length))
                 delivered += 1
             }

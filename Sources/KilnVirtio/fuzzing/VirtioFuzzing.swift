@@ -23,14 +23,17 @@ public enum VirtioFuzzing {
         public init(_ bytes: UnsafeRawBufferPointer, size fixedSize: UInt16? = nil) {
             let control = bytes.first ?? 0
             let size = fixedSize ?? UInt16(1) << (UInt16(control & 0x0F) % 9)
-            configuration = QueueConfiguration(size: size, descriptorTable: VirtioFuzzing.descriptorTable,
-                                               availableRing: VirtioFuzzing.availableRing,
-                                               usedRing: VirtioFuzzing.usedRing)
-            features = VirtioFeature.version1
+            configuration = QueueConfiguration(
+                size: size, descriptorTable: VirtioFuzzing.descriptorTable,
+                availableRing: VirtioFuzzing.availableRing,
+                usedRing: VirtioFuzzing.usedRing)
+            features =
+                VirtioFeature.version1
                 | (control & 0x10 != 0 ? VirtioFeature.indirectDescriptors : 0)
                 | (control & 0x20 != 0 ? VirtioFeature.eventIndex : 0)
             memory = try! HeapGuestMemory(ranges: VirtioFuzzing.memoryRanges)
-            let image = UnsafeRawBufferPointer(rebasing: bytes.dropFirst().prefix(Int(VirtioFuzzing.memoryRanges[0].size)))
+            let image = UnsafeRawBufferPointer(
+                rebasing: bytes.dropFirst().prefix(Int(VirtioFuzzing.memoryRanges[0].size)))
             try! memory.hostBuffer(at: 0, length: image.count).copyMemory(from: image)
         }
     }
@@ -41,8 +44,11 @@ public enum VirtioFuzzing {
     @discardableResult
     public static func virtqueue(_ bytes: UnsafeRawBufferPointer) -> Int {
         let input = QueueInput(bytes)
-        guard let queue = try? Virtqueue(index: 0, configuration: input.configuration, memory: input.memory,
-                                         features: input.features) else { return 0 }
+        guard
+            let queue = try? Virtqueue(
+                index: 0, configuration: input.configuration, memory: input.memory,
+                features: input.features)
+        else { return 0 }
         let size = Int(input.configuration.size)
         var served = 0
         // More pops than the ring holds: the index-jump check must stop them.
@@ -58,7 +64,8 @@ public enum VirtioFuzzing {
             precondition((try? reader.read(readCount))?.count == readCount, "readable bytes went missing")
             var writer = ChainWriter(memory: input.memory, chain: chain)
             let writeCount = Int(min(writer.remaining, 4096))
-            precondition((try? writer.write([UInt8](repeating: 0xA5, count: writeCount))) == true, "writable bytes refused")
+            precondition(
+                (try? writer.write([UInt8](repeating: 0xA5, count: writeCount))) == true, "writable bytes refused")
             precondition(UInt64(writer.written) == UInt64(writeCount), "written count wrong")
             guard (try? queue.pushUsed(chain, written: writer.written)) != nil else { break }
             _ = try? queue.needsNotification()
@@ -76,11 +83,15 @@ public enum VirtioFuzzing {
         let readOnly = (bytes.first ?? 0) & 0x40 != 0
         if bytes.count >= 1 + 32 {
             let tail = Array(bytes.suffix(32))
-            blockPlan(Array(tail.prefix(BlockRequest.headerSize)), shapeBytes: Array(tail.suffix(16)), readOnly: readOnly)
+            blockPlan(
+                Array(tail.prefix(BlockRequest.headerSize)), shapeBytes: Array(tail.suffix(16)), readOnly: readOnly)
         }
         let input = QueueInput(bytes, size: 16)
-        guard let queue = try? Virtqueue(index: 0, configuration: input.configuration, memory: input.memory,
-                                         features: input.features) else { return 0 }
+        guard
+            let queue = try? Virtqueue(
+                index: 0, configuration: input.configuration, memory: input.memory,
+                features: input.features)
+        else { return 0 }
         let backend = MemoryBlockBackend(bytes: disk, readOnly: readOnly)
         let device = BlockDevice(memory: input.memory, backend: backend)
         _ = try? device.process(queue: 0, queues: [queue])
@@ -102,8 +113,11 @@ public enum VirtioFuzzing {
         // Small lengths most of the time, so the sector checks are reached.
         let shape = BlockRequest.Shape(readableData: word(0) % 0x10_0000, writableData: word(8) % 0x10_0000)
         let capacity: UInt64 = 64
-        guard case .success(let operation) = BlockRequest.plan(header: header, shape: shape, capacity: capacity,
-                                                               readOnly: readOnly) else { return false }
+        guard
+            case .success(let operation) = BlockRequest.plan(
+                header: header, shape: shape, capacity: capacity,
+                readOnly: readOnly)
+        else { return false }
         switch operation {
         case .read(let offset, let length), .write(let offset, let length):
             precondition(offset <= capacity * 512 && length <= capacity * 512 - offset, "transfer past the disk")

@@ -39,8 +39,10 @@ public enum VsockFuzzOperation: FuzzOperation, Equatable, Sendable {
         /// by one, 5 a device-writable buffer after the packet.
         public var shape: UInt8
 
-        public init(operation: UInt8, guestPort: UInt8 = 0, hostPort: UInt8 = 0, flags: UInt8 = 0, length: UInt16 = 0,
-                    bufferAllocation: UInt32 = 1 << 16, forwardCount: UInt32 = 0, shape: UInt8 = 0) {
+        public init(
+            operation: UInt8, guestPort: UInt8 = 0, hostPort: UInt8 = 0, flags: UInt8 = 0, length: UInt16 = 0,
+            bufferAllocation: UInt32 = 1 << 16, forwardCount: UInt32 = 0, shape: UInt8 = 0
+        ) {
             self.operation = operation
             self.guestPort = guestPort
             self.hostPort = hostPort
@@ -55,9 +57,11 @@ public enum VsockFuzzOperation: FuzzOperation, Equatable, Sendable {
     public static func decode(_ cursor: inout FuzzCursor) -> VsockFuzzOperation {
         switch cursor.byte() % 9 {
         case 0:
-            return .transmit(Packet(operation: cursor.byte(), guestPort: cursor.byte(), hostPort: cursor.byte(),
-                                    flags: cursor.byte(), length: cursor.integer(), bufferAllocation: cursor.integer(),
-                                    forwardCount: cursor.integer(), shape: cursor.byte()))
+            return .transmit(
+                Packet(
+                    operation: cursor.byte(), guestPort: cursor.byte(), hostPort: cursor.byte(),
+                    flags: cursor.byte(), length: cursor.integer(), bufferAllocation: cursor.integer(),
+                    forwardCount: cursor.integer(), shape: cursor.byte()))
         case 1: return .rawTransmit(FuzzBuffer.decodeList(&cursor))
         case 2: return .receiveBuffers(FuzzBuffer.decodeList(&cursor))
         case 3: return .receiveNotify
@@ -188,8 +192,9 @@ public final class VsockFuzzHarness: FuzzHarness {
         queuePair = FuzzQueuePair(control: control, memory: memory)
         let time = FuzzClock()
         self.time = time
-        device = VsockDevice(memory: memory, guestCID: Self.guestCID, backend: backend, limits: Self.limits,
-                             clock: { time.now })
+        device = VsockDevice(
+            memory: memory, guestCID: Self.guestCID, backend: backend, limits: Self.limits,
+            clock: { time.now })
     }
 
     /// The device's clock, moved only by `tick`.
@@ -243,7 +248,8 @@ public final class VsockFuzzHarness: FuzzHarness {
         let header = VsockPacketHeader(
             sourceCID: packet.shape & 1 != 0 ? 9 : Self.guestCID,
             destinationCID: packet.shape & 2 != 0 ? 4 : VsockPacketHeader.CID.host,
-            sourcePort: Self.guestPorts[Int(packet.guestPort) % 4], destinationPort: Self.hostPorts[Int(packet.hostPort) % 4],
+            sourcePort: Self.guestPorts[Int(packet.guestPort) % 4],
+            destinationPort: Self.hostPorts[Int(packet.hostPort) % 4],
             length: length, type: packet.shape & 4 != 0 ? .seqpacket : .stream,
             operation: .readWrite, flags: UInt32(packet.flags & 7),
             bufferAllocation: packet.bufferAllocation, forwardCount: packet.forwardCount)
@@ -252,12 +258,15 @@ public final class VsockFuzzHarness: FuzzHarness {
         bytes[30] = packet.operation % 9
         _ = try? memory.write(bytes, at: Self.address(0x1000))
         _ = try? memory.write(RecordingNetBackend.frame(length: Int(length)), at: Self.address(0x1100))
-        var buffers: [FuzzBuffer] = packet.shape & 8 != 0
+        var buffers: [FuzzBuffer] =
+            packet.shape & 8 != 0
             ? [FuzzBuffer(address: 0x1000, length: 20, flags: 0), FuzzBuffer(address: 0x1014, length: 24, flags: 0)]
             : [FuzzBuffer(address: 0x1000, length: 44, flags: 0)]
         let payloadLength = UInt16(length) &+ (packet.shape & 0x10 != 0 ? 1 : 0)
         if payloadLength > 0 { buffers.append(FuzzBuffer(address: 0x1100, length: payloadLength, flags: 0)) }
-        if packet.shape & 0x20 != 0 { buffers.append(FuzzBuffer(address: 0x3800, length: 64, flags: FuzzBuffer.writable)) }
+        if packet.shape & 0x20 != 0 {
+            buffers.append(FuzzBuffer(address: 0x3800, length: 64, flags: FuzzBuffer.writable))
+        }
         rings[VsockDevice.Queue.transmit].offer(buffers, memory: memory, address: Self.address)
     }
 
@@ -268,7 +277,7 @@ public final class VsockFuzzHarness: FuzzHarness {
         do {
             try device.process(queue: index, queues: [receive, transmit, nil])
         } catch {
-            return false  // a malformed queue: DEVICE_NEEDS_RESET
+            return false // a malformed queue: DEVICE_NEEDS_RESET
         }
         let table = device.table
         precondition(Set(table.keys) == backend.open, "table streams \(table.keys) but host streams \(backend.open)")
@@ -276,16 +285,18 @@ public final class VsockFuzzHarness: FuzzHarness {
         precondition(table.queuedResets <= Self.limits.maxQueuedResets, "more RSTs waiting than the bound")
         for key in table.keys {
             // The guest's bytes plus at most the "OK <port>\n" line.
-            precondition(table.bufferedToHost(key) <= Int(Self.limits.bufferAllocation) + VsockHostHandshake.maxLength,
-                         "\(table.bufferedToHost(key)) bytes buffered for one stream")
+            precondition(
+                table.bufferedToHost(key) <= Int(Self.limits.bufferAllocation) + VsockHostHandshake.maxLength,
+                "\(table.bufferedToHost(key)) bytes buffered for one stream")
         }
         if index == VsockDevice.Queue.transmit {
             precondition((try? transmit.hasAvailable()) == false, "transmit chains left after a notification")
         }
         let transmitted = Int(transmit.nextUsed &- transmittedBefore)
         for slot in 0..<transmitted {
-            precondition(rings[1].usedElement(transmittedBefore &+ UInt16(slot), memory: memory)?.length == 0,
-                         "a transmit chain came back written")
+            precondition(
+                rings[1].usedElement(transmittedBefore &+ UInt16(slot), memory: memory)?.length == 0,
+                "a transmit chain came back written")
         }
         taken += transmitted
         for slot in 0..<Int(receive.nextUsed &- receivedBefore) {
@@ -296,7 +307,8 @@ public final class VsockFuzzHarness: FuzzHarness {
             // A buffer too small for a header comes back empty; any other
             // holds one whole packet to this guest from the host.
             guard element.length > 0 else { continue }
-            precondition(element.length >= UInt32(VsockPacketHeader.size), "a used receive buffer shorter than a header")
+            precondition(
+                element.length >= UInt32(VsockPacketHeader.size), "a used receive buffer shorter than a header")
             delivered += 1
         }
         return true

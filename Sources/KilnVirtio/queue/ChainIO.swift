@@ -17,8 +17,10 @@ struct BufferCursor {
 
     /// Moves `count` bytes on, passing each host span to `body` (or, with
     /// `visit` false, without touching memory). `count` must be <= remaining.
-    mutating func advance(_ count: Int, visit: Bool = true,
-                          _ body: (UnsafeMutableRawBufferPointer) throws -> Void) throws {
+    mutating func advance(
+        _ count: Int, visit: Bool = true,
+        _ body: (UnsafeMutableRawBufferPointer) throws -> Void
+    ) throws {
         precondition(count >= 0 && UInt64(count) <= remaining, "caller checks the length")
         var left = count
         while left > 0 {

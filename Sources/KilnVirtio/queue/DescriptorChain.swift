@@ -53,16 +53,19 @@ struct DescriptorChainWalker {
     func walk(head: UInt16) throws -> DescriptorChain {
         var readable: [GuestBuffer] = []
         var writable: [GuestBuffer] = []
-        try follow(table: tableAddress, entries: UInt32(queueSize), from: UInt32(head),
-                   insideIndirect: false, readable: &readable, writable: &writable)
+        try follow(
+            table: tableAddress, entries: UInt32(queueSize), from: UInt32(head),
+            insideIndirect: false, readable: &readable, writable: &writable)
         return DescriptorChain(head: head, readable: readable, writable: writable)
     }
 
     /// Follows `next` links through one table. The number of descriptors
     /// visited is capped at the table's size (§2.7.5.2: no chain longer than
     /// the queue size), which also ends any loop.
-    private func follow(table: UInt64, entries: UInt32, from start: UInt32, insideIndirect: Bool,
-                        readable: inout [GuestBuffer], writable: inout [GuestBuffer]) throws {
+    private func follow(
+        table: UInt64, entries: UInt32, from start: UInt32, insideIndirect: Bool,
+        readable: inout [GuestBuffer], writable: inout [GuestBuffer]
+    ) throws {
         var index = start
         var visited: UInt32 = 0
         while true {
@@ -81,12 +84,14 @@ struct DescriptorChainWalker {
                 // §2.7.5.3.2: the WRITE flag of the descriptor naming the table is ignored.
                 let count = entry.length / UInt32(SplitDescriptor.size)
                 guard entry.length > 0, entry.length % UInt32(SplitDescriptor.size) == 0,
-                      count <= SplitDescriptor.maxIndirectEntries else {
+                    count <= SplitDescriptor.maxIndirectEntries
+                else {
                     throw fail(.badIndirectTable(length: entry.length))
                 }
                 try checkInMemory(entry.address, UInt64(entry.length))
-                try follow(table: entry.address, entries: count, from: 0, insideIndirect: true,
-                           readable: &readable, writable: &writable)
+                try follow(
+                    table: entry.address, entries: count, from: 0, insideIndirect: true,
+                    readable: &readable, writable: &writable)
                 return
             }
 
@@ -123,10 +128,11 @@ struct DescriptorChainWalker {
             throw fail(.memory(GuestRange(address: address, size: SplitDescriptor.size)))
         }
         let second = UInt64(littleEndian: raw.1)
-        return Entry(address: UInt64(littleEndian: raw.0),
-                     length: UInt32(truncatingIfNeeded: second),
-                     flags: UInt16(truncatingIfNeeded: second >> 32),
-                     next: UInt16(truncatingIfNeeded: second >> 48))
+        return Entry(
+            address: UInt64(littleEndian: raw.0),
+            length: UInt32(truncatingIfNeeded: second),
+            flags: UInt16(truncatingIfNeeded: second >> 32),
+            next: UInt16(truncatingIfNeeded: second >> 48))
     }
 
     private func checkInMemory(_ address: UInt64, _ length: UInt64) throws {

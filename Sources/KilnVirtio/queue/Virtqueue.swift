@@ -23,8 +23,9 @@ public struct QueueConfiguration: Equatable, Sendable {
     /// the next 4-byte boundary. How test and fuzzing drivers place theirs.
     public static func contiguous(base: UInt64, size: UInt16) -> QueueConfiguration {
         let availableRing = base + 16 * UInt64(size)
-        return QueueConfiguration(size: size, descriptorTable: base, availableRing: availableRing,
-                                  usedRing: (availableRing + 6 + 2 * UInt64(size) + 3) & ~3)
+        return QueueConfiguration(
+            size: size, descriptorTable: base, availableRing: availableRing,
+            usedRing: (availableRing + 6 + 2 * UInt64(size) + 3) & ~3)
     }
 }
 
@@ -79,7 +80,9 @@ public final class Virtqueue {
         ]
         for (name, address, alignment, length) in parts {
             guard address % alignment == 0 else {
-                throw VirtqueueError(queue: index, .badLayout("\(name) at 0x\(String(address, radix: 16)) is not \(alignment)-byte aligned"))
+                throw VirtqueueError(
+                    queue: index,
+                    .badLayout("\(name) at 0x\(String(address, radix: 16)) is not \(alignment)-byte aligned"))
             }
             guard memory.contains(address, length: Int(length)) else {
                 throw VirtqueueError(queue: index, .memory(GuestRange(address: address, size: length)))
@@ -119,13 +122,15 @@ public final class Virtqueue {
 
     private func load<T: FixedWidthInteger>(_ type: T.Type, at address: UInt64) throws -> T {
         do { return try memory.read(T.self, at: address) } catch {
-            throw VirtqueueError(queue: index, .memory(GuestRange(address: address, size: UInt64(MemoryLayout<T>.size))))
+            throw VirtqueueError(
+                queue: index, .memory(GuestRange(address: address, size: UInt64(MemoryLayout<T>.size))))
         }
     }
 
     private func store<T: FixedWidthInteger>(_ value: T, at address: UInt64) throws {
         do { try memory.write(value, at: address) } catch {
-            throw VirtqueueError(queue: index, .memory(GuestRange(address: address, size: UInt64(MemoryLayout<T>.size))))
+            throw VirtqueueError(
+                queue: index, .memory(GuestRange(address: address, size: UInt64(MemoryLayout<T>.size))))
         }
     }
 
@@ -161,8 +166,9 @@ public final class Virtqueue {
         lastAvailable &+= 1
         budget -= 1
         guard head < size else { throw VirtqueueError(queue: index, .descriptorIndexOutOfRange(UInt32(head))) }
-        let walker = DescriptorChainWalker(memory: memory, queue: index, tableAddress: configuration.descriptorTable,
-                                           queueSize: size, indirectAllowed: indirectDescriptors)
+        let walker = DescriptorChainWalker(
+            memory: memory, queue: index, tableAddress: configuration.descriptorTable,
+            queueSize: size, indirectAllowed: indirectDescriptors)
         let chain = try walker.walk(head: head)
         canUndoPop = true
         return chain

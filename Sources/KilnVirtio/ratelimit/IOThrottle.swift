@@ -16,8 +16,10 @@ public struct IOThrottle {
     /// a notification while still held back (Firecracker counts both).
     public private(set) var throttledEvents: UInt64 = 0
 
-    public init(limiter: IORateLimiter? = nil, clock: @escaping () -> UInt64 = MonotonicClock.nanoseconds,
-                onThrottled: @escaping () -> Void = {}) {
+    public init(
+        limiter: IORateLimiter? = nil, clock: @escaping () -> UInt64 = MonotonicClock.nanoseconds,
+        onThrottled: @escaping () -> Void = {}
+    ) {
         self.clock = clock
         self.limiter = limiter ?? IORateLimiter(now: 0)
         self.onThrottled = onThrottled

@@ -131,8 +131,9 @@ public struct IOTokenBucket: Equatable, Sendable {
         let owed = rest - budget
         budget = 0
         partial = 0
-        let (payBack, overflow) = Self.waitReportingOverflow(tokens: owed, size: size, period: refillNanoseconds,
-                                                             partial: 0)
+        let (payBack, overflow) = Self.waitReportingOverflow(
+            tokens: owed, size: size, period: refillNanoseconds,
+            partial: 0)
         let (until, late) = now.addingReportingOverflow(payBack)
         lastRefill = overflow || late ? .max : until
     }
@@ -145,10 +146,11 @@ public struct IOTokenBucket: Equatable, Sendable {
         case .refused:
             // Counted from lastRefill, where budget stands (0 while in debt).
             let rest = tokens > burst ? tokens - burst : 0
-            guard rest <= size else { return lastRefill }  // an oversized request waits only for the debt
+            guard rest <= size else { return lastRefill } // an oversized request waits only for the debt
             let missing = rest > budget ? rest - budget : 0
-            let (wait, overflow) = Self.waitReportingOverflow(tokens: missing, size: size,
-                                                              period: refillNanoseconds, partial: partial)
+            let (wait, overflow) = Self.waitReportingOverflow(
+                tokens: missing, size: size,
+                period: refillNanoseconds, partial: partial)
             let (ready, late) = lastRefill.addingReportingOverflow(wait)
             return overflow || late ? .max : max(ready, now)
         }
@@ -157,8 +159,10 @@ public struct IOTokenBucket: Equatable, Sendable {
     /// Nanoseconds until `tokens` more are earned with `partial` already
     /// towards the next: ceil((tokens × period − partial) / size), and
     /// whether it does not fit in 64 bits.
-    static func waitReportingOverflow(tokens: UInt64, size: UInt64, period: UInt64,
-                                      partial: UInt64) -> (partialValue: UInt64, overflow: Bool) {
+    static func waitReportingOverflow(
+        tokens: UInt64, size: UInt64, period: UInt64,
+        partial: UInt64
+    ) -> (partialValue: UInt64, overflow: Bool) {
         guard tokens > 0 else { return (0, false) }
         var product = tokens.multipliedFullWidth(by: period)
         // tokens ≥ 1 and partial < period, so this never goes below zero.

@@ -90,11 +90,11 @@ public final class VirtioMMIOTransport {
         case MMIORegister.status: return status.rawValue
         case MMIORegister.configGeneration: return configGeneration
         case MMIORegister.sharedMemoryLengthLow, MMIORegister.sharedMemoryLengthHigh,
-             MMIORegister.sharedMemoryBaseLow, MMIORegister.sharedMemoryBaseHigh:
+            MMIORegister.sharedMemoryBaseLow, MMIORegister.sharedMemoryBaseHigh:
             // §4.2.2: a region that does not exist reads as length -1.
             return UInt32.max
         case MMIORegister.queueReset:
-            return 0  // VIRTIO_F_RING_RESET is not offered.
+            return 0 // VIRTIO_F_RING_RESET is not offered.
         default:
             // Write-only registers and holes in the map.
             return ignored(0)
@@ -113,7 +113,8 @@ public final class VirtioMMIOTransport {
 
     private func configRange(offset: UInt64, size: Int, spaceCount: Int) -> Range<Int>? {
         guard size == 1 || size == 2 || size == 4, offset % UInt64(size) == 0,
-              offset < UInt64(spaceCount), UInt64(size) <= UInt64(spaceCount) - offset else { return nil }
+            offset < UInt64(spaceCount), UInt64(size) <= UInt64(spaceCount) - offset
+        else { return nil }
         return Int(offset)..<Int(offset) + size
     }
 
@@ -154,7 +155,7 @@ public final class VirtioMMIOTransport {
             processQueue(Int(value))
         case MMIORegister.interruptAcknowledge: interruptStatus &= ~value
         case MMIORegister.status: writeStatus(value)
-        case MMIORegister.sharedMemorySelect: break  // no regions: every id reads as absent
+        case MMIORegister.sharedMemorySelect: break // no regions: every id reads as absent
         default:
             // Read-only registers and holes: the driver must not write them (§4.2.2.2).
             ignored(())
@@ -171,11 +172,13 @@ public final class VirtioMMIOTransport {
     /// §3.1.1 step 4: features are written after DRIVER and before
     /// FEATURES_OK; afterwards the set is frozen.
     private func writeDriverFeatures(_ value: UInt32) {
-        guard status.contains(.driver), !status.contains(.featuresOK), !status.contains(.failed) else { return ignored(()) }
+        guard status.contains(.driver), !status.contains(.featuresOK), !status.contains(.failed) else {
+            return ignored(())
+        }
         switch driverFeaturesSelect {
         case 0: driverFeatures.setLow(value)
         case 1: driverFeatures.setHigh(value)
-        default: if value != 0 { ignored(()) }  // nothing is offered above bit 63
+        default: if value != 0 { ignored(()) } // nothing is offered above bit 63
         }
     }
 
@@ -183,7 +186,8 @@ public final class VirtioMMIOTransport {
     /// and a queue's registers are not changed while it is ready (§4.2.2).
     private func configureSelectedQueue(_ body: (Int) -> Void) {
         guard let index = selectedQueue, queues[index] == nil,
-              status.contains(.featuresOK), !status.contains(.driverOK) else { return ignored(()) }
+            status.contains(.featuresOK), !status.contains(.driverOK)
+        else { return ignored(()) }
         body(index)
     }
 
@@ -200,11 +204,13 @@ public final class VirtioMMIOTransport {
         do {
             // §4.2.2: QueueNum is at most QueueNumMax.
             guard size <= UInt32(device.queueMaxSizes[index]) else {
-                throw VirtqueueError(queue: index, .badLayout("size \(size) above the maximum \(device.queueMaxSizes[index])"))
+                throw VirtqueueError(
+                    queue: index, .badLayout("size \(size) above the maximum \(device.queueMaxSizes[index])"))
             }
             var configuration = queueConfigurations[index]
             configuration.size = UInt16(size)
-            queues[index] = try Virtqueue(index: index, configuration: configuration, memory: memory, features: driverFeatures)
+            queues[index] = try Virtqueue(
+                index: index, configuration: configuration, memory: memory, features: driverFeatures)
         } catch let error as VirtqueueError {
             enterNeedsReset(error)
         } catch {
@@ -239,7 +245,7 @@ public final class VirtioMMIOTransport {
         ]
         for (bit, prerequisite) in order where added.contains(bit) {
             guard requested.isSuperset(of: prerequisite), !status.contains(.failed) else { return ignored(()) }
-            if bit == .featuresOK && !featuresAcceptable { return }  // §2.2.2: FEATURES_OK stays clear
+            if bit == .featuresOK && !featuresAcceptable { return } // §2.2.2: FEATURES_OK stays clear
             status.insert(bit)
             if bit == .driverOK { device.activate(features: driverFeatures) }
         }
@@ -291,7 +297,8 @@ public final class VirtioMMIOTransport {
     @discardableResult
     public func processQueue(_ index: Int) -> Bool {
         guard status.contains(.driverOK), status.isDisjoint(with: [.needsReset, .failed]),
-              let queue = queue(index) else { return false }
+            let queue = queue(index)
+        else { return false }
         let live = queues.compactMap { $0 }
         for each in live { each.beginService(budget: Self.serviceRounds * Int(each.configuration.size)) }
         do {

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Calendar time as the RTC reports it.
 public struct RTCTime: Equatable, Sendable {
@@ -18,9 +19,10 @@ public struct RTCTime: Equatable, Sendable {
         var seconds = time(nil)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return RTCTime(year: Int(parts.tm_year) + 1900, month: Int(parts.tm_mon) + 1, day: Int(parts.tm_mday),
-                       weekday: Int(parts.tm_wday) + 1, hour: Int(parts.tm_hour), minute: Int(parts.tm_min),
-                       second: Int(parts.tm_sec))
+        return RTCTime(
+            year: Int(parts.tm_year) + 1900, month: Int(parts.tm_mon) + 1, day: Int(parts.tm_mday),
+            weekday: Int(parts.tm_wday) + 1, hour: Int(parts.tm_hour), minute: Int(parts.tm_min),
+            second: Int(parts.tm_sec))
     }
 }
 

@@ -78,7 +78,10 @@ public final class I8042Controller: BusDevice, @unchecked Sendable { // its clos
                 state.output = nil
                 return (value, state.loadKeyboardByte())
             case 4:
-                return (I8042Controller.statusSystemFlag | (state.output == nil ? 0 : I8042Controller.statusOutputFull), false)
+                return (
+                    I8042Controller.statusSystemFlag | (state.output == nil ? 0 : I8042Controller.statusOutputFull),
+                    false
+                )
             default:
                 return (0xff, false)
             }

@@ -35,25 +35,33 @@ struct LegacyDevices {
         let log: (String) -> Void
     }
 
-    static func wire(vm: KVMVirtualMachine, portBus: Bus, memoryBus: Bus,
-                     to destinations: Destinations) throws -> LegacyDevices {
+    static func wire(
+        vm: KVMVirtualMachine, portBus: Bus, memoryBus: Bus,
+        to destinations: Destinations
+    ) throws -> LegacyDevices {
         let exitSignal = destinations.exitSignal, metrics = destinations.metrics, console = destinations.console
 
         let serialInterrupt = try vm.interruptEventFD(gsi: X86Layout.serialIRQ)
-        let serial = SerialDevice(output: { bytes in try? console.writeAll(bytes) },
-                                  interrupt: { serialInterrupt.trigger() })
-        try portBus.insert(serial, base: UInt64(X86Layout.serialPort), size: 8, counters: metrics.accessCounters("uart"))
+        let serial = SerialDevice(
+            output: { bytes in try? console.writeAll(bytes) },
+            interrupt: { serialInterrupt.trigger() })
+        try portBus.insert(
+            serial, base: UInt64(X86Layout.serialPort), size: 8, counters: metrics.accessCounters("uart"))
 
         let keyboardInterrupt = try vm.interruptEventFD(gsi: X86Layout.i8042IRQ)
-        let keyboard = I8042Controller(reset: { exitSignal.request(.reset("i8042 reset")) },
-                                       interrupt: { keyboardInterrupt.trigger() })
-        try portBus.insert(keyboard, base: UInt64(X86Layout.i8042Ports), size: 5, counters: metrics.accessCounters("i8042"))
+        let keyboard = I8042Controller(
+            reset: { exitSignal.request(.reset("i8042 reset")) },
+            interrupt: { keyboardInterrupt.trigger() })
+        try portBus.insert(
+            keyboard, base: UInt64(X86Layout.i8042Ports), size: 5, counters: metrics.accessCounters("i8042"))
 
-        try portBus.insert(CMOSClock(), base: UInt64(X86Layout.cmosPorts), size: 2, counters: metrics.accessCounters("cmos"))
+        try portBus.insert(
+            CMOSClock(), base: UInt64(X86Layout.cmosPorts), size: 2, counters: metrics.accessCounters("cmos"))
 
-        try portBus.insert(SleepControlDevice { exitSignal.request(.poweroff("ACPI S5")) },
-                           base: UInt64(X86Layout.sleepControlPort), size: 2,
-                           counters: metrics.accessCounters("sleep_control"))
+        try portBus.insert(
+            SleepControlDevice { exitSignal.request(.poweroff("ACPI S5")) },
+            base: UInt64(X86Layout.sleepControlPort), size: 2,
+            counters: metrics.accessCounters("sleep_control"))
 
         if let report = destinations.bootTimer {
             let start = report.startNanoseconds, log = report.log
@@ -62,11 +70,13 @@ struct LegacyDevices {
                 let cpu = MonotonicClock.processCPUNanoseconds()
                 metrics.bootTimeMicroseconds.set(elapsed / 1000)
                 metrics.bootCPUMicroseconds.set(cpu / 1000)
-                log("boot-timer: guest boot time \(Machine.milliseconds(elapsed)) ms since kiln start, "
-                    + "VMM CPU \(Machine.milliseconds(cpu)) ms")
+                log(
+                    "boot-timer: guest boot time \(Machine.milliseconds(elapsed)) ms since kiln start, "
+                        + "VMM CPU \(Machine.milliseconds(cpu)) ms")
             }
-            try memoryBus.insert(timer, base: X86Layout.bootTimer, size: X86Layout.pageSize,
-                                 counters: metrics.accessCounters("boot_timer"))
+            try memoryBus.insert(
+                timer, base: X86Layout.bootTimer, size: X86Layout.pageSize,
+                counters: metrics.accessCounters("boot_timer"))
         }
         return LegacyDevices(serial: serial, keyboard: keyboard)
     }

@@ -79,8 +79,9 @@ public final class LegacyFuzzHarness: FuzzHarness {
     /// `control` picks the wall-clock time the CMOS reports.
     public init(control: UInt8) {
         let value = Int(control)
-        let time = RTCTime(year: 1970 + value, month: 1 + value % 12, day: 1 + value % 28, weekday: 1 + value % 7,
-                           hour: value % 24, minute: value % 60, second: value * 7 % 60)
+        let time = RTCTime(
+            year: 1970 + value, month: 1 + value % 12, day: 1 + value % 28, weekday: 1 + value % 7,
+            hour: value % 24, minute: value % 60, second: value * 7 % 60)
         self.time = time
         let calls = calls
         keyboard = I8042Controller(reset: { calls.resets += 1 }, interrupt: { calls.interrupts += 1 })
@@ -97,9 +98,11 @@ public final class LegacyFuzzHarness: FuzzHarness {
         case .uartInput(let count):
             let pending = uart.pendingInput
             let raise = uart.receive((0..<count).map { UInt8(truncatingIfNeeded: $0) })
-            precondition(uart.pendingInput == min(UART8250.inputCapacity, pending + count) || pending >= UART8250.inputCapacity,
-                         "input kept \(uart.pendingInput) of \(pending) + \(count)")
-            precondition(!raise || uart.interruptEnable & UART8250.IER.receivedData != 0, "input interrupt while disabled")
+            precondition(
+                uart.pendingInput == min(UART8250.inputCapacity, pending + count) || pending >= UART8250.inputCapacity,
+                "input kept \(uart.pendingInput) of \(pending) + \(count)")
+            precondition(
+                !raise || uart.interruptEnable & UART8250.IER.receivedData != 0, "input interrupt while disabled")
         case .portWrite(let port, let size, let value): portWrite(UInt64(port), size, value)
         case .portRead(let port, let size): portRead(UInt64(port), size)
         case .ctrlAltDel:
@@ -110,13 +113,16 @@ public final class LegacyFuzzHarness: FuzzHarness {
         }
         // A FIFO's worth of input at most, however the guest reads (the
         // storage behind it too, not just the unread part).
-        precondition(uart.input.count <= UART8250.inputCapacity && uart.inputHead <= uart.input.count,
-                     "UART input holds \(uart.input.count) bytes, head \(uart.inputHead)")
+        precondition(
+            uart.input.count <= UART8250.inputCapacity && uart.inputHead <= uart.input.count,
+            "UART input holds \(uart.input.count) bytes, head \(uart.inputHead)")
         // The i8042 buffers 16 keyboard bytes: four Ctrl+Alt+Del presses.
         precondition(pressesUnread <= 4, "\(pressesUnread) presses queued unread")
         // Reset only for 0xFE written to 0x64, one byte wide.
         var wantReset = false
-        if case .portWrite(let port, 1, let value) = operation, UInt64(port) == Self.keyboardCommand, value & 0xFF == 0xFE {
+        if case .portWrite(let port, 1, let value) = operation, UInt64(port) == Self.keyboardCommand,
+            value & 0xFF == 0xFE
+        {
             wantReset = true
         }
         precondition(calls.resets - resets == (wantReset ? 1 : 0), "reset callback for \(operation)")
@@ -152,8 +158,10 @@ public final class LegacyFuzzHarness: FuzzHarness {
         }
         if dlab && register == UART8250.Register.data { divisor = divisor & 0xFF00 | UInt16(value) }
         if dlab && register == UART8250.Register.interruptEnable { divisor = divisor & 0x00FF | UInt16(value) << 8 }
-        precondition(!effects.interrupt || uart.interruptEnable & (UART8250.IER.receivedData | UART8250.IER.transmitterEmpty) != 0,
-                     "an interrupt with every source disabled")
+        precondition(
+            !effects.interrupt
+                || uart.interruptEnable & (UART8250.IER.receivedData | UART8250.IER.transmitterEmpty) != 0,
+            "an interrupt with every source disabled")
     }
 
     func uartRead(_ register: Int) {
@@ -163,20 +171,23 @@ public final class LegacyFuzzHarness: FuzzHarness {
         case UART8250.Register.data where dlab:
             precondition(value == UInt8(truncatingIfNeeded: divisor), "DLL reads back wrong")
         case UART8250.Register.data:
-            precondition(uart.pendingInput == max(0, pending - 1), "a data read took \(pending - uart.pendingInput) bytes")
+            precondition(
+                uart.pendingInput == max(0, pending - 1), "a data read took \(pending - uart.pendingInput) bytes")
             if pending == 0 { precondition(value == 0, "an empty receiver read \(value)") } else { effective += 1 }
         case UART8250.Register.interruptEnable where dlab:
             precondition(value == UInt8(divisor >> 8), "DLM reads back wrong")
         case UART8250.Register.interruptEnable:
             precondition(value & 0xF0 == 0, "IER reads reserved bits")
         case UART8250.Register.interruptID:
-            precondition([1, 2, 4].contains(value & 0x0F) && value & 0x30 == 0, "IIR read 0x\(String(value, radix: 16))")
+            precondition(
+                [1, 2, 4].contains(value & 0x0F) && value & 0x30 == 0, "IIR read 0x\(String(value, radix: 16))")
         case UART8250.Register.modemControl:
             precondition(value & 0xE0 == 0, "MCR reads reserved bits")
         case UART8250.Register.lineStatus:
             // Transmit is instantaneous: THRE and TEMT always; DR iff input waits.
-            precondition(value & 0x60 == 0x60 && value & 0x9E == 0 && (value & 1 != 0) == (pending > 0),
-                         "LSR read 0x\(String(value, radix: 16)) with \(pending) bytes waiting")
+            precondition(
+                value & 0x60 == 0x60 && value & 0x9E == 0 && (value & 1 != 0) == (pending > 0),
+                "LSR read 0x\(String(value, radix: 16)) with \(pending) bytes waiting")
         default:
             break
         }
@@ -205,7 +216,9 @@ public final class LegacyFuzzHarness: FuzzHarness {
             effective += 1
         case Self.keyboardCommand where byte == 0xAA || byte == 0x20:
             // Self-test and read-control answer on the data port.
-            precondition(keyboardStatus & I8042Controller.statusOutputFull != 0, "command 0x\(String(byte, radix: 16)) left no answer")
+            precondition(
+                keyboardStatus & I8042Controller.statusOutputFull != 0,
+                "command 0x\(String(byte, radix: 16)) left no answer")
             effective += 1
         default:
             break
@@ -229,13 +242,19 @@ public final class LegacyFuzzHarness: FuzzHarness {
             }
             pressesUnread = 0
         case Self.keyboardCommand:
-            precondition(value & ~0x05 == 0 && value & I8042Controller.statusSystemFlag != 0, "i8042 status 0x\(String(value, radix: 16))")
-        case UInt64(X86Layout.i8042Ports) + 1 ... UInt64(X86Layout.i8042Ports) + 3:
+            precondition(
+                value & ~0x05 == 0 && value & I8042Controller.statusSystemFlag != 0,
+                "i8042 status 0x\(String(value, radix: 16))")
+        case UInt64(X86Layout.i8042Ports) + 1...UInt64(X86Layout.i8042Ports) + 3:
             precondition(value == 0xFF, "an i8042 hole read 0x\(String(value, radix: 16))")
         case Self.cmosIndexPort:
-            precondition(value == cmosIndex, "CMOS index read back 0x\(String(value, radix: 16)), not 0x\(String(cmosIndex, radix: 16))")
+            precondition(
+                value == cmosIndex,
+                "CMOS index read back 0x\(String(value, radix: 16)), not 0x\(String(cmosIndex, radix: 16))")
         case Self.cmosDataPort:
-            precondition(value == expectedCMOS(cmosIndex), "CMOS register 0x\(String(cmosIndex, radix: 16)) read 0x\(String(value, radix: 16))")
+            precondition(
+                value == expectedCMOS(cmosIndex),
+                "CMOS register 0x\(String(cmosIndex, radix: 16)) read 0x\(String(value, radix: 16))")
             effective += 1
         default:
             break

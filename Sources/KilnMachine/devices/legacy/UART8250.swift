@@ -8,9 +8,9 @@
 /// follow the datasheet's priorities: received data before THR empty.
 public struct UART8250: Sendable {
     public enum Register {
-        public static let data = 0            // RBR (read) / THR (write); DLL when DLAB
+        public static let data = 0 // RBR (read) / THR (write); DLL when DLAB
         public static let interruptEnable = 1 // IER; DLM when DLAB
-        public static let interruptID = 2     // IIR (read) / FCR (write)
+        public static let interruptID = 2 // IIR (read) / FCR (write)
         public static let lineControl = 3
         public static let modemControl = 4
         public static let lineStatus = 5

@@ -1,8 +1,9 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import KilnVirtio
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Sectors in a file or block device, read and written with pread/pwrite at
 /// explicit offsets (no shared file position, so queues could run in

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CKiln
 import KilnSystem
 import KilnTelemetry
 import KilnVirtio
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 // The host side of the virtio devices: files, TAPs and the kernel's random
 // pool. KilnVirtio stays free of system calls; these live here, next to the
@@ -33,8 +34,9 @@ final class DriveFile {
             }
             // Regular files and block devices ignore O_NONBLOCK for I/O; the
             // flag only kept the open itself from waiting.
-            backend = try FileBlockBackend(file: file, readOnly: readOnly, syncOnFlush: syncOnFlush,
-                                           identifier: identifier)
+            backend = try FileBlockBackend(
+                file: file, readOnly: readOnly, syncOnFlush: syncOnFlush,
+                identifier: identifier)
             trailingBytes = type == S_IFREG ? Int(status.st_size % off_t(BlockRequest.sectorSize)) : 0
         } catch {
             file.close()
@@ -106,7 +108,8 @@ final class TapNetBackend: NetBackend {
         let fd = ckiln_tap_open(name)
         guard fd >= 0 else {
             let error = errno
-            throw error == ENODEV ? BootInputError.tapMissing(name: name)
+            throw error == ENODEV
+                ? BootInputError.tapMissing(name: name)
                 : BootInputError.tapUnavailable(name: name, SystemError("TUNSETIFF", errno: error))
         }
         descriptor = FileDescriptor(rawValue: fd)

@@ -50,14 +50,17 @@ final class VirtioDeviceManager {
 
     /// `vsockSocket` is `uds_path` as bound when vsock was configured;
     /// without one (or for another path) it is bound here.
-    init(configuration: VMConfig, memory: GuestMemory, registry: MetricsRegistry, vsockSocket: VsockHostSocket? = nil,
-         log: @escaping (String) -> Void) throws {
+    init(
+        configuration: VMConfig, memory: GuestMemory, registry: MetricsRegistry, vsockSocket: VsockHostSocket? = nil,
+        log: @escaping (String) -> Void
+    ) throws {
         self.memory = memory
         self.registry = registry
         self.log = log
         needsReset = registry.counter("virtio", "device_needs_reset")
         try Self.refuseUnsupported(configuration)
-        let deviceCount = configuration.drives.count + configuration.networkInterfaces.count
+        let deviceCount =
+            configuration.drives.count + configuration.networkInterfaces.count
             + (configuration.entropy == nil ? 0 : 1) + (configuration.vsock == nil ? 0 : 1)
         guard deviceCount <= Self.capacity else {
             throw BootInputError.tooManyDevices(configured: deviceCount, capacity: Self.capacity)
@@ -71,7 +74,9 @@ final class VirtioDeviceManager {
             // guest cannot see: clients that default to it (bandsox) get the
             // same virtio-blk device, served by the synchronous engine.
             if drive.ioEngine == .async {
-                log("drive \(drive.driveID): io_engine Async is served by Kiln's synchronous engine (Kiln has no io_uring engine)")
+                log(
+                    "drive \(drive.driveID): io_engine Async is served by Kiln's synchronous engine (Kiln has no io_uring engine)"
+                )
             }
             guard let path = drive.pathOnHost else {
                 throw BootInputError.drivePathMissing(driveID: drive.driveID)
@@ -80,10 +85,13 @@ final class VirtioDeviceManager {
             driveFiles[drive.driveID] = file
             let group = "block_\(drive.driveID)"
             let backend = CountedBlockBackend(file.backend, registry: registry, group: group)
-            let throttle = IOThrottle.configured(drive.rateLimiter,
-                                                 counter: registry.counter(group, "rate_limiter_throttled_events"))
-            append(name: "block \(drive.driveID)", device: BlockDevice(memory: memory, backend: backend, throttle: throttle),
-                   tap: nil, drive: (drive, backend))
+            let throttle = IOThrottle.configured(
+                drive.rateLimiter,
+                counter: registry.counter(group, "rate_limiter_throttled_events"))
+            append(
+                name: "block \(drive.driveID)",
+                device: BlockDevice(memory: memory, backend: backend, throttle: throttle),
+                tap: nil, drive: (drive, backend))
             if drive.isRootDevice {
                 commandLineWords.append(drive.partUUID.map { "root=PARTUUID=\($0)" } ?? "root=/dev/vda")
                 commandLineWords.append(drive.isReadOnly ? "ro" : "rw")
@@ -93,53 +101,68 @@ final class VirtioDeviceManager {
             let group = "net_\(interface.ifaceID)"
             let tap = try TapNetBackend(name: interface.hostDevName, registry: registry, group: group)
             let mac = interface.guestMAC?.bytes ?? Self.defaultMAC(index: entries.count)
-            let receive = IOThrottle.configured(interface.rxRateLimiter,
-                                                counter: registry.counter(group, "rx_rate_limiter_throttled"))
-            let transmit = IOThrottle.configured(interface.txRateLimiter,
-                                                 counter: registry.counter(group, "tx_rate_limiter_throttled"))
-            append(name: "net \(interface.ifaceID)", device: NetDevice(memory: memory, backend: tap, mac: mac,
-                                                                       receiveThrottle: receive, transmitThrottle: transmit),
-                   tap: tap, drive: nil)
+            let receive = IOThrottle.configured(
+                interface.rxRateLimiter,
+                counter: registry.counter(group, "rx_rate_limiter_throttled"))
+            let transmit = IOThrottle.configured(
+                interface.txRateLimiter,
+                counter: registry.counter(group, "tx_rate_limiter_throttled"))
+            append(
+                name: "net \(interface.ifaceID)",
+                device: NetDevice(
+                    memory: memory, backend: tap, mac: mac,
+                    receiveThrottle: receive, transmitThrottle: transmit),
+                tap: tap, drive: nil)
         }
         if let entropy = configuration.entropy {
             let source = RandomEntropySource(registry: registry, group: "entropy")
-            let throttle = IOThrottle.configured(entropy.rateLimiter,
-                                                 counter: registry.counter("entropy", "entropy_rate_limiter_throttled"))
-            append(name: "entropy", device: EntropyDevice(memory: memory, source: source, throttle: throttle), tap: nil,
-                   drive: nil)
+            let throttle = IOThrottle.configured(
+                entropy.rateLimiter,
+                counter: registry.counter("entropy", "entropy_rate_limiter_throttled"))
+            append(
+                name: "entropy", device: EntropyDevice(memory: memory, source: source, throttle: throttle), tap: nil,
+                drive: nil)
         }
         if let vsock = configuration.vsock {
             // Last, so the other devices keep the places (and guest names)
             // they have without one.
             let counters = RegistryVsockCounters(registry: registry)
-            let socket = try vsockSocket.flatMap { $0.path == vsock.udsPath ? $0 : nil }
+            let socket =
+                try vsockSocket.flatMap { $0.path == vsock.udsPath ? $0 : nil }
                 ?? VsockHostSocket(path: vsock.udsPath)
             let backend = try UnixVsockBackend(socket: socket, counters: counters, log: log)
-            let device = VsockDevice(memory: memory, guestCID: UInt64(vsock.guestCID), backend: backend,
-                                     counters: counters, clock: MonotonicClock.nanoseconds)
+            let device = VsockDevice(
+                memory: memory, guestCID: UInt64(vsock.guestCID), backend: backend,
+                counters: counters, clock: MonotonicClock.nanoseconds)
             append(name: "vsock", device: device, tap: nil, drive: nil)
             entries[entries.count - 1].vsock = backend
         }
     }
 
-    private func append(name: String, device: VirtioDevice, tap: TapNetBackend?,
-                        drive: (configuration: BlockDeviceConfig, backend: CountedBlockBackend)?) {
+    private func append(
+        name: String, device: VirtioDevice, tap: TapNetBackend?,
+        drive: (configuration: BlockDeviceConfig, backend: CountedBlockBackend)?
+    ) {
         let index = UInt64(entries.count)
-        entries.append(Entry(name: name, device: device, base: X86Layout.virtioMMIOStart + index * X86Layout.virtioMMIOSize,
-                             gsi: Self.firstGSI + UInt32(index), tap: tap, drive: drive))
+        entries.append(
+            Entry(
+                name: name, device: device, base: X86Layout.virtioMMIOStart + index * X86Layout.virtioMMIOSize,
+                gsi: Self.firstGSI + UInt32(index), tap: tap, drive: drive))
     }
 
     /// A disk whose size is not whole sectors is served short of its tail,
     /// with a warning, as Firecracker does.
     func openDrive(_ drive: BlockDeviceConfig, path: String) throws -> DriveFile {
-        let file = try DriveFile(path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
-                                 identifier: drive.driveID)
+        let file = try DriveFile(
+            path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
+            identifier: drive.driveID)
         guard file.backend.sectorCount > 0 else {
             throw BootInputError.driveSmallerThanSector(driveID: drive.driveID, path: path)
         }
         if file.trailingBytes > 0 {
-            log("drive \(drive.driveID): \(path) is not a whole number of 512-byte sectors; "
-                + "its last \(file.trailingBytes) bytes are not visible to the guest")
+            log(
+                "drive \(drive.driveID): \(path) is not a whole number of 512-byte sectors; "
+                    + "its last \(file.trailingBytes) bytes are not visible to the guest")
         }
         return file
     }
@@ -153,7 +176,8 @@ final class VirtioDeviceManager {
     /// replaces the device's buckets (a bucket left out keeps its state).
     func updateDrive(_ drive: BlockDeviceConfig) throws {
         guard let index = entries.firstIndex(where: { $0.drive?.configuration.driveID == drive.driveID }),
-              let current = entries[index].drive, slots.indices.contains(index) else {
+            let current = entries[index].drive, slots.indices.contains(index)
+        else {
             throw MachineControlError.driveNotAttached(drive.driveID)
         }
         if let path = drive.pathOnHost, path != current.configuration.pathOnHost {
@@ -162,7 +186,7 @@ final class VirtioDeviceManager {
                 current.backend.inner = file.backend
                 transport.configurationChanged()
             }
-            driveFiles[drive.driveID] = file  // the old file closes here
+            driveFiles[drive.driveID] = file // the old file closes here
             entries[index].drive?.configuration.pathOnHost = path
             log("drive \(drive.driveID): now \(path), \(file.backend.sectorCount) sectors")
         }
@@ -197,15 +221,17 @@ final class VirtioDeviceManager {
                 for queue in entry.device.queueMaxSizes.indices {
                     let event = try EventFD()
                     events.append(event)
-                    try vm.registerQueueNotify(address: entry.base + MMIORegister.queueNotify, queue: UInt32(queue),
-                                               event: event)
+                    try vm.registerQueueNotify(
+                        address: entry.base + MMIORegister.queueNotify, queue: UInt32(queue),
+                        event: event)
                 }
             } catch {
                 for event in events { event.close() }
                 throw error
             }
-            let slot = VirtioMMIOSlot(name: entry.name, transport: transport,
-                                      interrupt: interrupt, queueEvents: events, failures: needsReset, log: log)
+            let slot = VirtioMMIOSlot(
+                name: entry.name, transport: transport,
+                interrupt: interrupt, queueEvents: events, failures: needsReset, log: log)
             slots.append(slot)
             try bus.insert(slot, base: entry.base, size: X86Layout.virtioMMIOSize)
         }
@@ -223,20 +249,22 @@ final class VirtioDeviceManager {
                 try? loop?.modify(token, events: tap.pending == nil ? .readable : [])
             }
             for (index, event) in slot.queueEvents.enumerated() {
-                tokens.append(try loop.subscribe(event.descriptor) { _ in
-                    _ = try? event.drain()
-                    if slot.serveQueue(index) { try? event.signal() }
-                    resumer.serviceEnded()
-                    rearmTap()
-                    if let vsock = entry.vsock { slot.withTransport { _ in vsock.queueServed() } }
-                })
+                tokens.append(
+                    try loop.subscribe(event.descriptor) { _ in
+                        _ = try? event.drain()
+                        if slot.serveQueue(index) { try? event.signal() }
+                        resumer.serviceEnded()
+                        rearmTap()
+                        if let vsock = entry.vsock { slot.withTransport { _ in vsock.queueServed() } }
+                    })
             }
             if let vsock = entry.vsock, let device = entry.device as? VsockDevice {
                 let receive = slot.queueEvents[VsockDevice.Queue.receive]
-                tokens += try vsock.attach(device: device, loop: loop, serialize: { body in slot.withTransport { _ in body() } },
-                                           serveReceive: {
-                                               if slot.serveQueue(VsockDevice.Queue.receive) { try? receive.signal() }
-                                           })
+                tokens += try vsock.attach(
+                    device: device, loop: loop, serialize: { body in slot.withTransport { _ in body() } },
+                    serveReceive: {
+                        if slot.serveQueue(VsockDevice.Queue.receive) { try? receive.signal() }
+                    })
             }
             if let tap = entry.tap {
                 let token = try loop.subscribe(tap.descriptor) { _ in
@@ -244,7 +272,9 @@ final class VirtioDeviceManager {
                     // it waits there, and the TAP is left alone until the
                     // guest posts receive buffers.
                     _ = slot.withTransport { _ in tap.peekFrame() }
-                    if slot.serveQueue(NetDevice.Queue.receive) { try? slot.queueEvents[NetDevice.Queue.receive].signal() }
+                    if slot.serveQueue(NetDevice.Queue.receive) {
+                        try? slot.queueEvents[NetDevice.Queue.receive].signal()
+                    }
                     resumer.serviceEnded()
                     rearmTap()
                 }

@@ -1,8 +1,8 @@
 import KilnMemory
 import KilnSystem
-import Synchronization
 import KilnTelemetry
 import KilnVirtio
+import Synchronization
 
 /// One virtio-mmio device on the machine's MMIO bus: KilnVirtio's pure
 /// transport behind the one lock that serializes it. The last hop of a
@@ -41,8 +41,10 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable { // the transport is
     private let failures: Counter
     private let log: (String) -> Void
 
-    init(name: String, transport: VirtioMMIOTransport, interrupt: PublishingInterrupt,
-         queueEvents: [EventFD], failures: Counter, log: @escaping (String) -> Void) {
+    init(
+        name: String, transport: VirtioMMIOTransport, interrupt: PublishingInterrupt,
+        queueEvents: [EventFD], failures: Counter, log: @escaping (String) -> Void
+    ) {
         self.interrupt = interrupt
         self.log = log
         self.name = name
@@ -82,7 +84,7 @@ final class VirtioMMIOSlot: BusDevice, @unchecked Sendable { // the transport is
         }
         state.withLock { state in
             state.transport.write(offset: offset, size: data.count, value: value)
-            interrupt.publish()  // InterruptACK and reset clear bits
+            interrupt.publish() // InterruptACK and reset clear bits
             // QueueReady with a bad layout fails the device here, and a
             // reset (Status 0) ends a failure: both are seen at once.
             noteFailure(&state)

@@ -10,8 +10,9 @@ import KilnVirtio
 
 extension IOTokenBucket.Settings {
     init(_ bucket: TokenBucketConfig) {
-        self.init(size: bucket.size, oneTimeBurst: bucket.oneTimeBurst ?? 0,
-                  refillTimeMilliseconds: bucket.refillTimeMilliseconds)
+        self.init(
+            size: bucket.size, oneTimeBurst: bucket.oneTimeBurst ?? 0,
+            refillTimeMilliseconds: bucket.refillTimeMilliseconds)
     }
 }
 
@@ -31,8 +32,9 @@ extension IOThrottle {
     /// PATCH may add one), counting refusals in `counter`.
     static func configured(_ limiter: RateLimiterConfig?, counter: Counter) -> IOThrottle {
         let now = MonotonicClock.nanoseconds()
-        let limiter = IORateLimiter(bandwidth: limiter?.bandwidth.map(IOTokenBucket.Settings.init),
-                                    ops: limiter?.ops.map(IOTokenBucket.Settings.init), now: now)
+        let limiter = IORateLimiter(
+            bandwidth: limiter?.bandwidth.map(IOTokenBucket.Settings.init),
+            ops: limiter?.ops.map(IOTokenBucket.Settings.init), now: now)
         return IOThrottle(limiter: limiter, clock: MonotonicClock.nanoseconds, onThrottled: { counter.increment() })
     }
 }
@@ -88,13 +90,17 @@ final class ThrottleResumer {
 extension VirtioDeviceManager {
     /// PATCH /drives/{drive_id} with a `rate_limiter`. False when no such drive.
     func updateRateLimiters(driveID: String, _ limiter: RateLimiterConfig?) -> Bool {
-        withDevice(named: "block \(driveID)", as: BlockDevice.self) { $0.updateRateLimiters(IORateLimiter.Update(limiter)) }
+        withDevice(named: "block \(driveID)", as: BlockDevice.self) {
+            $0.updateRateLimiters(IORateLimiter.Update(limiter))
+        }
     }
 
     /// PATCH /network-interfaces/{iface_id} with `rx_rate_limiter` and
     /// `tx_rate_limiter`. False when no such interface.
-    func updateRateLimiters(interfaceID: String, receive: RateLimiterConfig?,
-                            transmit: RateLimiterConfig?) -> Bool {
+    func updateRateLimiters(
+        interfaceID: String, receive: RateLimiterConfig?,
+        transmit: RateLimiterConfig?
+    ) -> Bool {
         withDevice(named: "net \(interfaceID)", as: NetDevice.self) {
             $0.updateRateLimiters(receive: IORateLimiter.Update(receive), transmit: IORateLimiter.Update(transmit))
         }
@@ -104,10 +110,13 @@ extension VirtioDeviceManager {
     /// every queue, so a limit lifted or loosened applies at once rather than
     /// at the old deadline. Any thread; only after `wire` (before it, a
     /// PATCH edits the configuration instead).
-    private func withDevice<Device: VirtioDevice>(named name: String, as type: Device.Type,
-                                                  _ body: (Device) -> Void) -> Bool {
+    private func withDevice<Device: VirtioDevice>(
+        named name: String, as type: Device.Type,
+        _ body: (Device) -> Void
+    ) -> Bool {
         guard let index = entries.firstIndex(where: { $0.name == name }), slots.indices.contains(index),
-              let device = entries[index].device as? Device else { return false }
+            let device = entries[index].device as? Device
+        else { return false }
         let slot = slots[index]
         slot.withTransport { _ in body(device) }
         for event in slot.queueEvents { try? event.signal() }

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Where a block device's sectors live. Offsets and lengths reaching here
 /// were already checked against `sectorCount` by `BlockRequest.plan`.

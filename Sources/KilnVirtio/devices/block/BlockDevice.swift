@@ -1,5 +1,5 @@
-import KilnMemory
 import KilnBytes
+import KilnMemory
 
 /// virtio-blk (virtio 1.2 §5.2): one request queue in front of a
 /// `BlockBackend`. Stateless between requests.
@@ -44,10 +44,10 @@ public final class BlockDevice: RateLimitedDevice {
     public var configSpace: [UInt8] {
         var bytes: [UInt8] = []
         bytes.appendLittleEndian(backend.sectorCount)
-        bytes.appendLittleEndian(UInt32(0))                     // size_max: not offered
-        bytes.appendLittleEndian(UInt32(Self.queueSize - 2))    // seg_max: the queue less header and status
-        bytes.appendLittleEndian(UInt32(0))                     // geometry: not offered
-        bytes.appendLittleEndian(UInt32(BlockRequest.sectorSize))  // blk_size
+        bytes.appendLittleEndian(UInt32(0)) // size_max: not offered
+        bytes.appendLittleEndian(UInt32(Self.queueSize - 2)) // seg_max: the queue less header and status
+        bytes.appendLittleEndian(UInt32(0)) // geometry: not offered
+        bytes.appendLittleEndian(UInt32(BlockRequest.sectorSize)) // blk_size
         return bytes
     }
 
@@ -91,8 +91,9 @@ public final class BlockDevice: RateLimitedDevice {
                 return
             }
             let shape = BlockRequest.Shape(readableData: reader.remaining, writableData: writer.remaining - 1)
-            plan = BlockRequest.plan(header: header, shape: shape, capacity: backend.sectorCount,
-                                     readOnly: backend.isReadOnly)
+            plan = BlockRequest.plan(
+                header: header, shape: shape, capacity: backend.sectorCount,
+                readOnly: backend.isReadOnly)
         }
 
         var transferBytes: UInt64 {
@@ -119,8 +120,10 @@ public final class BlockDevice: RateLimitedDevice {
     }
 
     /// Does the I/O; a backend error becomes IOERR (§5.2.6).
-    private func perform(_ operation: BlockRequest.Operation, reader: inout ChainReader,
-                         writer: inout ChainWriter) -> BlockRequest.Status {
+    private func perform(
+        _ operation: BlockRequest.Operation, reader: inout ChainReader,
+        writer: inout ChainWriter
+    ) -> BlockRequest.Status {
         do {
             switch operation {
             case .read(let offset, let length):

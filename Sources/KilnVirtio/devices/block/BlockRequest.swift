@@ -13,8 +13,8 @@ public enum BlockRequest {
 
     /// Request types (§5.2.6).
     public enum Kind {
-        public static let read: UInt32 = 0        // VIRTIO_BLK_T_IN
-        public static let write: UInt32 = 1       // VIRTIO_BLK_T_OUT
+        public static let read: UInt32 = 0 // VIRTIO_BLK_T_IN
+        public static let write: UInt32 = 1 // VIRTIO_BLK_T_OUT
         public static let flush: UInt32 = 4
         public static let getID: UInt32 = 8
     }
@@ -51,8 +51,10 @@ public enum BlockRequest {
 
     /// Decides a request. `header` must be exactly `headerSize` bytes.
     /// Returns the operation, or the status to report without any I/O.
-    public static func plan(header: [UInt8], shape: Shape, capacity: UInt64,
-                            readOnly: Bool) -> Result<Operation, Status> {
+    public static func plan(
+        header: [UInt8], shape: Shape, capacity: UInt64,
+        readOnly: Bool
+    ) -> Result<Operation, Status> {
         precondition(header.count == headerSize, "the device reads exactly one header")
         // Inside the 16 bytes just checked: never the 0.
         let type = header.littleEndian(UInt32.self, at: 0) ?? 0

@@ -26,8 +26,10 @@ public final class NetDevice: RateLimitedDevice {
     public private(set) var receiveThrottle: IOThrottle
     public private(set) var transmitThrottle: IOThrottle
 
-    public init(memory: GuestMemory, backend: NetBackend, mac: [UInt8],
-                receiveThrottle: IOThrottle = IOThrottle(), transmitThrottle: IOThrottle = IOThrottle()) {
+    public init(
+        memory: GuestMemory, backend: NetBackend, mac: [UInt8],
+        receiveThrottle: IOThrottle = IOThrottle(), transmitThrottle: IOThrottle = IOThrottle()
+    ) {
         precondition(mac.count == 6, "a MAC address is 6 bytes")
         self.memory = memory
         self.backend = backend
@@ -79,7 +81,8 @@ public final class NetDevice: RateLimitedDevice {
             // device cannot honour or an oversized frame is dropped: transmit
             // has no status to report it in.
             if let raw = try reader.read(NetHeader.size), let header = NetHeader(bytes: raw), header.isPlainTransmit,
-               reader.remaining <= UInt64(Self.maxFrameSize), let frame = try reader.read(Int(reader.remaining)) {
+                reader.remaining <= UInt64(Self.maxFrameSize), let frame = try reader.read(Int(reader.remaining))
+            {
                 do { try backend.send(frame) } catch { droppedTransmits += 1 }
             } else {
                 droppedTransmits += 1

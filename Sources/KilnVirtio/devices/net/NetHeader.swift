@@ -22,8 +22,10 @@ public struct NetHeader: Equatable, Sendable {
     public var checksumOffset: UInt16 = 0
     public var bufferCount: UInt16 = 0
 
-    public init(flags: UInt8 = 0, gsoType: UInt8 = NetHeader.gsoNone, headerLength: UInt16 = 0, gsoSize: UInt16 = 0,
-                checksumStart: UInt16 = 0, checksumOffset: UInt16 = 0, bufferCount: UInt16 = 0) {
+    public init(
+        flags: UInt8 = 0, gsoType: UInt8 = NetHeader.gsoNone, headerLength: UInt16 = 0, gsoSize: UInt16 = 0,
+        checksumStart: UInt16 = 0, checksumOffset: UInt16 = 0, bufferCount: UInt16 = 0
+    ) {
         self.flags = flags
         self.gsoType = gsoType
         self.headerLength = headerLength
@@ -38,8 +40,9 @@ public struct NetHeader: Equatable, Sendable {
         guard bytes.count == Self.size else { return nil }
         // Inside the bytes just counted: never the 0.
         func word(_ at: Int) -> UInt16 { bytes.littleEndian(at: at) ?? 0 }
-        self.init(flags: bytes[0], gsoType: bytes[1], headerLength: word(2), gsoSize: word(4),
-                  checksumStart: word(6), checksumOffset: word(8), bufferCount: word(10))
+        self.init(
+            flags: bytes[0], gsoType: bytes[1], headerLength: word(2), gsoSize: word(4),
+            checksumStart: word(6), checksumOffset: word(8), bufferCount: word(10))
     }
 
     public var bytes: [UInt8] {

@@ -35,9 +35,9 @@ public final class EntropyDevice: RateLimitedDevice {
     public func throttledUntil(queue index: Int) -> UInt64? { throttle.throttledUntil }
 
     public var deviceType: VirtioDeviceType { .entropy }
-    public var deviceFeatures: UInt64 { 0 }  // §5.4.3: none defined
+    public var deviceFeatures: UInt64 { 0 } // §5.4.3: none defined
     public var queueMaxSizes: [UInt16] { [Self.queueSize] }
-    public var configSpace: [UInt8] { [] }   // §5.4.4: none
+    public var configSpace: [UInt8] { [] } // §5.4.4: none
     public func activate(features: UInt64) {}
     public func reset() { throttle.reset() }
 

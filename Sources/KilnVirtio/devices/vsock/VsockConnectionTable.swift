@@ -98,8 +98,10 @@ public final class VsockConnectionTable {
     private var resets: [VsockPacketHeader] = []
     private var nextHostPort: UInt32
 
-    public init(guestCID: UInt64, limits: VsockLimits = VsockLimits(),
-                record: @escaping (VsockCounter, UInt64) -> Void = { _, _ in }) {
+    public init(
+        guestCID: UInt64, limits: VsockLimits = VsockLimits(),
+        record: @escaping (VsockCounter, UInt64) -> Void = { _, _ in }
+    ) {
         self.guestCID = guestCID
         self.limits = limits
         self.record = record
@@ -142,15 +144,18 @@ public final class VsockConnectionTable {
             // The guest closed it; what it sends now belongs to no stream.
             return []
         }
-        guard connection.credit.updatePeer(bufferAllocation: header.bufferAllocation,
-                                           forwardCount: header.forwardCount) else {
+        guard
+            connection.credit.updatePeer(
+                bufferAllocation: header.bufferAllocation,
+                forwardCount: header.forwardCount)
+        else {
             // fwd_cnt behind its last value or ahead of what was sent.
             record(.malformedPackets, 1)
             return kill(key)
         }
         switch operation {
         case .request:
-            return []  // handled above
+            return [] // handled above
         case .response:
             guard case .awaitingGuestResponse = connection.state else {
                 record(.malformedPackets, 1)
@@ -200,7 +205,8 @@ public final class VsockConnectionTable {
     }
 
     /// A guest REQUEST for host port `key.hostPort` (§5.10.6.3).
-    private func guestRequest(_ key: VsockConnectionKey, _ header: VsockPacketHeader, now: UInt64) -> [VsockHostAction] {
+    private func guestRequest(_ key: VsockConnectionKey, _ header: VsockPacketHeader, now: UInt64) -> [VsockHostAction]
+    {
         if connections[key] != nil {
             // A second REQUEST on a live stream: the driver lost track of it.
             record(.malformedPackets, 1)
@@ -209,8 +215,11 @@ public final class VsockConnectionTable {
         guard connections.count < limits.maxConnections else { return refuse(header) }
         var connection = VsockConnection(state: .established, bufferAllocation: limits.bufferAllocation)
         // A new stream's fwd_cnt is 0 (nothing was sent to it yet).
-        guard connection.credit.updatePeer(bufferAllocation: header.bufferAllocation,
-                                           forwardCount: header.forwardCount) else {
+        guard
+            connection.credit.updatePeer(
+                bufferAllocation: header.bufferAllocation,
+                forwardCount: header.forwardCount)
+        else {
             record(.malformedPackets, 1)
             return refuse(header)
         }
@@ -225,7 +234,7 @@ public final class VsockConnectionTable {
         guard connections[key] != nil else { return connected ? [.close(key)] : [] }
         guard connected else {
             queueReset(key)
-            _ = remove(key, killed: false)  // no host stream to close
+            _ = remove(key, killed: false) // no host stream to close
             return []
         }
         connections[key]?.owed.insert(.response)
@@ -259,8 +268,9 @@ public final class VsockConnectionTable {
         var key = VsockConnectionKey(guestPort: port, hostPort: nextHostPort)
         while connections[key] != nil { key = VsockConnectionKey(guestPort: port, hostPort: advanceHostPort()) }
         _ = advanceHostPort()
-        var connection = VsockConnection(state: .awaitingGuestResponse(deadline: now &+ limits.responseTimeoutNanoseconds),
-                                         bufferAllocation: limits.bufferAllocation)
+        var connection = VsockConnection(
+            state: .awaitingGuestResponse(deadline: now &+ limits.responseTimeoutNanoseconds),
+            bufferAllocation: limits.bufferAllocation)
         connection.owed.insert(.request)
         insert(key, connection)
         return key
@@ -282,7 +292,9 @@ public final class VsockConnectionTable {
     }
 
     /// The guest bytes waiting for `key`'s host peer, front first.
-    public func withBytesToHost<R>(_ key: VsockConnectionKey, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+    public func withBytesToHost<R>(_ key: VsockConnectionKey, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows
+        -> R?
+    {
         guard let connection = connections[key] else { return nil }
         return try connection.toHost.withBytes(body)
     }
@@ -319,7 +331,9 @@ public final class VsockConnectionTable {
 
     /// What a read for `.data(key, …)` did; the RW header for the bytes read,
     /// or nil when there is nothing to send.
-    public func hostRead(_ key: VsockConnectionKey, _ result: VsockHostIO) -> (header: VsockPacketHeader?, actions: [VsockHostAction]) {
+    public func hostRead(_ key: VsockConnectionKey, _ result: VsockHostIO) -> (
+        header: VsockPacketHeader?, actions: [VsockHostAction]
+    ) {
         guard var connection = connections[key] else { return (nil, []) }
         switch result {
         case .transferred(let count) where count > 0:
@@ -450,7 +464,8 @@ public final class VsockConnectionTable {
         guard var connection = connections[key] else { return [] }
         var actions: [VsockHostAction] = []
         if connection.guestShutdown & VsockPacketHeader.shutdownSend != 0, connection.toHost.isEmpty,
-           !connection.hostWriteShut {
+            !connection.hostWriteShut
+        {
             connection.hostWriteShut = true
             actions.append(.shutdownWrite(key))
         }
@@ -502,16 +517,20 @@ public final class VsockConnectionTable {
 
     /// RST for a packet that names no stream the device can serve.
     private func refuse(_ header: VsockPacketHeader) -> [VsockHostAction] {
-        enqueueReset(VsockPacketHeader(sourceCID: header.destinationCID, destinationCID: guestCID,
-                                       sourcePort: header.destinationPort, destinationPort: header.sourcePort,
-                                       length: 0, type: .stream, operation: .reset))
+        enqueueReset(
+            VsockPacketHeader(
+                sourceCID: header.destinationCID, destinationCID: guestCID,
+                sourcePort: header.destinationPort, destinationPort: header.sourcePort,
+                length: 0, type: .stream, operation: .reset))
         return []
     }
 
     private func queueReset(_ key: VsockConnectionKey) {
-        enqueueReset(VsockPacketHeader(sourceCID: VsockPacketHeader.CID.host, destinationCID: guestCID,
-                                       sourcePort: key.hostPort, destinationPort: key.guestPort,
-                                       length: 0, type: .stream, operation: .reset))
+        enqueueReset(
+            VsockPacketHeader(
+                sourceCID: VsockPacketHeader.CID.host, destinationCID: guestCID,
+                sourcePort: key.hostPort, destinationPort: key.guestPort,
+                length: 0, type: .stream, operation: .reset))
     }
 
     private func enqueueReset(_ header: VsockPacketHeader) {
@@ -522,12 +541,15 @@ public final class VsockConnectionTable {
         resets.append(header)
     }
 
-    private func makeHeader(_ key: VsockConnectionKey, _ operation: VsockPacketHeader.Operation, flags: UInt32 = 0,
-                            length: UInt32 = 0, credit: inout VsockCredit) -> VsockPacketHeader {
+    private func makeHeader(
+        _ key: VsockConnectionKey, _ operation: VsockPacketHeader.Operation, flags: UInt32 = 0,
+        length: UInt32 = 0, credit: inout VsockCredit
+    ) -> VsockPacketHeader {
         let advertised = credit.advertise()
-        return VsockPacketHeader(sourceCID: VsockPacketHeader.CID.host, destinationCID: guestCID,
-                                 sourcePort: key.hostPort, destinationPort: key.guestPort, length: length,
-                                 type: .stream, operation: operation, flags: flags,
-                                 bufferAllocation: advertised.bufferAllocation, forwardCount: advertised.forwardCount)
+        return VsockPacketHeader(
+            sourceCID: VsockPacketHeader.CID.host, destinationCID: guestCID,
+            sourcePort: key.hostPort, destinationPort: key.guestPort, length: length,
+            type: .stream, operation: operation, flags: flags,
+            bufferAllocation: advertised.bufferAllocation, forwardCount: advertised.forwardCount)
     }
 }

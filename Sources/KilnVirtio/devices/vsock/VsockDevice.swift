@@ -33,8 +33,10 @@ public final class VsockDevice: VirtioDevice {
     let clock: () -> UInt64
     private var scratch = [UInt8](repeating: 0, count: VsockDevice.maxReceivePayload)
 
-    public init(memory: GuestMemory, guestCID: UInt64, backend: VsockBackend, limits: VsockLimits = VsockLimits(),
-                counters: VsockCounterSink? = nil, clock: @escaping () -> UInt64) {
+    public init(
+        memory: GuestMemory, guestCID: UInt64, backend: VsockBackend, limits: VsockLimits = VsockLimits(),
+        counters: VsockCounterSink? = nil, clock: @escaping () -> UInt64
+    ) {
         self.memory = memory
         self.guestCID = guestCID
         self.backend = backend
@@ -100,7 +102,9 @@ public final class VsockDevice: VirtioDevice {
                     counters?.add(.txBytes, UInt64(payload.count))
                     perform(table.guestPacket(header, payload: payload, now: clock()))
                 } catch is VsockPacketError {
-                    if let header = VsockPacketHeader(bytes: headerBytes) { perform(table.malformedGuestPacket(header)) }
+                    if let header = VsockPacketHeader(bytes: headerBytes) {
+                        perform(table.malformedGuestPacket(header))
+                    }
                 }
             } else {
                 counters?.add(.malformedPackets, 1)
@@ -160,7 +164,8 @@ public final class VsockDevice: VirtioDevice {
                 work += table.connectFinished(key, connected: backend.connect(key))
             case .flush(let key):
                 guard table.bufferedToHost(key) > 0,
-                      let result = table.withBytesToHost(key, { backend.write(key, $0) }) else { continue }
+                    let result = table.withBytesToHost(key, { backend.write(key, $0) })
+                else { continue }
                 work += table.hostWrote(key, result)
             case .shutdownWrite(let key):
                 backend.shutdownWrite(key)

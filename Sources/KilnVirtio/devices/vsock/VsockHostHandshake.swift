@@ -32,7 +32,8 @@ public struct VsockHostHandshake: Sendable {
         }
         let digits = words[1]
         guard digits.count <= 10, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }),
-              let port = UInt32(String(decoding: digits, as: UTF8.self)) else {
+            let port = UInt32(String(decoding: digits, as: UTF8.self))
+        else {
             return .invalid("port is not a decimal number below 2^32")
         }
         return .port(port)

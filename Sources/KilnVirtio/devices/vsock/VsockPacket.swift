@@ -16,7 +16,8 @@ public struct VsockPacketHeader: Equatable, Sendable {
 
     /// Operations (§5.10.6).
     public enum Operation: UInt16, Sendable {
-        case request = 1, response, reset, shutdown, readWrite, creditUpdate, creditRequest
+        case request = 1
+        case response, reset, shutdown, readWrite, creditUpdate, creditRequest
     }
 
     /// Well-known CIDs (§5.10.4): 0 hypervisor, 1 local, 2 host; guests ≥ 3.
@@ -62,9 +63,11 @@ public struct VsockPacketHeader: Equatable, Sendable {
         forwardCount = field(40, UInt32.self)
     }
 
-    public init(sourceCID: UInt64, destinationCID: UInt64, sourcePort: UInt32, destinationPort: UInt32,
-                length: UInt32, type: SocketType, operation: Operation, flags: UInt32 = 0,
-                bufferAllocation: UInt32 = 0, forwardCount: UInt32 = 0) {
+    public init(
+        sourceCID: UInt64, destinationCID: UInt64, sourcePort: UInt32, destinationPort: UInt32,
+        length: UInt32, type: SocketType, operation: Operation, flags: UInt32 = 0,
+        bufferAllocation: UInt32 = 0, forwardCount: UInt32 = 0
+    ) {
         self.sourceCID = sourceCID
         self.destinationCID = destinationCID
         self.sourcePort = sourcePort
@@ -118,7 +121,8 @@ public enum VsockPacketError: Error, Equatable, Sendable, CustomStringConvertibl
         case .payloadOnControlPacket(let op, let length): return "vsock operation \(op) carries \(length) payload bytes"
         case .payloadLengthMismatch(let header, let buffers):
             return "vsock header says \(header) payload bytes, the buffers hold \(buffers)"
-        case .badFlags(let op, let flags): return "vsock flags 0x\(String(flags, radix: 16)) invalid for operation \(op)"
+        case .badFlags(let op, let flags):
+            return "vsock flags 0x\(String(flags, radix: 16)) invalid for operation \(op)"
         }
     }
 }
@@ -167,8 +171,10 @@ public struct VsockPacketRules: Sendable {
 
     /// §5.10.6: SHUTDOWN carries RCV/SEND; §5.10.6: SEQPACKET RW carries
     /// EOM/EOR; every other packet carries none.
-    private func checkFlags(_ header: VsockPacketHeader, operation: VsockPacketHeader.Operation,
-                            type: VsockPacketHeader.SocketType) throws {
+    private func checkFlags(
+        _ header: VsockPacketHeader, operation: VsockPacketHeader.Operation,
+        type: VsockPacketHeader.SocketType
+    ) throws {
         let allowed: UInt32
         switch (operation, type) {
         case (.shutdown, _): allowed = VsockPacketHeader.shutdownReceive | VsockPacketHeader.shutdownSend

@@ -4,7 +4,9 @@ import KilnMemory
 /// stored in boot_params.e820_table: 8-byte address, 8-byte size, 4-byte type.
 public struct E820Entry: Equatable, Sendable {
     public enum Kind: UInt32, Sendable {
-        case ram = 1, reserved = 2, acpiReclaimable = 3
+        case ram = 1
+        case reserved = 2
+        case acpiReclaimable = 3
     }
 
     public var address: UInt64

@@ -13,8 +13,10 @@ public struct PVHStartInfo: Sendable {
     /// The bytes to write at `address`.
     public let bytes: [UInt8]
 
-    public init(address: UInt64, commandLine: UInt64, initrd: (address: UInt64, size: UInt64)?,
-                e820: [E820Entry], acpiRSDP: UInt64?) {
+    public init(
+        address: UInt64, commandLine: UInt64, initrd: (address: UInt64, size: UInt64)?,
+        e820: [E820Entry], acpiRSDP: UInt64?
+    ) {
         let modules = initrd == nil ? 0 : 1
         let moduleList = address + UInt64(PVHStartInfo.headerSize)
         let memoryMap = moduleList + UInt64(modules * PVHStartInfo.moduleEntrySize)
@@ -22,14 +24,14 @@ public struct PVHStartInfo: Sendable {
         func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
         put(PVHStartInfo.magic)
         put(PVHStartInfo.version)
-        put(UInt32(0))                           // flags
-        put(UInt32(modules))                     // nr_modules
-        put(modules == 0 ? 0 : moduleList)       // modlist_paddr
-        put(commandLine)                         // cmdline_paddr
-        put(acpiRSDP ?? 0)                       // rsdp_paddr
-        put(memoryMap)                           // memmap_paddr
-        put(UInt32(e820.count))                  // memmap_entries
-        put(UInt32(0))                           // reserved
+        put(UInt32(0)) // flags
+        put(UInt32(modules)) // nr_modules
+        put(modules == 0 ? 0 : moduleList) // modlist_paddr
+        put(commandLine) // cmdline_paddr
+        put(acpiRSDP ?? 0) // rsdp_paddr
+        put(memoryMap) // memmap_paddr
+        put(UInt32(e820.count)) // memmap_entries
+        put(UInt32(0)) // reserved
         if let initrd {
             put(initrd.address); put(initrd.size); put(UInt64(0)); put(UInt64(0))
         }

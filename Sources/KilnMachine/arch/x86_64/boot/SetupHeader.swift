@@ -56,7 +56,7 @@ public struct SetupHeader: Equatable, Sendable {
             throw KernelImageError.truncated("bzImage of \(image.count) bytes has no complete setup header")
         }
         guard try reader.u16(Offset.bootFlag) == SetupHeader.bootFlagValue,
-              try reader.u32(Offset.header) == SetupHeader.magic
+            try reader.u32(Offset.header) == SetupHeader.magic
         else { throw KernelImageError.notAKernel("no bzImage setup header (boot_flag 0xAA55 and \"HdrS\")") }
         version = try reader.u16(Offset.version)
         guard version >= SetupHeader.minimumVersion else {
@@ -85,7 +85,8 @@ public struct SetupHeader: Equatable, Sendable {
             throw KernelImageError.unsupported("the kernel has no 64-bit entry point (XLF_KERNEL_64 clear)")
         }
         guard kernelAlignment != 0, kernelAlignment & (kernelAlignment - 1) == 0 else {
-            throw KernelImageError.malformed("kernel_alignment 0x\(String(kernelAlignment, radix: 16)) is not a power of two")
+            throw KernelImageError.malformed(
+                "kernel_alignment 0x\(String(kernelAlignment, radix: 16)) is not a power of two")
         }
     }
 
@@ -121,7 +122,8 @@ struct KernelImageReader {
     func integer<T: FixedWidthInteger>(_ offset: Int, as type: T.Type) throws -> T {
         guard let value = bytes.littleEndian(T.self, at: offset) else {
             let size = MemoryLayout<T>.size
-            throw KernelImageError.truncated("read of \(size) bytes at offset \(offset) past the end (\(bytes.count) bytes)")
+            throw KernelImageError.truncated(
+                "read of \(size) bytes at offset \(offset) past the end (\(bytes.count) bytes)")
         }
         return value
     }

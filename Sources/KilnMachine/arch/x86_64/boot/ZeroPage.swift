@@ -19,8 +19,10 @@ public struct ZeroPage: Sendable {
     /// - Parameters:
     ///   - header: the bzImage's setup header, copied in first (nil for ELF:
     ///     a minimal header is synthesized, as the 64-bit protocol allows).
-    public init(header: SetupHeader?, commandLine: UInt64,
-                initrd: (address: UInt64, size: UInt64)?, e820: [E820Entry], acpiRSDP: UInt64?) throws {
+    public init(
+        header: SetupHeader?, commandLine: UInt64,
+        initrd: (address: UInt64, size: UInt64)?, e820: [E820Entry], acpiRSDP: UInt64?
+    ) throws {
         typealias H = SetupHeader.Offset
         if let header {
             replace(at: H.setupSectors, with: header.bytes)
@@ -43,7 +45,8 @@ public struct ZeroPage: Sendable {
         }
         if let acpiRSDP { put(acpiRSDP, at: Offset.acpiRSDPAddress) }
         guard e820.count <= E820Entry.zeroPageCapacity else {
-            throw KernelImageError.doesNotFit("\(e820.count) e820 entries exceed the zero page's \(E820Entry.zeroPageCapacity)")
+            throw KernelImageError.doesNotFit(
+                "\(e820.count) e820 entries exceed the zero page's \(E820Entry.zeroPageCapacity)")
         }
         bytes[Offset.e820Entries] = UInt8(e820.count)
         for (index, entry) in e820.enumerated() {

@@ -10,8 +10,10 @@ public struct CPUIDEntry: Equatable, Sendable {
     public var ecx: UInt32
     public var edx: UInt32
 
-    public init(function: UInt32, index: UInt32 = 0, flags: UInt32 = 0,
-                eax: UInt32 = 0, ebx: UInt32 = 0, ecx: UInt32 = 0, edx: UInt32 = 0) {
+    public init(
+        function: UInt32, index: UInt32 = 0, flags: UInt32 = 0,
+        eax: UInt32 = 0, ebx: UInt32 = 0, ecx: UInt32 = 0, edx: UInt32 = 0
+    ) {
         self.function = function
         self.index = index
         self.flags = flags

@@ -36,11 +36,11 @@ public struct SegmentDescriptor: Equatable, Sendable {
 
 /// The boot GDT: null, 64-bit code, data, TSS, at selectors 0, 8, 0x10, 0x18.
 public enum BootGDT {
-    public static let code64 = SegmentDescriptor(flags: 0xa09b)  // G, L, P, code exec/read accessed
+    public static let code64 = SegmentDescriptor(flags: 0xa09b) // G, L, P, code exec/read accessed
     /// The PVH entry runs 32-bit protected code: D/B set, L clear.
     public static let code32 = SegmentDescriptor(flags: 0xc09b)
-    public static let data = SegmentDescriptor(flags: 0xc093)    // G, D/B, P, data read/write accessed
-    public static let tss = SegmentDescriptor(flags: 0x808b)     // G, P, busy 64-bit TSS
+    public static let data = SegmentDescriptor(flags: 0xc093) // G, D/B, P, data read/write accessed
+    public static let tss = SegmentDescriptor(flags: 0x808b) // G, P, busy 64-bit TSS
     public static let entries: [SegmentDescriptor?] = [nil, code64, data, tss]
     /// The same selectors for a 32-bit (PVH) entry.
     public static let entries32: [SegmentDescriptor?] = [nil, code32, data, tss]
@@ -49,7 +49,9 @@ public enum BootGDT {
     public static let dataSelector: UInt16 = 0x10
     public static let tssSelector: UInt16 = 0x18
 
-    public static func write(into memory: GuestMemory, at address: UInt64 = X86Layout.gdt, mode: EntryMode = .long64) throws {
+    public static func write(into memory: GuestMemory, at address: UInt64 = X86Layout.gdt, mode: EntryMode = .long64)
+        throws
+    {
         for (index, entry) in (mode == .long64 ? entries : entries32).enumerated() {
             try memory.write(entry?.encoded ?? 0, at: address + UInt64(index * 8))
         }

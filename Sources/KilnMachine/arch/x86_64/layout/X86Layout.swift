@@ -36,7 +36,7 @@ public enum X86Layout {
     public static let ebdaStart: UInt64 = 0x9fc00
     /// The window the ACPI tables are written to (ACPI 6.4 §5.2.5.1: the
     /// RSDP is searched for in 0xE0000-0xFFFFF); marked reserved in e820.
-    public static let acpiTables = 0xe_0000 as UInt64 ..< 0x10_0000
+    public static let acpiTables = 0xe_0000 as UInt64..<0x10_0000
     public static let highMemory: UInt64 = 0x10_0000
 
     public static let mmioHoleStart: UInt64 = 0xc000_0000
@@ -78,7 +78,9 @@ public enum X86Layout {
         }
         guard bytes % pageSize == 0 else { throw GuestMemoryLayoutError.notWholePages }
         if bytes <= mmioHoleStart { return [GuestRange(address: 0, size: bytes)] }
-        return [GuestRange(address: 0, size: mmioHoleStart),
-                GuestRange(address: mmioHoleEnd, size: bytes - mmioHoleStart)]
+        return [
+            GuestRange(address: 0, size: mmioHoleStart),
+            GuestRange(address: mmioHoleEnd, size: bytes - mmioHoleStart),
+        ]
     }
 }

@@ -11,9 +11,11 @@ public enum IdentityPageTables {
     static let twoMiB: UInt64 = 2 << 20
 
     /// Writes the tables at the layout's addresses, mapping `gib` GiB.
-    public static func write(into memory: GuestMemory, pml4: UInt64 = X86Layout.pml4,
-                             pdpt: UInt64 = X86Layout.pdpt, directories: UInt64 = X86Layout.pageDirectories,
-                             gib: Int = X86Layout.identityMappedGiB) throws {
+    public static func write(
+        into memory: GuestMemory, pml4: UInt64 = X86Layout.pml4,
+        pdpt: UInt64 = X86Layout.pdpt, directories: UInt64 = X86Layout.pageDirectories,
+        gib: Int = X86Layout.identityMappedGiB
+    ) throws {
         precondition(gib >= 1 && gib <= 512)
         try memory.fill(0, at: pml4, count: 4096)
         try memory.fill(0, at: pdpt, count: 4096)

@@ -24,7 +24,8 @@ public enum BootCPUState {
     }
 
     /// 0x80000033: the value measured to work on kvm-pvm and on hardware KVM.
-    public static let cr0 = CR0.protectionEnable | CR0.monitorCoprocessor | CR0.extensionType | CR0.numericError | CR0.paging
+    public static let cr0 =
+        CR0.protectionEnable | CR0.monitorCoprocessor | CR0.extensionType | CR0.numericError | CR0.paging
     /// 0x620: PAE for long mode, SSE enabled (compiled guests use it).
     public static let cr4 = CR4.pae | CR4.osfxsr | CR4.osxmmexcpt
     public static let efer = EFER.longModeEnable | EFER.longModeActive

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
 import KilnTelemetry
 import KilnVirtio
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// vsock's host side in Firecracker's model (its docs/vsock.md): Unix
 /// stream sockets, all non-blocking, served on the event loop.
@@ -87,21 +88,25 @@ final class UnixVsockBackend: VsockBackend {
     /// Connects the backend to its device and serves it on `loop`:
     /// `serialize` runs a body under the device's lock, `serveReceive`
     /// fills the guest's receive queue (with the lock taken inside).
-    func attach(device: VsockDevice, loop: EventLoop, serialize: @escaping (() -> Void) -> Void,
-                serveReceive: @escaping () -> Void) throws -> [EventLoop.Token] {
+    func attach(
+        device: VsockDevice, loop: EventLoop, serialize: @escaping (() -> Void) -> Void,
+        serveReceive: @escaping () -> Void
+    ) throws -> [EventLoop.Token] {
         self.device = device
         self.loop = loop
         self.serialize = serialize
         self.serveReceive = serveReceive
         tokens.append(try loop.subscribe(listener) { [weak self] _ in self?.acceptAll() })
         let releaseEvent = releaseEvent
-        tokens.append(try loop.subscribe(releaseEvent.descriptor) { [weak self] _ in
-            _ = try? releaseEvent.drain()
-            self?.serialize { self?.closeReleased() }
-        })
-        tokens.append(loop.schedule(afterMilliseconds: Self.deadlineCheckMilliseconds, repeating: true) { [weak self] in
-            self?.checkDeadlines()
-        })
+        tokens.append(
+            try loop.subscribe(releaseEvent.descriptor) { [weak self] _ in
+                _ = try? releaseEvent.drain()
+                self?.serialize { self?.closeReleased() }
+            })
+        tokens.append(
+            loop.schedule(afterMilliseconds: Self.deadlineCheckMilliseconds, repeating: true) { [weak self] in
+                self?.checkDeadlines()
+            })
         return tokens
     }
 
@@ -196,7 +201,8 @@ final class UnixVsockBackend: VsockBackend {
             var full = false
             serialize {
                 let connections = self.device?.table.count ?? 0
-                full = self.handshakes.count >= Self.maxHandshakes
+                full =
+                    self.handshakes.count >= Self.maxHandshakes
                     || connections + self.handshakes.count >= (self.device?.table.limits.maxConnections ?? 0)
             }
             if full {
@@ -204,10 +210,12 @@ final class UnixVsockBackend: VsockBackend {
                 descriptor.close()
                 continue
             }
-            var handshake = PendingHandshake(descriptor: descriptor,
-                                             deadline: MonotonicClock.nanoseconds() + Self.handshakeTimeoutNanoseconds)
+            var handshake = PendingHandshake(
+                descriptor: descriptor,
+                deadline: MonotonicClock.nanoseconds() + Self.handshakeTimeoutNanoseconds)
             do {
-                handshake.token = try loop?.subscribe(descriptor) { [weak self] _ in self?.handshakeReadable(descriptor) }
+                handshake.token = try loop?.subscribe(descriptor) { [weak self] _ in self?.handshakeReadable(descriptor)
+                }
             } catch {
                 descriptor.close()
                 continue
@@ -273,8 +281,9 @@ final class UnixVsockBackend: VsockBackend {
             guard self.streams[key]?.descriptor == descriptor else { return }
             let hungUp = !events.isDisjoint(with: [.hangUp, .error])
             if hungUp { self.streams[key]?.hungUp = true }
-            self.device?.hostReady(key, readable: hungUp || events.contains(.readable),
-                                   writable: hungUp || events.contains(.writable))
+            self.device?.hostReady(
+                key, readable: hungUp || events.contains(.readable),
+                writable: hungUp || events.contains(.writable))
         }
         afterHostEvent()
     }

@@ -1,7 +1,8 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import KilnSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// vsock's `uds_path`: the Unix socket host peers connect to, bound and
 /// listening from the moment the device is configured (`PUT /vsock`, or a
