@@ -108,6 +108,19 @@ enum VsockLane {
         return (refusedReply, refusedClosed, exchange)
     }
 
+    /// Waits for the guest's "listening" line and for `socket` to appear,
+    /// then runs `hostInitiated` on the guest's port; nil when either never
+    /// came.
+    static func hostInitiatedOnceListening(_ running: ChildProcess.Running, socket: String) -> (
+        refusedReply: String?, refusedClosed: Bool, exchange: Exchange
+    )? {
+        let listening =
+            VsockPeer.waitForConsole(running, "guest: vsock listening on port \(listenPort)", seconds: 20)
+            && Lanes.exists(socket)
+        guard listening else { return nil }
+        return hostInitiated(socket: socket, port: listenPort, refusedPort: 5001)
+    }
+
     /// Guest-initiated: the guest's connection arrives on `listener`.
     static func guestInitiated(listener: Int32, while running: ChildProcess.Running) -> Exchange {
         var exchange = Exchange()
@@ -142,15 +155,11 @@ struct VsockLaneTests {
         let running = try ChildProcess.start(
             [Lanes.kiln, "--no-api", "--no-seccomp", "--config-file", config], seconds: VsockLane.vmmSeconds)
         defer { VsockLane.stop(running) }
-        let listening =
-            VsockPeer.waitForConsole(running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
-            && Lanes.exists(socket)
-        var result: (refusedReply: String?, refusedClosed: Bool, exchange: VsockLane.Exchange)?
-        if listening { result = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001) }
+        let result = VsockLane.hostInitiatedOnceListening(running, socket: socket)
         let run = running.wait()
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
-        try #require(listening, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
-        let (refusedReply, refusedClosed, exchange) = try #require(result)
+        let (refusedReply, refusedClosed, exchange) = try #require(
+            result, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
         #expect(exchange.failure == nil, "\(exchange.failure ?? "")\n\(context.rawValue)")
         #expect(
             refusedReply == nil && refusedClosed,
@@ -253,14 +262,7 @@ extension JailedKilnTests {
         // The guest's connection first (it makes it at once), then the host's.
         let outbound = VsockLane.guestInitiated(listener: listener, while: launch.running)
         let socket = root + "/run/v.sock"
-        let listening =
-            VsockPeer.waitForConsole(
-                launch.running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
-            && Lanes.exists(socket)
-        var inbound: (refusedReply: String?, refusedClosed: Bool, exchange: VsockLane.Exchange)?
-        if listening {
-            inbound = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001)
-        }
+        let inbound = VsockLane.hostInitiatedOnceListening(launch.running, socket: socket)
         let run = launch.running.wait()
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
 
@@ -268,8 +270,8 @@ extension JailedKilnTests {
         try #require(outbound.failure == nil, "\(outbound.failure ?? "")\n\(context.rawValue)")
         outbound.expectEchoed(
             "guest-initiated", "connected", port: 50000, peer: VsockLane.connectPort, guestLines: lines, context)
-        try #require(listening, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
-        let (refusedReply, refusedClosed, exchange) = try #require(inbound)
+        let (refusedReply, refusedClosed, exchange) = try #require(
+            inbound, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
         #expect(
             refusedReply == nil && refusedClosed,
             "CONNECT 5001 got '\(refusedReply ?? "")' or stayed open\n\(context.rawValue)")
@@ -308,27 +310,19 @@ extension JailedKilnTests {
             kiln: ["--no-api", "--config-file", "/vm.json"], seconds: VsockLane.vmmSeconds)
         defer { VsockLane.stop(launch.running); try? launch.cleanUp() }
         let socket = launch.jailFolder + "/root/kata.hvsock"
-        let listening =
-            VsockPeer.waitForConsole(
-                launch.running, "guest: vsock listening on port \(VsockLane.listenPort)", seconds: 20)
-            && Lanes.exists(socket)
-        var inbound: (refusedReply: String?, refusedClosed: Bool, exchange: VsockLane.Exchange)?
-        if listening {
-            inbound = VsockLane.hostInitiated(socket: socket, port: VsockLane.listenPort, refusedPort: 5001)
-        }
+        let inbound = VsockLane.hostInitiatedOnceListening(launch.running, socket: socket)
         let run = launch.running.wait()
         let context = Comment(rawValue: "status \(run.status)\nstdout:\n\(run.stdout)\nstderr:\n\(run.stderr)")
 
-        try #require(listening, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
-        let (_, _, exchange) = try #require(inbound)
+        let (_, _, exchange) = try #require(
+            inbound, "the guest never listened, or \(socket) never appeared\n\(context.rawValue)")
         #expect(exchange.failure == nil, "\(exchange.failure ?? "")\n\(context.rawValue)")
         let hostPort = try #require(
             exchange.hostPort,
             "CONNECT \(VsockLane.listenPort) got '\(exchange.reply ?? "nothing")'\n\(context.rawValue)")
-        #expect(exchange.echoedAll, "\(exchange.echoed.count) of \(exchange.payload.count) bytes came back equal")
-        #expect(exchange.endOfFile, "no end of file after the half-close\n\(context.rawValue)")
-        let lines = VirtioLane.guestLines(run.stdout)
-        #expect(lines.contains(exchange.guestLine("accepted", port: VsockLane.listenPort, peer: hostPort)), context)
+        exchange.expectEchoed(
+            "host-initiated", "accepted", port: VsockLane.listenPort, peer: hostPort,
+            guestLines: VirtioLane.guestLines(run.stdout), context)
         #expect(run.status == 0, context)
         #expect(!run.stderr.contains("Bad system call"), context)
         try launch.cleanUp()
