@@ -32,10 +32,10 @@ final class UnixVsockBackend: VsockBackend {
     /// How often deadlines are looked at (handshakes, the table's).
     static let deadlineCheckMilliseconds: UInt64 = 250
 
-    let path: String
-    let listener: FileDescriptor
     /// Kept alive while the device serves it.
     private let socket: VsockHostSocket
+    var path: String { socket.path }
+    var listener: FileDescriptor { socket.listener }
     private let counters: VsockCounterSink?
     private let log: (String) -> Void
 
@@ -71,8 +71,6 @@ final class UnixVsockBackend: VsockBackend {
     /// (and its file) stays its configurer's to remove.
     init(socket: VsockHostSocket, counters: VsockCounterSink?, log: @escaping (String) -> Void) throws {
         self.socket = socket
-        path = socket.path
-        listener = socket.listener
         self.counters = counters
         self.log = log
         releaseEvent = try EventFD()
