@@ -8,6 +8,9 @@
 - Wall time: `strace -f -c -w` of kiln's run: which system calls the wall
   time to the first KVM_RUN is spent in.
 - Memory: kiln's largest mappings, by resident and private KiB, guest parked.
+- Launches: where an overlapped launch batch's CPU goes inside the instances'
+  processes, step by step (launchprofile: `perf record -a -g` of the batch),
+  where perf works.
 """
 import collections
 import os
@@ -16,6 +19,7 @@ import shutil
 import subprocess
 import time
 
+import launchprofile
 import measure
 
 TOP = 12
@@ -101,7 +105,20 @@ def memory_map(kiln, guest):
     return {"mappings": rows[:TOP], "page_tables_kib": page_tables}
 
 
-def all_breakdowns(kiln, options, scratch):
+def launch_breakdown(launch, scratch, count=50):
+    """`launch(count, profile)` runs one launch batch under `perf record`;
+    the instances' CPU by step (launchprofile)."""
+    profile = os.path.join(scratch, "launches.perf")
+    rate = launch(count, profile)
+    if not os.path.exists(profile) or not os.path.exists(profile + ".pids"):
+        return {"error": "perf record wrote nothing (perf_event_paranoid, or no perf events here)"}
+    with open(profile + ".pids") as handle:
+        pids = [pid for pid in handle.read().split(",") if pid]
+    return {"launches": rate["reached_first_instruction"], "per_second_per_core": rate["per_second_per_core"],
+            "cpu_ms_per_launch_by_step": launchprofile.breakdown(profile, pids, rate["reached_first_instruction"])}
+
+
+def all_breakdowns(kiln, options, scratch, launch=None):
     stripped = {}
     for name in ("kiln", "kiln-jailer"):
         stripped[name] = os.path.join(scratch, f"{name}-symbols-only")
@@ -129,4 +146,6 @@ def all_breakdowns(kiln, options, scratch):
     if shutil.which("strace"):
         found["kiln_run_syscall_wall"] = strace_summary([kiln.kiln] + run_command, scratch)
     found["kiln_memory"] = memory_map(kiln.kiln, options.guest)
+    if launch and shutil.which("perf"):
+        found["launch_profile"] = launch_breakdown(launch, scratch)
     return found

@@ -23,6 +23,7 @@ import select
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
 sys.path.insert(0, HERE)
 
 import hostnet  # noqa: E402
+import launchrate  # noqa: E402
 import leftovers  # noqa: E402
 import measure  # noqa: E402
 import report  # noqa: E402
@@ -43,6 +45,8 @@ LOCK_PATH = "/run/kiln-density.lock"
 stopping = threading.Event()
 # (system, instances) being run: what Ctrl-C or a failure must tear down.
 active = []
+# tmpfs mounts the run made (launchrate.jails_on_tmpfs): unmounted at its end.
+mounted = []
 
 
 def probe_until_ready(instance, system, seconds):
@@ -146,21 +150,14 @@ def kiln_log_figures(instances):
     """From each kiln's log: the jailer's overhead and exec -> first KVM_RUN."""
     jailer_wall, jailer_cpu, first_run = [], [], []
     for instance in instances:
-        if instance.log is None or not os.path.exists(instance.log):
+        if instance.log is None:
             continue
-        with open(instance.log) as handle:
-            for line in handle:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                text = record.get("msg", "")
-                if text.startswith("jailer overhead:"):
-                    parts = text.split()
-                    jailer_wall.append(float(parts[2]))
-                    jailer_cpu.append(float(parts[-3]))
-                elif "first KVM_RUN" in text and instance.launched_ns is not None:
-                    first_run.append((record["ts_ns"] - instance.launched_ns) / 1e6)
+        figures = launchrate.log_figures(instance)
+        if "jailer_wall_ms" in figures:
+            jailer_wall.append(figures["jailer_wall_ms"])
+            jailer_cpu.append(figures["jailer_cpu_ms"])
+        if "ready_ns" in figures and instance.launched_ns is not None:
+            first_run.append((figures["ready_ns"] - instance.launched_ns) / 1e6)
     return jailer_wall, jailer_cpu, first_run
 
 
@@ -312,40 +309,35 @@ def measure_run(system, instances, options, checks, idle_seconds=0):
     return result
 
 
-def launch_rate(system, count, options):
+def launch_rate(system, count, options, wait="inotify", profile=None, boot_args=None):
     """Launches overlapped as an orchestrator would (the same parallelism):
     kiln-jailer start -> the guest's first instruction (kiln's "first
-    KVM_RUN" line) for `count` microVMs, per host core."""
+    KVM_RUN" line) for `count` microVMs, per host core, and where the
+    batch's time and CPU go (launchrate.batch)."""
     instances = [systems.Instance(system.name, index) for index in range(count)]
     active.append((system, instances))
     try:
         with concurrent.futures.ThreadPoolExecutor(options.parallel) as pool:
             system.prepare(list(range(count)), pool)
-
-        def one(instance):
-            instance.launched_ns = time.monotonic_ns()
-            system.launch(instance)
-            deadline = time.monotonic() + options.timeout
-            while time.monotonic() < deadline and not stopping.is_set() and system.alive(instance):
-                with open(instance.log) as handle:
-                    for line in handle:
-                        if "first KVM_RUN" in line:
-                            instance.ready_ns = json.loads(line)["ts_ns"]
-                            return
-                time.sleep(0.002)
-            instance.failure = "no first KVM_RUN"
-
-        start = time.monotonic_ns()
-        with concurrent.futures.ThreadPoolExecutor(options.parallel) as pool:
-            list(pool.map(one, instances))
-        done = [instance.ready_ns for instance in instances if instance.ready_ns]
-        seconds = (max(done) - start) / 1e9 if done else float("nan")
-        return {"launched": count, "reached_first_instruction": len(done), "seconds": seconds,
-                "per_second": len(done) / seconds if done else 0, "cores": os.cpu_count(),
-                "per_second_per_core": len(done) / seconds / os.cpu_count() if done else 0}
+        if boot_args is not None:
+            launchrate.set_boot_args(system, count, boot_args)
+        return launchrate.batch(system, instances, options.parallel, options.timeout, stopping, wait, profile)
     finally:
         teardown(system, instances, options.parallel)
         active.remove((system, instances))
+
+
+def launch_rate_kiln(kiln, scratch):
+    """The kiln the launch-rate batches use: the same binaries and guest,
+    its jails on a tmpfs (launchrate.jails_on_tmpfs). On this host's root
+    file system (ext4 without a journal) every new inode scans past the
+    inodes freed in the last half minute, which the launches before free by
+    the hundred: 1.6 CPU-ms of each launch (perf), in the jailer's mkdirs and
+    the VMM's socket."""
+    launcher = systems.Kiln(ROOT, os.path.join(scratch, "launch-rate"), kiln.guest)
+    launcher.kiln, launcher.jailer = kiln.kiln, kiln.jailer
+    mounted.append(launchrate.jails_on_tmpfs(launcher))
+    return launcher
 
 
 def aggregate(runs):
@@ -441,6 +433,52 @@ def repeats_for(options, n):
     return 2 if n >= 400 else 3
 
 
+def hold_host():
+    """Takes the host for one run: descriptors, Ctrl-C, the lock, and the
+    sweep of what an earlier run left. Returns the lock's file, held until
+    this process exits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    for name in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(name, interrupted)
+    # One run at a time on a host: each run's sweep of what an earlier run
+    # left would kill another run's instances (make test's smoke run during
+    # a benchmark did).
+    lock = open(LOCK_PATH, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"density: another density run holds {LOCK_PATH}; waiting for it to end", file=sys.stderr, flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    stale = leftovers.find()
+    if stale:
+        print(f"density: removing what an earlier run left: {len(stale)} items", file=sys.stderr)
+        leftovers.sweep(stale)
+    return lock
+
+
+def new_scratch():
+    scratch = tempfile.mkdtemp(prefix="density-", dir=os.path.join(ROOT, "integration", "out"))
+    os.chmod(scratch, 0o755)
+    return scratch
+
+
+def release_scratch(scratch):
+    """Tears down whatever still runs and removes the run's scratch; returns
+    (what was found left, what is still left after the sweep)."""
+    emergency_cleanup()
+    while mounted:
+        subprocess.run(["umount", mounted.pop()], capture_output=True)
+    left = leftovers.find(scratch)
+    if left:
+        leftovers.sweep(left)
+    still = leftovers.find(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if os.path.exists(scratch):
+        still.append(("folder", scratch))
+    return left, still
+
+
 def main(argv):
     options = parse_options(argv)
     if os.geteuid() != 0:
@@ -449,27 +487,8 @@ def main(argv):
     if shutil.which("ip") is None:
         print("density: needs iproute2 (ip)", file=sys.stderr)
         return 1
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    for name in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(name, interrupted)
-    # One run at a time on a host: each run's sweep of what an earlier run
-    # left would kill another run's instances (make test's smoke run during
-    # a benchmark did). Held until this process exits.
-    lock = open(LOCK_PATH, "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"density: another density run holds {LOCK_PATH}; waiting for it to end", file=sys.stderr, flush=True)
-        fcntl.flock(lock, fcntl.LOCK_EX)
-
-    stale = leftovers.find()
-    if stale:
-        print(f"density: removing what an earlier run left: {len(stale)} items", file=sys.stderr)
-        leftovers.sweep(stale)
-
-    scratch = tempfile.mkdtemp(prefix="density-", dir=os.path.join(ROOT, "integration", "out"))
-    os.chmod(scratch, 0o755)
+    lock = hold_host()  # noqa: F841 - held until this process exits
+    scratch = new_scratch()
     chosen, skipped = [], []
     for name in options.systems:
         system = systems.SYSTEMS[name](ROOT, scratch, options.guest)
@@ -515,10 +534,12 @@ def main(argv):
         kiln = next((system for system in chosen if system.name == "kiln"), None)
         if kiln and not options.smoke and not options.no_single:
             import single as single_figures
-            single = single_figures.figures(kiln, options, runs, lambda count: launch_rate(kiln, count, options))
+            launcher = launch_rate_kiln(kiln, scratch)
+            single = single_figures.figures(kiln, options, runs, lambda count: launch_rate(launcher, count, options))
             if not options.no_breakdown:
                 import breakdown
-                breakdowns = breakdown.all_breakdowns(kiln, options, scratch)
+                breakdowns = breakdown.all_breakdowns(
+                    kiln, options, scratch, lambda count, profile: launch_rate(launcher, count, options, profile=profile))
     except KeyboardInterrupt:
         print("density: interrupted; cleaning up", file=sys.stderr)
         status = 130
@@ -526,14 +547,7 @@ def main(argv):
         status = 1
         raise
     finally:
-        emergency_cleanup()
-        left = leftovers.find(scratch)
-        if left:
-            leftovers.sweep(left)
-        still = leftovers.find(scratch)
-        shutil.rmtree(scratch, ignore_errors=True)
-        if os.path.exists(scratch):
-            still.append(("folder", scratch))
+        left, still = release_scratch(scratch)
 
     results = aggregate(runs)
     for (name, n), note in notes.items():

@@ -9,7 +9,12 @@ scripts (../vmm_startup.py, ../api_bench.py) and the density runs' own logs:
 - vmm_private_mib: what one more instance adds, from the largest kiln run:
   its private pages outside guest RAM plus its page tables (median).
 - launch_rate_per_core: microVMs per second per host core from jailer start
-  to the guest's first instruction, launches overlapped (run.launch_rate).
+  to the guest's first instruction, launches overlapped (run.launch_rate),
+  timed on this host as it is (others' work included).
+- launch_cpu_ms: CPU per launch of the instances up to their first KVM_RUN,
+  the harness and the kernel threads, from schedstat (launchrate.batch), and
+  launch_rate_per_core_for_launch_cpu: the rate that CPU allows on a host
+  doing nothing else (derived).
 """
 import os
 import statistics
@@ -54,4 +59,6 @@ def figures(kiln, options, runs, launch_rate, repeats=10):
     rate = launch_rate(min(max(options.ns), 50))
     single["launch_rate"] = rate
     single["launch_rate_per_core"] = rate["per_second_per_core"]
+    single["launch_cpu_ms"] = rate["launch_cpu_ms"]
+    single["launch_rate_per_core_for_launch_cpu"] = rate["per_second_per_core_for_launch_cpu"]
     return single
