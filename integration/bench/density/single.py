@@ -10,7 +10,8 @@ scripts (../vmm_startup.py, ../api_bench.py) and the density runs' own logs:
   its private pages outside guest RAM plus its page tables (median).
 - launch_rate_per_core: microVMs per second per host core from jailer start
   to the guest's first instruction, launches overlapped (run.launch_rate),
-  timed on this host as it is (others' work included).
+  timed on this host as it is (others' work included); the median of three
+  batches.
 - launch_cpu_ms: CPU per launch of the instances up to their first KVM_RUN,
   the harness and the kernel threads, from schedstat (launchrate.batch), and
   launch_rate_per_core_for_launch_cpu: the rate that CPU allows on a host
@@ -56,8 +57,13 @@ def figures(kiln, options, runs, launch_rate, repeats=10):
     memory = vmm_startup.parked_memory(kiln.kiln, guest)
     single["vmm_overhead_mib"] = (memory.get("VmRSS", 0) - memory.get("GuestRss", 0)) / 1024
     single["vmm_rss_file_mib"] = memory.get("RssFile", 0) / 1024
-    rate = launch_rate(min(max(options.ns), 50))
+    # Three batches, the median one reported: one batch on a shared host is
+    # at the mercy of whatever else ran in its second or two.
+    batches = sorted((launch_rate(min(max(options.ns), 50)) for _ in range(3)),
+                     key=lambda batch: batch["per_second_per_core"])
+    rate = batches[1]
     single["launch_rate"] = rate
+    single["launch_rate_batches_per_core"] = [batch["per_second_per_core"] for batch in batches]
     single["launch_rate_per_core"] = rate["per_second_per_core"]
     single["launch_cpu_ms"] = rate["launch_cpu_ms"]
     single["launch_rate_per_core_for_launch_cpu"] = rate["per_second_per_core_for_launch_cpu"]
