@@ -241,7 +241,11 @@ def batch(system, instances, parallel, timeout, stopping, wait="inotify", profil
     poll = 0.002 if wait == "poll" else None
     recorder = None
     if profile:
-        recorder = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-a", "-g", "-o", profile],
+        # Build ids in the mmap events: a jailed kiln maps `/kiln`, a path
+        # that names nothing on the host, and perf's cache may hold other
+        # builds under that name.
+        recorder = subprocess.Popen(["perf", "record", "-q", "--buildid-mmap", "-e", "cpu-clock", "-F", "999", "-a",
+                                     "-g", "-o", profile],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)  # perf's own start-up, outside the window
 
@@ -269,6 +273,8 @@ def batch(system, instances, parallel, timeout, stopping, wait="inotify", profil
     if recorder:
         recorder.send_signal(signal.SIGINT)
         recorder.wait(timeout=60)
+        for binary in (system.kiln, system.jailer):
+            subprocess.run(["perf", "buildid-cache", "--add", binary], capture_output=True)
         with open(profile + ".pids", "w") as handle:
             handle.write(",".join(str(instance.pid) for instance in instances if instance.pid))
     per_instance = [dict(log_figures(instance), launched_ns=instance.launched_ns, pid=instance.pid)
