@@ -46,6 +46,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 FIRST_RUN = re.compile(r"first KVM_RUN ([0-9.]+) ms since kiln start, VMM CPU ([0-9.]+) ms")
 JAILER = re.compile(r"jailer overhead: ([0-9.]+) ms wall .*?, ([0-9.]+) ms CPU")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+UNCOUNTED = "busy in no task counted (processes that ended; ± the snapshots' edges)"
 
 
 def wait_for_line(path, needle, pid, deadline, poll_seconds=None):
@@ -199,7 +200,7 @@ def account(before, after, ticks_before, ticks_after, window_ns, instances, harn
     figures["busy (/proc/stat)"] = busy
     figures["all cores (/proc/stat)"] = total
     figures["window x cores"] = window_ns * to_ms * os.cpu_count()
-    figures["busy, in no task alive at the end"] = busy - attributed
+    figures[UNCOUNTED] = busy - attributed
     return figures
 
 
@@ -260,15 +261,19 @@ def batch(system, instances, parallel, timeout, stopping, wait="inotify", profil
             instance.failure = "no first KVM_RUN"
 
     harness = os.getpid()
-    ticks_before, tasks_before = busy_ticks(), task_times()
+    # /proc/stat at the window's edges; the task snapshots just outside it
+    # (each takes tens of milliseconds: what ran meanwhile counts too).
+    tasks_before = task_times()
+    ticks_before = busy_ticks()
     # The harness's own CPU, read inside the window: the task snapshots
     # around it cost the harness milliseconds that are not launch work.
     harness_before, start = time.process_time_ns(), time.monotonic_ns()
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         list(pool.map(one, instances))
     harness_cpu, end = time.process_time_ns() - harness_before, time.monotonic_ns()
+    ticks_after = busy_ticks()
     snapshot_before = time.process_time_ns()
-    tasks_after, ticks_after = task_times(), busy_ticks()
+    tasks_after = task_times()
     snapshot_cpu = time.process_time_ns() - snapshot_before
     if recorder:
         recorder.send_signal(signal.SIGINT)
@@ -286,7 +291,7 @@ def batch(system, instances, parallel, timeout, stopping, wait="inotify", profil
     # The pool's threads ended before the snapshot: their CPU is the harness's,
     # not the unattributed rest's.
     ended_threads = (harness_cpu + snapshot_cpu) / 1e6 - cpu["harness"]
-    cpu["busy, in no task alive at the end"] -= ended_threads
+    cpu[UNCOUNTED] -= ended_threads
     cpu["harness"] = harness_cpu / 1e6
     cpu["harness's task snapshot (measuring)"] = snapshot_cpu / 1e6
     first_run_cpu = sum(figures["cpu_at_first_run_ms"] for figures in done)
@@ -343,7 +348,7 @@ def lines(rate):
            f"per second per core. Per launch, CPU-ms over the batch window (all cores "
            f"{cpu['window x cores']:.1f}, busy {cpu['busy (/proc/stat)']:.1f}):"]
     for name in ("instances up to their first KVM_RUN", "instances after their first KVM_RUN (guest boot)",
-                 "instances' KVM kernel threads", "harness", "busy, in no task alive at the end"):
+                 "instances' KVM kernel threads", "harness", UNCOUNTED):
         out.append(f"  - {name}: {cpu[name]:.2f}")
     for group in ("kernel threads", "other processes"):
         top = list(cpu[group].items())[:4]
