@@ -28,7 +28,9 @@ def cell(entry, field, digits=2):
 def markdown(document, options):
     results = [entry for entry in document["results"] if entry.get("n") is not None and "ready_seconds" in entry]
     results.sort(key=lambda entry: (entry["n"], ORDER.index(entry["system"]) if entry["system"] in ORDER else 9))
-    lines = [f"Density: N UDP echo services, {options.parallel} launches in flight, every system in one run; "
+    service = ("busybox httpd services (Debian's kernel in the VMs), ready on an HTTP GET" if options.linux
+               else "UDP echo services")
+    lines = [f"Density: N {service}, {options.parallel} launches in flight, every system in one run; "
              "median over repeats (p90, min–max). Host memory: MemTotal − MemAvailable after all are ready, "
              "minus before (other processes on this shared host move it); PSS: the instances' own processes.", "",
              "CPU: every thread of the instances' processes and their KVM kernel threads (the in-kernel PIT's); "
