@@ -37,12 +37,12 @@ def kernel_cmdline(service_ip):
     return f"console=ttyS0 quiet panic=-1 reboot=k initcall_blacklist=cmos_init kiln.ip={service_ip}/30"
 
 
-def http_get(address, seconds):
-    """One `GET /` on a fresh connection to ADDRESS:80, all within `seconds`:
+def http_get(address, seconds, port=HTTP_PORT):
+    """One `GET /` on a fresh connection to ADDRESS:PORT, all within `seconds`:
     (status line, body). Raises OSError (refused, unreachable, timed out) or
     ValueError (a reply that is not HTTP, or larger than 64 KiB)."""
     deadline = time.monotonic() + seconds
-    with socket.create_connection((address, HTTP_PORT), timeout=seconds) as client:
+    with socket.create_connection((address, port), timeout=seconds) as client:
         client.sendall(f"GET / HTTP/1.0\r\nHost: {address}\r\n\r\n".encode())
         reply = b""
         while True:
@@ -159,10 +159,10 @@ def last_lines(path, count):
 
 def boot_probe(system, options, run_once):
     """Boots one instance of a VM system with a short deadline
-    (`--probe-seconds`), before any measured run. Returns None when it
-    served its page, else the note that says why not: the probe's failure,
-    the VMM's last log lines, the guest's console, and what the host
-    kernel logged about KVM meanwhile."""
+    (`--probe-seconds`), before any measured run: (True, seconds to its
+    page) when it served it, else (False, the note that says why not: the
+    probe's failure, the VMM's last log lines, the guest's console, and what
+    the host kernel logged about KVM meanwhile)."""
     kernel_log = KernelLog()
     probe_options = argparse.Namespace(**{**vars(options), "timeout": options.probe_seconds})
     try:
@@ -171,13 +171,13 @@ def boot_probe(system, options, run_once):
         kvm_lines = [line for line in kernel_log.new_lines() if "kvm" in line.lower()]
         kernel_log.close()
     if not result["failures"]:
-        return None
+        return True, result["ready_seconds"]
     parts = [f"Debian's kernel did not serve its page on this host's KVM ({kvm_module()}) "
              f"in the {options.probe_seconds:g} s probe: " + "; ".join(result["failure_reasons"])]
     parts += system.boot_evidence(0)
     if kvm_lines:
         parts.append("host kernel: " + " | ".join(kvm_lines[-3:]))
-    return "; ".join(parts)[:700]
+    return False, "; ".join(parts)[:700]
 
 
 class LinuxBoot:
