@@ -201,10 +201,10 @@ for vmm in "${vmms[@]}"; do
   esac
 done
 trace_out=${trace_out:-$out/policy-trace.txt}
-density_json=${density_json:-$out/density-linux.json}
 
 "$here/assets.sh" >/dev/null
 out=$(cd "$out" && pwd)
+density_json=${density_json:-$out/density-linux.json}
 
 # Level-1 root: the cached base tree (hard links), plus level 2 and the VMMs.
 stage=$(mktemp -d "$out/stage.XXXXXX")
