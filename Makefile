@@ -8,7 +8,7 @@
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
 #   make bench-density  N services side by side: kiln, runc, QEMU microvm, runsc (DENSITY_ARGS=--quick;
 #                       DENSITY_ARGS="--guest linux" boots Debian's kernel with busybox httpd instead)
-#   make bench-density-nested  the density benchmark's --guest linux, kiln only, in the nested lane
+#   make bench-density-nested  the density benchmark's --guest linux in the nested lane (kiln; or beside QEMU)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 #   make bench-nested-io  block and network throughput in the nested lane, kiln beside QEMU microvm
@@ -213,10 +213,12 @@ bench-density: release guest
 	/usr/bin/python3 integration/bench/density/run.py $(DENSITY_ARGS)
 
 # The density benchmark's --guest linux where a KVM boots Debian's kernel: run.py
-# itself, kiln only, in the nested lane's level 1 (DENSITY_NESTED_NS: the Ns).
+# itself in the nested lane's level 1 (DENSITY_NESTED_NS: the Ns;
+# DENSITY_NESTED_SYSTEMS: kiln, or kiln,qemu-microvm side by side).
 DENSITY_NESTED_NS ?= 1,2
+DENSITY_NESTED_SYSTEMS ?= kiln
 bench-density-nested: release nested-assets
-	integration/nested/run.sh --density-linux $(DENSITY_NESTED_NS)
+	integration/nested/run.sh --density-linux $(DENSITY_NESTED_NS) --density-systems $(DENSITY_NESTED_SYSTEMS)
 
 # The nested lane (integration/nested/README.md); `test` runs it with kiln.
 nested-deps:

@@ -14,7 +14,8 @@
 #          [--cgroup-v2]                    kiln-jailer: cgroup v2 limits, checked (below)
 #          [--trace [--policies DIR] [--trace-out FILE]]
 #                                           kiln-jailer under kiln-policy trace (below)
-#   run.sh --density-linux NS [--density-bin DIR] [--density-json FILE]
+#   run.sh --density-linux NS [--density-systems kiln,qemu-microvm]
+#          [--density-bin DIR] [--density-json FILE]
 #                                           the density benchmark's --guest linux in level 1 (below)
 #
 # A VMM is a binary from the host; a dynamic one travels with the libraries
@@ -81,13 +82,15 @@
 #
 # --density-linux NS (e.g. 1,2) runs the density benchmark itself
 # (integration/bench/density/run.py, with Debian's python3 and its standard
-# library copied from this host) in level 1: `--guest linux --systems kiln
-# --ns NS`, kiln-jailer and kiln from DIR (default .build-release/release),
-# each instance jailed as on the host (its own uid, v1 cgroups, which level 1
-# mounts instead of cgroup2, and TAP), booting Debian's cloud kernel with the
-# busybox httpd initramfs, ready when level 1 gets its page over HTTP. The
-# JSON goes to FILE (default integration/out/nested/density-linux.json); PASS
-# needs kiln runnable and every instance of every N ready.
+# library copied from this host) in level 1: `--guest linux --systems LIST
+# --ns NS`, LIST kiln (default) and/or qemu-microvm (this host's QEMU, its
+# libraries and its microvm firmware go along), kiln-jailer and kiln from DIR
+# (default .build-release/release), each kiln jailed as on the host (its own
+# uid, v1 cgroups, which level 1 mounts instead of cgroup2, and TAP), booting
+# Debian's cloud kernel with the busybox httpd initramfs, ready when level 1
+# gets its page over HTTP. The JSON goes to FILE (default
+# integration/out/nested/density-linux.json); PASS needs every system
+# runnable and every instance of every N ready.
 #
 # Prints the console, then one line per level-2 boot with level 1's measure
 # of VMM exec to the level-2 marker, then "nested: PASS ..." or "nested: FAIL
@@ -101,7 +104,7 @@ out=${NESTED_OUT:-$here/../out/nested}
 vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage devices=0 kiln_args="" bench=0 blk_mib=64 net_kib=1024 reps=5
 vsock=0 vsock_mib=64 vsock_conns=0
 cgroup_v2=0 trace=0 policies=$here/../../policies trace_out=""
-density_ns="" density_bin=$here/../../.build-release/release density_json=""
+density_ns="" density_systems=kiln density_bin=$here/../../.build-release/release density_json=""
 # --cgroup-v2's limits for each jailed boot (values as the kernel reads them
 # back): far above what the guest needs, so they hold without throttling it.
 cgroup_settings=("memory.max=536870912" "pids.max=64" "cpu.max=100000 100000")
@@ -135,6 +138,9 @@ while [ $# -gt 0 ]; do
     --density-linux)
       [[ $2 =~ ^[1-9][0-9]?(,[1-9][0-9]?)*$ ]] || { echo "run.sh: --density-linux takes N values 1-99, comma-separated, got '$2'" >&2; exit 2; }
       density_ns=$2; shift ;;
+    --density-systems)
+      [[ $2 =~ ^(kiln|qemu-microvm)(,(kiln|qemu-microvm))?$ ]] || { echo "run.sh: --density-systems takes kiln and/or qemu-microvm, got '$2'" >&2; exit 2; }
+      density_systems=$2; shift ;;
     --density-bin) density_bin=$2; shift ;;
     --density-json) density_json=$2; shift ;;
     --l2-kernel)
@@ -172,7 +178,8 @@ per_boot=60; [ $devices = 1 ] && per_boot=120 # a device boot also serves level 
 # The density run: its one-instance probe, then every instance of every N,
 # each a level-2 boot of 10 to 40 s under TCG, plus Python's start in level 1.
 density_boots=0
-[ -n "$density_ns" ] && density_boots=$(( 1 + ${density_ns//,/ + } ))
+IFS=, read -ra density_system_list <<< "$density_systems"
+[ -n "$density_ns" ] && density_boots=$(( (1 + ${density_ns//,/ + }) * ${#density_system_list[@]} ))
 timeout_s=${timeout_s:-$(( 60 + per_boot * (boots + density_boots) + (density_boots > 0 ? 120 : 0) ))}
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 is missing (make nested-assets)" >&2; exit 2; }
 for vmm in "${vmms[@]}"; do
@@ -409,6 +416,10 @@ if [ -n "$density_ns" ]; then
   cp -p "$repo"/integration/bench/density/*.py "$stage/density/integration/bench/density/"
   ln "$out/l2-bzImage" "$out/density-initrd.cpio" "$stage/density/integration/out/nested/"
   for binary in kiln kiln-jailer; do copy_with_libraries "$density_bin/$binary" "/density/bin/$binary"; done
+  if [[ ,$density_systems, == *,qemu-microvm,* ]]; then
+    copy_with_libraries "$(command -v qemu-system-x86_64)" /usr/bin/qemu-system-x86_64
+    install -D -m 644 /usr/share/qemu/bios-microvm.bin "$stage/usr/share/qemu/bios-microvm.bin"
+  fi
   python=$(readlink -f /usr/bin/python3)
   copy_with_libraries "$python" "$python"
   ln -sf "$(basename "$python")" "$stage/usr/bin/python3"
@@ -418,7 +429,7 @@ if [ -n "$density_ns" ]; then
       --exclude="$stdlib/"{asyncio,email,xml,xmlrpc,html,http,urllib,wsgiref,multiprocessing,curses,dbm,unittest} \
       --exclude="$stdlib/"{'config-*',dist-packages,site-packages} --exclude="$stdlib/lib-dynload/"{'_test*','_tkinter*','_curses*','_sqlite3*'} \
       "$stdlib" | tar -C "$stage/usr/lib" -xf -
-  echo "--guest linux --systems kiln --ns $density_ns --repeat 1 --bin /density/bin --reserve-gib 0" \
+  echo "--guest linux --systems $density_systems --ns $density_ns --repeat 1 --bin /density/bin --reserve-gib 0" \
        "--probe-seconds 240 --timeout 300 --no-single" > "$stage/vmm/density"
 fi
 
@@ -583,9 +594,9 @@ if [ $bench = 1 ]; then
   summary="$summary bench=$(count 'KILN-L1-BENCH ')/$(( boots * reps * 4 ))"
 fi
 if [ -n "$density_ns" ]; then
-  # The JSON as level 1 printed it; kiln must have run every N with no failure.
+  # The JSON as level 1 printed it; each system must have run every N with no failure.
   grep -o 'KILN-L1-DENSITY-JSON .*' "$stage.times" | sed 's/^KILN-L1-DENSITY-JSON //' > "$density_json" || true
-  density_verdict=$(/usr/bin/python3 - "$density_json" "$density_ns" <<'PY'
+  density_verdict=$(/usr/bin/python3 - "$density_json" "$density_ns" "$density_systems" <<'PY'
 import json, sys
 try:
     results = json.load(open(sys.argv[1]))["results"]
@@ -593,10 +604,12 @@ except (OSError, ValueError, KeyError) as error:
     print(f"no JSON from level 1 ({error})")
     sys.exit()
 wanted = [int(n) for n in sys.argv[2].split(",")]
-kiln = {entry["n"]: entry for entry in results if entry["system"] == "kiln"}
-problems = [f"kiln not runnable: {entry['note'][:300]}" for entry in kiln.values() if not entry.get("runnable", True)]
-problems += [f"N={n}: {'not run' if n not in kiln else str(kiln[n].get('failures')) + ' failed'}"
-             for n in wanted if n not in kiln or kiln[n].get("failures") != 0]
+problems = []
+for system in sys.argv[3].split(","):
+    rows = {entry["n"]: entry for entry in results if entry["system"] == system}
+    problems += [f"{system} not runnable: {entry['note'][:300]}" for entry in rows.values() if not entry.get("runnable", True)]
+    problems += [f"{system} N={n}: {'not run' if n not in rows else str(rows[n].get('failures')) + ' failed'}"
+                 for n in wanted if n not in rows or rows[n].get("failures") != 0]
 print("; ".join(problems) or "ok")
 PY
 )
