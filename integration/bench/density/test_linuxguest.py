@@ -5,6 +5,7 @@ server. Run by make test:
 
     python3 -m unittest discover -s integration/bench/density -p 'test_*.py'
 """
+import argparse
 import os
 import re
 import socket
@@ -122,6 +123,39 @@ class ReadinessTests(unittest.TestCase):
         server.close()
         with self.assertRaises(OSError):
             linuxguest.http_get("127.0.0.1", 1, port=port)
+
+
+class BootProbeTests(unittest.TestCase):
+    """The probe's verdict from a run of one instance (no KVM here: the run is
+    a stand-in that returns what run.run_once would)."""
+
+    class System:
+        name = "kiln"
+
+        def boot_evidence(self, index):
+            return [f"console of instance {index}: stuck"]
+
+    def probe(self, result):
+        options = argparse.Namespace(probe_seconds=7, timeout=120)
+        seen = {}
+
+        def run_once(system, n, probe_options, checks):
+            seen.update(n=n, timeout=probe_options.timeout, checks=checks)
+            return result
+        return linuxguest.boot_probe(self.System(), options, run_once), seen, options
+
+    def test_a_boot_that_served_its_page_is_runnable(self):
+        (booted, seconds), seen, options = self.probe({"failures": 0, "failure_reasons": [], "ready_seconds": 1.5})
+        self.assertEqual((booted, seconds), (True, 1.5))
+        self.assertEqual(seen, {"n": 1, "timeout": 7, "checks": False})
+        self.assertEqual(options.timeout, 120, "the probe changed the measured runs' timeout")
+
+    def test_a_failed_boot_is_not_runnable_and_the_note_says_why(self):
+        (booted, note), _, _ = self.probe({"failures": 1, "failure_reasons": ["0: no page within 7 s"]})
+        self.assertFalse(booted)
+        self.assertIn("0: no page within 7 s", note)
+        self.assertIn("console of instance 0: stuck", note)
+        self.assertIn(linuxguest.kvm_module(), note)
 
 
 class ContainerPageTests(unittest.TestCase):
