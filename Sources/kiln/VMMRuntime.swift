@@ -29,6 +29,9 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     /// A fatal error raised on another thread (the API thread failing to
     /// start); the event loop ends kiln with it.
     private var fatalError: String?
+    /// The next periodic metrics flush: armed only while a destination is
+    /// open, so an idle kiln without metrics sleeps until an event.
+    private var metricsTimer: EventLoop.Token?
 
     init(options: KilnCommandLineOptions, roles: SeccompRoles, metrics: MetricsSink, start: UInt64) throws {
         self.options = options
@@ -60,16 +63,17 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
                 try startAPIThread(listener: listener, configuration: configuration)
             }
             try loop.subscribe(mailbox.wake.descriptor) { [mailbox] _ in mailbox.service() }
-            loop.schedule(afterMilliseconds: 1000, repeating: true) { [metrics] in metrics.flushIfDue() }
+            armMetricsTimer()
             if let configuration {
                 if let vsock = configuration.vsock { try bindVsock(vsock) }
                 try boot(configuration)
             }
             // Every round checks for a stop request itself: a signal's
             // wake-up may have been consumed by a job that ran meanwhile.
+            // The wait has no bound: signals and jobs wake the loop.
             while machine == nil {
                 if let code = stopCode() { return code }
-                try loop.runOnce(maximumMilliseconds: 1000)
+                try loop.runOnce(maximumMilliseconds: -1)
             }
             guard let machine else { return 1 }
             let reason = try machine.run(on: loop) { [self] in
@@ -122,6 +126,18 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
             } catch {
                 try? mailbox.perform { self.fail("API thread: \(error)") }
             }
+        }
+    }
+
+    /// Flushes metrics when due, every `MetricsSink.periodNanoseconds`
+    /// from the last flush (a FlushMetrics in between moves it).
+    private func armMetricsTimer() {
+        guard metricsTimer == nil, metrics.isConfigured else { return }
+        metricsTimer = loop.schedule(afterMilliseconds: metrics.millisecondsUntilDue) { [weak self] in
+            guard let self else { return }
+            metricsTimer = nil
+            metrics.flushIfDue()
+            armMetricsTimer()
         }
     }
 
@@ -212,7 +228,10 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     }
 
     func configureMetrics(_ configuration: MetricsConfig) throws {
-        try mailbox.perform { try self.metrics.open(path: configuration.metricsPath) }
+        try mailbox.perform {
+            try self.metrics.open(path: configuration.metricsPath)
+            self.armMetricsTimer()
+        }
     }
 
     func updateDrive(_ drive: BlockDeviceConfig) throws {
