@@ -186,15 +186,11 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     }
 
     /// Binds `uds_path` on the event loop, under the launch role (the API
-    /// thread's role has no socket or bind). The new socket is bound before
-    /// the old one goes, so a refusal keeps the earlier device as it was
-    /// (Firecracker removes the old socket first and is left with none); the
-    /// same path keeps its socket, with the new CID.
+    /// thread's role has no socket or bind). The same path keeps its socket
+    /// (with the new CID) while the file there is still that socket, and is
+    /// bound again once the file was deleted (`VsockHostSocket.replacing`).
     private func bindVsock(_ vsock: VsockDeviceConfig) throws {
-        if vsockSocket?.path == vsock.udsPath { return }
-        let socket = try VsockHostSocket(path: vsock.udsPath)
-        vsockSocket?.remove()
-        vsockSocket = socket
+        vsockSocket = try VsockHostSocket.replacing(vsockSocket, path: vsock.udsPath)
     }
 
     // MARK: VMControl (called on the API thread)
