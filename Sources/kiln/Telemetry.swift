@@ -46,7 +46,8 @@ final class MetricsSink {
     /// finds the flush due; 0 when it is due already.
     var millisecondsUntilDue: UInt64 {
         let since = MonotonicClock.nanoseconds() - lastFlush
-        return since >= MetricsSink.periodNanoseconds ? 0 : (MetricsSink.periodNanoseconds - since + 999_999) / 1_000_000
+        guard since < MetricsSink.periodNanoseconds else { return 0 }
+        return (MetricsSink.periodNanoseconds - since + 999_999) / 1_000_000
     }
 
     func flushIfDue() {

@@ -128,7 +128,9 @@ struct VsockBindTests {
     /// kiln serving its API on a scratch socket while `body` runs, then
     /// SIGTERM: kiln ends by it and takes `uds` (the vsock path for `body`)
     /// with it.
-    static func withAPI(_ name: String, _ body: (UnixHTTPClient, _ uds: String, _ errors: String) throws -> Void) throws {
+    static func withAPI(
+        _ name: String, _ body: (UnixHTTPClient, _ uds: String, _ errors: String) throws -> Void
+    ) throws {
         let base = scratch(name)
         let socketPath = base + ".sock", errors = base + ".err", uds = base + ".v"
         defer { for path in [socketPath, errors, uds] { unlink(path) } }

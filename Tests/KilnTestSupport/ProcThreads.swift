@@ -16,7 +16,9 @@ public enum ProcThreads {
         guard let folder = opendir("/proc/\(pid)/task") else { return nil }
         defer { closedir(folder) }
         while let entry = readdir(folder) {
-            let tid = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            let tid = withUnsafeBytes(of: entry.pointee.d_name) {
+                String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self)
+            }
             guard let id = pid_t(tid) else { continue }
             if ChildProcess.read("/proc/\(pid)/task/\(id)/comm") == name + "\n" {
                 return id
