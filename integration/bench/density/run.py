@@ -417,7 +417,7 @@ def parse_options(argv):
     parser.add_argument("--parallel", type=int, default=8, help="launches in flight at once, every system")
     parser.add_argument("--systems", default="kiln,runc,qemu-microvm,runsc")
     parser.add_argument("--runsc-max-n", type=int, default=100,
-                        help="largest N for runsc (about 20 MiB and 0.2 CPU-s an instance under ptrace)")
+                        help="largest N for runsc (about 15 MiB and 0.2 CPU-s an instance under ptrace)")
     parser.add_argument("--json", help="where every raw figure goes (default integration/out/density/"
                         "density.json; smoke.json with --smoke)")
     parser.add_argument("--chart", help="PNG or SVG path (default: beside the JSON, .png)")
