@@ -33,6 +33,18 @@ let vmmExecutable: [LinkerSetting] =
         ])
     ]
 
+/// The Swift modules linked into `kiln`. Metadata of concrete generic types
+/// comes from direct accessor calls rather than mangled names the runtime
+/// demangles and checks, conformance by conformance, against every record in
+/// the binary (a fifth of a launch's instructions); each function sits in its
+/// own section, so the linker drops unused ones and can place the start-up
+/// path together.
+let vmmSwiftSettings: [SwiftSetting] = [
+    .unsafeFlags([
+        "-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors", "-Xfrontend", "-function-sections",
+    ])
+]
+
 /// `make fuzz` sets KILN_FUZZ=1, and the fuzz targets leave `main` to
 /// libFuzzer. Every other build gives them a replay `main`, so that they link
 /// in any configuration (docs/platform.md, "libFuzzer").
@@ -57,38 +69,42 @@ let package = Package(
             providers: [.apt(["libseccomp-dev"])]),
 
         // MARK: Foundations
-        .target(name: "KilnSystem", dependencies: ["CKiln"]),
-        .target(name: "KilnJSON"),
+        .target(name: "KilnSystem", dependencies: ["CKiln"], swiftSettings: vmmSwiftSettings),
+        .target(name: "KilnJSON", swiftSettings: vmmSwiftSettings),
         // Little-endian integers in byte arrays, for every binary format (pure)
-        .target(name: "KilnBytes"),
-        .target(name: "KilnTelemetry", dependencies: ["KilnSystem", "KilnJSON"]),
+        .target(name: "KilnBytes", swiftSettings: vmmSwiftSettings),
+        .target(name: "KilnTelemetry", dependencies: ["KilnSystem", "KilnJSON"], swiftSettings: vmmSwiftSettings),
 
         // MARK: Seccomp: bundle format, BPF interpreter, loader (no libseccomp)
-        .target(name: "KilnSeccomp", dependencies: ["KilnBytes", "KilnSystem", "CKiln"]),
+        .target(
+            name: "KilnSeccomp", dependencies: ["KilnBytes", "KilnSystem", "CKiln"], swiftSettings: vmmSwiftSettings),
         // MARK: Policy language, compiler (libseccomp) and audit
         .target(name: "KilnPolicy", dependencies: ["KilnSeccomp", "KilnSystem", "KilnJSON", "CSeccomp", "CKiln"]),
         // The bundle kiln and kiln-jailer use when none is named; kiln-policy
         // must not need it, so that it can regenerate a stale or broken copy.
-        .target(name: "KilnBuiltinPolicies", dependencies: ["CKilnBuiltinPolicies"]),
+        .target(name: "KilnBuiltinPolicies", dependencies: ["CKilnBuiltinPolicies"], swiftSettings: vmmSwiftSettings),
 
         // MARK: VMM: guest memory, configuration, the KVM machine
-        .target(name: "KilnMemory", dependencies: ["KilnSystem"]),
-        .target(name: "KilnConfig", dependencies: ["KilnJSON"]),
+        .target(name: "KilnMemory", dependencies: ["KilnSystem"], swiftSettings: vmmSwiftSettings),
+        .target(name: "KilnConfig", dependencies: ["KilnJSON"], swiftSettings: vmmSwiftSettings),
         .target(
             name: "KilnMachine",
             dependencies: [
                 "KilnMemory", "KilnConfig", "KilnSystem", "KilnTelemetry", "KilnACPI", "KilnBytes", "KilnVirtio",
                 "CKiln",
-            ]),
+            ], swiftSettings: vmmSwiftSettings),
 
         // MARK: virtio-mmio transport, split queues and devices (pure: no KVM, no threads)
-        .target(name: "KilnVirtio", dependencies: ["KilnBytes", "KilnMemory", "KilnSystem"]),
+        .target(
+            name: "KilnVirtio", dependencies: ["KilnBytes", "KilnMemory", "KilnSystem"], swiftSettings: vmmSwiftSettings
+        ),
 
         // MARK: The Firecracker-compatible API: HTTP/1.1 parser, routes, models
-        .target(name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem", "KilnConfig"]),
+        .target(
+            name: "KilnAPI", dependencies: ["KilnJSON", "KilnSystem", "KilnConfig"], swiftSettings: vmmSwiftSettings),
 
         // MARK: ACPI tables and AML for the guest (pure)
-        .target(name: "KilnACPI", dependencies: ["KilnBytes"]),
+        .target(name: "KilnACPI", dependencies: ["KilnBytes"], swiftSettings: vmmSwiftSettings),
 
         // MARK: Jail: the jailer's steps, one file per concern
         .target(name: "KilnJail", dependencies: ["KilnBytes", "KilnSeccomp", "KilnSystem", "CKiln"]),
@@ -125,7 +141,7 @@ let package = Package(
                 "KilnMachine", "KilnConfig", "KilnSystem", "KilnAPI", "KilnTelemetry", "KilnSeccomp",
                 "KilnBuiltinPolicies", "CKiln", "CKilnStart",
             ],
-            linkerSettings: vmmExecutable),
+            swiftSettings: vmmSwiftSettings, linkerSettings: vmmExecutable),
 
         // A static stand-in for the VMM's threads, run by the kernel tests
         // under the compiled filters.
