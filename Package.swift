@@ -25,11 +25,16 @@ let staticExecutable: [LinkerSetting] = [
 /// (integration/bench/density/README.md, "Where the cost goes"): its relative
 /// relocations packed as RELR (`-z pack-relative-relocs`, which glibc 2.36's
 /// static-pie start-up applies), so that start-up reads a 4 KiB table instead
-/// of 470 KiB of `.rela.dyn`.
+/// of 470 KiB of `.rela.dyn`; and the functions a launch runs placed together
+/// first (`linker/kiln.order`, written by `linker/kiln_order.py`), so that the
+/// kernel's fault-around maps those pages and not the whole text. Names the
+/// link no longer has are skipped quietly.
 let vmmExecutable: [LinkerSetting] =
     staticExecutable + [
         .unsafeFlags([
             "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
+            "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/linker/kiln.order",
+            "-Xlinker", "--no-warn-symbol-ordering",
         ])
     ]
 
@@ -37,8 +42,8 @@ let vmmExecutable: [LinkerSetting] =
 /// comes from direct accessor calls rather than mangled names the runtime
 /// demangles and checks, conformance by conformance, against every record in
 /// the binary (a fifth of a launch's instructions); each function sits in its
-/// own section, so the linker drops unused ones and can place the start-up
-/// path together.
+/// own section, so the linker drops unused ones and `linker/kiln.order` can
+/// place the start-up path together.
 let vmmSwiftSettings: [SwiftSetting] = [
     .unsafeFlags([
         "-Xfrontend", "-disable-concrete-type-metadata-mangled-name-accessors", "-Xfrontend", "-function-sections",
