@@ -6,7 +6,9 @@
 #   make demo           the main job: a jailed microVM boots and prints its console
 #   make fuzz           run each libFuzzer target (Sources/fuzz-*) for FUZZ_SECONDS
 #   make bench          print the benchmark figures (jailer and VMM start-up, the API, rate limiters)
-#   make bench-density  N services side by side: kiln, runc, QEMU microvm, runsc (DENSITY_ARGS=--quick)
+#   make bench-density  N services side by side: kiln, runc, QEMU microvm, runsc (DENSITY_ARGS=--quick;
+#                       DENSITY_ARGS="--guest linux" boots Debian's kernel with busybox httpd instead)
+#   make bench-density-nested  the density benchmark's --guest linux in the nested lane (kiln; or beside QEMU)
 #   make nested-assets  download and build the nested lane (integration/nested)
 #   make nested-check   boot level 1 of the nested lane and check its /dev/kvm
 #   make bench-nested-io  block and network throughput in the nested lane, kiln beside QEMU microvm
@@ -49,7 +51,7 @@ GUEST_SWIFTC := $(TOOLCHAIN_BIN)swiftc -target x86_64-unknown-none-elf -enable-e
 	-enable-experimental-feature Extern -wmo -Osize -parse-as-library -Xcc -mno-sse -Xcc -mno-sse2
 
 .PHONY: all deps build test format format-check api-test-deps client-test-deps demo fuzz bench bench-jailer bench-vmm bench-api bench-ratelimit \
-	bench-density release guest policies security-table \
+	bench-density bench-density-nested release guest policies security-table \
 	nested-deps nested-assets nested-check bench-nested-io bench-vsock policy-trace nested-policy-trace clean
 
 all: build
@@ -98,6 +100,7 @@ test: build guest api-test-deps client-test-deps format-check
 	else echo "make test: no Python with PyYAML (api-test-deps failed); README's compatibility tables are not checked" >&2; \
 	  [ -z "$$KILN_STRICT" ]; fi
 	/usr/bin/python3 integration/bench/density/run.py --smoke --bin $$($(SWIFT) build --show-bin-path)
+	PYTHONDONTWRITEBYTECODE=1 /usr/bin/python3 -m unittest discover -s integration/bench/density -p 'test_*.py'
 	@mkdir -p $(GUEST_OUT)
 	$(SWIFT) test 2>&1 | tee $(SWIFT_TEST_LOG); exit $${PIPESTATUS[0]}
 	@integration/test-skips.sh $(SWIFT_TEST_LOG)
@@ -205,7 +208,17 @@ policy-trace: build guest
 # (integration/bench/density/README.md). DENSITY_ARGS: e.g. --quick, --json FILE.
 bench-density: release guest
 	@$(MAKE) --no-print-directory deps DEBIAN_PACKAGES="$(DENSITY_PACKAGES)"
+	@case " $(DENSITY_ARGS) " in *" --guest linux "*|*" --guest=linux "*) \
+	  $(MAKE) --no-print-directory nested-assets ;; esac
 	/usr/bin/python3 integration/bench/density/run.py $(DENSITY_ARGS)
+
+# The density benchmark's --guest linux where a KVM boots Debian's kernel: run.py
+# itself in the nested lane's level 1 (DENSITY_NESTED_NS: the Ns;
+# DENSITY_NESTED_SYSTEMS: kiln, or kiln,qemu-microvm side by side).
+DENSITY_NESTED_NS ?= 1,2
+DENSITY_NESTED_SYSTEMS ?= kiln
+bench-density-nested: release nested-assets
+	integration/nested/run.sh --density-linux $(DENSITY_NESTED_NS) --density-systems $(DENSITY_NESTED_SYSTEMS)
 
 # The nested lane (integration/nested/README.md); `test` runs it with kiln.
 nested-deps:

@@ -7,6 +7,7 @@
 #   level 2: the cloud kernel bzImage, a busybox initramfs with Debian's virtio
 #            modules, an ext4 root-drive image (busybox, the same init, and a
 #            file the host wrote) and a 256 KiB raw data disk;
+#   density: the density benchmark's Linux guest initramfs (busybox httpd);
 #   both:    kiln-vsock-peer (vsock-peer.c, static, Debian's gcc), the vsock
 #            checks' peer on either side of the VMM.
 # Idempotent: .deb files and every product stay cached in integration/out/nested;
@@ -20,7 +21,9 @@ mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
 
 ready=$out/.ready
-inputs=("$here/assets.sh" "$here/extract-vmlinux.sh" "$here/l1-init" "$here/l2-init" "$here/l1-vsock" "$here/l1-cgroup" "$here/vsock-peer.c")
+density_init=$here/../bench/density/linux-init
+inputs=("$here/assets.sh" "$here/extract-vmlinux.sh" "$here/l1-init" "$here/l2-init" "$here/l1-vsock" "$here/l1-cgroup" "$here/vsock-peer.c"
+        "$density_init")
 if [ -e "$ready" ] && [ -z "$(find "${inputs[@]}" -newer "$ready")" ]; then
   echo "nested assets ready in $out ($(cat "$ready"))"
   exit 0
@@ -143,6 +146,21 @@ if [ ! -s "$out/l2-rootfs.ext4" ] || [ -n "$(find "$here/l2-init" "$here/assets.
   # whole and serves back to level 1 over HTTP (many requests, many frames).
   { echo "KILN-DATA-DISK written by the host"; head -c 262144 /dev/urandom; } > "$out/l2-data.img"
   truncate -s 256K "$out/l2-data.img"
+fi
+
+# The density benchmark's Linux guest (run.py --guest linux): busybox, its
+# init (integration/bench/density/linux-init) and the virtio-net modules; it
+# boots l2-bzImage and serves a page with busybox httpd.
+if [ ! -s "$out/density-initrd.cpio" ] || [ -n "$(find "$density_init" "$here/assets.sh" -newer "$out/density-initrd.cpio")" ]; then
+  rm -rf "$out/density-root"
+  busybox_tree "$out/density-root"
+  install -m 755 "$density_init" "$out/density-root/init"
+  mkdir -p "$out/density-root/modules"
+  for module in drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_mmio \
+      net/core/failover drivers/net/net_failover drivers/net/virtio_net; do
+    cp "$cloud_modules/$module.ko" "$out/density-root/modules/"
+  done
+  make_cpio "$out/density-root" "$out/density-initrd.cpio"
 fi
 
 # Level-1 base tree (run.sh copies it, adds the VMM and level 2, and packs it).

@@ -14,6 +14,9 @@
 #          [--cgroup-v2]                    kiln-jailer: cgroup v2 limits, checked (below)
 #          [--trace [--policies DIR] [--trace-out FILE]]
 #                                           kiln-jailer under kiln-policy trace (below)
+#   run.sh --density-linux NS [--density-systems kiln,qemu-microvm]
+#          [--density-bin DIR] [--density-json FILE]
+#                                           the density benchmark's --guest linux in level 1 (below)
 #
 # A VMM is a binary from the host; a dynamic one travels with the libraries
 # ldd finds. How it is invoked depends on its name:
@@ -77,6 +80,18 @@
 # goes to FILE (default integration/out/nested/policy-trace.txt) and a line
 # per role to the output; a call a role refuses fails the run.
 #
+# --density-linux NS (e.g. 1,2) runs the density benchmark itself
+# (integration/bench/density/run.py, with Debian's python3 and its standard
+# library copied from this host) in level 1: `--guest linux --systems LIST
+# --ns NS`, LIST kiln (default) and/or qemu-microvm (this host's QEMU, its
+# libraries and its microvm firmware go along), kiln-jailer and kiln from DIR
+# (default .build-release/release), each kiln jailed as on the host (its own
+# uid, v1 cgroups, which level 1 mounts instead of cgroup2, and TAP), booting
+# Debian's cloud kernel with the busybox httpd initramfs, ready when level 1
+# gets its page over HTTP. The JSON goes to FILE (default
+# integration/out/nested/density-linux.json); PASS needs every system
+# runnable and every instance of every N ready.
+#
 # Prints the console, then one line per level-2 boot with level 1's measure
 # of VMM exec to the level-2 marker, then "nested: PASS ..." or "nested: FAIL
 # ...". PASS needs every boot's marker and exit status 0 (with --check, level
@@ -89,6 +104,7 @@ out=${NESTED_OUT:-$here/../out/nested}
 vmms=() vcpus=1 runs=1 args="" timeout_s="" check=0 l2_append="" tmpfs_root=0 l2_kernel=bzImage devices=0 kiln_args="" bench=0 blk_mib=64 net_kib=1024 reps=5
 vsock=0 vsock_mib=64 vsock_conns=0
 cgroup_v2=0 trace=0 policies=$here/../../policies trace_out=""
+density_ns="" density_systems=kiln density_bin=$here/../../.build-release/release density_json=""
 # --cgroup-v2's limits for each jailed boot (values as the kernel reads them
 # back): far above what the guest needs, so they hold without throttling it.
 cgroup_settings=("memory.max=536870912" "pids.max=64" "cpu.max=100000 100000")
@@ -119,6 +135,14 @@ while [ $# -gt 0 ]; do
     --trace) trace=1 ;;
     --policies) policies=$2; shift ;;
     --trace-out) trace_out=$2; shift ;;
+    --density-linux)
+      [[ $2 =~ ^[1-9][0-9]?(,[1-9][0-9]?)*$ ]] || { echo "run.sh: --density-linux takes N values 1-99, comma-separated, got '$2'" >&2; exit 2; }
+      density_ns=$2; shift ;;
+    --density-systems)
+      [[ $2 =~ ^(kiln|qemu-microvm)(,(kiln|qemu-microvm))?$ ]] || { echo "run.sh: --density-systems takes kiln and/or qemu-microvm, got '$2'" >&2; exit 2; }
+      density_systems=$2; shift ;;
+    --density-bin) density_bin=$2; shift ;;
+    --density-json) density_json=$2; shift ;;
     --l2-kernel)
       case $2 in bzimage|bzImage) l2_kernel=bzImage ;; elf) l2_kernel=vmlinux ;;
         *) echo "run.sh: --l2-kernel is bzimage or elf, got '$2'" >&2; exit 2 ;; esac
@@ -128,7 +152,16 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-[ $check = 1 ] || [ ${#vmms[@]} -gt 0 ] || { echo "run.sh: give --check or --vmm PATH" >&2; exit 2; }
+[ $check = 1 ] || [ ${#vmms[@]} -gt 0 ] || [ -n "$density_ns" ] || { echo "run.sh: give --check, --vmm PATH or --density-linux NS" >&2; exit 2; }
+if [ -n "$density_ns" ]; then
+  [ ${#vmms[@]} = 0 ] && [ $devices = 0 ] && [ $cgroup_v2 = 0 ] && [ $trace = 0 ] \
+    || { echo "run.sh: --density-linux runs alone (no --vmm, --devices, --cgroup-v2 or --trace)" >&2; exit 2; }
+  for binary in kiln kiln-jailer; do
+    [ -x "$density_bin/$binary" ] || { echo "run.sh: --density-linux needs $density_bin/$binary (make release, or --density-bin DIR)" >&2; exit 2; }
+  done
+  [ -x /usr/bin/python3 ] || { echo "run.sh: --density-linux copies Debian's /usr/bin/python3 into level 1; it is missing" >&2; exit 2; }
+  tmpfs_root=1 # the jailer's pivot_root fails on the initial ramdisk
+fi
 [ ${#vmms[@]} -le 9 ] || { echo "run.sh: at most 9 VMMs per run" >&2; exit 2; }
 [ -n "$l2_append" ] && l2_cmdline="$l2_cmdline $l2_append"
 if [ $bench = 1 ]; then
@@ -142,7 +175,12 @@ per_boot=60; [ $devices = 1 ] && per_boot=120 # a device boot also serves level 
 [ $bench = 1 ] && per_boot=$(( 120 + reps * (blk_mib * 4 + net_kib / 16) )) # generous: TCG's speed varies
 [ $vsock = 1 ] && per_boot=$(( per_boot + 60 + vsock_mib * 4 + vsock_conns / 2 ))
 [ $trace = 1 ] && per_boot=$(( per_boot * 3 )) # every system call of kiln stops for the tracer
-timeout_s=${timeout_s:-$(( 60 + per_boot * boots ))}
+# The density run: its one-instance probe, then every instance of every N,
+# each a level-2 boot of 10 to 40 s under TCG, plus Python's start in level 1.
+density_boots=0
+IFS=, read -ra density_system_list <<< "$density_systems"
+[ -n "$density_ns" ] && density_boots=$(( (1 + ${density_ns//,/ + }) * ${#density_system_list[@]} ))
+timeout_s=${timeout_s:-$(( 60 + per_boot * (boots + density_boots) + (density_boots > 0 ? 120 : 0) ))}
 command -v qemu-system-x86_64 >/dev/null || { echo "run.sh: qemu-system-x86_64 is missing (make nested-assets)" >&2; exit 2; }
 for vmm in "${vmms[@]}"; do
   [ -f "$vmm" ] && [ -x "$vmm" ] || { echo "run.sh: VMM '$vmm' is not an executable file" >&2; exit 2; }
@@ -173,6 +211,7 @@ trace_out=${trace_out:-$out/policy-trace.txt}
 
 "$here/assets.sh" >/dev/null
 out=$(cd "$out" && pwd)
+density_json=${density_json:-$out/density-linux.json}
 
 # Level-1 root: the cached base tree (hard links), plus level 2 and the VMMs.
 stage=$(mktemp -d "$out/stage.XXXXXX")
@@ -367,6 +406,33 @@ if [ ${#vmms[@]} -gt 0 ]; then
   done
 fi
 
+# The density benchmark in level 1: the harness at the same place under
+# /density as in the repository, its assets, the two binaries, and Debian's
+# python3 with its standard library (mtimes kept, so the cached bytecode
+# stays valid), without the parts the harness never imports.
+if [ -n "$density_ns" ]; then
+  repo=$here/../..
+  mkdir -p "$stage/density/integration/bench/density" "$stage/density/integration/out/nested" "$stage/density/bin"
+  cp -p "$repo"/integration/bench/density/*.py "$stage/density/integration/bench/density/"
+  ln "$out/l2-bzImage" "$out/density-initrd.cpio" "$stage/density/integration/out/nested/"
+  for binary in kiln kiln-jailer; do copy_with_libraries "$density_bin/$binary" "/density/bin/$binary"; done
+  if [[ ,$density_systems, == *,qemu-microvm,* ]]; then
+    copy_with_libraries "$(command -v qemu-system-x86_64)" /usr/bin/qemu-system-x86_64
+    install -D -m 644 /usr/share/qemu/bios-microvm.bin "$stage/usr/share/qemu/bios-microvm.bin"
+  fi
+  python=$(readlink -f /usr/bin/python3)
+  copy_with_libraries "$python" "$python"
+  ln -sf "$(basename "$python")" "$stage/usr/bin/python3"
+  stdlib=$(basename "$python")
+  mkdir -p "$stage/usr/lib"
+  tar -C /usr/lib -cf - --exclude="$stdlib/"{test,tkinter,idlelib,lib2to3,pydoc_data,distutils,ensurepip,turtledemo,sqlite3,venv} \
+      --exclude="$stdlib/"{asyncio,email,xml,xmlrpc,html,http,urllib,wsgiref,multiprocessing,curses,dbm,unittest} \
+      --exclude="$stdlib/"{'config-*',dist-packages,site-packages} --exclude="$stdlib/lib-dynload/"{'_test*','_tkinter*','_curses*','_sqlite3*'} \
+      "$stdlib" | tar -C "$stage/usr/lib" -xf -
+  echo "--guest linux --systems $density_systems --ns $density_ns --repeat 1 --bin /density/bin --reserve-gib 0" \
+       "--probe-seconds 240 --timeout 300 --no-single" > "$stage/vmm/density"
+fi
+
 (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) > "$stage.cpio"
 echo "nested: level-1 initramfs $(( $(stat -c %s "$stage.cpio") / 1048576 )) MiB;" \
      "VMMs: ${vmms[*]:-none}; vCPUs: $vcpus; runs: $runs; timeout: ${timeout_s}s"
@@ -526,6 +592,31 @@ if [ $bench = 1 ]; then
       }
     }'
   summary="$summary bench=$(count 'KILN-L1-BENCH ')/$(( boots * reps * 4 ))"
+fi
+if [ -n "$density_ns" ]; then
+  # The JSON as level 1 printed it; each system must have run every N with no failure.
+  grep -o 'KILN-L1-DENSITY-JSON .*' "$stage.times" | sed 's/^KILN-L1-DENSITY-JSON //' > "$density_json" || true
+  density_verdict=$(/usr/bin/python3 - "$density_json" "$density_ns" "$density_systems" <<'PY'
+import json, sys
+try:
+    results = json.load(open(sys.argv[1]))["results"]
+except (OSError, ValueError, KeyError) as error:
+    print(f"no JSON from level 1 ({error})")
+    sys.exit()
+wanted = [int(n) for n in sys.argv[2].split(",")]
+problems = []
+for system in sys.argv[3].split(","):
+    rows = {entry["n"]: entry for entry in results if entry["system"] == system}
+    problems += [f"{system} not runnable: {entry['note'][:300]}" for entry in rows.values() if not entry.get("runnable", True)]
+    problems += [f"{system} N={n}: {'not run' if n not in rows else str(rows[n].get('failures')) + ' failed'}"
+                 for n in wanted if n not in rows or rows[n].get("failures") != 0]
+print("; ".join(problems) or "ok")
+PY
+)
+  [ "$(count 'KILN-L1-DENSITY-STATUS status=0 ')" = 1 ] || density_verdict="$density_verdict; run.py did not exit 0"
+  [ "$density_verdict" = ok ] || verdict=FAIL
+  echo "density --guest linux in level 1: $density_verdict (JSON: $density_json)"
+  summary="$summary density=$([ "$density_verdict" = ok ] && echo ok || echo failed)"
 fi
 echo "nested: $verdict vcpus=$vcpus $summary"
 [ $verdict = PASS ]

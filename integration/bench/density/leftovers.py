@@ -3,7 +3,7 @@ the names and markers the harness gives everything: TAPs and veths (hostnet's
 prefixes), network namespaces (`kd-`), cgroups (`kiln-density*`), jail and
 scratch folders (`integration/out/density-*`), OCI runtime state
 (`/run/kiln-density-*`), mounts under any of those, and processes in those
-cgroups or carrying a `udpecho=` guest command line."""
+cgroups or carrying a `udpecho=` or `kiln.ip=` guest command line."""
 import glob
 import os
 import signal
@@ -35,7 +35,7 @@ def processes():
         except OSError:
             continue
         marked = any(f"/{parent}/" in cgroups for parent in CGROUP_PARENTS)
-        if marked or "udpecho=10.20" in command or " --id kd-kiln-" in command or "/run/kiln-density-" in command:
+        if marked or "udpecho=10.20" in command or "kiln.ip=10.20" in command or " --id kd-kiln-" in command or "/run/kiln-density-" in command:
             found.append(("process", f"{pid} {command[:120].strip()}"))
     return found
 

@@ -28,7 +28,9 @@ def cell(entry, field, digits=2):
 def markdown(document, options):
     results = [entry for entry in document["results"] if entry.get("n") is not None and "ready_seconds" in entry]
     results.sort(key=lambda entry: (entry["n"], ORDER.index(entry["system"]) if entry["system"] in ORDER else 9))
-    lines = [f"Density: N UDP echo services, {options.parallel} launches in flight, every system in one run; "
+    service = ("busybox httpd services (Debian's kernel in the VMs), ready on an HTTP GET" if options.linux
+               else "UDP echo services")
+    lines = [f"Density: N {service}, {options.parallel} launches in flight, every system in one run; "
              "median over repeats (p90, min–max). Host memory: MemTotal − MemAvailable after all are ready, "
              "minus before (other processes on this shared host move it); PSS: the instances' own processes.", "",
              "CPU: every thread of the instances' processes and their KVM kernel threads (the in-kernel PIT's); "
@@ -84,7 +86,8 @@ def markdown(document, options):
                       f"{kill.get('killed')}: {len(kill.get('others_unanswered', []))} of {kill.get('others_checked')} "
                       f"others stopped answering; kiln-jailer cleanup exit {kill.get('cleanup_status')}, jail left: "
                       f"{kill.get('jail_left')}, cgroups left: {kill.get('cgroups_left')}."]
-    lines += breakdown_lines(document.get("breakdowns") or {}, results)
+    lines += breakdown_lines(document.get("breakdowns") or {}, results,
+                             "page served" if document.get("guest") == "linux" else "echo answered")
     left = document.get("leftovers", {})
     lines += ["", f"Left on the host after the run: {len(left.get('found_after_run', []))} items found"
               f"{' (removed by the sweep)' if left.get('found_after_run') else ''}; after the sweep: "
@@ -94,14 +97,14 @@ def markdown(document, options):
     return "\n".join(lines)
 
 
-def breakdown_lines(breakdowns, results):
+def breakdown_lines(breakdowns, results, ready_as="echo answered"):
     lines = []
     kiln_runs = [run for entry in results if entry["system"] == "kiln" for run in entry.get("repeats", [])]
     if kiln_runs:
         largest = max(kiln_runs, key=lambda run: run["n"])
         lines += ["", f"Where kiln's time goes at N={largest['n']} (median per instance, ms): jailer start -> kiln "
                   f"main {largest['jailer_ms']['median']:.1f}; jailer start -> first KVM_RUN "
-                  f"{largest['launch_to_first_kvm_run_ms']['median']:.1f}; jailer start -> echo answered "
+                  f"{largest['launch_to_first_kvm_run_ms']['median']:.1f}; jailer start -> {ready_as} "
                   f"{largest['instance_ready_ms']['median']:.1f}. CPU by thread (s, all instances): "
                   + ", ".join(f"{name} {seconds:.2f}" for name, seconds in largest["cpu_seconds_by_thread"].items())
                   + f". Private memory per instance outside guest RAM {largest['vmm_private_mib']['median']:.2f} MiB, "

@@ -2,10 +2,12 @@
 """The density benchmark: N isolated UDP echo services per system, started at
 one bounded parallelism, side by side in one invocation (kiln, runc, QEMU
 microvm, runsc), each counted ready when it answers the host; then the
-single-microVM figures and where kiln's costs go. See README.md here.
+single-microVM figures and where kiln's costs go. With --guest linux, each
+service is busybox httpd (Debian's kernel in the VMs), ready when the host
+gets its page (linuxguest.py). See README.md here.
 
     run.py [--quick] [--json FILE] [--chart FILE] [--ns 1,10,100] [--repeat R]
-           [--parallel P] [--systems kiln,runc,qemu-microvm,runsc]
+           [--parallel P] [--systems kiln,runc,qemu-microvm,runsc] [--guest linux]
     run.py --smoke [--bin DIR]     # N=1 kiln: the echo and the clean-up, for make test
 
 Needs root, iproute2 and /dev/kvm; Debian's python3 (python3-matplotlib draws
@@ -35,6 +37,7 @@ sys.path.insert(0, HERE)
 
 import hostnet  # noqa: E402
 import leftovers  # noqa: E402
+import linuxguest  # noqa: E402
 import measure  # noqa: E402
 import report  # noqa: E402
 import systems  # noqa: E402
@@ -60,9 +63,8 @@ def probe_until_ready(instance, system, seconds):
         if time.monotonic() > deadline:
             instance.failure = f"no echo within {seconds} s"
             return
-        if not system.alive(instance):
-            code = instance.process.poll() if instance.process else None
-            instance.failure = f"exited before answering (status {code})"
+        instance.failure = systems.exit_note(system, instance)
+        if instance.failure:
             return
         try:
             sock.sendto(payload, (instance.service_ip, 7))
@@ -104,7 +106,16 @@ def echo_rtt_ms(instance, seconds=1.0):
     return None
 
 
-def launch_all(system, instances, parallel, seconds, reserve_kib, cap_seconds=None):
+def readiness(options):
+    """(probe until ready, one answer's ms or None) for the run's guest: the
+    UDP echo, or with --guest linux the page over HTTP."""
+    if options.linux:
+        return (lambda instance, system, seconds: linuxguest.probe_until_page(instance, system, seconds, stopping),
+                linuxguest.page_ms)
+    return probe_until_ready, echo_rtt_ms
+
+
+def launch_all(system, instances, parallel, seconds, reserve_kib, cap_seconds=None, probe=probe_until_ready):
     """Each instance launched and probed until ready, `parallel` at a time;
     none launched after `cap_seconds` (a time cap for hosts too busy)."""
     cap = time.monotonic() + cap_seconds if cap_seconds else None
@@ -125,7 +136,7 @@ def launch_all(system, instances, parallel, seconds, reserve_kib, cap_seconds=No
         except Exception as error:  # noqa: BLE001 - recorded as this instance's failure
             instance.failure = f"launch: {error}"
         if instance.failure is None:
-            probe_until_ready(instance, system, seconds)
+            probe(instance, system, seconds)
 
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         list(pool.map(one, instances))
@@ -187,23 +198,23 @@ def api_latencies(system, instances, count):
     return latencies
 
 
-def unanswered_of(instances):
-    """The indices of instances that give no echo within 2 s, asked all at
+def unanswered_of(instances, answer=echo_rtt_ms):
+    """The indices of instances that give no answer within 2 s, asked all at
     once (each has its own socket): one by one, a run whose instances died
     waited 2 s for each."""
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        answers = list(pool.map(lambda instance: echo_rtt_ms(instance, 2.0), instances))
+        answers = list(pool.map(lambda instance: answer(instance, 2.0), instances))
     return [instance.index for instance, answer in zip(instances, answers) if answer is None]
 
 
-def kill_one(system, instances):
+def kill_one(system, instances, answer=echo_rtt_ms):
     """kill -9 of one kiln: the others must still answer, and kiln-jailer
     cleanup must remove its jail and cgroups."""
     ready = [instance for instance in instances if instance.ready_ns is not None]
     if len(ready) < 2:
         return {"note": "fewer than two instances ready"}
     victim = random.choice(ready)
-    before = unanswered_of([instance for instance in ready if instance is not victim])
+    before = unanswered_of([instance for instance in ready if instance is not victim], answer)
     os.kill(victim.pid, signal.SIGKILL)
     victim.process.wait(timeout=10)
     code, err = system.cleanup_jail(victim.index)
@@ -211,10 +222,11 @@ def kill_one(system, instances):
     cgroups_left = [controller for controller in system.controllers
                     if os.path.isdir(f"/sys/fs/cgroup/{controller}/{system.parent_cgroup}/{system.jail_id(victim.index)}")]
     others = [instance for instance in ready if instance is not victim]
-    unanswered = unanswered_of(others)
+    unanswered = unanswered_of(others, answer)
     victim.launched_ns = None  # torn down already
-    victim.socket.close()
-    victim.socket = None
+    if victim.socket is not None:
+        victim.socket.close()
+        victim.socket = None
     return {"killed": victim.index, "cleanup_status": code, "cleanup_error": err[-300:],
             "jail_left": os.path.exists(jail), "cgroups_left": cgroups_left,
             "others_checked": len(others), "others_unanswered": unanswered, "unanswered_before_kill": before}
@@ -254,7 +266,9 @@ def measure_run(system, instances, options, checks, idle_seconds=0):
     network_seconds = time.monotonic() - started
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start_ns = time.monotonic_ns()
-    launch_all(system, instances, options.parallel, options.timeout, options.reserve_gib << 20, options.cap_seconds)
+    probe, answer = readiness(options)
+    launch_all(system, instances, options.parallel, options.timeout, options.reserve_gib << 20, options.cap_seconds,
+               probe)
     if stopping.is_set():
         raise KeyboardInterrupt
     ready = [instance for instance in instances if instance.ready_ns is not None]
@@ -307,7 +321,7 @@ def measure_run(system, instances, options, checks, idle_seconds=0):
             "api_sample": sample,
             "api_within_100ms": sum(1 for entry in sample if entry["ok"] and entry["ms"] <= 100),
             "api_sampled": len(sample),
-            "kill9": kill_one(system, instances),
+            "kill9": kill_one(system, instances, answer),
         }
     return result
 
@@ -400,7 +414,16 @@ def parse_options(argv):
     parser.add_argument("--chart", help="PNG or SVG path (default: beside the JSON, .png)")
     parser.add_argument("--bin", default=os.path.join(ROOT, ".build-release", "release"),
                         help="folder with kiln, kiln-jailer (and kiln-policy, policies.kbundle)")
-    parser.add_argument("--guest", default=os.path.join(ROOT, "integration", "out", "kiln-test-guest.elf"))
+    parser.add_argument("--guest", default="test",
+                        help="test: the lane-1 test guest's UDP echo (default); linux: Debian's kernel with busybox "
+                        "httpd in the VMs, httpd in the containers, ready on an HTTP GET; or a test-guest ELF path")
+    nested = os.path.join(ROOT, "integration", "out", "nested")
+    parser.add_argument("--linux-kernel", default=os.path.join(nested, "l2-bzImage"),
+                        help="--guest linux: the kernel (default: make nested-assets' Debian cloud kernel)")
+    parser.add_argument("--linux-initrd", default=os.path.join(nested, "density-initrd.cpio"),
+                        help="--guest linux: the busybox httpd initramfs (make nested-assets builds it)")
+    parser.add_argument("--probe-seconds", type=float, default=30,
+                        help="--guest linux: how long the one-instance boot probe of each VM system may take")
     parser.add_argument("--timeout", type=float, default=120, help="seconds an instance has to answer")
     parser.add_argument("--reserve-gib", type=int, default=3, help="stop launching below this MemAvailable")
     parser.add_argument("--cap-seconds", type=float, help="launch nothing more after this long in one run "
@@ -422,6 +445,13 @@ def parse_options(argv):
         parser.error("--ns: each N must be 1-16384")
     if options.parallel < 1:
         parser.error("--parallel must be at least 1")
+    options.linux = options.guest == "linux"
+    if options.guest in ("test", "linux"):
+        options.guest = os.path.join(ROOT, "integration", "out", "kiln-test-guest.elf")
+    if options.linux and options.smoke:
+        parser.error("--smoke runs the test guest's UDP echo; --guest linux is for measured runs")
+    if options.probe_seconds <= 0:
+        parser.error("--probe-seconds must be positive")
     options.systems = ["kiln"] if options.smoke else options.systems.split(",")
     unknown = [name for name in options.systems if name not in systems.SYSTEMS]
     if unknown:
@@ -471,8 +501,11 @@ def main(argv):
     scratch = tempfile.mkdtemp(prefix="density-", dir=os.path.join(ROOT, "integration", "out"))
     os.chmod(scratch, 0o755)
     chosen, skipped = [], []
+    catalog, guest = systems.SYSTEMS, options.guest
+    if options.linux:
+        catalog, guest = linuxguest.SYSTEMS, linuxguest.LinuxBoot(options.linux_kernel, options.linux_initrd)
     for name in options.systems:
-        system = systems.SYSTEMS[name](ROOT, scratch, options.guest)
+        system = catalog[name](ROOT, scratch, guest)
         if name == "kiln":
             system.release = options.bin
             system.kiln, system.jailer = os.path.join(options.bin, "kiln"), os.path.join(options.bin, "kiln-jailer")
@@ -490,6 +523,17 @@ def main(argv):
 
     runs, notes, single, breakdowns, status, left, still = [], {}, {}, {}, 0, [], []
     try:
+        # Whether this host's KVM boots Debian's kernel: one instance each,
+        # before anything is measured.
+        for system in [system for system in chosen if getattr(system, "boots_linux", False)]:
+            booted, finding = linuxguest.boot_probe(system, options, run_once)
+            if booted:
+                print(f"density: {system.name} boots Debian's kernel here: its probe instance served the page in "
+                      f"{finding:.2f} s", file=sys.stderr, flush=True)
+            else:
+                chosen.remove(system)
+                skipped.append((system.name, finding))
+                print(f"density: {system.name} not runnable: {finding}", file=sys.stderr, flush=True)
         for system in [system for system in chosen if system.name == "runsc"]:
             probe = run_once(system, 1, options, checks=False)
             if probe["failures"]:
@@ -513,7 +557,10 @@ def main(argv):
                           f"{result['pss_mib']:.0f} MiB, CPU {result['cpu_seconds']:.2f} s{idle_text}, "
                           f"{result['failures']} failed", file=sys.stderr, flush=True)
         kiln = next((system for system in chosen if system.name == "kiln"), None)
-        if kiln and not options.smoke and not options.no_single:
+        if kiln and options.linux and not options.no_single:
+            print("density: single-microVM figures and breakdowns are the test guest's: run without --guest linux",
+                  file=sys.stderr)
+        elif kiln and not options.smoke and not options.no_single:
             import single as single_figures
             single = single_figures.figures(kiln, options, runs, lambda count: launch_rate(kiln, count, options))
             if not options.no_breakdown:
@@ -540,7 +587,8 @@ def main(argv):
         results.append({"system": name, "n": n, "runnable": True, "note": note, "failures": 0})
     for name, note in skipped:
         results.append({"system": name, "n": None, "runnable": False, "note": note})
-    document = {"results": results, "single": single, "breakdowns": breakdowns,
+    document = {"results": results, "guest": "linux" if options.linux else "test",
+                "single": single, "breakdowns": breakdowns,
                 "leftovers": {"found_after_run": [list(item) for item in left], "left_after_sweep": [list(item) for item in still]},
                 "host": report.host_facts(options)}
     os.makedirs(os.path.dirname(os.path.abspath(options.json)), exist_ok=True)
@@ -548,7 +596,10 @@ def main(argv):
         json.dump(document, handle, indent=1, default=str)
     print(report.markdown(document, options))
     if not options.smoke and results:
-        print(f"\nchart: {report.chart(document, options.chart)}")
+        try:
+            print(f"\nchart: {report.chart(document, options.chart)}")
+        except ImportError as error:
+            print(f"\nchart: not drawn ({error}; Debian's python3-matplotlib draws it)")
     print(f"JSON: {options.json}")
     if options.smoke:
         run = runs[0] if runs else None

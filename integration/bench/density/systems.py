@@ -68,6 +68,15 @@ def remove_cgroup_parent(name):
             pass
 
 
+def exit_note(system, instance):
+    """Why a probe stops waiting for an instance whose process is gone, or
+    None while it runs."""
+    if system.alive(instance):
+        return None
+    code = instance.process.poll() if instance.process else None
+    return f"exited before answering (status {code})"
+
+
 def stop_process(process, timeout=5):
     if process is None or process.poll() is not None:
         return
@@ -116,8 +125,7 @@ class Kiln:
         for index in indices:
             _, service = hostnet.addresses(self.name, index)
             config = {
-                "boot-source": {"kernel_image_path": "/guest.elf",
-                                "boot_args": f"console=ttyS0 quiet udpecho={service}"},
+                "boot-source": self.boot_source(service),
                 "machine-config": {"vcpu_count": 1, "mem_size_mib": GUEST_MIB},
                 "network-interfaces": [{"iface_id": "eth0", "host_dev_name": hostnet.link_name(self.name, index),
                                         "guest_mac": hostnet.guest_mac(index)}],
@@ -127,22 +135,35 @@ class Kiln:
                 json.dump(config, handle)
             os.chmod(path, 0o644)
 
+    def boot_source(self, service_ip):
+        """The config's boot-source: the test guest (jailed as /guest.elf),
+        its UDP echo at the instance's address."""
+        return {"kernel_image_path": "/guest.elf", "boot_args": f"console=ttyS0 quiet udpecho={service_ip}"}
+
+    def jail_files(self):
+        """--jail-file arguments that put the guest where boot_source names it."""
+        return ["--jail-file", f"{self.guest}:guest.elf"]
+
     def command(self, instance):
         index = instance.index
         return [self.jailer, "--id", self.jail_id(index), "--exec-file", self.kiln,
                 "--uid", str(instance.uid), "--gid", str(instance.uid), "--chroot-base-dir", self.base,
                 "--parent-cgroup", self.parent_cgroup, "--cgroup", "pids.max=64",
                 "--cgroup", f"memory.limit_in_bytes={2 * GUEST_MIB << 20}", "--cgroup", "cpuacct.usage=0",
-                "--jail-file", f"{self.guest}:guest.elf",
+                *self.jail_files(),
                 "--jail-file", os.path.join(self.scratch, f"vm-{index}.json") + ":vm.json",
                 "--", "--api-sock", "/run/firecracker.socket", "--config-file", "/vm.json", "--level", "Info"]
 
     def launch(self, instance):
         instance.log = os.path.join(self.scratch, f"kiln-{instance.index}.log")
-        with open(instance.log, "w") as log:
+        with open(instance.log, "w") as log, open(self.console_path(instance.index), "w") as console:
             instance.process = subprocess.Popen(self.command(instance), stdin=subprocess.DEVNULL,
-                                                stdout=subprocess.DEVNULL, stderr=log)
+                                                stdout=console, stderr=log)
         instance.pid = instance.process.pid  # the jailer execs kiln in place
+
+    def console_path(self, index):
+        """Where the guest's serial console goes (kiln's stdout)."""
+        return os.devnull
 
     def alive(self, instance):
         return instance.process is not None and instance.process.poll() is None
@@ -180,15 +201,20 @@ class QemuMicrovm:
         os.makedirs(self.scratch, exist_ok=True)
         hostnet.make_taps(self.name, indices, lambda index: 0)
 
+    def machine_and_boot(self, instance):
+        """-M, -serial and what QEMU boots: the test guest's ELF (its PVH note).
+        acpi=off: the guest reads its device from the command line QEMU
+        appends (virtio_mmio.device=...)."""
+        return ["-M", "microvm,acpi=off,x-option-roms=off,isa-serial=on,pit=on,pic=on,rtc=off", "-serial", "null",
+                "-kernel", self.guest, "-append", f"console=ttyS0 quiet udpecho={instance.service_ip}"]
+
     def command(self, instance):
         index = instance.index
-        # acpi=off: the guest reads its device from the command line QEMU
-        # appends (virtio_mmio.device=...); force-legacy=false: virtio 1.x
-        # (MMIO version 2), as kiln offers and the guest's driver requires.
-        return [self.qemu, "-M", "microvm,acpi=off,x-option-roms=off,isa-serial=on,pit=on,pic=on,rtc=off",
+        # force-legacy=false: virtio 1.x (MMIO version 2), as kiln offers and
+        # the guest's driver requires.
+        return [self.qemu, *self.machine_and_boot(instance),
                 "-accel", "kvm", "-cpu", "max", "-m", str(GUEST_MIB), "-smp", "1", "-nodefaults", "-no-user-config",
-                "-display", "none", "-serial", "null", "-no-reboot", "-kernel", self.guest,
-                "-append", f"console=ttyS0 quiet udpecho={instance.service_ip}",
+                "-display", "none", "-no-reboot",
                 "-global", "virtio-mmio.force-legacy=false",
                 "-netdev", f"tap,id=n0,ifname={hostnet.link_name(self.name, index)},script=no,downscript=no",
                 "-device", f"virtio-net-device,netdev=n0,mac={hostnet.guest_mac(index)}"]
@@ -217,6 +243,8 @@ class Runc:
     binary = "runc"
     runtime_flags = ()
     cgroup_parent = "kiln-density-runc"
+    # The container's process; the image is built when its binary is missing.
+    service_args = ("/bin/udp-echo",)
 
     def __init__(self, root, scratch, guest):
         self.tool = shutil.which(self.binary) or f"/usr/sbin/{self.binary}"
@@ -260,7 +288,7 @@ class Runc:
 
     def prepare(self, indices, pool):
         os.makedirs(self.scratch, exist_ok=True)
-        if not os.path.exists(os.path.join(self.rootfs, "bin", "udp-echo")):
+        if not os.path.lexists(os.path.join(self.rootfs, self.service_args[0].lstrip("/"))):
             self.build_rootfs(self.clang)
         base = self.spec()
         hostnet.make_veths(self.name, indices, pool)
@@ -268,7 +296,7 @@ class Runc:
             config = json.loads(json.dumps(base))
             process = config["process"]
             process["terminal"] = False
-            process["args"] = ["/bin/udp-echo"]
+            process["args"] = list(self.service_args)
             process["user"] = {"uid": UID_BASE + index, "gid": UID_BASE + index}
             # Port 7 as a non-root user: the one capability, ambient (which
             # needs it inheritable too, or the kernel drops it at exec).
