@@ -42,6 +42,14 @@ final class MetricsSink {
         try destination.writeAll(Array((registry.snapshot().encoded() + "\n").utf8))
     }
 
+    /// Until the next periodic flush, rounded up so a timer set to it
+    /// finds the flush due; 0 when it is due already.
+    var millisecondsUntilDue: UInt64 {
+        let since = MonotonicClock.nanoseconds() - lastFlush
+        guard since < MetricsSink.periodNanoseconds else { return 0 }
+        return (MetricsSink.periodNanoseconds - since + 999_999) / 1_000_000
+    }
+
     func flushIfDue() {
         guard destination != nil, MonotonicClock.nanoseconds() - lastFlush >= MetricsSink.periodNanoseconds else {
             return

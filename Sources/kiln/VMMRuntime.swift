@@ -29,6 +29,9 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     /// A fatal error raised on another thread (the API thread failing to
     /// start); the event loop ends kiln with it.
     private var fatalError: String?
+    /// The next periodic metrics flush: armed only while a destination is
+    /// open, so an idle kiln without metrics sleeps until an event.
+    private var metricsTimer: EventLoop.Token?
 
     init(options: KilnCommandLineOptions, roles: SeccompRoles, metrics: MetricsSink, start: UInt64) throws {
         self.options = options
@@ -60,16 +63,17 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
                 try startAPIThread(listener: listener, configuration: configuration)
             }
             try loop.subscribe(mailbox.wake.descriptor) { [mailbox] _ in mailbox.service() }
-            loop.schedule(afterMilliseconds: 1000, repeating: true) { [metrics] in metrics.flushIfDue() }
+            armMetricsTimer()
             if let configuration {
                 if let vsock = configuration.vsock { try bindVsock(vsock) }
                 try boot(configuration)
             }
             // Every round checks for a stop request itself: a signal's
             // wake-up may have been consumed by a job that ran meanwhile.
+            // The wait has no bound: signals and jobs wake the loop.
             while machine == nil {
                 if let code = stopCode() { return code }
-                try loop.runOnce(maximumMilliseconds: 1000)
+                try loop.runOnce(maximumMilliseconds: -1)
             }
             guard let machine else { return 1 }
             let reason = try machine.run(on: loop) { [self] in
@@ -125,6 +129,18 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
         }
     }
 
+    /// Flushes metrics when due, every `MetricsSink.periodNanoseconds`
+    /// from the last flush (a FlushMetrics in between moves it).
+    private func armMetricsTimer() {
+        guard metricsTimer == nil, metrics.isConfigured else { return }
+        metricsTimer = loop.schedule(afterMilliseconds: metrics.millisecondsUntilDue) { [weak self] in
+            guard let self else { return }
+            metricsTimer = nil
+            metrics.flushIfDue()
+            armMetricsTimer()
+        }
+    }
+
     private func fail(_ message: String) {
         fatalError = fatalError ?? message
         machine?.stop(.failure(message))
@@ -170,15 +186,11 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     }
 
     /// Binds `uds_path` on the event loop, under the launch role (the API
-    /// thread's role has no socket or bind). The new socket is bound before
-    /// the old one goes, so a refusal keeps the earlier device as it was
-    /// (Firecracker removes the old socket first and is left with none); the
-    /// same path keeps its socket, with the new CID.
+    /// thread's role has no socket or bind). The same path keeps its socket
+    /// (with the new CID) while the file there is still that socket, and is
+    /// bound again once the file was deleted (`VsockHostSocket.replacing`).
     private func bindVsock(_ vsock: VsockDeviceConfig) throws {
-        if vsockSocket?.path == vsock.udsPath { return }
-        let socket = try VsockHostSocket(path: vsock.udsPath)
-        vsockSocket?.remove()
-        vsockSocket = socket
+        vsockSocket = try VsockHostSocket.replacing(vsockSocket, path: vsock.udsPath)
     }
 
     // MARK: VMControl (called on the API thread)
@@ -212,7 +224,10 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
     }
 
     func configureMetrics(_ configuration: MetricsConfig) throws {
-        try mailbox.perform { try self.metrics.open(path: configuration.metricsPath) }
+        try mailbox.perform {
+            try self.metrics.open(path: configuration.metricsPath)
+            self.armMetricsTimer()
+        }
     }
 
     func updateDrive(_ drive: BlockDeviceConfig) throws {

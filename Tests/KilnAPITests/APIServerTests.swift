@@ -1,5 +1,6 @@
 import Glibc
 import KilnSystem
+import KilnTestSupport
 import Testing
 
 @testable import KilnAPI
@@ -130,6 +131,25 @@ func becomesReadable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
         #expect(fastResponses.first?.hasSuffix("\"GET /fast 0\"") == true)
         // The dribbling client is cut off: its read sees end of file.
         #expect(try readResponses(slow, count: 1).isEmpty)
+    }
+
+    /// A client holding its connection open between requests does not wake
+    /// the server: its thread sleeps until the idle timeout is due (it used
+    /// to wake every second to sweep).
+    @Test func anOpenIdleConnectionLetsTheServerSleep() throws {
+        let fixture = try ServerFixture { $0.idleTimeoutMilliseconds = 60_000 }
+        defer { fixture.stop() }
+        let client = try fixture.connect()
+        defer { client.close() }
+        try send(client, "GET /kept HTTP/1.1\r\n\r\n")
+        #expect(try readResponses(client, count: 1).count == 1)
+        let me = getpid()
+        let server = try #require(ProcThreads.thread(named: "api-test", in: me), "the server's thread")
+        let before = try #require(ProcThreads.voluntarySwitches(me, server))
+        // Four seconds: a once-a-second sweep would wake it 3 to 5 times.
+        sleep(4)
+        let wakes = try #require(ProcThreads.voluntarySwitches(me, server)) - before
+        #expect(wakes <= 1, "the server's thread slept \(wakes) times in 4 s with one idle client")
     }
 
     /// Sixteen keep-alive clients between requests used to hold every slot

@@ -44,6 +44,40 @@ struct VsockBindTests {
         #expect(Lane1.read(path) == "not a socket", "a second remove must not unlink what is there now")
     }
 
+    /// A second bind of the same path (`PUT /vsock` again) keeps the socket
+    /// while its file is still there, binds a new one once the file was
+    /// deleted (peers could no longer reach the old listener), and refuses
+    /// a file someone else put there. A replaced socket unlinks only the
+    /// file it bound.
+    @Test func theSamePathKeepsItsSocketUntilTheFileIsGoneThenBindsAgain() throws {
+        let path = Self.scratch("rebind") + ".v"
+        defer { unlink(path) }
+        let first = try VsockHostSocket(path: path)
+        #expect(try VsockHostSocket.replacing(first, path: path) === first, "its own file still there: kept")
+        #expect(first.holdsPath)
+
+        unlink(path)
+        #expect(!first.holdsPath)
+        let second = try VsockHostSocket.replacing(first, path: path)
+        #expect(second !== first)
+        #expect(Self.isSocket(path) && second.holdsPath, "the first socket's end must leave the new file")
+        let peer = try? UnixSocket.connect(path: path)
+        #expect(peer != nil, "the new file reaches a listening socket")
+        peer?.close()
+
+        unlink(path)
+        ChildProcess.write("not a socket", to: path)
+        #expect(throws: BootInputError.vsockPathTaken(path: path)) { try VsockHostSocket.replacing(second, path: path) }
+        #expect(Lane1.read(path) == "not a socket")
+        let elsewhere = path + "2"
+        defer { unlink(elsewhere) }
+        let third = try VsockHostSocket.replacing(second, path: elsewhere)
+        #expect(Self.isSocket(elsewhere) && third.holdsPath)
+        #expect(Lane1.read(path) == "not a socket", "the replaced socket's path holds another file now: kept")
+        third.remove()
+        #expect(!Self.exists(elsewhere))
+    }
+
     @Test func putVsockBindsAtOnceAndASecondPutReplacesIt() throws {
         let base = Self.scratch("put")
         let socketPath = base + ".sock", errors = base + ".err"
@@ -91,25 +125,54 @@ struct VsockBindTests {
         #expect(!Self.exists(socketPath))
     }
 
-    /// A refused InstanceStart (no kernel there) keeps uds_path for the retry;
-    /// the exit removes it.
-    @Test func aRefusedInstanceStartKeepsTheSocketAndTheExitRemovesIt() throws {
-        let base = Self.scratch("refused")
+    /// kiln serving its API on a scratch socket while `body` runs, then
+    /// SIGTERM: kiln ends by it and takes `uds` (the vsock path for `body`)
+    /// with it.
+    static func withAPI(
+        _ name: String, _ body: (UnixHTTPClient, _ uds: String, _ errors: String) throws -> Void
+    ) throws {
+        let base = scratch(name)
         let socketPath = base + ".sock", errors = base + ".err", uds = base + ".v"
         defer { for path in [socketPath, errors, uds] { unlink(path) } }
         let pid = try Lane1.spawn(["--api-sock", socketPath], stdout: "/dev/null", stderr: errors)
         var status: Int32?
         defer { if status == nil { kill(pid, SIGKILL); _ = Lane1.wait(pid) } }
-        let client = try UnixHTTPClient(path: socketPath)
-        #expect(try client.request("PUT", "/boot-source", #"{"kernel_image_path": "/etc/hostname"}"#).status == 204)
-        #expect(try client.request("PUT", "/vsock", #"{"guest_cid": 3, "uds_path": "\#(uds)"}"#).status == 204)
-        let refused = try client.request("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
-        #expect(refused.status == 400, "\(refused)")
-        #expect(Self.isSocket(uds))
+        try body(try UnixHTTPClient(path: socketPath), uds, errors)
         kill(pid, SIGTERM)
         status = Lane1.wait(pid)
         #expect(status == 128 + SIGTERM, "stderr: \(Lane1.read(errors))")
-        #expect(!Self.exists(uds))
+        #expect(!exists(uds), "uds_path must be removed when kiln ends")
+    }
+
+    /// Through the API: `uds_path` deleted after a `PUT /vsock`, the same
+    /// path put again is bound again (before, kiln kept the listener no peer
+    /// could reach).
+    @Test func aPutOfTheSamePathAfterItsFileWasDeletedBindsItAgain() throws {
+        try Self.withAPI("deleted") { client, uds, errors in
+            #expect(try client.request("PUT", "/vsock", #"{"guest_cid": 3, "uds_path": "\#(uds)"}"#).status == 204)
+            #expect(Self.isSocket(uds))
+            unlink(uds)
+            #expect(try client.request("PUT", "/vsock", #"{"guest_cid": 4, "uds_path": "\#(uds)"}"#).status == 204)
+            #expect(Self.isSocket(uds), "uds_path must be bound again; stderr: \(Lane1.read(errors))")
+            let peer = try? UnixSocket.connect(path: uds)
+            #expect(peer != nil)
+            peer?.close()
+            let configuration = try client.request("GET", "/vm/config").body
+            #expect(configuration.contains(#""guest_cid":4"#), "\(configuration)")
+        }
+    }
+
+    /// A refused InstanceStart (no kernel there) keeps uds_path for the retry;
+    /// the exit removes it.
+    @Test func aRefusedInstanceStartKeepsTheSocketAndTheExitRemovesIt() throws {
+        try Self.withAPI("refused") { client, uds, _ in
+            #expect(
+                try client.request("PUT", "/boot-source", #"{"kernel_image_path": "/etc/hostname"}"#).status == 204)
+            #expect(try client.request("PUT", "/vsock", #"{"guest_cid": 3, "uds_path": "\#(uds)"}"#).status == 204)
+            let refused = try client.request("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+            #expect(refused.status == 400, "\(refused)")
+            #expect(Self.isSocket(uds))
+        }
     }
 
     /// `--config-file`: uds_path is bound as the file is applied; a start

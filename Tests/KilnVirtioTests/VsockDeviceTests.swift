@@ -243,6 +243,25 @@ final class VsockGuestRig {
 }
 
 @Suite(.serialized) struct VsockDeviceTests {
+    /// The backend keeps a timer only while something has a deadline: none
+    /// for an idle device or an established stream (an idle VM's loop
+    /// sleeps), one while a peer has not sent its CONNECT line, and that
+    /// peer is dropped once its deadline passes.
+    @Test func theDeadlineTimerRunsOnlyWhileSomethingHasADeadline() throws {
+        let guest = try VsockGuestRig()
+        try guest.loop.runOnce(maximumMilliseconds: 0)
+        #expect(guest.backend.timedDeadline == nil, "an idle device keeps no timer")
+        guard let (_, client) = try guest.openFromHost(port: 52) else { return }
+        defer { client.close() }
+        #expect(guest.backend.timedDeadline == nil, "an established stream has no deadline")
+
+        let silent = try UnixSocket.connect(path: guest.path, nonBlocking: true)
+        defer { silent.close() }
+        try guest.pump("a timer for the silent peer's handshake") { guest.backend.timedDeadline != nil }
+        #expect(try guest.hostSeesEndOfFile(silent), "dropped at its deadline")
+        try guest.pump("no timer once nothing has a deadline") { guest.backend.timedDeadline == nil }
+    }
+
     @Test func aHostInitiatedStreamCarriesBytesBothWays() throws {
         let guest = try VsockGuestRig()
         guard let (key, client) = try guest.openFromHost(port: 52) else { return }

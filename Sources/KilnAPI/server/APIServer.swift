@@ -129,12 +129,19 @@ public final class APIServer {
         }
     }
 
-    /// The idle sweep's tick while connections are open, and the end of an
-    /// accept pause; forever when neither is due.
+    /// Until the longest-idle connection passes the idle timeout, or an
+    /// accept pause ends; forever when neither is due. No tick: a client
+    /// holding a connection open does not wake the thread every second.
     private func waitTimeout() -> Int32 {
-        var timeout: UInt64? = connections.isEmpty ? nil : min(configuration.idleTimeoutMilliseconds, 1000)
+        let now = MonotonicClock.nanoseconds()
+        var timeout: UInt64?
+        if let oldest = connections.values.map(\.lastActivity).min() {
+            let limit = configuration.idleTimeoutMilliseconds * 1_000_000
+            let idle = now > oldest ? now - oldest : 0
+            // A millisecond past it: the sweep drops what is idle for longer.
+            timeout = idle > limit ? 0 : (limit - idle) / 1_000_000 + 1
+        }
         if let until = acceptPausedUntil {
-            let now = MonotonicClock.nanoseconds()
             let remaining = until > now ? (until - now + 999_999) / 1_000_000 : 0
             timeout = min(timeout ?? remaining, remaining)
         }

@@ -235,7 +235,9 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         while true {
             if let reason = exitSignal.reason { return reason }
             if let why = interrupted() { exitSignal.request(.failure(why)) }
-            try loop.runOnce(maximumMilliseconds: 1000)
+            // No bound on the wait: an exit request, a signal and a job
+            // each wake the loop, and timers bound it while one is set.
+            try loop.runOnce(maximumMilliseconds: -1)
         }
     }
 

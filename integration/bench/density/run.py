@@ -246,15 +246,22 @@ def run_once(system, n, options, checks, idle_seconds=0):
     return result
 
 
-def idle_cost(instances, seconds):
+def instance_pids(system, instance):
+    """The processes an instance is made of: its one process, or those the
+    system lists (runsc: sandbox, gofer and ptrace stubs)."""
+    processes = getattr(system, "processes", None)
+    return processes(instance) if processes else [instance.pid]
+
+
+def idle_cost(system, instances, seconds):
     """What the ready instances cost the host while nobody talks to them:
     CPU ms per second per instance over `seconds` (their threads and KVM
     kernel threads), e.g. a guest's timer ticks or a VMM's periodic work."""
-    pids = [instance.pid for instance in instances]
+    pids = [pid for instance in instances for pid in instance_pids(system, instance)]
     before, started = measure.instances_cpu_ns(pids), time.monotonic()
     time.sleep(seconds)
     spent = measure.instances_cpu_ns(pids) - before
-    return spent / 1e6 / (time.monotonic() - started) / max(1, len(pids))
+    return spent / 1e6 / (time.monotonic() - started) / max(1, len(instances))
 
 
 def measure_run(system, instances, options, checks, idle_seconds=0):
@@ -282,9 +289,10 @@ def measure_run(system, instances, options, checks, idle_seconds=0):
     if kthreads:
         threads["kvm kernel threads"] = sum(kthreads.values())
     for instance in ready:
-        pss += measure.rollup(instance.pid).get("Pss", 0)
-        for name, ns in measure.thread_cpu_ns(instance.pid).items():
-            threads[name] = threads.get(name, 0) + ns
+        for pid in instance_pids(system, instance):
+            pss += measure.rollup(pid).get("Pss", 0)
+            for name, ns in measure.thread_cpu_ns(pid).items():
+                threads[name] = threads.get(name, 0) + ns
         if system.name in ("kiln", "qemu-microvm"):
             own, touched = measure.private_memory(instance.pid, systems.GUEST_MIB * 1024)
             private.append(own / 1024)
@@ -306,7 +314,7 @@ def measure_run(system, instances, options, checks, idle_seconds=0):
         "network_setup_seconds": network_seconds, "failure_reasons": failures[:10],
     }
     if idle_seconds and ready:
-        result["idle_cpu_ms_per_second_per_instance"] = idle_cost(ready, idle_seconds)
+        result["idle_cpu_ms_per_second_per_instance"] = idle_cost(system, ready, idle_seconds)
     if private:
         result["vmm_private_mib"] = measure.spread(private)
         result["guest_touched_mib"] = measure.spread(guest)
@@ -408,7 +416,8 @@ def parse_options(argv):
     parser.add_argument("--repeat", type=int, help="runs per system and N (default 3; 2 for N >= 400)")
     parser.add_argument("--parallel", type=int, default=8, help="launches in flight at once, every system")
     parser.add_argument("--systems", default="kiln,runc,qemu-microvm,runsc")
-    parser.add_argument("--runsc-max-n", type=int, default=10, help="largest N for runsc (ptrace is slow)")
+    parser.add_argument("--runsc-max-n", type=int, default=100,
+                        help="largest N for runsc (about 15 MiB and 0.2 CPU-s an instance under ptrace)")
     parser.add_argument("--json", help="where every raw figure goes (default integration/out/density/"
                         "density.json; smoke.json with --smoke)")
     parser.add_argument("--chart", help="PNG or SVG path (default: beside the JSON, .png)")
@@ -555,7 +564,9 @@ def main(argv):
                     print(f"density: {system.name:13} N={n:4} repeat {repeat + 1}: all ready in "
                           f"{result['ready_seconds']:.2f} s, host +{result['host_memory_mib']:.0f} MiB, PSS "
                           f"{result['pss_mib']:.0f} MiB, CPU {result['cpu_seconds']:.2f} s{idle_text}, "
-                          f"{result['failures']} failed", file=sys.stderr, flush=True)
+                          f"{result['failures']} failed"
+                          + (f" (first: {result['failure_reasons'][0][:200]})" if result["failures"] else ""),
+                          file=sys.stderr, flush=True)
         kiln = next((system for system in chosen if system.name == "kiln"), None)
         if kiln and options.linux and not options.no_single:
             print("density: single-microVM figures and breakdowns are the test guest's: run without --guest linux",

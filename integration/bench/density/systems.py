@@ -355,10 +355,43 @@ class Runsc(Runc):
     name = "runsc"
     binary = "runsc"
     # ptrace: its KVM platform hangs on this host's kvm-pvm; systrap is newer
-    # than Debian 12's runsc. network=sandbox: gVisor's own network stack on
-    # the namespace's veth.
+    # than Debian 12's runsc (its `runsc flags` list ptrace and kvm only).
+    # network=sandbox: gVisor's own network stack on the namespace's veth.
     runtime_flags = ("--platform", "ptrace", "--network", "sandbox")
     cgroup_parent = "kiln-density-runsc"
+    # `runsc start` joins the spec's network namespace and refuses to go on
+    # when /proc/sys/net/core/rmem_default exists, its test for the root
+    # namespace; since Linux 6.x that sysctl exists in every namespace
+    # (gVisor issue 10704, fixed after Debian 12's 20221219). So `start`
+    # alone runs in a private mount namespace, gone when it exits, with an
+    # empty tmpfs over /proc/sys/net; the sandbox, made by `create`, keeps
+    # the real /proc.
+    START_WRAPPER = ("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                     'mount -t tmpfs -o size=4k,mode=0555 kd-runsc-netns-test /proc/sys/net && exec "$@"',
+                     "runsc-start")
+
+    def runtime(self, *arguments):
+        command = super().runtime(*arguments)
+        return [*self.START_WRAPPER, *command] if arguments[:1] == ("start",) else command
+
+    def container_id(self, index):
+        """Of one width: runsc's start and delete take an ID's prefix, so
+        kd-runsc-1 would be ambiguous beside kd-runsc-10."""
+        return f"kd-runsc-{index:05d}"
+
+    def processes(self, instance):
+        """The sandbox (the pid file's), its gofer and its ptrace stubs: all
+        in the container's cgroup."""
+        folder = f"{self.cgroup_parent}/{self.container_id(instance.index)}"
+        for path in glob.glob(f"/sys/fs/cgroup/{folder}/cgroup.procs") + glob.glob(f"/sys/fs/cgroup/*/{folder}/cgroup.procs"):
+            try:
+                with open(path) as handle:
+                    found = [int(line) for line in handle if line.strip()]
+            except OSError:
+                continue
+            if instance.pid in found:
+                return found
+        return [instance.pid]
 
 
 SYSTEMS = {"kiln": Kiln, "qemu-microvm": QemuMicrovm, "runc": Runc, "runsc": Runsc}

@@ -114,6 +114,9 @@ public final class VsockDevice: VirtioDevice {
     }
 
     private func receiveAll(_ queue: Virtqueue) throws {
+        // A host read here may end a stream, whose drain deadline counts
+        // from the table's clock: no timer moves it while the device idles.
+        table.advanceClock(to: clock())
         while let chain = try queue.pop() {
             var writer = ChainWriter(memory: memory, chain: chain)
             // A buffer without room for a header can carry nothing (Linux

@@ -29,8 +29,6 @@ final class UnixVsockBackend: VsockBackend {
     /// Accepted peers that have not finished their `CONNECT` line.
     static let maxHandshakes = 16
     static let handshakeTimeoutNanoseconds: UInt64 = 2_000_000_000
-    /// How often deadlines are looked at (handshakes, the table's).
-    static let deadlineCheckMilliseconds: UInt64 = 250
 
     /// Kept alive while the device serves it.
     private let socket: VsockHostSocket
@@ -64,6 +62,10 @@ final class UnixVsockBackend: VsockBackend {
     private var loop: EventLoop?
     private var tokens: [EventLoop.Token] = []
     private weak var device: VsockDevice?
+    /// Set while something has a deadline (a handshake, a REQUEST the guest
+    /// has not answered, a stream draining to its peer), for the earliest:
+    /// an idle device, open streams or not, leaves the loop asleep.
+    private var deadlineTimer: (token: EventLoop.Token, deadline: UInt64)?
     private var serialize: (() -> Void) -> Void = { $0() }
     private var serveReceive: () -> Void = {}
 
@@ -101,15 +103,14 @@ final class UnixVsockBackend: VsockBackend {
                 _ = try? releaseEvent.drain()
                 self?.serialize { self?.closeReleased() }
             })
-        tokens.append(
-            loop.schedule(afterMilliseconds: Self.deadlineCheckMilliseconds, repeating: true) { [weak self] in
-                self?.checkDeadlines()
-            })
         return tokens
     }
 
     /// Open host streams and handshakes, for tests.
     var openStreamCount: Int { streams.count + handshakes.count + released.count }
+
+    /// The deadline the timer is set for, if any, for tests.
+    var timedDeadline: UInt64? { deadlineTimer?.deadline }
 
     // MARK: VsockBackend (the device, under its lock)
 
@@ -218,7 +219,10 @@ final class UnixVsockBackend: VsockBackend {
                 descriptor.close()
                 continue
             }
-            serialize { self.handshakes[descriptor.rawValue] = handshake }
+            serialize {
+                self.handshakes[descriptor.rawValue] = handshake
+                self.armDeadlineTimer()
+            }
         }
     }
 
@@ -289,6 +293,7 @@ final class UnixVsockBackend: VsockBackend {
     private func checkDeadlines() {
         let now = MonotonicClock.nanoseconds()
         serialize {
+            self.deadlineTimer = nil
             for (raw, handshake) in self.handshakes where now >= handshake.deadline {
                 self.log("vsock: a host peer on \(self.path) sent no CONNECT line in time")
                 self.dropHandshake(FileDescriptor(rawValue: raw))
@@ -313,6 +318,7 @@ final class UnixVsockBackend: VsockBackend {
     /// else: level-triggered readiness the device cannot use yet (no guest
     /// credit, no buffered bytes) would wake the loop in a spin.
     private func refreshInterest() {
+        armDeadlineTimer()
         guard let device, let loop else { return }
         for (key, stream) in streams {
             if stream.hungUp {
@@ -328,6 +334,22 @@ final class UnixVsockBackend: VsockBackend {
             try? loop.modify(token, events: events)
             streams[key]?.events = events
         }
+    }
+
+    /// Sets the timer for the earliest deadline, or none (under the lock,
+    /// on the loop's thread: every caller is a loop handler).
+    private func armDeadlineTimer() {
+        guard let loop else { return }
+        let next = (handshakes.values.map(\.deadline) + [device?.table.nextDeadline].compactMap { $0 }).min()
+        if deadlineTimer?.deadline == next { return }
+        if let current = deadlineTimer { loop.cancel(current.token) }
+        deadlineTimer = nil
+        guard let next else { return }
+        let now = MonotonicClock.nanoseconds()
+        // Rounded up: the timer must find the deadline passed.
+        let milliseconds = next > now ? (next - now + 999_999) / 1_000_000 : 0
+        let token = loop.schedule(afterMilliseconds: milliseconds) { [weak self] in self?.checkDeadlines() }
+        deadlineTimer = (token, next)
     }
 }
 
