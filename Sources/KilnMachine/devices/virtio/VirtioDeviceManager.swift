@@ -207,7 +207,15 @@ final class VirtioDeviceManager {
     /// words. Debian's kernels ignore the first and find the DSDT's.
     var commandLine: String {
         let devices = entries.map { "virtio_mmio.device=4K@0x\(String($0.base, radix: 16)):\($0.gsi)" }
-        return (devices + commandLineWords).joined(separator: " ")
+        // Joined here: the standard library's `joined(separator:)` on
+        // `[String]` runs unspecialized and looks its witnesses up at run
+        // time (77 k instructions, 3% of a launch).
+        var line = ""
+        for (index, word) in (devices + commandLineWords).enumerated() {
+            if index > 0 { line += " " }
+            line += word
+        }
+        return line
     }
 
     /// Puts every device on the VM: irqfd, transport on the bus, ioeventfds.
