@@ -105,7 +105,9 @@ def markdown(document, options):
 
 def breakdown_lines(breakdowns, results, ready_as="echo answered"):
     lines = []
-    kiln_runs = [run for entry in results if entry["system"] == "kiln" for run in entry.get("repeats", [])]
+    # A repeat whose instances never started has no per-instance figures.
+    kiln_runs = [run for entry in results if entry["system"] == "kiln" for run in entry.get("repeats", [])
+                 if "vmm_private_mib" in run]
     if kiln_runs:
         largest = max(kiln_runs, key=lambda run: run["n"])
         lines += ["", f"Where kiln's time goes at N={largest['n']} (median per instance, ms): jailer start -> kiln "

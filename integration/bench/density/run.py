@@ -435,6 +435,9 @@ def parse_options(argv):
     parser.add_argument("--no-single", action="store_true", help="skip the single-microVM figures")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the callgrind/strace breakdowns")
     options = parser.parse_args(argv)
+    # Launches run in other folders (the jailer's, the jails'): a relative
+    # --bin would name nothing there.
+    options.bin = os.path.abspath(options.bin)
     if options.ns:
         try:
             options.ns = sorted({int(value) for value in options.ns.split(",")})
