@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -31,6 +32,10 @@ int ckiln_open(const char *path, int flags, unsigned int mode) {
 
 int ckiln_openat(int dirfd, const char *path, int flags, unsigned int mode) {
     return openat(dirfd, path, flags, (mode_t)mode);
+}
+
+int ckiln_rename_noreplace(const char *from, const char *to) {
+    return renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE);
 }
 
 int ckiln_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }

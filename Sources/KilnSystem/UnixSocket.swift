@@ -37,6 +37,38 @@ public enum UnixSocket {
         return fd
     }
 
+    /// Like `listen`, except that the file at `path` appears only once the
+    /// socket accepts. bind(2) makes the file and listen(2) makes it accept,
+    /// so a client that connects the moment the file appears (Firecracker's
+    /// SDKs poll for it) would get ECONNREFUSED in between. The socket is
+    /// bound under a temporary name beside `path` and renamed into place
+    /// with RENAME_NOREPLACE, which leaves a file already at `path` alone
+    /// (refused as bind refuses it, EADDRINUSE). Where no temporary name
+    /// can be had (the path too long for one, the name taken) or the file
+    /// system has no RENAME_NOREPLACE (EINVAL), `path` is bound directly.
+    public static func listenOnceReady(path: String, backlog: Int32 = 16) throws -> FileDescriptor {
+        let directory = path.lastIndex(of: "/").map { String(path[...$0]) } ?? ""
+        let temporary = directory + ".kiln-\(getpid())"
+        guard temporary.utf8.count <= maximumPathLength else { return try listen(path: path, backlog: backlog) }
+        let fd: FileDescriptor
+        do {
+            fd = try listen(path: temporary, backlog: backlog)
+        } catch let error as SystemError where error.errno == EADDRINUSE {
+            return try listen(path: path, backlog: backlog)
+        }
+        guard ckiln_rename_noreplace(temporary, path) == 0 else {
+            let failure = errno
+            unlink(temporary)
+            fd.close()
+            switch failure {
+            case EINVAL: return try listen(path: path, backlog: backlog)
+            case EEXIST: throw SystemError("bind", subject: path, errno: EADDRINUSE)
+            default: throw SystemError("rename", subject: path, errno: failure)
+            }
+        }
+        return fd
+    }
+
     /// Connects a close-on-exec client socket to `path`, blocking unless
     /// `nonBlocking`. A Unix connect completes or fails at once either
     /// way: ENOENT or ECONNREFUSED (no listener), EAGAIN (a non-blocking

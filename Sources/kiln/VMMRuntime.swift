@@ -253,7 +253,7 @@ enum APISocket {
         if lstat(path, &status) == 0 {
             throw LaunchError.apiSocketExists(path: path)
         }
-        return try UnixSocket.listen(path: path)
+        return try UnixSocket.listenOnceReady(path: path)
     }
 }
 

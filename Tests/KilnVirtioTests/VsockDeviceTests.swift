@@ -112,10 +112,12 @@ final class VsockGuestRig {
     }
 
     /// Runs the event loop until `condition` holds; false (and a recorded
-    /// issue) after five seconds.
+    /// issue) after 30 seconds. A step takes microseconds; the bound is for
+    /// a hang, and generous because `make test` shares two cores with the
+    /// nested lane's TCG (five seconds once ran out there).
     @discardableResult
     func pump(_ what: String, until condition: () throws -> Bool) throws -> Bool {
-        let deadline = MonotonicClock.nanoseconds() + 5_000_000_000
+        let deadline = MonotonicClock.nanoseconds() + 30_000_000_000
         while MonotonicClock.nanoseconds() < deadline {
             try collect()
             if try condition() { return true }

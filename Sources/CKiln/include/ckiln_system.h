@@ -27,6 +27,10 @@ int ckiln_open(const char *path, int flags, unsigned int mode);
 /// openat(2) with an explicit mode.
 int ckiln_openat(int dirfd, const char *path, int flags, unsigned int mode);
 
+/// renameat2(2) with RENAME_NOREPLACE, paths relative to the working
+/// directory (Glibc's Swift module does not export renameat2).
+int ckiln_rename_noreplace(const char *from, const char *to);
+
 /// fcntl(2) with one integer argument (the libc prototype is variadic).
 int ckiln_fcntl_int(int fd, int cmd, int arg);
 

@@ -108,6 +108,7 @@ public enum PolicyConstants {
         ("O_NOATIME", 0o1000000), ("O_CLOEXEC", 0o2000000), ("O_SYNC", 0o4010000), ("O_PATH", 0o10000000),
         ("O_TMPFILE", 0o20200000),
         ("AT_FDCWD", -100), ("AT_SYMLINK_NOFOLLOW", 0x100), ("AT_EMPTY_PATH", 0x1000),
+        ("RENAME_NOREPLACE", 1), ("RENAME_EXCHANGE", 2), ("RENAME_WHITEOUT", 4),
         ("F_DUPFD", 0), ("F_GETFD", 1), ("F_SETFD", 2), ("F_GETFL", 3), ("F_SETFL", 4), ("F_DUPFD_CLOEXEC", 1030),
         ("F_ADD_SEALS", 1033), ("F_GET_SEALS", 1034), ("FD_CLOEXEC", 1),
         ("AF_UNSPEC", 0), ("AF_UNIX", 1), ("AF_INET", 2), ("AF_INET6", 10), ("AF_NETLINK", 16), ("AF_PACKET", 17),
