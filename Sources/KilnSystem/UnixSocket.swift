@@ -53,8 +53,10 @@ public enum UnixSocket {
         let fd: FileDescriptor
         do {
             fd = try listen(path: temporary, backlog: backlog)
-        } catch let error as SystemError where error.errno == EADDRINUSE {
-            return try listen(path: path, backlog: backlog)
+        } catch let error as SystemError {
+            if error.errno == EADDRINUSE { return try listen(path: path, backlog: backlog) }
+            // The caller named `path`, not the temporary name.
+            throw SystemError(error.operation, subject: path, errno: error.errno)
         }
         guard ckiln_rename_noreplace(temporary, path) == 0 else {
             let failure = errno

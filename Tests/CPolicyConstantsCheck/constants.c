@@ -11,6 +11,7 @@
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h> // RENAME_* (_GNU_SOURCE)
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
@@ -156,6 +157,9 @@ static const struct cpolicy_constant constants[] = {
     C(AT_FDCWD),
     C(AT_SYMLINK_NOFOLLOW),
     C(AT_EMPTY_PATH),
+    C(RENAME_NOREPLACE),
+    C(RENAME_EXCHANGE),
+    C(RENAME_WHITEOUT),
     C(F_DUPFD),
     C(F_GETFD),
     C(F_SETFD),
