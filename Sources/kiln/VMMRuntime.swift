@@ -230,6 +230,10 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
         }
     }
 
+    func checkDrive(_ drive: BlockDeviceConfig) throws {
+        try mailbox.perform { try Machine.checkDrive(drive) }
+    }
+
     func updateDrive(_ drive: BlockDeviceConfig) throws {
         try mailbox.perform { try self.runningMachine().updateDrive(drive) }
     }

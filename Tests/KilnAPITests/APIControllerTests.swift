@@ -9,6 +9,8 @@ private final class RecordingControl: VMControl {
     var calls: [String] = []
     var failStart: String?
     var failVsock: String?
+    var failDrive: String?
+    var checkedDrives: [String] = []
 
     struct Failure: Error, CustomStringConvertible { let description: String }
 
@@ -22,6 +24,10 @@ private final class RecordingControl: VMControl {
     func flushMetrics() throws { calls.append("flush") }
     func configureLogger(_ logger: LoggerConfig) throws { calls.append("logger \(logger.logPath ?? "-")") }
     func configureMetrics(_ metrics: MetricsConfig) throws { calls.append("metrics \(metrics.metricsPath)") }
+    func checkDrive(_ drive: BlockDeviceConfig) throws {
+        if let failDrive { throw Failure(description: failDrive) }
+        checkedDrives.append("\(drive.driveID) \(drive.pathOnHost ?? "-") ro=\(drive.isReadOnly)")
+    }
     func updateDrive(_ drive: BlockDeviceConfig) throws {
         calls.append("drive \(drive.driveID) \(drive.pathOnHost ?? "-")")
     }
@@ -114,6 +120,24 @@ private func fault(_ text: String) -> String { JSONValue.object([("fault_message
             client.call("PUT", "/vsock", #"{"guest_cid": 5, "uds_path": "/c.sock"}"#)
                 == (400, fault(APIController.notSupportedAfterStart)))
         #expect(client.control.calls == ["vsock 3 /a.sock", "vsock 4 /b.sock", "start vcpus=1"])
+    }
+
+    @Test func aDriveTheVMMCannotOpenIsRefusedAtPUTAndTheConfigurationKept() {
+        let client = Client()
+        let first = #"{"drive_id": "data", "is_root_device": false, "path_on_host": "/a.img"}"#
+        #expect(client.call("PUT", "/drives/data", first).status == 204)
+        #expect(client.control.checkedDrives == ["data /a.img ro=false"], "PUT /drives opens the file at once")
+        client.control.failDrive = "drive data: open /dir: Is a directory (EISDIR)"
+        let second = #"{"drive_id": "data", "is_root_device": false, "path_on_host": "/dir", "is_read_only": true}"#
+        #expect(client.call("PUT", "/drives/data", second) == (400, fault("drive data: open /dir: Is a directory (EISDIR)")))
+        let other = #"{"drive_id": "other", "is_root_device": false, "path_on_host": "/dir"}"#
+        #expect(client.call("PUT", "/drives/other", other).status == 400)
+        #expect(client.controller.configuration.drives.map(\.driveID) == ["data"])
+        #expect(client.controller.configuration.drives.first?.pathOnHost == "/a.img")
+        // Refused by validation first: the file is not opened for a drive the configuration rejects.
+        client.control.failDrive = nil
+        #expect(client.call("PUT", "/drives/x", #"{"drive_id": "x", "is_root_device": false}"#).status == 400)
+        #expect(client.control.checkedDrives == ["data /a.img ro=false"])
     }
 
     @Test func refusesConfigurationAfterStartAndUpdatesBeforeIt() {

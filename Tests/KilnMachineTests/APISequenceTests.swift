@@ -441,4 +441,50 @@ struct FailedStartTests {
         }
         #expect(Self.descriptorCount(underParent: pid) == before)
     }
+
+    /// Firecracker's PUT /drives opens the file while it answers; a path that
+    /// cannot serve as the drive is refused there, naming the drive, under
+    /// the built-in filters, with nothing kept open or configured.
+    @Test func aDriveThatCannotServeIsRefusedAtPUT() throws {
+        let scratch = "/tmp/kiln-drive-put-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let socketPath = scratch + ".sock", errors = scratch + ".err", fifo = scratch + ".fifo"
+        let empty = scratch + "-empty.img", good = scratch + "-good.img", folder = scratch + ".d"
+        mkfifo(fifo, 0o600)
+        mkdir(folder, 0o700)
+        for (path, size) in [(empty, 0), (good, 1 << 20)] {
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+            ftruncate(fd, off_t(size))
+            close(fd)
+        }
+        defer {
+            for path in [socketPath, errors, fifo, empty, good] { unlink(path) }
+            rmdir(folder)
+        }
+        let pid = try Lane1.spawn(["--api-sock", socketPath], stdout: "/dev/null", stderr: errors)
+        defer { kill(pid, SIGTERM); _ = Lane1.wait(pid) }
+        let client = try UnixHTTPClient(path: socketPath)
+        func put(_ path: String) throws -> UnixHTTPClient.Response {
+            try client.request(
+                "PUT", "/drives/data", "{\"drive_id\": \"data\", \"path_on_host\": \"\(path)\", \"is_root_device\": false}")
+        }
+        let cases = [
+            (folder, "Is a directory"), (scratch + ".missing", "No such file"),
+            (fifo, "not a regular file or block device"), (empty, "smaller than one 512-byte sector"),
+        ]
+        var before: Int?
+        for round in 0..<2 {
+            for (path, reason) in cases {
+                let refused = try put(path)
+                #expect(
+                    refused.status == 400 && refused.body.contains("drive") && refused.body.contains(reason),
+                    "\(path): \(refused)")
+            }
+            if round == 0 { before = FailedStartTests.descriptorCount(underParent: pid) }
+        }
+        #expect(before != nil && FailedStartTests.descriptorCount(underParent: pid) == before)
+        #expect(try client.request("GET", "/vm/config").body.contains("\"drives\":[]"))
+        #expect(try put(good).status == 204)
+        let shown = try client.request("GET", "/vm/config").body
+        #expect(shown.contains(good) && !shown.contains(folder), "\(shown)")
+    }
 }

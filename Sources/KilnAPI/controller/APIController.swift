@@ -79,6 +79,8 @@ public final class APIController: APIRequestHandler {
                 } else {
                     configuration.drives.append(drive)
                 }
+            } apply: { _ in
+                try self.control.checkDrive(drive)
             }
         case let .patchDrive(id):
             var reader = try bodyReader(body)

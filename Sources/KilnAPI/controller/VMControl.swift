@@ -25,6 +25,9 @@ public protocol VMControl: AnyObject {
     /// answered, as Firecracker does, replacing an earlier one. A refusal
     /// leaves the earlier socket as it was.
     func configureVsock(_ vsock: VsockDeviceConfig) throws
+    /// `PUT /drives` before start: opens `path_on_host` as start will and
+    /// closes it, so a drive that cannot be served is refused now.
+    func checkDrive(_ drive: BlockDeviceConfig) throws
     /// After start: a drive's new backing file or rate limiter.
     func updateDrive(_ drive: BlockDeviceConfig) throws
     /// After start: an interface's new rate limiters.

@@ -38,6 +38,7 @@ public enum BootInputError: Error, Equatable, CustomStringConvertible, Sendable 
     case tooManyDevices(configured: Int, capacity: Int)
     case drivePathMissing(driveID: String)
     case driveNotFileOrBlockDevice(path: String)
+    case driveUnopenable(driveID: String, path: String, SystemError)
     case driveSmallerThanSector(driveID: String, path: String)
     case driveVhostUser(driveID: String)
     /// ENODEV from TUNSETIFF: the orchestrator has not made the TAP.
@@ -70,6 +71,8 @@ public enum BootInputError: Error, Equatable, CustomStringConvertible, Sendable 
             "\(configured) virtio devices configured; kiln has interrupt lines for \(capacity)"
         case .drivePathMissing(let driveID): "drive \(driveID): path_on_host is required"
         case .driveNotFileOrBlockDevice(let path): "drive \(path): not a regular file or block device"
+        case .driveUnopenable(let driveID, let path, let error):
+            "drive \(driveID): \(error.subject == path ? "" : "\(path): ")\(error)"
         case .driveSmallerThanSector(let driveID, let path):
             "drive \(driveID): \(path) is smaller than one 512-byte sector"
         case .driveVhostUser(let driveID): "drive \(driveID): vhost-user block devices (socket) are not supported"

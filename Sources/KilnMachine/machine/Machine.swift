@@ -292,6 +292,15 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
     /// Lets parked vCPUs run again (`PATCH /vm` "Resumed").
     public func resume() { pauseGate.open() }
 
+    /// PUT /drives before boot: opens the drive's file as InstanceStart will
+    /// and closes it again, so a path that cannot serve is refused while the
+    /// request is answered, as Firecracker's PUT /drives is. A drive without
+    /// `path_on_host` is left to the configuration's own validation.
+    public static func checkDrive(_ drive: BlockDeviceConfig) throws {
+        guard let path = drive.pathOnHost else { return }
+        _ = try VirtioDeviceManager.openDriveFile(drive, path: path)
+    }
+
     /// PATCH /drives after boot: a new file, new rate limiters. On the event loop.
     public func updateDrive(_ drive: BlockDeviceConfig) throws { try virtio.updateDrive(drive) }
 

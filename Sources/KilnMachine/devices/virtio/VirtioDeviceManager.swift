@@ -153,16 +153,30 @@ final class VirtioDeviceManager {
     /// A disk whose size is not whole sectors is served short of its tail,
     /// with a warning, as Firecracker does.
     func openDrive(_ drive: BlockDeviceConfig, path: String) throws -> DriveFile {
-        let file = try DriveFile(
-            path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
-            identifier: drive.driveID)
-        guard file.backend.sectorCount > 0 else {
-            throw BootInputError.driveSmallerThanSector(driveID: drive.driveID, path: path)
-        }
+        let file = try Self.openDriveFile(drive, path: path)
         if file.trailingBytes > 0 {
             log(
                 "drive \(drive.driveID): \(path) is not a whole number of 512-byte sectors; "
                     + "its last \(file.trailingBytes) bytes are not visible to the guest")
+        }
+        return file
+    }
+
+    /// Opens `path` as `drive`'s backing file, as InstanceStart and PATCH do:
+    /// a file that cannot be opened with the drive's access, is not a regular
+    /// file or block device, or holds no whole sector is refused, naming the
+    /// drive.
+    static func openDriveFile(_ drive: BlockDeviceConfig, path: String) throws -> DriveFile {
+        let file: DriveFile
+        do {
+            file = try DriveFile(
+                path: path, readOnly: drive.isReadOnly, syncOnFlush: drive.cacheType == .writeback,
+                identifier: drive.driveID)
+        } catch let error as SystemError {
+            throw BootInputError.driveUnopenable(driveID: drive.driveID, path: path, error)
+        }
+        guard file.backend.sectorCount > 0 else {
+            throw BootInputError.driveSmallerThanSector(driveID: drive.driveID, path: path)
         }
         return file
     }
