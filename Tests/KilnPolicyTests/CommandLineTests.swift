@@ -1,5 +1,6 @@
 import KilnSeccomp
 import KilnSystem
+import KilnTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -83,6 +84,29 @@ struct CommandLineTests {
         #expect(result.status == 2)
         #expect(result.errors == message)
         #expect(result.output.isEmpty)
+    }
+
+    /// A folder a user got wrong: the error names the file (and the line of
+    /// an @include), and a FIFO among the files is refused, not waited on.
+    @Test func aMissingIncludeOrAFIFONamesTheFileAndNeverWaits() throws {
+        let binary = try #require(BuiltProducts.path(of: "kiln-policy"))
+        try PolicyTestSupport.withPolicyFolder([
+            "vcpu.policy": "@default trap\n# the role\n@include \"shared.policy\"\n"
+        ]) { folder in
+            let output = folder + "/out.kbundle"
+            let missing = try ChildProcess.run(
+                [binary, "compile", "--policies", folder, "--output", output], seconds: 20)
+            #expect(missing.status == 1, "\(missing.stderr)")
+            #expect(
+                missing.stderr.contains("vcpu.policy:3:10: @include \"shared.policy\": ")
+                    && missing.stderr.contains("shared.policy does not exist"), "\(missing.stderr)")
+            try check("mkfifo") { mkfifo(folder + "/shared.policy", 0o600) }
+            let fifo = try ChildProcess.run(
+                [binary, "compile", "--policies", folder, "--output", output], seconds: 20)
+            #expect(fifo.status == 1, "exit 124 is a wait on the FIFO: \(fifo.stderr)")
+            #expect(fifo.stderr.contains("shared.policy is not a regular file"), "\(fifo.stderr)")
+            #expect(!FileSystem.exists(output))
+        }
     }
 
     @Test func checkFailsOnFindingsAtTheThreshold() throws {

@@ -246,7 +246,7 @@ import Testing
         #expect(
             Support.error([
                 "a.policy": "@default trap\n@include \"missing.policy\"\n"
-            ]) == "no such file missing.policy")
+            ]) == "a.policy:2:10: @include \"missing.policy\": no such file missing.policy")
     }
 
     @Test func includesAreSharedBetweenRoles() throws {

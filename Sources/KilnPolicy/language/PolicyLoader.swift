@@ -26,7 +26,13 @@ public struct PolicyLoader {
         let names = try FileSystem.listDirectory(directory).filter { $0.hasSuffix(".policy") }
         guard !names.isEmpty else { throw PolicyError("no .policy files in \(directory)", at: nil) }
         var loader = PolicyLoader { name in
-            try FileSystem.readText(directory + "/" + name, limit: PolicyLexer.maximumSize + 1)
+            let path = directory + "/" + name
+            // A FIFO would block the open forever and a device never ends.
+            guard FileSystem.isRegularFile(path) else {
+                throw PolicyError(
+                    FileSystem.exists(path) ? "\(path) is not a regular file" : "\(path) does not exist", at: nil)
+            }
+            return try FileSystem.readText(path, limit: PolicyLexer.maximumSize + 1)
         }
         return try loader.load(files: names)
     }
@@ -89,7 +95,13 @@ public struct PolicyLoader {
                 let cycle = (chain + [name])[start...] + [target]
                 throw PolicyError("include cycle: \(cycle.joined(separator: " -> "))", at: location)
             }
-            if let location = try parse(target).defaultLocation {
+            let included: PolicyFile
+            do { included = try parse(target) } catch let error as PolicyError where error.location == nil {
+                throw PolicyError("@include \"\(target)\": \(error.message)", at: location)
+            } catch let error as SystemError {
+                throw PolicyError("@include \"\(target)\": \(error)", at: location)
+            }
+            if let location = included.defaultLocation {
                 throw PolicyError(
                     "\(target) sets @default, so it is a role of its own and cannot be included", at: location)
             }
