@@ -234,6 +234,10 @@ final class VMMRuntime: VMControl, @unchecked Sendable { // state changes only o
         try mailbox.perform { try Machine.checkDrive(drive) }
     }
 
+    func checkNetworkInterface(_ interface: NetworkInterfaceConfig) throws {
+        try mailbox.perform { try Machine.checkNetworkInterface(interface) }
+    }
+
     func updateDrive(_ drive: BlockDeviceConfig) throws {
         try mailbox.perform { try self.runningMachine().updateDrive(drive) }
     }

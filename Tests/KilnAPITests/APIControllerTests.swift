@@ -11,6 +11,8 @@ private final class RecordingControl: VMControl {
     var failVsock: String?
     var failDrive: String?
     var checkedDrives: [String] = []
+    var failInterface: String?
+    var checkedInterfaces: [String] = []
 
     struct Failure: Error, CustomStringConvertible { let description: String }
 
@@ -27,6 +29,10 @@ private final class RecordingControl: VMControl {
     func checkDrive(_ drive: BlockDeviceConfig) throws {
         if let failDrive { throw Failure(description: failDrive) }
         checkedDrives.append("\(drive.driveID) \(drive.pathOnHost ?? "-") ro=\(drive.isReadOnly)")
+    }
+    func checkNetworkInterface(_ interface: NetworkInterfaceConfig) throws {
+        if let failInterface { throw Failure(description: failInterface) }
+        checkedInterfaces.append("\(interface.ifaceID) \(interface.hostDevName)")
     }
     func updateDrive(_ drive: BlockDeviceConfig) throws {
         calls.append("drive \(drive.driveID) \(drive.pathOnHost ?? "-")")
@@ -138,6 +144,17 @@ private func fault(_ text: String) -> String { JSONValue.object([("fault_message
         client.control.failDrive = nil
         #expect(client.call("PUT", "/drives/x", #"{"drive_id": "x", "is_root_device": false}"#).status == 400)
         #expect(client.control.checkedDrives == ["data /a.img ro=false"])
+    }
+
+    @Test func aTapTheVMMCannotOpenIsRefusedAtPUTAndTheConfigurationKept() {
+        let client = Client()
+        #expect(client.call("PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap0"}"#).status == 204)
+        #expect(client.control.checkedInterfaces == ["eth0 tap0"], "PUT /network-interfaces opens the TAP at once")
+        client.control.failInterface = "network interface: cannot open TAP tap9: no such persistent TAP"
+        #expect(
+            client.call("PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap9"}"#)
+                == (400, fault("network interface: cannot open TAP tap9: no such persistent TAP")))
+        #expect(client.controller.configuration.networkInterfaces.map(\.hostDevName) == ["tap0"])
     }
 
     @Test func refusesConfigurationAfterStartAndUpdatesBeforeIt() {

@@ -476,7 +476,7 @@ struct FailedStartTests {
             for (path, reason) in cases {
                 let refused = try put(path)
                 #expect(
-                    refused.status == 400 && refused.body.contains("drive") && refused.body.contains(reason),
+                    refused.status == 400 && refused.body.contains("drive data: ") && refused.body.contains(reason),
                     "\(path): \(refused)")
             }
             if round == 0 { before = FailedStartTests.descriptorCount(underParent: pid) }
@@ -486,5 +486,24 @@ struct FailedStartTests {
         #expect(try put(good).status == 204)
         let shown = try client.request("GET", "/vm/config").body
         #expect(shown.contains(good) && !shown.contains(folder), "\(shown)")
+    }
+
+    /// As Firecracker's PUT /network-interfaces, the TAP is opened while the
+    /// request is answered: a missing one is a 400 naming it, not a 204
+    /// that fails at InstanceStart.
+    @Test func aMissingTapIsRefusedAtPUT() throws {
+        let scratch = "/tmp/kiln-tap-put-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let socketPath = scratch + ".sock", errors = scratch + ".err"
+        defer { for path in [socketPath, errors] { unlink(path) } }
+        let pid = try Lane1.spawn(["--api-sock", socketPath], stdout: "/dev/null", stderr: errors)
+        defer { kill(pid, SIGTERM); _ = Lane1.wait(pid) }
+        let client = try UnixHTTPClient(path: socketPath)
+        let refused = try client.request(
+            "PUT", "/network-interfaces/eth0", "{\"iface_id\": \"eth0\", \"host_dev_name\": \"kiln-notap7\"}")
+        #expect(
+            refused.status == 400 && refused.body.contains("cannot open TAP kiln-notap7")
+                && refused.body.contains("no such persistent TAP"), "\(refused)")
+        #expect(try client.request("GET", "/vm/config").body.contains("\"network-interfaces\":[]"))
+        #expect(try client.request("GET", "/").status == 200)
     }
 }

@@ -108,6 +108,8 @@ public final class APIController: APIRequestHandler {
                 } else {
                     configuration.networkInterfaces.append(interface)
                 }
+            } apply: { _ in
+                try self.control.checkNetworkInterface(interface)
             }
         case let .patchNetworkInterface(id):
             var reader = try bodyReader(body)

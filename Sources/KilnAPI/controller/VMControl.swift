@@ -28,6 +28,9 @@ public protocol VMControl: AnyObject {
     /// `PUT /drives` before start: opens `path_on_host` as start will and
     /// closes it, so a drive that cannot be served is refused now.
     func checkDrive(_ drive: BlockDeviceConfig) throws
+    /// `PUT /network-interfaces` before start: attaches to the TAP as start
+    /// will and lets it go, so a missing or busy TAP is refused now.
+    func checkNetworkInterface(_ interface: NetworkInterfaceConfig) throws
     /// After start: a drive's new backing file or rate limiter.
     func updateDrive(_ drive: BlockDeviceConfig) throws
     /// After start: an interface's new rate limiters.

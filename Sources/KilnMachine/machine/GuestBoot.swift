@@ -37,7 +37,7 @@ public enum BootInputError: Error, Equatable, CustomStringConvertible, Sendable 
     case sleepTypeMismatch(UInt8)
     case tooManyDevices(configured: Int, capacity: Int)
     case drivePathMissing(driveID: String)
-    case driveNotFileOrBlockDevice(path: String)
+    case driveNotFileOrBlockDevice(driveID: String, path: String)
     case driveUnopenable(driveID: String, path: String, SystemError)
     case driveSmallerThanSector(driveID: String, path: String)
     case driveVhostUser(driveID: String)
@@ -70,7 +70,8 @@ public enum BootInputError: Error, Equatable, CustomStringConvertible, Sendable 
         case .tooManyDevices(let configured, let capacity):
             "\(configured) virtio devices configured; kiln has interrupt lines for \(capacity)"
         case .drivePathMissing(let driveID): "drive \(driveID): path_on_host is required"
-        case .driveNotFileOrBlockDevice(let path): "drive \(path): not a regular file or block device"
+        case .driveNotFileOrBlockDevice(let driveID, let path):
+            "drive \(driveID): \(path) is not a regular file or block device"
         case .driveUnopenable(let driveID, let path, let error):
             "drive \(driveID): \(error.subject == path ? "" : "\(path): ")\(error)"
         case .driveSmallerThanSector(let driveID, let path):

@@ -301,6 +301,13 @@ public final class Machine: @unchecked Sendable { // driven on the event loop's 
         _ = try VirtioDeviceManager.openDriveFile(drive, path: path)
     }
 
+    /// PUT /network-interfaces before boot: attaches to the TAP as
+    /// InstanceStart will and lets it go, so a TAP that is missing or busy is
+    /// refused while the request is answered, as Firecracker's is.
+    public static func checkNetworkInterface(_ interface: NetworkInterfaceConfig) throws {
+        try TapNetBackend.openTap(interface.hostDevName).close()
+    }
+
     /// PATCH /drives after boot: a new file, new rate limiters. On the event loop.
     public func updateDrive(_ drive: BlockDeviceConfig) throws { try virtio.updateDrive(drive) }
 

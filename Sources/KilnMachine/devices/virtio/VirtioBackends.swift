@@ -30,7 +30,7 @@ final class DriveFile {
             try check("fstat", subject: path) { fstat(file.rawValue, &status) }
             let type = status.st_mode & S_IFMT
             guard type == S_IFREG || type == S_IFBLK else {
-                throw BootInputError.driveNotFileOrBlockDevice(path: path)
+                throw BootInputError.driveNotFileOrBlockDevice(driveID: identifier, path: path)
             }
             // Regular files and block devices ignore O_NONBLOCK for I/O; the
             // flag only kept the open itself from waiting.
@@ -105,14 +105,7 @@ final class TapNetBackend: NetBackend {
 
     init(name: String, registry: MetricsRegistry, group: String) throws {
         self.name = name
-        let fd = ckiln_tap_open(name)
-        guard fd >= 0 else {
-            let error = errno
-            throw error == ENODEV
-                ? BootInputError.tapMissing(name: name)
-                : BootInputError.tapUnavailable(name: name, SystemError("TUNSETIFF", errno: error))
-        }
-        descriptor = FileDescriptor(rawValue: fd)
+        descriptor = try Self.openTap(name)
         rxBytes = registry.counter(group, "rx_bytes_count")
         rxFrames = registry.counter(group, "rx_packets_count")
         txBytes = registry.counter(group, "tx_bytes_count")
@@ -121,6 +114,19 @@ final class TapNetBackend: NetBackend {
     }
 
     deinit { descriptor.close() }
+
+    /// Attaches to the persistent TAP `name` through /dev/net/tun; ENODEV
+    /// means the orchestrator has not made it.
+    static func openTap(_ name: String) throws -> FileDescriptor {
+        let fd = ckiln_tap_open(name)
+        guard fd >= 0 else {
+            let error = errno
+            throw error == ENODEV
+                ? BootInputError.tapMissing(name: name)
+                : BootInputError.tapUnavailable(name: name, SystemError("TUNSETIFF", errno: error))
+        }
+        return FileDescriptor(rawValue: fd)
+    }
 
     func send(_ frame: [UInt8]) throws {
         let written = frame.withUnsafeBytes { Glibc.write(descriptor.rawValue, $0.baseAddress, $0.count) }
