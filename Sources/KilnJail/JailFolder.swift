@@ -62,7 +62,18 @@ struct JailFolder {
         let root = try HostDirectory.openOwnFolder(
             "root", in: jailFolder, "the jail root \(paths.root)", step: .jailFolder)
         if rootExisted {
-            try HostDirectory.requireTrusted(root, "the existing jail root \(paths.root)", step: .jailFolder)
+            do {
+                try HostDirectory.requireTrusted(root, "the existing jail root \(paths.root)", step: .jailFolder)
+            } catch let failure as JailFailure
+                where faccessat(root.rawValue, JailPaths.bundleName, F_OK, AT_SYMLINK_NOFOLLOW) == 0
+            {
+                // The root is the VMM user's because a launch made it so: an
+                // id is never reused, and the old jail must go first.
+                throw JailFailure(
+                    failure.step,
+                    "\(failure.message); it holds \(JailPaths.bundleName), so an earlier launch of id \(paths.id) "
+                        + "left it: once its VMM has ended, run `kiln-jailer cleanup` for it")
+            }
         }
         // In a prepared jail a failed launch removes only what it added:
         // through descriptors of its own (close-on-exec), as the jailer

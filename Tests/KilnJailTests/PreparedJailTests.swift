@@ -111,6 +111,26 @@ struct PreparedJailTests {
         #expect(try FileSystem.listDirectory(linked.paths.root).sorted() == ["dev", "kernel", "run"])
     }
 
+    /// A second launch of an id without cgroups finds the jail the first
+    /// left, its root the VMM user's: refused, pointing at cleanup rather
+    /// than at handing the folder back to root; after cleanup the id works.
+    @Test func aJailLeftByAnEarlierLaunchPointsToCleanup() throws {
+        let sandbox = try JailHarness.Sandbox("left-by-a-launch")
+        defer { sandbox.tearDown() }
+        let first = try JailHarness.run(sandbox.launchArguments(vmm: ["--no-wait"]))
+        #expect(first.status == 0, "\(first.error)")
+        let again = try JailHarness.run(sandbox.launchArguments(vmm: ["--no-wait"]))
+        #expect(again.status == JailStep.jailFolder.exitCode, "\(again.error)")
+        #expect(
+            again.error.contains("the existing jail root \(sandbox.paths.root) is owned by uid \(JailHarness.uid)")
+                && again.error.contains("run `kiln-jailer cleanup` for it"), "\(again.error)")
+        #expect(FileSystem.exists(sandbox.paths.root + "/seccomp.kbundle"), "the refusal removes nothing")
+        let cleanup = try JailHarness.run(sandbox.cleanupArguments)
+        #expect(cleanup.status == 0, "\(cleanup.error)")
+        let third = try JailHarness.run(sandbox.launchArguments(vmm: ["--no-wait"]))
+        #expect(third.status == 0, "\(third.error)")
+    }
+
     /// Older orchestrators' --node N: the VMM's cpuset is node N's memory and CPUs.
     @Test(
         .enabled(
