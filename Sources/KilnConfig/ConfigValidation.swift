@@ -85,7 +85,7 @@ extension VMConfig {
     }
 
     private func validateNetworkInterfaces() throws {
-        var ids = Set<String>(), devices = Set<String>()
+        var ids = Set<String>(), devices = Set<String>(), macs = Set<[UInt8]>()
         for (index, interface) in networkInterfaces.enumerated() {
             let path = "network-interfaces[\(index)]"
             if interface.ifaceID.isEmpty || !ids.insert(interface.ifaceID).inserted {
@@ -101,6 +101,13 @@ extension VMConfig {
             }
             if let mac = interface.guestMAC, mac.bytes[0] & 1 == 1 {
                 throw ConfigurationError(path: "\(path).guest_mac", message: "\(mac) is a multicast address")
+            }
+            // Firecracker refuses a MAC another interface has
+            // (NetworkInterfaceError::GuestMacAddressInUse): two guest NICs
+            // answering for one address break ARP on the host's bridge.
+            if let mac = interface.guestMAC, !macs.insert(mac.bytes).inserted {
+                throw ConfigurationError(
+                    path: "\(path).guest_mac", message: "the guest MAC address \(mac) is already in use")
             }
         }
     }

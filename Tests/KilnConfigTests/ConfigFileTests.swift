@@ -109,6 +109,16 @@ private func errorPath(_ text: String) -> String? {
         )
             == "drives[1].drive_id")
     #expect(errorPath(#"{"drives": [{"drive_id": "a", "is_root_device": false}]}"#) == "drives[0].path_on_host")
+    let sameMAC = #"""
+        {"network-interfaces": [{"iface_id": "a", "host_dev_name": "t1", "guest_mac": "06:00:00:00:00:01"},
+                                {"iface_id": "b", "host_dev_name": "t2", "guest_mac": "06:00:00:00:00:01"}]}
+        """#
+    #expect(errorPath(sameMAC) == "network-interfaces[1].guest_mac")
+    let twoMACs = #"""
+        {"network-interfaces": [{"iface_id": "a", "host_dev_name": "t1", "guest_mac": "06:00:00:00:00:01"},
+                                {"iface_id": "b", "host_dev_name": "t2", "guest_mac": "06:00:00:00:00:02"}]}
+        """#
+    #expect(errorPath(twoMACs) == nil)
     let long = String(repeating: "a", count: VMConfig.maximumBootArgsLength + 1)
     #expect(
         errorPath(#"{"boot-source": {"kernel_image_path": "k", "boot_args": "\#(long)"}}"#) == "boot-source.boot_args")
