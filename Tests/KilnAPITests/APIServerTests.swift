@@ -101,6 +101,21 @@ func becomesReadable(_ fd: FileDescriptor, within milliseconds: Int32) -> Bool {
         #expect(responses[2].hasSuffix("\"GET /c 0\""))
     }
 
+    /// As Firecracker's micro_http: `Expect: 100-continue` is answered at
+    /// once, so a client that waits for it (curl: a second) need not.
+    @Test func answersExpect100ContinueBeforeTheBody() throws {
+        let fixture = try ServerFixture()
+        defer { fixture.stop() }
+        let client = try fixture.connect()
+        defer { client.close() }
+        try send(client, "PUT /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        let interim = try readResponses(client, count: 1, seconds: 5)
+        #expect(interim == ["HTTP/1.1 100 Continue\r\n\r\n"])
+        try send(client, "{}")
+        let final = try readResponses(client, count: 1)
+        #expect(final.count == 1 && final[0].hasPrefix("HTTP/1.1 200 OK\r\n") && final[0].hasSuffix("\"PUT /x 2\""))
+    }
+
     @Test func refusesOversizedBodyAndCloses() throws {
         let fixture = try ServerFixture { $0.limits.body = 10 }
         defer { fixture.stop() }

@@ -98,6 +98,38 @@ import Testing
         #expect(throws: HTTPParseError.self) { try parser.nextRequest() }
     }
 
+    @Test func owesOneInterimContinueWhileAnExpectedBodyIsAwaited() throws {
+        var parser = HTTPRequestParser()
+        /// Feeds `text`; returns the body of a request that completed, and
+        /// whether an interim 100 Continue is owed now.
+        func feed(_ text: String) throws -> (body: String?, owed: Bool) {
+            parser.append(Array(text.utf8))
+            let request = try parser.nextRequest()
+            return (request.map { String(decoding: $0.body, as: UTF8.self) }, parser.takeInterimContinue())
+        }
+        let headers = try feed("PUT /a HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 4\r\n\r\nab")
+        #expect(headers.body == nil && headers.owed)
+        let more = try feed("c")
+        #expect(more.body == nil && !more.owed, "one per request")
+        let done = try feed("dPUT /b HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n")
+        #expect(done.body == "abcd" && !done.owed)
+        let next = try feed("")
+        #expect(next.body == nil && next.owed, "the next request is owed its own")
+        let cases = [
+            ("PUT /b HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n", false),
+            ("PUT /b HTTP/1.1\r\nContent-Length: 2\r\n\r\n", false),
+            ("PUT /b HTTP/1.1\r\nExpect: 100-continue\r\n", false),
+            ("PUT /b HTTP/1.1\r\nExpect: something-else\r\nContent-Length: 2\r\n\r\n", false),
+            ("PUT /b HTTP/1.1\r\nexpect: 100-CONTINUE\r\nContent-Length: 2\r\n\r\n", true),
+            ("PUT /b HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nxy", false),
+        ]
+        for (text, owed) in cases {
+            parser = HTTPRequestParser()
+            let result = try feed(text)
+            #expect(result.owed == owed, "\(text)")
+        }
+    }
+
     @Test func encodesResponses() {
         let ok = HTTPResponse.json(.ok, "{}").encoded()
         #expect(

@@ -19,6 +19,10 @@ public struct HTTPRequestParser {
     public let limits: Limits
     private var buffer: [UInt8] = []
     private var failed: HTTPParseError?
+    /// The request being received asked `Expect: 100-continue` and its
+    /// interim answer is owed; `continueOwedOrSent` keeps it to one per request.
+    private var continueOwed = false
+    private var continueOwedOrSent = false
 
     public init(limits: Limits = Limits()) {
         self.limits = limits
@@ -36,9 +40,15 @@ public struct HTTPRequestParser {
     public mutating func nextRequest() throws -> HTTPRequest? {
         if let failed { throw failed }
         do {
-            guard let (request, consumed) = try parseOne() else { return nil }
-            buffer.removeFirst(consumed)
-            return request
+            switch try parseOne() {
+            case .incomplete(let bodyAwaitedAfterExpect):
+                if bodyAwaitedAfterExpect && !continueOwedOrSent { (continueOwed, continueOwedOrSent) = (true, true) }
+                return nil
+            case .complete(let request, let consumed):
+                buffer.removeFirst(consumed)
+                (continueOwed, continueOwedOrSent) = (false, false)
+                return request
+            }
         } catch let error as HTTPParseError {
             failed = error
             buffer = []
@@ -46,7 +56,24 @@ public struct HTTPRequestParser {
         }
     }
 
-    private func parseOne() throws -> (HTTPRequest, Int)? {
+    /// Whether to send `HTTPResponse.interimContinue` now: true once for a
+    /// request whose header section carried `Expect: 100-continue` (HTTP/1.1)
+    /// and whose body has not all arrived, as Firecracker's micro_http
+    /// answers it. A client such as curl otherwise waits a second before it
+    /// sends the body (RFC 9110 §10.1.1).
+    public mutating func takeInterimContinue() -> Bool {
+        defer { continueOwed = false }
+        return continueOwed
+    }
+
+    private enum Outcome {
+        /// More bytes are needed; the flag says the header section is
+        /// complete, asked for 100-continue, and a body is still to come.
+        case incomplete(bodyAwaitedAfterExpect: Bool)
+        case complete(HTTPRequest, consumed: Int)
+    }
+
+    private func parseOne() throws -> Outcome {
         // Request line; a stray CRLF before it is ignored (RFC 9112 §2.2).
         var start = 0
         while buffer.count >= start + 2 && buffer[start] == 0x0D && buffer[start + 1] == 0x0A { start += 2 }
@@ -54,7 +81,7 @@ public struct HTTPRequestParser {
             if buffer.count - start > limits.requestLine + 1 {
                 throw HTTPParseError.requestLineTooLong(limit: limits.requestLine)
             }
-            return nil
+            return .incomplete(bodyAwaitedAfterExpect: false)
         }
         if lineEnd - start > limits.requestLine { throw HTTPParseError.requestLineTooLong(limit: limits.requestLine) }
         let (method, target, version) = try parseRequestLine(buffer[start..<lineEnd])
@@ -69,7 +96,7 @@ public struct HTTPRequestParser {
                 if buffer.count - headerStart > limits.headerSection {
                     throw HTTPParseError.headerSectionTooLarge(limit: limits.headerSection)
                 }
-                return nil
+                return .incomplete(bodyAwaitedAfterExpect: false)
             }
             if end == position { position += 2; break }
             guard headers.count < limits.headerCount else {
@@ -95,10 +122,15 @@ public struct HTTPRequestParser {
             guard length <= limits.body else { throw HTTPParseError.payloadTooLarge(limit: limits.body) }
             bodyLength = length
         }
-        guard buffer.count - position >= bodyLength else { return nil }
+        guard buffer.count - position >= bodyLength else {
+            let expectsContinue =
+                version == .http11
+                && headers.contains { $0.name == "expect" && $0.value.lowercased() == "100-continue" }
+            return .incomplete(bodyAwaitedAfterExpect: expectsContinue)
+        }
         let body = Array(buffer[position..<position + bodyLength])
         let request = HTTPRequest(method: method, target: target, version: version, headers: headers, body: body)
-        return (request, position + bodyLength)
+        return .complete(request, consumed: position + bodyLength)
     }
 
     /// The index of the CRLF that ends the line starting at `start`, if the

@@ -35,6 +35,10 @@ public struct HTTPResponse: Equatable, Sendable {
         HTTPResponse(status: status, contentType: "application/json", body: Array(text.utf8))
     }
 
+    /// The interim answer to `Expect: 100-continue` (RFC 9110 §15.2.1): a
+    /// status line alone; the final response follows once the body is in.
+    public static let interimContinue = Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)
+
     /// The response on the wire. 204 carries no body and no length (RFC 9110 §15.3.5).
     public func encoded() -> [UInt8] {
         var head = "HTTP/1.1 \(status.code) \(status.reason)\r\nServer: Kiln\r\n"

@@ -291,7 +291,13 @@ public final class APIServer {
         connection.parser.append(chunk[0..<count])
         while connection.pending.isEmpty {
             do {
-                guard let request = try connection.parser.nextRequest() else { break }
+                guard let request = try connection.parser.nextRequest() else {
+                    if connection.parser.takeInterimContinue() {
+                        connection.pending = HTTPResponse.interimContinue
+                        guard flush(&connection) else { return false }
+                    }
+                    break
+                }
                 connection.lastActivity = MonotonicClock.nanoseconds()
                 var response = handler.handle(request)
                 if !request.keepsConnectionAlive { response.closesConnection = true }
