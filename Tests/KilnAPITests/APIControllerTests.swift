@@ -135,7 +135,9 @@ private func fault(_ text: String) -> String { JSONValue.object([("fault_message
         #expect(client.control.checkedDrives == ["data /a.img ro=false"], "PUT /drives opens the file at once")
         client.control.failDrive = "drive data: open /dir: Is a directory (EISDIR)"
         let second = #"{"drive_id": "data", "is_root_device": false, "path_on_host": "/dir", "is_read_only": true}"#
-        #expect(client.call("PUT", "/drives/data", second) == (400, fault("drive data: open /dir: Is a directory (EISDIR)")))
+        #expect(
+            client.call("PUT", "/drives/data", second) == (400, fault("drive data: open /dir: Is a directory (EISDIR)"))
+        )
         let other = #"{"drive_id": "other", "is_root_device": false, "path_on_host": "/dir"}"#
         #expect(client.call("PUT", "/drives/other", other).status == 400)
         #expect(client.controller.configuration.drives.map(\.driveID) == ["data"])
@@ -148,7 +150,9 @@ private func fault(_ text: String) -> String { JSONValue.object([("fault_message
 
     @Test func aTapTheVMMCannotOpenIsRefusedAtPUTAndTheConfigurationKept() {
         let client = Client()
-        #expect(client.call("PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap0"}"#).status == 204)
+        #expect(
+            client.call("PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap0"}"#).status
+                == 204)
         #expect(client.control.checkedInterfaces == ["eth0 tap0"], "PUT /network-interfaces opens the TAP at once")
         client.control.failInterface = "network interface: cannot open TAP tap9: no such persistent TAP"
         #expect(

@@ -465,7 +465,8 @@ struct FailedStartTests {
         let client = try UnixHTTPClient(path: socketPath)
         func put(_ path: String) throws -> UnixHTTPClient.Response {
             try client.request(
-                "PUT", "/drives/data", "{\"drive_id\": \"data\", \"path_on_host\": \"\(path)\", \"is_root_device\": false}")
+                "PUT", "/drives/data",
+                "{\"drive_id\": \"data\", \"path_on_host\": \"\(path)\", \"is_root_device\": false}")
         }
         let cases = [
             (folder, "Is a directory"), (scratch + ".missing", "No such file"),
