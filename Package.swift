@@ -14,10 +14,16 @@ import PackageDescription
 /// linker/static-pie-ld: the toolchain's lld (the system's gold does not know
 /// `--no-dynamic-linker`, which `-static-pie` passes) without the `$ORIGIN`
 /// rpath SwiftPM adds, which glibc's static-pie start-up refuses.
+/// Everything constant after start-up is read-only then: `linker/relro.ld`
+/// moves the constants lld would leave writable into PT_GNU_RELRO, and
+/// `-z now` adds the ifunc slots of `.got.plt` (docs/platform.md,
+/// "Read-only constants"). SwiftPM does not track the script as an input of
+/// the link: remove the binaries after changing it.
 let staticExecutable: [LinkerSetting] = [
     .unsafeFlags([
         "-static-executable", "-ld-path=\(Context.packageDirectory)/linker/static-pie-ld", "-Xclang-linker",
-        "-static-pie",
+        "-static-pie", "-Xlinker", "-T", "-Xlinker", "\(Context.packageDirectory)/linker/relro.ld",
+        "-Xlinker", "-z", "-Xlinker", "now",
     ])
 ]
 
