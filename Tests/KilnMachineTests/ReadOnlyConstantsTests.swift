@@ -27,7 +27,8 @@ struct ReadOnlyConstantsTests {
         #expect(layout.sections.contains { $0.name == ".rodata" }, "\(path) has no .rodata")
         let writable = layout.sections.filter { section in
             section.allocated && section.size > 0 && !Self.mutableSections.contains(section.name)
-                && !relro.contains(section.addresses) && !layout.readOnlySegments.contains { $0.contains(section.addresses) }
+                && !relro.contains(section.addresses)
+                && !layout.readOnlySegments.contains { $0.contains(section.addresses) }
         }
         #expect(writable.isEmpty, "\(path): writable after start-up: \(writable.map(\.name))")
     }
@@ -39,7 +40,8 @@ struct ReadOnlyConstantsTests {
         let rodata = try #require(layout.sections.first { $0.name == ".rodata" }, "kiln has no .rodata")
         let relro = try #require(layout.relro, "kiln has no PT_GNU_RELRO")
         let mappings = try Lane1.mapsOfServingKiln().filter { $0.hasSuffix("/kiln") }.map(ProcMapsLine.init)
-        let base = try #require(mappings.first { $0.offset == 0 }?.range.lowerBound, "kiln's first mapping: \(mappings)")
+        let base = try #require(
+            mappings.first { $0.offset == 0 }?.range.lowerBound, "kiln's first mapping: \(mappings)")
         for range in [rodata.addresses, relro] {
             let pages = (base + range.lowerBound) / 4096 * 4096..<(base + range.upperBound)
             let covering = mappings.filter { $0.range.overlaps(pages) }
@@ -83,7 +85,7 @@ struct ExecutableLayout {
         let name: String
         let flags: UInt64
         let addresses: Range<UInt64>
-        var allocated: Bool { flags & 0x2 != 0 }  // SHF_ALLOC
+        var allocated: Bool { flags & 0x2 != 0 } // SHF_ALLOC
         var size: UInt64 { addresses.upperBound - addresses.lowerBound }
     }
 
@@ -117,8 +119,8 @@ struct ExecutableLayout {
             let header = try range(programHeaders, index * programHeaderSize).upperBound
             let type = try integer(header, 4), flags = try integer(header + 4, 4)
             let addresses = try range(try integer(header + 16, 8), try integer(header + 40, 8))
-            if type == 1 && flags & 0x2 == 0 { readOnly.append(addresses) }  // PT_LOAD without PF_W
-            if type == 0x6474_E552 { relro = addresses }  // PT_GNU_RELRO
+            if type == 1 && flags & 0x2 == 0 { readOnly.append(addresses) } // PT_LOAD without PF_W
+            if type == 0x6474_E552 { relro = addresses } // PT_GNU_RELRO
         }
 
         let sectionHeaders = try integer(40, 8), sectionHeaderSize = try integer(58, 2)
@@ -126,8 +128,10 @@ struct ExecutableLayout {
         let namesOffset = try integer(try range(sectionHeaders, namesIndex * sectionHeaderSize + 24).upperBound, 8)
         func name(_ offset: UInt64) throws -> String {
             let start = try range(namesOffset, offset).upperBound
-            _ = try integer(start, 1)  // inside the file
-            guard let end = image[Int(start)...].firstIndex(of: 0) else { throw Malformed("a section name at \(start)") }
+            _ = try integer(start, 1) // inside the file
+            guard let end = image[Int(start)...].firstIndex(of: 0) else {
+                throw Malformed("a section name at \(start)")
+            }
             return String(decoding: image[Int(start)..<end], as: UTF8.self)
         }
         sections = try (0..<count).map { index in

@@ -41,7 +41,7 @@ extension Lane1 {
         defer { unlink(socketPath) }
         let parent = try Lane1.spawn(["--api-sock", socketPath], stdout: "/dev/null", stderr: "/dev/null", seconds: 30)
         defer { kill(parent, SIGTERM); _ = Lane1.wait(parent) }
-        _ = try UnixHTTPClient(path: socketPath)  // kiln is up
+        _ = try UnixHTTPClient(path: socketPath) // kiln is up
         let kiln = try #require(ProcThreads.child(of: parent), "no kiln under timeout(1)")
         return Lane1.read("/proc/\(kiln)/maps").split(separator: "\n")
     }
