@@ -14,34 +14,42 @@ import PackageDescription
 /// linker/static-pie-ld: the toolchain's lld (the system's gold does not know
 /// `--no-dynamic-linker`, which `-static-pie` passes) without the `$ORIGIN`
 /// rpath SwiftPM adds, which glibc's static-pie start-up refuses.
+/// Everything constant after start-up is read-only then: `linker/relro.ld`
+/// moves the constants lld would leave writable into PT_GNU_RELRO, and
+/// `-z now` adds the ifunc slots of `.got.plt` (docs/platform.md,
+/// "Read-only constants"). SwiftPM does not track the script as an input of
+/// the link: remove the binaries after changing it.
+/// Relative relocations are packed as RELR (`-z pack-relative-relocs`, which
+/// glibc 2.36's static-pie start-up applies), so that each start of kiln or
+/// the jailer reads a table of 3–4 KiB instead of 400–470 KiB of `.rela.dyn`
+/// (integration/bench/density/README.md, "Where the cost goes").
 let staticExecutable: [LinkerSetting] = [
     .unsafeFlags([
         "-static-executable", "-ld-path=\(Context.packageDirectory)/linker/static-pie-ld", "-Xclang-linker",
-        "-static-pie",
+        "-static-pie", "-Xlinker", "-T", "-Xlinker", "\(Context.packageDirectory)/linker/relro.ld",
+        "-Xlinker", "-z", "-Xlinker", "now", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
     ])
 ]
 
 /// `kiln` adds to that, for the memory and start-up of each instance
-/// (integration/bench/density/README.md, "Where the cost goes"): its relative
-/// relocations packed as RELR (`-z pack-relative-relocs`, which glibc 2.36's
-/// static-pie start-up applies), so that start-up reads a 4 KiB table instead
-/// of 470 KiB of `.rela.dyn`; and the functions a launch runs placed together
-/// first (`linker/kiln.order`, written by `linker/kiln_order.py`), so that the
-/// kernel's fault-around maps those pages and not the whole text. Names the
-/// link no longer has are skipped quietly.
+/// (integration/bench/density/README.md, "Where the cost goes"): the
+/// functions a launch runs placed together first (`linker/kiln.order`,
+/// written by `linker/kiln_order.py`), so that the kernel's fault-around maps
+/// those pages and not the whole text. Names the link no longer has are
+/// skipped quietly.
 let vmmExecutable: [LinkerSetting] =
     staticExecutable + [
         .unsafeFlags([
-            "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
             "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/linker/kiln.order",
             "-Xlinker", "--no-warn-symbol-ordering",
         ])
     ]
 
-/// The Swift modules linked into `kiln`. Metadata of concrete generic types
-/// comes from direct accessor calls rather than mangled names the runtime
-/// demangles and checks, conformance by conformance, against every record in
-/// the binary (a fifth of a launch's instructions); each function sits in its
+/// The Swift modules linked into `kiln` and `kiln-jailer`. Metadata of
+/// concrete generic types comes from direct accessor calls rather than
+/// mangled names the runtime demangles and checks, conformance by
+/// conformance, against every record in the binary (a fifth of a launch's
+/// instructions, and of the jailer's); each function sits in its
 /// own section, so the linker drops unused ones and `linker/kiln.order` can
 /// place the start-up path together.
 let vmmSwiftSettings: [SwiftSetting] = [
@@ -112,7 +120,9 @@ let package = Package(
         .target(name: "KilnACPI", dependencies: ["KilnBytes"], swiftSettings: vmmSwiftSettings),
 
         // MARK: Jail: the jailer's steps, one file per concern
-        .target(name: "KilnJail", dependencies: ["KilnBytes", "KilnSeccomp", "KilnSystem", "CKiln"]),
+        .target(
+            name: "KilnJail", dependencies: ["KilnBytes", "KilnSeccomp", "KilnSystem", "CKiln"],
+            swiftSettings: vmmSwiftSettings),
 
         // MARK: Executables
         // Static too, so that `kiln-policy trace` runs where kiln does (the
@@ -122,7 +132,7 @@ let package = Package(
             linkerSettings: staticExecutable),
         .executableTarget(
             name: "kiln-jailer", dependencies: ["KilnJail", "KilnSystem", "KilnBuiltinPolicies", "CKilnStart"],
-            linkerSettings: staticExecutable),
+            swiftSettings: vmmSwiftSettings, linkerSettings: staticExecutable),
         .executableTarget(
             name: "kiln-jail-probe", dependencies: ["KilnSystem", "KilnJSON", "KilnSeccomp", "CKiln", "CKilnStart"],
             linkerSettings: staticExecutable),

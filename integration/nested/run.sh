@@ -215,7 +215,7 @@ density_json=${density_json:-$out/density-linux.json}
 
 # Level-1 root: the cached base tree (hard links), plus level 2 and the VMMs.
 stage=$(mktemp -d "$out/stage.XXXXXX")
-trap 'rm -rf "$stage" "$stage.cpio" "$stage.times"' EXIT
+trap 'rm -rf "$stage" "$stage.cpio" "$stage.times" "$stage.last" "$stage.monitor"' EXIT
 cp -al "$out/l1-base/." "$stage/"
 rm -f "$stage/.done"
 mkdir -p "$stage/vmm"
@@ -445,19 +445,72 @@ elapsed() { # seconds since start, two decimals
   local us=$(( ${EPOCHREALTIME/./} - start_us ))
   printf '%d.%02d' $(( us / 1000000 )) $(( us % 1000000 / 10000 ))
 }
+# Level 1 prints a line every few seconds. When it has said nothing for
+# KILN_NESTED_SILENCE_S (150) seconds, QEMU's monitor is asked five times, a
+# second apart, where level 1's CPU is: one address means a loop, HLT=1 means
+# level 1 idles waiting on something, moving means slow rather than stuck.
+# Level 1 boots with nokaslr, so the addresses can be looked up in the
+# System.map of Debian's linux-image-*-dbg package (the one the kernel
+# package ships is a placeholder).
+silence_s=${KILN_NESTED_SILENCE_S:-150}
+monitor=$stage.monitor
+where_is_level1() {
+  python3 - "$monitor" <<'PY'
+import re, socket, sys, time
+def ask(command):
+    with socket.socket(socket.AF_UNIX) as monitor:
+        monitor.settimeout(5)
+        monitor.connect(sys.argv[1])
+        monitor.sendall(command.encode() + b"\n")
+        reply = b""
+        while reply.count(b"(qemu)") < 2:
+            chunk = monitor.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+        return reply.decode(errors="replace")
+for sample in range(5):
+    try:
+        fields = dict(re.findall(r"\b(RIP|CPL|HLT)=([0-9a-f]+)", ask("info registers")))
+    except OSError as error:  # after the first sample: QEMU has ended since
+        if sample == 0:
+            print(f"nested: level 1 silent; QEMU's monitor: {error}", flush=True)
+        break
+    print("nested: level 1 silent: " + " ".join(f"{name}={fields.get(name, '?')}" for name in ("RIP", "CPL", "HLT")),
+          flush=True)
+    time.sleep(1)
+PY
+}
+: > "$stage.last"
+(
+  while sleep $(( silence_s < 10 ? 1 : 10 )); do
+    [ -e "$stage.last" ] || exit 0
+    if [ $(( $(date +%s) - $(stat -c %Y "$stage.last") )) -ge "$silence_s" ]; then
+      echo "nested: level 1 has printed nothing for ${silence_s}s; asking QEMU where it is"
+      where_is_level1
+      exit 0
+    fi
+  done
+) &
+watchdog=$!
+
 set +e
 timeout -k 5 "$timeout_s" qemu-system-x86_64 \
   -M microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on \
   -accel tcg,thread=single -cpu EPYC,+svm,+npt -smp 1 -m 2048 -nodefaults -no-user-config \
-  -nographic -serial stdio -no-reboot -kernel "$out/l1-vmlinux" -initrd "$stage.cpio" \
-  -append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=2000000 no_timer_check quiet" </dev/null 2>&1 |
+  -nographic -serial stdio -monitor "unix:$monitor,server=on,wait=off" -no-reboot \
+  -kernel "$out/l1-vmlinux" -initrd "$stage.cpio" \
+  -append "console=ttyS0 reboot=t panic=-1 tsc_early_khz=2000000 no_timer_check quiet nokaslr" </dev/null 2>&1 |
   while IFS= read -r line; do
+    : > "$stage.last"
     line=${line%$'\r'}
     case $line in *"TCG doesn't support requested feature"*) continue ;; esac
     printf '%s\n' "$line"
     case $line in *KILN-*) echo "$(elapsed) $line" >> "$stage.times" ;; esac
   done
 status=${PIPESTATUS[0]}
+kill "$watchdog" 2>/dev/null
+wait "$watchdog" 2>/dev/null
 set -e
 total=$(elapsed)
 touch "$stage.times"
