@@ -120,7 +120,13 @@ struct ValidatedHostFile {
                 throw SystemError.current("link \(path) into", subject: subject)
             }
         }
-        try JailFolder.copy(source, size: UInt64(info.st_size), named: name, mode: mode, in: root, subject: subject)
+        // Anyone may walk into the jail root, so a copy of a file other host
+        // users could not read keeps it from them: no bits for others, and
+        // the VMM reads it through its group (root stays the owner).
+        let hidden = info.st_mode & 0o004 == 0
+        try JailFolder.copy(
+            source, size: UInt64(info.st_size), named: name, mode: hidden ? mode & ~0o007 : mode,
+            group: hidden ? gid : nil, in: root, subject: subject)
     }
 
     /// AT_EMPTY_PATH (linux/fcntl.h), which Glibc's module does not export.

@@ -230,13 +230,14 @@ struct JailFolder {
     /// A new file `name` in `directory` (owned by the jailer, that is root)
     /// with `size` bytes of `input`.
     static func copy(
-        _ input: FileDescriptor, size: UInt64, named name: String, mode: mode_t,
+        _ input: FileDescriptor, size: UInt64, named name: String, mode: mode_t, group: gid_t? = nil,
         in directory: FileDescriptor, subject: String
     ) throws {
         let output = try check("create", subject: subject) {
             ckiln_openat(directory.rawValue, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, UInt32(mode))
         }
         defer { close(output) }
+        if let group { try check("chown", subject: subject) { fchown(output, 0, group) } }
         try check("copy into", subject: subject) { ckiln_copy_file(input.rawValue, output, size) }
     }
 

@@ -69,7 +69,8 @@ public enum JailHelp {
                                       jail root (NAME: HOST_PATH's file name by default; one name of
                                       [A-Za-z0-9-_.], not dev, run, seccomp.kbundle or the exec file's name).
                                       Hard-linked when the VMM's uid/gid may read but not write it, else
-                                      copied as root's, mode 0444. Every file is checked before anything
+                                      copied as root's, mode 0444 (0440 with the VMM's group when others
+                                      may not read HOST_PATH). Every file is checked before anything
                                       is created; the files go with the jail folder (rollback, cleanup).
                                       For the kernel, initrd and config file the VMM reads.
               --help, -h              this text.

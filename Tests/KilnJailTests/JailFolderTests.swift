@@ -38,10 +38,10 @@ struct JailFolderTests {
             return ValidatedHostFile(flag: "--exec-file", path: path, info)
         }
 
-        func place(_ file: ValidatedHostFile) throws {
+        func place(_ file: ValidatedHostFile, mode: mode_t = 0o755) throws {
             try FileDescriptor.open(folder + "/root", O_RDONLY | O_DIRECTORY).closeAfter { root in
                 try file.place(
-                    named: "kiln", mode: 0o755, in: root, rootPath: folder + "/root", uid: vmm.uid, gid: vmm.gid)
+                    named: "kiln", mode: mode, in: root, rootPath: folder + "/root", uid: vmm.uid, gid: vmm.gid)
             }
         }
 
@@ -86,6 +86,19 @@ struct JailFolderTests {
         #expect(stat(scratch.real, &real) == 0)
         #expect(placed.st_ino != real.st_ino)
         #expect(placed.st_uid == 0 && placed.st_mode & 0o7777 == 0o755)
+        #expect(try FileSystem.readFile(scratch.folder + "/root/kiln", limit: 64) == Array("static binary".utf8))
+    }
+
+    /// A --jail-file only root may read (a kernel or initrd kept 0600) is
+    /// copied for the VMM's group alone: the jail root is open to every host
+    /// user, and a 0444 copy would hand them the file.
+    @Test func aCopyOfAFileOthersCannotReadStaysHiddenFromThem() throws {
+        let scratch = try Scratch()
+        #expect(chmod(scratch.real, 0o600) == 0)
+        try scratch.place(scratch.validated(scratch.real), mode: 0o444)
+        let placed = try #require(scratch.placed())
+        #expect(placed.st_uid == 0 && placed.st_gid == Self.vmm.gid, "owner \(placed.st_uid):\(placed.st_gid)")
+        #expect(placed.st_mode & 0o7777 == 0o440, "mode \(String(placed.st_mode & 0o7777, radix: 8))")
         #expect(try FileSystem.readFile(scratch.folder + "/root/kiln", limit: 64) == Array("static binary".utf8))
     }
 
