@@ -33,9 +33,11 @@ extension VMConfig {
         try validatePaths()
     }
 
-    /// Refuses a host path with a NUL byte: the C string would end there and
-    /// name another file.
+    /// Refuses an empty host path, which names no file (bind(2) of "" even
+    /// reports ENAMETOOLONG), and one with a NUL byte: the C string would end
+    /// there and name another file.
     public static func checkPath(_ path: String, field: String) throws {
+        if path.isEmpty { throw ConfigurationError(path: field, message: "must not be empty") }
         if path.utf8.contains(0) {
             throw ConfigurationError(path: field, message: "must not contain a NUL byte")
         }

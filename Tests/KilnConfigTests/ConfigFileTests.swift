@@ -180,6 +180,30 @@ private func errorPath(_ text: String) -> String? {
     }
 }
 
+/// An empty host path names no file; bind(2) of an empty vsock `uds_path`
+/// even reported "File name too long". Each field refuses it by name.
+@Test func everyPathFieldRefusesAnEmptyPath() {
+    let cases: [(document: String, field: String)] = [
+        (#"{"boot-source": {"kernel_image_path": ""}}"#, "boot-source.kernel_image_path"),
+        (#"{"boot-source": {"kernel_image_path": "/k", "initrd_path": ""}}"#, "boot-source.initrd_path"),
+        (#"{"drives": [{"drive_id": "a", "is_root_device": false, "path_on_host": ""}]}"#, "drives[0].path_on_host"),
+        (#"{"vsock": {"guest_cid": 3, "uds_path": ""}}"#, "vsock.uds_path"),
+        (#"{"logger": {"log_path": ""}}"#, "logger.log_path"),
+        (#"{"metrics": {"metrics_path": ""}}"#, "metrics.metrics_path"),
+    ]
+    for (document, field) in cases {
+        #expect(throws: ConfigurationError(path: field, message: "must not be empty"), "\(document)") {
+            try load(document)
+        }
+    }
+    var config = VMConfig(bootSource: BootSourceConfig(kernelImagePath: ""))
+    #expect(throws: ConfigurationError(path: "boot-source.kernel_image_path", message: "must not be empty")) {
+        try config.validate()
+    }
+    config.bootSource = BootSourceConfig(kernelImagePath: "/k")
+    #expect(throws: Never.self) { try config.validate() }
+}
+
 /// A `\u0000` in a path used to reach open(2), which stops at the NUL: the
 /// prefix was opened (and booted). Every host path field refuses it by name.
 @Suite struct NulInPathTests {
