@@ -63,7 +63,8 @@ struct JailedKilnTests {
         let base = folder + "/jails", id = "jailed-lane1-\(vcpus)", parent = "kiln-lane-test-\(getpid())"
         let common = ["--id", id, "--exec-file", Lanes.kiln, "--chroot-base-dir", base, "--parent-cgroup", parent]
         // One run gets the guest as it is built (root's, 0755: linked into the
-        // jail), the other a private copy (0600: the jailer must copy it, 0444).
+        // jail), the other a private copy (0600: the jailer must copy it, 0440
+        // in the VMM's group, so that other host users still cannot read it).
         let linked = vcpus == 1
         // The other runs with no --seccomp-bundle: kiln-jailer's built-in one,
         // which is policies/ compiled.
@@ -119,8 +120,9 @@ struct JailedKilnTests {
             #expect(placed.st_ino == source.st_ino, "a readable, root-owned guest is hard-linked")
         } else {
             #expect(
-                placed.st_ino != source.st_ino && placed.st_mode & 0o7777 == 0o444 && placed.st_uid == 0,
-                "a guest the VMM cannot read is copied, root's and 0444")
+                placed.st_ino != source.st_ino && placed.st_mode & 0o7777 == 0o440 && placed.st_uid == 0
+                    && placed.st_gid == gid_t(JailedLane.gid)!,
+                "a guest the VMM cannot read is copied, root's, 0440, in the VMM's group")
         }
 
         let cleanup = try ChildProcess.run([Lanes.jailer, "cleanup"] + common, seconds: 30)
