@@ -106,6 +106,13 @@ struct CommandLineTests {
             #expect(fifo.status == 1, "exit 124 is a wait on the FIFO: \(fifo.stderr)")
             #expect(fifo.stderr.contains("shared.policy is not a regular file"), "\(fifo.stderr)")
             #expect(!FileSystem.exists(output))
+            let compared = try ChildProcess.run(
+                [
+                    binary, "audit", "--policies", PolicyTestSupport.shippedPoliciesDirectory, "--compare",
+                    folder + "/shared.policy",
+                ], seconds: 20)
+            #expect(compared.status == 1, "exit 124 is a wait on the FIFO: \(compared.stderr)")
+            #expect(compared.stderr.contains("shared.policy is not a regular file"), "\(compared.stderr)")
         }
     }
 

@@ -46,7 +46,7 @@ public struct FirecrackerFilter: Sendable {
 
     public static func load(_ path: String) throws -> FirecrackerFilter {
         do {
-            return try parse(try FileSystem.readFile(path, limit: 8 << 20))
+            return try parse(try PolicyLoader.readRegularFile(path, limit: 8 << 20))
         } catch let error as JSONDecodingError {
             throw PolicyError("\(path): \(error)", at: nil)
         } catch let error as JSONParseError {

@@ -26,15 +26,21 @@ public struct PolicyLoader {
         let names = try FileSystem.listDirectory(directory).filter { $0.hasSuffix(".policy") }
         guard !names.isEmpty else { throw PolicyError("no .policy files in \(directory)", at: nil) }
         var loader = PolicyLoader { name in
-            let path = directory + "/" + name
-            // A FIFO would block the open forever and a device never ends.
-            guard FileSystem.isRegularFile(path) else {
-                throw PolicyError(
-                    FileSystem.exists(path) ? "\(path) is not a regular file" : "\(path) does not exist", at: nil)
-            }
-            return try FileSystem.readText(path, limit: PolicyLexer.maximumSize + 1)
+            String(
+                decoding: try readRegularFile(directory + "/" + name, limit: PolicyLexer.maximumSize + 1), as: UTF8.self
+            )
         }
         return try loader.load(files: names)
+    }
+
+    /// Reads a file the user named, refusing anything but a regular file by
+    /// name first: a FIFO would block the open forever, a device never ends.
+    static func readRegularFile(_ path: String, limit: Int) throws -> [UInt8] {
+        guard FileSystem.isRegularFile(path) else {
+            throw PolicyError(
+                FileSystem.exists(path) ? "\(path) is not a regular file" : "\(path) does not exist", at: nil)
+        }
+        return try FileSystem.readFile(path, limit: limit)
     }
 
     /// Resolves the named files into roles, sorted by role name.
