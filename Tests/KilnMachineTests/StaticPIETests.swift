@@ -12,15 +12,9 @@ import Testing
 @Suite(.enabled(if: Lane1.ready, Lane1.skipReason))
 struct StaticPIETests {
     @Test func kilnHasNoInterpreterAndMovesEveryRun() throws {
-        let image = ChildProcess.readBytes(Lane1.kiln)
-        try #require(
-            image.count > 64 && image.starts(with: [0x7F, 0x45, 0x4C, 0x46]), "\(Lane1.kiln) is not an ELF file")
-        func integer(_ offset: Int, _ size: Int) -> Int {
-            (0..<size).reduce(0) { $0 | Int(image[offset + $1]) << (8 * $1) }
-        }
-        #expect(integer(16, 2) == 3, "e_type is not ET_DYN: kiln is not position-independent")
-        let programHeaders = integer(32, 8), entrySize = integer(54, 2), count = integer(56, 2)
-        let types = (0..<count).map { integer(programHeaders + $0 * entrySize, 4) }
+        let layout = try ExecutableLayout(ChildProcess.readBytes(Lane1.kiln))
+        #expect(layout.type == 3, "e_type is not ET_DYN: kiln is not position-independent")
+        let types = layout.programHeaderTypes
         #expect(!types.contains(3), "kiln has a PT_INTERP: it is not static")
         #expect(types.contains(2), "kiln has no PT_DYNAMIC: glibc's static-pie start-up has nothing to relocate")
 
