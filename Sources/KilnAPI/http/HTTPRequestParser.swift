@@ -19,10 +19,10 @@ public struct HTTPRequestParser {
     public let limits: Limits
     private var buffer: [UInt8] = []
     private var failed: HTTPParseError?
-    /// The request being received asked `Expect: 100-continue` and its
-    /// interim answer is owed; `continueOwedOrSent` keeps it to one per request.
-    private var continueOwed = false
-    private var continueOwedOrSent = false
+    /// The interim answer to `Expect: 100-continue` for the request being
+    /// received: at most one per request.
+    private var interimContinue = InterimContinue.notAsked
+    private enum InterimContinue { case notAsked, owed, taken }
 
     public init(limits: Limits = Limits()) {
         self.limits = limits
@@ -42,11 +42,11 @@ public struct HTTPRequestParser {
         do {
             switch try parseOne() {
             case .incomplete(let bodyAwaitedAfterExpect):
-                if bodyAwaitedAfterExpect && !continueOwedOrSent { (continueOwed, continueOwedOrSent) = (true, true) }
+                if bodyAwaitedAfterExpect && interimContinue == .notAsked { interimContinue = .owed }
                 return nil
             case .complete(let request, let consumed):
                 buffer.removeFirst(consumed)
-                (continueOwed, continueOwedOrSent) = (false, false)
+                interimContinue = .notAsked
                 return request
             }
         } catch let error as HTTPParseError {
@@ -62,8 +62,9 @@ public struct HTTPRequestParser {
     /// answers it. A client such as curl otherwise waits a second before it
     /// sends the body (RFC 9110 §10.1.1).
     public mutating func takeInterimContinue() -> Bool {
-        defer { continueOwed = false }
-        return continueOwed
+        guard interimContinue == .owed else { return false }
+        interimContinue = .taken
+        return true
     }
 
     private enum Outcome {
